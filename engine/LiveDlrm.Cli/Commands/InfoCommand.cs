@@ -1,0 +1,30 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using LiveDlrm.Interop;
+using LiveDlrm.Runtime;
+
+namespace LiveDlrm.Cli.Commands;
+
+public sealed class InfoCommand : ICommand
+{
+    public string Name => "info";
+    public string Summary => "what this machine and build give the engine: ISA level, threads, TorchSharp/libtorch, native libraries";
+    public string Usage => "  (no options)";
+
+    public int Run(CommandArgs args)
+    {
+        args.EnsureAllUsed();
+        Console.WriteLine($"os                {RuntimeInformation.OSDescription} ({RuntimeInformation.OSArchitecture})");
+        Console.WriteLine($".NET              {RuntimeInformation.FrameworkDescription}");
+        Console.WriteLine($"vector widths     512:{Vector512.IsHardwareAccelerated} 256:{Vector256.IsHardwareAccelerated} 128:{Vector128.IsHardwareAccelerated}");
+        Console.WriteLine($"processors        {Environment.ProcessorCount}");
+        Console.WriteLine($"TorchSharp        {TorchRuntime.TorchSharpVersion}");
+        string libtorch;
+        try { libtorch = TorchRuntime.LibTorchVersion + $" (intra-op threads {TorchSharp.torch.get_num_threads()})"; }
+        catch (InvalidOperationException e) { libtorch = "NOT LOADED: " + e.Message; }
+        Console.WriteLine($"libtorch          {libtorch}");
+        foreach (var lib in NativeLibraries.Known)
+            Console.WriteLine($"{lib,-17} {NativeLibraries.LoadedFrom(lib) ?? "unavailable"}");
+        return 0;
+    }
+}
