@@ -215,11 +215,13 @@ public sealed unsafe class DlrmModel : IDisposable
     }
 }
 
-/// <summary>One training forward of a <see cref="DlrmModel"/> (see <see cref="DlrmModel.Forward"/>).</summary>
+/// <summary>One training forward of a <see cref="DlrmModel"/> (see <see cref="DlrmModel.Forward"/>). Owns its input,
+/// pooled and logit tensors (the autograd graph keeps what backward needs); it opens no dispose scope that outlives
+/// the constructor, so passes may be kept (e.g. in a replay ring) and disposed in any order.</summary>
 public sealed unsafe class DlrmForwardPass : IDisposable
 {
-    readonly DisposeScope _scope;
     readonly int _tables, _dim;
+    Tensor? _grad;
 
     public int Count { get; }
     /// <summary>Dense input [B, F].</summary>
@@ -235,21 +237,17 @@ public sealed unsafe class DlrmForwardPass : IDisposable
         Count = batch.Count;
         _tables = config.Tables.Count;
         _dim = config.Dim;
-        _scope = NewDisposeScope();
-        try
-        {
-            DenseInput = empty(Count, config.DenseFeatures);
-            batch.Dense.CopyTo(new Span<float>(TensorMemory.Pointer(DenseInput), Count * config.DenseFeatures));
-            Pooled = empty(_tables, Count, _dim);
-            model.Pool(batch, new Span<float>(TensorMemory.Pointer(Pooled), _tables * Count * _dim));
-            Pooled.requires_grad_(true);
-            Logits = model.Dense.forward(DenseInput, Pooled);
-        }
-        catch
-        {
-            _scope.Dispose();
-            throw;
-        }
+        using var scope = NewDisposeScope();
+        DenseInput = empty(Count, config.DenseFeatures);
+        batch.Dense.CopyTo(new Span<float>(TensorMemory.Pointer(DenseInput), Count * config.DenseFeatures));
+        Pooled = empty(_tables, Count, _dim);
+        model.Pool(batch, new Span<float>(TensorMemory.Pointer(Pooled), _tables * Count * _dim));
+        Pooled.requires_grad_(true);
+        Logits = model.Dense.forward(DenseInput, Pooled);
+        // Intermediate wrappers die with the scope; libtorch's graph holds its own references to saved tensors.
+        DenseInput.DetachFromDisposeScope();
+        Pooled.DetachFromDisposeScope();
+        Logits.DetachFromDisposeScope();
     }
 
     /// <summary>Pooled embeddings of table <paramref name="table"/>, [B × d] row-major.</summary>
@@ -258,10 +256,21 @@ public sealed unsafe class DlrmForwardPass : IDisposable
     /// <summary>dL/d(pooled) of table <paramref name="table"/> after backward, [B × d]; empty before backward.</summary>
     public ReadOnlySpan<float> PooledGradient(int table)
     {
-        var grad = Pooled.grad;
-        if (grad is null) return default;
-        return new ReadOnlySpan<float>(TensorMemory.Pointer(grad) + (long)table * Count * _dim, Count * _dim);
+        if (_grad is null)
+        {
+            using var scope = NewDisposeScope();
+            var grad = Pooled.grad;
+            if (grad is null) return default;
+            _grad = grad.DetachFromDisposeScope();
+        }
+        return new ReadOnlySpan<float>(TensorMemory.Pointer(_grad) + (long)table * Count * _dim, Count * _dim);
     }
 
-    public void Dispose() => _scope.Dispose();
+    public void Dispose()
+    {
+        _grad?.Dispose();
+        Logits.Dispose();
+        Pooled.Dispose();
+        DenseInput.Dispose();
+    }
 }
