@@ -31,7 +31,8 @@ public sealed unsafe class DlrmModel : IDisposable
     public IEmbeddingBackend Backend { get; }
 
     /// <summary>Takes ownership of <paramref name="tables"/> and <paramref name="dense"/> (disposed with the model);
-    /// the backend is disposed too unless <paramref name="ownsBackend"/> is false.</summary>
+    /// the backend is disposed too unless <paramref name="ownsBackend"/> is false. No backend = the CPU SIMD kernels
+    /// (<see cref="CpuEmbeddingBackend"/>; concurrent callers that find its worker pool busy run inline).</summary>
     public DlrmModel(DlrmConfig config, IReadOnlyList<EmbeddingTable> tables, DlrmDenseNet dense, IEmbeddingBackend? backend = null, bool ownsBackend = true)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -49,7 +50,7 @@ public sealed unsafe class DlrmModel : IDisposable
         Config = config;
         _tables = tables.ToArray();
         Dense = dense;
-        Backend = backend ?? new ReferenceEmbeddingBackend();
+        Backend = backend ?? new CpuEmbeddingBackend();   // the SIMD kernels on the shared worker pool
         _ownsBackend = backend is null || ownsBackend;
     }
 
