@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace LiveDlrm.Data;
 
@@ -319,9 +320,42 @@ internal sealed class EventCacheReader : IDisposable
             if (at > length) throw Corrupt("sections exceed the group payload");
         }
         if (at != length) throw Corrupt($"payload is {length} bytes, sections need {at}");
+        ValidateGroup(p, count);
         _groupCount = count;
         _groupPos = 0;
         return true;
+    }
+
+    /// <summary>Structural checks of a group whose checksum passed: CSR offsets well-formed, every index inside
+    /// its table. Done once per group so that copying out is plain bulk copies.</summary>
+    void ValidateGroup(ReadOnlySpan<byte> p, int count)
+    {
+        for (int f = 0; f < _layout.SparseCount; f++)
+        {
+            var offsets = MemoryMarshal.Cast<byte, int>(p.Slice(_offsetSections[f], (count + 1) * 4));
+            for (int i = 0; i < count; i++)
+                if (offsets[i + 1] < offsets[i]) throw Corrupt($"offsets of sparse feature {f} decrease at event {i}");
+            long rows = _layout.Sparse[f].Rows;
+            if (_header.IndexWidth == 8)
+            {
+                foreach (long v in MemoryMarshal.Cast<byte, long>(p.Slice(_indexSections[f], (int)_nnz[f] * 8)))
+                    if ((ulong)v >= (ulong)rows) throw Corrupt($"index {v} of sparse feature {f} outside [0, {rows})");
+            }
+            else
+            {
+                var idx = MemoryMarshal.Cast<byte, uint>(p.Slice(_indexSections[f], (int)_nnz[f] * 4));
+                uint limit = (uint)Math.Min(rows, uint.MaxValue);
+                int i = 0;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    var bound = Vector256.Create(limit);
+                    for (; i + Vector256<uint>.Count <= idx.Length; i += Vector256<uint>.Count)
+                        if (Vector256.GreaterThanOrEqualAny(Vector256.Create(idx.Slice(i, Vector256<uint>.Count)), bound)) break;
+                }
+                for (; i < idx.Length; i++)
+                    if (idx[i] >= limit) throw Corrupt($"index {(int)idx[i]} of sparse feature {f} outside [0, {rows})");
+            }
+        }
     }
 
     void CopyOut(EventBatch batch, int start, int n)
@@ -339,40 +373,34 @@ internal sealed class EventCacheReader : IDisposable
         {
             var offsets = MemoryMarshal.Cast<byte, int>(p[_offsetSections[f]..]);
             int from = offsets[start], to = offsets[start + n];
-            if (from > to || to > _nnz[f]) throw Corrupt($"offsets of sparse feature {f} are not non-decreasing");
             long[] o = batch.OffsetArray(f);
             long baseIndex = o[dst];
             batch.EnsureIndexCapacity(f, baseIndex + (to - from));
-            long[] idx = batch.IndexArray(f);
-            long shift = baseIndex - from;
-            for (int i = 1; i <= n; i++)
-            {
-                int next = offsets[start + i];
-                if (next < offsets[start + i - 1]) throw Corrupt($"offsets of sparse feature {f} are not non-decreasing");
-                o[dst + i] = next + shift;
-            }
-            long rows = _layout.Sparse[f].Rows;
+            // offsets[start + 1 .. start + n] rebased onto the batch's running index count
+            WidenAdd(offsets.Slice(start + 1, n), baseIndex - from, o.AsSpan(dst + 1, n));
             if (_header.IndexWidth == 8)
-            {
-                var src = MemoryMarshal.Cast<byte, long>(p[_indexSections[f]..]).Slice(from, to - from);
-                src.CopyTo(idx.AsSpan((int)baseIndex));
-                foreach (long v in src) if ((ulong)v >= (ulong)rows) throw Corrupt($"index {v} of sparse feature {f} outside [0, {rows})");
-            }
+                MemoryMarshal.Cast<byte, long>(p[_indexSections[f]..]).Slice(from, to - from).CopyTo(batch.IndexArray(f).AsSpan((int)baseIndex));
             else
-            {
-                var src = MemoryMarshal.Cast<byte, int>(p[_indexSections[f]..]).Slice(from, to - from);
-                Span<long> target = idx.AsSpan((int)baseIndex, src.Length);
-                uint bad = 0;
-                for (int i = 0; i < src.Length; i++)
-                {
-                    int v = src[i];
-                    bad |= (uint)v >= (ulong)rows ? 1u : 0u;
-                    target[i] = v;
-                }
-                if (bad != 0) throw Corrupt($"an index of sparse feature {f} is outside [0, {rows})");
-            }
+                WidenAdd(MemoryMarshal.Cast<byte, int>(p[_indexSections[f]..]).Slice(from, to - from), 0, batch.IndexArray(f).AsSpan((int)baseIndex, to - from));
         }
         batch.SetCountUnchecked(dst + n);
+    }
+
+    /// <summary>destination[i] = source[i] + add, int → long.</summary>
+    static void WidenAdd(ReadOnlySpan<int> source, long add, Span<long> destination)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var a = Vector256.Create(add);
+            for (; i + Vector256<int>.Count <= source.Length; i += Vector256<int>.Count)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Create(source.Slice(i, Vector256<int>.Count)));
+                (lo + a).CopyTo(destination.Slice(i, Vector256<long>.Count));
+                (hi + a).CopyTo(destination.Slice(i + Vector256<long>.Count, Vector256<long>.Count));
+            }
+        }
+        for (; i < source.Length; i++) destination[i] = source[i] + add;
     }
 
     Exception Corrupt(string what) =>
