@@ -146,13 +146,8 @@ public sealed class EventBatch
         if (Count == 0) throw new InvalidOperationException("AddIndex before AddEvent");
         long[] offsets = _offsets[feature];
         long end = offsets[Count];
-        long[] indices = _indices[feature];
-        if (end == indices.Length)
-        {
-            Array.Resize(ref _indices[feature], Math.Max(16, checked(indices.Length * 2)));
-            indices = _indices[feature];
-        }
-        indices[end] = index;
+        if (end == _indices[feature].Length) EnsureIndexCapacity(feature, Math.Max(16, end + 1));
+        _indices[feature][end] = index;
         offsets[Count] = end + 1;
     }
 
@@ -178,6 +173,54 @@ public sealed class EventBatch
         for (int f = 0; f < SparseCount; f++)
             foreach (long i in source.Bag(f, row)) AddIndex(f, i);
         return dst;
+    }
+
+    /// <summary>Appends events [<paramref name="start"/>, start + count) of <paramref name="source"/> (same
+    /// shape) with bulk copies.</summary>
+    public void AppendRange(EventBatch source, int start, int count)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (!ReferenceEquals(source.Layout, Layout) && !SameShape(source.Layout, Layout))
+            throw new ArgumentException("source batch has a different layout", nameof(source));
+        if (start < 0 || count < 0 || start + count > source.Count)
+            throw new ArgumentOutOfRangeException(nameof(count), $"range [{start}, {start + count}) outside the source's {source.Count} events");
+        if (count > Capacity - Count) throw new InvalidOperationException($"{count} events do not fit (batch holds {Count} of {Capacity})");
+        int dst = Count;
+        source._labels.AsSpan(start, count).CopyTo(_labels.AsSpan(dst));
+        source._timestamps.AsSpan(start, count).CopyTo(_timestamps.AsSpan(dst));
+        source._requestIds.AsSpan(start, count).CopyTo(_requestIds.AsSpan(dst));
+        source._trueProbabilities.AsSpan(start, count).CopyTo(_trueProbabilities.AsSpan(dst));
+        source._dense.AsSpan(start * DenseCount, count * DenseCount).CopyTo(_dense.AsSpan(dst * DenseCount));
+        for (int f = 0; f < SparseCount; f++)
+        {
+            long[] so = source._offsets[f];
+            long from = so[start], n = so[start + count] - from;
+            long[] o = _offsets[f];
+            long baseIndex = o[dst];
+            EnsureIndexCapacity(f, baseIndex + n);
+            Array.Copy(source._indices[f], from, _indices[f], baseIndex, n);
+            long shift = baseIndex - from;
+            for (int i = 1; i <= count; i++) o[dst + i] = so[start + i] + shift;
+        }
+        Count = dst + count;
+    }
+
+    // Raw access for the binary cache, which fills whole ranges at once.
+    internal float[] LabelArray => _labels;
+    internal long[] TimestampArray => _timestamps;
+    internal long[] RequestIdArray => _requestIds;
+    internal float[] TrueProbabilityArray => _trueProbabilities;
+    internal float[] DenseArray => _dense;
+    internal long[] OffsetArray(int feature) => _offsets[feature];
+    internal long[] IndexArray(int feature) => _indices[feature];
+    internal void SetCountUnchecked(int count) => Count = count;
+
+    internal void EnsureIndexCapacity(int feature, long needed)
+    {
+        if (needed <= _indices[feature].Length) return;
+        if (needed > Array.MaxLength) throw new InvalidOperationException($"sparse feature {feature}: {needed} indices exceed one array");
+        long grown = Math.Max(needed, Math.Min(Array.MaxLength, (long)_indices[feature].Length * 2));
+        Array.Resize(ref _indices[feature], (int)grown);
     }
 
     static bool SameShape(EventBatchLayout a, EventBatchLayout b) =>
