@@ -10,14 +10,28 @@ public class EventCacheTests
 
     /// <summary>A synthetic stream of a bit more than two cache groups (so group boundaries are crossed) plus a
     /// few bad lines, an empty bag and a multi-valued column's worth of variety via the small schema below.</summary>
+    string _master = "";
+
+    [OneTimeSetUp]
+    public void WriteStream()
+    {
+        _master = Directory.CreateTempSubdirectory("ldlm-cache-master-").FullName;
+        string tsv = Path.Combine(_master, "s.tsv");
+        var config = new SyntheticStreamConfig { Users = 2000, InitialItems = 500, MaxNewItems = 100, Seed = 3 };
+        SyntheticStreamFiles.Write(tsv, config, EventCache.GroupEvents * 2 + 123);
+        File.AppendAllText(tsv, "garbage line\n1\t2\n");
+    }
+
+    [OneTimeTearDown]
+    public void DeleteStream() => Directory.Delete(_master, recursive: true);
+
     [SetUp]
     public void SetUp()
     {
         _dir = Directory.CreateTempSubdirectory("ldlm-cache-").FullName;
         _tsv = Path.Combine(_dir, "s.tsv");
-        var config = new SyntheticStreamConfig { Users = 2000, InitialItems = 500, MaxNewItems = 100, Seed = 3 };
-        SyntheticStreamFiles.Write(_tsv, config, EventCache.GroupEvents * 2 + 123);
-        File.AppendAllText(_tsv, "garbage line\n1\t2\n");
+        File.Copy(Path.Combine(_master, "s.tsv"), _tsv);
+        File.Copy(Path.Combine(_master, "s.schema.json"), Path.Combine(_dir, "s.schema.json"));
         _schema = StreamSchema.Load(SyntheticStreamFiles.SchemaPathFor(_tsv));
     }
 
@@ -52,11 +66,13 @@ public class EventCacheTests
     }
 
     [Test]
-    public void MultiValuedAndEmptyBagsSurviveTheCache()
+    public void MultiValuedEmptyBagsGapsAndWideTimestampsSurviveTheCache()
     {
+        // Bad lines every 97 lines leave gaps in the request ids and one far-future timestamp defeats the
+        // int32-delta timestamp encoding: the cache's general encodings must round-trip too.
         string tsv = Path.Combine(_dir, "m.tsv");
         var lines = Enumerable.Range(0, 5000).Select(i =>
-            $"{i % 2}\t{i}\t{i % 7}\t{i * 0.25}\t{(i % 3 == 0 ? "" : "s" + (i % 50))}\t{string.Join(',', Enumerable.Range(0, i % 5).Select(t => $"t{(i + t) % 40}"))}\t{i % 10}");
+            $"{(i % 97 == 5 ? "x" : (i % 2).ToString())}\t{(i == 2500 ? 5_000_000_000_000L : i)}\t{i % 7}\t{i * 0.25}\t{(i % 3 == 0 ? "" : "s" + (i % 50))}\t{string.Join(',', Enumerable.Range(0, i % 5).Select(t => $"t{(i + t) % 40}"))}\t{i % 10}");
         File.WriteAllLines(tsv, lines);
         var schema = TsvReaderTests.SmallSchema();
         EventBatch Pass(CacheMode mode)
@@ -69,6 +85,8 @@ public class EventCacheTests
         EventBatchAssert.Equal(Pass(CacheMode.Auto), parsed, "multi-valued from cache");
         Assert.That(parsed.Bag(0, 0).Length, Is.Zero);
         Assert.That(parsed.Bag(1, 4).Length, Is.EqualTo(4));
+        Assert.That(parsed.RequestIds[5], Is.EqualTo(6), "line 6 was bad");
+        Assert.That(parsed.Timestamps.ToArray(), Has.Member(5_000_000_000_000L));
     }
 
     [Test]

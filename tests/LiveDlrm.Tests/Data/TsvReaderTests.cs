@@ -229,16 +229,24 @@ internal static class EventBatchAssert
     public static void Equal(EventBatch actual, EventBatch expected, string what)
     {
         Assert.That(actual.Count, Is.EqualTo(expected.Count), what + ": count");
-        Assert.That(actual.Labels.ToArray(), Is.EqualTo(expected.Labels.ToArray()), what + ": labels");
-        Assert.That(actual.Timestamps.ToArray(), Is.EqualTo(expected.Timestamps.ToArray()), what + ": timestamps");
-        Assert.That(actual.RequestIds.ToArray(), Is.EqualTo(expected.RequestIds.ToArray()), what + ": request ids");
-        Assert.That(actual.TrueProbabilities.ToArray(), Is.EqualTo(expected.TrueProbabilities.ToArray()), what + ": true probabilities");
-        Assert.That(actual.Dense.ToArray(), Is.EqualTo(expected.Dense.ToArray()), what + ": dense");
+        Same(actual.Labels, expected.Labels, what + ": labels");
+        Same(actual.Timestamps, expected.Timestamps, what + ": timestamps");
+        Same(actual.RequestIds, expected.RequestIds, what + ": request ids");
+        Same(actual.TrueProbabilities, expected.TrueProbabilities, what + ": true probabilities");
+        Same(actual.Dense, expected.Dense, what + ": dense");
         for (int f = 0; f < expected.SparseCount; f++)
         {
-            Assert.That(actual.Offsets(f).ToArray(), Is.EqualTo(expected.Offsets(f).ToArray()), $"{what}: offsets of feature {f}");
-            Assert.That(actual.Indices(f).ToArray(), Is.EqualTo(expected.Indices(f).ToArray()), $"{what}: indices of feature {f}");
+            Same(actual.Offsets(f), expected.Offsets(f), $"{what}: offsets of feature {f}");
+            Same(actual.Indices(f), expected.Indices(f), $"{what}: indices of feature {f}");
         }
+    }
+
+    /// <summary>Bit-exact span equality; NUnit's element-wise comparison (slow on long arrays) only to describe a mismatch.</summary>
+    static void Same<T>(ReadOnlySpan<T> actual, ReadOnlySpan<T> expected, string what) where T : unmanaged, IEquatable<T>
+    {
+        if (System.Runtime.InteropServices.MemoryMarshal.AsBytes(actual).SequenceEqual(System.Runtime.InteropServices.MemoryMarshal.AsBytes(expected))) return;
+        Assert.That(actual.ToArray(), Is.EqualTo(expected.ToArray()), what);
+        Assert.Fail($"{what}: differs bitwise");
     }
 
     /// <summary>All events of a source concatenated into one batch (small streams only).</summary>
