@@ -145,6 +145,21 @@ public class DlrmTrainerTests
     }
 
     [Test]
+    public void StepsDoNotAccumulateTensorsOrNativeMemory()
+    {
+        var config = TinyDlrm.SmallConfig();
+        using var model = DlrmModel.Create(config, 2);
+        using var trainer = new DlrmTrainer(model);
+        var batch = TinyDlrm.RandomBatch(config, 32, 3);
+        for (int i = 0; i < 20; i++) trainer.Step(batch);   // optimizer state exists after the first steps
+        long tensors = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
+        long native = LiveDlrm.Memory.NativeBuffer.LiveBytes;
+        for (int i = 0; i < 200; i++) trainer.Step(batch);
+        Assert.That(DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount, Is.EqualTo(tensors), "tensors leaked by Step");
+        Assert.That(LiveDlrm.Memory.NativeBuffer.LiveBytes, Is.EqualTo(native));
+    }
+
+    [Test]
     public void LossDecreasesOnARepeatedBatch()
     {
         var config = TinyDlrm.SmallConfig();
