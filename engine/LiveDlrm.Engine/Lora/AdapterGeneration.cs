@@ -111,15 +111,32 @@ internal sealed unsafe class AdapterGeneration
     {
         var g = new AdapterGeneration(version, Rank, Dim, SlotCapacity, MapCapacity, Pool, B);
         Array.Copy(BAdagrad, g.BAdagrad, BAdagrad.Length);
-        Array.Copy(FreeSlots, g.FreeSlots, FreeCount);
-        g.FreeCount = FreeCount;
+        g.CopyBookkeepingFrom(this);
+        OwnsPool = false;
+        return g;
+    }
+
+    /// <summary>A generation with a copy of the pool and a new B (same rank). Used when B is replaced wholesale:
+    /// readers still on this generation keep this B with these A vectors, so a new B is never combined with A rows
+    /// written for it by a reader that snapshotted the old one.</summary>
+    public AdapterGeneration WithCopiedPool(long version, float[] b)
+    {
+        var pool = NativeBuffer.Allocate(Pool.Length);
+        Buffer.MemoryCopy(PoolPointer, pool.Pointer, Pool.Length, Pool.Length);
+        var g = new AdapterGeneration(version, Rank, Dim, SlotCapacity, MapCapacity, pool, b);
+        g.CopyBookkeepingFrom(this);
+        return g;
+    }
+
+    void CopyBookkeepingFrom(AdapterGeneration source)
+    {
+        Array.Copy(source.FreeSlots, FreeSlots, source.FreeCount);
+        FreeCount = source.FreeCount;
         for (int s = 0; s < SlotCapacity; s++)
         {
             long row = *(long*)(SlotPointer(s) + SlotLayout.RowOffset);
-            if (row >= 0) g.InsertNew(row, s);
+            if (row >= 0) InsertNew(row, s);
         }
-        OwnsPool = false;
-        return g;
     }
 
     public long Bytes => Pool.Length + Map.Length + (long)(B.Length + BAdagrad.Length + FreeSlots.Length) * sizeof(float);

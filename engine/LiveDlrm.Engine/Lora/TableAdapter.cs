@@ -218,7 +218,9 @@ public sealed unsafe partial class TableAdapter : IDisposable
         finally { ExitWriter(); }
     }
 
-    /// <summary>Trainer: replaces B (rank × dim row-major, rank = current <see cref="Rank"/>) and resets its optimizer state.</summary>
+    /// <summary>Trainer: replaces B (rank × dim row-major, rank = current <see cref="Rank"/>) and resets its
+    /// optimizer state. A wholesale replacement changes what every A row means, so it publishes a new generation
+    /// (with a copy of the slot pool): a lookup uses the old B with the old A rows or the new B with the new ones.</summary>
     public void SetB(ReadOnlySpan<float> b)
     {
         EnterWriter();
@@ -227,8 +229,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
             var g = Current;
             if (b.Length != g.Rank * Table.Dim) throw new ArgumentException($"table '{Table.Name}': B needs rank × dim = {g.Rank} × {Table.Dim} values, got {b.Length}", nameof(b));
             if (!LoraMath.AllFinite(b)) throw new ArgumentException($"table '{Table.Name}': B has a non-finite value", nameof(b));
-            Array.Clear(g.BAdagrad);
-            Volatile.Write(ref g.B, b.ToArray());
+            Publish(g.WithCopiedPool(++_version, b.ToArray()));
         }
         finally { ExitWriter(); }
     }

@@ -1,0 +1,111 @@
+using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
+
+namespace LiveDlrm.Tests.Lora;
+
+/// <summary>The LoRA bag kernels against the naive dense W + A·B, over every storage, pooling, odd dims (so the
+/// 16-, 8- and scalar column paths all run) and both threading modes.</summary>
+public class LoraLookupTests
+{
+    static readonly EmbeddingStorage[] Storages = Enum.GetValues<EmbeddingStorage>();
+    static readonly PoolingMode[] Poolings = Enum.GetValues<PoolingMode>();
+
+    [Test]
+    public void LookupEqualsDenseEffectiveRows(
+        [ValueSource(nameof(Storages))] EmbeddingStorage storage,
+        [ValueSource(nameof(Poolings))] PoolingMode pooling,
+        [Values(5, 24, 64, 67)] int dim)
+    {
+        var rng = new Random(dim * 31 + (int)storage * 7 + (int)pooling);
+        using var table = LoraTestData.Table(storage, 2000, dim, seed: dim);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 5, BudgetFraction = 1.0 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 40);
+        Assert.That(adapter.ActiveRows, Is.EqualTo(40));
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 50, 9, hot, pooling == PoolingMode.WeightedSum);
+        var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, pooling, dim);
+
+        var reference = new float[batch.Bags * dim];
+        LoraEmbeddingBagReference.Forward(adapter, batch.Indices, batch.Offsets, reference, pooling, batch.Weights);
+        LoraTestData.AssertClose(reference, expected, 1e-5, "reference");
+        foreach (int threads in new[] { 1, 2 })
+        {
+            var fused = new float[batch.Bags * dim + 3];
+            fused.AsSpan(batch.Bags * dim).Fill(-7f);
+            LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, fused, pooling, batch.Weights, threads);
+            LoraTestData.AssertClose(fused, expected, 1e-5, $"fused, {threads} threads");
+            Assert.That(fused[^3..], Is.All.EqualTo(-7f), "the kernel wrote past the last bag");
+        }
+    }
+
+    [Test]
+    public void PlainKernelEqualsEmbeddingBagReference([ValueSource(nameof(Storages))] EmbeddingStorage storage, [Values(7, 64)] int dim)
+    {
+        var rng = new Random(3);
+        using var table = LoraTestData.Table(storage, 200, dim, seed: 9);
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 40, 12, Array.Empty<long>(), weighted: true);
+        var expected = new float[batch.Bags * dim];
+        EmbeddingBagReference.Forward(table, batch.Indices, batch.Offsets, expected, PoolingMode.WeightedSum, batch.Weights);
+        var plain = new float[batch.Bags * dim];
+        LoraEmbeddingBag.ForwardPlain(table, batch.Indices, batch.Offsets, plain, PoolingMode.WeightedSum, batch.Weights, threads: 2);
+        LoraTestData.AssertClose(plain, expected.Select(x => (double)x).ToArray(), 1e-5, "plain");
+    }
+
+    [Test]
+    public void AnEmptyAdapterGivesThePlainLookup()
+    {
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 100, 16, seed: 1);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 8, BudgetFraction = 0.5 });
+        var batch = LoraTestData.RandomBatch(new Random(1), table.Rows, 20, 6, Array.Empty<long>(), weighted: false);
+        var expected = new float[batch.Bags * 16];
+        EmbeddingBagReference.Forward(table, batch.Indices, batch.Offsets, expected);
+        var actual = new float[batch.Bags * 16];
+        LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, actual);
+        Assert.That(actual, Is.EqualTo(expected).Within(1e-6f));
+    }
+
+    public enum BadInput { IndexTooLarge, NegativeIndex, OffsetsDecreasing, OutputTooShort, MissingWeights }
+
+    [Test]
+    public void BadInputThrowsBeforeAnyOutputIsWritten([Values] BadInput corner)
+    {
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp16, 50, 8, seed: 2);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 2, MaxRank = 4, BudgetFraction = 0.5 });
+        long[] indices = { 1, 2, 3, 4 };
+        long[] offsets = { 0, 2, 4 };
+        var pooling = PoolingMode.Sum;
+        int outputLength = 16;
+        switch (corner)
+        {
+            case BadInput.IndexTooLarge: indices[3] = 50; break;
+            case BadInput.NegativeIndex: indices[1] = -1; break;
+            case BadInput.OffsetsDecreasing: offsets = new long[] { 0, 3, 2, 4 }; outputLength = 24; break;
+            case BadInput.OutputTooShort: outputLength = 15; break;
+            case BadInput.MissingWeights: pooling = PoolingMode.WeightedSum; break;
+        }
+        var output = Enumerable.Repeat(42f, outputLength).ToArray();
+        Assert.That(() => LoraEmbeddingBag.Forward(adapter, indices, offsets, output, pooling), Throws.InstanceOf<ArgumentException>()
+            .With.Message.Contains(table.Name));
+        Assert.That(() => LoraEmbeddingBagReference.Forward(adapter, indices, offsets, output, pooling), Throws.InstanceOf<ArgumentException>());
+        Assert.That(output, Is.All.EqualTo(42f));
+    }
+
+    [Test]
+    public void VectorHalfConversionMatchesHalfCastForEveryBitPattern()
+    {
+        for (int start = 0; start < 65536; start += 16)
+        {
+            var bits = System.Runtime.Intrinsics.Vector512.Create(Enumerable.Range(start, 16).ToArray());
+            var wide = LoraEmbeddingBag.HalfToSingle(bits);
+            var narrow = LoraEmbeddingBag.HalfToSingle(System.Runtime.Intrinsics.Vector256.Create(Enumerable.Range(start, 8).ToArray()));
+            for (int i = 0; i < 16; i++)
+            {
+                float expected = (float)BitConverter.UInt16BitsToHalf((ushort)(start + i));
+                Assert.That(SameFloat(wide[i], expected), $"half bits 0x{start + i:x4}: {wide[i]} vs {expected}");
+                if (i < 8) Assert.That(SameFloat(narrow[i], expected), $"half bits 0x{start + i:x4} (256-bit path): {narrow[i]} vs {expected}");
+            }
+        }
+    }
+
+    static bool SameFloat(float x, float y) =>
+        float.IsNaN(y) ? float.IsNaN(x) : BitConverter.SingleToInt32Bits(x) == BitConverter.SingleToInt32Bits(y);
+}
