@@ -25,6 +25,9 @@ internal unsafe struct BagJob
     /// <summary>Runs bags [begin, end); false when an index is out of range (validation makes that unreachable
     /// unless the caller mutated the batch concurrently).</summary>
     public delegate*<in BagJob, int, int, bool> Kernel;
+    /// <summary>Kernel-specific extra state, null for plain lookups (the LoRA kernel's pinned adapter view, see
+    /// Lora/LoraBagKernel.cs). Lives on the calling thread's stack, valid for the whole call like the spans above.</summary>
+    public void* Context;
 }
 
 /// <summary>The arithmetic of one vector width; the loops live once in <see cref="BagKernel"/>.</summary>

@@ -10,11 +10,24 @@ public class LoraLookupTests
     static readonly EmbeddingStorage[] Storages = Enum.GetValues<EmbeddingStorage>();
     static readonly PoolingMode[] Poolings = Enum.GetValues<PoolingMode>();
 
+    static readonly KernelIsa[] Isas = Enum.GetValues<KernelIsa>().Where(EmbeddingKernels.IsSupported).ToArray();
+
+    /// <summary>Every storage × pooling × dim (5, 67: generic path; 16/32/48/64: 1–4 registers at AVX-512; 24: generic
+    /// at AVX-512, 3 registers at AVX2) at the widest ISA.</summary>
     [Test]
     public void LookupEqualsDenseEffectiveRows(
         [ValueSource(nameof(Storages))] EmbeddingStorage storage,
         [ValueSource(nameof(Poolings))] PoolingMode pooling,
-        [Values(5, 24, 64, 67)] int dim)
+        [Values(5, 16, 24, 32, 48, 64, 67)] int dim)
+        => CheckAgainstDense(storage, pooling, dim, EmbeddingKernels.SelectedIsa);
+
+    /// <summary>The narrower register kernels (and the scalar level, which takes the generic path).</summary>
+    [Test]
+    public void LookupEqualsDenseEffectiveRowsAtEveryIsa([ValueSource(nameof(Isas))] KernelIsa isa, [Values(8, 16, 32, 64)] int dim,
+                                                        [Values(EmbeddingStorage.Fp16, EmbeddingStorage.Int8Rowwise, EmbeddingStorage.Fp32)] EmbeddingStorage storage)
+        => CheckAgainstDense(storage, PoolingMode.WeightedSum, dim, isa);
+
+    static void CheckAgainstDense(EmbeddingStorage storage, PoolingMode pooling, int dim, KernelIsa isa)
     {
         var rng = new Random(dim * 31 + (int)storage * 7 + (int)pooling);
         using var table = LoraTestData.Table(storage, 2000, dim, seed: dim);
@@ -27,27 +40,30 @@ public class LoraLookupTests
         var reference = new float[batch.Bags * dim];
         LoraEmbeddingBagReference.Forward(adapter, batch.Indices, batch.Offsets, reference, pooling, batch.Weights);
         LoraTestData.AssertClose(reference, expected, 1e-5, "reference");
-        foreach (int threads in new[] { 1, 2 })
-        {
-            var fused = new float[batch.Bags * dim + 3];
-            fused.AsSpan(batch.Bags * dim).Fill(-7f);
-            LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, fused, pooling, batch.Weights, threads);
-            LoraTestData.AssertClose(fused, expected, 1e-5, $"fused, {threads} threads");
-            Assert.That(fused[^3..], Is.All.EqualTo(-7f), "the kernel wrote past the last bag");
-        }
+        var fused = new float[batch.Bags * dim + 3];
+        fused.AsSpan(batch.Bags * dim).Fill(-7f);
+        using (EmbeddingKernels.Force(isa))
+            LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, fused, pooling, batch.Weights);
+        LoraTestData.AssertClose(fused, expected, 1e-5, $"fused at {isa}");
+        Assert.That(fused[^3..], Is.All.EqualTo(-7f), "the kernel wrote past the last bag");
     }
 
+    /// <summary>A batch above the parallel threshold, spread over a pool's worker and the caller.</summary>
     [Test]
-    public void PlainKernelEqualsEmbeddingBagReference([ValueSource(nameof(Storages))] EmbeddingStorage storage, [Values(7, 64)] int dim)
+    public void LargeBatchOnAWorkerPoolEqualsTheReference([Values(16, 20)] int dim)
     {
-        var rng = new Random(3);
-        using var table = LoraTestData.Table(storage, 200, dim, seed: 9);
-        var batch = LoraTestData.RandomBatch(rng, table.Rows, 40, 12, Array.Empty<long>(), weighted: true);
+        var rng = new Random(5);
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 5000, dim, seed: 3);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.5 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 300);
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 1500, 12, hot, weighted: false);
+        Assert.That(batch.Indices.Length, Is.GreaterThan(EmbeddingBag.ParallelThresholdLookups));
         var expected = new float[batch.Bags * dim];
-        EmbeddingBagReference.Forward(table, batch.Indices, batch.Offsets, expected, PoolingMode.WeightedSum, batch.Weights);
-        var plain = new float[batch.Bags * dim];
-        LoraEmbeddingBag.ForwardPlain(table, batch.Indices, batch.Offsets, plain, PoolingMode.WeightedSum, batch.Weights, threads: 2);
-        LoraTestData.AssertClose(plain, expected.Select(x => (double)x).ToArray(), 1e-5, "plain");
+        LoraEmbeddingBagReference.Forward(adapter, batch.Indices, batch.Offsets, expected, PoolingMode.Mean);
+        using var pool = new EmbeddingWorkerPool(1);
+        var actual = new float[batch.Bags * dim];
+        LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, actual, PoolingMode.Mean, pool: pool);
+        LoraTestData.AssertClose(actual, expected.Select(x => (double)x).ToArray(), 1e-5, "pooled");
     }
 
     [Test]
