@@ -27,6 +27,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     AdapterGeneration? _gen;
     int _writer;
     long _clock;
+    long _exhaustedAtClock = -1;
     long _version;
     readonly Random _rng;
     readonly List<RankEvent> _history = new();
@@ -346,8 +347,14 @@ public sealed unsafe partial class TableAdapter : IDisposable
         if (slot >= 0) return slot;
         if (g.FreeCount == 0)
         {
+            // A step that already found every slot protected will find that again: skip the O(slots) scan.
+            if (protectTouched && _exhaustedAtClock == _clock) return -1;
             EvictOldest(Math.Max(1, (int)(g.SlotCapacity * Options.EvictFraction)), protectTouched);
-            if (g.FreeCount == 0) return -1;
+            if (g.FreeCount == 0)
+            {
+                if (protectTouched) _exhaustedAtClock = _clock;
+                return -1;
+            }
         }
         if (g.MapNeedsRebuild)
         {
