@@ -13,6 +13,8 @@ internal unsafe struct LoraContext
     public long MapMask;
     public int MapShift;
     public byte* Pool;
+    public ulong* Filter;
+    public int FilterShift;
     public int SlotStride;
     public int Rank;
     /// <summary>B snapshot, rank × dim row-major (a pinned managed array).</summary>
@@ -25,6 +27,7 @@ internal unsafe struct LoraContext
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int Find(long row)
     {
+        if (!AdapterGeneration.MayContain(Filter, FilterShift, row)) return -1;
         long key = row + 1;
         long pos = Bucket(row);
         while (true)
@@ -40,7 +43,8 @@ internal unsafe struct LoraContext
 /// <summary>The fused LoRA bag kernel at one vector width and row format, on the embedding kernels' own SIMD
 /// abstractions (<see cref="ISimd{TV}"/>, <see cref="IRowFormat"/>) and worker pool. For rows of 1–4 whole vectors
 /// (dim 16/32/48/64 at AVX-512, 8..32 at AVX2) the bag's output stays in registers as in the plain kernel; per index it
-/// adds one map probe (bucket prefetched with the row, <see cref="BagJob.PrefetchDistance"/> ahead). An adapted row is
+/// adds one test of the adapter's presence filter (its word prefetched with the row, <see cref="BagJob.PrefetchDistance"/> ahead) and,
+/// for the rows that pass it (adapted rows and a few percent of false positives), one map probe. An adapted row is
 /// read under its slot's seqlock into temporaries — W[row] and A[row] from one consistent snapshot — and only then
 /// added, so a retry never double-adds. The bag's rank-space sum meets B once at the end. Other dims use
 /// <see cref="LoraEmbeddingBag"/>'s generic path.</summary>
@@ -87,6 +91,13 @@ internal static unsafe class LoraBagKernel
         long stride = job.Stride;
         float* weights = job.Weights;
         int dim = job.Dim, w = TS.Count, nv = dim / w, distance = job.PrefetchDistance, rank = ctx->Rank;
+        // Locals, not ctx-> loads: the JIT cannot prove the stores to aAcc leave *ctx alone, so it would reload per index.
+        long* map = ctx->Map;
+        long mapMask = ctx->MapMask;
+        int mapShift = ctx->MapShift, slotStride = ctx->SlotStride;
+        byte* slots = ctx->Pool;
+        ulong* filter = ctx->Filter;
+        int filterShift = ctx->FilterShift;
         long rangeEnd = offsets[bagEnd];
         float* aAcc = stackalloc float[rank];
         float* aRow = stackalloc float[rank];
@@ -104,15 +115,23 @@ internal static unsafe class LoraBagKernel
                     byte* line = (byte*)((nuint)(table + ahead * stride) & ~(nuint)63);
                     byte* last = table + ahead * stride + stride - 1;
                     for (; line <= last; line += 64) Sse.Prefetch0(line);
-                    Sse.Prefetch0(ctx->Map + ctx->Bucket(ahead));
+                    Sse.Prefetch0(filter + (AdapterGeneration.FilterBit(ahead, filterShift) >> 6));
                 }
                 long r = indices[j];
                 byte* row = table + r * stride;
                 float weight = weights == null ? 1f : weights[j];
-                int slot = ctx->Find(r);
+                int slot = -1;
+                long bit = AdapterGeneration.FilterBit(r, filterShift);
+                if ((filter[bit >> 6] & (1UL << (int)(bit & 63))) != 0)
+                for (long pos = (long)(((ulong)r * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
+                {
+                    long e = Volatile.Read(ref map[pos]);
+                    if (e == AdapterGeneration.Empty) break;
+                    if (e >> AdapterGeneration.SlotBits == r + 1) { slot = (int)(e & AdapterGeneration.SlotMask); break; }
+                }
                 if (slot >= 0)
                 {
-                    byte* p = ctx->Pool + (long)slot * ctx->SlotStride;
+                    byte* p = slots + (long)slot * slotStride;
                     int* seq = (int*)(p + SlotLayout.SeqOffset);
                     TV t0 = TS.Zero, t1 = TS.Zero, t2 = TS.Zero, t3 = TS.Zero;
                     bool mine;

@@ -33,6 +33,7 @@ public static unsafe class LoraEmbeddingBag
                 {
                     Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity),
                     Pool = g.PoolPointer, SlotStride = g.SlotStride, Rank = g.Rank, B = pb,
+                    Filter = g.FilterPointer, FilterShift = g.FilterShift,
                 };
                 var isa = EmbeddingKernels.CurrentIsa;
                 var kernel = LoraBagKernel.Fits(isa, table.Dim) ? LoraBagKernel.Select(isa, table.Storage) : table.Storage switch
@@ -90,7 +91,7 @@ public static unsafe class LoraEmbeddingBag
                     byte* line = (byte*)((nuint)(data + ahead * stride) & ~(nuint)63);
                     byte* last = data + ahead * stride + stride - 1;
                     for (; line <= last; line += 64) Sse.Prefetch0(line);
-                    Sse.Prefetch0(ctx->Map + ctx->Bucket(ahead));
+                    Sse.Prefetch0(ctx->Filter + (AdapterGeneration.FilterBit(ahead, ctx->FilterShift) >> 6));
                 }
                 long row = idx[j];
                 byte* src = data + row * stride;

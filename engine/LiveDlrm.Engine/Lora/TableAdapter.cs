@@ -64,7 +64,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         _gen = AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, table.Dim));
     }
 
-    /// <summary>Largest slot count (and its map capacity) whose pool + map + B + B optimizer state + free list fit in
+    /// <summary>Largest slot count (and its map capacity) whose pool + map + filter + B + B optimizer state + free list fit in
     /// <paramref name="budget"/> bytes at <paramref name="rank"/>, with the map at most half full of live entries.</summary>
     internal static (int Slots, long MapCapacity) SizeFor(long budget, int rank, int dim)
     {
@@ -73,7 +73,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         long bestSlots = 0, bestCapacity = 0;
         for (long capacity = 4; capacity <= 1L << 26; capacity <<= 1)
         {
-            long rest = budget - fixedBytes - capacity * sizeof(long);
+            long rest = budget - fixedBytes - capacity * sizeof(long) - AdapterGeneration.FilterBytes(capacity);
             if (rest < perSlot) break;
             long n = Math.Min(Math.Min(capacity / 2, rest / perSlot), AdapterGeneration.SlotMask);
             if (n > bestSlots) { bestSlots = n; bestCapacity = capacity; }
