@@ -37,6 +37,16 @@ public sealed class AccessProfile
             }
     }
 
+    /// <summary>The first half of the batches to plan from and the second half to evaluate on, so a plan is judged on
+    /// lookups it has not seen (the counts of a finite sample flatter a plan built from the same sample).</summary>
+    public (AccessProfile Plan, AccessProfile Evaluate) SplitHalves()
+    {
+        if (Batches.Count < 2) throw new InvalidOperationException($"access profile '{Description}' has {Batches.Count} batch(es); splitting needs at least 2");
+        int half = Batches.Count / 2;
+        return (new AccessProfile(Rows, Batches.Take(half).ToList(), Description + " [plan half]"),
+                new AccessProfile(Rows, Batches.Skip(half).ToList(), Description + " [evaluation half]"));
+    }
+
     /// <summary>Every row equally likely (no information): what a uniform plan assumes.</summary>
     public static AccessProfile Uniform(long rows, int batches, int bagsPerBatch, int pooling, int seed = 1)
     {

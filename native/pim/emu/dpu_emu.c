@@ -3,7 +3,7 @@
  * - Each DPU: 64 MB MRAM reserved with mmap(MAP_NORESERVE) (pages are committed only when written), a 64 KB WRAM
  *   image laid out as [kernel WRAM globals][NR_TASKLETS stacks (budget only)][mem_alloc heap].
  * - A launch runs the DPUs of the set one after another (kernel globals live in one ELF section, see
- *   <attributes.h>); the tasklets of a DPU are coroutines (ucontext) scheduled round-robin, switching only at
+ *   <attributes.h>); the tasklets of a DPU are coroutines scheduled round-robin, switching only at
  *   barrier_wait, a contended mutex or the end of main: deterministic, and a deadlock is detected.
  * - mram_read/mram_write enforce the DMA rules; a violation faults the DPU, the launch stops and returns
  *   DPU_ERR_DPU_FAULT, and dpu_emu_last_detail() names kernel, DPU, tasklet, addresses and size.
@@ -30,7 +30,7 @@
 #include <mram.h>
 #include <alloc.h>
 
-#define EMU_HOST_STACK_BYTES (128u << 10)   /* host stack of one tasklet coroutine (not the DPU's stack) */
+#define EMU_HOST_STACK_BYTES (64u << 10)   /* host stack of one tasklet coroutine (not the DPU's stack) */
 
 struct dpu_emu_dpu {
     struct dpu_emu_set *set;
@@ -405,10 +405,52 @@ dpu_error_t dpu_log_read(struct dpu_set_t dpu_set, FILE *stream)
 
 /* ------------------------------------------------------------------------------------- DPU side: tasklets */
 
+/* Coroutines. On x86-64 a minimal switch (callee-saved registers and the stack pointer): ucontext's
+ * swapcontext makes a sigprocmask system call per switch, which dominated launches in virtual machines. Other
+ * architectures use ucontext. */
+#if defined(__x86_64__)
+struct coro { void *sp; };
+void dpu_emu_switch(void **save_sp, void *load_sp);
+__asm__(".text\n"
+        ".globl dpu_emu_switch\n"
+        ".hidden dpu_emu_switch\n"
+        ".type dpu_emu_switch,@function\n"
+        "dpu_emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size dpu_emu_switch, .-dpu_emu_switch\n");
+
+/* A fresh stack that "returns" into entry with the ABI's alignment (rsp = 8 mod 16 at entry). */
+static void coro_init(struct coro *c, uint8_t *stack, size_t size, void (*entry)(void))
+{
+    uintptr_t top = ((uintptr_t)(stack + size)) & ~(uintptr_t)15;
+    void **sp = (void **)top;
+    *--sp = NULL;            /* entry never returns */
+    *--sp = (void *)entry;   /* popped by ret */
+    for (int i = 0; i < 6; i++) *--sp = NULL;   /* rbp rbx r12..r15 */
+    c->sp = sp;
+}
+static void coro_switch(struct coro *from, struct coro *to) { dpu_emu_switch(&from->sp, to->sp); }
+#else
+struct coro { ucontext_t ctx; };
+static void coro_init(struct coro *c, uint8_t *stack, size_t size, void (*entry)(void))
+{
+    getcontext(&c->ctx);
+    c->ctx.uc_stack.ss_sp = stack;
+    c->ctx.uc_stack.ss_size = size;
+    c->ctx.uc_link = NULL;
+    makecontext(&c->ctx, entry, 0);
+}
+static void coro_switch(struct coro *from, struct coro *to) { swapcontext(&from->ctx, &to->ctx); }
+#endif
+
 enum tasklet_state { T_RUNNABLE, T_BARRIER, T_MUTEX, T_DONE };
 
 struct tasklet {
-    ucontext_t ctx;
+    struct coro ctx;
     enum tasklet_state state;
     const void *waiting_on;
     uint8_t *stack;
@@ -417,7 +459,7 @@ struct tasklet {
 struct launch {
     struct dpu_emu_dpu *dpu;
     struct dpu_emu_kernel *kernel;
-    ucontext_t scheduler;
+    struct coro scheduler;
     struct tasklet tasklets[24];
     unsigned int current;
     size_t heap_used;
@@ -429,7 +471,7 @@ static __thread struct launch *running;
 static void yield_to_scheduler(void)
 {
     struct launch *l = running;
-    swapcontext(&l->tasklets[l->current].ctx, &l->scheduler);
+    coro_switch(&l->tasklets[l->current].ctx, &l->scheduler);
 }
 
 /* Fault the running DPU: record why, and leave this tasklet for good (the launch stops). */
@@ -518,57 +560,62 @@ void dpu_emu_mem_reset(void)
     if (running) running->heap_used = 0;
 }
 
-/* Where a WRAM range lies: writes a description and returns true if wholly inside the running kernel's WRAM
- * globals, the allocated heap or the current tasklet's stack. */
-static bool describe_wram(const void *p, size_t n, char *text, size_t cap)
+/* Whether a WRAM range lies wholly inside the running kernel's WRAM globals, the allocated heap or the current
+ * tasklet's stack; with text, also says where it points (only formatted for a fault message). */
+static bool check_wram(const void *p, size_t n, char *text, size_t cap)
 {
     struct launch *l = running;
     const uint8_t *a = p;
     struct dpu_emu_kernel *k = l->kernel;
     if (a >= (uint8_t *)k->wram_start && a < (uint8_t *)k->wram_stop) {
-        snprintf(text, cap, "WRAM 0x%04zx (globals)", (size_t)(a - (uint8_t *)k->wram_start));
+        if (text) snprintf(text, cap, "WRAM 0x%04zx (globals)", (size_t)(a - (uint8_t *)k->wram_start));
         return a + n <= (uint8_t *)k->wram_stop;
     }
     uint8_t *heap = l->dpu->wram + l->dpu->set->heap_offset;
     if (a >= l->dpu->wram && a < l->dpu->wram + DPU_EMU_WRAM_BYTES) {
-        snprintf(text, cap, "WRAM 0x%04zx (heap)", (size_t)(a - l->dpu->wram));
+        if (text) snprintf(text, cap, "WRAM 0x%04zx (heap)", (size_t)(a - l->dpu->wram));
         return a >= heap && a + n <= heap + l->heap_used;
     }
     uint8_t *stack = l->tasklets[l->current].stack;
     if (a >= stack && a < stack + EMU_HOST_STACK_BYTES) {
-        snprintf(text, cap, "WRAM stack of tasklet %u", l->current);
+        if (text) snprintf(text, cap, "WRAM stack of tasklet %u", l->current);
         return a + n <= stack + EMU_HOST_STACK_BYTES;
     }
-    snprintf(text, cap, "host address %p (not in this DPU's WRAM)", p);
+    if (text) snprintf(text, cap, "host address %p (not in this DPU's WRAM)", p);
     return false;
+}
+
+static void dma_fault(bool write, const void *mram, void *wram, unsigned int n, const char *why) __attribute__((noreturn));
+static void dma_fault(bool write, const void *mram, void *wram, unsigned int n, const char *why)
+{
+    struct dpu_emu_kernel *k = running->kernel;
+    const uint8_t *m = mram;
+    char wtext[96], mtext[64];
+    check_wram(wram, n, wtext, sizeof wtext);
+    if (m >= (uint8_t *)k->mram_start && m < (uint8_t *)k->mram_stop)
+        snprintf(mtext, sizeof mtext, "MRAM 0x%07zx", (size_t)(m - (uint8_t *)k->mram_start));
+    else
+        snprintf(mtext, sizeof mtext, "address %p (not in this kernel's MRAM)", mram);
+    dpu_fault("%s of %u bytes, %s -> %s: %s (DMA rules: 8 <= size <= 2048, size a multiple of 8, MRAM and WRAM addresses 8-byte aligned)",
+              write ? "mram_write" : "mram_read", n, write ? wtext : mtext, write ? mtext : wtext, why);
 }
 
 static void dma(bool write, const void *mram, void *wram, unsigned int n)
 {
     struct launch *l = running;
     if (!l) { set_detail("mram_%s outside a launch", write ? "write" : "read"); abort(); }
-    const char *op = write ? "mram_write" : "mram_read";
     struct dpu_emu_kernel *k = l->kernel;
     const uint8_t *m = mram;
-    bool in_mram = m >= (uint8_t *)k->mram_start && m < (uint8_t *)k->mram_stop;
-    size_t moff = in_mram ? (size_t)(m - (uint8_t *)k->mram_start) : 0;
-    char where[96];
-    bool wram_ok = describe_wram(wram, n, where, sizeof where);
-    char mtext[64];
-    if (in_mram) snprintf(mtext, sizeof mtext, "MRAM 0x%07zx", moff);
-    else snprintf(mtext, sizeof mtext, "address %p (not in this kernel's MRAM)", mram);
-#define DMA_FAULT(why) dpu_fault("%s of %u bytes, %s %s %s: %s (DMA rules: 8 <= size <= 2048, size a multiple of 8, " \
-                                 "MRAM and WRAM addresses 8-byte aligned)", op, n, write ? where : mtext, \
-                                 write ? "->" : "->", write ? mtext : where, why)
-    if (n < 8) DMA_FAULT("size below 8");
-    if (n > 2048) DMA_FAULT("size above 2048");
-    if (n % 8) DMA_FAULT("size not a multiple of 8");
-    if (!in_mram) DMA_FAULT("MRAM address outside the kernel's MRAM");
-    if (moff % 8 || (uintptr_t)m % 8) DMA_FAULT("MRAM address not 8-byte aligned");
-    if ((uintptr_t)wram % 8) DMA_FAULT("WRAM address not 8-byte aligned");
-    if (moff + n > (size_t)(k->mram_stop - k->mram_start) || moff + n > DPU_EMU_MRAM_BYTES) DMA_FAULT("MRAM range runs past the end of MRAM");
-    if (!wram_ok) DMA_FAULT("WRAM range outside WRAM globals, allocated heap or the tasklet's stack");
-#undef DMA_FAULT
+    if (n < 8) dma_fault(write, mram, wram, n, "size below 8");
+    if (n > 2048) dma_fault(write, mram, wram, n, "size above 2048");
+    if (n % 8) dma_fault(write, mram, wram, n, "size not a multiple of 8");
+    if (!(m >= (uint8_t *)k->mram_start && m < (uint8_t *)k->mram_stop)) dma_fault(write, mram, wram, n, "MRAM address outside the kernel's MRAM");
+    size_t moff = (size_t)(m - (uint8_t *)k->mram_start);
+    if (moff % 8 || (uintptr_t)m % 8) dma_fault(write, mram, wram, n, "MRAM address not 8-byte aligned");
+    if ((uintptr_t)wram % 8) dma_fault(write, mram, wram, n, "WRAM address not 8-byte aligned");
+    if (moff + n > (size_t)(k->mram_stop - k->mram_start) || moff + n > DPU_EMU_MRAM_BYTES)
+        dma_fault(write, mram, wram, n, "MRAM range runs past the end of MRAM");
+    if (!check_wram(wram, n, NULL, 0)) dma_fault(write, mram, wram, n, "WRAM range outside WRAM globals, allocated heap or the tasklet's stack");
     uint8_t *real = l->dpu->mram + moff;
     if (write) memcpy(real, wram, n);
     else memcpy(wram, real, n);
@@ -582,7 +629,8 @@ static void tasklet_main(void)
     struct launch *l = running;
     l->kernel->entry();
     l->tasklets[l->current].state = T_DONE;
-    /* returning resumes uc_link, the scheduler */
+    yield_to_scheduler();   /* never resumed */
+    abort();
 }
 
 /* Runs every tasklet of one DPU to completion; false on a fault or deadlock (detail set). */
@@ -593,11 +641,7 @@ static bool run_dpu(struct launch *l)
         struct tasklet *t = &l->tasklets[i];
         t->state = T_RUNNABLE;
         t->waiting_on = NULL;
-        getcontext(&t->ctx);
-        t->ctx.uc_stack.ss_sp = t->stack;
-        t->ctx.uc_stack.ss_size = EMU_HOST_STACK_BYTES;
-        t->ctx.uc_link = &l->scheduler;
-        makecontext(&t->ctx, tasklet_main, 0);
+        coro_init(&t->ctx, t->stack, EMU_HOST_STACK_BYTES, tasklet_main);
     }
     l->heap_used = 0;
     l->faulted = false;
@@ -609,7 +653,7 @@ static bool run_dpu(struct launch *l)
             if (l->tasklets[i].state != T_RUNNABLE) continue;
             ran = true;
             l->current = i;
-            swapcontext(&l->scheduler, &l->tasklets[i].ctx);
+            coro_switch(&l->scheduler, &l->tasklets[i].ctx);
         }
         if (l->faulted) return false;
         if (done) return true;
@@ -638,12 +682,16 @@ dpu_error_t dpu_launch(struct dpu_set_t dpu_set, dpu_launch_policy_t policy)
     if (!l) return fail(DPU_ERR_SYSTEM, "out of memory");
     l->kernel = k;
     dpu_error_t err = DPU_OK;
-    for (unsigned int i = 0; i < k->nr_tasklets; i++)
-        if (!(l->tasklets[i].stack = malloc(EMU_HOST_STACK_BYTES))) err = fail(DPU_ERR_SYSTEM, "out of memory for tasklet stacks");
     size_t section = (size_t)(k->wram_stop - k->wram_start);
     uint32_t first, count;
     range_of(dpu_set, &first, &count);
     pthread_mutex_lock(&launch_lock);
+    /* Host stacks of the tasklet coroutines: one set for the process, used under launch_lock. */
+    static uint8_t *stacks[24];
+    for (unsigned int i = 0; i < k->nr_tasklets; i++) {
+        if (!stacks[i] && !(stacks[i] = malloc(EMU_HOST_STACK_BYTES))) err = fail(DPU_ERR_SYSTEM, "out of memory for tasklet stacks");
+        l->tasklets[i].stack = stacks[i];
+    }
     running = l;
     /* Asynchronous launches run here too: the emulation has no background execution, dpu_sync returns at once. */
     for (uint32_t i = first; i < first + count && err == DPU_OK; i++) {
@@ -655,7 +703,6 @@ dpu_error_t dpu_launch(struct dpu_set_t dpu_set, dpu_launch_policy_t policy)
     }
     running = NULL;
     pthread_mutex_unlock(&launch_lock);
-    for (unsigned int i = 0; i < k->nr_tasklets; i++) free(l->tasklets[i].stack);
     free(l);
     return err;
 }
