@@ -35,6 +35,7 @@ public sealed class PimPlanCommand : ICommand
             AccessProfile profile;
             try
             {
+                PimPartitioner.EnsureFits(rows, dim, dpus);
                 profile = trace is not null
                     ? AccessProfile.FromTrace(trace, rows, bags)
                     : AccessProfile.Zipf(rows, zipf, batches, bags, pooling, seed);

@@ -13,6 +13,11 @@ public static class PimPartitioner
         _ => throw new ArgumentOutOfRangeException(nameof(strategy), strategy, "unknown PIM strategy"),
     };
 
+    /// <summary>Throws the capacity error a row-wise plan of this table would throw, without building anything
+    /// (callers check before synthesising a profile for a table that cannot fit).</summary>
+    public static void EnsureFits(long rows, int dim, int dpus, PimPlanOptions? options = null) =>
+        Check(rows, dim, dpus, RowWiseGeometry(dim), options ?? new PimPlanOptions(), "PIM");
+
     /// <summary>Widest slices that fit one DMA: tiles = ⌈dim / 128⌉.</summary>
     static (int Tiles, int Slice) RowWiseGeometry(int dim)
     {
