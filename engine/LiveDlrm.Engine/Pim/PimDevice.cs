@@ -99,13 +99,16 @@ public sealed unsafe class PimDevice : IDisposable
         for (int c = 0; c < plan.CachedRows.Length; c++)
             for (int t = 0; t < plan.Tiles; t++)
                 cache[c * plan.Tiles + t] = new PimSlotDesc(plan.CachedRows[c], -1, (uint)t);
-        _plan = null;
-        _router = null;
+        int status;
         fixed (PimSlotDesc* s = slots)
         fixed (uint* per = slotsPerDpu)
         fixed (PimSlotDesc* cp = cache)
-            Native.Check(Native.LoadTable(_handle, (float*)table.DataPointer, (ulong)table.Rows, (uint)table.Dim, (ulong)(table.RowStride / sizeof(float)),
-                                    (uint)plan.SliceFloats, s, per, cp, (uint)cache.Length), $"loading table '{table.Name}' onto {DpuCount} DPUs");
+            status = Native.LoadTable(_handle, (float*)table.DataPointer, (ulong)table.Rows, (uint)table.Dim, (ulong)(table.RowStride / sizeof(float)),
+                                      (uint)plan.SliceFloats, s, per, cp, (uint)cache.Length);
+        // Rejected input leaves the previous table on the DPUs (the shim validates before transferring); any other
+        // failure happened mid-transfer, and the shim has dropped its table.
+        if (status is not (Native.StatusOk or Native.StatusArgument or Native.StatusCapacity)) { _plan = null; _router = null; }
+        Native.Check(status, $"loading table '{table.Name}' onto {DpuCount} DPUs");
         _plan = plan;
         _router = new PimRouter(plan);
     }
