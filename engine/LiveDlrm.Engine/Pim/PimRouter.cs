@@ -32,6 +32,8 @@ public sealed class PimRouter
     readonly List<int> _touched = new();
     readonly List<long> _rest = new(), _cachedRows = new();
     readonly List<bool> _consumed = new();
+    /// <summary>Items of extra load a cache lookup accepts to join a DPU that already has a segment for its bag.</summary>
+    const double NewSegmentPenalty = 2.0;
 
     public PimRouter(PimPlan plan)
     {
@@ -94,8 +96,15 @@ public sealed class PimRouter
             }
             foreach (long r in _cachedRows)
             {
+                // Least-loaded member, but one this bag already touches wins unless it is more than
+                // NewSegmentPenalty items busier: a new segment costs a partial-sum write and pull.
                 int best = 0;
-                for (int k = 1; k < g; k++) if (_load[k] < _load[best]) best = k;
+                double bestCost = double.MaxValue;
+                for (int k = 0; k < g; k++)
+                {
+                    double cost = _load[k] + (_bagBegin[k] < 0 ? NewSegmentPenalty : 0);
+                    if (cost < bestCost) { bestCost = cost; best = k; }
+                }
                 Append(best, PimLayout.ItemCacheBit | (uint)plan.CacheOrdinal[r], b);
                 cache++;
             }
