@@ -32,7 +32,8 @@ public sealed class PimRouter
     readonly List<int> _touched = new();
     readonly List<long> _rest = new(), _cachedRows = new();
     readonly List<bool> _consumed = new();
-    /// <summary>Items of extra load a cache lookup accepts to join a DPU that already has a segment for its bag.</summary>
+    /// <summary>Items of extra load a lookup (cached, or of a replicated row) accepts to join a DPU that already has a
+    /// segment for its bag rather than open a new partial sum there.</summary>
     const double NewSegmentPenalty = 2.0;
 
     public PimRouter(PimPlan plan)
@@ -86,10 +87,12 @@ public sealed class PimRouter
                     continue;
                 }
                 int best = -1, bestSlot = 0;
+                double bestCost = double.MaxValue;
                 for (int x = plan.ReplicaStart[r]; x < plan.ReplicaStart[r + 1]; x++)
                 {
                     int k = plan.ReplicaMember[x];
-                    if (best < 0 || _load[k] < _load[best]) { best = k; bestSlot = plan.ReplicaSlot[x]; }
+                    double cost = _load[k] + (_bagBegin[k] < 0 ? NewSegmentPenalty : 0);
+                    if (cost < bestCost) { bestCost = cost; best = k; bestSlot = plan.ReplicaSlot[x]; }
                 }
                 Append(best, (uint)bestSlot, b);
                 mram++;
