@@ -9,6 +9,9 @@ public unsafe class PimEmulationTests
 {
     static string Probe => Path.Combine(PimTestSupport.KernelDir, "livedlrm_pim_dma_probe.dpu");
 
+    [SetUp]
+    public void OnlyOnTheEmulation() => PimTestSupport.RequireEmulation();
+
     public enum DmaCase { SizeNotMultipleOf8, SizeBelow8, SizeAbove2048, MramMisaligned, WramMisaligned, MramPastEnd, WramOutside }
 
     static (PimProbeArgs Args, string Reason) Describe(DmaCase c) => c switch
@@ -73,8 +76,6 @@ public unsafe class PimEmulationTests
     [Test]
     public void ProfilesOtherThanTheEmulationAreRefusedByTheEmulatedBuild()
     {
-        PimTestSupport.RequireLibrary();
-        if (LiveDlrm.Pim.PimDevice.BuiltWithSdk) Assert.Ignore("this liblivedlrm_pim was built against the UPMEM SDK");
         var args = new PimProbeArgs { Size = 8 };
         Assert.That(Native.RunProbe(Probe, "backend=hw", &args), Is.EqualTo(Native.StatusDpu));
         Assert.That(Native.LastError, Does.Contain("invalid profile").And.Contain("emulation"));

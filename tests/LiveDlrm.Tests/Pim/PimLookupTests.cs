@@ -21,7 +21,7 @@ public class PimLookupTests
         using var table = PimTestSupport.RandomTable("t", rows: 3000, dim: 16);
         var profile = Profile(workload, table.Rows, seed: 3);
         var plan = PimPartitioner.Build(strategy, profile, table.Dim, Dpus);
-        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimBackendKind.Emulated });
+        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend });
         backend.Load(table, plan);
         // A batch the plan was not built from (same distribution, other seed) and one it was.
         foreach (var batch in new[] { Profile(workload, table.Rows, seed: 11).Batches[0], profile.Batches[1] })
@@ -33,10 +33,10 @@ public class PimLookupTests
             PimTestSupport.AssertSumsMatch(table, batch.Indices, batch.Offsets, actual, expected, $"{strategy}/{workload}");
         }
         var stats = backend.Stats(table);
-        Assert.That(stats.Backend, Is.EqualTo(PimBackendKind.Emulated));
+        Assert.That(stats.Backend, Is.EqualTo(PimTestSupport.Backend));
         Assert.That(stats.Batches, Is.EqualTo(2));
         Assert.That(stats.Items, Is.GreaterThanOrEqualTo(2L * 64 * 12 * plan.Tiles / 2), "pairs may merge two lookups, never more");
-        Assert.That(backend.Name, Is.EqualTo("pim-emulated"));
+        Assert.That(backend.Name, Is.EqualTo("pim-" + PimTestSupport.Backend.ToString().ToLowerInvariant()));
         if (strategy == PimStrategy.CacheAware) Assert.That(stats.CacheItems, Is.GreaterThan(0));
     }
 
@@ -48,7 +48,7 @@ public class PimLookupTests
         PimTestSupport.RequireLibrary();
         using var table = PimTestSupport.RandomTable("exact", rows: 640, dim: 24);
         var plan = PimPartitioner.UniformRowWise(table.Rows, table.Dim, 8);
-        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimBackendKind.Emulated });
+        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend });
         backend.Load(table, plan);
         var rng = new Random(5);
         var indices = new long[8 * 10];
@@ -73,7 +73,7 @@ public class PimLookupTests
         var profile = AccessProfile.Zipf(table.Rows, 1.05, 2, 32, 8, seed: 2);
         var plan = PimPartitioner.CacheAware(profile, table.Dim, 9);
         Assert.That((plan.Tiles, plan.SliceFloats, plan.UsedDpus), Is.EqualTo((2, 68, 8)));
-        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimBackendKind.Emulated });
+        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend });
         backend.Load(table, plan);
         long[] indices = [1, 2, 3, 499, 7, 7, 7];
         long[] offsets = [0, 4, 4, 7];   // bag 1 is empty
@@ -93,7 +93,7 @@ public class PimLookupTests
         var profile = AccessProfile.Zipf(table.Rows, 1.05, 8, 128, 12, seed: 4);
         var plan = PimPartitioner.CacheAware(profile, table.Dim, 16, new PimPlanOptions { CacheBytes = 64 * 16 * 4, MinPairCount = 1 });
         Assert.That(plan.Pairs.Length, Is.GreaterThan(0), "the test needs pair sums");
-        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimBackendKind.Emulated });
+        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend });
         backend.Load(table, plan);
         // Change a cached row, the most replicated uncached row and both rows of a pair.
         var pair = plan.Pairs[0];

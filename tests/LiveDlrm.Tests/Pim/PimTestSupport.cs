@@ -13,6 +13,16 @@ static class PimTestSupport
             Assert.Fail("liblivedlrm_pim.so is not next to the tests: build native/ with ./build.sh build");
     }
 
+    /// <summary>For tests of the project's emulation itself (its messages, its test kernels).</summary>
+    public static void RequireEmulation()
+    {
+        RequireLibrary();
+        if (PimDevice.BuiltWithSdk) Assert.Ignore("liblivedlrm_pim was built against the UPMEM SDK; this tests the emulation");
+    }
+
+    /// <summary>The backend lookups are tested on: the emulation, or the SDK's simulator in an SDK build.</summary>
+    public static PimBackendKind Backend => PimDevice.BuiltWithSdk ? PimBackendKind.Simulator : PimBackendKind.Emulated;
+
     public static string KernelDir => AppContext.BaseDirectory;
 
     /// <summary>Values in [-1, 1) from a fixed seed.</summary>
