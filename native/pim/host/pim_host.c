@@ -147,13 +147,14 @@ PIM_API int pim_build_kind(void)
 #endif
 }
 
-/* Most DPUs one context may hold in this build (the emulation's limit; the SDK: no limit of ours). */
+/* Most DPUs one context may hold in this build: the emulation's limit; with the SDK, UINT32_MAX (no limit of
+ * ours; dpu_alloc reports what the machine lacks). */
 PIM_API uint32_t pim_max_dpus(void)
 {
 #ifdef PIM_EMULATED
     return DPU_EMU_MAX_DPUS;
 #else
-    return 2560u * 8u;
+    return UINT32_MAX;
 #endif
 }
 
