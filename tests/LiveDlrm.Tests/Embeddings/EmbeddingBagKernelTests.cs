@@ -53,4 +53,57 @@ public class EmbeddingBagKernelTests
             }
         }
     }
+
+    /// <summary>A one-row table: every index is 0 and that row ends the native buffer, so a load past a row's end in
+    /// any width / tail path would read outside the allocation.</summary>
+    [TestCase(EmbeddingStorage.Fp32)]
+    [TestCase(EmbeddingStorage.Fp16)]
+    [TestCase(EmbeddingStorage.Int8Rowwise)]
+    public void SingleRowTables(EmbeddingStorage storage)
+    {
+        foreach (var isa in Isas.Where(EmbeddingKernels.IsSupported))
+            foreach (int dim in Dims)
+            {
+                using var scope = EmbeddingKernels.Force(isa);
+                using var table = EmbeddingTestData.RandomTable("one-row", 1, dim, storage, seed: dim);
+                long[] indices = [0, 0, 0, 0, 0];
+                long[] offsets = [0, 1, 1, 5];
+                float[] weights = [0.5f, 2f, -1f, 3f, 0.25f];
+                foreach (var pooling in Enum.GetValues<PoolingMode>())
+                {
+                    var output = new float[3 * dim + 8];
+                    output.AsSpan().Fill(float.NaN);
+                    EmbeddingBag.Forward(table, indices, offsets, output.AsSpan(0, 3 * dim), pooling, pooling == PoolingMode.WeightedSum ? weights : default, _pool);
+                    EmbeddingTestData.AssertMatchesReference(table, indices, offsets, weights, pooling, output, 1e-5, $"{isa} {storage} dim {dim} {pooling}");
+                    Assert.That(output.AsSpan(3 * dim).ToArray(), Is.All.NaN, "written past the output");
+                }
+            }
+    }
+
+    [Test]
+    public void BackendIsNamedAfterTheIsaAndMatchesTheReference()
+    {
+        using var backend = new CpuEmbeddingBackend(new EmbeddingWorkerPool(1), ownsPool: true);
+        Assert.That(backend.Name, Is.EqualTo("cpu-" + EmbeddingKernels.IsaName(EmbeddingKernels.SelectedIsa)));
+        using (EmbeddingKernels.Force(KernelIsa.Scalar)) Assert.That(backend.Name, Is.EqualTo("cpu-scalar"));
+        using var table = EmbeddingTestData.RandomTable("backend", 50, 24, EmbeddingStorage.Fp16, seed: 9);
+        var (indices, offsets, weights) = EmbeddingTestData.RandomBatch(table.Rows, bags: 300, maxPooling: 30, seed: 10);
+        var output = new float[300 * 24];
+        backend.Forward(table, indices, offsets, output, PoolingMode.WeightedSum, weights);
+        EmbeddingTestData.AssertMatchesReference(table, indices, offsets, weights, PoolingMode.WeightedSum, output, 1e-5, "backend");
+    }
+
+    [Test]
+    public void ForcingAnUnsupportedLevelThrows()
+    {
+        foreach (var isa in Isas.Where(i => !EmbeddingKernels.IsSupported(i)))
+            Assert.Throws<NotSupportedException>(() => EmbeddingKernels.Force(isa));
+        using (EmbeddingKernels.Force(KernelIsa.Scalar))
+        {
+            Assert.That(EmbeddingKernels.CurrentIsa, Is.EqualTo(KernelIsa.Scalar));
+            using (EmbeddingKernels.Force(KernelIsa.Vector128)) Assert.That(EmbeddingKernels.CurrentIsa, Is.EqualTo(KernelIsa.Vector128));
+            Assert.That(EmbeddingKernels.CurrentIsa, Is.EqualTo(KernelIsa.Scalar), "scopes nest");
+        }
+        Assert.That(EmbeddingKernels.CurrentIsa, Is.EqualTo(EmbeddingKernels.SelectedIsa));
+    }
 }
