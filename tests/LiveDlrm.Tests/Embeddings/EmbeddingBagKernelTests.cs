@@ -106,4 +106,32 @@ public class EmbeddingBagKernelTests
         }
         Assert.That(EmbeddingKernels.CurrentIsa, Is.EqualTo(EmbeddingKernels.SelectedIsa));
     }
+
+    /// <summary>Every one of the 65536 half bit patterns (subnormals, ±0, ±Inf, NaNs included, written raw through
+    /// StoredRow) widens exactly as (float)(Half) does, at every ISA level.</summary>
+    [Test]
+    public void Fp16WideningIsExactForEveryBitPattern()
+    {
+        const int dim = 64, rows = 65536 / dim;
+        using var table = EmbeddingTable.Create("all-halves", rows, dim, EmbeddingStorage.Fp16);
+        for (int r = 0; r < rows; r++)
+        {
+            var bytes = table.StoredRow(r);
+            for (int d = 0; d < dim; d++) BitConverter.TryWriteBytes(bytes.Slice(2 * d, 2), (ushort)(r * dim + d));
+        }
+        var indices = Enumerable.Range(0, rows).Select(i => (long)i).ToArray();
+        var offsets = Enumerable.Range(0, rows + 1).Select(i => (long)i).ToArray();
+        var output = new float[rows * dim];
+        foreach (var isa in Isas.Where(EmbeddingKernels.IsSupported))
+        {
+            using var scope = EmbeddingKernels.Force(isa);
+            EmbeddingBag.Forward(table, indices, offsets, output, PoolingMode.Sum, default, _pool);
+            for (int bits = 0; bits < 65536; bits++)
+            {
+                float expected = (float)BitConverter.UInt16BitsToHalf((ushort)bits), actual = output[bits];
+                bool same = float.IsNaN(expected) ? float.IsNaN(actual) : actual == expected;
+                if (!same) Assert.Fail($"{isa}: half 0x{bits:X4} widened to {actual}, expected {expected}");
+            }
+        }
+    }
 }
