@@ -29,7 +29,7 @@ public class EventBatchEmbeddingContractTests
 
     static EventBatch FromSynthetic()
     {
-        using var source = new SyntheticEventSource(new SyntheticStreamConfig { Users = 300, InitialItems = 100, MaxNewItems = 50, Drift = 2, EventsPerSecond = 1 }, 5000);
+        using var source = new SyntheticEventSource(new SyntheticStreamConfig { Users = 300, InitialItems = 100, MaxNewItems = 50, Drift = 2, EventsPerSecond = 1 }, 2000);
         return EventBatchAssert.Drain(source, 512);
     }
 
