@@ -1,0 +1,265 @@
+using System.Text;
+using System.Text.Json;
+using LiveDlrm.Data;
+using LiveDlrm.Embeddings;
+
+namespace LiveDlrm.Model;
+
+/// <summary>Thrown for an invalid model config; the message names the offending field (e.g. <c>tables[2].dim</c>).</summary>
+public sealed class DlrmConfigException(string message) : Exception(message);
+
+/// <summary>One embedding table of the model (feature i of an <see cref="EventBatch"/> feeds table i).</summary>
+public sealed record DlrmTableConfig(string Name, long Rows, int Dim, PoolingMode Pooling, EmbeddingStorage Storage);
+
+/// <summary>
+/// Shape of a DLRM (facebookresearch/dlrm): bottom MLP over the dense features → d; one embedding bag per sparse
+/// feature, every table of dim d; dot interaction of [bottom, emb_1..emb_T] (strict upper triangle, or with the
+/// diagonal when <see cref="SelfInteraction"/>), concatenated with the bottom output; top MLP → one logit.
+/// JSON form (camelCase):
+/// <code>
+/// { "denseFeatures": 13, "bottomMlp": [64, 16], "topMlp": [64, 1],
+///   "interaction": "dot", "selfInteraction": false,
+///   "tables": [ { "name": "C1", "rows": 100000, "dim": 16, "pooling": "sum", "storage": "fp32" } ] }
+/// </code>
+/// <c>bottomMlp</c> lists layer output widths (its input is <c>denseFeatures</c>; the last width is d);
+/// <c>topMlp</c> likewise (input = d + number of pairs; the last width must be 1). As in dlrm_s_pytorch.py every
+/// bottom layer is followed by ReLU, every top layer but the last too (the last gives the logit).
+/// </summary>
+public sealed class DlrmConfig
+{
+    public int DenseFeatures { get; }
+    public IReadOnlyList<int> BottomMlp { get; }
+    public IReadOnlyList<int> TopMlp { get; }
+    public bool SelfInteraction { get; }
+    public IReadOnlyList<DlrmTableConfig> Tables { get; }
+
+    /// <summary>Embedding dim = bottom MLP output width.</summary>
+    public int Dim => BottomMlp[^1];
+    /// <summary>Vectors entering the interaction: the bottom output plus one per table.</summary>
+    public int InteractionVectors => Tables.Count + 1;
+    public int InteractionPairs => SelfInteraction ? InteractionVectors * (InteractionVectors + 1) / 2 : InteractionVectors * (InteractionVectors - 1) / 2;
+    public int TopInput => Dim + InteractionPairs;
+    public long TableBytes => Tables.Sum(t => t.Rows * EmbeddingTable.StrideOf(t.Dim, t.Storage));
+
+    public DlrmConfig(int denseFeatures, IReadOnlyList<int> bottomMlp, IReadOnlyList<int> topMlp, IReadOnlyList<DlrmTableConfig> tables,
+                      bool selfInteraction = false)
+    {
+        ArgumentNullException.ThrowIfNull(bottomMlp);
+        ArgumentNullException.ThrowIfNull(topMlp);
+        ArgumentNullException.ThrowIfNull(tables);
+        if (denseFeatures < 1) throw new DlrmConfigException($"denseFeatures: {denseFeatures} must be at least 1 (the bottom MLP needs an input)");
+        if (bottomMlp.Count == 0) throw new DlrmConfigException("bottomMlp: needs at least one layer (its last width is the embedding dim)");
+        for (int i = 0; i < bottomMlp.Count; i++)
+            if (bottomMlp[i] < 1) throw new DlrmConfigException($"bottomMlp[{i}]: width {bottomMlp[i]} must be at least 1");
+        if (topMlp.Count == 0) throw new DlrmConfigException("topMlp: needs at least one layer (the last, of width 1, gives the logit)");
+        for (int i = 0; i < topMlp.Count; i++)
+            if (topMlp[i] < 1) throw new DlrmConfigException($"topMlp[{i}]: width {topMlp[i]} must be at least 1");
+        if (topMlp[^1] != 1) throw new DlrmConfigException($"topMlp[{topMlp.Count - 1}]: the last layer gives the logit, so its width must be 1 (got {topMlp[^1]})");
+        if (tables.Count == 0) throw new DlrmConfigException("tables: needs at least one embedding table");
+        int d = bottomMlp[^1];
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < tables.Count; i++)
+        {
+            var t = tables[i] ?? throw new DlrmConfigException($"tables[{i}]: is null");
+            if (string.IsNullOrEmpty(t.Name)) throw new DlrmConfigException($"tables[{i}].name: missing or empty");
+            if (t.Name.IndexOfAny(['/', '\\', '\0']) >= 0 || t.Name is "." or "..")
+                throw new DlrmConfigException($"tables[{i}].name: '{t.Name}' cannot be used (it names the table's checkpoint file)");
+            if (!names.Add(t.Name)) throw new DlrmConfigException($"tables[{i}].name: '{t.Name}' appears twice");
+            if (t.Rows < 1) throw new DlrmConfigException($"tables[{i}].rows: {t.Rows} must be at least 1");
+            if (t.Dim != d) throw new DlrmConfigException($"tables[{i}].dim: {t.Dim} differs from the bottom MLP output width {d} (the dot interaction needs one dim for all)");
+            if (!Enum.IsDefined(t.Pooling)) throw new DlrmConfigException($"tables[{i}].pooling: unknown value {t.Pooling}");
+            if (t.Pooling == PoolingMode.WeightedSum)
+                throw new DlrmConfigException($"tables[{i}].pooling: weighted pooling needs per-index weights, which event batches do not carry; use sum or mean");
+            if (!Enum.IsDefined(t.Storage)) throw new DlrmConfigException($"tables[{i}].storage: unknown value {t.Storage}");
+        }
+        DenseFeatures = denseFeatures;
+        BottomMlp = bottomMlp.ToArray();
+        TopMlp = topMlp.ToArray();
+        Tables = tables.ToArray();
+        SelfInteraction = selfInteraction;
+    }
+
+    /// <summary>Pairs (i, j) of the interaction in the output order of dlrm_s_pytorch.py: for i in 0..n, j &lt; i
+    /// (j ≤ i with self-interaction). Vector 0 is the bottom output, vector 1 + t is table t.</summary>
+    public IReadOnlyList<(int I, int J)> PairOrder()
+    {
+        var pairs = new List<(int, int)>(InteractionPairs);
+        int n = InteractionVectors, offset = SelfInteraction ? 1 : 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < i + offset; j++) pairs.Add((i, j));
+        return pairs;
+    }
+
+    /// <summary>Checks that batches of <paramref name="layout"/> fit this model: same dense width, one sparse
+    /// feature per table with the table's name, feature rows within the table's rows.</summary>
+    public void CheckLayout(EventBatchLayout layout)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        if (layout.DenseCount != DenseFeatures)
+            throw new ArgumentException($"the batch has {layout.DenseCount} dense features, the model's denseFeatures is {DenseFeatures}");
+        if (layout.SparseCount != Tables.Count)
+            throw new ArgumentException($"the batch has {layout.SparseCount} sparse features, the model has {Tables.Count} tables");
+        for (int i = 0; i < Tables.Count; i++)
+        {
+            var f = layout.Sparse[i];
+            if (f.Table != Tables[i].Name)
+                throw new ArgumentException($"sparse feature {i} ('{f.Name}') indexes table '{f.Table}', the model's table {i} is '{Tables[i].Name}'");
+            if (f.Rows > Tables[i].Rows)
+                throw new ArgumentException($"sparse feature {i} ('{f.Name}') emits rows up to {f.Rows}, table '{Tables[i].Name}' has {Tables[i].Rows}");
+        }
+    }
+
+    /// <summary>A config whose tables follow a stream layout (names and rows), everything else given.</summary>
+    public static DlrmConfig ForLayout(EventBatchLayout layout, IReadOnlyList<int> bottomMlp, IReadOnlyList<int> topMlp,
+                                       PoolingMode pooling = PoolingMode.Sum, EmbeddingStorage storage = EmbeddingStorage.Fp32, bool selfInteraction = false)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        int d = bottomMlp.Count > 0 ? bottomMlp[^1] : 0;
+        var tables = layout.Sparse.Select(s => new DlrmTableConfig(s.Table, s.Rows, d, pooling, storage)).ToArray();
+        return new DlrmConfig(layout.DenseCount, bottomMlp, topMlp, tables, selfInteraction);
+    }
+
+    // ---------------------------------------------------------------- JSON
+
+    public static DlrmConfig Load(string path)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new DlrmConfigException($"{path}: cannot read model config ({e.Message})"); }
+        try { return Parse(text); }
+        catch (DlrmConfigException e) { throw new DlrmConfigException($"{path}: {e.Message}"); }
+    }
+
+    public static DlrmConfig Parse(string json)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }); }
+        catch (JsonException e) { throw new DlrmConfigException($"not valid JSON: {e.Message}"); }
+        using (doc) return FromJson(doc.RootElement);
+    }
+
+    public static DlrmConfig FromJson(JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object) throw new DlrmConfigException("the model config must be a JSON object");
+        RejectUnknown(root, ["denseFeatures", "bottomMlp", "topMlp", "interaction", "selfInteraction", "tables"], "");
+        int dense = ReqInt(root, "denseFeatures", "denseFeatures");
+        int[] bottom = ReqIntArray(root, "bottomMlp");
+        int[] top = ReqIntArray(root, "topMlp");
+        string interaction = OptString(root, "interaction", "interaction") ?? "dot";
+        if (interaction != "dot") throw new DlrmConfigException($"interaction: '{interaction}' is not supported (only \"dot\")");
+        bool self = false;
+        if (root.TryGetProperty("selfInteraction", out var selfEl) && selfEl.ValueKind != JsonValueKind.Null)
+            self = selfEl.ValueKind switch
+            {
+                JsonValueKind.True => true,
+                JsonValueKind.False => false,
+                _ => throw new DlrmConfigException("selfInteraction: must be true or false"),
+            };
+        if (!root.TryGetProperty("tables", out var tablesEl) || tablesEl.ValueKind != JsonValueKind.Array)
+            throw new DlrmConfigException("tables: missing or not an array");
+        var tables = new List<DlrmTableConfig>();
+        int i = 0;
+        foreach (var t in tablesEl.EnumerateArray())
+        {
+            string at = $"tables[{i++}]";
+            if (t.ValueKind != JsonValueKind.Object) throw new DlrmConfigException($"{at}: must be an object");
+            RejectUnknown(t, ["name", "rows", "dim", "pooling", "storage"], at + ".");
+            string name = OptString(t, "name", at + ".name") ?? throw new DlrmConfigException($"{at}.name: missing");
+            long rows = ReqLong(t, "rows", at + ".rows");
+            int dim = t.TryGetProperty("dim", out _) ? ReqInt(t, "dim", at + ".dim") : (bottom.Length > 0 ? bottom[^1] : 0);
+            string p = OptString(t, "pooling", at + ".pooling") ?? "sum";
+            var pooling = p switch
+            {
+                "sum" => PoolingMode.Sum,
+                "mean" => PoolingMode.Mean,
+                "weighted" or "weightedSum" => PoolingMode.WeightedSum,
+                _ => throw new DlrmConfigException($"{at}.pooling: '{p}' is not one of sum, mean"),
+            };
+            string s = OptString(t, "storage", at + ".storage") ?? "fp32";
+            var storage = s switch
+            {
+                "fp32" => EmbeddingStorage.Fp32,
+                "fp16" => EmbeddingStorage.Fp16,
+                "int8" or "int8rowwise" => EmbeddingStorage.Int8Rowwise,
+                _ => throw new DlrmConfigException($"{at}.storage: '{s}' is not one of fp32, fp16, int8"),
+            };
+            tables.Add(new DlrmTableConfig(name, rows, dim, pooling, storage));
+        }
+        return new DlrmConfig(dense, bottom, top, tables, self);
+    }
+
+    public string ToJson()
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+            WriteJson(w);
+        return Encoding.UTF8.GetString(ms.ToArray());
+    }
+
+    public void WriteJson(Utf8JsonWriter w)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("denseFeatures", DenseFeatures);
+        w.WriteStartArray("bottomMlp"); foreach (int x in BottomMlp) w.WriteNumberValue(x); w.WriteEndArray();
+        w.WriteStartArray("topMlp"); foreach (int x in TopMlp) w.WriteNumberValue(x); w.WriteEndArray();
+        w.WriteString("interaction", "dot");
+        w.WriteBoolean("selfInteraction", SelfInteraction);
+        w.WriteStartArray("tables");
+        foreach (var t in Tables)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", t.Name);
+            w.WriteNumber("rows", t.Rows);
+            w.WriteNumber("dim", t.Dim);
+            w.WriteString("pooling", t.Pooling switch { PoolingMode.Sum => "sum", PoolingMode.Mean => "mean", _ => "weighted" });
+            w.WriteString("storage", t.Storage switch { EmbeddingStorage.Fp32 => "fp32", EmbeddingStorage.Fp16 => "fp16", _ => "int8" });
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    /// <summary>Two configs describe the same model shape (used to match a checkpoint against its files).</summary>
+    public bool SameShape(DlrmConfig other) => ToJson() == other.ToJson();
+
+    static void RejectUnknown(JsonElement obj, string[] known, string prefix)
+    {
+        foreach (var p in obj.EnumerateObject())
+            if (Array.IndexOf(known, p.Name) < 0)
+                throw new DlrmConfigException($"{prefix}{p.Name}: unknown field (known: {string.Join(", ", known)})");
+    }
+
+    static string? OptString(JsonElement obj, string name, string at)
+    {
+        if (!obj.TryGetProperty(name, out var el) || el.ValueKind == JsonValueKind.Null) return null;
+        return el.ValueKind == JsonValueKind.String ? el.GetString() : throw new DlrmConfigException($"{at}: must be a string");
+    }
+
+    static long ReqLong(JsonElement obj, string name, string at)
+    {
+        if (!obj.TryGetProperty(name, out var el)) throw new DlrmConfigException($"{at}: missing");
+        if (el.ValueKind != JsonValueKind.Number || !el.TryGetInt64(out long v)) throw new DlrmConfigException($"{at}: must be an integer");
+        return v;
+    }
+
+    static int ReqInt(JsonElement obj, string name, string at)
+    {
+        long v = ReqLong(obj, name, at);
+        if (v is < int.MinValue or > int.MaxValue) throw new DlrmConfigException($"{at}: {v} is out of range");
+        return (int)v;
+    }
+
+    static int[] ReqIntArray(JsonElement obj, string name)
+    {
+        if (!obj.TryGetProperty(name, out var el) || el.ValueKind != JsonValueKind.Array) throw new DlrmConfigException($"{name}: missing or not an array of layer widths");
+        var list = new List<int>();
+        int i = 0;
+        foreach (var x in el.EnumerateArray())
+        {
+            if (x.ValueKind != JsonValueKind.Number || !x.TryGetInt32(out int v)) throw new DlrmConfigException($"{name}[{i}]: must be an integer");
+            list.Add(v);
+            i++;
+        }
+        return list.ToArray();
+    }
+}

@@ -1,0 +1,222 @@
+using LiveDlrm.Data;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Memory;
+using LiveDlrm.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LiveDlrm.Training;
+
+public enum DenseOptimizerKind { Adagrad, Adam }
+
+public sealed record DlrmTrainerOptions
+{
+    /// <summary>Row-wise Adagrad learning rate of the embedding rows.</summary>
+    public float EmbeddingLearningRate { get; init; } = 0.05f;
+    public float EmbeddingEpsilon { get; init; } = 1e-8f;
+    public DenseOptimizerKind DenseOptimizer { get; init; } = DenseOptimizerKind.Adagrad;
+    public double DenseLearningRate { get; init; } = 0.02;
+    /// <summary>Threads for the sparse embedding update (work is split by table). 1 = on the calling thread.</summary>
+    public int Threads { get; init; } = Math.Max(1, Environment.ProcessorCount);
+
+    public void Validate()
+    {
+        if (!(EmbeddingLearningRate > 0) || !float.IsFinite(EmbeddingLearningRate)) throw new ArgumentOutOfRangeException(nameof(EmbeddingLearningRate), EmbeddingLearningRate, "must be positive");
+        if (!(EmbeddingEpsilon > 0)) throw new ArgumentOutOfRangeException(nameof(EmbeddingEpsilon), EmbeddingEpsilon, "must be positive");
+        if (!(DenseLearningRate > 0) || !double.IsFinite(DenseLearningRate)) throw new ArgumentOutOfRangeException(nameof(DenseLearningRate), DenseLearningRate, "must be positive");
+        if (Threads < 1) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "must be at least 1");
+    }
+}
+
+/// <summary>What one minibatch step did.</summary>
+public readonly record struct TrainStepResult(float Loss, int Events, bool Applied, long RowsUpdated);
+
+/// <summary>
+/// Full-parameter trainer of a <see cref="DlrmModel"/> (the "training cluster" side: base models, and the delta-sync
+/// baseline). One <see cref="Step"/> = one minibatch: forward through the model's kernels and dense net, BCE-with-
+/// logits (mean over the batch), autograd backward to the dense parameters and to the pooled embeddings; the dense
+/// part is stepped by TorchSharp Adagrad/Adam, the embeddings by <see cref="RowwiseAdagrad"/> on exactly the rows the
+/// batch touched (the pooled gradient of a bag is scattered to its rows, scaled by 1/len for mean pooling, summed
+/// over duplicate rows first). Tables are updated in parallel over <see cref="DlrmTrainerOptions.Threads"/>.
+/// Every updated row is marked in <see cref="Changes"/>. A step whose loss or gradients are not finite is discarded
+/// (<see cref="SkippedSteps"/>) and changes nothing. Not thread-safe: one trainer, one thread calling Step.
+/// </summary>
+public sealed unsafe class DlrmTrainer : IDisposable
+{
+    readonly DlrmModel _model;
+    readonly DlrmTrainerOptions _options;
+    readonly optim.Optimizer _denseOptimizer;
+    readonly NativeBuffer[] _accumulators;
+    readonly TableWork[] _work;
+
+    public DlrmModel Model => _model;
+    public DlrmTrainerOptions Options => _options;
+    public ChangeTracker Changes { get; }
+    public long Steps { get; private set; }
+    public long SkippedSteps { get; private set; }
+    public long EventsTrained { get; private set; }
+    /// <summary>Bytes of the dense parameters (what a delta sync ships for the dense part).</summary>
+    public long DenseBytes { get; }
+
+    public DlrmTrainer(DlrmModel model, DlrmTrainerOptions? options = null)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _options = options ?? new DlrmTrainerOptions();
+        _options.Validate();
+        model.Dense.SetTrainable(true);
+        var parameters = model.Dense.parameters().ToList();
+        _denseOptimizer = _options.DenseOptimizer switch
+        {
+            DenseOptimizerKind.Adam => optim.Adam(parameters, _options.DenseLearningRate),
+            _ => optim.Adagrad(parameters, _options.DenseLearningRate),
+        };
+        DenseBytes = parameters.Sum(p => p.numel()) * sizeof(float);
+        // One fp32 accumulator per row, in native memory (a 10 M-row table needs 40 MB of state, not 40·d MB).
+        _accumulators = model.Tables.Select(t => NativeBuffer.Allocate(t.Rows * sizeof(float))).ToArray();
+        _work = model.Tables.Select(t => new TableWork(t.Dim)).ToArray();
+        Changes = new ChangeTracker(model.Tables);
+    }
+
+    /// <summary>Row-wise Adagrad accumulator of one row (for tests and checkpoints of the optimizer state).</summary>
+    public float Accumulator(int table, long row)
+    {
+        if ((ulong)row >= (ulong)_model.Tables[table].Rows) throw new ArgumentOutOfRangeException(nameof(row));
+        return ((float*)_accumulators[table].Pointer)[row];
+    }
+
+    /// <summary>Trains on <paramref name="batch"/>. If <paramref name="predictions"/> is non-empty it receives the
+    /// model's click probabilities from BEFORE the update (progressive "predict, then learn" evaluation).</summary>
+    public TrainStepResult Step(EventBatch batch, Span<float> predictions = default)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        int b = batch.Count;
+        if (b == 0) return new TrainStepResult(0, 0, false, 0);
+        if (predictions.Length != 0 && predictions.Length < b) throw new ArgumentException($"predictions holds {predictions.Length} floats for {b} events", nameof(predictions));
+
+        using var scope = NewDisposeScope();
+        _denseOptimizer.zero_grad();
+        using var pass = _model.Forward(batch);
+        var labels = empty(b);
+        batch.Labels.CopyTo(TensorMemory.Span(labels));
+        var loss = nn.functional.binary_cross_entropy_with_logits(pass.Logits, labels);
+        float lossValue = loss.item<float>();
+        if (predictions.Length != 0)
+        {
+            using var _ = no_grad();
+            var p = pass.Logits.detach().sigmoid();
+            TensorMemory.Span(p).CopyTo(predictions);
+        }
+        if (!float.IsFinite(lossValue)) { SkippedSteps++; return new TrainStepResult(lossValue, b, false, 0); }
+        loss.backward();
+        if (!GradientsFinite(pass)) { SkippedSteps++; return new TrainStepResult(lossValue, b, false, 0); }
+
+        _denseOptimizer.step();
+        long rows = UpdateEmbeddings(batch, pass);
+        Steps++;
+        EventsTrained += b;
+        return new TrainStepResult(lossValue, b, true, rows);
+    }
+
+    bool GradientsFinite(DlrmForwardPass pass)
+    {
+        for (int t = 0; t < _model.Tables.Count; t++)
+            foreach (float g in pass.PooledGradient(t))
+                if (!float.IsFinite(g)) return false;
+        foreach (var p in _model.Dense.parameters())
+        {
+            var grad = p.grad;
+            if (grad is not null && !grad.isfinite().all().item<bool>()) return false;
+        }
+        return true;
+    }
+
+    long UpdateEmbeddings(EventBatch batch, DlrmForwardPass pass)
+    {
+        int tables = _model.Tables.Count;
+        var gradients = new float*[tables];
+        for (int t = 0; t < tables; t++)
+            fixed (float* g = pass.PooledGradient(t)) gradients[t] = g;   // tensor memory: not moved by the GC
+        long total = 0;
+        if (_options.Threads <= 1 || tables == 1)
+        {
+            for (int t = 0; t < tables; t++) total += UpdateTable(t, batch, gradients[t]);
+        }
+        else
+        {
+            Parallel.For(0, tables, new ParallelOptions { MaxDegreeOfParallelism = _options.Threads },
+                         () => 0L, (t, _, sum) => sum + UpdateTable(t, batch, gradients[t]), sum => Interlocked.Add(ref total, sum));
+        }
+        return total;
+    }
+
+    /// <summary>Scatter-adds the pooled gradient of every bag to its rows, then one row-wise Adagrad update per
+    /// distinct row. Returns the number of rows updated.</summary>
+    long UpdateTable(int t, EventBatch batch, float* pooledGradient)
+    {
+        var table = _model.Tables[t];
+        var work = _work[t];
+        int dim = table.Dim;
+        var indices = batch.Indices(t);
+        var offsets = batch.Offsets(t);
+        int n = indices.Length;
+        if (n == 0) return 0;
+        work.Ensure(n);
+        // (row, occurrence) pairs sorted by row put duplicate rows next to each other without a hash map.
+        for (int bag = 0; bag < batch.Count; bag++)
+        {
+            int start = (int)offsets[bag], end = (int)offsets[bag + 1];
+            float scale = _model.Config.Tables[t].Pooling == PoolingMode.Mean && end > start ? 1f / (end - start) : 1f;
+            for (int j = start; j < end; j++)
+            {
+                work.Rows[j] = indices[j];
+                work.Bags[j] = bag;
+                work.Scales[j] = scale;
+            }
+        }
+        for (int j = 0; j < n; j++) work.Order[j] = j;
+        Array.Sort(work.Rows, work.Order, 0, n);
+
+        float* accumulators = (float*)_accumulators[t].Pointer;
+        var gradient = work.Gradient.AsSpan(0, dim);
+        long updated = 0;
+        for (int j = 0; j < n;)
+        {
+            long row = work.Rows[j];
+            if ((ulong)row >= (ulong)table.Rows) throw new ArgumentOutOfRangeException(nameof(batch), row, $"table '{table.Name}': index {row} is outside [0, {table.Rows})");
+            gradient.Clear();
+            for (; j < n && work.Rows[j] == row; j++)
+            {
+                int k = work.Order[j];
+                RowwiseAdagrad.Axpy(gradient, new ReadOnlySpan<float>(pooledGradient + (long)work.Bags[k] * dim, dim), work.Scales[k]);
+            }
+            RowwiseAdagrad.Update(table, row, gradient, ref accumulators[row], _options.EmbeddingLearningRate, _options.EmbeddingEpsilon, work.RowScratch);
+            Changes.Mark(t, row);
+            updated++;
+        }
+        return updated;
+    }
+
+    /// <summary>Per-table scratch, grown geometrically and reused across steps.</summary>
+    sealed class TableWork(int dim)
+    {
+        public long[] Rows = [];
+        public int[] Order = [];
+        public int[] Bags = [];
+        public float[] Scales = [];
+        public readonly float[] Gradient = new float[dim];
+        public readonly float[] RowScratch = new float[dim];
+
+        public void Ensure(int n)
+        {
+            if (Rows.Length >= n) return;
+            int size = Math.Max(n, Rows.Length * 2);
+            Rows = new long[size]; Order = new int[size]; Bags = new int[size]; Scales = new float[size];
+        }
+    }
+
+    public void Dispose()
+    {
+        _denseOptimizer.Dispose();
+        foreach (var a in _accumulators) a.Dispose();
+    }
+}

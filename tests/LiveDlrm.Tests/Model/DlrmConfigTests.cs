@@ -1,0 +1,53 @@
+using LiveDlrm.Embeddings;
+using LiveDlrm.Model;
+
+namespace LiveDlrm.Tests.Model;
+
+public class DlrmConfigTests
+{
+    const string Valid = """
+        { "denseFeatures": 3, "bottomMlp": [8, 4], "topMlp": [6, 1], "interaction": "dot", "selfInteraction": false,
+          "tables": [ { "name": "a", "rows": 10, "dim": 4, "pooling": "sum", "storage": "fp16" },
+                      { "name": "b", "rows": 5, "dim": 4, "pooling": "mean", "storage": "int8" } ] }
+        """;
+
+    [Test]
+    public void ParsesAndRoundTripsThroughJson()
+    {
+        var c = DlrmConfig.Parse(Valid);
+        Assert.That(c.Dim, Is.EqualTo(4));
+        Assert.That(c.Tables[0].Storage, Is.EqualTo(EmbeddingStorage.Fp16));
+        Assert.That(c.Tables[1].Pooling, Is.EqualTo(PoolingMode.Mean));
+        Assert.That(c.TopInput, Is.EqualTo(4 + 3));
+        var again = DlrmConfig.Parse(c.ToJson());
+        Assert.That(again.SameShape(c), Is.True);
+    }
+
+    [TestCase("\"dim\": 4, \"pooling\": \"sum\"", "\"dim\": 5, \"pooling\": \"sum\"", "tables[0].dim")]
+    [TestCase("\"topMlp\": [6, 1]", "\"topMlp\": [6, 2]", "topMlp[1]")]
+    [TestCase("\"bottomMlp\": [8, 4]", "\"bottomMlp\": []", "bottomMlp")]
+    [TestCase("\"denseFeatures\": 3", "\"denseFeatures\": 0", "denseFeatures")]
+    [TestCase("\"rows\": 5", "\"rows\": 0", "tables[1].rows")]
+    [TestCase("\"name\": \"b\"", "\"name\": \"a\"", "tables[1].name")]
+    [TestCase("\"storage\": \"int8\"", "\"storage\": \"int4\"", "tables[1].storage")]
+    [TestCase("\"pooling\": \"mean\"", "\"pooling\": \"max\"", "tables[1].pooling")]
+    [TestCase("\"pooling\": \"mean\"", "\"pooling\": \"weighted\"", "tables[1].pooling")]
+    [TestCase("\"interaction\": \"dot\"", "\"interaction\": \"cat\"", "interaction")]
+    [TestCase("\"selfInteraction\": false", "\"selfInteraction\": false, \"extra\": 1", "extra")]
+    [TestCase("\"rows\": 10", "\"rows\": \"ten\"", "tables[0].rows")]
+    public void InvalidFieldIsNamed(string from, string to, string field)
+    {
+        string json = Valid.Replace(from, to);
+        Assert.That(json, Is.Not.EqualTo(Valid));
+        Assert.That(() => DlrmConfig.Parse(json), Throws.TypeOf<DlrmConfigException>().With.Message.StartsWith(field));
+    }
+
+    [Test]
+    public void LoadNamesTheFile()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"dlrm-config-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, "{ not json");
+        try { Assert.That(() => DlrmConfig.Load(path), Throws.TypeOf<DlrmConfigException>().With.Message.Contains(path)); }
+        finally { File.Delete(path); }
+    }
+}
