@@ -1,0 +1,15 @@
+namespace LiveDlrm.Embeddings;
+
+/// <summary>Where pooled lookups run: the CPU SIMD kernels, or the UPMEM PIM shim (real DPUs or the project's
+/// emulation). The model calls its tables through one of these, so the choice is a configuration, not a code path.
+/// Contract is that of <c>EmbeddingBag.Forward</c>: CSR <paramref name="offsets"/> of length bags + 1 with
+/// offsets[0] == 0 and offsets[bags] == indices.Length; output holds bags × table.Dim floats; bad input throws
+/// before any output row is written.</summary>
+public interface IEmbeddingBackend : IDisposable
+{
+    /// <summary>Short name shown in stats and logs ("cpu-avx512", "pim-emulated", ...).</summary>
+    string Name { get; }
+
+    void Forward(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
+                 PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default);
+}
