@@ -1,0 +1,59 @@
+using System.Diagnostics;
+
+namespace LiveDlrm.Tests.Numa;
+
+/// <summary>Missing libnuma/hwloc must leave the engine working. NativeLibraries.Hidden only acts before a
+/// library's first use, which this test process is long past, so the check runs the CLI in a child process.</summary>
+public class NativeAbsenceTests
+{
+    static (int Exit, string Output) RunCli(params string[] args)
+    {
+        string cli = Path.Combine(AppContext.BaseDirectory, "livedlrm.dll");
+        Assert.That(File.Exists(cli), $"{cli} (the CLI is a project reference of the tests)");
+        var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(cli);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output + stderr.Result);
+    }
+
+    [Test]
+    public void WithoutHwlocAndLibNumaTheTopologyComesFromSysfs()
+    {
+        var (exit, output) = RunCli("topology", "--hide", "livedlrm:hwloc,livedlrm:numa");
+        Assert.That(exit, Is.Zero, output);
+        Assert.That(output, Does.Contain("hwloc             unavailable"));
+        Assert.That(output, Does.Contain("libnuma           unavailable"));
+        Assert.That(output, Does.Contain("source            Sysfs"));
+        Assert.That(output, Does.Contain($"PUs               {Environment.ProcessorCount}"));
+        Assert.That(output, Does.Contain("inference worker 0"));
+    }
+
+    [Test]
+    public void WithoutHwlocTheTopologyComesFromLibNuma()
+    {
+        var (exit, output) = RunCli("topology", "--hide", "livedlrm:hwloc");
+        Assert.That(exit, Is.Zero, output);
+        Assert.That(output, Does.Contain("source            LibNuma"));
+    }
+
+    [Test]
+    public void WithEverythingTheTopologyComesFromHwloc()
+    {
+        var (exit, output) = RunCli("topology");
+        Assert.That(exit, Is.Zero, output);
+        Assert.That(output, Does.Contain("source            Hwloc"));
+        Assert.That(output, Does.Contain("resctrl           unavailable"), "this machine has no resctrl");
+    }
+
+    [Test]
+    public void UnknownLibraryNameIsAUsageError()
+    {
+        var (exit, output) = RunCli("topology", "--hide", "libfoo");
+        Assert.That(exit, Is.EqualTo(2));
+        Assert.That(output, Does.Contain("unknown library 'libfoo'"));
+    }
+}
