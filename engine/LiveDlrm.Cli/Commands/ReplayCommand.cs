@@ -14,6 +14,11 @@ public sealed class ReplayCommand : ICommand
     /// replayed 70 % holds ~19 one-hour windows of drift.</summary>
     public const double DefaultEventsPerSecond = 2;
 
+    /// <summary>World of the default synthetic replay stream: small enough that the prefix teaches the base model
+    /// most users and items (the synth command's 50 000 users would be seen about once each), so what the modes
+    /// differ in is drift, not first-time learning.</summary>
+    public const int DefaultUsers = 5_000, DefaultItems = 2_000, DefaultNewItems = 4_000;
+
     public string Name => "replay";
     public string Summary => "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters";
     public string Usage =>
@@ -35,6 +40,7 @@ public sealed class ReplayCommand : ICommand
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
+        "  --users N --items N --new-items N   synthetic world size (defaults 5000, 2000, 4000 for replay)\n" +
         "  --out DIR                     report.json and plots (default artifacts/replay)\n" +
         "  --no-plots                    skip the PNG plots";
 
@@ -50,6 +56,15 @@ public sealed class ReplayCommand : ICommand
         };
         var data = DataSourceArgs.Parse(args, DefaultEvents);
         if (data.IsSynthetic && data.EventsPerSecond is null) data = data with { EventsPerSecond = DefaultEventsPerSecond };
+        var world = new SyntheticStreamConfig();
+        world = world with
+        {
+            Users = args.Int("users", DefaultUsers, min: 1),
+            InitialItems = args.Int("items", DefaultItems, min: 1),
+            MaxNewItems = args.Int("new-items", DefaultNewItems, min: 0),
+        };
+        if (!data.IsSynthetic && (args.Has("users") || args.Has("items") || args.Has("new-items")))
+            throw new UsageException("--users/--items/--new-items apply to --data synthetic only");
         string? model = args.String("model");
         if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
 
@@ -116,10 +131,13 @@ public sealed class ReplayCommand : ICommand
         catch (ArgumentException e) { throw new UsageException(e.Message); }
 
         Directory.CreateDirectory(outDir);
-        string dataName = data.IsSynthetic ? $"synthetic (events {data.Events}, seed {data.Seed}, drift {data.Drift}, {data.EventsPerSecond} events/s)" : data.Data;
+        string dataName = data.IsSynthetic ? $"synthetic (events {data.Events}, seed {data.Seed}, drift {data.Drift}, {data.EventsPerSecond} events/s, {world.Users} users, {world.InitialItems}+{world.MaxNewItems} items)" : data.Data;
         Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
         var progress = new ProgressBar();
-        var replay = new FreshnessReplay(() => data.Open(line => Console.Error.WriteLine("  " + line)), options, dataName)
+        Func<IEventSource> open = data.IsSynthetic
+            ? () => new SyntheticEventSource(data.SyntheticConfig() with { Users = world.Users, InitialItems = world.InitialItems, MaxNewItems = world.MaxNewItems }, data.Events ?? DefaultEvents)
+            : () => data.Open(line => Console.Error.WriteLine("  " + line));
+        var replay = new FreshnessReplay(open, options, dataName)
         {
             Log = line => { progress.Clear(); Console.WriteLine(line); },
             Progress = progress.Update,

@@ -31,7 +31,7 @@ public sealed class OnlineTrainer : ITrainerHost
     readonly Queue<ServedEvent> _queue = new();
     readonly object _lock = new();
     readonly List<int> _threadIds = new();
-    readonly EventBatch _batch;
+    EventBatch _batch;
     readonly List<ServedEvent> _taken = new();
     Thread? _thread;
     bool _stopping, _busy, _flush;
@@ -188,7 +188,8 @@ public sealed class OnlineTrainer : ITrainerHost
     }
 
     /// <summary>Blocks until fewer than a batch of events wait and no step runs (<paramref name="flush"/>: until the
-    /// queue is empty, training a final partial batch). Rethrows a failure of the trainer thread.</summary>
+    /// queue is empty, training a final partial batch). Rethrows a failure of the trainer thread. While the trainer
+    /// is paused by its throttle this waits for the resume.</summary>
     public void Drain(bool flush = false)
     {
         lock (_lock)
@@ -227,7 +228,8 @@ public sealed class OnlineTrainer : ITrainerHost
             {
                 lock (_lock)
                 {
-                    while (!_stopping && !BatchReady()) Monitor.Wait(_lock, 50);
+                    // A pause holds the thread here too, not only after its next step (the gate's boundary).
+                    while (!_stopping && (!BatchReady() || _gate.IsPaused)) Monitor.Wait(_lock, 50);
                     if (_stopping) return;
                     _taken.Clear();
                     while (_taken.Count < _options.BatchSize && _queue.Count > 0) _taken.Add(_queue.Dequeue());
@@ -290,6 +292,7 @@ public sealed class OnlineTrainer : ITrainerHost
     {
         int b = samples.Count;
         if (b == 0) return false;
+        if (b > _batch.Capacity) _batch = new EventBatch(_batch.Layout, b);
         var batch = _batch;
         batch.Clear();
         foreach (var s in samples)
