@@ -71,6 +71,7 @@ public sealed class DataRun : IComparativeRun
         results["reps"] = reps;
         results["machine"] = $"{Environment.ProcessorCount} cpu, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.FrameworkDescription}";
         File.WriteAllText(outPath, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+        Directory.Delete(dir, recursive: true); // the generated inputs are hundreds of MB and cheap to regenerate
         Console.WriteLine($"wrote {outPath}");
         return 0;
     }

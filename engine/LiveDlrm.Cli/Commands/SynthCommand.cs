@@ -41,7 +41,7 @@ public sealed class SynthCommand : ICommand
         Console.WriteLine($"      {s.OptimumPath}");
         Console.WriteLine($"event time   {DateTimeOffset.FromUnixTimeSeconds(s.FirstTimestamp):u} .. {DateTimeOffset.FromUnixTimeSeconds(s.LastTimestamp):u} ({(s.LastTimestamp - s.FirstTimestamp) / 3600.0:F1} h)");
         Console.WriteLine($"click rate   {s.ClickRate.ToString("F4", inv)} (mean true probability {s.MeanTrueProbability.ToString("F4", inv)})");
-        Console.WriteLine($"new items    {s.NewItemsBorn}");
+        Console.WriteLine($"new items    {s.NewItemsBorn} born; {s.NewItemEvents:N0} events ({100.0 * s.NewItemEvents / s.Events:F1} %) on them");
         Console.WriteLine($"optimum AUC  {s.OptimumAuc.ToString("F4", inv)} (AUC of the true probabilities; expected over label draws {s.ExpectedOptimumAuc.ToString("F4", inv)})");
         return 0;
     }

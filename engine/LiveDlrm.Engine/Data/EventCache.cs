@@ -24,6 +24,7 @@ public readonly record struct EventCacheKey(ulong SchemaHash, long SourceLength,
 ///                     | denseCount i32 | sparseCount i32 | hasTrueProbabilities i32 | pad i32 | events i64 | groups i64
 ///                     | lines i64 | badLines i64 | fileLength i64 | ...zero... | headerChecksum u64 (XxHash3 of bytes 0..120)
 /// group: "GRP1" u32 | count i32 | payloadLength i64 | payloadChecksum u64 (XxHash3) | payload
+/// payload: flags u32 | pad u32 | singleValuedMask u64 | requestIdBase i64 | timestampBase i64 | sections (see GroupSections)
 /// </code>
 /// Written to a temporary file, fsynced, then renamed over the target: a reader never sees a half-written cache.
 /// Header problems (wrong magic, version, key, length, checksum) make the cache stale (rebuild); a group whose
@@ -34,7 +35,7 @@ public static class EventCache
     public const int GroupEvents = 16384;
     internal const int HeaderSize = 128;
     internal const int GroupHeaderSize = 24;
-    internal const uint Version = 1;
+    internal const uint Version = 2;
     internal static ReadOnlySpan<byte> Magic => "LDLMEVC1"u8;
     internal const uint GroupMagic = 0x31505247; // "GRP1"
 
@@ -112,13 +113,36 @@ public static class EventCache
 
     internal static int IndexWidthFor(EventBatchLayout layout) => layout.Sparse.All(s => s.Rows <= int.MaxValue) ? 4 : 8;
 
-    /// <summary>Bytes of a group's payload, each section padded to 8 bytes.</summary>
-    internal static long PayloadLength(EventBatchLayout layout, int count, ReadOnlySpan<long> nnz, int indexWidth)
+    internal const int GroupPrefixSize = 32;
+    internal const uint TimestampDeltas = 1, ConsecutiveRequestIds = 2;
+
+    /// <summary>Where each section of a group payload starts (each padded to 8 bytes). Compact encodings, chosen per
+    /// group by the writer: timestamps as int32 deltas from a base when they fit, request ids omitted when they
+    /// count up by one, offsets omitted for a feature whose every bag holds exactly one index.</summary>
+    internal sealed class GroupSections(int sparseCount)
     {
-        long n = Pad(count * 4L) + count * 8L + count * 8L + (layout.HasTrueProbabilities ? Pad(count * 4L) : 0) + Pad(count * 4L * layout.DenseCount);
-        for (int f = 0; f < layout.SparseCount; f++) n += Pad((count + 1) * 4L) + Pad(nnz[f] * indexWidth);
-        return n;
+        public int Labels, Timestamps, RequestIds, Probabilities, Dense, Length;
+        public readonly int[] Offsets = new int[sparseCount], Indices = new int[sparseCount];
+
+        public void Compute(EventBatchLayout layout, int count, uint flags, ulong singleMask, ReadOnlySpan<long> nnz, int indexWidth)
+        {
+            long at = GroupPrefixSize;
+            Labels = (int)at; at += Pad(count * 4L);
+            Timestamps = (int)at; at += (flags & TimestampDeltas) != 0 ? Pad(count * 4L) : count * 8L;
+            RequestIds = (int)at; at += (flags & ConsecutiveRequestIds) != 0 ? 0 : count * 8L;
+            Probabilities = (int)at; at += layout.HasTrueProbabilities ? Pad(count * 4L) : 0;
+            Dense = (int)at; at += Pad(count * 4L * layout.DenseCount);
+            for (int f = 0; f < layout.SparseCount; f++)
+            {
+                Offsets[f] = (int)at; at += IsSingle(singleMask, f) ? 0 : Pad((count + 1) * 4L);
+                Indices[f] = (int)at; at += Pad(nnz[f] * indexWidth);
+            }
+            if (at > Array.MaxLength) throw new InvalidOperationException("cache group too large");
+            Length = (int)at;
+        }
     }
+
+    internal static bool IsSingle(ulong mask, int feature) => feature < 64 && (mask >> feature & 1) != 0;
 
     internal static long Pad(long n) => (n + 7) & ~7L;
 }
@@ -135,6 +159,7 @@ internal sealed class EventCacheWriter : IDisposable
     readonly EventBatch _group;
     readonly XxHash3 _hash = new();
     byte[] _payload = new byte[1 << 20];
+    readonly EventCache.GroupSections _sections;
     long _events, _groups;
     bool _done;
 
@@ -149,6 +174,7 @@ internal sealed class EventCacheWriter : IDisposable
         _file = new FileStream(_tempPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
         _file.Write(new byte[EventCache.HeaderSize]); // placeholder until Commit knows the totals
         _group = new EventBatch(layout, EventCache.GroupEvents, 2);
+        _sections = new EventCache.GroupSections(layout.SparseCount);
     }
 
     public void Append(EventBatch batch)
@@ -168,37 +194,55 @@ internal sealed class EventCacheWriter : IDisposable
         int count = _group.Count;
         if (count == 0) return;
         Span<long> nnz = stackalloc long[_layout.SparseCount];
-        for (int f = 0; f < nnz.Length; f++) nnz[f] = _group.OffsetArray(f)[count];
-        long length = EventCache.PayloadLength(_layout, count, nnz, _indexWidth);
-        if (length > Array.MaxLength) throw new InvalidOperationException("cache group too large");
-        if (_payload.Length < length) _payload = new byte[Math.Max(length, _payload.Length * 2L)];
-        Span<byte> p = _payload.AsSpan(0, (int)length);
-        p.Clear();
-        int at = 0;
-        void Put<T>(ReadOnlySpan<T> values, Span<byte> dst) where T : unmanaged
+        ulong single = 0;
+        for (int f = 0; f < nnz.Length; f++)
         {
-            var bytes = MemoryMarshal.AsBytes(values);
-            bytes.CopyTo(dst[at..]);
-            at += (int)EventCache.Pad(bytes.Length);
+            nnz[f] = _group.OffsetArray(f)[count];
+            if (f < 64 && nnz[f] == count && AllSingle(_group.OffsetArray(f).AsSpan(0, count + 1))) single |= 1UL << f;
         }
-        Put<float>(_group.LabelArray.AsSpan(0, count), p);
-        Put<long>(_group.TimestampArray.AsSpan(0, count), p);
-        Put<long>(_group.RequestIdArray.AsSpan(0, count), p);
-        if (_layout.HasTrueProbabilities) Put<float>(_group.TrueProbabilityArray.AsSpan(0, count), p);
-        Put<float>(_group.DenseArray.AsSpan(0, count * _layout.DenseCount), p);
+        var ts = _group.TimestampArray.AsSpan(0, count);
+        var rid = _group.RequestIdArray.AsSpan(0, count);
+        long tsMin = long.MaxValue, tsMax = long.MinValue;
+        foreach (long t in ts) { tsMin = Math.Min(tsMin, t); tsMax = Math.Max(tsMax, t); }
+        uint flags = 0;
+        if ((Int128)tsMax - tsMin <= int.MaxValue) flags |= EventCache.TimestampDeltas;
+        bool consecutive = true;
+        for (int i = 1; i < count && consecutive; i++) consecutive = rid[i] == rid[i - 1] + 1;
+        if (consecutive) flags |= EventCache.ConsecutiveRequestIds;
+        _sections.Compute(_layout, count, flags, single, nnz, _indexWidth);
+        int length = _sections.Length;
+        if (_payload.Length < length) _payload = new byte[Math.Max(length, _payload.Length * 2L)];
+        Span<byte> p = _payload.AsSpan(0, length);
+        p.Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(p, flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[8..], single);
+        BinaryPrimitives.WriteInt64LittleEndian(p[16..], rid[0]);
+        BinaryPrimitives.WriteInt64LittleEndian(p[24..], tsMin);
+        static void Put<T>(ReadOnlySpan<T> values, Span<byte> dst) where T : unmanaged => MemoryMarshal.AsBytes(values).CopyTo(dst);
+        Put<float>(_group.LabelArray.AsSpan(0, count), p[_sections.Labels..]);
+        if ((flags & EventCache.TimestampDeltas) != 0)
+        {
+            var d = MemoryMarshal.Cast<byte, int>(p.Slice(_sections.Timestamps, count * 4));
+            for (int i = 0; i < count; i++) d[i] = (int)(ts[i] - tsMin);
+        }
+        else Put<long>(ts, p[_sections.Timestamps..]);
+        if ((flags & EventCache.ConsecutiveRequestIds) == 0) Put<long>(rid, p[_sections.RequestIds..]);
+        if (_layout.HasTrueProbabilities) Put<float>(_group.TrueProbabilityArray.AsSpan(0, count), p[_sections.Probabilities..]);
+        Put<float>(_group.DenseArray.AsSpan(0, count * _layout.DenseCount), p[_sections.Dense..]);
         for (int f = 0; f < _layout.SparseCount; f++)
         {
-            var offsets = MemoryMarshal.Cast<byte, int>(p.Slice(at, (count + 1) * 4));
-            long[] src = _group.OffsetArray(f);
-            for (int i = 0; i <= count; i++) offsets[i] = checked((int)src[i]);
-            at += (int)EventCache.Pad((count + 1) * 4L);
+            if (!EventCache.IsSingle(single, f))
+            {
+                var offsets = MemoryMarshal.Cast<byte, int>(p.Slice(_sections.Offsets[f], (count + 1) * 4));
+                long[] src = _group.OffsetArray(f);
+                for (int i = 0; i <= count; i++) offsets[i] = checked((int)src[i]);
+            }
             long[] idx = _group.IndexArray(f);
-            if (_indexWidth == 8) Put<long>(idx.AsSpan(0, (int)nnz[f]), p);
+            if (_indexWidth == 8) Put<long>(idx.AsSpan(0, (int)nnz[f]), p[_sections.Indices[f]..]);
             else
             {
-                var dst = MemoryMarshal.Cast<byte, int>(p.Slice(at, (int)nnz[f] * 4));
+                var dst = MemoryMarshal.Cast<byte, int>(p.Slice(_sections.Indices[f], (int)nnz[f] * 4));
                 for (int i = 0; i < dst.Length; i++) dst[i] = (int)idx[i];
-                at += (int)EventCache.Pad(nnz[f] * 4);
             }
         }
         Span<byte> gh = stackalloc byte[EventCache.GroupHeaderSize];
@@ -211,6 +255,12 @@ internal sealed class EventCacheWriter : IDisposable
         _events += count;
         _groups++;
         _group.Clear();
+    }
+
+    static bool AllSingle(ReadOnlySpan<long> offsets)
+    {
+        for (int i = 1; i < offsets.Length; i++) if (offsets[i] != offsets[i - 1] + 1) return false;
+        return true;
     }
 
     /// <summary>Finishes the file (header with totals, fsync) and renames it over the target.</summary>
@@ -249,9 +299,10 @@ internal sealed class EventCacheReader : IDisposable
     int _groupCount, _groupPos;
     long _groupIndex = -1;
     readonly long[] _nnz;
-    // section offsets inside _payload for the current group
-    int _labels, _timestamps, _requestIds, _probabilities, _dense;
-    readonly int[] _offsetSections, _indexSections;
+    readonly EventCache.GroupSections _sections;
+    uint _flags;
+    ulong _single;
+    long _requestIdBase, _timestampBase;
 
     public long Events => _header.Events;
     public long Lines => _header.Lines;
@@ -270,8 +321,7 @@ internal sealed class EventCacheReader : IDisposable
             throw new DataFormatException($"{path}: {problem}");
         }
         _nnz = new long[layout.SparseCount];
-        _offsetSections = new int[layout.SparseCount];
-        _indexSections = new int[layout.SparseCount];
+        _sections = new EventCache.GroupSections(layout.SparseCount);
     }
 
     public int Read(EventBatch batch)
@@ -302,24 +352,26 @@ internal sealed class EventCacheReader : IDisposable
         Span<byte> p = _payload.AsSpan(0, (int)length);
         if (_file.ReadAtLeast(p, p.Length, throwOnEndOfStream: false) < p.Length) throw Corrupt("truncated group");
         if (XxHash3.HashToUInt64(p) != checksum) throw Corrupt("checksum mismatch");
-        int at = 0;
-        _labels = at; at += (int)EventCache.Pad(count * 4L);
-        _timestamps = at; at += count * 8;
-        _requestIds = at; at += count * 8;
-        if (_layout.HasTrueProbabilities) { _probabilities = at; at += (int)EventCache.Pad(count * 4L); }
-        _dense = at; at += (int)EventCache.Pad(count * 4L * _layout.DenseCount);
+        if (length < EventCache.GroupPrefixSize) throw Corrupt("group shorter than its prefix");
+        _flags = BinaryPrimitives.ReadUInt32LittleEndian(p);
+        _single = BinaryPrimitives.ReadUInt64LittleEndian(p[8..]);
+        _requestIdBase = BinaryPrimitives.ReadInt64LittleEndian(p[16..]);
+        _timestampBase = BinaryPrimitives.ReadInt64LittleEndian(p[24..]);
+        if ((_flags & ~(EventCache.TimestampDeltas | EventCache.ConsecutiveRequestIds)) != 0) throw Corrupt($"unknown group flags {_flags:x}");
+        // Index counts first (a single-valued feature has count; others end their offsets section with it), then
+        // the full section layout, which must account for exactly the payload's bytes.
+        for (int f = 0; f < _layout.SparseCount; f++) _nnz[f] = EventCache.IsSingle(_single, f) ? count : -1;
+        _sections.Compute(_layout, count, _flags, _single, _nnz.Select(n => Math.Max(n, 0)).ToArray(), _header.IndexWidth);
         for (int f = 0; f < _layout.SparseCount; f++)
         {
-            _offsetSections[f] = at;
-            at += (int)EventCache.Pad((count + 1) * 4L);
-            var offsets = MemoryMarshal.Cast<byte, int>(p.Slice(_offsetSections[f], (count + 1) * 4));
+            if (_nnz[f] >= 0) continue;
+            if (_sections.Offsets[f] + (count + 1) * 4 > length) throw Corrupt("sections exceed the group payload");
+            var offsets = MemoryMarshal.Cast<byte, int>(p.Slice(_sections.Offsets[f], (count + 1) * 4));
+            if (offsets[0] != 0 || offsets[count] < 0) throw Corrupt($"bad offsets of sparse feature {f}");
             _nnz[f] = offsets[count];
-            if (offsets[0] != 0 || _nnz[f] < 0) throw Corrupt($"bad offsets of sparse feature {f}");
-            _indexSections[f] = at;
-            at += (int)EventCache.Pad(_nnz[f] * _header.IndexWidth);
-            if (at > length) throw Corrupt("sections exceed the group payload");
+            _sections.Compute(_layout, count, _flags, _single, _nnz.Select(n => Math.Max(n, 0)).ToArray(), _header.IndexWidth);
         }
-        if (at != length) throw Corrupt($"payload is {length} bytes, sections need {at}");
+        if (_sections.Length != length) throw Corrupt($"payload is {length} bytes, sections need {_sections.Length}");
         ValidateGroup(p, count);
         _groupCount = count;
         _groupPos = 0;
@@ -332,18 +384,21 @@ internal sealed class EventCacheReader : IDisposable
     {
         for (int f = 0; f < _layout.SparseCount; f++)
         {
-            var offsets = MemoryMarshal.Cast<byte, int>(p.Slice(_offsetSections[f], (count + 1) * 4));
-            for (int i = 0; i < count; i++)
-                if (offsets[i + 1] < offsets[i]) throw Corrupt($"offsets of sparse feature {f} decrease at event {i}");
+            if (!EventCache.IsSingle(_single, f))
+            {
+                var offsets = MemoryMarshal.Cast<byte, int>(p.Slice(_sections.Offsets[f], (count + 1) * 4));
+                for (int i = 0; i < count; i++)
+                    if (offsets[i + 1] < offsets[i]) throw Corrupt($"offsets of sparse feature {f} decrease at event {i}");
+            }
             long rows = _layout.Sparse[f].Rows;
             if (_header.IndexWidth == 8)
             {
-                foreach (long v in MemoryMarshal.Cast<byte, long>(p.Slice(_indexSections[f], (int)_nnz[f] * 8)))
+                foreach (long v in MemoryMarshal.Cast<byte, long>(p.Slice(_sections.Indices[f], (int)_nnz[f] * 8)))
                     if ((ulong)v >= (ulong)rows) throw Corrupt($"index {v} of sparse feature {f} outside [0, {rows})");
             }
             else
             {
-                var idx = MemoryMarshal.Cast<byte, uint>(p.Slice(_indexSections[f], (int)_nnz[f] * 4));
+                var idx = MemoryMarshal.Cast<byte, uint>(p.Slice(_sections.Indices[f], (int)_nnz[f] * 4));
                 uint limit = (uint)Math.Min(rows, uint.MaxValue);
                 int i = 0;
                 if (Vector256.IsHardwareAccelerated)
@@ -361,27 +416,46 @@ internal sealed class EventCacheReader : IDisposable
     void CopyOut(EventBatch batch, int start, int n)
     {
         ReadOnlySpan<byte> p = _payload;
+        var sec = _sections;
         int dst = batch.Count;
-        MemoryMarshal.Cast<byte, float>(p[_labels..]).Slice(start, n).CopyTo(batch.LabelArray.AsSpan(dst));
-        MemoryMarshal.Cast<byte, long>(p[_timestamps..]).Slice(start, n).CopyTo(batch.TimestampArray.AsSpan(dst));
-        MemoryMarshal.Cast<byte, long>(p[_requestIds..]).Slice(start, n).CopyTo(batch.RequestIdArray.AsSpan(dst));
+        MemoryMarshal.Cast<byte, float>(p[sec.Labels..]).Slice(start, n).CopyTo(batch.LabelArray.AsSpan(dst));
+        if ((_flags & EventCache.TimestampDeltas) != 0)
+            WidenAdd(MemoryMarshal.Cast<byte, int>(p[sec.Timestamps..]).Slice(start, n), _timestampBase, batch.TimestampArray.AsSpan(dst, n));
+        else
+            MemoryMarshal.Cast<byte, long>(p[sec.Timestamps..]).Slice(start, n).CopyTo(batch.TimestampArray.AsSpan(dst));
+        if ((_flags & EventCache.ConsecutiveRequestIds) != 0)
+        {
+            var r = batch.RequestIdArray.AsSpan(dst, n);
+            for (int i = 0; i < r.Length; i++) r[i] = _requestIdBase + start + i;
+        }
+        else MemoryMarshal.Cast<byte, long>(p[sec.RequestIds..]).Slice(start, n).CopyTo(batch.RequestIdArray.AsSpan(dst));
         if (_layout.HasTrueProbabilities)
-            MemoryMarshal.Cast<byte, float>(p[_probabilities..]).Slice(start, n).CopyTo(batch.TrueProbabilityArray.AsSpan(dst));
+            MemoryMarshal.Cast<byte, float>(p[sec.Probabilities..]).Slice(start, n).CopyTo(batch.TrueProbabilityArray.AsSpan(dst));
         int d = _layout.DenseCount;
-        MemoryMarshal.Cast<byte, float>(p[_dense..]).Slice(start * d, n * d).CopyTo(batch.DenseArray.AsSpan(dst * d));
+        MemoryMarshal.Cast<byte, float>(p[sec.Dense..]).Slice(start * d, n * d).CopyTo(batch.DenseArray.AsSpan(dst * d));
         for (int f = 0; f < _layout.SparseCount; f++)
         {
-            var offsets = MemoryMarshal.Cast<byte, int>(p[_offsetSections[f]..]);
-            int from = offsets[start], to = offsets[start + n];
             long[] o = batch.OffsetArray(f);
             long baseIndex = o[dst];
-            batch.EnsureIndexCapacity(f, baseIndex + (to - from));
-            // offsets[start + 1 .. start + n] rebased onto the batch's running index count
-            WidenAdd(offsets.Slice(start + 1, n), baseIndex - from, o.AsSpan(dst + 1, n));
-            if (_header.IndexWidth == 8)
-                MemoryMarshal.Cast<byte, long>(p[_indexSections[f]..]).Slice(from, to - from).CopyTo(batch.IndexArray(f).AsSpan((int)baseIndex));
+            int from, to;
+            if (EventCache.IsSingle(_single, f))
+            {
+                from = start; to = start + n;
+                var target = o.AsSpan(dst + 1, n);
+                for (int i = 0; i < target.Length; i++) target[i] = baseIndex + i + 1;
+            }
             else
-                WidenAdd(MemoryMarshal.Cast<byte, int>(p[_indexSections[f]..]).Slice(from, to - from), 0, batch.IndexArray(f).AsSpan((int)baseIndex, to - from));
+            {
+                var offsets = MemoryMarshal.Cast<byte, int>(p[sec.Offsets[f]..]);
+                from = offsets[start]; to = offsets[start + n];
+                // offsets[start + 1 .. start + n] rebased onto the batch's running index count
+                WidenAdd(offsets.Slice(start + 1, n), baseIndex - from, o.AsSpan(dst + 1, n));
+            }
+            batch.EnsureIndexCapacity(f, baseIndex + (to - from));
+            if (_header.IndexWidth == 8)
+                MemoryMarshal.Cast<byte, long>(p[sec.Indices[f]..]).Slice(from, to - from).CopyTo(batch.IndexArray(f).AsSpan((int)baseIndex));
+            else
+                WidenAdd(MemoryMarshal.Cast<byte, int>(p[sec.Indices[f]..]).Slice(from, to - from), 0, batch.IndexArray(f).AsSpan((int)baseIndex, to - from));
         }
         batch.SetCountUnchecked(dst + n);
     }

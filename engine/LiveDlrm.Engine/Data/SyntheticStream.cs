@@ -42,8 +42,8 @@ public sealed record SyntheticStreamConfig
     /// <summary>Rotation of every segment's interest centroid: a quarter turn (orthogonal interests) per this many days.</summary>
     public double InterestQuarterTurnDays { get; init; } = 2.0;
     /// <summary>Rank swaps per hour as a fraction of the catalog (one rank drawn Zipf from the head, one uniform).</summary>
-    public double PopularitySwapsPerHour { get; init; } = 0.01;
-    public double NewItemsPerDay { get; init; } = 3_000;
+    public double PopularitySwapsPerHour { get; init; } = 0.004;
+    public double NewItemsPerDay { get; init; } = 1_000;
     /// <summary>Amplitude of each item's slow click-bias oscillation (periods 1–4 days).</summary>
     public double ItemTrendAmplitude { get; init; } = 0.5;
     /// <summary>Click boost of a new item, decaying as exp(-age / NoveltyHours).</summary>
@@ -101,7 +101,8 @@ public sealed record SyntheticStreamConfig
 public sealed class SyntheticEventSource : IEventSource
 {
     internal const int Devices = 4;
-    const int TickSeconds = 60; // world state (interests, ranks, births) advances once per event-time minute
+    const int TickSeconds = 60;
+    const int NewItemHeadRanks = 2000; // world state (interests, ranks, births) advances once per event-time minute
     static readonly double[] DeviceShare = [0.55, 0.30, 0.10, 0.05];
     static readonly double[] DeviceEffect = [0.0, -0.15, 0.2, -0.3];
     const double PositionEffect = -0.1, ActivityEffect = 0.15, PriceEffect = -0.2;
@@ -332,15 +333,15 @@ public sealed class SyntheticEventSource : IEventSource
             (_rankItem[a], _rankItem[b]) = (_rankItem[b], _rankItem[a]);
         }
 
-        // Births due by this tick: the newborn takes a rank in the head (new releases get exposure); the item it
-        // displaces moves to a uniform rank, whose occupant retires from the catalog.
+        // Births due by this tick: the newborn takes a uniform rank among the top NewItemHeadRanks (new releases
+        // get exposure); the item it displaces moves to a uniform rank, whose occupant retires from the catalog.
         double birthInterval = 86400 / (_c.Drift * _c.NewItemsPerDay);
         while (_born < _c.MaxNewItems && _c.NewItemsPerDay > 0 && _born * birthInterval <= seconds)
         {
             int item = _c.InitialItems + _born;
             _itemBirth[item] = (long)(_born * birthInterval);
             _born++;
-            int head = _worldRng.NextInt(Math.Min(200, _rankItem.Length));
+            int head = _worldRng.NextInt(Math.Min(NewItemHeadRanks, _rankItem.Length));
             int tail = _worldRng.NextInt(_rankItem.Length);
             _rankItem[tail] = _rankItem[head];
             _rankItem[head] = item;

@@ -11,7 +11,9 @@ public sealed record SyntheticStreamSummary(
     double OptimumAuc,
     /// <summary>The same optimum in expectation over label draws (depends on the probabilities only).</summary>
     double ExpectedOptimumAuc,
-    long FirstTimestamp, long LastTimestamp, int NewItemsBorn, long TsvBytes, double Seconds,
+    long FirstTimestamp, long LastTimestamp, int NewItemsBorn,
+    /// <summary>Events whose item was born during the stream (ids the initial catalog did not have).</summary>
+    long NewItemEvents, long TsvBytes, double Seconds,
     string TsvPath, string SchemaPath, string OptimumPath)
 {
     public double ClickRate => Events == 0 ? double.NaN : (double)Clicks / Events;
@@ -37,7 +39,8 @@ public static class SyntheticStreamFiles
         var batch = new EventBatch(source.Schema.Layout, batchSize);
         var probabilities = new float[events];
         var labels = new float[events];
-        long n = 0, clicks = 0, first = 0, last = 0;
+        long n = 0, clicks = 0, first = 0, last = 0, newItemEvents = 0;
+        int itemFeature = source.Schema.Layout.SparseIndexOf("item_id");
         double sumP = 0;
         try
         {
@@ -49,6 +52,7 @@ public static class SyntheticStreamFiles
                         batch.TrueProbabilities.CopyTo(probabilities.AsSpan((int)n));
                         batch.Labels.CopyTo(labels.AsSpan((int)n));
                         foreach (float y in batch.Labels) clicks += (long)y;
+                        foreach (long item in batch.Indices(itemFeature)) newItemEvents += item >= config.InitialItems ? 1 : 0;
                         foreach (float p in batch.TrueProbabilities) sumP += p;
                         if (n == 0) first = batch.Timestamps[0];
                         last = batch.Timestamps[^1];
@@ -59,7 +63,7 @@ public static class SyntheticStreamFiles
             long bytes = new FileInfo(tmp).Length;
             double auc = BinaryMetrics.Auc(probabilities, labels);
             double expected = BinaryMetrics.ExpectedAuc(probabilities);
-            var summary = new SyntheticStreamSummary(n, clicks, sumP / n, auc, expected, first, last, source.NewItemsBorn, bytes,
+            var summary = new SyntheticStreamSummary(n, clicks, sumP / n, auc, expected, first, last, source.NewItemsBorn, newItemEvents, bytes,
                                                      watch.Elapsed.TotalSeconds, tsv, schemaPath, optimumPath);
             source.Schema.Save(schemaPath);
             WriteOptimum(optimumPath, summary, config);
@@ -89,6 +93,7 @@ public static class SyntheticStreamFiles
             w.WriteNumber("first_timestamp", s.FirstTimestamp);
             w.WriteNumber("last_timestamp", s.LastTimestamp);
             w.WriteNumber("new_items_born", s.NewItemsBorn);
+            w.WriteNumber("new_item_events", s.NewItemEvents);
             w.WriteString("note", "optimum_auc = AUC of the generator's true click probabilities (column p_true) against the drawn labels");
             w.WriteEndObject();
         }

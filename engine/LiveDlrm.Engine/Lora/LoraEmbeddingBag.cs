@@ -15,110 +15,136 @@ namespace LiveDlrm.Lora;
 /// together with their W row, so a concurrent merge is seen entirely or not at all.</summary>
 public static unsafe class LoraEmbeddingBag
 {
-    /// <summary>Indices ahead to prefetch (FBGEMM's default distance).</summary>
-    const int PrefetchDistance = 16;
-
+    /// <param name="pool">Worker threads to spread the bags over, as for <c>EmbeddingBag.Forward</c>; null uses
+    /// <see cref="EmbeddingWorkerPool.Shared"/>, a pool with 0 threads runs on the calling thread.</param>
     public static void Forward(TableAdapter adapter, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
-                               PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, int threads = 1)
+                               PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, EmbeddingWorkerPool? pool = null)
     {
         ArgumentNullException.ThrowIfNull(adapter);
-        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         var table = adapter.Table;
         int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
+        if (bags == 0) return;
         var g = adapter.Pin();
-        try { Run(table, g, Volatile.Read(ref g.B), indices, offsets, output, pooling, weights, bags, threads); }
+        try
+        {
+            fixed (float* pb = Volatile.Read(ref g.B))
+            {
+                var ctx = new LoraContext
+                {
+                    Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity),
+                    Pool = g.PoolPointer, SlotStride = g.SlotStride, Rank = g.Rank, B = pb,
+                    Filter = g.FilterPointer, FilterShift = g.FilterShift,
+                };
+                var isa = EmbeddingKernels.CurrentIsa;
+                var kernel = LoraBagKernel.Fits(isa, table.Dim) ? LoraBagKernel.Select(isa, table.Storage) : table.Storage switch
+                {
+                    EmbeddingStorage.Fp32 => &GenericKernel<Fp32Rows>,
+                    EmbeddingStorage.Fp16 => &GenericKernel<Fp16Rows>,
+                    _ => &GenericKernel<Int8RowwiseRows>,
+                };
+                fixed (long* pi = indices)
+                fixed (long* po = offsets)
+                fixed (float* pw = weights)
+                fixed (float* pout = output)
+                {
+                    var job = new BagJob
+                    {
+                        Table = table.DataPointer, Rows = table.Rows, Stride = table.RowStride, Dim = table.Dim,
+                        Indices = pi, Offsets = po, Output = pout, Weights = pooling == PoolingMode.WeightedSum ? pw : null,
+                        Mean = pooling == PoolingMode.Mean, Bags = bags, PrefetchDistance = EmbeddingKernels.PrefetchDistance,
+                        Kernel = kernel, Context = &ctx,
+                    };
+                    pool ??= EmbeddingWorkerPool.Shared;
+                    if (indices.Length < EmbeddingBag.ParallelThresholdLookups || bags < 2 || pool.ThreadCount == 0 || !pool.TryRun(in job, out _))
+                        job.Kernel(in job, 0, bags);
+                }
+            }
+            GC.KeepAlive(table);
+        }
         finally { TableAdapter.Unpin(g); }
     }
 
-    /// <summary>The same kernel without the adapter (no probe, no rank product): the baseline that isolates the
-    /// adapter's overhead in the comparative benchmark.</summary>
-    public static void ForwardPlain(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
-                                    PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, int threads = 1)
+    /// <summary>Any dim, any storage: the bag's output accumulates in a stack buffer instead of registers. Adapted
+    /// rows are snapshotted (W and A under the slot's seqlock) into temporaries before they are added.</summary>
+    static bool GenericKernel<TF>(in BagJob job, int bagBegin, int bagEnd) where TF : IRowFormat
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
-        int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
-        Run(table, null, Array.Empty<float>(), indices, offsets, output, pooling, weights, bags, threads);
-    }
-
-    struct Job
-    {
-        public EmbeddingTable Table;
-        public AdapterGeneration? Gen;
-        public nint Indices, Offsets, Weights, Output, B, Data;
-        public int Dim, Rank, Stride, IndexCount;
-        public EmbeddingStorage Storage;
-        public PoolingMode Pooling;
-    }
-
-    static void Run(EmbeddingTable table, AdapterGeneration? g, float[] b, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets,
-                    Span<float> output, PoolingMode pooling, ReadOnlySpan<float> weights, int bags, int threads)
-    {
-        fixed (long* pi = indices)
-        fixed (long* po = offsets)
-        fixed (float* pw = weights)
-        fixed (float* pout = output)
-        fixed (float* pb = b)
-        {
-            var job = new Job
-            {
-                Table = table, Gen = g, Indices = (nint)pi, Offsets = (nint)po, Weights = (nint)pw, Output = (nint)pout, B = (nint)pb,
-                Data = (nint)table.DataPointer, Dim = table.Dim, Rank = g?.Rank ?? 0, Stride = table.RowStride,
-                IndexCount = indices.Length, Storage = table.Storage, Pooling = pooling,
-            };
-            threads = Math.Min(threads, Math.Max(1, bags / 16));
-            if (threads == 1) { RunBags(job, 0, bags); return; }
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
-                         t => RunBags(job, (int)((long)bags * t / threads), (int)((long)bags * (t + 1) / threads)));
-        }
-    }
-
-    static void RunBags(in Job job, int firstBag, int endBag)
-    {
-        int dim = job.Dim, rank = job.Rank, stride = job.Stride, n = job.IndexCount;
+        LoraContext* ctx = (LoraContext*)job.Context;
         long* idx = (long*)job.Indices, off = (long*)job.Offsets;
-        float* weights = (float*)job.Weights, output = (float*)job.Output, b = (float*)job.B;
-        byte* data = (byte*)job.Data;
-        var g = job.Gen;
-        var storage = job.Storage;
-        bool weighted = job.Pooling == PoolingMode.WeightedSum;
-        int lines = (stride + 63) >> 6;
+        int dim = job.Dim, rank = ctx->Rank, distance = job.PrefetchDistance;
+        long stride = job.Stride;
+        byte* data = job.Table;
+        long rangeEnd = off[bagEnd];
         float* acc = stackalloc float[dim];
         float* w = stackalloc float[dim];
-        float* aAcc = stackalloc float[Math.Max(rank, 1)];
-        float* a = stackalloc float[Math.Max(rank, 1)];
-
-        for (int bag = firstBag; bag < endBag; bag++)
+        float* aAcc = stackalloc float[rank];
+        float* a = stackalloc float[rank];
+        for (int bag = bagBegin; bag < bagEnd; bag++)
         {
-            int start = (int)off[bag], end = (int)off[bag + 1];
+            long start = off[bag], end = off[bag + 1];
             new Span<float>(acc, dim).Clear();
             bool adapted = false;
-            for (int j = start; j < end; j++)
+            for (long j = start; j < end; j++)
             {
-                if (j + PrefetchDistance < n && Sse.IsSupported)
+                if (Sse.IsSupported && distance > 0 && j + distance < rangeEnd)
                 {
-                    long ahead = idx[j + PrefetchDistance];
-                    byte* line = data + ahead * stride;
-                    for (int l = 0; l < lines; l++) Sse.Prefetch0(line + (l << 6));
-                    if (g is not null) Sse.Prefetch0(g.MapPointer + g.Bucket(ahead));
+                    long ahead = idx[j + distance];
+                    byte* line = (byte*)((nuint)(data + ahead * stride) & ~(nuint)63);
+                    byte* last = data + ahead * stride + stride - 1;
+                    for (; line <= last; line += 64) Sse.Prefetch0(line);
+                    Sse.Prefetch0(ctx->Filter + (AdapterGeneration.FilterBit(ahead, ctx->FilterShift) >> 6));
                 }
                 long row = idx[j];
-                float weight = weighted ? weights[j] : 1f;
-                int slot = g is null ? -1 : g.Find(row);
-                if (slot >= 0 && TableAdapter.ReadSlot(g!, slot, row, job.Table, a, w))
+                byte* src = data + row * stride;
+                float weight = job.Weights == null ? 1f : job.Weights[j];
+                int slot = ctx->Find(row);
+                if (slot >= 0 && ReadSlot<TF>(ctx, slot, row, src, dim, a, w))
                 {
                     if (!adapted) { new Span<float>(aAcc, rank).Clear(); adapted = true; }
                     LoraMath.Axpy(weight, w, acc, dim);
                     LoraMath.Axpy(weight, a, aAcc, rank);
                 }
-                else AddRow(storage, data + row * stride, weight, acc, dim);
+                else AddRow<TF>(src, weight, acc, dim);
             }
-            float* o = output + (long)bag * dim;
             if (adapted)
-                for (int k = 0; k < rank; k++) LoraMath.Axpy(aAcc[k], b + k * dim, acc, dim);
-            float scale = job.Pooling == PoolingMode.Mean && end > start ? 1f / (end - start) : 1f;
-            if (scale == 1f) Buffer.MemoryCopy(acc, o, dim * sizeof(float), dim * sizeof(float));
-            else for (int c = 0; c < dim; c++) o[c] = acc[c] * scale;
+                for (int k = 0; k < rank; k++) LoraMath.Axpy(aAcc[k], ctx->B + k * dim, acc, dim);
+            float* o = job.Output + (long)bag * dim;
+            float scale = job.Mean && end > start ? 1f / (end - start) : 1f;
+            for (int c = 0; c < dim; c++) o[c] = acc[c] * scale;
         }
+        return true;
+    }
+
+    /// <summary>Seqlock read of one slot into temporaries (see <see cref="TableAdapter.ReadSlot"/>).</summary>
+    static bool ReadSlot<TF>(LoraContext* ctx, int slot, long row, byte* src, int dim, float* a, float* w) where TF : IRowFormat
+    {
+        byte* p = ctx->Pool + (long)slot * ctx->SlotStride;
+        int* seq = (int*)(p + SlotLayout.SeqOffset);
+        var spin = new SpinWait();
+        while (true)
+        {
+            int s1 = Volatile.Read(ref *seq);
+            if ((s1 & 1) == 0)
+            {
+                bool mine = *(long*)(p + SlotLayout.RowOffset) == row;
+                if (mine)
+                {
+                    Buffer.MemoryCopy(p + SlotLayout.AOffset, a, ctx->Rank * sizeof(float), ctx->Rank * sizeof(float));
+                    new Span<float>(w, dim).Clear();
+                    AddRow<TF>(src, 1f, w, dim);
+                }
+                Volatile.ReadBarrier();
+                if (*seq == s1) return mine;
+            }
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void AddRow<TF>(byte* row, float w, float* acc, int dim) where TF : IRowFormat
+    {
+        if (typeof(TF) == typeof(Fp32Rows)) LoraMath.Axpy(w, (float*)row, acc, dim);
+        else if (typeof(TF) == typeof(Fp16Rows)) AddFp16(row, w, acc, dim);
+        else AddInt8(row, w, acc, dim);
     }
 
     /// <summary>W[row] dequantised into <paramref name="destination"/> (dim floats).</summary>

@@ -27,6 +27,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     AdapterGeneration? _gen;
     int _writer;
     long _clock;
+    long _exhaustedAtClock = -1;
     long _version;
     readonly Random _rng;
     readonly List<RankEvent> _history = new();
@@ -63,7 +64,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         _gen = AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, table.Dim));
     }
 
-    /// <summary>Largest slot count (and its map capacity) whose pool + map + B + B optimizer state + free list fit in
+    /// <summary>Largest slot count (and its map capacity) whose pool + map + filter + B + B optimizer state + free list fit in
     /// <paramref name="budget"/> bytes at <paramref name="rank"/>, with the map at most half full of live entries.</summary>
     internal static (int Slots, long MapCapacity) SizeFor(long budget, int rank, int dim)
     {
@@ -72,7 +73,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         long bestSlots = 0, bestCapacity = 0;
         for (long capacity = 4; capacity <= 1L << 26; capacity <<= 1)
         {
-            long rest = budget - fixedBytes - capacity * sizeof(long);
+            long rest = budget - fixedBytes - capacity * sizeof(long) - AdapterGeneration.FilterBytes(capacity);
             if (rest < perSlot) break;
             long n = Math.Min(Math.Min(capacity / 2, rest / perSlot), AdapterGeneration.SlotMask);
             if (n > bestSlots) { bestSlots = n; bestCapacity = capacity; }
@@ -218,7 +219,9 @@ public sealed unsafe partial class TableAdapter : IDisposable
         finally { ExitWriter(); }
     }
 
-    /// <summary>Trainer: replaces B (rank × dim row-major, rank = current <see cref="Rank"/>) and resets its optimizer state.</summary>
+    /// <summary>Trainer: replaces B (rank × dim row-major, rank = current <see cref="Rank"/>) and resets its
+    /// optimizer state. A wholesale replacement changes what every A row means, so it publishes a new generation
+    /// (with a copy of the slot pool): a lookup uses the old B with the old A rows or the new B with the new ones.</summary>
     public void SetB(ReadOnlySpan<float> b)
     {
         EnterWriter();
@@ -227,8 +230,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
             var g = Current;
             if (b.Length != g.Rank * Table.Dim) throw new ArgumentException($"table '{Table.Name}': B needs rank × dim = {g.Rank} × {Table.Dim} values, got {b.Length}", nameof(b));
             if (!LoraMath.AllFinite(b)) throw new ArgumentException($"table '{Table.Name}': B has a non-finite value", nameof(b));
-            Array.Clear(g.BAdagrad);
-            Volatile.Write(ref g.B, b.ToArray());
+            Publish(g.WithCopiedPool(++_version, b.ToArray()));
         }
         finally { ExitWriter(); }
     }
@@ -345,8 +347,14 @@ public sealed unsafe partial class TableAdapter : IDisposable
         if (slot >= 0) return slot;
         if (g.FreeCount == 0)
         {
+            // A step that already found every slot protected will find that again: skip the O(slots) scan.
+            if (protectTouched && _exhaustedAtClock == _clock) return -1;
             EvictOldest(Math.Max(1, (int)(g.SlotCapacity * Options.EvictFraction)), protectTouched);
-            if (g.FreeCount == 0) return -1;
+            if (g.FreeCount == 0)
+            {
+                if (protectTouched) _exhaustedAtClock = _clock;
+                return -1;
+            }
         }
         if (g.MapNeedsRebuild)
         {

@@ -51,7 +51,7 @@ public static class BinaryMetrics
         if (p.Length < 2) return double.NaN;
         Array.Sort(p);
         double sumP = 0, sumQ = 0, sumPQ = 0;
-        foreach (float x in p) { sumP += x; sumQ += 1 - x; sumPQ += x * (1.0 - x); }
+        foreach (double x in p) { sumP += x; sumQ += 1 - x; sumPQ += x * (1 - x); }
         double denominator = sumP * sumQ - sumPQ;
         if (!(denominator > 0)) return double.NaN;
         double numerator = 0, negativesBelow = 0; // Σ (1 − p_j) over strictly smaller p_j
@@ -60,7 +60,7 @@ public static class BinaryMetrics
         {
             int j = i;
             double tieP = 0, tieQ = 0, tiePQ = 0;
-            while (j < p.Length && p[j] == p[i]) { tieP += p[j]; tieQ += 1 - p[j]; tiePQ += p[j] * (1.0 - p[j]); j++; }
+            while (j < p.Length && p[j] == p[i]) { double x = p[j]; tieP += x; tieQ += 1 - x; tiePQ += x * (1 - x); j++; }
             numerator += tieP * negativesBelow + 0.5 * (tieP * tieQ - tiePQ);
             negativesBelow += tieQ;
             i = j;

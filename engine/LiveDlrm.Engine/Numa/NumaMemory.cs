@@ -87,3 +87,16 @@ public static unsafe class MemoryPlacement
             throw new InvalidOperationException($"mbind({policy}, nodes [{CpuList.Format(nodes)}]) on {end - start} bytes failed: errno {Marshal.GetLastPInvokeError()}");
     }
 }
+
+/// <summary>Applies a plan's <see cref="TablePlacement"/> to an embedding table's memory.</summary>
+public static class TableMemoryPlacement
+{
+    /// <summary>Moves <paramref name="table"/>'s pages as <paramref name="placement"/> says. On a one-node machine
+    /// this is a valid no-op move; it throws where the kernel refuses (see <see cref="MemoryPlacement.Apply"/>).</summary>
+    public static unsafe void Apply(LiveDlrm.Embeddings.EmbeddingTable table, TablePlacement placement)
+    {
+        if (placement.Table != table.Name) throw new ArgumentException($"placement is for table '{placement.Table}', not '{table.Name}'", nameof(placement));
+        if (placement.Policy == MemoryPolicy.Default) return;
+        MemoryPlacement.Apply((nint)table.DataPointer, table.ByteSize, placement.Policy, placement.Nodes);
+    }
+}

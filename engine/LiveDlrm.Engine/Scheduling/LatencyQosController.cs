@@ -27,6 +27,11 @@ public sealed record QosOptions
     public double InitialDutyCycle { get; init; } = 1.0;
     /// <summary>Percentile above Target × this = overload: the trainer is paused outright.</summary>
     public double OverloadFactor { get; init; } = 3.0;
+    /// <summary>How sure the controller must be that the percentile is over target before it cuts, in standard
+    /// deviations of the binomial count of requests over target. Without it a window's P99 — the 2nd-largest of 200
+    /// samples — exceeds a target equal to the true P99 about half the time, and AIMD would grind the trainer to
+    /// its minimum on noise alone.</summary>
+    public double Confidence { get; init; } = 2.0;
 
     internal void Validate()
     {
@@ -39,6 +44,7 @@ public sealed record QosOptions
         if (MinDutyCycle is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(MinDutyCycle), MinDutyCycle, "must be in (0, 1]");
         if (InitialDutyCycle < MinDutyCycle || InitialDutyCycle > 1) throw new ArgumentOutOfRangeException(nameof(InitialDutyCycle), InitialDutyCycle, $"must be in [MinDutyCycle, 1]");
         if (OverloadFactor <= 1) throw new ArgumentOutOfRangeException(nameof(OverloadFactor), OverloadFactor, "must be above 1");
+        if (Confidence < 0 || double.IsNaN(Confidence)) throw new ArgumentOutOfRangeException(nameof(Confidence), Confidence, "must be non-negative");
         if (MinSamples < 1) throw new ArgumentOutOfRangeException(nameof(MinSamples), MinSamples, "must be at least 1");
     }
 }
@@ -51,6 +57,9 @@ public readonly record struct QosDecision(QosAction Action, double DutyCycle, do
 /// window of HdrHistograms; every <see cref="QosOptions.DecisionInterval"/> the windowed percentile sets the trainer's
 /// duty cycle by AIMD — cut multiplicatively when over target, creep up additively while under, pause outright when
 /// over <see cref="QosOptions.OverloadFactor"/> × target and resume at the minimum duty once under target again.
+/// "Over target" is a statistical call: the count of requests slower than the target must exceed the count the
+/// percentile allows (1 % of n for P99) by <see cref="QosOptions.Confidence"/> binomial standard deviations; "under"
+/// means at most the allowed count; in between the controller holds.
 /// After a cut or pause the window is cleared so the next decision judges only latencies measured after it.
 /// Time comes from an injected <see cref="TimeProvider"/> so behaviour is testable without sleeping.</summary>
 public sealed class LatencyQosController : IDisposable
@@ -61,6 +70,8 @@ public sealed class LatencyQosController : IDisposable
     readonly TimeProvider _time;
     readonly Action<string>? _log;
     readonly LongHistogram[] _ring;
+    readonly long[] _overTarget;   // per sub-window: requests slower than the target
+    readonly long _targetMicros;
     readonly LongHistogram _merged;
     readonly long _subWindowTicks, _decisionTicks;
     readonly object _lock = new();
@@ -86,6 +97,8 @@ public sealed class LatencyQosController : IDisposable
         _throttle = throttle; Options = options; _time = time ?? TimeProvider.System; _log = log;
         _ring = Enumerable.Range(0, options.SubWindows).Select(_ => new LongHistogram(HighestTrackableMicros, 2)).ToArray();
         _merged = new LongHistogram(HighestTrackableMicros, 2);
+        _overTarget = new long[options.SubWindows];
+        _targetMicros = (long)options.Target.TotalMicroseconds;
         long freq = _time.TimestampFrequency;
         _subWindowTicks = Math.Max(1, (long)(options.Window.TotalSeconds * freq / options.SubWindows));
         _decisionTicks = Math.Max(1, (long)(options.DecisionInterval.TotalSeconds * freq));
@@ -108,6 +121,7 @@ public sealed class LatencyQosController : IDisposable
         {
             Advance(_time.GetTimestamp());
             _ring[_slot % _ring.Length].RecordValue(micros);
+            if (micros > _targetMicros) _overTarget[_slot % _ring.Length]++;
         }
     }
 
@@ -116,12 +130,22 @@ public sealed class LatencyQosController : IDisposable
     {
         long slot = now / _subWindowTicks;
         if (slot <= _slot) return;
-        for (long s = Math.Max(_slot + 1, slot - _ring.Length + 1); s <= slot; s++) _ring[s % _ring.Length].Reset();
+        for (long s = Math.Max(_slot + 1, slot - _ring.Length + 1); s <= slot; s++)
+        {
+            _ring[s % _ring.Length].Reset();
+            _overTarget[s % _ring.Length] = 0;
+        }
         _slot = slot;
     }
 
     /// <summary>The windowed percentile in milliseconds and the sample count, now.</summary>
     public (double Ms, long Samples) WindowPercentile()
+    {
+        var (ms, n, _) = Window();
+        return (ms, n);
+    }
+
+    (double Ms, long Samples, long OverTarget) Window()
     {
         lock (_lock)
         {
@@ -129,7 +153,7 @@ public sealed class LatencyQosController : IDisposable
             _merged.Reset();
             foreach (var h in _ring) _merged.Add(h);
             long n = _merged.TotalCount;
-            return (n == 0 ? 0 : _merged.GetValueAtPercentile(Options.Percentile) / 1000.0, n);
+            return (n == 0 ? 0 : _merged.GetValueAtPercentile(Options.Percentile) / 1000.0, n, _overTarget.Sum());
         }
     }
 
@@ -145,17 +169,21 @@ public sealed class LatencyQosController : IDisposable
 
     QosDecision Decide()
     {
-        var (p, n) = WindowPercentile();
+        var (p, n, over) = Window();
         double target = Options.Target.TotalMilliseconds;
         double duty = _throttle.DutyCycle;
+        double allowed = n * (1 - Options.Percentile / 100);
+        bool surelyOver = over > allowed + Options.Confidence * Math.Sqrt(allowed * (Options.Percentile / 100));
+        bool under = over <= allowed;
         QosAction action;
         if (n < Options.MinSamples) action = QosAction.Hold;
-        else if (p > target * Options.OverloadFactor)
+        else if (surelyOver && p > target * Options.OverloadFactor)
             action = _throttle.IsPaused ? QosAction.StayPaused : QosAction.Pause;
         else if (_throttle.IsPaused)
-            action = p <= target ? QosAction.Resume : QosAction.StayPaused;
-        else if (p > target) action = QosAction.Cut;
-        else action = QosAction.Increase;
+            action = under ? QosAction.Resume : QosAction.StayPaused;
+        else if (surelyOver) action = QosAction.Cut;
+        else if (under) action = QosAction.Increase;
+        else action = QosAction.Hold;
 
         switch (action)
         {
@@ -189,11 +217,18 @@ public sealed class LatencyQosController : IDisposable
         Last = decision;
         if (action is QosAction.Cut or QosAction.Pause or QosAction.Resume)
             _log?.Invoke(string.Create(CultureInfo.InvariantCulture,
-                $"qos: P{Options.Percentile:G3} {p:F2} ms vs target {target:F2} ms over {n} requests → {action.ToString().ToLowerInvariant()}, trainer duty {decision.DutyCycle:P0}"));
+                $"qos: P{Options.Percentile:G3} {p:F2} ms vs target {target:F2} ms, {over} of {n} requests over → {action.ToString().ToLowerInvariant()}, trainer duty {decision.DutyCycle:P0}"));
         return decision;
     }
 
-    void ClearWindow() { lock (_lock) foreach (var h in _ring) h.Reset(); }
+    void ClearWindow()
+    {
+        lock (_lock)
+        {
+            foreach (var h in _ring) h.Reset();
+            Array.Clear(_overTarget);
+        }
+    }
 
     /// <summary>Counters as one line, for logs and the harness output.</summary>
     public string Summary() => string.Create(CultureInfo.InvariantCulture,
