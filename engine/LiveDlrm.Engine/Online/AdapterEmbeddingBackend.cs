@@ -12,14 +12,18 @@ public sealed class AdapterEmbeddingBackend : IEmbeddingBackend
 {
     readonly IEmbeddingBackend _inner;
     readonly bool _ownsInner;
+    readonly EmbeddingWorkerPool? _pool;
     readonly Dictionary<EmbeddingTable, TableAdapter> _adapters = new(ReferenceEqualityComparer.Instance);
 
     /// <param name="inner">Backend for tables without an adapter.</param>
     /// <param name="ownsInner">Dispose <paramref name="inner"/> with this backend.</param>
-    public AdapterEmbeddingBackend(IEmbeddingBackend inner, bool ownsInner = true)
+    /// <param name="pool">Workers for the adapted lookups; null = the inner CPU backend's pool (so an inline inner
+    /// backend keeps adapted lookups inline too), else the shared pool.</param>
+    public AdapterEmbeddingBackend(IEmbeddingBackend inner, bool ownsInner = true, EmbeddingWorkerPool? pool = null)
     {
         _inner = inner ?? throw new ArgumentNullException(nameof(inner));
         _ownsInner = ownsInner;
+        _pool = pool ?? (inner as CpuEmbeddingBackend)?.Pool;
     }
 
     public string Name => "lora+" + _inner.Name;
@@ -39,7 +43,7 @@ public sealed class AdapterEmbeddingBackend : IEmbeddingBackend
                         PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)
     {
         if (_adapters.TryGetValue(table, out var adapter))
-            LoraEmbeddingBag.Forward(adapter, indices, offsets, output, pooling, weights);
+            LoraEmbeddingBag.Forward(adapter, indices, offsets, output, pooling, weights, _pool);
         else
             _inner.Forward(table, indices, offsets, output, pooling, weights);
     }
