@@ -61,7 +61,7 @@ public sealed record LiveStats
     public bool ReuseForward { get; init; }
 }
 
-public sealed record AdapterTableStats(string Table, bool Adapted, long TableBytes, long BudgetBytes, long AdapterBytesMax, int FinalRank, long MergedRows, long RejectedSteps);
+public sealed record AdapterTableStats(string Table, bool Adapted, long TableBytes, long BudgetBytes, long AdapterBytesMax, int FinalRank, long MergedRows, long RejectedSteps, long DroppedRowUpdates);
 
 /// <summary>A whole replay: stream facts, base model, every mode.</summary>
 public sealed record ReplayReport
@@ -214,6 +214,7 @@ public sealed record ReplayReport
                 w.WriteNumber("final_rank", t.FinalRank);
                 w.WriteNumber("merged_rows", t.MergedRows);
                 w.WriteNumber("rejected_steps", t.RejectedSteps);
+                w.WriteNumber("dropped_row_updates", t.DroppedRowUpdates);
                 w.WriteEndObject();
             }
             w.WriteEndArray();
