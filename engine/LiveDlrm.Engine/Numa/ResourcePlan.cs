@@ -19,8 +19,10 @@ public sealed record PlanOptions
     /// they keep their nice value and the plan notes it). On a machine shared with other work this is what keeps
     /// the inference dispatcher from waiting behind them; null leaves priorities alone.</summary>
     public int? InferenceNice { get; init; } = -5;
-    /// <summary>Nice value trainer threads give themselves: they yield the CPU to inference and to everything else.</summary>
-    public int? TrainerNice { get; init; } = 10;
+    /// <summary>Nice value trainer threads give themselves. Null = automatic: 10 where the plan shares PUs between
+    /// the roles (the trainer must yield the CPU to inference), unchanged where they have separate cores (a high nice
+    /// value there only hands the trainer's core to unrelated processes).</summary>
+    public int? TrainerNice { get; init; }
 }
 
 /// <summary>Which side of the process uses a table.</summary>
@@ -155,8 +157,11 @@ public sealed class ResourcePlan
     public Action<int> TrainerThreadStart => i =>
     {
         ThreadAffinity.PinCurrentThread(TrainerThreadPus[i % TrainerThreadPus.Count]);
-        ApplyNice(Options.TrainerNice);
+        ApplyNice(TrainerNice);
     };
+
+    /// <summary>The nice value trainer threads take (see <see cref="PlanOptions.TrainerNice"/>), null = unchanged.</summary>
+    public int? TrainerNice => Options.TrainerNice ?? (SharesPus ? 10 : null);
 
     int _niceRefused;
 
@@ -182,7 +187,7 @@ public sealed class ResourcePlan
             sb.AppendLine($"node {n.Node}: inference PUs [{CpuList.Format(n.InferencePus)}]  trainer PUs [{CpuList.Format(n.TrainerPus)}]{(n.Shared ? "  (SHARED)" : "")}");
         for (int i = 0; i < InferenceWorkerPus.Count; i++) sb.AppendLine($"inference worker {i} → PUs [{CpuList.Format(InferenceWorkerPus[i])}]");
         for (int i = 0; i < TrainerThreadPus.Count; i++) sb.AppendLine($"trainer thread {i}   → PUs [{CpuList.Format(TrainerThreadPus[i])}]");
-        sb.AppendLine($"priorities: inference nice {(Options.InferenceNice?.ToString() ?? "unchanged")}, trainer nice {(Options.TrainerNice?.ToString() ?? "unchanged")}{(NiceRefused ? " (REFUSED for some thread: no CAP_SYS_NICE)" : "")}");
+        sb.AppendLine($"priorities: inference nice {(Options.InferenceNice?.ToString() ?? "unchanged")}, trainer nice {(TrainerNice?.ToString() ?? "unchanged")}{(NiceRefused ? " (REFUSED for some thread: no CAP_SYS_NICE)" : "")}");
         foreach (var note in Notes) sb.AppendLine($"note: {note}");
         return sb.ToString();
     }

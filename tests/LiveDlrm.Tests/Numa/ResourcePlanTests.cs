@@ -139,6 +139,8 @@ public class ResourcePlanTests
         else Assert.That(inferenceNice, Is.EqualTo(-3));
         Assert.That(plan.Describe(), Does.Contain("inference nice -3"));
         Assert.Throws<ArgumentOutOfRangeException>(() => ThreadAffinity.TrySetCurrentThreadNice(20));
+        Assert.That(ResourcePlan.Create(Topology.FromProcessorCount(1)).TrainerNice, Is.EqualTo(10), "shared PUs: the trainer yields");
+        Assert.That(ResourcePlan.Create(Topology.FromProcessorCount(4)).TrainerNice, Is.Null, "own cores: left alone");
     }
 
     [Test]
