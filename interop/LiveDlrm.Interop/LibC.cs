@@ -58,6 +58,17 @@ internal static unsafe partial class LibC
     internal static long Mbind(nint address, nuint length, int mode, ulong* nodeMask, nuint maxNode, uint flags) =>
         Syscall6(SysMbind, address, (nint)length, mode, (nint)nodeMask, (nint)maxNode, (nint)flags);
 
+    internal const int PrioProcess = 0;
+
+    // int setpriority(int which, id_t who, int prio);   on Linux PRIO_PROCESS with a TID sets that one thread's nice
+    // value (threads are tasks); lowering it below the current value needs CAP_SYS_NICE (EACCES/EPERM otherwise).
+    [LibraryImport(Libraries.LibC, EntryPoint = "setpriority", SetLastError = true)]
+    internal static partial int SetPriority(int which, uint who, int prio);
+
+    // int getpriority(int which, id_t who);   -1 is a valid nice value: check errno (the generated stub clears it first)
+    [LibraryImport(Libraries.LibC, EntryPoint = "getpriority", SetLastError = true)]
+    internal static partial int GetPriority(int which, uint who);
+
     // long sysconf(int name);   _SC_PAGESIZE = 30 on glibc
     [LibraryImport(Libraries.LibC, EntryPoint = "sysconf")]
     internal static partial long SysConf(int name);

@@ -13,7 +13,7 @@ namespace LiveDlrm.Checkpoints;
 /// facebookresearch/dlrm's <c>DLRM_Net</c>: <c>emb_l.N.weight</c> (one nn.EmbeddingBag per table, rows × d),
 /// <c>bot_l.K.weight/bias</c> and <c>top_l.K.weight/bias</c> where bot_l/top_l are nn.Sequential of Linear +
 /// activation, so the Linear layers sit at even K (0, 2, 4, ...). The file format is PyTorch's zip pickle, read and
-/// written through TorchSharp.PyBridge (<c>load_py</c> / <c>save_py</c>) on a module shaped like DLRM_Net.
+/// written through TorchSharp.PyBridge (its <c>PyTorchUnpickler</c> to read, <c>save_py</c> on a module shaped like DLRM_Net to write).
 /// The model shape must be given as a <see cref="DlrmConfig"/> (a state_dict carries shapes, not the pooling,
 /// storage or interaction); every key must be present with the config's shape.
 /// </summary>
@@ -27,28 +27,39 @@ public static class PyTorchStateDict
         TorchRuntime.EnsureInitialised();
         string full = Path.GetFullPath(file);
         if (!File.Exists(full)) throw new CheckpointException(full, "state_dict file does not exist");
-        using var layout = new DlrmNetLayout(config);
-        var expectedShapes = layout.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape.ToArray());
-        try
-        {
-            layout.load_py(full, strict: true);
-        }
+        System.Collections.Hashtable stateDict;
+        try { stateDict = PyTorchUnpickler.UnpickleStateDict(full); }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            throw new CheckpointException(full, $"not a DLRM state_dict matching the model config ({e.Message})", e);
+            throw new CheckpointException(full, $"not a PyTorch state_dict ({e.Message})", e);
         }
-        // load_state_dict checks the keys, not the shapes: a tensor of another shape silently replaces ours.
-        foreach (var (name, param) in layout.named_parameters())
-            if (!param.shape.SequenceEqual(expectedShapes[name]))
-                throw new CheckpointException(full, $"'{name}' has shape [{string.Join(", ", param.shape)}], the model config needs [{string.Join(", ", expectedShapes[name])}]");
+        var loaded = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry entry in stateDict)
+            if (entry.Key is string key && entry.Value is Tensor t) loaded[key] = t;
         var tables = new List<EmbeddingTable>();
         DlrmDenseNet? dense = null;
         try
         {
+            // The expected keys and shapes are those of a DLRM_Net built for the config (a module, so the names are
+            // exactly what PyTorch's state_dict() produces for that layout).
+            using (var layout = new DlrmNetLayout(config))
+            {
+                var expected = layout.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape.ToArray());
+                foreach (var key in loaded.Keys)
+                    if (!expected.ContainsKey(key)) throw new CheckpointException(full, $"unexpected key '{key}' for the model config");
+                foreach (var (name, shape) in expected)
+                {
+                    if (!loaded.TryGetValue(name, out var t)) throw new CheckpointException(full, $"'{name}' is missing");
+                    if (!t.shape.SequenceEqual(shape))
+                        throw new CheckpointException(full, $"'{name}' has shape [{string.Join(", ", t.shape)}], the model config needs [{string.Join(", ", shape)}]");
+                    if (t.dtype != ScalarType.Float32) throw new CheckpointException(full, $"'{name}' is {t.dtype}, expected float32");
+                }
+            }
             for (int i = 0; i < config.Tables.Count; i++)
-                tables.Add(EmbeddingTable.FromTensor(config.Tables[i].Name, layout.Embeddings[i].Weight, config.Tables[i].Storage));
+                tables.Add(EmbeddingTable.FromTensor(config.Tables[i].Name, loaded[$"emb_l.{i}.weight"], config.Tables[i].Storage));
             dense = new DlrmDenseNet(config);
-            CopyByName(layout, dense, full);
+            using (no_grad())
+                foreach (var (name, param) in dense.named_parameters()) param.copy_(loaded[name]);
             return new DlrmModel(config, tables, dense, backend, ownsBackend);
         }
         catch
@@ -56,6 +67,10 @@ public static class PyTorchStateDict
             foreach (var t in tables) t.Dispose();
             dense?.Dispose();
             throw;
+        }
+        finally
+        {
+            foreach (var t in loaded.Values) t.Dispose();
         }
     }
 

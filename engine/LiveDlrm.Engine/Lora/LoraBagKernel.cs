@@ -40,16 +40,39 @@ internal unsafe struct LoraContext
     }
 }
 
+/// <summary>Vectors per row as a type, so the JIT folds the 1–4 register branches out of the per-index loop.</summary>
+internal interface IVectorCount { static abstract int N { get; } }
+internal struct One : IVectorCount { public static int N => 1; }
+internal struct Two : IVectorCount { public static int N => 2; }
+internal struct Three : IVectorCount { public static int N => 3; }
+internal struct Four : IVectorCount { public static int N => 4; }
+
 /// <summary>The fused LoRA bag kernel at one vector width and row format, on the embedding kernels' own SIMD
 /// abstractions (<see cref="ISimd{TV}"/>, <see cref="IRowFormat"/>) and worker pool. For rows of 1–4 whole vectors
 /// (dim 16/32/48/64 at AVX-512, 8..32 at AVX2) the bag's output stays in registers as in the plain kernel; per index it
-/// adds one test of the adapter's presence filter (its word prefetched with the row, <see cref="BagJob.PrefetchDistance"/> ahead) and,
+/// adds one test of the adapter's presence filter (L2-resident for a 1 % budget, so it is not prefetched: out-of-order
+/// execution hides an L2 hit, and the prefetch's hash would cost more µops than it saves) and,
 /// for the rows that pass it (adapted rows and a few percent of false positives), one map probe. An adapted row is
 /// read under its slot's seqlock into temporaries — W[row] and A[row] from one consistent snapshot — and only then
 /// added, so a retry never double-adds. The bag's rank-space sum meets B once at the end. Other dims use
 /// <see cref="LoraEmbeddingBag"/>'s generic path.</summary>
 internal static unsafe class LoraBagKernel
 {
+    /// <summary>Slot of <paramref name="row"/> or -1: presence filter first, then the map (same probe as
+    /// <see cref="AdapterGeneration.Find"/>, on locals).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int Probe(long row, ulong* filter, int filterShift, long* map, long mapMask, int mapShift)
+    {
+        long bit = AdapterGeneration.FilterBit(row, filterShift);
+        if ((filter[bit >> 6] & (1UL << (int)(bit & 63))) == 0) return -1;
+        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
+        {
+            long e = Volatile.Read(ref map[pos]);
+            if (e == AdapterGeneration.Empty) return -1;
+            if (e >> AdapterGeneration.SlotBits == row + 1) return (int)(e & AdapterGeneration.SlotMask);
+        }
+    }
+
     /// <summary>True when <paramref name="dim"/> fits the register path at <paramref name="isa"/>.</summary>
     public static bool Fits(KernelIsa isa, int dim)
     {
@@ -57,32 +80,35 @@ internal static unsafe class LoraBagKernel
         return w > 0 && dim % w == 0 && dim / w is >= 1 and <= 4;
     }
 
-    public static delegate*<in BagJob, int, int, bool> Select(KernelIsa isa, EmbeddingStorage storage) => isa switch
+    public static delegate*<in BagJob, int, int, bool> Select(KernelIsa isa, EmbeddingStorage storage, int dim) => isa switch
     {
-        KernelIsa.Vector512 => storage switch
-        {
-            EmbeddingStorage.Fp32 => &Run<Simd512, Vector512<float>, Fp32Rows>,
-            EmbeddingStorage.Fp16 => &Run<Simd512, Vector512<float>, Fp16Rows>,
-            _ => &Run<Simd512, Vector512<float>, Int8RowwiseRows>,
-        },
-        KernelIsa.Vector256 => storage switch
-        {
-            EmbeddingStorage.Fp32 => &Run<Simd256, Vector256<float>, Fp32Rows>,
-            EmbeddingStorage.Fp16 => &Run<Simd256, Vector256<float>, Fp16Rows>,
-            _ => &Run<Simd256, Vector256<float>, Int8RowwiseRows>,
-        },
-        KernelIsa.Vector128 => storage switch
-        {
-            EmbeddingStorage.Fp32 => &Run<Simd128, Vector128<float>, Fp32Rows>,
-            EmbeddingStorage.Fp16 => &Run<Simd128, Vector128<float>, Fp16Rows>,
-            _ => &Run<Simd128, Vector128<float>, Int8RowwiseRows>,
-        },
+        KernelIsa.Vector512 => ByFormat<Simd512, Vector512<float>>(storage, dim / 16),
+        KernelIsa.Vector256 => ByFormat<Simd256, Vector256<float>>(storage, dim / 8),
+        KernelIsa.Vector128 => ByFormat<Simd128, Vector128<float>>(storage, dim / 4),
         _ => throw new ArgumentOutOfRangeException(nameof(isa), isa, "the LoRA register kernel needs a vector ISA"),
     };
 
+    static delegate*<in BagJob, int, int, bool> ByFormat<TS, TV>(EmbeddingStorage storage, int vectors)
+        where TS : ISimd<TV> where TV : struct => storage switch
+    {
+        EmbeddingStorage.Fp32 => ByCount<TS, TV, Fp32Rows>(vectors),
+        EmbeddingStorage.Fp16 => ByCount<TS, TV, Fp16Rows>(vectors),
+        _ => ByCount<TS, TV, Int8RowwiseRows>(vectors),
+    };
+
+    static delegate*<in BagJob, int, int, bool> ByCount<TS, TV, TF>(int vectors)
+        where TS : ISimd<TV> where TV : struct where TF : IRowFormat => vectors switch
+    {
+        1 => &Run<TS, TV, TF, One>,
+        2 => &Run<TS, TV, TF, Two>,
+        3 => &Run<TS, TV, TF, Three>,
+        4 => &Run<TS, TV, TF, Four>,
+        _ => throw new ArgumentOutOfRangeException(nameof(vectors), vectors, "the LoRA register kernel holds 1–4 vectors per row"),
+    };
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static bool Run<TS, TV, TF>(in BagJob job, int bagBegin, int bagEnd)
-        where TS : ISimd<TV> where TV : struct where TF : IRowFormat
+    static bool Run<TS, TV, TF, TN>(in BagJob job, int bagBegin, int bagEnd)
+        where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
     {
         LoraContext* ctx = (LoraContext*)job.Context;
         long* indices = (long*)job.Indices;
@@ -90,7 +116,7 @@ internal static unsafe class LoraBagKernel
         byte* table = job.Table;
         long stride = job.Stride;
         float* weights = job.Weights;
-        int dim = job.Dim, w = TS.Count, nv = dim / w, distance = job.PrefetchDistance, rank = ctx->Rank;
+        int dim = job.Dim, w = TS.Count, nv = TN.N, distance = job.PrefetchDistance, rank = ctx->Rank;
         // Locals, not ctx-> loads: the JIT cannot prove the stores to aAcc leave *ctx alone, so it would reload per index.
         long* map = ctx->Map;
         long mapMask = ctx->MapMask;
@@ -115,27 +141,17 @@ internal static unsafe class LoraBagKernel
                     byte* line = (byte*)((nuint)(table + ahead * stride) & ~(nuint)63);
                     byte* last = table + ahead * stride + stride - 1;
                     for (; line <= last; line += 64) Sse.Prefetch0(line);
-                    Sse.Prefetch0(filter + (AdapterGeneration.FilterBit(ahead, filterShift) >> 6));
                 }
                 long r = indices[j];
                 byte* row = table + r * stride;
                 float weight = weights == null ? 1f : weights[j];
-                int slot = -1;
-                long bit = AdapterGeneration.FilterBit(r, filterShift);
-                if ((filter[bit >> 6] & (1UL << (int)(bit & 63))) != 0)
-                for (long pos = (long)(((ulong)r * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
-                {
-                    long e = Volatile.Read(ref map[pos]);
-                    if (e == AdapterGeneration.Empty) break;
-                    if (e >> AdapterGeneration.SlotBits == r + 1) { slot = (int)(e & AdapterGeneration.SlotMask); break; }
-                }
+                int slot = Probe(r, filter, filterShift, map, mapMask, mapShift);
                 if (slot >= 0)
                 {
                     byte* p = slots + (long)slot * slotStride;
                     int* seq = (int*)(p + SlotLayout.SeqOffset);
                     TV t0 = TS.Zero, t1 = TS.Zero, t2 = TS.Zero, t3 = TS.Zero;
                     bool mine;
-                    var spin = new SpinWait();
                     while (true)
                     {
                         int s1 = Volatile.Read(ref *seq);
@@ -150,12 +166,14 @@ internal static unsafe class LoraBagKernel
                                 if (nv > 1) t1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), vs, vb);
                                 if (nv > 2) t2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), vs, vb);
                                 if (nv > 3) t3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), vs, vb);
-                                Buffer.MemoryCopy(p + SlotLayout.AOffset, aRow, rank * sizeof(float), rank * sizeof(float));
+                                CopyRank((float*)(p + SlotLayout.AOffset), aRow, rank);
                             }
                             Volatile.ReadBarrier();
                             if (*seq == s1) break;
                         }
-                        spin.SpinOnce(sleep1Threshold: -1);
+                        // No call anywhere in this loop (not even SpinWait on this cold path): a call makes the JIT
+                        // spill the vector accumulators, which are caller-saved, around it for the whole loop.
+                        if (X86Base.IsSupported) X86Base.Pause();
                     }
                     if (mine)
                     {
@@ -164,8 +182,8 @@ internal static unsafe class LoraBagKernel
                         if (nv > 1) a1 = TS.MultiplyAdd(t1, vw, a1);
                         if (nv > 2) a2 = TS.MultiplyAdd(t2, vw, a2);
                         if (nv > 3) a3 = TS.MultiplyAdd(t3, vw, a3);
-                        if (!adapted) { new Span<float>(aAcc, rank).Clear(); adapted = true; }
-                        LoraMath.Axpy(weight, aRow, aAcc, rank);
+                        if (!adapted) { for (int k = 0; k < rank; k++) aAcc[k] = 0; adapted = true; }
+                        for (int k = 0; k < rank; k++) aAcc[k] = MathF.FusedMultiplyAdd(aRow[k], weight, aAcc[k]);
                         continue;
                     }
                 }
@@ -206,5 +224,14 @@ internal static unsafe class LoraBagKernel
             if (nv > 3) TS.Store(a3, output + 3 * w);
         }
         return true;
+    }
+
+    /// <summary>Copies n floats with plain loads and stores (inlined, no call).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void CopyRank(float* source, float* destination, int n)
+    {
+        int i = 0;
+        for (; i <= n - 8; i += 8) Vector256.Store(Vector256.Load(source + i), destination + i);
+        for (; i < n; i++) destination[i] = source[i];
     }
 }

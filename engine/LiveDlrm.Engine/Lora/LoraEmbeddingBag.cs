@@ -36,7 +36,7 @@ public static unsafe class LoraEmbeddingBag
                     Filter = g.FilterPointer, FilterShift = g.FilterShift,
                 };
                 var isa = EmbeddingKernels.CurrentIsa;
-                var kernel = LoraBagKernel.Fits(isa, table.Dim) ? LoraBagKernel.Select(isa, table.Storage) : table.Storage switch
+                var kernel = LoraBagKernel.Fits(isa, table.Dim) ? LoraBagKernel.Select(isa, table.Storage, table.Dim) : table.Storage switch
                 {
                     EmbeddingStorage.Fp32 => &GenericKernel<Fp32Rows>,
                     EmbeddingStorage.Fp16 => &GenericKernel<Fp16Rows>,

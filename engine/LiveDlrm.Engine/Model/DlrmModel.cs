@@ -202,6 +202,32 @@ public sealed unsafe class DlrmModel : IDisposable
 
     public long TableBytes => _tables.Sum(t => t.ByteSize);
 
+    /// <summary>Delta sync: copies the stored bytes of <paramref name="changes"/>' rows (as recorded by a trainer's
+    /// <c>ChangeTracker</c> on <paramref name="source"/>, a model of the same config) and, optionally, every dense
+    /// parameter into this model. Returns the bytes copied (the payload a delta update ships). Concurrent readers
+    /// may see a row mid-copy; callers that need atomicity serialise at a higher level.</summary>
+    public long ApplyDelta(DlrmModel source, Training.ChangedRows changes, bool includeDense = true)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(changes);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!source.Config.SameShape(Config)) throw new ArgumentException("the source model has a different config", nameof(source));
+        if (changes.Rows.Count != _tables.Length) throw new ArgumentException($"changes list {changes.Rows.Count} tables, the model has {_tables.Length}", nameof(changes));
+        long bytes = 0;
+        for (int t = 0; t < _tables.Length; t++)
+            foreach (long row in changes.Rows[t])
+            {
+                source._tables[t].StoredRow(row).CopyTo(_tables[t].StoredRow(row));
+                bytes += _tables[t].RowStride;
+            }
+        if (includeDense)
+        {
+            Dense.CopyFrom(source.Dense);
+            bytes += Dense.NamedParameters().Sum(p => p.Parameter.numel()) * sizeof(float);
+        }
+        return bytes;
+    }
+
     public void Dispose()
     {
         lock (_scratch)

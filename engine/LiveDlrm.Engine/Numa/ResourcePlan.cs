@@ -15,6 +15,14 @@ public sealed record PlanOptions
     /// <summary>Tables read from more than one node at least this large are interleaved; smaller ones are placed on
     /// the node with most of their readers (a small table stays hot in that node's caches anyway).</summary>
     public long InterleaveThresholdBytes { get; init; } = 64L << 20;
+    /// <summary>Nice value inference threads give themselves when pinned (needs CAP_SYS_NICE below 0; without it
+    /// they keep their nice value and the plan notes it). On a machine shared with other work this is what keeps
+    /// the inference dispatcher from waiting behind them; null leaves priorities alone.</summary>
+    public int? InferenceNice { get; init; } = -5;
+    /// <summary>Nice value trainer threads give themselves. Null = automatic: 10 where the plan shares PUs between
+    /// the roles (the trainer must yield the CPU to inference), unchanged where they have separate cores (a high nice
+    /// value there only hands the trainer's core to unrelated processes).</summary>
+    public int? TrainerNice { get; init; }
 }
 
 /// <summary>Which side of the process uses a table.</summary>
@@ -139,13 +147,38 @@ public sealed class ResourcePlan
 
     /// <summary>The embedding pool's <c>onWorkerStart</c>: pins worker <c>i</c> (from inside its own thread) to
     /// <see cref="InferenceWorkerPus"/>[i mod count].</summary>
-    public Action<int> InferenceWorkerStart => i => ThreadAffinity.PinCurrentThread(InferenceWorkerPus[i % InferenceWorkerPus.Count]);
+    public Action<int> InferenceWorkerStart => i =>
+    {
+        ThreadAffinity.PinCurrentThread(InferenceWorkerPus[i % InferenceWorkerPus.Count]);
+        ApplyNice(Options.InferenceNice);
+    };
 
     /// <summary>Called by trainer thread <c>i</c> on itself before its loop: pins it to <see cref="TrainerThreadPus"/>[i mod count].</summary>
-    public Action<int> TrainerThreadStart => i => ThreadAffinity.PinCurrentThread(TrainerThreadPus[i % TrainerThreadPus.Count]);
+    public Action<int> TrainerThreadStart => i =>
+    {
+        ThreadAffinity.PinCurrentThread(TrainerThreadPus[i % TrainerThreadPus.Count]);
+        ApplyNice(TrainerNice);
+    };
+
+    /// <summary>The nice value trainer threads take (see <see cref="PlanOptions.TrainerNice"/>), null = unchanged.</summary>
+    public int? TrainerNice => Options.TrainerNice ?? (SharesPus ? 10 : null);
+
+    int _niceRefused;
+
+    /// <summary>True once a thread could not take its nice value (no CAP_SYS_NICE).</summary>
+    public bool NiceRefused => Volatile.Read(ref _niceRefused) != 0;
+
+    void ApplyNice(int? nice)
+    {
+        if (nice is int n && !ThreadAffinity.TrySetCurrentThreadNice(n)) Volatile.Write(ref _niceRefused, 1);
+    }
 
     /// <summary>For threads of the inference side that are not pool workers (request dispatch, the QoS controller).</summary>
-    public void PinToInference() => ThreadAffinity.PinCurrentThread(InferencePus.Count > 0 ? InferencePus : TrainerPus);
+    public void PinToInference()
+    {
+        ThreadAffinity.PinCurrentThread(InferencePus.Count > 0 ? InferencePus : TrainerPus);
+        ApplyNice(Options.InferenceNice);
+    }
 
     public string Describe()
     {
@@ -154,6 +187,7 @@ public sealed class ResourcePlan
             sb.AppendLine($"node {n.Node}: inference PUs [{CpuList.Format(n.InferencePus)}]  trainer PUs [{CpuList.Format(n.TrainerPus)}]{(n.Shared ? "  (SHARED)" : "")}");
         for (int i = 0; i < InferenceWorkerPus.Count; i++) sb.AppendLine($"inference worker {i} → PUs [{CpuList.Format(InferenceWorkerPus[i])}]");
         for (int i = 0; i < TrainerThreadPus.Count; i++) sb.AppendLine($"trainer thread {i}   → PUs [{CpuList.Format(TrainerThreadPus[i])}]");
+        sb.AppendLine($"priorities: inference nice {(Options.InferenceNice?.ToString() ?? "unchanged")}, trainer nice {(TrainerNice?.ToString() ?? "unchanged")}{(NiceRefused ? " (REFUSED for some thread: no CAP_SYS_NICE)" : "")}");
         foreach (var note in Notes) sb.AppendLine($"note: {note}");
         return sb.ToString();
     }

@@ -52,6 +52,29 @@ public static unsafe class ThreadAffinity
     /// <summary>The PU the calling thread is running on right now.</summary>
     public static int CurrentPu() { RequireLibC(); return LibC.SchedGetCpu(); }
 
+    /// <summary>Sets the calling thread's nice value (−20 … 19; lower runs first). Returns false, changing nothing,
+    /// when the process lacks the privilege to lower it (CAP_SYS_NICE); throws for other failures.</summary>
+    public static bool TrySetCurrentThreadNice(int nice)
+    {
+        if (nice is < -20 or > 19) throw new ArgumentOutOfRangeException(nameof(nice), nice, "nice must be in [-20, 19]");
+        RequireLibC();
+        int tid = LibC.GetTid();
+        if (LibC.SetPriority(LibC.PrioProcess, (uint)tid, nice) == 0) return true;
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno is 1 or 13) return false;   // EPERM, EACCES
+        throw new InvalidOperationException($"setpriority(thread {tid}, {nice}) failed: errno {errno}");
+    }
+
+    /// <summary>The nice value of thread <paramref name="tid"/>.</summary>
+    public static int GetNice(int tid)
+    {
+        RequireLibC();
+        int nice = LibC.GetPriority(LibC.PrioProcess, (uint)tid);
+        int errno = Marshal.GetLastPInvokeError();
+        if (nice == -1 && errno != 0) throw new InvalidOperationException($"getpriority({tid}) failed: errno {errno}");
+        return nice;
+    }
+
     static void RequireLibC()
     {
         if (!IsAvailable) throw new PlatformNotSupportedException("libc.so.6 is unavailable: thread affinity cannot be set on this platform");

@@ -116,3 +116,43 @@ public class BinaryMetricsTests
         Assert.That(acc.Count, Is.EqualTo(4));
     }
 }
+
+public class WindowedMetricsTests
+{
+    [Test]
+    public void SplitsByAlignedEventTimeWindowsAndKeepsOverallMetrics()
+    {
+        // Window 3600 s: events at 3599 (window 0), 3600..7199 (window 1), 10800 (window 3; window 2 is empty).
+        long[] ts = [100, 3599, 3600, 5000, 7000, 7199, 10800, 10801];
+        float[] s = [0.1f, 0.9f, 0.1f, 0.4f, 0.35f, 0.8f, 0.3f, 0.6f];
+        float[] y = [0, 1, 0, 0, 1, 1, 1, 0];
+        float[] p = [0.2f, 0.7f, 0.1f, 0.2f, 0.3f, 0.9f, 0.4f, 0.5f];
+        var w = new WindowedMetrics(3600);
+        w.Add(ts.AsSpan(0, 3), s.AsSpan(0, 3), y.AsSpan(0, 3), p.AsSpan(0, 3));
+        w.Add(ts.AsSpan(3), s.AsSpan(3), y.AsSpan(3), p.AsSpan(3));
+        w.Finish();
+        w.Finish();
+        Assert.That(w.Windows.Select(x => (x.Start, x.End, x.Events)), Is.EqualTo(new[] { (0L, 3600L, 2L), (3600L, 7200L, 4L), (10800L, 14400L, 2L) }));
+        Assert.That(w.Windows[0].Metrics.Auc, Is.EqualTo(1.0));
+        // Window 1 is the hand-worked AUC example: scores 0.1, 0.4 negative; 0.35, 0.8 positive → 0.75.
+        Assert.That(w.Windows[1].Metrics.Auc, Is.EqualTo(0.75));
+        Assert.That(w.Windows[1].OptimumAuc, Is.EqualTo(1.0));
+        Assert.That(w.Windows[2].Metrics.Auc, Is.EqualTo(0.0));
+        Assert.That(w.Overall.Events, Is.EqualTo(8));
+        Assert.That(w.Overall.Auc, Is.EqualTo(BinaryMetrics.Auc(s, y)));
+        Assert.That(w.OverallOptimumAuc, Is.EqualTo(BinaryMetrics.Auc(p, y)));
+        Assert.That(w.LateEvents, Is.Zero);
+    }
+
+    [Test]
+    public void LateEventsCountInTheOpenWindowAndNoProbabilitiesMeansNoOptimum()
+    {
+        var w = new WindowedMetrics(10);
+        w.Add([5, 15, 12, 3], [0.2f, 0.6f, 0.3f, 0.9f], [0, 1, 0, 1]);
+        w.Finish();
+        Assert.That(w.Windows.Select(x => x.Events), Is.EqualTo(new[] { 1L, 3L }));
+        Assert.That(w.LateEvents, Is.EqualTo(1));
+        Assert.That(w.Windows[1].OptimumAuc, Is.NaN);
+        Assert.That(() => w.Add([1], [0.5f, 0.5f], [1]), Throws.ArgumentException);
+    }
+}

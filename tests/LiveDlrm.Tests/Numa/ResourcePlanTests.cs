@@ -127,6 +127,23 @@ public class ResourcePlanTests
     }
 
     [Test]
+    public void PlanHooksSetThreadPrioritiesOrSayTheyCouldNot()
+    {
+        var plan = ResourcePlan.Create(Topology.Detect(), new PlanOptions { InferenceNice = -3, TrainerNice = 12 });
+        int inferenceNice = 99, trainerNice = 99, before = 99;
+        var a = new Thread(() => { before = ThreadAffinity.GetNice(ThreadAffinity.CurrentThreadId()); plan.InferenceWorkerStart(0); inferenceNice = ThreadAffinity.GetNice(ThreadAffinity.CurrentThreadId()); });
+        var b = new Thread(() => { plan.TrainerThreadStart(0); trainerNice = ThreadAffinity.GetNice(ThreadAffinity.CurrentThreadId()); });
+        a.Start(); a.Join(); b.Start(); b.Join();
+        Assert.That(trainerNice, Is.EqualTo(12), "raising nice needs no privilege");
+        if (plan.NiceRefused) Assert.That(inferenceNice, Is.EqualTo(before), "refused: unchanged, and the plan says so");
+        else Assert.That(inferenceNice, Is.EqualTo(-3));
+        Assert.That(plan.Describe(), Does.Contain("inference nice -3"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ThreadAffinity.TrySetCurrentThreadNice(20));
+        Assert.That(ResourcePlan.Create(Topology.FromProcessorCount(1)).TrainerNice, Is.EqualTo(10), "shared PUs: the trainer yields");
+        Assert.That(ResourcePlan.Create(Topology.FromProcessorCount(4)).TrainerNice, Is.Null, "own cores: left alone");
+    }
+
+    [Test]
     public void PinningToAnAbsentPuFailsWithTheErrno()
     {
         Exception? error = null;

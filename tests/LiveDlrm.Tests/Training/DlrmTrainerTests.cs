@@ -157,3 +157,26 @@ public class DlrmTrainerTests
         Assert.That(last, Is.LessThan(first * 0.7f));
     }
 }
+
+public class DeltaSyncTests
+{
+    [Test]
+    public void ApplyingTheTrackedChangesMakesAStaleCopyIdenticalToTheTrainedModel()
+    {
+        TorchRuntime.EnsureInitialised();
+        var config = TinyDlrm.SmallConfig(EmbeddingStorage.Fp16);
+        using var trained = DlrmModel.Create(config, 3);
+        using var serving = DlrmModel.Create(config, 3);
+        using var trainer = new DlrmTrainer(trained);
+        for (int i = 0; i < 5; i++) trainer.Step(TinyDlrm.RandomBatch(config, 8, 40 + i));
+        var probe = TinyDlrm.RandomBatch(config, 60, 99);
+        Assert.That(serving.Predict(probe), Is.Not.EqualTo(trained.Predict(probe)));
+        var changes = trainer.Changes.TakeChanges();
+        long bytes = serving.ApplyDelta(trained, changes);
+        Assert.That(bytes, Is.EqualTo(changes.Bytes + trainer.DenseBytes));
+        Assert.That(serving.Predict(probe), Is.EqualTo(trained.Predict(probe)));
+        for (int t = 0; t < config.Tables.Count; t++)
+            for (long r = 0; r < config.Tables[t].Rows; r++)
+                Assert.That(serving.Tables[t].StoredRow(r).SequenceEqual(trained.Tables[t].StoredRow(r)), Is.True, $"table {t} row {r}");
+    }
+}

@@ -70,7 +70,7 @@ public static class LatencyHarness
         log($"machine: {topology.Source}, {topology.Nodes.Count} node(s), {topology.Cores.Count} cores, {topology.Pus.Count} PUs");
         foreach (var line in plan.Describe().TrimEnd().Split('\n')) log("plan: " + line);
         bool canPin = ThreadAffinity.IsAvailable;
-        Action? pinDispatcher = canPin ? () => ThreadAffinity.PinCurrentThread(plan.InferenceWorkerPus[0]) : null;
+        Action? pinDispatcher = canPin ? () => plan.InferenceWorkerStart(0) : null;
         int poolThreads = plan.InferenceWorkerPus.Count - 1;   // the dispatcher is inference worker 0
 
         using var workload = new EmbeddingLookupWorkload(o.Workload, poolThreads, canPin ? i => plan.InferenceWorkerStart(i + 1) : null);
