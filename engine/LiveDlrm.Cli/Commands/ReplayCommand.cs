@@ -36,7 +36,7 @@ public sealed class ReplayCommand : ICommand
         "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 16)\n" +
         "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
         "  --budget F                    live: adapter bytes per table as a fraction of its bytes (default 0.01)\n" +
-        "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.05, 0.01)\n" +
+        "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +

@@ -17,7 +17,7 @@ public sealed record OnlineTrainerOptions
     /// saving is one embedding lookup per table per event.</summary>
     public bool ReuseForward { get; init; } = true;
     /// <summary>Options of each table's adapter (rank, budget, learning rates, optimizer, rank-adaptation interval).</summary>
-    public AdapterOptions Adapter { get; init; } = new() { InitialRank = 4, MaxRank = 16, RankAdaptInterval = 200 };
+    public AdapterOptions Adapter { get; init; } = new() { InitialRank = 4, MaxRank = 16, RankAdaptInterval = 200, LearningRateA = 0.02f };
     /// <summary>Tables whose budget holds fewer adapter rows than this get no adapter (a 24-row table's 1 % is a
     /// few bytes); they are served and kept as the base model has them.</summary>
     public int MinAdapterRows { get; init; } = 16;
