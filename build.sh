@@ -93,7 +93,7 @@ run_cli() {
 
 verb="${1:-}"; shift || true
 case "$verb" in
-  run)   cli_up_to_date || build_all; exec dotnet "$CLI_DLL" demo "$@" ;;
+  run)   cli_up_to_date || build_all; exec dotnet "$CLI_DLL" replay --mode all "$@" ;;
   test)  run_tests "$@" ;;
   cli)   run_cli "$@" ;;
   bench) build_all; exec dotnet "$ROOT/perf/LiveDlrm.Perf/bin/$CONFIG/net10.0/LiveDlrm.Perf.dll" "$@" ;;

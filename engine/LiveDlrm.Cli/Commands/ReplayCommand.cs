@@ -1,0 +1,223 @@
+using System.Globalization;
+using LiveDlrm.Data;
+using LiveDlrm.Lora;
+using LiveDlrm.Replay;
+using LiveDlrm.Training;
+
+namespace LiveDlrm.Cli.Commands;
+
+public sealed class ReplayCommand : ICommand
+{
+    /// <summary>Events of the default run (`./build.sh run`): sized to finish the three modes in ≤ 3 minutes on 2 cores.</summary>
+    public const long DefaultEvents = 200_000;
+    /// <summary>Event-time rate of the default synthetic stream for the replay: 200 k events span ~28 h, so the
+    /// replayed 70 % holds ~19 one-hour windows of drift.</summary>
+    public const double DefaultEventsPerSecond = 2;
+
+    /// <summary>World of the default synthetic replay stream: small enough that the prefix teaches the base model
+    /// most users and items (the synth command's 50 000 users would be seen about once each), so what the modes
+    /// differ in is drift, not first-time learning.</summary>
+    public const int DefaultUsers = 5_000, DefaultItems = 2_000, DefaultNewItems = 4_000;
+
+    public string Name => "replay";
+    public string Summary => "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters";
+    public string Usage =>
+        "  --mode stale|delta|live|all   update mode (default all: the three side by side on the same stream)\n" +
+        DataSourceArgs.Usage.Replace("(default 1000000)", $"(default {DefaultEvents})").Replace("(default 20)", $"(default {DefaultEventsPerSecond} for replay)") + "\n" +
+        "  --base-prefix F|UNIXTIME      base model trained on this first fraction of the stream (default 0.3) or the events before a unix time\n" +
+        "  --model DIR                   serve this checkpoint as the base instead (replays the whole stream unless --base-prefix)\n" +
+        "  --base-epochs N               passes over the prefix for the base model (default 1)\n" +
+        "  --sync-interval S             delta: seconds of event time between syncs (default 600)\n" +
+        "  --sync-delay S                delta: seconds until a sync lands on the server (default 300)\n" +
+        "  --label-delay S               seconds of event time until a label can be used (default 60)\n" +
+        "  --window S                    report window in event seconds (default 3600)\n" +
+        "  --batch N                     events scored together, and the delta trainer's minibatch (default 256)\n" +
+        "  --online-batch N              live trainer minibatch (default 256)\n" +
+        "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 16)\n" +
+        "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
+        "  --budget F                    live: adapter bytes per table as a fraction of its bytes (default 0.01)\n" +
+        "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
+        "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
+        "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
+        "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
+        "  --users N --items N --new-items N   synthetic world size (defaults 5000, 2000, 4000 for replay)\n" +
+        "  --out DIR                     report.json and plots (default artifacts/replay)\n" +
+        "  --no-plots                    skip the PNG plots";
+
+    public int Run(CommandArgs args)
+    {
+        var modes = args.String("mode", "all") switch
+        {
+            "all" => new[] { UpdateMode.Stale, UpdateMode.Delta, UpdateMode.Live },
+            "stale" => [UpdateMode.Stale],
+            "delta" => [UpdateMode.Delta],
+            "live" => [UpdateMode.Live],
+            var v => throw new UsageException($"--mode: '{v}' is not stale, delta, live or all"),
+        };
+        var data = DataSourceArgs.Parse(args, DefaultEvents);
+        if (data.IsSynthetic && data.EventsPerSecond is null) data = data with { EventsPerSecond = DefaultEventsPerSecond };
+        var world = new SyntheticStreamConfig();
+        world = world with
+        {
+            Users = args.Int("users", DefaultUsers, min: 1),
+            InitialItems = args.Int("items", DefaultItems, min: 1),
+            MaxNewItems = args.Int("new-items", DefaultNewItems, min: 0),
+        };
+        if (!data.IsSynthetic && (args.Has("users") || args.Has("items") || args.Has("new-items")))
+            throw new UsageException("--users/--items/--new-items apply to --data synthetic only");
+        string? model = args.String("model");
+        if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
+
+        double? prefixFraction = model is null ? 0.3 : null;
+        long? prefixTime = null;
+        if (args.String("base-prefix") is { } prefixText)
+        {
+            if (!double.TryParse(prefixText, NumberStyles.Float, CultureInfo.InvariantCulture, out double p) || !(p >= 0))
+                throw new UsageException($"--base-prefix: '{prefixText}' is neither a fraction in [0, 1) nor a unix time");
+            if (p < 1) prefixFraction = p;
+            else if (p == Math.Floor(p)) { prefixTime = (long)p; prefixFraction = null; }
+            else throw new UsageException($"--base-prefix: '{prefixText}' is neither a fraction in [0, 1) nor a whole unix time");
+        }
+
+        var defaults = new ReplayOptions();
+        var adapterDefaults = defaults.OnlineTrainer.Adapter;
+        var optimizer = args.String("optimizer", "adagrad") switch
+        {
+            "adagrad" => AdapterOptimizer.Adagrad,
+            "sgd" => AdapterOptimizer.Sgd,
+            var v => throw new UsageException($"--optimizer: '{v}' is not adagrad or sgd"),
+        };
+        var adapter = adapterDefaults with
+        {
+            InitialRank = args.Int("rank", adapterDefaults.InitialRank, min: 1, max: 1024),
+            MaxRank = args.Int("max-rank", adapterDefaults.MaxRank, min: 1, max: 1024),
+            RankAdaptInterval = args.Int("rank-interval", adapterDefaults.RankAdaptInterval, min: 0),
+            BudgetFraction = args.Double("budget", adapterDefaults.BudgetFraction, min: 1e-6, max: 1),
+            LearningRateA = (float)args.Double("lr-a", adapterDefaults.LearningRateA, min: 0, max: 100),
+            LearningRateB = (float)args.Double("lr-b", adapterDefaults.LearningRateB, min: 0, max: 100),
+            Optimizer = optimizer,
+        };
+        if (adapter.InitialRank > adapter.MaxRank) throw new UsageException($"--rank {adapter.InitialRank} exceeds --max-rank {adapter.MaxRank}");
+        var full = defaults.FullTrainer with
+        {
+            EmbeddingLearningRate = (float)args.Double("lr", defaults.FullTrainer.EmbeddingLearningRate, min: 1e-9, max: 100),
+            DenseLearningRate = args.Double("dense-lr", defaults.FullTrainer.DenseLearningRate, min: 1e-9, max: 100),
+        };
+        var options = defaults with
+        {
+            Modes = modes,
+            ModelPath = model,
+            BasePrefixFraction = prefixFraction,
+            BasePrefixTime = prefixTime,
+            BaseEpochs = args.Int("base-epochs", 1, min: 1, max: 100),
+            SyncIntervalSeconds = args.Long("sync-interval", defaults.SyncIntervalSeconds, min: 1),
+            SyncDelaySeconds = args.Long("sync-delay", defaults.SyncDelaySeconds, min: 0),
+            LabelDelaySeconds = args.Long("label-delay", defaults.LabelDelaySeconds, min: 0),
+            WindowSeconds = args.Long("window", defaults.WindowSeconds, min: 1),
+            ServeBatch = args.Int("batch", defaults.ServeBatch, min: 1, max: 1 << 20),
+            FullTrainer = full,
+            OnlineTrainer = defaults.OnlineTrainer with
+            {
+                BatchSize = args.Int("online-batch", defaults.OnlineTrainer.BatchSize, min: 1, max: 1 << 20),
+                ReuseForward = !args.Flag("no-reuse"),
+                Adapter = adapter,
+                Log = line => Console.Error.WriteLine("  " + line),
+            },
+        };
+        string outDir = args.String("out", Path.Combine("artifacts", "replay"));
+        bool plots = !args.Flag("no-plots");
+        args.EnsureAllUsed();
+        try { options.Validate(); }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
+
+        Directory.CreateDirectory(outDir);
+        string dataName = data.IsSynthetic ? $"synthetic (events {data.Events}, seed {data.Seed}, drift {data.Drift}, {data.EventsPerSecond} events/s, {world.Users} users, {world.InitialItems}+{world.MaxNewItems} items)" : data.Data;
+        Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
+        var progress = new ProgressBar();
+        Func<IEventSource> open = data.IsSynthetic
+            ? () => new SyntheticEventSource(data.SyntheticConfig() with { Users = world.Users, InitialItems = world.InitialItems, MaxNewItems = world.MaxNewItems }, data.Events ?? DefaultEvents)
+            : () => data.Open(line => Console.Error.WriteLine("  " + line));
+        var replay = new FreshnessReplay(open, options, dataName)
+        {
+            Log = line => { progress.Clear(); Console.WriteLine(line); },
+            Progress = progress.Update,
+        };
+        var report = replay.Run();
+        progress.Clear();
+
+        string json = Path.Combine(outDir, "report.json");
+        report.WriteJson(json);
+        PrintTable(report);
+        Console.WriteLine($"report  {json}");
+        if (plots)
+            foreach (var f in ReplayPlots.Write(report, outDir)) Console.WriteLine($"plot    {f}");
+        return 0;
+    }
+
+    static void PrintTable(ReplayReport r)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        Console.WriteLine();
+        Console.WriteLine($"{r.ReplayEvents:N0} events replayed over {(r.ReplayEnd - r.ReplayStart) / 3600.0:F1} h of event time" +
+                          (double.IsFinite(r.OptimumAuc) ? $"; optimum AUC (true probabilities) {r.OptimumAuc.ToString("F4", inv)}" : ""));
+        Console.WriteLine($"{"mode",-6} {"AUC",8} {"logloss",8} {"calib",6} {"net MB",8} {"cpu s",7} {"adapter %",9} {"drops",6} {"wall s",7}");
+        foreach (var m in r.Modes)
+        {
+            string mem = m.Live is { } l ? l.AdapterMemoryPctMax.ToString("F3", inv) : "-";
+            string drops = m.Live is { } l2 ? l2.Drops.ToString(inv) : "-";
+            Console.WriteLine($"{m.Name,-6} {m.Overall.Auc.ToString("F4", inv),8} {m.Overall.LogLoss.ToString("F4", inv),8} {m.Overall.Calibration.ToString("F3", inv),6} " +
+                              $"{(m.Cost.NetworkBytes / 1e6).ToString("F2", inv),8} {m.Cost.CpuSeconds.ToString("F2", inv),7} {mem,9} {drops,6} {m.WallSeconds.ToString("F1", inv),7}");
+        }
+        var windows = r.Modes.Max(m => m.Windows.Count);
+        if (windows > 0)
+        {
+            Console.WriteLine();
+            Console.Write($"{"window (h)",10}");
+            foreach (var m in r.Modes) Console.Write($" {m.Name,8}");
+            Console.WriteLine($" {"optimum",8}");
+            for (int i = 0; i < windows; i++)
+            {
+                var w0 = r.Modes[0].Windows.ElementAtOrDefault(i);
+                Console.Write($"{((w0?.Start ?? 0) - r.ReplayStart) / 3600.0,10:F0}");
+                foreach (var m in r.Modes) Console.Write($" {(m.Windows.ElementAtOrDefault(i)?.Metrics.Auc ?? double.NaN).ToString("F4", inv),8}");
+                Console.WriteLine($" {(w0?.OptimumAuc ?? double.NaN).ToString("F4", inv),8}");
+            }
+        }
+        var stale = r.Mode(UpdateMode.Stale);
+        var delta = r.Mode(UpdateMode.Delta);
+        var live = r.Mode(UpdateMode.Live);
+        if (live is not null)
+        {
+            Console.WriteLine();
+            if (stale is not null) Console.WriteLine($"live − stale AUC  {(live.Overall.Auc - stale.Overall.Auc).ToString("+0.0000;-0.0000", inv)}  (target ≥ +0.0050)");
+            if (delta is not null)
+            {
+                Console.WriteLine($"live − delta AUC  {(live.Overall.Auc - delta.Overall.Auc).ToString("+0.0000;-0.0000", inv)}  (target ≥ 0)");
+                Console.WriteLine($"live / delta CPU  {(live.Cost.CpuSeconds / delta.Cost.CpuSeconds).ToString("F2", inv)}x  (target ≤ 0.5x); network {live.Cost.NetworkBytes} vs {delta.Cost.NetworkBytes} bytes");
+            }
+            if (live.Live is { } l) Console.WriteLine($"adapter memory   max {l.AdapterMemoryPctMax.ToString("F3", inv)} % of table bytes (budget {l.AdapterBudgetPct.ToString("F3", inv)} %; target ≤ 1 %)");
+        }
+    }
+
+    /// <summary>A one-line progress bar on stderr (redrawn in place; cleared before any other output).</summary>
+    sealed class ProgressBar
+    {
+        bool _shown;
+        readonly bool _interactive = !Console.IsErrorRedirected;
+
+        public void Update(UpdateMode mode, double fraction)
+        {
+            int width = 30, filled = (int)Math.Round(Math.Clamp(fraction, 0, 1) * width);
+            string line = $"{mode.ToString().ToLowerInvariant(),-6} [{new string('#', filled)}{new string('.', width - filled)}] {fraction * 100,5:F1} %";
+            if (_interactive) { Console.Error.Write("\r" + line); _shown = true; }
+            else if ((int)(fraction * 100) % 25 == 0) Console.Error.WriteLine(line);
+        }
+
+        public void Clear()
+        {
+            if (!_shown) return;
+            Console.Error.Write("\r" + new string(' ', 60) + "\r");
+            _shown = false;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+using LiveDlrm.Interop;
+using LiveDlrm.Numa;
+using LiveDlrm.Scheduling.Resctrl;
+
+namespace LiveDlrm.Cli.Commands;
+
+public sealed class TopologyCommand : ICommand
+{
+    public string Name => "topology";
+    public string Summary => "the machine (NUMA nodes, cores, SMT, LLC groups), the inference/trainer placement plan, and QoS support";
+    public string Usage => """
+          --sys-root DIR        read a sysfs tree at DIR instead of asking hwloc/libnuma (e.g. a canned tree)
+          --hide LIBS           treat these native libraries as missing, comma-separated logical names
+                                (livedlrm:hwloc, livedlrm:numa): shows what the engine does without them
+          --trainer-share F     fraction of each node's physical cores for the trainer (default 0.25)
+          --resctrl-root DIR    resctrl mount to probe (default /sys/fs/resctrl)
+        """;
+
+    public int Run(CommandArgs args)
+    {
+        string? sysRoot = args.String("sys-root");
+        string? hide = args.String("hide");
+        double share = args.Double("trainer-share", 0.25, 0.01, 0.99);
+        string resctrlRoot = args.String("resctrl-root", ResctrlSupport.DefaultRoot);
+        args.EnsureAllUsed();
+
+        if (hide is not null)
+            foreach (var lib in hide.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                if (!NativeLibraries.Known.Contains(lib)) throw new UsageException($"--hide: unknown library '{lib}' (known: {string.Join(", ", NativeLibraries.Known)})");
+                NativeLibraries.Hidden.Add(lib);
+            }
+        if (sysRoot is not null && !Directory.Exists(sysRoot)) throw new UsageException($"--sys-root: directory '{sysRoot}' does not exist");
+
+        Console.WriteLine($"hwloc             {(HwlocTopologyReader.IsAvailable ? NativeLibraries.LoadedFrom(Libraries.Hwloc) : "unavailable")}");
+        Console.WriteLine($"libnuma           {(NumaBuffer.IsAvailable ? NativeLibraries.LoadedFrom(Libraries.Numa) : "unavailable")}");
+        var topology = sysRoot is null ? Topology.Detect() : SysfsTopologyReader.Read(sysRoot);
+        Console.Write(topology.Describe());
+        Console.WriteLine();
+        Console.WriteLine("plan");
+        var plan = ResourcePlan.Create(topology, new PlanOptions { TrainerCoreShare = share });
+        Console.Write(plan.Describe());
+        var p = plan.PlaceTable("example-1GiB", 1L << 30, TableUser.Inference);
+        Console.WriteLine($"table placement   a 1 GiB inference table → {p.Policy} on node(s) [{CpuList.Format(p.Nodes)}]: {p.Reason}");
+        Console.WriteLine();
+        var support = ResctrlSupport.Detect(resctrlRoot);
+        Console.WriteLine($"resctrl           {support.Describe()}");
+        return 0;
+    }
+}

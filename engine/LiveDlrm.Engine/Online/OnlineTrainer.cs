@@ -1,0 +1,379 @@
+using System.Diagnostics;
+using LiveDlrm.Data;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
+using LiveDlrm.Model;
+using LiveDlrm.Scheduling;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LiveDlrm.Online;
+
+/// <summary>
+/// The colocated trainer: learns LoRA adapters on the embedding tables of the live model from labelled served
+/// events, on its own thread, while the model keeps serving through the same adapters.
+/// <para>A step takes <see cref="OnlineTrainerOptions.BatchSize"/> labelled events, runs the frozen dense part
+/// forward from the pooled embeddings (the ones kept from serving when data reuse is on, else a fresh pooling
+/// through the live adapters with the same kernels), BCE-with-logits, autograd backward to dL/d(pooled), and hands
+/// each adapted table its bag gradients (<see cref="TableAdapter.ApplyGradients"/>: row-wise Adagrad on A, Adagrad
+/// on B, or SGD; rank adaptation every N steps and eviction = merge under the memory budget happen there).
+/// A non-finite loss or gradient discards the step before any adapter is touched (counted, logged).</para>
+/// <para>Bounded: at most <see cref="OnlineTrainerOptions.QueueCapacity"/> labelled events wait; when the trainer
+/// falls behind, the oldest are dropped and counted in <see cref="Drops"/>. Placement and QoS drive it through
+/// <see cref="ITrainerHost"/>: thread ids, and a duty-cycle/pause gate checked between steps.</para>
+/// </summary>
+public sealed class OnlineTrainer : ITrainerHost
+{
+    readonly DlrmModel _model;
+    readonly TableAdapter?[] _adapters;
+    readonly OnlineTrainerOptions _options;
+    readonly DutyCycleGate _gate = new();
+    readonly Queue<ServedEvent> _queue = new();
+    readonly object _lock = new();
+    readonly List<int> _threadIds = new();
+    EventBatch _batch;
+    readonly List<ServedEvent> _taken = new();
+    Thread? _thread;
+    bool _stopping, _busy, _flush;
+    long _enqueueTicks;
+    long _samples, _steps, _discarded, _drops, _enqueued;
+    long _newestEnqueuedTime = long.MinValue, _newestTrainedTime = long.MinValue;
+    double _cpuSeconds;
+    long _startTicks, _busyTicks;
+    int _logged;
+    Exception? _failure;
+
+    public string Name => "livedlrm-online-trainer";
+    public DlrmModel Model => _model;
+    public IReadOnlyList<TableAdapter?> Adapters => _adapters;
+    public OnlineTrainerOptions Options => _options;
+    public ITrainerThrottle Throttle => _gate;
+    public IReadOnlyList<int> ThreadIds { get { lock (_threadIds) return _threadIds.ToArray(); } }
+
+    public long SamplesProcessed => Interlocked.Read(ref _samples);
+    public long Steps => Interlocked.Read(ref _steps);
+    /// <summary>Steps discarded because the loss or a gradient was NaN/Inf (or an adapter refused its update).</summary>
+    public long DiscardedSteps => Interlocked.Read(ref _discarded);
+    /// <summary>Labelled events dropped unseen because the queue was full (oldest first).</summary>
+    public long Drops => Interlocked.Read(ref _drops);
+    public long Enqueued => Interlocked.Read(ref _enqueued);
+    public int QueueLength { get { lock (_lock) return _queue.Count; } }
+    /// <summary>CPU-seconds the trainer thread spent in steps (thread CPU clock).</summary>
+    public double CpuSeconds { get { lock (_lock) return _cpuSeconds; } }
+    /// <summary>Event-time lag: newest enqueued event's timestamp minus the newest trained one's (0 when caught up).</summary>
+    public long LagSeconds
+    {
+        get
+        {
+            lock (_lock)
+            {
+                if (_newestEnqueuedTime == long.MinValue) return 0;
+                if (_newestTrainedTime == long.MinValue) return _queue.Count == 0 ? 0 : _newestEnqueuedTime - _queue.Peek().Timestamp;
+                return Math.Max(0, _newestEnqueuedTime - _newestTrainedTime);
+            }
+        }
+    }
+    /// <summary>Samples per second of wall time since <see cref="Start"/>.</summary>
+    public double SamplesPerSecond
+    {
+        get
+        {
+            long start = Interlocked.Read(ref _startTicks);
+            if (start == 0) return 0;
+            double s = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            return s > 0 ? SamplesProcessed / s : 0;
+        }
+    }
+    /// <summary>Samples per second of the trainer's busy time (its speed when not throttled or idle).</summary>
+    public double SamplesPerBusySecond
+    {
+        get
+        {
+            double s = (double)Interlocked.Read(ref _busyTicks) / Stopwatch.Frequency;
+            return s > 0 ? SamplesProcessed / s : 0;
+        }
+    }
+
+    /// <param name="model">The live model; its backend must be the <see cref="AdapterEmbeddingBackend"/> the adapters
+    /// are attached to. Its dense part is frozen (requires_grad off) by this constructor.</param>
+    /// <param name="adapters">Per table (model order), its adapter or null for a table that is not adapted.</param>
+    public OnlineTrainer(DlrmModel model, IReadOnlyList<TableAdapter?> adapters, OnlineTrainerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(adapters);
+        _options = options ?? new OnlineTrainerOptions();
+        _options.Validate();
+        if (adapters.Count != model.Tables.Count) throw new ArgumentException($"{adapters.Count} adapter entries for {model.Tables.Count} tables", nameof(adapters));
+        var backend = model.Backend as AdapterEmbeddingBackend
+            ?? throw new ArgumentException($"the model serves through '{model.Backend.Name}', not an AdapterEmbeddingBackend: adapter updates would never be served", nameof(model));
+        for (int t = 0; t < adapters.Count; t++)
+        {
+            var a = adapters[t];
+            if (a is null) continue;
+            if (!ReferenceEquals(a.Table, model.Tables[t])) throw new ArgumentException($"adapter {t} is on table '{a.Table.Name}', not on the model's table object '{model.Tables[t].Name}'", nameof(adapters));
+            if (!ReferenceEquals(backend.AdapterOf(a.Table), a)) throw new ArgumentException($"adapter of table '{a.Table.Name}' is not attached to the model's backend", nameof(adapters));
+        }
+        if (adapters.All(a => a is null)) throw new ArgumentException("no table has an adapter: nothing to train", nameof(adapters));
+        _model = model;
+        _adapters = adapters.ToArray();
+        _model.Dense.SetTrainable(false);
+        var layout = new EventBatchLayout(model.Config.DenseFeatures,
+            model.Config.Tables.Select(t => new SparseFeatureLayout(t.Name, t.Name, t.Rows)).ToArray());
+        _batch = new EventBatch(layout, _options.BatchSize);
+    }
+
+    /// <summary>Adapters for every table of <paramref name="model"/> whose budget (<paramref name="options"/>'s
+    /// <see cref="AdapterOptions.BudgetFraction"/> of its bytes) holds B and at least
+    /// <see cref="OnlineTrainerOptions.MinAdapterRows"/> rows, attached to <paramref name="backend"/> (the model's);
+    /// null entries for the others. Adapter seeds differ per table.</summary>
+    public static TableAdapter?[] CreateAdapters(DlrmModel model, AdapterEmbeddingBackend backend, OnlineTrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var result = new TableAdapter?[model.Tables.Count];
+        for (int t = 0; t < result.Length; t++)
+        {
+            var table = model.Tables[t];
+            var ao = options.Adapter with { Seed = options.Adapter.Seed + t, MaxRank = Math.Min(options.Adapter.MaxRank, table.Dim) };
+            if (ao.InitialRank > ao.MaxRank) ao = ao with { InitialRank = ao.MaxRank };
+            if (ao.MinRank > ao.MaxRank) ao = ao with { MinRank = ao.MaxRank };
+            long budget = (long)Math.Floor(ao.BudgetFraction * table.ByteSize);
+            var (slots, _) = TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim);
+            if (slots < options.MinAdapterRows)
+            {
+                options.Log?.Invoke($"table '{table.Name}' ({table.ByteSize} bytes): a {ao.BudgetFraction:P2} budget holds {slots} adapter rows at rank {ao.InitialRank} (< {options.MinAdapterRows}); not adapted");
+                continue;
+            }
+            var adapter = new TableAdapter(table, ao);
+            backend.Attach(adapter);
+            result[t] = adapter;
+        }
+        return result;
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// <summary>Queues a labelled event for training. When the queue is full the oldest waiting event is dropped
+    /// (counted in <see cref="Drops"/>). Never blocks on the trainer.</summary>
+    public void Enqueue(ServedEvent served, float label)
+    {
+        ArgumentNullException.ThrowIfNull(served);
+        if (!(label == 0f || label == 1f)) throw new ArgumentOutOfRangeException(nameof(label), label, $"request {served.RequestId}: label must be 0 or 1");
+        if (served.Bags.Length != _model.Tables.Count || served.Dense.Length != _model.Config.DenseFeatures)
+            throw new ArgumentException($"request {served.RequestId}: {served.Dense.Length} dense / {served.Bags.Length} sparse features, the model has {_model.Config.DenseFeatures} / {_model.Tables.Count}", nameof(served));
+        served.Label = label;
+        lock (_lock)
+        {
+            if (_queue.Count == 0) _enqueueTicks = Stopwatch.GetTimestamp();
+            if (_queue.Count >= _options.QueueCapacity)
+            {
+                _queue.Dequeue();
+                _drops++;
+            }
+            _queue.Enqueue(served);
+            _enqueued++;
+            if (served.Timestamp > _newestEnqueuedTime) _newestEnqueuedTime = served.Timestamp;
+            Monitor.PulseAll(_lock);
+        }
+    }
+
+    /// <summary>Queues every event of a labelled batch directly (a replay source with no serving step; the
+    /// trainer pools them itself).</summary>
+    public void Enqueue(EventBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        for (int i = 0; i < batch.Count; i++) Enqueue(ServedEvent.FromBatch(batch, i, default, _model.Config.Dim), batch.Labels[i]);
+    }
+
+    /// <summary>Blocks until fewer than a batch of events wait and no step runs (<paramref name="flush"/>: until the
+    /// queue is empty, training a final partial batch). Rethrows a failure of the trainer thread. While the trainer
+    /// is paused by its throttle this waits for the resume.</summary>
+    public void Drain(bool flush = false)
+    {
+        lock (_lock)
+        {
+            if (_thread is null) throw new InvalidOperationException("the online trainer is not started");
+            if (flush) { _flush = true; Monitor.PulseAll(_lock); }
+            while (_failure is null && (_busy || (flush ? _queue.Count > 0 : _queue.Count >= _options.BatchSize)))
+                Monitor.Wait(_lock, 100);
+            _flush = false;
+            if (_failure is not null) throw new InvalidOperationException("the online trainer thread failed", _failure);
+        }
+    }
+
+    // ---------------------------------------------------------------- thread
+
+    public void Start(int threads = 1, Action<int>? onThreadStart = null)
+    {
+        if (threads != 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "the online trainer runs one thread: adapters accept a single writer");
+        lock (_lock)
+        {
+            if (_thread is not null) throw new InvalidOperationException("the online trainer is already started");
+            _thread = new Thread(() => Run(onThreadStart)) { Name = "livedlrm-trainer-0", IsBackground = true };
+        }
+        Interlocked.Exchange(ref _startTicks, Stopwatch.GetTimestamp());
+        _thread.Start();
+    }
+
+    void Run(Action<int>? onThreadStart)
+    {
+        try
+        {
+            lock (_threadIds) _threadIds.Add(Numa.ThreadAffinity.IsAvailable ? Numa.ThreadAffinity.CurrentThreadId() : Environment.CurrentManagedThreadId);
+            onThreadStart?.Invoke(0);
+            // Torch ops of the step run on this thread alone, so its CPU clock is the trainer's whole cost.
+            while (true)
+            {
+                lock (_lock)
+                {
+                    // A pause holds the thread here too, not only after its next step (the gate's boundary).
+                    while (!_stopping && (!BatchReady() || _gate.IsPaused)) Monitor.Wait(_lock, 50);
+                    if (_stopping) return;
+                    _taken.Clear();
+                    while (_taken.Count < _options.BatchSize && _queue.Count > 0) _taken.Add(_queue.Dequeue());
+                    if (_queue.Count > 0) _enqueueTicks = Stopwatch.GetTimestamp();
+                    _busy = true;
+                }
+                long t0 = Stopwatch.GetTimestamp();
+                double cpu0 = ThreadCpuClock.Now();
+                bool applied = TrainOn(_taken);
+                double cpu = ThreadCpuClock.Now() - cpu0;
+                long busy = Stopwatch.GetTimestamp() - t0;
+                lock (_lock)
+                {
+                    _busy = false;
+                    _cpuSeconds += cpu;
+                    _busyTicks += busy;
+                    _samples += _taken.Count;
+                    if (applied) _steps++;
+                    long newest = _taken.Max(e => e.Timestamp);
+                    if (newest > _newestTrainedTime) _newestTrainedTime = newest;
+                    Monitor.PulseAll(_lock);
+                }
+                if (!_gate.AfterStep(busy)) return;
+            }
+        }
+        catch (Exception e)
+        {
+            lock (_lock) { _failure = e; _busy = false; Monitor.PulseAll(_lock); }
+            _options.Log?.Invoke($"online trainer thread failed: {e}");
+        }
+    }
+
+    bool BatchReady()
+    {
+        int n = _queue.Count;
+        if (n == 0) return false;
+        if (n >= _options.BatchSize || _flush) return true;
+        return _options.MaxBatchWait is { } wait && Stopwatch.GetElapsedTime(_enqueueTicks) >= wait;
+    }
+
+    public void Stop()
+    {
+        Thread? t;
+        lock (_lock)
+        {
+            _stopping = true;
+            t = _thread;
+            Monitor.PulseAll(_lock);
+        }
+        _gate.Release();
+        t?.Join();
+    }
+
+    // ---------------------------------------------------------------- one step
+
+    /// <summary>One optimizer step on <paramref name="samples"/> (at most a batch). Returns false when it was
+    /// discarded. Runs on the trainer thread; exposed for tests and synchronous use (never concurrently with a
+    /// started trainer).</summary>
+    internal bool TrainOn(IReadOnlyList<ServedEvent> samples)
+    {
+        int b = samples.Count;
+        if (b == 0) return false;
+        if (b > _batch.Capacity) _batch = new EventBatch(_batch.Layout, b);
+        var batch = _batch;
+        batch.Clear();
+        foreach (var s in samples)
+        {
+            int row = batch.AddEvent(s.Label, s.Timestamp, s.RequestId);
+            s.Dense.CopyTo(batch.DenseRowForWrite(row));
+            for (int t = 0; t < s.Bags.Length; t++)
+                foreach (long i in s.Bags[t]) batch.AddIndex(t, i);
+        }
+
+        int tables = _model.Tables.Count, d = _model.Config.Dim, features = _model.Config.DenseFeatures;
+        bool reuse = _options.ReuseForward && samples.All(s => s.Pooled is not null);
+        using var scope = NewDisposeScope();
+        DlrmForwardPass? pass = null;
+        try
+        {
+            Tensor logits, pooled;
+            if (reuse)
+            {
+                pooled = empty(tables, b, d);
+                var ps = TensorMemory.Span(pooled);
+                for (int i = 0; i < b; i++)
+                {
+                    var src = samples[i].Pooled!;
+                    for (int t = 0; t < tables; t++) src.AsSpan(t * d, d).CopyTo(ps.Slice((t * b + i) * d, d));
+                }
+                pooled.requires_grad_(true);
+                var dense = empty(b, features);
+                batch.Dense.CopyTo(TensorMemory.Span(dense));
+                logits = _model.Dense.forward(dense, pooled);
+            }
+            else
+            {
+                pass = _model.Forward(batch);
+                logits = pass.Logits;
+                pooled = pass.Pooled;
+            }
+            var labels = empty(b);
+            batch.Labels.CopyTo(TensorMemory.Span(labels));
+            var loss = nn.functional.binary_cross_entropy_with_logits(logits, labels);
+            float lossValue = loss.item<float>();
+            if (!float.IsFinite(lossValue)) return Discard($"loss is {lossValue}", samples);
+            loss.backward();
+            var grad = pooled.grad;
+            if (grad is null) return Discard("no gradient reached the pooled embeddings", samples);
+            var gs = TensorMemory.Span(grad);
+            foreach (float g in gs)
+                if (!float.IsFinite(g)) return Discard("a pooled-embedding gradient is not finite", samples);
+
+            bool allApplied = true;
+            for (int t = 0; t < tables; t++)
+            {
+                var adapter = _adapters[t];
+                if (adapter is null) continue;
+                if (!adapter.ApplyGradients(batch.Indices(t), batch.Offsets(t), gs.Slice(t * b * d, b * d), _model.Config.Tables[t].Pooling))
+                    allApplied = false;
+            }
+            if (!allApplied) return Discard("an adapter refused a non-finite update", samples);
+            return true;
+        }
+        finally
+        {
+            pass?.Dispose();
+        }
+    }
+
+    bool Discard(string why, IReadOnlyList<ServedEvent> samples)
+    {
+        long n = Interlocked.Increment(ref _discarded);
+        // The first few and then every 1000th: a poisoned stream must not flood the log.
+        if (_logged < 10 || n % 1000 == 0)
+        {
+            _logged++;
+            _options.Log?.Invoke($"online trainer: step {Steps + n} discarded ({why}; {samples.Count} events from request {samples[0].RequestId}); {n} discarded so far");
+        }
+        return false;
+    }
+
+    public void Dispose()
+    {
+        Stop();
+        _gate.Dispose();
+    }
+}

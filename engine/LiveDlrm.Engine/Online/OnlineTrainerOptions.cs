@@ -1,0 +1,35 @@
+using LiveDlrm.Lora;
+
+namespace LiveDlrm.Online;
+
+/// <summary>Configuration of the colocated <see cref="OnlineTrainer"/>.</summary>
+public sealed record OnlineTrainerOptions
+{
+    /// <summary>Labelled events per optimizer step.</summary>
+    public int BatchSize { get; init; } = 256;
+    /// <summary>Labelled events waiting for the trainer at most; beyond it the oldest are dropped (and counted).</summary>
+    public int QueueCapacity { get; init; } = 1 << 16;
+    /// <summary>A partial batch is trained once its oldest event has waited this long (wall time); null = only full
+    /// batches (and whatever <see cref="OnlineTrainer.Drain"/> flushes), which makes replays deterministic.</summary>
+    public TimeSpan? MaxBatchWait { get; init; } = TimeSpan.FromMilliseconds(200);
+    /// <summary>Data reuse: train from the pooled embeddings computed when the request was served instead of
+    /// pooling again. They are as stale as the label delay (adapter updates in between are not reflected); the
+    /// saving is one embedding lookup per table per event.</summary>
+    public bool ReuseForward { get; init; } = true;
+    /// <summary>Options of each table's adapter (rank, budget, learning rates, optimizer, rank-adaptation interval).</summary>
+    public AdapterOptions Adapter { get; init; } = new() { InitialRank = 4, MaxRank = 16, RankAdaptInterval = 200, LearningRateA = 0.02f };
+    /// <summary>Tables whose budget holds fewer adapter rows than this get no adapter (a 24-row table's 1 % is a
+    /// few bytes); they are served and kept as the base model has them.</summary>
+    public int MinAdapterRows { get; init; } = 16;
+    /// <summary>Receives log lines (discarded steps, tables without an adapter); null = silent.</summary>
+    public Action<string>? Log { get; init; }
+
+    public void Validate()
+    {
+        if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "online trainer BatchSize must be ≥ 1");
+        if (QueueCapacity < BatchSize) throw new ArgumentOutOfRangeException(nameof(QueueCapacity), QueueCapacity, $"online trainer QueueCapacity must be ≥ BatchSize ({BatchSize})");
+        if (MaxBatchWait is { } w && w <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(MaxBatchWait), w, "online trainer MaxBatchWait must be positive (or null)");
+        if (MinAdapterRows < 1) throw new ArgumentOutOfRangeException(nameof(MinAdapterRows), MinAdapterRows, "online trainer MinAdapterRows must be ≥ 1");
+        ArgumentNullException.ThrowIfNull(Adapter, nameof(Adapter));
+    }
+}

@@ -1,0 +1,243 @@
+using System.Diagnostics;
+using LiveDlrm.Checkpoints;
+using LiveDlrm.Data;
+using LiveDlrm.Metrics;
+using LiveDlrm.Model;
+using LiveDlrm.Online;
+using LiveDlrm.Runtime;
+using LiveDlrm.Training;
+
+namespace LiveDlrm.Replay;
+
+/// <summary>
+/// The freshness replay: a timestamped stream is replayed in event time through the update modes, every mode
+/// serving a copy of the same base model (trained with <see cref="DlrmTrainer"/> on the stream's prefix, or
+/// loaded). Evaluation is progressive: each batch of events is scored by the serving model as it is at that
+/// event time; the events' labels become usable <see cref="ReplayOptions.LabelDelaySeconds"/> later (and never
+/// before the batch was scored). The replay itself is single-threaded per mode except for the live mode's
+/// trainer thread, which the replay waits for after each label delivery (event time is simulated much faster
+/// than real time; a trainer that keeps up in wall time would be caught up at every event, which is what the
+/// wait models — its speed is reported so that assumption can be checked).
+/// </summary>
+public sealed class FreshnessReplay
+{
+    readonly Func<IEventSource> _open;
+    readonly ReplayOptions _options;
+    readonly string _dataName;
+
+    public Action<string>? Log { get; init; }
+    /// <summary>Progress per mode: (mode, fraction of the replayed events done).</summary>
+    public Action<UpdateMode, double>? Progress { get; init; }
+
+    public FreshnessReplay(Func<IEventSource> openSource, ReplayOptions options, string dataName)
+    {
+        _open = openSource ?? throw new ArgumentNullException(nameof(openSource));
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        _options.Validate();
+        _dataName = dataName;
+    }
+
+    public ReplayReport Run()
+    {
+        TorchRuntime.EnsureInitialised();
+        // Update costs are thread CPU clocks: libtorch must not spread a step over its own pool.
+        TorchSharp.torch.set_num_threads(1);
+        using var source = _open();
+        var layout = source.Schema.Layout;
+
+        var (total, prefix) = CountPrefix(source);
+        if (total - prefix < 1) throw new ArgumentException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
+        Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0}");
+
+        DlrmModel? baseModel = null;
+        DlrmTrainer? baseTrainer = null;
+        var results = new List<ModeResult>();
+        long baseEvents = 0;
+        double baseSeconds = 0;
+        try
+        {
+            var sw = Stopwatch.StartNew();
+            if (_options.ModelPath is { } path)
+            {
+                baseModel = Checkpoint.Load(path, ModelCopy.InlineCpuBackend());
+                baseModel.Config.CheckLayout(layout);
+                Log?.Invoke($"base model: {path}");
+            }
+            else
+            {
+                var config = DlrmConfig.ForLayout(layout, _options.BottomMlp, _options.TopMlp);
+                baseModel = DlrmModel.Create(config, _options.ModelSeed, ModelCopy.InlineCpuBackend());
+                baseTrainer = new DlrmTrainer(baseModel, _options.FullTrainer);
+                var acc = new MetricAccumulator();
+                for (int epoch = 0; epoch < _options.BaseEpochs; epoch++)
+                {
+                    acc.Reset();
+                    var scores = new float[_options.ServeBatch];
+                    foreach (var batch in Batches(source, 0, prefix, _options.ServeBatch))
+                    {
+                        baseTrainer.Step(batch, scores);
+                        acc.Add(scores.AsSpan(0, batch.Count), batch.Labels);
+                        baseEvents += batch.Count;
+                    }
+                    Log?.Invoke($"base model: epoch {epoch + 1}/{_options.BaseEpochs} on {prefix:N0} events, progressive AUC {acc.Auc():F4}");
+                }
+            }
+            baseSeconds = sw.Elapsed.TotalSeconds;
+
+            // Delta continues the base trainer (its optimizer state, as a training cluster would), so it runs last.
+            var order = _options.Modes.OrderBy(m => m == UpdateMode.Delta ? 1 : 0).ToList();
+            foreach (var mode in order)
+            {
+                using ModeRunner runner = mode switch
+                {
+                    UpdateMode.Stale => new StaleRunner(baseModel),
+                    UpdateMode.Live => new LiveRunner(baseModel, _options),
+                    _ => new DeltaRunner(baseModel, baseTrainer, _options),
+                };
+                results.Add(RunMode(source, mode, runner, prefix, total - prefix));
+            }
+        }
+        finally
+        {
+            baseTrainer?.Dispose();
+            baseModel?.Dispose();
+        }
+
+        results = _options.Modes.Select(m => results.First(r => r.Mode == m)).ToList();
+        var first = results[0];
+        return new ReplayReport
+        {
+            Data = _dataName,
+            PrefixEvents = prefix,
+            ReplayEvents = total - prefix,
+            ReplayStart = first.Windows.Count > 0 ? first.Windows[0].Start : 0,
+            ReplayEnd = first.Windows.Count > 0 ? first.Windows[^1].End : 0,
+            BaseTrainEvents = baseEvents,
+            BaseTrainSeconds = baseSeconds,
+            OptimumAuc = _optimumAuc,
+            Options = _options,
+            Modes = results,
+        };
+    }
+
+    double _optimumAuc = double.NaN;
+
+    (long Total, long Prefix) CountPrefix(IEventSource source)
+    {
+        source.Reset();
+        var batch = new EventBatch(source.Schema.Layout, 4096);
+        long total = 0, beforeTime = 0, previous = long.MinValue;
+        while (source.Read(batch) > 0)
+        {
+            var ts = batch.Timestamps;
+            for (int i = 0; i < ts.Length; i++)
+            {
+                if (ts[i] < previous)
+                    throw new DataFormatException($"{_dataName}: event {total + i} has timestamp {ts[i]} before the previous event's {previous}; a replay needs events in time order");
+                previous = ts[i];
+                if (_options.BasePrefixTime is { } cut && ts[i] < cut) beforeTime++;
+            }
+            total += batch.Count;
+        }
+        long prefix = _options.BasePrefixTime is not null ? beforeTime
+                    : _options.BasePrefixFraction is { } f ? (long)Math.Floor(f * total)
+                    : 0;
+        return (total, prefix);
+    }
+
+    /// <summary>Events [<paramref name="from"/>, <paramref name="to"/>) of the stream in batches of
+    /// <paramref name="size"/>, request id = event index. The yielded batch is reused: consume it before moving on.</summary>
+    static IEnumerable<EventBatch> Batches(IEventSource source, long from, long to, int size)
+    {
+        source.Reset();
+        var read = new EventBatch(source.Schema.Layout, size);
+        var output = new EventBatch(source.Schema.Layout, size);
+        long index = 0;
+        while (index < to && source.Read(read) > 0)
+        {
+            int start = 0, end = read.Count;
+            if (index < from) { long skip = Math.Min(end, from - index); start = (int)skip; index += skip; }
+            end = (int)Math.Min(end, start + (to - index));
+            while (start < end)
+            {
+                int take = Math.Min(end - start, size - output.Count);
+                int row0 = output.Count;
+                output.AppendRange(read, start, take);
+                for (int i = 0; i < take; i++) output.SetRequestId(row0 + i, index + i);
+                index += take;
+                start += take;
+                if (output.IsFull) { yield return output; output.Clear(); }
+            }
+        }
+        if (output.Count > 0) yield return output;
+    }
+
+    ModeResult RunMode(IEventSource source, UpdateMode mode, ModeRunner runner, long prefix, long replayEvents)
+    {
+        var sw = Stopwatch.StartNew();
+        var layout = source.Schema.Layout;
+        bool hasTruth = layout.HasTrueProbabilities;
+        var overall = new MetricAccumulator(1 << 16);
+        var overallTruth = new MetricAccumulator(hasTruth ? 1 << 16 : 16);
+        var window = new MetricAccumulator();
+        var windowTruth = new MetricAccumulator();
+        var windows = new List<WindowResult>();
+        var pending = new Queue<(long Due, EventBatch Batch)>();
+        var spare = new Stack<EventBatch>();
+        var scores = new float[_options.ServeBatch];
+        long start = long.MinValue, windowStart = 0, done = 0;
+        int lastPercent = -1;
+
+        void CloseWindow()
+        {
+            if (window.Count == 0) return;
+            var w = new WindowResult(windowStart, windowStart + _options.WindowSeconds, window.Summary(),
+                                     hasTruth ? windowTruth.Auc() : double.NaN);
+            windows.Add(runner.Describe(w));
+            window.Reset();
+            windowTruth.Reset();
+        }
+
+        foreach (var batch in Batches(source, prefix, long.MaxValue, _options.ServeBatch))
+        {
+            long now = batch.Timestamps[0];
+            if (start == long.MinValue) { start = now; windowStart = now; }
+            // Labels that have arrived by now train first, then syncs due by now land: the model that scores this
+            // batch is the one the mode would serve at this event time.
+            while (pending.Count > 0 && pending.Peek().Due <= now)
+            {
+                var (_, labelled) = pending.Dequeue();
+                runner.Learn(labelled, now);
+                spare.Push(labelled);
+            }
+            runner.AdvanceTo(now);
+            runner.Score(batch, scores);
+
+            var ts = batch.Timestamps;
+            var labels = batch.Labels;
+            var truth = batch.TrueProbabilities;
+            for (int i = 0; i < batch.Count; i++)
+            {
+                while (ts[i] >= windowStart + _options.WindowSeconds) { CloseWindow(); windowStart += _options.WindowSeconds; }
+                window.Add(scores[i], labels[i]);
+                overall.Add(scores[i], labels[i]);
+                if (hasTruth) { windowTruth.Add(truth[i], labels[i]); overallTruth.Add(truth[i], labels[i]); }
+            }
+
+            var copy = spare.Count > 0 ? spare.Pop() : new EventBatch(layout, _options.ServeBatch);
+            copy.Clear();
+            copy.AppendRange(batch, 0, batch.Count);
+            pending.Enqueue((ts[^1] + _options.LabelDelaySeconds, copy));
+
+            done += batch.Count;
+            int percent = (int)(100 * done / Math.Max(1, replayEvents));
+            if (percent != lastPercent) { lastPercent = percent; Progress?.Invoke(mode, (double)done / replayEvents); }
+        }
+        CloseWindow();
+        if (hasTruth) _optimumAuc = overallTruth.Auc();
+        var result = runner.Finish(new ModeResult(mode, overall.Summary(), windows, runner.Cost, 0));
+        result = result with { WallSeconds = sw.Elapsed.TotalSeconds };
+        Log?.Invoke($"{result.Name,-6} {result.Overall}  cpu {result.Cost.CpuSeconds:F2} s  network {result.Cost.NetworkBytes / 1e6:F2} MB  ({result.WallSeconds:F1} s wall)");
+        return result;
+    }
+}

@@ -1,0 +1,284 @@
+using LiveDlrm.Data;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
+using LiveDlrm.Model;
+using LiveDlrm.Online;
+using LiveDlrm.Training;
+
+namespace LiveDlrm.Replay;
+
+/// <summary>One update mode inside the replay loop: scores batches, learns from labels once they arrive,
+/// applies whatever is due at an event time, and accounts its update cost.</summary>
+abstract class ModeRunner : IDisposable
+{
+    public abstract void Score(EventBatch batch, Span<float> scores);
+    /// <summary>The labels of <paramref name="batch"/> (scored earlier) arrived at event time <paramref name="now"/>.</summary>
+    public virtual void Learn(EventBatch batch, long now) { }
+    public virtual void AdvanceTo(long now) { }
+    public abstract UpdateCost Cost { get; }
+    /// <summary>Adds the mode's state at the end of a window (cumulative cost, adapter memory, ranks).</summary>
+    public virtual WindowResult Describe(WindowResult window) =>
+        window with { NetworkBytes = Cost.NetworkBytes, CpuSeconds = Cost.CpuSeconds };
+    public virtual ModeResult Finish(ModeResult result) => result;
+    public abstract void Dispose();
+}
+
+/// <summary>The base model, never updated.</summary>
+sealed class StaleRunner(DlrmModel baseModel) : ModeRunner
+{
+    readonly DlrmModel _model = ModelCopy.Clone(baseModel, ModelCopy.InlineCpuBackend());
+
+    public override void Score(EventBatch batch, Span<float> scores) => _model.Predict(batch, scores);
+    public override UpdateCost Cost => new();
+    public override void Dispose() => _model.Dispose();
+}
+
+/// <summary>
+/// Delta updates: a full-parameter <see cref="DlrmTrainer"/> (the "training cluster") learns on the labelled
+/// stream; every sync interval of event time its changed rows (as stored bytes) and all dense parameters are
+/// snapshotted and shipped, landing on the serving copy a sync delay later. Cost: shipped bytes; CPU of the
+/// trainer's steps, of taking the snapshot and of applying it (thread CPU clocks).
+/// </summary>
+sealed class DeltaRunner : ModeRunner
+{
+    readonly DlrmModel _serving;
+    readonly DlrmModel? _ownTrainerModel;
+    readonly DlrmTrainer _trainer;
+    readonly bool _ownsTrainer;
+    readonly ReplayOptions _options;
+    readonly Queue<Shipment> _inFlight = new();
+    long _nextSync = long.MinValue;
+    long _bytes, _rows;
+    int _syncs;
+    double _trainerCpu, _applyCpu;
+
+    sealed record Shipment(long Arrival, long[][] Rows, byte[][] Bytes, DlrmDenseNet Dense);
+
+    /// <param name="baseTrainer">The trainer that made the base model, continued (null: a new trainer on a copy).</param>
+    public DeltaRunner(DlrmModel baseModel, DlrmTrainer? baseTrainer, ReplayOptions options)
+    {
+        _options = options;
+        _serving = ModelCopy.Clone(baseModel, ModelCopy.InlineCpuBackend());
+        if (baseTrainer is not null && ReferenceEquals(baseTrainer.Model, baseModel))
+        {
+            _trainer = baseTrainer;
+        }
+        else
+        {
+            _ownTrainerModel = ModelCopy.Clone(baseModel, ModelCopy.InlineCpuBackend());
+            _trainer = new DlrmTrainer(_ownTrainerModel, options.FullTrainer);
+            _ownsTrainer = true;
+        }
+        _trainer.Changes.TakeChanges();   // rows the base training changed are already on the server
+    }
+
+    public override void Score(EventBatch batch, Span<float> scores) => _serving.Predict(batch, scores);
+
+    public override void Learn(EventBatch batch, long now)
+    {
+        double c0 = ThreadCpuClock.Now();
+        _trainer.Step(batch);
+        _trainerCpu += ThreadCpuClock.Now() - c0;
+    }
+
+    public override void AdvanceTo(long now)
+    {
+        if (_nextSync == long.MinValue) _nextSync = now + _options.SyncIntervalSeconds;
+        while (now >= _nextSync)
+        {
+            Snapshot(_nextSync + _options.SyncDelaySeconds);
+            _nextSync += _options.SyncIntervalSeconds;
+        }
+        while (_inFlight.Count > 0 && _inFlight.Peek().Arrival <= now) Apply(_inFlight.Dequeue());
+    }
+
+    void Snapshot(long arrival)
+    {
+        double c0 = ThreadCpuClock.Now();
+        var changes = _trainer.Changes.TakeChanges();
+        var tables = _trainer.Model.Tables;
+        var bytes = new byte[tables.Count][];
+        for (int t = 0; t < tables.Count; t++)
+        {
+            var rows = changes.Rows[t];
+            int stride = tables[t].RowStride;
+            var buffer = bytes[t] = new byte[rows.Length * stride];
+            for (int i = 0; i < rows.Length; i++) tables[t].StoredRow(rows[i]).CopyTo(buffer.AsSpan(i * stride, stride));
+        }
+        var dense = new DlrmDenseNet(_trainer.Model.Config);
+        dense.CopyFrom(_trainer.Model.Dense);
+        _inFlight.Enqueue(new Shipment(arrival, changes.Rows.ToArray(), bytes, dense));
+        _bytes += changes.Bytes + _trainer.DenseBytes;
+        _rows += changes.RowCount;
+        _syncs++;
+        _applyCpu += ThreadCpuClock.Now() - c0;
+    }
+
+    void Apply(Shipment s)
+    {
+        double c0 = ThreadCpuClock.Now();
+        var tables = _serving.Tables;
+        for (int t = 0; t < tables.Count; t++)
+        {
+            int stride = tables[t].RowStride;
+            var rows = s.Rows[t];
+            for (int i = 0; i < rows.Length; i++) s.Bytes[t].AsSpan(i * stride, stride).CopyTo(tables[t].StoredRow(rows[i]));
+        }
+        _serving.Dense.CopyFrom(s.Dense);
+        s.Dense.Dispose();
+        _applyCpu += ThreadCpuClock.Now() - c0;
+    }
+
+    public override UpdateCost Cost => new()
+    {
+        NetworkBytes = _bytes, TrainerCpuSeconds = _trainerCpu, ApplyCpuSeconds = _applyCpu, Syncs = _syncs, RowsShipped = _rows,
+    };
+
+    public override void Dispose()
+    {
+        while (_inFlight.Count > 0) _inFlight.Dequeue().Dense.Dispose();
+        if (_ownsTrainer) _trainer.Dispose();
+        _ownTrainerModel?.Dispose();
+        _serving.Dispose();
+    }
+}
+
+/// <summary>
+/// Live updates: the serving copy answers through LoRA adapters (<see cref="AdapterEmbeddingBackend"/>); served
+/// requests wait in the <see cref="LiveServer"/>'s ring and their labels are joined by request id when they
+/// arrive; the <see cref="OnlineTrainer"/> thread trains the adapters and the very next batch is served through
+/// them. Cost: the trainer thread's CPU; merges write rows into the local tables (counted, never shipped).
+/// </summary>
+sealed class LiveRunner : ModeRunner
+{
+    readonly DlrmModel _model;
+    readonly TableAdapter?[] _adapters;
+    readonly OnlineTrainer _trainer;
+    readonly LiveServer _server;
+    readonly long _tableBytes;
+    readonly long[] _maxBytes;
+    readonly int[] _seenHistory;
+    readonly List<RankRecord> _ranks = new();
+    double _memoryPctMax;
+    long _maxLag;
+
+    public LiveRunner(DlrmModel baseModel, ReplayOptions options)
+    {
+        var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
+        _model = ModelCopy.Clone(baseModel, backend);
+        try
+        {
+            _adapters = OnlineTrainer.CreateAdapters(_model, backend, options.OnlineTrainer);
+            _trainer = new OnlineTrainer(_model, _adapters, options.OnlineTrainer);
+        }
+        catch
+        {
+            _model.Dispose();
+            throw;
+        }
+        _server = new LiveServer(_trainer, ringCapacity: 1 << 18);
+        _tableBytes = _model.Tables.Sum(t => t.ByteSize);
+        _maxBytes = new long[_adapters.Length];
+        _seenHistory = new int[_adapters.Length];
+        _trainer.Start();
+        ObserveMemory();
+    }
+
+    public override void Score(EventBatch batch, Span<float> scores) => _server.Serve(batch, scores);
+
+    public override void Learn(EventBatch batch, long now)
+    {
+        var ids = batch.RequestIds;
+        var labels = batch.Labels;
+        for (int i = 0; i < batch.Count; i++) _server.Feedback(ids[i], labels[i]);
+        _trainer.Drain();
+        _maxLag = Math.Max(_maxLag, _trainer.LagSeconds);
+        ObserveMemory();
+        for (int t = 0; t < _adapters.Length; t++)
+        {
+            var a = _adapters[t];
+            if (a is null) continue;
+            var history = a.History;
+            for (int k = _seenHistory[t]; k < history.Count; k++)
+            {
+                var e = history[k];
+                _ranks.Add(new RankRecord(now, a.Table.Name, e.Step, e.OldRank, e.NewRank, e.KeptEnergy, e.AdapterBytes, e.BudgetBytes));
+            }
+            _seenHistory[t] = history.Count;
+        }
+    }
+
+    void ObserveMemory()
+    {
+        long total = 0;
+        for (int t = 0; t < _adapters.Length; t++)
+        {
+            var a = _adapters[t];
+            if (a is null) continue;
+            long bytes = a.AllocatedBytes;
+            if (bytes > a.BudgetBytes) throw new InvalidOperationException($"table '{a.Table.Name}': adapter holds {bytes} bytes, over its budget of {a.BudgetBytes}");
+            _maxBytes[t] = Math.Max(_maxBytes[t], bytes);
+            total += bytes;
+        }
+        _memoryPctMax = Math.Max(_memoryPctMax, 100.0 * total / _tableBytes);
+    }
+
+    long MergedBytes => _adapters.Where(a => a is not null).Sum(a => a!.MergedRows * a.Table.RowStride);
+
+    public override UpdateCost Cost => new() { TrainerCpuSeconds = _trainer.CpuSeconds, LocalBytesWritten = MergedBytes };
+
+    public override WindowResult Describe(WindowResult window)
+    {
+        long adapterBytes = _adapters.Where(a => a is not null).Sum(a => a!.AllocatedBytes);
+        return base.Describe(window) with
+        {
+            AdapterMemoryPct = 100.0 * adapterBytes / _tableBytes,
+            Ranks = _adapters.Where(a => a is not null).ToDictionary(a => a!.Table.Name, a => a!.Rank),
+            TrainerLagSeconds = _trainer.LagSeconds,
+            TrainerDrops = _trainer.Drops,
+        };
+    }
+
+    public override ModeResult Finish(ModeResult result)
+    {
+        _trainer.Drain();
+        var tables = new List<AdapterTableStats>();
+        for (int t = 0; t < _model.Tables.Count; t++)
+        {
+            var table = _model.Tables[t];
+            var a = _adapters[t];
+            tables.Add(a is null
+                ? new AdapterTableStats(table.Name, false, table.ByteSize, 0, 0, 0, 0, 0, 0)
+                : new AdapterTableStats(table.Name, true, table.ByteSize, a.BudgetBytes, _maxBytes[t], a.Rank, a.MergedRows, a.RejectedSteps, a.DroppedRowUpdates));
+        }
+        long budget = _adapters.Where(a => a is not null).Sum(a => a!.BudgetBytes);
+        return result with
+        {
+            Cost = Cost,
+            Live = new LiveStats
+            {
+                AdapterMemoryPctMax = _memoryPctMax,
+                AdapterBudgetPct = 100.0 * budget / _tableBytes,
+                RankHistory = _ranks,
+                Tables = tables,
+                Samples = _trainer.SamplesProcessed,
+                Steps = _trainer.Steps,
+                DiscardedSteps = _trainer.DiscardedSteps,
+                Drops = _trainer.Drops,
+                UnknownFeedback = _server.Ring.UnknownFeedback,
+                ExpiredRequests = _server.Ring.Expired,
+                MaxLagSeconds = _maxLag,
+                SamplesPerBusySecond = _trainer.SamplesPerBusySecond,
+                ReuseForward = _trainer.Options.ReuseForward,
+            },
+        };
+    }
+
+    public override void Dispose()
+    {
+        _trainer.Dispose();
+        // Adapters after the trainer (no writer left) and before the model's tables they point into.
+        foreach (var a in _adapters) a?.Dispose();
+        _model.Dispose();
+    }
+}

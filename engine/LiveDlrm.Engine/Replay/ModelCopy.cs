@@ -1,0 +1,41 @@
+using LiveDlrm.Embeddings;
+using LiveDlrm.Model;
+
+namespace LiveDlrm.Replay;
+
+/// <summary>Independent copies of a model, so every replay mode starts from the same base.</summary>
+public static unsafe class ModelCopy
+{
+    /// <summary>A deep copy of <paramref name="source"/> (tables byte for byte, dense parameters) serving through
+    /// <paramref name="backend"/> (owned by the copy).</summary>
+    public static DlrmModel Clone(DlrmModel source, IEmbeddingBackend backend)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(backend);
+        var tables = new List<EmbeddingTable>();
+        DlrmDenseNet? dense = null;
+        try
+        {
+            foreach (var t in source.Tables)
+            {
+                var copy = EmbeddingTable.Create(t.Name, t.Rows, t.Dim, t.Storage);
+                tables.Add(copy);
+                long bytes = t.Rows * t.RowStride;
+                Buffer.MemoryCopy(t.DataPointer, copy.DataPointer, bytes, bytes);
+            }
+            dense = new DlrmDenseNet(source.Config);
+            dense.CopyFrom(source.Dense);
+            return new DlrmModel(source.Config, tables, dense, backend);
+        }
+        catch
+        {
+            foreach (var t in tables) t.Dispose();
+            dense?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The CPU kernels on the calling thread only (a worker pool of 0 threads): replay costs are measured
+    /// with thread CPU clocks, so no lookup work may hide on other threads.</summary>
+    public static IEmbeddingBackend InlineCpuBackend() => new CpuEmbeddingBackend(new EmbeddingWorkerPool(0), ownsPool: true);
+}

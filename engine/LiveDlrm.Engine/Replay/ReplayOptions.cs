@@ -1,0 +1,66 @@
+using LiveDlrm.Online;
+using LiveDlrm.Training;
+
+namespace LiveDlrm.Replay;
+
+/// <summary>How the serving model is kept fresh during a replay.</summary>
+public enum UpdateMode
+{
+    /// <summary>No updates: the base model serves the whole replay.</summary>
+    Stale,
+    /// <summary>A separate full-parameter trainer learns on the stream; its changed rows and dense parameters are
+    /// shipped to the serving model every sync interval and arrive after the sync delay.</summary>
+    Delta,
+    /// <summary>LoRA adapters trained in-process on the served events and served at once.</summary>
+    Live,
+}
+
+/// <summary>Everything a <see cref="FreshnessReplay"/> run needs besides the stream.</summary>
+public sealed record ReplayOptions
+{
+    public IReadOnlyList<UpdateMode> Modes { get; init; } = [UpdateMode.Stale, UpdateMode.Delta, UpdateMode.Live];
+
+    /// <summary>Checkpoint directory of the base model; null = train one on the stream's prefix.</summary>
+    public string? ModelPath { get; init; }
+    /// <summary>The base prefix as a fraction of the stream's events (used when <see cref="BasePrefixTime"/> is null).
+    /// With <see cref="ModelPath"/> set, null means replay the whole stream.</summary>
+    public double? BasePrefixFraction { get; init; } = 0.3;
+    /// <summary>The base prefix as the events before this unix time (overrides the fraction).</summary>
+    public long? BasePrefixTime { get; init; }
+    /// <summary>Passes over the prefix when training the base model.</summary>
+    public int BaseEpochs { get; init; } = 1;
+    public IReadOnlyList<int> BottomMlp { get; init; } = [32, 16];
+    public IReadOnlyList<int> TopMlp { get; init; } = [64, 32, 1];
+    public int ModelSeed { get; init; } = 7;
+
+    /// <summary>Events served (scored) together; also the minibatch of the delta trainer.</summary>
+    public int ServeBatch { get; init; } = 256;
+    /// <summary>Event-time seconds after an event until its label can be used for training.</summary>
+    public long LabelDelaySeconds { get; init; } = 60;
+    public long WindowSeconds { get; init; } = 3600;
+    public long SyncIntervalSeconds { get; init; } = 600;
+    public long SyncDelaySeconds { get; init; } = 300;
+
+    /// <summary>Trainer of the base model and of the delta baseline (one thread, so its CPU clock is its whole cost).</summary>
+    public DlrmTrainerOptions FullTrainer { get; init; } = new() { Threads = 1 };
+    public OnlineTrainerOptions OnlineTrainer { get; init; } = new() { MaxBatchWait = null };
+
+    public void Validate()
+    {
+        if (Modes.Count == 0) throw new ArgumentException("no update mode selected", nameof(Modes));
+        if (Modes.Distinct().Count() != Modes.Count) throw new ArgumentException("an update mode is listed twice", nameof(Modes));
+        if (BasePrefixFraction is { } f && !(f >= 0 && f < 1)) throw new ArgumentOutOfRangeException(nameof(BasePrefixFraction), f, "base prefix fraction must be in [0, 1)");
+        if (ModelPath is null && BasePrefixFraction is null && BasePrefixTime is null)
+            throw new ArgumentException("without a base model checkpoint a base prefix (fraction or time) is needed to train one");
+        if (ModelPath is null && BasePrefixFraction == 0 && BasePrefixTime is null)
+            throw new ArgumentOutOfRangeException(nameof(BasePrefixFraction), 0, "a base prefix of 0 leaves nothing to train the base model on (give --model instead)");
+        ArgumentOutOfRangeException.ThrowIfLessThan(BaseEpochs, 1, nameof(BaseEpochs));
+        ArgumentOutOfRangeException.ThrowIfLessThan(ServeBatch, 1, nameof(ServeBatch));
+        ArgumentOutOfRangeException.ThrowIfNegative(LabelDelaySeconds, nameof(LabelDelaySeconds));
+        ArgumentOutOfRangeException.ThrowIfLessThan(WindowSeconds, 1, nameof(WindowSeconds));
+        ArgumentOutOfRangeException.ThrowIfLessThan(SyncIntervalSeconds, 1, nameof(SyncIntervalSeconds));
+        ArgumentOutOfRangeException.ThrowIfNegative(SyncDelaySeconds, nameof(SyncDelaySeconds));
+        FullTrainer.Validate();
+        OnlineTrainer.Validate();
+    }
+}

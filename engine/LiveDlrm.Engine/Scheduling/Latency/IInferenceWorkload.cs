@@ -1,0 +1,15 @@
+namespace LiveDlrm.Scheduling.Latency;
+
+/// <summary>What the latency harness drives: one call serves one inference request, synchronously, on the harness's
+/// dispatch thread. The DLRM model's Predict will implement this; until then <see cref="EmbeddingLookupWorkload"/>
+/// stands in.</summary>
+public interface IInferenceWorkload : IDisposable
+{
+    /// <summary>Short label for output and JSON, e.g. "embedding-lookup-proxy".</summary>
+    string Name { get; }
+    string Description { get; }
+    /// <summary>Linux TIDs of helper threads the workload runs requests on (besides the dispatch thread), for resctrl.</summary>
+    IReadOnlyList<int> ThreadIds { get; }
+    /// <summary>Serves request number <paramref name="request"/>; must not allocate in steady state.</summary>
+    void Serve(long request);
+}

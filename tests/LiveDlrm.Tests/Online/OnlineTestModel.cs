@@ -1,0 +1,73 @@
+using LiveDlrm.Data;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
+using LiveDlrm.Model;
+using LiveDlrm.Online;
+using LiveDlrm.Replay;
+using LiveDlrm.Runtime;
+
+namespace LiveDlrm.Tests.Online;
+
+/// <summary>A small live model (two tables big enough for an adapter, one too small) with its adapters and trainer.</summary>
+sealed class OnlineTestModel : IDisposable
+{
+    public DlrmModel Model { get; }
+    public TableAdapter?[] Adapters { get; }
+    public OnlineTrainer Trainer { get; }
+
+    public static DlrmConfig Config() => new(3, [8, 8], [8, 1],
+        [new DlrmTableConfig("big", 400, 8, PoolingMode.Sum, EmbeddingStorage.Fp32),
+         new DlrmTableConfig("mid", 200, 8, PoolingMode.Mean, EmbeddingStorage.Fp32),
+         new DlrmTableConfig("tiny", 3, 8, PoolingMode.Sum, EmbeddingStorage.Fp32)]);
+
+    public static OnlineTrainerOptions Options(bool reuse = true, int queue = 1024, int batch = 16) => new()
+    {
+        BatchSize = batch,
+        QueueCapacity = queue,
+        MaxBatchWait = null,
+        ReuseForward = reuse,
+        Adapter = new AdapterOptions { InitialRank = 2, MaxRank = 4, BudgetFraction = 0.4, LearningRateA = 0.2f, LearningRateB = 0.05f },
+    };
+
+    public OnlineTestModel(OnlineTrainerOptions? options = null, int seed = 3)
+    {
+        TorchRuntime.EnsureInitialised();
+        options ??= Options();
+        var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
+        Model = DlrmModel.Create(Config(), seed, backend);
+        Adapters = OnlineTrainer.CreateAdapters(Model, backend, options);
+        Trainer = new OnlineTrainer(Model, Adapters, options);
+    }
+
+    public static EventBatchLayout Layout() =>
+        new(3, Config().Tables.Select(t => new SparseFeatureLayout(t.Name, t.Name, t.Rows)).ToArray());
+
+    /// <summary>Events whose label is decided by the "big" row (even row = click), so an adapter can learn it.</summary>
+    public static EventBatch Batch(int count, int seed, long firstRequest = 0)
+    {
+        var random = new Random(seed);
+        var batch = new EventBatch(Layout(), count, 2);
+        for (int e = 0; e < count; e++)
+        {
+            long big = random.Next(40);
+            int row = batch.AddEvent(big % 2 == 0 ? 1 : 0, 1000 + e, firstRequest + e);
+            var d = batch.DenseRowForWrite(row);
+            for (int k = 0; k < d.Length; k++) d[k] = (float)random.NextDouble();
+            batch.AddIndex(0, big);
+            batch.AddIndex(1, random.Next(200));
+            batch.AddIndex(1, random.Next(200));
+            batch.AddIndex(2, random.Next(3));
+        }
+        return batch;
+    }
+
+    public static List<ServedEvent> Served(EventBatch batch) =>
+        Enumerable.Range(0, batch.Count).Select(i => { var s = ServedEvent.FromBatch(batch, i, default, 8); return s; }).ToList();
+
+    public void Dispose()
+    {
+        Trainer.Dispose();
+        foreach (var a in Adapters) a?.Dispose();
+        Model.Dispose();
+    }
+}
