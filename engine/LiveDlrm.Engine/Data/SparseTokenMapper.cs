@@ -1,0 +1,81 @@
+using System.Buffers.Text;
+using System.IO.Hashing;
+using System.Text;
+
+namespace LiveDlrm.Data;
+
+/// <summary>Maps one sparse token (raw UTF-8 bytes as they appear in the file) to a row of its table, as the
+/// column's <see cref="SparseMapping"/> says. Not thread-safe (the vocabulary lookup reuses a char buffer).</summary>
+public sealed class SparseTokenMapper
+{
+    readonly SparseColumn _column;
+    readonly ulong _rows;
+    readonly long _seed;
+    readonly Dictionary<string, long>? _vocabulary;
+    readonly Dictionary<string, long>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    char[] _chars = new char[64];
+
+    public SparseColumn Column => _column;
+    /// <summary>Number of vocabulary entries (the out-of-vocabulary row is this value); 0 for other mappings.</summary>
+    public long VocabularySize => _vocabulary?.Count ?? 0;
+
+    public SparseTokenMapper(SparseColumn column, string field = "sparse")
+    {
+        _column = column ?? throw new ArgumentNullException(nameof(column));
+        _rows = (ulong)column.Rows;
+        _seed = unchecked((long)column.HashSeed);
+        if (column.Mapping == SparseMapping.Vocabulary)
+        {
+            string path = column.VocabularyFile!;
+            if (!File.Exists(path)) throw new SchemaException($"{field}.vocabulary: file '{path}' does not exist");
+            _vocabulary = new Dictionary<string, long>(StringComparer.Ordinal);
+            long line = 0;
+            foreach (string raw in File.ReadLines(path, Encoding.UTF8))
+            {
+                line++;
+                string token = raw.TrimEnd('\r');
+                if (token.Length == 0) throw new SchemaException($"{field}.vocabulary: {path} line {line} is empty");
+                if (!_vocabulary.TryAdd(token, _vocabulary.Count))
+                    throw new SchemaException($"{field}.vocabulary: {path} line {line}: token '{token}' appears twice");
+            }
+            if (column.Rows <= _vocabulary.Count)
+                throw new SchemaException($"{field}.rows: {column.Rows} rows cannot hold the {_vocabulary.Count} vocabulary entries of {path} plus the out-of-vocabulary row (need >= {_vocabulary.Count + 1})");
+            _lookup = _vocabulary.GetAlternateLookup<ReadOnlySpan<char>>();
+        }
+    }
+
+    /// <summary>The row of <paramref name="token"/>, or false with a reason (integer mapping only: not an integer,
+    /// or outside [0, rows)).</summary>
+    public bool TryMap(ReadOnlySpan<byte> token, out long row, out string? error)
+    {
+        error = null;
+        switch (_column.Mapping)
+        {
+            case SparseMapping.Hash:
+                row = (long)(XxHash64.HashToUInt64(token, _seed) % _rows);
+                return true;
+            case SparseMapping.Integer:
+                if (!Utf8Parser.TryParse(token, out long v, out int consumed) || consumed != token.Length)
+                {
+                    row = 0; error = $"'{Encoding.UTF8.GetString(token)}' is not an integer row"; return false;
+                }
+                if ((ulong)v >= _rows)
+                {
+                    row = 0; error = $"row {v} is outside [0, {_column.Rows})"; return false;
+                }
+                row = v;
+                return true;
+            default:
+                int max = Encoding.UTF8.GetMaxCharCount(token.Length);
+                if (_chars.Length < max) _chars = new char[Math.Max(max, _chars.Length * 2)];
+                int n = Encoding.UTF8.GetChars(token, _chars);
+                row = _lookup.TryGetValue(_chars.AsSpan(0, n), out long r) ? r : _vocabulary!.Count;
+                return true;
+        }
+    }
+
+    /// <summary>The documented hash mapping, for callers that want to precompute rows: XxHash64 of the token's UTF-8
+    /// bytes with the column seed, modulo rows.</summary>
+    public static long HashRow(ReadOnlySpan<byte> token, ulong seed, long rows) =>
+        (long)(XxHash64.HashToUInt64(token, unchecked((long)seed)) % (ulong)rows);
+}

@@ -1,0 +1,256 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using LiveDlrm.Memory;
+
+namespace LiveDlrm.Lora;
+
+/// <summary>Byte layout of one adapter slot in the native pool. A slot holds one row's A vector and the trainer's
+/// per-row state; readers only ever touch <see cref="SeqOffset"/>, <see cref="RowOffset"/> and the A vector.
+/// <code>
+///  0  int32  seq       seqlock counter: odd while the trainer writes the slot (A, owner row, or a merge of W[row])
+///  4  float  adagrad   row-wise Adagrad accumulator (trainer only)
+///  8  int64  row       owning table row, -1 when free
+/// 16  int64  stamp     adapter clock at the last update (LRU order for eviction)
+/// 24  int32  touch     index into the trainer's per-step gradient scratch (validated against the scratch, never trusted)
+/// 28  (pad)
+/// 32  float  A[rank]
+/// </code>
+/// The stride is rounded up to 32 bytes so the A vector of rank 8/16 starts on a 32-byte boundary.</summary>
+internal static class SlotLayout
+{
+    public const int SeqOffset = 0;
+    public const int AdagradOffset = 4;
+    public const int RowOffset = 8;
+    public const int StampOffset = 16;
+    public const int TouchOffset = 24;
+    public const int AOffset = 32;
+
+    public static int StrideFor(int rank) => (AOffset + rank * sizeof(float) + 31) & ~31;
+}
+
+/// <summary>One immutable-shape version of a table's adapter: the open-addressing map row → slot, the slot pool and
+/// B, all for one rank. Shape changes (rank change, map rebuild) create a new generation that is published with one
+/// reference write; readers pin the generation they started with (<see cref="Readers"/>), so they never mix an old
+/// B with A vectors of a new rank, and the trainer frees a retired generation only after its readers drained.
+///
+/// Map: capacity is a power of two, linear probing, one 64-bit word per entry so readers see an entry whole:
+/// <c>((row + 1) &lt;&lt; 24) | slot</c>; 0 = empty, -1 = tombstone. Deletion writes a tombstone (backward-shift
+/// deletion would move live entries under a concurrent reader's probe and make it miss them); tombstones are reused
+/// by inserts and cleared by rebuilding the map into a new generation when live + tombstones pass 3/4 of capacity.
+/// The pool holds at most capacity/2 slots, so a probe for an absent row (the common case) ends after ~2.5 entries.</summary>
+internal sealed unsafe class AdapterGeneration
+{
+    public const int SlotBits = 24;
+    public const long SlotMask = (1L << SlotBits) - 1;
+    public const long MaxRows = (1L << (63 - SlotBits)) - 2;
+    public const long Empty = 0;
+    public const long Tombstone = -1;
+
+    public readonly long Version;
+    public readonly int Rank;
+    public readonly int Dim;
+    public readonly int SlotStride;
+    public readonly int SlotCapacity;
+    public readonly long MapCapacity;
+    readonly int _mapShift;
+    readonly long _mapMask;
+
+    public readonly NativeBuffer Pool;
+    public readonly NativeBuffer Map;
+    /// <summary>Presence filter in front of the map: one bit per (hashed) row, 8 bits per map entry (≥ 16 per slot),
+    /// set on insert and never cleared within a generation (a map rebuild starts a clean one). A clear bit proves the
+    /// row has no slot, so most absent rows are decided by one load from a table a ninth the map's size (L2-resident
+    /// for a 1 % budget) instead of a probe. Stale bits of merged rows only cost a probe.</summary>
+    public readonly NativeBuffer Filter;
+    public readonly ulong* FilterPointer;
+    public readonly int FilterShift;
+    public readonly byte* PoolPointer;
+    public readonly long* MapPointer;
+
+    /// <summary>B (rank × dim, row-major). Replaced, never mutated, once published: a reader's snapshot stays whole.</summary>
+    public float[] B;
+    /// <summary>Adagrad state of B (trainer only; reset on a rank change).</summary>
+    public float[] BAdagrad;
+
+    /// <summary>Readers currently inside a lookup on this generation (see <see cref="TableAdapter"/> for the protocol).</summary>
+    public int Readers;
+
+    // Trainer-side bookkeeping (single writer): free slots as a stack, map occupancy.
+    public readonly int[] FreeSlots;
+    public int FreeCount;
+    public int Live;
+    public int Tombstones;
+    public bool OwnsPool = true;
+
+    AdapterGeneration(long version, int rank, int dim, int slotCapacity, long mapCapacity, NativeBuffer pool, float[] b)
+    {
+        Version = version;
+        Rank = rank;
+        Dim = dim;
+        SlotStride = SlotLayout.StrideFor(rank);
+        SlotCapacity = slotCapacity;
+        MapCapacity = mapCapacity;
+        _mapMask = mapCapacity - 1;
+        _mapShift = 64 - BitOperations.Log2((ulong)mapCapacity);
+        Pool = pool;
+        PoolPointer = pool.Pointer;
+        Map = NativeBuffer.Allocate(mapCapacity * sizeof(long));
+        MapPointer = (long*)Map.Pointer;
+        Filter = NativeBuffer.Allocate(FilterBytes(mapCapacity));
+        FilterPointer = (ulong*)Filter.Pointer;
+        FilterShift = 64 - BitOperations.Log2((ulong)FilterBytes(mapCapacity) * 8);
+        B = b;
+        BAdagrad = new float[b.Length];
+        FreeSlots = new int[slotCapacity];
+    }
+
+    /// <summary>A generation with an empty, zeroed pool (every slot free).</summary>
+    public static AdapterGeneration CreateEmpty(long version, int rank, int dim, int slotCapacity, long mapCapacity, float[] b)
+    {
+        var pool = NativeBuffer.Allocate((long)slotCapacity * SlotLayout.StrideFor(rank));
+        var g = new AdapterGeneration(version, rank, dim, slotCapacity, mapCapacity, pool, b);
+        for (int s = 0; s < slotCapacity; s++) *(long*)(g.SlotPointer(s) + SlotLayout.RowOffset) = -1;
+        for (int s = 0; s < slotCapacity; s++) g.FreeSlots[s] = slotCapacity - 1 - s;   // pop order 0, 1, 2, ...
+        g.FreeCount = slotCapacity;
+        return g;
+    }
+
+    /// <summary>A generation over the same pool and B with a fresh map (clears tombstones). The pool moves to the
+    /// new generation; the caller retires this one without freeing the pool.</summary>
+    public AdapterGeneration WithRebuiltMap(long version)
+    {
+        var g = new AdapterGeneration(version, Rank, Dim, SlotCapacity, MapCapacity, Pool, B);
+        Array.Copy(BAdagrad, g.BAdagrad, BAdagrad.Length);
+        g.CopyBookkeepingFrom(this);
+        OwnsPool = false;
+        return g;
+    }
+
+    /// <summary>A generation with a copy of the pool and a new B (same rank). Used when B is replaced wholesale:
+    /// readers still on this generation keep this B with these A vectors, so a new B is never combined with A rows
+    /// written for it by a reader that snapshotted the old one.</summary>
+    public AdapterGeneration WithCopiedPool(long version, float[] b)
+    {
+        var pool = NativeBuffer.Allocate(Pool.Length);
+        Buffer.MemoryCopy(PoolPointer, pool.Pointer, Pool.Length, Pool.Length);
+        var g = new AdapterGeneration(version, Rank, Dim, SlotCapacity, MapCapacity, pool, b);
+        g.CopyBookkeepingFrom(this);
+        return g;
+    }
+
+    void CopyBookkeepingFrom(AdapterGeneration source)
+    {
+        Array.Copy(source.FreeSlots, FreeSlots, source.FreeCount);
+        FreeCount = source.FreeCount;
+        for (int s = 0; s < SlotCapacity; s++)
+        {
+            long row = *(long*)(SlotPointer(s) + SlotLayout.RowOffset);
+            if (row >= 0) InsertNew(row, s);
+        }
+    }
+
+    /// <summary>Filter size for a map capacity: one byte per entry, at least one 64-bit word.</summary>
+    public static long FilterBytes(long mapCapacity) => Math.Max(8, mapCapacity);
+
+    /// <summary>Bit index of <paramref name="row"/> in the filter: a multiplicative hash with a different constant
+    /// from the map's, so rows that collide in the map do not also collide here.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long FilterBit(long row, int filterShift) => (long)(((ulong)row * 0xD6E8FEB86659FD93UL) >> filterShift);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool MayContain(ulong* filter, int filterShift, long row)
+    {
+        long bit = FilterBit(row, filterShift);
+        return (Volatile.Read(ref filter[bit >> 6]) & (1UL << (int)(bit & 63))) != 0;
+    }
+
+    public long Bytes => Pool.Length + Map.Length + Filter.Length + (long)(B.Length + BAdagrad.Length + FreeSlots.Length) * sizeof(float);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* SlotPointer(int slot) => PoolPointer + (long)slot * SlotStride;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public long Bucket(long row) => (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> _mapShift);
+
+    /// <summary>Reader-safe probe: the slot mapped to <paramref name="row"/>, or -1. The slot may be reused for
+    /// another row after this returns; readers confirm the owner inside the slot's seqlock.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int Find(long row)
+    {
+        if (!MayContain(FilterPointer, FilterShift, row)) return -1;
+        long key = row + 1;
+        long pos = Bucket(row);
+        while (true)
+        {
+            long e = Volatile.Read(ref MapPointer[pos]);
+            if (e == Empty) return -1;
+            if (e >> SlotBits == key) return (int)(e & SlotMask);   // a tombstone (-1) shifts to -1, never a key
+            pos = (pos + 1) & _mapMask;
+        }
+    }
+
+    /// <summary>Trainer: map <paramref name="row"/> (known absent) to <paramref name="slot"/>, reusing the first
+    /// tombstone on its probe path. The slot must already hold the row's data: the entry write is a release, so a
+    /// reader that sees the entry sees the slot.</summary>
+    public void InsertNew(long row, int slot)
+    {
+        long pos = Bucket(row), target = -1;
+        while (true)
+        {
+            long e = MapPointer[pos];
+            if (e == Empty) { if (target < 0) target = pos; break; }
+            if (e == Tombstone && target < 0) target = pos;
+            pos = (pos + 1) & _mapMask;
+        }
+        if (MapPointer[target] == Tombstone) Tombstones--;
+        long bit = FilterBit(row, FilterShift);
+        // Set before the entry is published; a reader that misses the bit sees the row as not yet adapted (A = 0 at
+        // insertion, so that is the same effective row). Single writer: a plain read-modify-write is enough.
+        Volatile.Write(ref FilterPointer[bit >> 6], FilterPointer[bit >> 6] | (1UL << (int)(bit & 63)));
+        Volatile.Write(ref MapPointer[target], ((row + 1) << SlotBits) | (long)slot);
+        Live++;
+    }
+
+    /// <summary>Trainer: replace <paramref name="row"/>'s entry by a tombstone.</summary>
+    public void Remove(long row)
+    {
+        long key = row + 1, pos = Bucket(row);
+        while (true)
+        {
+            long e = MapPointer[pos];
+            if (e == Empty) throw new InvalidOperationException($"adapter map: row {row} is not mapped (internal error)");
+            if (e >> SlotBits == key) break;
+            pos = (pos + 1) & _mapMask;
+        }
+        Volatile.Write(ref MapPointer[pos], Tombstone);
+        Live--;
+        Tombstones++;
+    }
+
+    /// <summary>True when one more insert would push live + tombstones past 3/4 of the map.</summary>
+    public bool MapNeedsRebuild => (Live + Tombstones + 1) * 4L > MapCapacity * 3;
+
+    // --- seqlock, writer side (the single trainer thread) ---
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void BeginWrite(byte* slot)
+    {
+        int* seq = (int*)(slot + SlotLayout.SeqOffset);
+        Volatile.Write(ref *seq, *seq + 1);   // odd: readers of this slot retry
+        Volatile.WriteBarrier();              // the odd counter becomes visible before any data store below
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void EndWrite(byte* slot)
+    {
+        int* seq = (int*)(slot + SlotLayout.SeqOffset);
+        Volatile.Write(ref *seq, *seq + 1);   // even again; release: every data store above is visible first
+    }
+
+    public void Free()
+    {
+        Map.Dispose();
+        Filter.Dispose();
+        if (OwnsPool) Pool.Dispose();
+    }
+}

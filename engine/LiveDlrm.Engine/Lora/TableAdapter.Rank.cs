@@ -1,0 +1,149 @@
+using LiveDlrm.Runtime;
+using TorchSharp;
+
+namespace LiveDlrm.Lora;
+
+public sealed unsafe partial class TableAdapter
+{
+    /// <summary>Relative energy below which the τ comparison treats a shortfall as round-off, so τ = 1 drops singular
+    /// values that are zero up to float precision (a rank-deficient ΔW really shrinks) and nothing else.</summary>
+    const double EnergyRoundOff = 1e-10;
+
+    /// <summary>ΔW = A·B over the active rows, factorised without forming the n × dim matrix:
+    /// A = Q·R (thin QR, Q n × m, R m × r, m = min(n, r)), R·B = U·Σ·Vᵀ (m × dim, small), so ΔW = (Q·U)·Σ·Vᵀ is an SVD.</summary>
+    sealed record Factorisation(int[] Slots, int M, double[] QU, double[] S, double[] Vt);
+
+    Factorisation Factorise(AdapterGeneration g)
+    {
+        TorchRuntime.EnsureInitialised();
+        int r = g.Rank, dim = Table.Dim;
+        var slots = new int[g.Live];
+        int n = 0;
+        for (int s = 0; s < g.SlotCapacity && n < slots.Length; s++)
+            if (*(long*)(g.SlotPointer(s) + SlotLayout.RowOffset) >= 0) slots[n++] = s;
+        var a = new double[(long)n * r];
+        for (int i = 0; i < n; i++)
+        {
+            float* src = (float*)(g.SlotPointer(slots[i]) + SlotLayout.AOffset);
+            for (int k = 0; k < r; k++) a[(long)i * r + k] = src[k];
+        }
+        var b = new double[r * dim];
+        for (int i = 0; i < b.Length; i++) b[i] = g.B[i];
+
+        using var scope = torch.NewDisposeScope();
+        var ta = torch.tensor(a, new long[] { n, r }, torch.float64);
+        var tb = torch.tensor(b, new long[] { r, dim }, torch.float64);
+        var (q, rr) = torch.linalg.qr(ta);
+        var (u, s2, vt) = torch.linalg.svd(rr.matmul(tb), fullMatrices: false);
+        var qu = q.matmul(u);
+        int m = (int)s2.shape[0];
+        return new Factorisation(slots, m, qu.contiguous().data<double>().ToArray(), s2.data<double>().ToArray(), vt.contiguous().data<double>().ToArray());
+    }
+
+    /// <summary>Trainer: re-chooses the rank from the singular values of ΔW = A·B (see
+    /// <see cref="AdapterOptions.EnergyToKeep"/>, <see cref="AdapterOptions.GrowThreshold"/>) and re-parameterises
+    /// exactly on the kept subspace: A' = Q·U_k·Σ_k, B' = V_kᵀ, so A'·B' is ΔW truncated to its top k singular
+    /// directions. Growth appends zero A columns and random B rows orthogonal to the kept ones (ΔW unchanged; the
+    /// nonzero B rows let gradients reach the new A columns). Growth is refused when the larger slots would leave
+    /// fewer than half the current slot count in the budget; if the active rows do not fit the new rank's pool,
+    /// the least recently updated are merged first. Returns the event also appended to <see cref="History"/>.</summary>
+    public RankEvent AdaptRank()
+    {
+        EnterWriter();
+        try { return AdaptRankCore(); }
+        finally { ExitWriter(); }
+    }
+
+    RankEvent AdaptRankCore()
+    {
+        var g = Current;
+        int r = g.Rank, dim = Table.Dim;
+        if (g.Live == 0) return Record(r, r, double.NaN, Array.Empty<double>(), 0);
+
+        var f = Factorise(g);
+        double energy = 0;
+        foreach (double s in f.S) energy += s * s;
+        if (energy == 0) return Record(r, r, double.NaN, f.S, 0);
+
+        int k = 0;
+        double cumulative = 0;
+        while (k < f.M)
+        {
+            cumulative += f.S[k] * f.S[k];
+            k++;
+            if (cumulative >= (Options.EnergyToKeep - EnergyRoundOff) * energy) break;
+        }
+        int target = Math.Clamp(k, Options.MinRank, Options.MaxRank);
+        if (k == r && r < Options.MaxRank && f.S[r - 1] * f.S[r - 1] > Options.GrowThreshold * energy)
+        {
+            int grown = Math.Min(Options.MaxRank, r + Options.GrowStep);
+            if (SizeFor(BudgetBytes, grown, dim).Slots >= Math.Max(1, g.SlotCapacity / 2)) target = grown;
+        }
+        if (target == r && k == r) return Record(r, r, 1.0, f.S, 0);
+
+        var (slots, mapCapacity) = SizeFor(BudgetBytes, target, dim);
+        if (slots < 1) return Record(r, r, 1.0, f.S, 0);
+        int evicted = 0;
+        if (g.Live > slots)
+        {
+            evicted = EvictOldest(g.Live - slots, protectTouched: false);
+            if (g.Live == 0) return Record(r, r, double.NaN, f.S, evicted);
+            f = Factorise(g);     // the merged rows left ΔW; decompose what remains
+            energy = 0;
+            foreach (double s in f.S) energy += s * s;
+        }
+
+        int kept = Math.Min(target, f.M);
+        double keptEnergy = 0;
+        for (int c = 0; c < kept; c++) keptEnergy += f.S[c] * f.S[c];
+
+        // B' = the kept right singular vectors, then random orthonormal-ish rows for any grown directions.
+        var bNew = new double[target * dim];
+        Array.Copy(f.Vt, bNew, kept * dim);
+        for (int c = kept; c < target; c++)
+        {
+            var v = bNew.AsSpan(c * dim, dim);
+            for (int i = 0; i < dim; i++) v[i] = Normal();
+            for (int pass = 0; pass < 2; pass++)          // twice: classical Gram–Schmidt loses orthogonality once
+                for (int prev = 0; prev < c; prev++)
+                {
+                    var u = bNew.AsSpan(prev * dim, dim);
+                    double dot = 0, norm = 0;
+                    for (int i = 0; i < dim; i++) { dot += v[i] * u[i]; norm += u[i] * u[i]; }
+                    for (int i = 0; i < dim; i++) v[i] -= dot / norm * u[i];
+                }
+            double len = 0;
+            for (int i = 0; i < dim; i++) len += v[i] * v[i];
+            len = Math.Sqrt(len);
+            for (int i = 0; i < dim; i++) v[i] *= Options.BInitScale / len;
+        }
+        var b = new float[target * dim];
+        for (int i = 0; i < b.Length; i++) b[i] = (float)bNew[i];
+
+        var next = AdapterGeneration.CreateEmpty(++_version, target, dim, slots, mapCapacity, b);
+        for (int i = 0; i < f.Slots.Length; i++)
+        {
+            byte* src = g.SlotPointer(f.Slots[i]);
+            int slot = next.FreeSlots[--next.FreeCount];
+            byte* dst = next.SlotPointer(slot);
+            long row = *(long*)(src + SlotLayout.RowOffset);
+            *(long*)(dst + SlotLayout.RowOffset) = row;
+            *(long*)(dst + SlotLayout.StampOffset) = *(long*)(src + SlotLayout.StampOffset);
+            *(float*)(dst + SlotLayout.AdagradOffset) = *(float*)(src + SlotLayout.AdagradOffset);
+            *(int*)(dst + SlotLayout.TouchOffset) = -1;
+            float* a = (float*)(dst + SlotLayout.AOffset);
+            for (int c = 0; c < kept; c++) a[c] = (float)(f.QU[(long)i * f.M + c] * f.S[c]);
+            next.InsertNew(row, slot);
+        }
+        Publish(next);
+        return Record(r, target, keptEnergy / energy, f.S, evicted);
+    }
+
+    RankEvent Record(int oldRank, int newRank, double keptEnergy, double[] singularValues, int evicted)
+    {
+        var g = Current;
+        var e = new RankEvent(Step, oldRank, newRank, keptEnergy, singularValues, g.Live, g.Bytes, BudgetBytes, evicted);
+        lock (_history) _history.Add(e);
+        return e;
+    }
+}

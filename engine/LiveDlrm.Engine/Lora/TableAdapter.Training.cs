@@ -1,0 +1,193 @@
+using LiveDlrm.Embeddings;
+
+namespace LiveDlrm.Lora;
+
+public sealed unsafe partial class TableAdapter
+{
+    // Per-step trainer scratch, sized by the batch (distinct rows of one step), not by the table.
+    int[] _touched = new int[256];
+    int _touchedCount;
+    float[] _rowGrad = new float[256 * 16];
+    float[] _newA = new float[256 * 16];
+    float[] _newAdagrad = new float[256];
+    float[] _bagGradA = Array.Empty<float>();
+    float[] _dB = Array.Empty<float>();
+    float[] _pooledA = Array.Empty<float>();
+
+    bool IsTouched(byte* slotPointer, int slot)
+    {
+        int t = *(int*)(slotPointer + SlotLayout.TouchOffset);
+        return (uint)t < (uint)_touchedCount && _touched[t] == slot;
+    }
+
+    /// <summary>The scratch index of <paramref name="slot"/> in this step, assigning one (zeroed) on first touch.</summary>
+    int Touch(AdapterGeneration g, int slot)
+    {
+        byte* p = g.SlotPointer(slot);
+        if (IsTouched(p, slot)) return *(int*)(p + SlotLayout.TouchOffset);
+        int t = _touchedCount++;
+        if (t == _touched.Length)
+        {
+            Array.Resize(ref _touched, t * 2);
+            Array.Resize(ref _newAdagrad, t * 2);
+        }
+        int r = g.Rank;
+        if ((t + 1) * r > _rowGrad.Length)
+        {
+            Array.Resize(ref _rowGrad, Math.Max(_rowGrad.Length * 2, (t + 1) * r));
+            Array.Resize(ref _newA, _rowGrad.Length);
+        }
+        _touched[t] = slot;
+        new Span<float>(_rowGrad, t * r, r).Clear();
+        *(int*)(p + SlotLayout.TouchOffset) = t;
+        return t;
+    }
+
+    /// <summary>Trainer: one optimizer step from the loss gradient at the pooled outputs of a batch.
+    /// With <c>pooled_b = s_b · Σ_j w_j (W[i_j] + A[i_j]·B)</c> (s_b = 1/len for Mean, else 1) and
+    /// <c>g_b = dL/dpooled_b</c> (<paramref name="bagGradients"/>, bags × dim row-major):
+    /// <c>dA[i] = Σ_{(b,j): i_j = i} s_b·w_j·(B·g_b)</c> (a rank vector per touched row, duplicates summed) and
+    /// <c>dB = Σ_b (s_b·Σ_j w_j A[i_j])ᵀ·g_b</c>, both from the values before the step. Then row-wise Adagrad (or SGD)
+    /// on every touched A row, Adagrad (or SGD) on B. Rows without an adapter get a slot (A = 0) first.
+    /// Returns false, counting it in <see cref="RejectedSteps"/> and changing no effective row, when a gradient, a
+    /// weight or a computed update is NaN/Inf. Bad shapes or indices throw before anything changes.
+    /// Every <see cref="AdapterOptions.RankAdaptInterval"/> accepted steps it calls <see cref="AdaptRank"/>.</summary>
+    public bool ApplyGradients(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, ReadOnlySpan<float> bagGradients,
+                               PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)
+    {
+        EnterWriter();
+        try
+        {
+            int dim = Table.Dim;
+            int bags = EmbeddingBagValidation.Validate(Table, indices, offsets, bagGradients.Length, pooling, weights);
+            if (bagGradients.Length != (long)bags * dim)
+                throw new ArgumentException($"table '{Table.Name}': bagGradients holds {bagGradients.Length} floats, {bags} bags × dim {dim} need exactly {(long)bags * dim}", nameof(bagGradients));
+            if (!LoraMath.AllFinite(bagGradients) || !LoraMath.AllFinite(weights)) { RejectedSteps++; return false; }
+
+            var g = Current;
+            int r = g.Rank;
+            bool weighted = pooling == PoolingMode.WeightedSum;
+            EnsureLength(ref _bagGradA, bags * r);
+            EnsureLength(ref _dB, r * dim);
+            EnsureLength(ref _pooledA, r);
+            float[] b = g.B;
+            Array.Clear(_dB, 0, r * dim);
+
+            // Pass 1: per bag, the rank-space gradient s_b·B·g_b and the dB contribution. Reads A as it is before the step.
+            fixed (float* pg = bagGradients)
+            fixed (float* pw = weights)
+            fixed (float* pb = b)
+            fixed (float* gA = _bagGradA)
+            fixed (float* dB = _dB)
+            fixed (float* pa = _pooledA)
+            {
+                for (int bag = 0; bag < bags; bag++)
+                {
+                    int start = (int)offsets[bag], end = (int)offsets[bag + 1];
+                    if (end == start) { new Span<float>(gA + bag * r, r).Clear(); continue; }
+                    float scale = pooling == PoolingMode.Mean ? 1f / (end - start) : 1f;
+                    float* grad = pg + (long)bag * dim;
+                    for (int k = 0; k < r; k++) gA[bag * r + k] = scale * LoraMath.Dot(pb + k * dim, grad, dim);
+                    bool any = false;
+                    for (int j = start; j < end; j++)
+                    {
+                        int slot = g.Find(indices[j]);
+                        if (slot < 0) continue;
+                        if (!any) { new Span<float>(pa, r).Clear(); any = true; }
+                        LoraMath.Axpy(weighted ? pw[j] : 1f, (float*)(g.SlotPointer(slot) + SlotLayout.AOffset), pa, r);
+                    }
+                    if (any)
+                        for (int k = 0; k < r; k++) LoraMath.Axpy(scale * pa[k], grad, dB + k * dim, dim);
+                }
+            }
+            if (!LoraMath.AllFinite(_bagGradA.AsSpan(0, bags * r)) || !LoraMath.AllFinite(_dB.AsSpan(0, r * dim))) { RejectedSteps++; return false; }
+
+            // Pass 2: sum the row gradients per distinct row (a slot each, allocated with A = 0 if new: the effective
+            // row is unchanged by the allocation, and merges done to make room keep effective rows too).
+            _clock++;
+            _touchedCount = 0;
+            fixed (float* pw = weights)
+            fixed (float* gA = _bagGradA)
+            {
+                for (int bag = 0; bag < bags; bag++)
+                {
+                    int start = (int)offsets[bag], end = (int)offsets[bag + 1];
+                    for (int j = start; j < end; j++)
+                    {
+                        int slot = FindOrAllocate(indices[j], protectTouched: true);
+                        if (slot < 0) { DroppedRowUpdates++; continue; }
+                        g = Current;                       // a map rebuild may have published a new generation (same pool)
+                        int t = Touch(g, slot);
+                        fixed (float* rg = _rowGrad)
+                            LoraMath.Axpy(weighted ? pw[j] : 1f, gA + bag * r, rg + t * r, r);
+                    }
+                }
+            }
+
+            // Pass 3: new values into scratch, all checked before anything is written.
+            var opt = Options;
+            bool adagrad = opt.Optimizer == AdapterOptimizer.Adagrad;
+            fixed (float* rg = _rowGrad)
+            fixed (float* na = _newA)
+            {
+                for (int t = 0; t < _touchedCount; t++)
+                {
+                    byte* p = g.SlotPointer(_touched[t]);
+                    float* a = (float*)(p + SlotLayout.AOffset);
+                    float* grad = rg + t * r;
+                    float step = opt.LearningRateA;
+                    if (adagrad)
+                    {
+                        float acc = *(float*)(p + SlotLayout.AdagradOffset) + LoraMath.Dot(grad, grad, r) / r;
+                        _newAdagrad[t] = acc;
+                        step /= MathF.Sqrt(acc) + opt.AdagradEpsilon;
+                    }
+                    float* dst = na + t * r;
+                    for (int k = 0; k < r; k++) dst[k] = a[k] - step * grad[k];
+                }
+            }
+            if (!LoraMath.AllFinite(_newA.AsSpan(0, _touchedCount * r)) || (adagrad && !LoraMath.AllFinite(_newAdagrad.AsSpan(0, _touchedCount))))
+            { RejectedSteps++; return false; }
+
+            var newB = new float[r * dim];
+            var newBAdagrad = adagrad ? new float[r * dim] : g.BAdagrad;
+            for (int i = 0; i < r * dim; i++)
+            {
+                float grad = _dB[i], step = opt.LearningRateB;
+                if (adagrad)
+                {
+                    newBAdagrad[i] = g.BAdagrad[i] + grad * grad;
+                    step /= MathF.Sqrt(newBAdagrad[i]) + opt.AdagradEpsilon;
+                }
+                newB[i] = b[i] - step * grad;
+            }
+            if (!LoraMath.AllFinite(newB) || !LoraMath.AllFinite(newBAdagrad)) { RejectedSteps++; return false; }
+
+            // Pass 4: publish. Each A row inside its slot's seqlock; B as a new array (one reference write).
+            fixed (float* na = _newA)
+            {
+                for (int t = 0; t < _touchedCount; t++)
+                {
+                    byte* p = g.SlotPointer(_touched[t]);
+                    AdapterGeneration.BeginWrite(p);
+                    Buffer.MemoryCopy(na + t * r, p + SlotLayout.AOffset, r * sizeof(float), r * sizeof(float));
+                    AdapterGeneration.EndWrite(p);
+                    if (adagrad) *(float*)(p + SlotLayout.AdagradOffset) = _newAdagrad[t];
+                    *(long*)(p + SlotLayout.StampOffset) = _clock;
+                }
+            }
+            g.BAdagrad = newBAdagrad;
+            Volatile.Write(ref g.B, newB);
+            _touchedCount = 0;
+            Step++;
+            if (opt.RankAdaptInterval > 0 && Step % opt.RankAdaptInterval == 0) AdaptRankCore();
+            return true;
+        }
+        finally { ExitWriter(); }
+    }
+
+    static void EnsureLength(ref float[] array, int length)
+    {
+        if (array.Length < length) array = new float[Math.Max(length, array.Length * 2)];
+    }
+}

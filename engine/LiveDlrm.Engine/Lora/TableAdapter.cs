@@ -1,0 +1,423 @@
+using System.Runtime.CompilerServices;
+using LiveDlrm.Embeddings;
+
+namespace LiveDlrm.Lora;
+
+/// <summary>A LoRA adapter on one embedding table: effective row <c>W[i] + A[i]·B</c>, with B (rank × dim, fp32)
+/// shared and A[i] (rank floats) kept only for rows updated since they were last merged into the base.
+///
+/// Threads: any number of readers (<see cref="LoraEmbeddingBag"/>, <see cref="ReadRow"/>,
+/// <see cref="ReadEffectiveRow"/>) run concurrently with ONE writer thread (the trainer: every method documented as
+/// "trainer"). A second concurrent writer is detected and refused with <see cref="InvalidOperationException"/>.
+/// The protocol (docs/lora.md has the full argument):
+/// <list type="bullet">
+/// <item>Per-slot seqlock: the trainer makes a slot's counter odd, writes, makes it even (Volatile.Write = release,
+/// Volatile.WriteBarrier after the odd store); a reader reads the counter (acquire), the owner row, A and W[row],
+/// Volatile.ReadBarrier, the counter again, and retries if it was odd or changed. A merge writes W[row] inside the
+/// section of the row's slot, so a reader sees old W + A or new W without A, never both or neither.</item>
+/// <item>Versioned generations: (map, slot pool, B, rank) live in an <see cref="AdapterGeneration"/> published by one
+/// reference write. A reader pins the generation for a whole batch (increment its reader count, re-check it is still
+/// current, else back off and retry), so it never combines an old B with A vectors of a new rank. The trainer publishes
+/// a new generation, issues a full fence, and waits for the old one's readers to drain before freeing it: readers never
+/// wait for the trainer; the trainer waits at most one batch per rank change.</item>
+/// <item>B updates within a generation replace the B array (never mutate it); readers take one snapshot per batch.</item>
+/// </list></summary>
+public sealed unsafe partial class TableAdapter : IDisposable
+{
+    AdapterGeneration? _gen;
+    int _writer;
+    long _clock;
+    long _exhaustedAtClock = -1;
+    long _version;
+    readonly Random _rng;
+    readonly List<RankEvent> _history = new();
+    readonly float[] _rowScratch;
+
+    public EmbeddingTable Table { get; }
+    public AdapterOptions Options { get; }
+    /// <summary>Maximum adapter bytes: BudgetFraction × table bytes.</summary>
+    public long BudgetBytes { get; }
+
+    public long Step { get; private set; }
+    public long MergedRows { get; private set; }
+    public long RejectedSteps { get; private set; }
+    /// <summary>Row gradients dropped because a single step touched more distinct rows than the pool holds.</summary>
+    public long DroppedRowUpdates { get; private set; }
+
+    public TableAdapter(EmbeddingTable table, AdapterOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ObjectDisposedException.ThrowIf(table.IsDisposed, table);
+        Options = options ?? new AdapterOptions();
+        Options.Validate(table.Name);
+        if (Options.MaxRank > table.Dim)
+            throw new ArgumentOutOfRangeException(nameof(options), Options.MaxRank, $"table '{table.Name}': adapter MaxRank {Options.MaxRank} exceeds the table dim {table.Dim} (a rank above dim adds nothing)");
+        if (table.Rows > AdapterGeneration.MaxRows)
+            throw new ArgumentOutOfRangeException(nameof(table), table.Rows, $"table '{table.Name}': {table.Rows} rows exceed the adapter map's limit of {AdapterGeneration.MaxRows}");
+        Table = table;
+        BudgetBytes = (long)Math.Floor(Options.BudgetFraction * table.ByteSize);
+        var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, table.Dim);
+        if (slots < 1)
+            throw new ArgumentException($"table '{table.Name}': the adapter budget of {BudgetBytes} bytes ({Options.BudgetFraction:P3} of {table.ByteSize}) cannot hold B at rank {Options.InitialRank} and one adapter row; raise BudgetFraction or lower InitialRank", nameof(options));
+        _rng = new Random(Options.Seed);
+        _rowScratch = new float[table.Dim];
+        _gen = AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, table.Dim));
+    }
+
+    /// <summary>Largest slot count (and its map capacity) whose pool + map + filter + B + B optimizer state + free list fit in
+    /// <paramref name="budget"/> bytes at <paramref name="rank"/>, with the map at most half full of live entries.</summary>
+    internal static (int Slots, long MapCapacity) SizeFor(long budget, int rank, int dim)
+    {
+        long fixedBytes = 2L * rank * dim * sizeof(float);
+        long perSlot = SlotLayout.StrideFor(rank) + sizeof(int);
+        long bestSlots = 0, bestCapacity = 0;
+        for (long capacity = 4; capacity <= 1L << 26; capacity <<= 1)
+        {
+            long rest = budget - fixedBytes - capacity * sizeof(long) - AdapterGeneration.FilterBytes(capacity);
+            if (rest < perSlot) break;
+            long n = Math.Min(Math.Min(capacity / 2, rest / perSlot), AdapterGeneration.SlotMask);
+            if (n > bestSlots) { bestSlots = n; bestCapacity = capacity; }
+        }
+        return ((int)bestSlots, bestCapacity);
+    }
+
+    AdapterGeneration Current => _gen ?? throw new ObjectDisposedException(nameof(TableAdapter), $"adapter of table '{Table.Name}' is disposed");
+
+    public int Rank => Current.Rank;
+    /// <summary>Generation number; increases on every rank change, map rebuild and full merge.</summary>
+    public long Version => Current.Version;
+    public int ActiveRows => Current.Live;
+    public int SlotCapacity => Current.SlotCapacity;
+    /// <summary>Bytes the current generation holds (pool + map + B + B optimizer state + free list); ≤ <see cref="BudgetBytes"/>.</summary>
+    public long AllocatedBytes => Current.Bytes;
+    public double MemoryFraction => (double)AllocatedBytes / Table.ByteSize;
+
+    public IReadOnlyList<RankEvent> History { get { lock (_history) return _history.ToArray(); } }
+
+    // ------------------------------------------------------------------ readers
+
+    /// <summary>Pins the current generation for one batch. Never waits for the trainer: it retries only when a new
+    /// generation was published between its two reads.</summary>
+    internal AdapterGeneration Pin()
+    {
+        while (true)
+        {
+            var g = Volatile.Read(ref _gen) ?? throw new ObjectDisposedException(nameof(TableAdapter), $"adapter of table '{Table.Name}' is disposed");
+            Interlocked.Increment(ref g.Readers);                 // full fence: the re-read below happens after it
+            if (ReferenceEquals(Volatile.Read(ref _gen), g)) return g;
+            Interlocked.Decrement(ref g.Readers);                 // retired meanwhile: its memory may go away, use the new one
+        }
+    }
+
+    internal static void Unpin(AdapterGeneration g) => Interlocked.Decrement(ref g.Readers);
+
+    /// <summary>Reader side of the slot seqlock: if <paramref name="slot"/> still belongs to <paramref name="row"/>,
+    /// copies its A into <paramref name="a"/> and W[row] (dequantised) into <paramref name="w"/> as one consistent
+    /// snapshot and returns true; returns false (W untouched) when the slot was merged or reused meanwhile.</summary>
+    internal static bool ReadSlot(AdapterGeneration g, int slot, long row, EmbeddingTable table, float* a, float* w)
+    {
+        byte* p = g.SlotPointer(slot);
+        int* seq = (int*)(p + SlotLayout.SeqOffset);
+        var spin = new SpinWait();
+        while (true)
+        {
+            int s1 = Volatile.Read(ref *seq);
+            if ((s1 & 1) == 0)
+            {
+                bool mine = *(long*)(p + SlotLayout.RowOffset) == row;
+                if (mine)
+                {
+                    new ReadOnlySpan<float>(p + SlotLayout.AOffset, g.Rank).CopyTo(new Span<float>(a, g.Rank));
+                    LoraEmbeddingBag.Dequantise(table, row, w);
+                }
+                Volatile.ReadBarrier();
+                if (*seq == s1) return mine;
+            }
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    /// <summary>Copies row <paramref name="row"/>'s A vector (if it has one) into <paramref name="a"/> and returns its
+    /// length (the rank at that moment), or 0 when the row has no adapter. <paramref name="a"/> must hold
+    /// <see cref="AdapterOptions.MaxRank"/> floats (the rank can change between calls). Reader-safe.</summary>
+    public int ReadRow(long row, Span<float> a)
+    {
+        CheckRow(row);
+        if (a.Length < Options.MaxRank) throw new ArgumentException($"table '{Table.Name}': the A destination holds {a.Length} floats; it needs MaxRank = {Options.MaxRank}", nameof(a));
+        var g = Pin();
+        try
+        {
+            int slot = g.Find(row);
+            if (slot < 0) return 0;
+            float* w = stackalloc float[Table.Dim];
+            fixed (float* pa = a)
+                return ReadSlot(g, slot, row, Table, pa, w) ? g.Rank : 0;
+        }
+        finally { Unpin(g); }
+    }
+
+    /// <summary>The effective row W[row] + A[row]·B as one consistent snapshot. Reader-safe.</summary>
+    public void ReadEffectiveRow(long row, Span<float> destination)
+    {
+        CheckRow(row);
+        int dim = Table.Dim;
+        if (destination.Length < dim) throw new ArgumentException($"table '{Table.Name}': destination holds {destination.Length} floats, row has {dim}", nameof(destination));
+        var g = Pin();
+        try
+        {
+            float[] b = Volatile.Read(ref g.B);
+            int slot = g.Find(row);
+            float* a = stackalloc float[g.Rank];
+            fixed (float* pd = destination)
+            fixed (float* pb = b)
+            {
+                if (slot < 0 || !ReadSlot(g, slot, row, Table, a, pd))
+                {
+                    LoraEmbeddingBag.Dequantise(Table, row, pd);
+                    return;
+                }
+                for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, pd, dim);
+            }
+        }
+        finally { Unpin(g); }
+    }
+
+    /// <summary>A copy of B (rank × dim row-major) with its rank, as one snapshot. Reader-safe.</summary>
+    public float[] CopyB(out int rank)
+    {
+        var g = Pin();
+        try
+        {
+            rank = g.Rank;
+            return (float[])Volatile.Read(ref g.B).Clone();
+        }
+        finally { Unpin(g); }
+    }
+
+    // ------------------------------------------------------------------ trainer: direct writes
+
+    /// <summary>Trainer: sets A[row] (length = current <see cref="Rank"/>), allocating a slot (and merging the least
+    /// recently updated rows if the pool is full).</summary>
+    public void SetRow(long row, ReadOnlySpan<float> a)
+    {
+        EnterWriter();
+        try
+        {
+            CheckRow(row);
+            var g = Current;
+            if (a.Length != g.Rank) throw new ArgumentException($"table '{Table.Name}': A row needs rank = {g.Rank} values, got {a.Length}", nameof(a));
+            if (!LoraMath.AllFinite(a)) throw new ArgumentException($"table '{Table.Name}': A row {row} has a non-finite value", nameof(a));
+            _clock++;
+            int slot = FindOrAllocate(row, protectTouched: false);
+            g = Current;
+            byte* p = g.SlotPointer(slot);
+            AdapterGeneration.BeginWrite(p);
+            a.CopyTo(new Span<float>(p + SlotLayout.AOffset, g.Rank));
+            AdapterGeneration.EndWrite(p);
+            *(long*)(p + SlotLayout.StampOffset) = _clock;
+        }
+        finally { ExitWriter(); }
+    }
+
+    /// <summary>Trainer: replaces B (rank × dim row-major, rank = current <see cref="Rank"/>) and resets its
+    /// optimizer state. A wholesale replacement changes what every A row means, so it publishes a new generation
+    /// (with a copy of the slot pool): a lookup uses the old B with the old A rows or the new B with the new ones.</summary>
+    public void SetB(ReadOnlySpan<float> b)
+    {
+        EnterWriter();
+        try
+        {
+            var g = Current;
+            if (b.Length != g.Rank * Table.Dim) throw new ArgumentException($"table '{Table.Name}': B needs rank × dim = {g.Rank} × {Table.Dim} values, got {b.Length}", nameof(b));
+            if (!LoraMath.AllFinite(b)) throw new ArgumentException($"table '{Table.Name}': B has a non-finite value", nameof(b));
+            Publish(g.WithCopiedPool(++_version, b.ToArray()));
+        }
+        finally { ExitWriter(); }
+    }
+
+    // ------------------------------------------------------------------ trainer: merges
+
+    /// <summary>Trainer: merges the <paramref name="count"/> least recently updated rows into the base table.
+    /// Returns how many were merged.</summary>
+    public int MergeOldest(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        EnterWriter();
+        try { return EvictOldest(count, protectTouched: false); }
+        finally { ExitWriter(); }
+    }
+
+    /// <summary>Trainer: folds every adapter row into the base (W[i] += A[i]·B, quantised back) and resets the adapter
+    /// to its initial rank with a fresh B (e.g. when a new base model arrives). Effective rows are unchanged up to the
+    /// storage's quantisation.</summary>
+    public void MergeAll()
+    {
+        EnterWriter();
+        try
+        {
+            var g = Current;
+            for (int s = 0; s < g.SlotCapacity; s++)
+                if (*(long*)(g.SlotPointer(s) + SlotLayout.RowOffset) >= 0) MergeSlot(g, s);
+            var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, Table.Dim);
+            Publish(AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, Table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, Table.Dim)));
+        }
+        finally { ExitWriter(); }
+    }
+
+    /// <summary>Folds one slot into W inside the slot's seqlock section, then frees it. Readers that pinned this
+    /// generation see old W + A (before the section) or new W with the slot no longer theirs (after): never both.</summary>
+    void MergeSlot(AdapterGeneration g, int slot)
+    {
+        byte* p = g.SlotPointer(slot);
+        long row = *(long*)(p + SlotLayout.RowOffset);
+        int dim = Table.Dim;
+        float[] b = g.B;
+        fixed (float* w = _rowScratch)
+        fixed (float* pb = b)
+        {
+            LoraEmbeddingBag.Dequantise(Table, row, w);
+            float* a = (float*)(p + SlotLayout.AOffset);
+            for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, w, dim);
+        }
+        // Computed and checked before the section opens, so a bad value can never leave the slot odd.
+        if (!LoraMath.AllFinite(_rowScratch))
+            throw new InvalidOperationException($"table '{Table.Name}': merging row {row} gives a non-finite value (internal error: adapter values are checked on write)");
+        AdapterGeneration.BeginWrite(p);
+        try
+        {
+            Table.WriteRow(row, _rowScratch);
+            *(long*)(p + SlotLayout.RowOffset) = -1;
+            new Span<float>(p + SlotLayout.AOffset, g.Rank).Clear();
+        }
+        finally { AdapterGeneration.EndWrite(p); }
+        g.Remove(row);
+        g.FreeSlots[g.FreeCount++] = slot;
+        MergedRows++;
+    }
+
+    /// <summary>Merges up to <paramref name="count"/> live rows with the oldest update stamps (optionally sparing rows
+    /// touched by the step in progress). O(slots) selection, so callers evict in batches.</summary>
+    int EvictOldest(int count, bool protectTouched)
+    {
+        var g = Current;
+        if (count <= 0 || g.Live == 0) return 0;
+        var keys = new long[g.Live];
+        int n = 0;
+        for (int s = 0; s < g.SlotCapacity; s++)
+        {
+            byte* p = g.SlotPointer(s);
+            if (*(long*)(p + SlotLayout.RowOffset) < 0) continue;
+            if (protectTouched && IsTouched(p, s)) continue;
+            keys[n++] = (*(long*)(p + SlotLayout.StampOffset) << AdapterGeneration.SlotBits) | (long)s;
+        }
+        count = Math.Min(count, n);
+        if (count == 0) return 0;
+        var span = keys.AsSpan(0, n);
+        if (count < n) SelectSmallest(span, count);
+        foreach (long key in span[..count]) MergeSlot(g, (int)(key & AdapterGeneration.SlotMask));
+        return count;
+    }
+
+    /// <summary>Partially orders <paramref name="keys"/> so its first <paramref name="k"/> entries are the k smallest (quickselect).</summary>
+    static void SelectSmallest(Span<long> keys, int k)
+    {
+        int lo = 0, hi = keys.Length - 1;
+        while (lo < hi)
+        {
+            long pivot = keys[lo + (hi - lo) / 2];
+            int i = lo, j = hi;
+            while (i <= j)
+            {
+                while (keys[i] < pivot) i++;
+                while (keys[j] > pivot) j--;
+                if (i <= j) { (keys[i], keys[j]) = (keys[j], keys[i]); i++; j--; }
+            }
+            if (k - 1 <= j) hi = j;
+            else if (k - 1 >= i) lo = i;
+            else break;
+        }
+    }
+
+    /// <summary>The slot of <paramref name="row"/>, allocating one (A = 0, so the effective row is unchanged) if it
+    /// has none. Returns -1 only when the pool is full of rows the current step protects.</summary>
+    int FindOrAllocate(long row, bool protectTouched)
+    {
+        var g = Current;
+        int slot = g.Find(row);
+        if (slot >= 0) return slot;
+        if (g.FreeCount == 0)
+        {
+            // A step that already found every slot protected will find that again: skip the O(slots) scan.
+            if (protectTouched && _exhaustedAtClock == _clock) return -1;
+            EvictOldest(Math.Max(1, (int)(g.SlotCapacity * Options.EvictFraction)), protectTouched);
+            if (g.FreeCount == 0)
+            {
+                if (protectTouched) _exhaustedAtClock = _clock;
+                return -1;
+            }
+        }
+        if (g.MapNeedsRebuild)
+        {
+            Publish(g.WithRebuiltMap(++_version));
+            g = Current;
+        }
+        slot = g.FreeSlots[--g.FreeCount];
+        byte* p = g.SlotPointer(slot);
+        AdapterGeneration.BeginWrite(p);
+        *(long*)(p + SlotLayout.RowOffset) = row;
+        new Span<float>(p + SlotLayout.AOffset, g.Rank).Clear();
+        AdapterGeneration.EndWrite(p);
+        *(float*)(p + SlotLayout.AdagradOffset) = 0;
+        *(long*)(p + SlotLayout.StampOffset) = _clock;
+        *(int*)(p + SlotLayout.TouchOffset) = -1;
+        g.InsertNew(row, slot);
+        return slot;
+    }
+
+    /// <summary>Publishes <paramref name="next"/>, waits for readers of the old generation to drain, frees it.</summary>
+    void Publish(AdapterGeneration next)
+    {
+        var old = Current;
+        Volatile.Write(ref _gen, next);
+        Interlocked.MemoryBarrier();     // pairs with the reader's Interlocked.Increment: Dekker-style, see Pin()
+        var spin = new SpinWait();
+        while (Volatile.Read(ref old.Readers) != 0) spin.SpinOnce();
+        old.Free();
+    }
+
+    float[] RandomB(int rank, int dim)
+    {
+        var b = new float[rank * dim];
+        double sigma = Options.BInitScale / Math.Sqrt(dim);
+        for (int i = 0; i < b.Length; i++) b[i] = (float)(sigma * Normal());
+        return b;
+    }
+
+    double Normal()
+    {
+        double u1 = 1.0 - _rng.NextDouble(), u2 = _rng.NextDouble();
+        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void CheckRow(long row)
+    {
+        if ((ulong)row >= (ulong)Table.Rows) throw new ArgumentOutOfRangeException(nameof(row), row, $"table '{Table.Name}': row {row} is outside [0, {Table.Rows})");
+    }
+
+    void EnterWriter()
+    {
+        ObjectDisposedException.ThrowIf(_gen is null, this);
+        if (Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+            throw new InvalidOperationException($"table '{Table.Name}': two threads called trainer-side adapter methods at once; the adapter supports a single writer thread");
+    }
+
+    void ExitWriter() => Volatile.Write(ref _writer, 0);
+
+    /// <summary>Frees the adapter's native memory. No lookup may be running on it (the caller's shutdown order).</summary>
+    public void Dispose()
+    {
+        var g = Interlocked.Exchange(ref _gen, null);
+        g?.Free();
+    }
+}

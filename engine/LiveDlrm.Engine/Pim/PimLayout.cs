@@ -1,0 +1,20 @@
+namespace LiveDlrm.Pim;
+
+/// <summary>The per-DPU layout constants of native/pim/common/pim_common.h, mirrored for planning without the
+/// native library (PimStructLayoutTests checks they equal the C values).</summary>
+public static class PimLayout
+{
+    /// <summary>MRAM bytes per DPU for stored vectors (the rest of the 64 MB holds batch input and output).</summary>
+    public const long MramTableBytes = 56L << 20;
+    public const long MramInBytes = 4L << 20;
+    public const long MramOutBytes = 3L << 20;
+    /// <summary>Widest stored vector: one mram_read per lookup and the tasklet buffers fit WRAM.</summary>
+    public const int MaxSliceFloats = 128;
+    /// <summary>WRAM bytes for hot vectors replicated into every DPU.</summary>
+    public const int WramCacheBytes = 24 << 10;
+    /// <summary>Items the kernel fetches per mram_read of an item list.</summary>
+    public const int ItemChunk = 64;
+    public const int BatchHeaderBytes = 16;
+    public const int SegmentBytes = 8;
+    public const uint ItemCacheBit = 0x80000000u;
+}

@@ -1,0 +1,171 @@
+using System.Globalization;
+using System.Text;
+
+namespace LiveDlrm.Pim;
+
+/// <summary>What one plan costs on a workload: placement facts from the plan, per-batch traffic measured by routing
+/// the profile's batches exactly as the backend would, and a COST MODEL estimate of hardware time
+/// (<see cref="PimCostModel"/>; a model, not a measurement).</summary>
+public sealed record PimPlanReport
+{
+    public required PimStrategy Strategy { get; init; }
+    public required int Dpus { get; init; }
+    public required int Tiles { get; init; }
+    public required int SliceFloats { get; init; }
+    public required long MramBytesPerDpuMax { get; init; }
+    public required double MramBytesPerDpuMean { get; init; }
+    public required int CachedRows { get; init; }
+    public required int PairSums { get; init; }
+    /// <summary>Expected lookups per DPU from the access profile (max / mean).</summary>
+    public required double ExpectedLookupsMax { get; init; }
+    public required double ExpectedLookupsMean { get; init; }
+    public double ExpectedImbalance => ExpectedLookupsMean > 0 ? ExpectedLookupsMax / ExpectedLookupsMean : 1;
+    /// <summary>Per routed batch, averaged: max/mean of items per DPU.</summary>
+    public required double BatchImbalance { get; init; }
+    public required double LookupsPerBatch { get; init; }
+    public required double CacheHitRate { get; init; }
+    public required double PairItemsPerBatch { get; init; }
+    /// <summary>MRAM bytes the kernels read per batch, all DPUs: vectors, item lists, segment descriptors, header.</summary>
+    public required double MramBytesReadPerBatch { get; init; }
+    public required double MramBytesWrittenPerBatch { get; init; }
+    /// <summary>Host↔DPU bytes per batch as transferred: the padded common length × DPUs.</summary>
+    public required double HostToDpuBytesPerBatch { get; init; }
+    public required double DpuToHostBytesPerBatch { get; init; }
+    /// <summary>COST MODEL, seconds per batch: slowest DPU's DMA cycles, its compute cycles, the kernel (max of both),
+    /// the two transfers, and their sum.</summary>
+    public required double ModelDmaSeconds { get; init; }
+    public required double ModelComputeSeconds { get; init; }
+    public required double ModelKernelSeconds { get; init; }
+    public required double ModelToDpuSeconds { get; init; }
+    public required double ModelFromDpuSeconds { get; init; }
+    public double ModelBatchSeconds => ModelToDpuSeconds + ModelKernelSeconds + ModelFromDpuSeconds;
+
+    public static PimPlanReport Evaluate(PimPlan plan, AccessProfile profile)
+    {
+        if (profile.Rows != plan.Rows) throw new ArgumentException($"profile covers {profile.Rows} rows, the plan {plan.Rows}");
+        if (profile.Batches.Count == 0) throw new ArgumentException("the access profile has no batches to route");
+        var router = new PimRouter(plan);
+        PimRoutedBatch? routed = null;
+        double imbalance = 0, lookups = 0, cacheItems = 0, allItems = 0, pairs = 0, mramRead = 0, mramWritten = 0, toBytes = 0, fromBytes = 0;
+        double dma = 0, compute = 0, kernel = 0, toS = 0, fromS = 0;
+        int slotBytes = plan.SlotBytes;
+        foreach (var batch in profile.Batches)
+        {
+            routed = router.Route(batch.Indices, batch.Offsets, routed);
+            lookups += batch.Indices.Length;
+            cacheItems += routed.CacheItems;
+            allItems += routed.MramItems + routed.CacheItems;
+            pairs += routed.PairItems;
+            long maxIn = 0, maxOut = 0, maxItems = 0, sumItems = 0;
+            double worstDma = 0, worstCompute = 0, worstKernel = 0;
+            int seg = 0, item = 0;
+            for (int d = 0; d < plan.DpuCount; d++)
+            {
+                int segs = (int)routed.SegmentsPerDpu[d], items = (int)routed.ItemsPerDpu[d];
+                long read = PimLayout.BatchHeaderBytes, padded = 0;
+                double cycles = PimCostModel.DmaReadCycles(PimLayout.BatchHeaderBytes);
+                long mramItems = 0;
+                for (int s = 0; s < segs; s++)
+                {
+                    var g = routed.Segments[seg + s];
+                    read += PimLayout.SegmentBytes;
+                    cycles += PimCostModel.DmaReadCycles(PimLayout.SegmentBytes);
+                    for (uint done = 0; done < g.ItemCount; done += PimLayout.ItemChunk)
+                    {
+                        long n = Math.Min(PimLayout.ItemChunk, g.ItemCount - done);
+                        long bytes = ((n + 1) & ~1L) * sizeof(uint);
+                        read += bytes;
+                        cycles += PimCostModel.DmaReadCycles(bytes);
+                    }
+                    padded += (g.ItemCount + 1) & ~1u;
+                    cycles += PimCostModel.DmaWriteCycles(slotBytes);
+                }
+                for (int x = 0; x < items; x++)
+                    if ((routed.Items[item + x] & PimLayout.ItemCacheBit) == 0) mramItems++;
+                read += mramItems * slotBytes;
+                cycles += mramItems * PimCostModel.DmaReadCycles(slotBytes);
+                double computeCycles = items * (plan.SliceFloats * PimCostModel.Fp32AccumulateCycles + PimCostModel.PerItemOverheadCycles)
+                                       * PimCostModel.PipelineFactor(PimCostModel.KernelTasklets);
+                worstDma = Math.Max(worstDma, cycles);
+                worstCompute = Math.Max(worstCompute, computeCycles);
+                worstKernel = Math.Max(worstKernel, Math.Max(cycles, computeCycles));
+                mramRead += read;
+                mramWritten += (long)segs * slotBytes;
+                long inLen = Round8(Round8(PimLayout.BatchHeaderBytes + (long)segs * PimLayout.SegmentBytes) + (padded + 1) * sizeof(uint));
+                maxIn = Math.Max(maxIn, inLen);
+                maxOut = Math.Max(maxOut, (long)segs * slotBytes);
+                if (d < plan.UsedDpus) { maxItems = Math.Max(maxItems, items); sumItems += items; }
+                seg += segs;
+                item += items;
+            }
+            double mean = (double)sumItems / plan.UsedDpus;
+            imbalance += mean > 0 ? maxItems / mean : 1;
+            toBytes += (double)maxIn * plan.DpuCount;
+            fromBytes += (double)maxOut * plan.DpuCount;
+            dma += worstDma / PimCostModel.DpuClockHz;
+            compute += worstCompute / PimCostModel.DpuClockHz;
+            kernel += worstKernel / PimCostModel.DpuClockHz;
+            toS += PimCostModel.TransferSeconds(maxIn, plan.DpuCount, toDpu: true);
+            fromS += PimCostModel.TransferSeconds(maxOut, plan.DpuCount, toDpu: false);
+        }
+        double nb = profile.Batches.Count;
+        var expected = plan.ExpectedDpuLookups().Take(plan.UsedDpus).ToArray();
+        var mramPerDpu = Enumerable.Range(0, plan.DpuCount).Select(plan.MramBytesOn).ToArray();
+        return new PimPlanReport
+        {
+            Strategy = plan.Strategy, Dpus = plan.DpuCount, Tiles = plan.Tiles, SliceFloats = plan.SliceFloats,
+            MramBytesPerDpuMax = mramPerDpu.Max(), MramBytesPerDpuMean = mramPerDpu.Average(),
+            CachedRows = plan.CachedRows.Length, PairSums = plan.Pairs.Length,
+            ExpectedLookupsMax = expected.Max(), ExpectedLookupsMean = expected.Average(),
+            BatchImbalance = imbalance / nb, LookupsPerBatch = lookups / nb,
+            CacheHitRate = allItems > 0 ? cacheItems / allItems : 0, PairItemsPerBatch = pairs / nb,
+            MramBytesReadPerBatch = mramRead / nb, MramBytesWrittenPerBatch = mramWritten / nb,
+            HostToDpuBytesPerBatch = toBytes / nb, DpuToHostBytesPerBatch = fromBytes / nb,
+            ModelDmaSeconds = dma / nb, ModelComputeSeconds = compute / nb, ModelKernelSeconds = kernel / nb,
+            ModelToDpuSeconds = toS / nb, ModelFromDpuSeconds = fromS / nb,
+        };
+    }
+
+    static long Round8(long n) => (n + 7) & ~7L;
+
+    /// <summary>A side-by-side text table of several reports (the <c>pim-plan</c> output).</summary>
+    public static string Format(IReadOnlyList<PimPlanReport> reports)
+    {
+        var ci = CultureInfo.InvariantCulture;
+        var rows = new List<(string Name, Func<PimPlanReport, string> Value)>
+        {
+            ("DPUs x tiles (slice floats)", r => $"{r.Dpus} x {r.Tiles} ({r.SliceFloats})"),
+            ("MRAM bytes per DPU max", r => Mib(r.MramBytesPerDpuMax)),
+            ("MRAM bytes per DPU mean", r => Mib(r.MramBytesPerDpuMean)),
+            ("WRAM-cached rows / pair sums", r => $"{r.CachedRows} / {r.PairSums}"),
+            ("expected lookups/DPU max/mean", r => string.Format(ci, "{0:F3}", r.ExpectedImbalance)),
+            ("  (from the plan's own profile)", r => ""),
+            ("per-batch items/DPU max/mean", r => string.Format(ci, "{0:F3}", r.BatchImbalance)),
+            ("cache hit rate", r => string.Format(ci, "{0:P1}", r.CacheHitRate)),
+            ("pair-sum items / batch", r => string.Format(ci, "{0:F1}", r.PairItemsPerBatch)),
+            ("MRAM bytes read / batch", r => Kib(r.MramBytesReadPerBatch)),
+            ("host->DPU bytes / batch", r => Kib(r.HostToDpuBytesPerBatch)),
+            ("DPU->host bytes / batch", r => Kib(r.DpuToHostBytesPerBatch)),
+            ("MODEL DMA us / batch", r => Us(r.ModelDmaSeconds)),
+            ("MODEL compute us / batch", r => Us(r.ModelComputeSeconds)),
+            ("MODEL host->DPU us / batch", r => Us(r.ModelToDpuSeconds)),
+            ("MODEL DPU->host us / batch", r => Us(r.ModelFromDpuSeconds)),
+            ("MODEL total us / batch", r => Us(r.ModelBatchSeconds)),
+        };
+        var sb = new StringBuilder();
+        sb.Append(string.Format(ci, "{0,-30}", "")).AppendJoin("", reports.Select(r => string.Format(ci, "{0,20}", r.Strategy))).AppendLine();
+        foreach (var (name, value) in rows)
+            sb.Append(string.Format(ci, "{0,-30}", name)).AppendJoin("", reports.Select(r => string.Format(ci, "{0,20}", value(r)))).AppendLine();
+        sb.AppendLine(string.Format(ci,
+            "MODEL = cost model estimate for real UPMEM hardware, not a measurement: DMA {0}+{1}*bytes cycles, {2} MHz, " +
+            "{3}/{4} GB/s per 64-DPU rank to/from, {5} tasklets (>= {6} fill the pipeline), fp32 accumulate {7} cycles (ASSUMPTION).",
+            PimCostModel.MramReadAlphaCycles, PimCostModel.MramBetaCyclesPerByte, PimCostModel.DpuClockHz / 1e6,
+            PimCostModel.HostToDpuBytesPerSecondPerRank / 1e9, PimCostModel.DpuToHostBytesPerSecondPerRank / 1e9,
+            PimCostModel.KernelTasklets, PimCostModel.TaskletsToFillPipeline, PimCostModel.Fp32AccumulateCycles));
+        return sb.ToString();
+
+        string Mib(double b) => string.Format(ci, "{0:F2} MiB", b / (1 << 20));
+        string Kib(double b) => string.Format(ci, "{0:F1} KiB", b / 1024);
+        string Us(double s) => string.Format(ci, "{0:F1}", s * 1e6);
+    }
+}

@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
+
+namespace LiveDlrm.Perf.Lora;
+
+/// <summary><c>./build.sh bench lora</c>: the LoRA-augmented bag lookup against the plain one, same table, same
+/// pre-generated batches, same thread count. Contenders: <c>livedlrm</c> (EmbeddingBag.Forward on a worker pool),
+/// <c>livedlrm_lora</c> (LoraEmbeddingBag.Forward with an adapter filled to its budget) and
+/// <c>lora_empty_adapter</c> (the LoRA kernel over an adapter with no rows: the cost of the map probes alone). Outputs are checked against the scalar references first.</summary>
+public sealed class LoraLookupRun : IComparativeRun
+{
+    public string Name => "lora";
+    public string Summary => "LoRA-augmented bag lookup vs plain lookup (M lookups/s, artifacts/bench/lora.json)";
+
+    const string Usage = """
+        usage: ./build.sh bench lora [options]
+          --rows N            table rows (default 4000000)
+          --dim N             (default 64)
+          --pooling N         indices per bag (default 32)
+          --batch N           bags per batch (default 2048)
+          --rank N            adapter rank (default 16)
+          --budget F          adapter budget as a fraction of table bytes (default 0.01); the adapter is filled to it
+          --hot F             fraction of lookups that go to adapted rows (default: uniform ids, i.e. about active/rows)
+          --storage S         fp32 | fp16 | int8 (default fp32)
+          --threads N         (default: all processors)
+          --runs N            timed rounds, median reported (default 5)
+          --run-seconds S     per contender per round (default 2)
+          --batches N         distinct pre-generated batches (default 8)
+          --quick             tiny sizes for a smoke run (numbers not meaningful)
+          --out PATH          (default artifacts/bench/lora.json)
+        """;
+
+    public int Run(string[] args)
+    {
+        if (args.Contains("--help")) { Console.WriteLine(Usage); return 0; }
+        try { return Execute(new LoraBenchSupport.Args(Name, args)); }
+        catch (ArgumentException e) { Console.Error.WriteLine(e.Message); Console.Error.WriteLine(Usage); return 2; }
+    }
+
+    static int Execute(LoraBenchSupport.Args a)
+    {
+        bool quick = a.Flag("quick");
+        long rows = a.Long("rows", quick ? 200_000 : 4_000_000, 1000);
+        int dim = a.Int("dim", 64, 1), pooling = a.Int("pooling", 32, 1), batch = a.Int("batch", quick ? 256 : 2048, 1);
+        int rank = a.Int("rank", 16, 1), threads = a.Int("threads", Environment.ProcessorCount, 1);
+        double budget = a.Double("budget", 0.01, 1e-6);
+        double hot = a.Double("hot", -1, -1);
+        int runs = a.Int("runs", quick ? 2 : 5, 1), batchCount = a.Int("batches", quick ? 2 : 8, 1);
+        double runSeconds = a.Double("run-seconds", quick ? 0.2 : 2, 0.01);
+        var storage = a.String("storage", "fp32") switch
+        {
+            "fp32" => EmbeddingStorage.Fp32, "fp16" => EmbeddingStorage.Fp16, "int8" => EmbeddingStorage.Int8Rowwise,
+            var s => throw new ArgumentException($"bench lora: --storage must be fp32, fp16 or int8, got '{s}'"),
+        };
+        string? outPath = a.String("out", null!);
+        a.EnsureAllUsed();
+        if (hot > 1) throw new ArgumentException("bench lora: --hot must be in [0, 1]");
+
+        var sw = Stopwatch.StartNew();
+        using var table = RandomTable(rows, dim, storage);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = rank, MinRank = 1, MaxRank = Math.Max(rank, Math.Min(64, dim)), BudgetFraction = budget });
+        var rng = new Random(7);
+        var adapted = new HashSet<long>();
+        var a8 = new float[rank];
+        while (adapted.Count < adapter.SlotCapacity)
+        {
+            long r = rng.NextInt64(rows);
+            if (!adapted.Add(r)) continue;
+            for (int k = 0; k < rank; k++) a8[k] = (float)(rng.NextDouble() - 0.5) * 0.1f;
+            adapter.SetRow(r, a8);
+        }
+        var adaptedRows = adapted.ToArray();
+        var batches = new (long[] Indices, long[] Offsets)[batchCount];
+        for (int b = 0; b < batchCount; b++)
+        {
+            var idx = new long[(long)batch * pooling];
+            for (int j = 0; j < idx.Length; j++)
+                idx[j] = hot >= 0 && rng.NextDouble() < hot ? adaptedRows[rng.Next(adaptedRows.Length)] : rng.NextInt64(rows);
+            batches[b] = (idx, Enumerable.Range(0, batch + 1).Select(i => (long)i * pooling).ToArray());
+        }
+        double hitFraction = batches.SelectMany(b => b.Indices).Count(adapted.Contains) / (double)(batchCount * (long)batch * pooling);
+        Console.WriteLine($"lora: {table}, adapter rank {rank}: {adapter.ActiveRows} rows, {adapter.AllocatedBytes / 1048576.0:F1} MiB " +
+                          $"({adapter.MemoryFraction:P2} of the table), {hitFraction:P2} of lookups hit an adapted row; batch {batch} × {pooling}, " +
+                          $"{threads} threads, {runs} runs × {runSeconds} s (median); setup {sw.Elapsed.TotalSeconds:F1} s{(quick ? "; QUICK (not meaningful)" : "")}");
+
+        using var pool = new EmbeddingWorkerPool(threads - 1);
+        var output = new float[batch * dim];
+        // Correctness first, on the first batch: LoRA kernel vs its scalar reference, plain vs EmbeddingBagReference.
+        var expected = new float[batch * dim];
+        var (i0, o0) = batches[0];
+        LoraEmbeddingBagReference.Forward(adapter, i0, o0, expected);
+        LoraEmbeddingBag.Forward(adapter, i0, o0, output, pool: pool);
+        double loraError = MaxRelativeError(output, expected);
+        EmbeddingBagReference.Forward(table, i0, o0, expected);
+        EmbeddingBag.Forward(table, i0, o0, output, pool: pool);
+        double plainError = MaxRelativeError(output, expected);
+        Console.WriteLine($"check: lora vs reference max rel. error {loraError:G3}, plain vs reference {plainError:G3}");
+        if (loraError > 1e-4 || plainError > 1e-4) { Console.Error.WriteLine("bench lora: a kernel disagrees with its reference; no numbers reported"); return 1; }
+
+        using var empty = new TableAdapter(table, adapter.Options);
+        var names = new[] { "livedlrm", "livedlrm_lora", "lora_empty_adapter" };
+        var contenders = new Action<int>[]
+        {
+            i => EmbeddingBag.Forward(table, batches[i].Indices, batches[i].Offsets, output, pool: pool),
+            i => LoraEmbeddingBag.Forward(adapter, batches[i].Indices, batches[i].Offsets, output, pool: pool),
+            i => LoraEmbeddingBag.Forward(empty, batches[i].Indices, batches[i].Offsets, output, pool: pool),
+        };
+        var rates = LoraBenchSupport.Interleaved(contenders, batchCount, (double)batch * pooling / 1e6, runs, runSeconds, quick ? 0.1 : 1);
+        var medians = rates.Select(LoraBenchSupport.Median).ToArray();
+        for (int c = 0; c < names.Length; c++)
+            Console.WriteLine($"  {names[c],-18} {medians[c],8:F1} M lookups/s   runs: {string.Join(" ", rates[c].Select(x => x.ToString("F1")))}");
+        double ratio = medians[0] / medians[1];
+        Console.WriteLine($"  LoRA lookup time / plain lookup time = {ratio:F3} (target ≤ 1.15); probes alone (empty adapter) {medians[0] / medians[2]:F3}");
+
+        var record = new
+        {
+            rows, dim, pooling, batch, rank, threads, storage = storage.ToString(), budget_fraction = budget,
+            active_rows = adapter.ActiveRows, adapter_bytes = adapter.AllocatedBytes, adapter_memory_pct = adapter.MemoryFraction * 100,
+            adapted_hit_fraction = hitFraction, runs, run_seconds = runSeconds, quick,
+            livedlrm_mlookups = medians[0], livedlrm_lora_mlookups = medians[1], lora_empty_adapter_mlookups = medians[2],
+            lora_time_ratio = ratio,
+            runs_mlookups = names.Select((n, c) => (n, rates[c])).ToDictionary(x => x.n, x => x.Item2),
+            machine = new { processors = Environment.ProcessorCount, os = System.Runtime.InteropServices.RuntimeInformation.OSDescription },
+        };
+        Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "lora")}");
+        return 0;
+    }
+
+    internal static EmbeddingTable RandomTable(long rows, int dim, EmbeddingStorage storage)
+    {
+        var table = EmbeddingTable.Create($"bench-{storage}-{rows}", rows, dim, storage);
+        var row = new float[dim];
+        var rng = new Random(1);
+        for (long r = 0; r < rows; r++)
+        {
+            for (int d = 0; d < dim; d++) row[d] = (float)(rng.NextDouble() * 2 - 1);
+            table.WriteRow(r, row);
+        }
+        return table;
+    }
+
+    static double MaxRelativeError(float[] actual, float[] expected)
+    {
+        double m = 0;
+        for (int i = 0; i < actual.Length; i++) m = Math.Max(m, Math.Abs(actual[i] - expected[i]) / (1 + Math.Abs(expected[i])));
+        return m;
+    }
+}

@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Pim;
+
+namespace LiveDlrm.Perf;
+
+/// <summary><c>./build.sh bench pim</c>: the UpDLRM partitionings on one Zipf table — placement, per-batch traffic
+/// (routed exactly as the backend does), the COST MODEL's hardware estimate — and the emulated backend's measured
+/// throughput (emulation on this CPU, not hardware), each checked against the scalar reference first.
+/// Writes artifacts/bench/pim.json.</summary>
+public sealed class PimRun : IComparativeRun
+{
+    public string Name => "pim";
+    public string Summary => "UPMEM PIM partitionings: imbalance, MRAM/host bytes per batch, modelled DPU time, emulated throughput";
+
+    sealed record Options(long Rows, int Dim, int Dpus, double Zipf, int Batches, int Bags, int Pooling, int Runs, double RunSeconds, string? Out);
+
+    public int Run(string[] args)
+    {
+        Options o;
+        try { o = Parse(args); }
+        catch (ArgumentException e) { Console.Error.WriteLine($"bench pim: {e.Message}"); return 2; }
+        if (!PimDevice.IsAvailable) { Console.Error.WriteLine("bench pim: liblivedlrm_pim.so not found (./build.sh build)"); return 1; }
+
+        Console.WriteLine($"table {o.Rows} x {o.Dim} fp32, {o.Dpus} DPUs, Zipf({o.Zipf.ToString(CultureInfo.InvariantCulture)}), " +
+                          $"{o.Batches} batches of {o.Bags} bags x {o.Pooling} ids (plan on half, evaluate and time on the other half)");
+        var profile = AccessProfile.Zipf(o.Rows, o.Zipf, o.Batches, o.Bags, o.Pooling, seed: 1);
+        var (planOn, evaluateOn) = profile.SplitHalves();
+        var rng = new Random(3);
+        var values = new float[o.Rows * o.Dim];
+        for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+        using var table = EmbeddingTable.FromFp32("bench", values, o.Dim, EmbeddingStorage.Fp32);
+
+        var records = new List<StrategyRecord>();
+        var reports = new List<PimPlanReport>();
+        foreach (var strategy in Enum.GetValues<PimStrategy>())
+        {
+            var plan = PimPartitioner.Build(strategy, planOn, o.Dim, o.Dpus);
+            var report = PimPlanReport.Evaluate(plan, evaluateOn);
+            reports.Add(report);
+            using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimBackendKind.Emulated });
+            backend.Load(table, plan);
+            string check = CheckAgainstReference(backend, table, evaluateOn.Batches[0]);
+            if (check.Length > 0) { Console.Error.WriteLine($"bench pim: {strategy}: {check}"); return 1; }
+            var (runs, batchesPerRun) = Time(backend, table, evaluateOn, o);
+            var stats = backend.Stats(table);
+            double perBatch(TimeSpan t) => t.TotalSeconds / stats.Batches;
+            records.Add(new StrategyRecord(strategy.ToString(), report.ExpectedImbalance, report.BatchImbalance, report.CacheHitRate,
+                report.MramBytesPerDpuMax, report.MramBytesReadPerBatch, report.HostToDpuBytesPerBatch, report.DpuToHostBytesPerBatch,
+                new ModelRecord(report.ModelDmaSeconds, report.ModelComputeSeconds, report.ModelKernelSeconds, report.ModelToDpuSeconds,
+                                report.ModelFromDpuSeconds, report.ModelBatchSeconds),
+                new EmulationRecord("emulation, not hardware", Median(runs), runs, batchesPerRun, stats.Backend.ToString(),
+                                    perBatch(stats.ToDpu), perBatch(stats.Kernel), perBatch(stats.FromDpu), perBatch(stats.HostReduce))));
+            Console.WriteLine($"  {strategy,-18} emulated {Median(runs) / 1e6:F2} M lookups/s (emulation, not hardware); model {report.ModelBatchSeconds * 1e6:F0} us/batch");
+        }
+        Console.WriteLine();
+        Console.WriteLine(PimPlanReport.Format(reports));
+
+        var result = new PimBenchRecord("pim", DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture), Environment.MachineName,
+            new TableRecord(o.Rows, o.Dim, o.Dpus, profile.Description, o.Bags, o.Pooling, evaluateOn.Batches.Count),
+            new Dictionary<string, double>
+            {
+                ["dpu_clock_hz"] = PimCostModel.DpuClockHz, ["mram_read_alpha_cycles"] = PimCostModel.MramReadAlphaCycles,
+                ["mram_write_alpha_cycles"] = PimCostModel.MramWriteAlphaCycles, ["mram_beta_cycles_per_byte"] = PimCostModel.MramBetaCyclesPerByte,
+                ["host_to_dpu_bytes_per_second_per_rank"] = PimCostModel.HostToDpuBytesPerSecondPerRank,
+                ["dpu_to_host_bytes_per_second_per_rank"] = PimCostModel.DpuToHostBytesPerSecondPerRank,
+                ["kernel_tasklets"] = PimCostModel.KernelTasklets, ["fp32_accumulate_cycles_assumption"] = PimCostModel.Fp32AccumulateCycles,
+            },
+            records);
+        string path = Path.GetFullPath(o.Out ?? Path.Combine(RepoRoot(), "artifacts", "bench", "pim.json"));
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, JsonSerializer.Serialize(result, JsonOptions));
+        Console.WriteLine($"wrote {path}");
+        return 0;
+    }
+
+    /// <summary>Empty when the emulated backend equals the scalar reference within the reordering bound.</summary>
+    static string CheckAgainstReference(PimEmbeddingBackend backend, EmbeddingTable table, PimBatch batch)
+    {
+        var actual = new float[batch.Bags * table.Dim];
+        var expected = new float[actual.Length];
+        backend.Forward(table, batch.Indices, batch.Offsets, actual);
+        EmbeddingBagReference.Forward(table, batch.Indices, batch.Offsets, expected);
+        var row = new float[table.Dim];
+        for (int b = 0; b < batch.Bags; b++)
+        {
+            var magnitude = new double[table.Dim];
+            for (long i = batch.Offsets[b]; i < batch.Offsets[b + 1]; i++)
+            {
+                table.ReadRow(batch.Indices[i], row);
+                for (int d = 0; d < table.Dim; d++) magnitude[d] += Math.Abs(row[d]);
+            }
+            for (int d = 0; d < table.Dim; d++)
+                if (Math.Abs(actual[b * table.Dim + d] - expected[b * table.Dim + d]) > 1e-6 * magnitude[d] + 1e-30)
+                    return $"bag {b} column {d}: {actual[b * table.Dim + d]} vs reference {expected[b * table.Dim + d]}";
+        }
+        return "";
+    }
+
+    /// <summary>Warm-up pass over every batch, then <c>Runs</c> timed runs of about <c>RunSeconds</c>; lookups/s per run.</summary>
+    static (double[] Runs, int BatchesPerRun) Time(PimEmbeddingBackend backend, EmbeddingTable table, AccessProfile batches, Options o)
+    {
+        var output = new float[batches.Batches.Max(b => b.Bags) * table.Dim];
+        long start = Stopwatch.GetTimestamp();
+        foreach (var b in batches.Batches) backend.Forward(table, b.Indices, b.Offsets, output);
+        double perBatch = Stopwatch.GetElapsedTime(start).TotalSeconds / batches.Batches.Count;
+        int n = Math.Max(1, (int)Math.Ceiling(o.RunSeconds / perBatch));
+        var runs = new double[o.Runs];
+        long lookups = 0;
+        for (int r = 0; r < o.Runs; r++)
+        {
+            lookups = 0;
+            start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < n; i++)
+            {
+                var b = batches.Batches[i % batches.Batches.Count];
+                backend.Forward(table, b.Indices, b.Offsets, output);
+                lookups += b.Indices.Length;
+            }
+            runs[r] = lookups / Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        return (runs, n);
+    }
+
+    static double Median(double[] xs)
+    {
+        var s = xs.Order().ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+    }
+
+    static Options Parse(string[] args)
+    {
+        var o = new Options(Rows: 200_000, Dim: 64, Dpus: 64, Zipf: 1.05, Batches: 16, Bags: 256, Pooling: 20, Runs: 3, RunSeconds: 1.0, Out: null);
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            long L(long min) { string s = Next(); return long.TryParse(s, CultureInfo.InvariantCulture, out long v) && v >= min ? v : throw new ArgumentException($"{args[i - 1]}: '{s}' is not an integer >= {min}"); }
+            double D() { string s = Next(); return double.TryParse(s, CultureInfo.InvariantCulture, out double v) && v > 0 ? v : throw new ArgumentException($"{args[i - 1]}: '{s}' is not a positive number"); }
+            o = args[i] switch
+            {
+                "--rows" => o with { Rows = L(1) },
+                "--dim" => o with { Dim = (int)L(1) },
+                "--dpus" => o with { Dpus = (int)L(1) },
+                "--zipf" => o with { Zipf = D() },
+                "--batches" => o with { Batches = (int)L(2) },
+                "--bags" => o with { Bags = (int)L(1) },
+                "--pooling" => o with { Pooling = (int)L(1) },
+                "--runs" => o with { Runs = (int)L(1) },
+                "--run-seconds" => o with { RunSeconds = D() },
+                "--out" => o with { Out = Next() },
+                "--quick" => o with { Rows = 20_000, Batches = 4, Runs = 1, RunSeconds = 0.2 },
+                _ => throw new ArgumentException($"unknown option '{args[i]}' (--rows --dim --dpus --zipf --batches --bags --pooling --runs --run-seconds --out --quick)"),
+            };
+        }
+        return o;
+    }
+
+    static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "LiveDlrm.slnx"))) return dir.FullName;
+        return Directory.GetCurrentDirectory();
+    }
+
+    static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    sealed record PimBenchRecord(string Run, string Utc, string Host, TableRecord Table, Dictionary<string, double> CostModelConstants, List<StrategyRecord> Strategies);
+    sealed record TableRecord(long Rows, int Dim, int Dpus, string Profile, int BagsPerBatch, int Pooling, int EvaluationBatches);
+    sealed record StrategyRecord(string Strategy, double ExpectedImbalance, double BatchImbalance, double CacheHitRate, long MramBytesPerDpuMax,
+                                 double MramBytesReadPerBatch, double HostToDpuBytesPerBatch, double DpuToHostBytesPerBatch,
+                                 ModelRecord CostModelPerBatch, EmulationRecord Emulated);
+    /// <summary>Seconds per batch on real hardware according to <see cref="PimCostModel"/> (a model, not a measurement).</summary>
+    sealed record ModelRecord(double DmaSeconds, double ComputeSeconds, double KernelSeconds, double ToDpuSeconds, double FromDpuSeconds, double TotalSeconds);
+    sealed record EmulationRecord(string Label, double LookupsPerSecondMedian, double[] LookupsPerSecondRuns, int BatchesPerRun, string Backend,
+                                  double ToDpuSecondsPerBatch, double KernelSecondsPerBatch, double FromDpuSecondsPerBatch, double HostReduceSecondsPerBatch);
+}

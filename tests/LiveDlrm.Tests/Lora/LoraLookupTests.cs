@@ -1,0 +1,127 @@
+using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
+
+namespace LiveDlrm.Tests.Lora;
+
+/// <summary>The LoRA bag kernels against the naive dense W + A·B, over every storage, pooling, odd dims (so the
+/// 16-, 8- and scalar column paths all run) and both threading modes.</summary>
+public class LoraLookupTests
+{
+    static readonly EmbeddingStorage[] Storages = Enum.GetValues<EmbeddingStorage>();
+    static readonly PoolingMode[] Poolings = Enum.GetValues<PoolingMode>();
+
+    static readonly KernelIsa[] Isas = Enum.GetValues<KernelIsa>().Where(EmbeddingKernels.IsSupported).ToArray();
+
+    /// <summary>Every storage × pooling × dim (5, 67: generic path; 16/32/48/64: 1–4 registers at AVX-512; 24: generic
+    /// at AVX-512, 3 registers at AVX2) at the widest ISA.</summary>
+    [Test]
+    public void LookupEqualsDenseEffectiveRows(
+        [ValueSource(nameof(Storages))] EmbeddingStorage storage,
+        [ValueSource(nameof(Poolings))] PoolingMode pooling,
+        [Values(5, 16, 24, 32, 48, 64, 67)] int dim)
+        => CheckAgainstDense(storage, pooling, dim, EmbeddingKernels.SelectedIsa);
+
+    /// <summary>The narrower register kernels (and the scalar level, which takes the generic path).</summary>
+    [Test]
+    public void LookupEqualsDenseEffectiveRowsAtEveryIsa([ValueSource(nameof(Isas))] KernelIsa isa, [Values(8, 16, 32, 64)] int dim,
+                                                        [Values(EmbeddingStorage.Fp16, EmbeddingStorage.Int8Rowwise, EmbeddingStorage.Fp32)] EmbeddingStorage storage)
+        => CheckAgainstDense(storage, PoolingMode.WeightedSum, dim, isa);
+
+    static void CheckAgainstDense(EmbeddingStorage storage, PoolingMode pooling, int dim, KernelIsa isa)
+    {
+        var rng = new Random(dim * 31 + (int)storage * 7 + (int)pooling);
+        using var table = LoraTestData.Table(storage, 2000, dim, seed: dim);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 5, BudgetFraction = 1.0 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 40);
+        Assert.That(adapter.ActiveRows, Is.EqualTo(40));
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 50, 9, hot, pooling == PoolingMode.WeightedSum);
+        var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, pooling, dim);
+
+        var reference = new float[batch.Bags * dim];
+        LoraEmbeddingBagReference.Forward(adapter, batch.Indices, batch.Offsets, reference, pooling, batch.Weights);
+        LoraTestData.AssertClose(reference, expected, 1e-5, "reference");
+        var fused = new float[batch.Bags * dim + 3];
+        fused.AsSpan(batch.Bags * dim).Fill(-7f);
+        using (EmbeddingKernels.Force(isa))
+            LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, fused, pooling, batch.Weights);
+        LoraTestData.AssertClose(fused, expected, 1e-5, $"fused at {isa}");
+        Assert.That(fused[^3..], Is.All.EqualTo(-7f), "the kernel wrote past the last bag");
+    }
+
+    /// <summary>A batch above the parallel threshold, spread over a pool's worker and the caller.</summary>
+    [Test]
+    public void LargeBatchOnAWorkerPoolEqualsTheReference([Values(16, 20)] int dim)
+    {
+        var rng = new Random(5);
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 5000, dim, seed: 3);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.5 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 300);
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 1500, 12, hot, weighted: false);
+        Assert.That(batch.Indices.Length, Is.GreaterThan(EmbeddingBag.ParallelThresholdLookups));
+        var expected = new float[batch.Bags * dim];
+        LoraEmbeddingBagReference.Forward(adapter, batch.Indices, batch.Offsets, expected, PoolingMode.Mean);
+        using var pool = new EmbeddingWorkerPool(1);
+        var actual = new float[batch.Bags * dim];
+        LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, actual, PoolingMode.Mean, pool: pool);
+        LoraTestData.AssertClose(actual, expected.Select(x => (double)x).ToArray(), 1e-5, "pooled");
+    }
+
+    [Test]
+    public void AnEmptyAdapterGivesThePlainLookup()
+    {
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 100, 16, seed: 1);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 8, BudgetFraction = 0.5 });
+        var batch = LoraTestData.RandomBatch(new Random(1), table.Rows, 20, 6, Array.Empty<long>(), weighted: false);
+        var expected = new float[batch.Bags * 16];
+        EmbeddingBagReference.Forward(table, batch.Indices, batch.Offsets, expected);
+        var actual = new float[batch.Bags * 16];
+        LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, actual);
+        Assert.That(actual, Is.EqualTo(expected).Within(1e-6f));
+    }
+
+    public enum BadInput { IndexTooLarge, NegativeIndex, OffsetsDecreasing, OutputTooShort, MissingWeights }
+
+    [Test]
+    public void BadInputThrowsBeforeAnyOutputIsWritten([Values] BadInput corner)
+    {
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp16, 50, 8, seed: 2);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 2, MaxRank = 4, BudgetFraction = 0.5 });
+        long[] indices = { 1, 2, 3, 4 };
+        long[] offsets = { 0, 2, 4 };
+        var pooling = PoolingMode.Sum;
+        int outputLength = 16;
+        switch (corner)
+        {
+            case BadInput.IndexTooLarge: indices[3] = 50; break;
+            case BadInput.NegativeIndex: indices[1] = -1; break;
+            case BadInput.OffsetsDecreasing: offsets = new long[] { 0, 3, 2, 4 }; outputLength = 24; break;
+            case BadInput.OutputTooShort: outputLength = 15; break;
+            case BadInput.MissingWeights: pooling = PoolingMode.WeightedSum; break;
+        }
+        var output = Enumerable.Repeat(42f, outputLength).ToArray();
+        Assert.That(() => LoraEmbeddingBag.Forward(adapter, indices, offsets, output, pooling), Throws.InstanceOf<ArgumentException>()
+            .With.Message.Contains(table.Name));
+        Assert.That(() => LoraEmbeddingBagReference.Forward(adapter, indices, offsets, output, pooling), Throws.InstanceOf<ArgumentException>());
+        Assert.That(output, Is.All.EqualTo(42f));
+    }
+
+    [Test]
+    public void VectorHalfConversionMatchesHalfCastForEveryBitPattern()
+    {
+        for (int start = 0; start < 65536; start += 16)
+        {
+            var bits = System.Runtime.Intrinsics.Vector512.Create(Enumerable.Range(start, 16).ToArray());
+            var wide = LoraEmbeddingBag.HalfToSingle(bits);
+            var narrow = LoraEmbeddingBag.HalfToSingle(System.Runtime.Intrinsics.Vector256.Create(Enumerable.Range(start, 8).ToArray()));
+            for (int i = 0; i < 16; i++)
+            {
+                float expected = (float)BitConverter.UInt16BitsToHalf((ushort)(start + i));
+                Assert.That(SameFloat(wide[i], expected), $"half bits 0x{start + i:x4}: {wide[i]} vs {expected}");
+                if (i < 8) Assert.That(SameFloat(narrow[i], expected), $"half bits 0x{start + i:x4} (256-bit path): {narrow[i]} vs {expected}");
+            }
+        }
+    }
+
+    static bool SameFloat(float x, float y) =>
+        float.IsNaN(y) ? float.IsNaN(x) : BitConverter.SingleToInt32Bits(x) == BitConverter.SingleToInt32Bits(y);
+}
