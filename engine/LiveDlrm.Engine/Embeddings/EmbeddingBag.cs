@@ -1,0 +1,102 @@
+using System.Numerics;
+using System.Runtime.Intrinsics;
+
+namespace LiveDlrm.Embeddings;
+
+/// <summary>Pooled embedding lookups (PyTorch/FBGEMM <c>EmbeddingBag</c> semantics) with SIMD kernels over the
+/// native table, multi-threaded over bags on an <see cref="EmbeddingWorkerPool"/>.
+/// <para>Batch: CSR <paramref name="offsets"/> with bags + 1 entries, offsets[0] == 0, non-decreasing,
+/// offsets[bags] == indices.Length; bag b pools rows indices[offsets[b] .. offsets[b+1]) into
+/// output[b·dim .. (b+1)·dim). Sum, mean (empty bag → zeros) or weighted sum (one weight per index).</para>
+/// <para>The whole batch is validated first (<see cref="EmbeddingBagValidation"/>): any bad input throws
+/// <see cref="ArgumentException"/> / <see cref="ArgumentOutOfRangeException"/> naming the table, the position and
+/// the value, and no output row is written. No managed allocation per call.</para></summary>
+public static unsafe class EmbeddingBag
+{
+    /// <summary>Batches with fewer lookups than this run on the calling thread alone: below it, waking the pool
+    /// costs more than the second core gains (see docs/kernels.md).</summary>
+    internal const int ParallelThresholdLookups = 4096;
+
+    /// <param name="pool">Worker threads to spread the bags over; null uses <see cref="EmbeddingWorkerPool.Shared"/>.
+    /// A pool with 0 threads runs everything on the calling thread.</param>
+    public static void Forward(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
+                               PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, EmbeddingWorkerPool? pool = null)
+    {
+        int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
+        fixed (long* i = indices)
+        fixed (long* o = offsets)
+        fixed (float* y = output)
+        fixed (float* w = weights)
+            Execute<long>(table, i, o, y, w, bags, indices.Length, pooling, pool);
+    }
+
+    /// <inheritdoc cref="Forward(EmbeddingTable, ReadOnlySpan{long}, ReadOnlySpan{long}, Span{float}, PoolingMode, ReadOnlySpan{float}, EmbeddingWorkerPool?)"/>
+    public static void Forward(EmbeddingTable table, ReadOnlySpan<int> indices, ReadOnlySpan<int> offsets, Span<float> output,
+                               PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, EmbeddingWorkerPool? pool = null)
+    {
+        int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
+        fixed (int* i = indices)
+        fixed (int* o = offsets)
+        fixed (float* y = output)
+        fixed (float* w = weights)
+            Execute<int>(table, i, o, y, w, bags, indices.Length, pooling, pool);
+    }
+
+    static void Execute<TI>(EmbeddingTable table, TI* indices, TI* offsets, float* output, float* weights, int bags, int lookups,
+                            PoolingMode pooling, EmbeddingWorkerPool? pool)
+        where TI : unmanaged, IBinaryInteger<TI>
+    {
+        if (bags == 0) return;
+        var job = new BagJob
+        {
+            Table = table.DataPointer,
+            Rows = table.Rows,
+            Stride = table.RowStride,
+            Dim = table.Dim,
+            Indices = indices,
+            Offsets = offsets,
+            Output = output,
+            Weights = pooling == PoolingMode.WeightedSum ? weights : null,
+            Mean = pooling == PoolingMode.Mean,
+            Bags = bags,
+            PrefetchDistance = EmbeddingKernels.PrefetchDistance,
+            Kernel = SelectKernel<TI>(EmbeddingKernels.CurrentIsa, table.Storage),
+        };
+        bool ok;
+        pool ??= EmbeddingWorkerPool.Shared;
+        if (lookups < ParallelThresholdLookups || bags < 2 || pool.ThreadCount == 0 || !pool.TryRun(in job, out ok))
+            ok = job.Kernel(in job, 0, bags);
+        GC.KeepAlive(table);    // the native rows must outlive the kernels even if the caller drops the table
+        if (!ok)
+            throw new InvalidOperationException($"table '{table.Name}': an index went out of range during the lookup although the batch validated; was the batch modified concurrently?");
+    }
+
+    internal static delegate*<in BagJob, int, int, bool> SelectKernel<TI>(KernelIsa isa, EmbeddingStorage storage)
+        where TI : unmanaged, IBinaryInteger<TI> => isa switch
+    {
+        KernelIsa.Vector512 => storage switch
+        {
+            EmbeddingStorage.Fp32 => &BagKernel.Run<Simd512, Vector512<float>, Fp32Rows, TI>,
+            EmbeddingStorage.Fp16 => &BagKernel.Run<Simd512, Vector512<float>, Fp16Rows, TI>,
+            _ => &BagKernel.Run<Simd512, Vector512<float>, Int8RowwiseRows, TI>,
+        },
+        KernelIsa.Vector256 => storage switch
+        {
+            EmbeddingStorage.Fp32 => &BagKernel.Run<Simd256, Vector256<float>, Fp32Rows, TI>,
+            EmbeddingStorage.Fp16 => &BagKernel.Run<Simd256, Vector256<float>, Fp16Rows, TI>,
+            _ => &BagKernel.Run<Simd256, Vector256<float>, Int8RowwiseRows, TI>,
+        },
+        KernelIsa.Vector128 => storage switch
+        {
+            EmbeddingStorage.Fp32 => &BagKernel.Run<Simd128, Vector128<float>, Fp32Rows, TI>,
+            EmbeddingStorage.Fp16 => &BagKernel.Run<Simd128, Vector128<float>, Fp16Rows, TI>,
+            _ => &BagKernel.Run<Simd128, Vector128<float>, Int8RowwiseRows, TI>,
+        },
+        _ => storage switch
+        {
+            EmbeddingStorage.Fp32 => &BagKernel.Run<SimdScalar, float, Fp32Rows, TI>,
+            EmbeddingStorage.Fp16 => &BagKernel.Run<SimdScalar, float, Fp16Rows, TI>,
+            _ => &BagKernel.Run<SimdScalar, float, Int8RowwiseRows, TI>,
+        },
+    };
+}

@@ -1,0 +1,79 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LiveDlrm.Embeddings;
+
+/// <summary>The vector width the embedding-bag kernels run at. Chosen once per process
+/// (<see cref="EmbeddingKernels.SelectedIsa"/>); tests force a narrower level with <see cref="EmbeddingKernels.Force"/>.</summary>
+public enum KernelIsa
+{
+    /// <summary>One float at a time (any CPU).</summary>
+    Scalar,
+    /// <summary>4 floats: SSE4.1 (zero-extending loads for fp16/int8 rows), FMA where present.</summary>
+    Vector128,
+    /// <summary>8 floats: AVX2 + FMA.</summary>
+    Vector256,
+    /// <summary>16 floats: AVX-512F.</summary>
+    Vector512,
+}
+
+/// <summary>ISA selection and tuning knobs of the embedding-bag kernels.</summary>
+public static class EmbeddingKernels
+{
+    /// <summary>The widest level this process can run. Follows the runtime's own switches, so
+    /// <c>DOTNET_EnableAVX512F=0</c> / <c>DOTNET_EnableAVX2=0</c> narrow it without any code here.</summary>
+    public static KernelIsa SelectedIsa { get; } = Detect();
+
+    [ThreadStatic] static KernelIsa? _forced;
+
+    /// <summary>The level a lookup started on this thread uses now: the forced one inside a <see cref="Force"/>
+    /// scope, else <see cref="SelectedIsa"/>.</summary>
+    public static KernelIsa CurrentIsa => _forced ?? SelectedIsa;
+
+    public static bool IsSupported(KernelIsa isa) => isa switch
+    {
+        KernelIsa.Scalar => true,
+        KernelIsa.Vector128 => Sse41.IsSupported,
+        KernelIsa.Vector256 => Avx2.IsSupported && Fma.IsSupported,
+        KernelIsa.Vector512 => Avx512F.IsSupported,
+        _ => false,
+    };
+
+    static KernelIsa Detect() =>
+        IsSupported(KernelIsa.Vector512) && Vector512.IsHardwareAccelerated ? KernelIsa.Vector512
+        : IsSupported(KernelIsa.Vector256) && Vector256.IsHardwareAccelerated ? KernelIsa.Vector256
+        : IsSupported(KernelIsa.Vector128) && Vector128.IsHardwareAccelerated ? KernelIsa.Vector128
+        : KernelIsa.Scalar;
+
+    /// <summary>Short name of a level for backend names and logs ("avx512", "avx2", "sse4", "scalar").</summary>
+    public static string IsaName(KernelIsa isa) => isa switch
+    {
+        KernelIsa.Vector512 => "avx512",
+        KernelIsa.Vector256 => "avx2",
+        KernelIsa.Vector128 => "sse4",
+        _ => "scalar",
+    };
+
+    /// <summary>Forces lookups started on the calling thread (including the pool work they fan out) to run at
+    /// <paramref name="isa"/> until the returned scope is disposed. For tests and benchmarks.</summary>
+    internal static IsaScope Force(KernelIsa isa)
+    {
+        if (!IsSupported(isa)) throw new NotSupportedException($"kernel ISA {isa} is not supported on this CPU / runtime configuration");
+        var scope = new IsaScope(_forced);
+        _forced = isa;
+        return scope;
+    }
+
+    internal sealed class IsaScope(KernelIsa? previous) : IDisposable
+    {
+        public void Dispose() => _forced = previous;
+    }
+
+    /// <summary>Rows prefetched ahead of the one being added (see docs/kernels.md for the sweep that chose it).
+    /// Settable for tuning sweeps; 0 disables software prefetch.</summary>
+    internal static int PrefetchDistance { get; set; } = DefaultPrefetchDistance;
+
+    // Chosen by sweeping 0..64 on this machine (4 M-row fp32 table, dim 64, pooling 32, batch 2048, uniform ids):
+    // see docs/kernels.md. Until tuned, FBGEMM's default.
+    internal const int DefaultPrefetchDistance = 16;
+}
