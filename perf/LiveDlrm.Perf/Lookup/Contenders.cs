@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Interop;
 using TorchSharp;
-using TorchSharp.Modules;
+using TorchEmbeddingBag = TorchSharp.Modules.EmbeddingBag;
 
 namespace LiveDlrm.Perf.Lookup;
 
@@ -19,25 +19,38 @@ abstract class Contender : IDisposable
     public virtual void Dispose() { }
 }
 
-/// <summary>LiveDlrm's kernel on its own worker pool.</summary>
+/// <summary>LiveDlrm's kernel on its own worker pool, at the engine's default prefetch distance or (sweep entries)
+/// at a given one. The distance is a process-wide knob, so every LiveDlrm contender sets its own before each call.</summary>
 sealed class LiveDlrmContender : Contender
 {
     readonly EmbeddingTable _table;
     readonly LookupBatches _batches;
     readonly float[] _output;
     readonly LiveDlrmKernel _kernel;
+    readonly int _prefetch;
+    readonly bool _isSweepEntry;
 
-    public LiveDlrmContender(EmbeddingTable table, LookupBatches batches, LiveDlrmKernel kernel)
+    public LiveDlrmContender(EmbeddingTable table, LookupBatches batches, LiveDlrmKernel kernel, int? prefetchDistance = null)
     {
         _table = table;
         _batches = batches;
         _kernel = kernel;
+        _prefetch = prefetchDistance ?? EmbeddingKernels.DefaultPrefetchDistance;
+        _isSweepEntry = prefetchDistance is not null;
         _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
     }
 
-    public override string Name => "livedlrm";
-    public override void Forward(int batch) => _kernel.Forward(_table, _batches.Indices[batch], _batches.Offsets, _output);
+    public override string Name => _isSweepEntry ? $"livedlrm_pf{_prefetch}" : "livedlrm";
+
+    public override void Forward(int batch)
+    {
+        EmbeddingKernels.PrefetchDistance = _prefetch;
+        _kernel.Forward(_table, _batches.Indices[batch], _batches.Offsets, _output);
+    }
+
     public override ReadOnlySpan<float> Output => _output;
+
+    public override void Dispose() => EmbeddingKernels.PrefetchDistance = EmbeddingKernels.DefaultPrefetchDistance;
 }
 
 /// <summary>TorchSharp's EmbeddingBag (sum) over its own copy of the fp32 weights. Index tensors (int64: TorchSharp's
@@ -45,7 +58,7 @@ sealed class LiveDlrmContender : Contender
 /// convention without include_last_offset). Call under <c>torch.no_grad()</c> on the timing thread.</summary>
 sealed class TorchSharpContender : Contender
 {
-    readonly EmbeddingBag _module;
+    readonly TorchEmbeddingBag _module;
     readonly torch.Tensor[] _indices;
     readonly torch.Tensor _offsets;
     readonly float[] _output;
@@ -87,36 +100,38 @@ sealed class TorchSharpContender : Contender
     }
 }
 
-/// <summary>The native C reference (native/ref) at one prefetch distance, one bag range per <see cref="BagWorkers"/>
-/// thread. Pointers to the pinned batch arrays are taken once; the per-call work delegate is cached.</summary>
+/// <summary>The native C reference (native/ref) at one prefetch distance, run through LiveDlrm's own
+/// <see cref="EmbeddingWorkerPool"/>: the job is the same <see cref="BagJob"/> LiveDlrm's kernel gets, with a kernel
+/// pointer that calls the C gather for each chunk of bags — same threads, same chunking, same hand-off cost.
+/// Pointers to the pinned batch arrays are taken once.</summary>
 sealed unsafe class NativeRefContender : Contender
 {
     readonly EmbeddingTable _table;
     readonly LookupBatches _batches;
-    readonly BagWorkers _workers;
+    readonly EmbeddingWorkerPool _pool;
     readonly float[] _output;
     readonly nint[] _indexPointers;
     readonly long* _offsets;
     readonly float* _out;
-    readonly KernelRef.DType _dtype;
-    readonly Action<int, int, int> _work;
-    readonly KernelRef.Status[] _status;
-    readonly long[] _errorPosition;
-    int _batch;
+    readonly delegate*<in BagJob, int, int, bool> _kernel;
+
+    // Status of the last failing chunk (any thread), for the error message.
+    static KernelRef.Status _lastStatus;
+    static long _lastErrorPosition;
 
     public int PrefetchDistance { get; }
 
-    public NativeRefContender(EmbeddingTable table, LookupBatches batches, BagWorkers workers, int prefetchDistance)
+    public NativeRefContender(EmbeddingTable table, LookupBatches batches, EmbeddingWorkerPool pool, int prefetchDistance)
     {
         _table = table;
         _batches = batches;
-        _workers = workers;
+        _pool = pool;
         PrefetchDistance = prefetchDistance;
-        _dtype = table.Storage switch
+        _kernel = table.Storage switch
         {
-            EmbeddingStorage.Fp32 => KernelRef.DType.Fp32,
-            EmbeddingStorage.Fp16 => KernelRef.DType.Fp16,
-            EmbeddingStorage.Int8Rowwise => KernelRef.DType.Int8Rowwise,
+            EmbeddingStorage.Fp32 => &GatherFp32,
+            EmbeddingStorage.Fp16 => &GatherFp16,
+            EmbeddingStorage.Int8Rowwise => &GatherInt8,
             _ => throw new ArgumentOutOfRangeException(nameof(table), table.Storage, "storage the native reference does not know"),
         };
         _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
@@ -124,28 +139,43 @@ sealed unsafe class NativeRefContender : Contender
         _out = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_output));
         _offsets = (long*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(batches.Offsets));
         _indexPointers = batches.Indices.Select(a => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a))).ToArray();
-        _status = new KernelRef.Status[workers.ThreadCount];
-        _errorPosition = new long[workers.ThreadCount];
-        _work = Gather;
     }
 
     public override string Name => $"native_ref_pf{PrefetchDistance}";
 
-    void Gather(int worker, int bagBegin, int bagEnd)
+    static bool GatherFp32(in BagJob job, int bagBegin, int bagEnd) => Gather(KernelRef.DType.Fp32, in job, bagBegin, bagEnd);
+    static bool GatherFp16(in BagJob job, int bagBegin, int bagEnd) => Gather(KernelRef.DType.Fp16, in job, bagBegin, bagEnd);
+    static bool GatherInt8(in BagJob job, int bagBegin, int bagEnd) => Gather(KernelRef.DType.Int8Rowwise, in job, bagBegin, bagEnd);
+
+    static bool Gather(KernelRef.DType dtype, in BagJob job, int bagBegin, int bagEnd)
     {
         long error;
-        _status[worker] = KernelRef.BagSum(_dtype, KernelRef.Isa.Best, _table.DataPointer, _table.Rows, _table.Dim,
-            (long*)_indexPointers[_batch], _offsets, bagBegin, bagEnd, PrefetchDistance, _out, &error);
-        _errorPosition[worker] = error;
+        var status = KernelRef.BagSum(dtype, KernelRef.Isa.Best, job.Table, job.Rows, job.Dim, (long*)job.Indices, (long*)job.Offsets,
+                                      bagBegin, bagEnd, job.PrefetchDistance, job.Output, &error);
+        if (status == KernelRef.Status.Ok) return true;
+        _lastStatus = status;
+        _lastErrorPosition = error;
+        return false;
     }
 
     public override void Forward(int batch)
     {
-        _batch = batch;
-        _workers.Run(_batches.Bags, _work);
-        for (int w = 0; w < _status.Length; w++)
-            if (_status[w] != KernelRef.Status.Ok)
-                throw new InvalidOperationException($"native reference returned {_status[w]} (worker {w}, position {_errorPosition[w]})");
+        var job = new BagJob
+        {
+            Table = _table.DataPointer,
+            Rows = _table.Rows,
+            Stride = _table.RowStride,
+            Dim = _table.Dim,
+            Indices = (long*)_indexPointers[batch],
+            Offsets = _offsets,
+            Output = _out,
+            Bags = _batches.Bags,
+            PrefetchDistance = PrefetchDistance,
+            Kernel = _kernel,
+        };
+        bool ok;
+        if (_pool.ThreadCount == 0 || !_pool.TryRun(in job, out ok)) ok = job.Kernel(in job, 0, job.Bags);
+        if (!ok) throw new InvalidOperationException($"native reference returned {_lastStatus} (position {_lastErrorPosition})");
     }
 
     public override ReadOnlySpan<float> Output => _output;

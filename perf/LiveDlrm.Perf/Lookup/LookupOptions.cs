@@ -19,6 +19,9 @@ sealed record LookupOptions
     /// far past the last-level cache, so repeating batches does not turn a DRAM case into a cache case).</summary>
     public int BatchCount { get; init; } = 32;
     public int[] Prefetch { get; init; } = [0, 4, 8, 16, 24, 32];
+    /// <summary>Also time LiveDlrm's kernel at these prefetch distances (a tuning aid; the reported livedlrm figure
+    /// is always the engine's default distance).</summary>
+    public int[] LiveDlrmPrefetch { get; init; } = [];
     public string[] Cases { get; init; } = [];
     public bool Quick { get; init; }
     public string? Out { get; init; }
@@ -32,6 +35,7 @@ sealed record LookupOptions
           --rows A,B         table sizes (default 100000,4194304)
           --dim N --pooling N --batch N     (defaults 64, 32, 2048)
           --prefetch A,B,..  native reference prefetch distances swept (default 0,4,8,16,24,32)
+          --livedlrm-prefetch A,B   also time LiveDlrm at these prefetch distances (tuning aid; off by default)
           --cases A,B        only cases whose name contains one of these (e.g. fp32-4M-uniform, int8, zipf)
           --quick            small tables and short runs (smoke test; numbers are not meaningful)
           --out PATH         JSON output (default artifacts/bench/lookup.json under the repository root)
@@ -58,6 +62,7 @@ sealed record LookupOptions
                 "--pooling" => o with { Pooling = PositiveInt(a, Value()) },
                 "--batch" => o with { Batch = PositiveInt(a, Value()) },
                 "--prefetch" => o with { Prefetch = List(a, Value(), s => NonNegativeInt(a, s)) },
+                "--livedlrm-prefetch" => o with { LiveDlrmPrefetch = List(a, Value(), s => NonNegativeInt(a, s)) },
                 "--cases" => o with { Cases = List(a, Value(), s => s) },
                 "--out" => o with { Out = Value() },
                 _ => throw new ArgumentException($"unknown option '{a}'"),

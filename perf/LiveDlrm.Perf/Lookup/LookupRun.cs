@@ -43,7 +43,6 @@ public sealed class LookupRun : IComparativeRun
         bool nativeAvailable = NativeLibraries.IsAvailable(Libraries.KernelRef);
         string nativeIsa = nativeAvailable ? KernelRef.BestIsa().ToString() : "unavailable";
         using var kernel = new LiveDlrmKernel(o.Threads);
-        using var workers = new BagWorkers(o.Threads);
         using var noGrad = torch.no_grad();
 
         Console.WriteLine($"lookup: dim {o.Dim}, pooling {o.Pooling}, batch {o.Batch}, {o.Threads} threads, {o.Runs} runs × {o.RunSeconds:0.###} s (median), " +
@@ -78,7 +77,7 @@ public sealed class LookupRun : IComparativeRun
                     foreach (var c in cases)
                     {
                         var table = tables[c.Dtype];
-                        var record = MeasureCase(o, c.Name, table, weights, batches, kernel, workers, nativeAvailable, failures);
+                        var record = MeasureCase(o, c.Name, table, weights, batches, kernel, nativeAvailable, failures);
                         record.NativeRefIsa = nativeIsa;
                         record.LivedlrmKernel = kernel.Description;
                         records.Add(record);
@@ -110,12 +109,13 @@ public sealed class LookupRun : IComparativeRun
     }
 
     static LookupRecord MeasureCase(LookupOptions o, string name, EmbeddingTable table, torch.Tensor weights, LookupBatches batches,
-                                    LiveDlrmKernel kernel, BagWorkers workers, bool nativeAvailable, List<string> failures)
+                                    LiveDlrmKernel kernel, bool nativeAvailable, List<string> failures)
     {
         var contenders = new List<Contender> { new LiveDlrmContender(table, batches, kernel) };
+        foreach (int pf in o.LiveDlrmPrefetch) contenders.Add(new LiveDlrmContender(table, batches, kernel, pf));
         if (table.Storage == EmbeddingStorage.Fp32) contenders.Add(new TorchSharpContender(weights, batches));
         if (nativeAvailable)
-            foreach (int pf in o.Prefetch) contenders.Add(new NativeRefContender(table, batches, workers, pf));
+            foreach (int pf in o.Prefetch) contenders.Add(new NativeRefContender(table, batches, kernel.Pool, pf));
         try
         {
             // The oracle on batch 0 (fp16/int8: the dequantised rows, exactly what each kernel should sum).
@@ -143,6 +143,9 @@ public sealed class LookupRun : IComparativeRun
                 LivedlrmMlookups = livedlrm, TorchsharpMlookups = torchsharp, NativeRefMlookups = native,
                 NativeRefBestPrefetch = best.Value is null ? null : int.Parse(best.Key, CultureInfo.InvariantCulture),
                 NativeRefSweep = nativeAvailable ? sweep : null,
+                LivedlrmSweep = o.LiveDlrmPrefetch.Length == 0 ? null
+                    : o.LiveDlrmPrefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"livedlrm_pf{pf}")),
+                LivedlrmPrefetch = EmbeddingKernels.DefaultPrefetchDistance,
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
                 RunMlookups = results.ToDictionary(kv => kv.Key, kv => kv.Value.Runs),
@@ -186,6 +189,7 @@ public sealed class LookupRun : IComparativeRun
     static void PrintRecord(LookupRecord r)
     {
         string sweep = r.NativeRefSweep is null ? "" : "  native sweep: " + string.Join(" ", r.NativeRefSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
+        if (r.LivedlrmSweep is not null) sweep += "  livedlrm sweep: " + string.Join(" ", r.LivedlrmSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
         Console.WriteLine($"  {r.Case,-18} livedlrm {F(r.LivedlrmMlookups),7}  torchsharp {F(r.TorchsharpMlookups),7}  native {F(r.NativeRefMlookups),7}{sweep}");
     }
 
@@ -245,6 +249,10 @@ sealed class LookupRecord
     public int? NativeRefBestPrefetch { get; init; }
     public Dictionary<string, double?>? NativeRefSweep { get; init; }
     public string NativeRefIsa { get; set; } = "";
+    /// <summary>The prefetch distance behind livedlrm_mlookups (the engine's default).</summary>
+    public int LivedlrmPrefetch { get; init; }
+    /// <summary>--livedlrm-prefetch: LiveDlrm at other distances (null when not asked for).</summary>
+    public Dictionary<string, double?>? LivedlrmSweep { get; init; }
     public string LivedlrmKernel { get; set; } = "";
     public double? LivedlrmVsNativeRef { get; init; }
     public double? LivedlrmVsTorchsharp { get; init; }
