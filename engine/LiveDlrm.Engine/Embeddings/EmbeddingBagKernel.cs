@@ -122,15 +122,16 @@ internal static unsafe class BagKernel
         return true;
     }
 
+    /// <summary>Touches every cache line of the row <paramref name="distance"/> lookups ahead of j (within this
+    /// thread's range of the batch, whose indices are all validated).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void PrefetchAhead<TI>(in BagJob job, long j, long rangeEnd) where TI : unmanaged, IBinaryInteger<TI>
+    static void PrefetchAhead<TI>(TI* indices, long j, int distance, long rangeEnd, byte* table, long stride) where TI : unmanaged, IBinaryInteger<TI>
     {
-        long p = j + job.PrefetchDistance;
+        long p = j + distance;
         if (p >= rangeEnd) return;
-        // Prefetch never faults, but only validated indices reach here anyway (the range is inside the batch).
-        byte* row = job.Table + long.CreateTruncating(((TI*)job.Indices)[p]) * job.Stride;
+        byte* row = table + long.CreateTruncating(indices[p]) * stride;
         byte* line = (byte*)((nuint)row & ~(nuint)63);
-        byte* last = row + job.Stride - 1;
+        byte* last = row + stride - 1;
         for (; line <= last; line += 64) Sse.Prefetch0(line);
     }
 
@@ -140,6 +141,10 @@ internal static unsafe class BagKernel
     {
         TI* indices = (TI*)job.Indices;
         ulong rows = (ulong)job.Rows;
+        byte* table = job.Table;
+        long stride = job.Stride;
+        float* weights = job.Weights;
+        int dim = job.Dim, distance = job.PrefetchDistance;
         int w = TS.Count;
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
         float biasSum = 0;
@@ -147,9 +152,9 @@ internal static unsafe class BagKernel
         {
             long r = long.CreateTruncating(indices[j]);
             if ((ulong)r >= rows) return false;
-            if (Sse.IsSupported && prefetch) PrefetchAhead<TI>(in job, j, rangeEnd);
-            byte* row = job.Table + r * job.Stride;
-            TF.RowFactors(row, job.Dim, job.Weights == null ? 1f : job.Weights[j], out float scale, out float bias);
+            if (Sse.IsSupported && prefetch) PrefetchAhead(indices, j, distance, rangeEnd, table, stride);
+            byte* row = table + r * stride;
+            TF.RowFactors(row, dim, weights == null ? 1f : weights[j], out float scale, out float bias);
             TV s = TS.Broadcast(scale);
             a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, col), s, a0);
             a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, col + w), s, a1);
@@ -179,15 +184,19 @@ internal static unsafe class BagKernel
     {
         TI* indices = (TI*)job.Indices;
         ulong rows = (ulong)job.Rows;
+        byte* table = job.Table;
+        long stride = job.Stride;
+        float* weights = job.Weights;
+        int dim = job.Dim, distance = job.PrefetchDistance;
         TV a = TS.Zero;
         float biasSum = 0;
         for (long j = start; j < end; j++)
         {
             long r = long.CreateTruncating(indices[j]);
             if ((ulong)r >= rows) return false;
-            if (Sse.IsSupported && prefetch) PrefetchAhead<TI>(in job, j, rangeEnd);
-            byte* row = job.Table + r * job.Stride;
-            TF.RowFactors(row, job.Dim, job.Weights == null ? 1f : job.Weights[j], out float scale, out float bias);
+            if (Sse.IsSupported && prefetch) PrefetchAhead(indices, j, distance, rangeEnd, table, stride);
+            byte* row = table + r * stride;
+            TF.RowFactors(row, dim, weights == null ? 1f : weights[j], out float scale, out float bias);
             a = TS.MultiplyAdd(TF.Load<TS, TV>(row, col), TS.Broadcast(scale), a);
             if (TF.HasBias) biasSum += bias;
         }
@@ -204,16 +213,20 @@ internal static unsafe class BagKernel
     {
         TI* indices = (TI*)job.Indices;
         ulong rows = (ulong)job.Rows;
-        int n = job.Dim - col;
+        byte* table = job.Table;
+        long stride = job.Stride;
+        float* weights = job.Weights;
+        int dim = job.Dim, distance = job.PrefetchDistance;
+        int n = dim - col;
         for (int c = 0; c < n; c++) acc[c] = 0;
         float biasSum = 0;
         for (long j = start; j < end; j++)
         {
             long r = long.CreateTruncating(indices[j]);
             if ((ulong)r >= rows) return false;
-            if (Sse.IsSupported && prefetch) PrefetchAhead<TI>(in job, j, rangeEnd);
-            byte* row = job.Table + r * job.Stride;
-            TF.RowFactors(row, job.Dim, job.Weights == null ? 1f : job.Weights[j], out float scale, out float bias);
+            if (Sse.IsSupported && prefetch) PrefetchAhead(indices, j, distance, rangeEnd, table, stride);
+            byte* row = table + r * stride;
+            TF.RowFactors(row, dim, weights == null ? 1f : weights[j], out float scale, out float bias);
             for (int c = 0; c < n; c++) acc[c] = MathF.FusedMultiplyAdd(TF.LoadScalar(row, col + c), scale, acc[c]);
             if (TF.HasBias) biasSum += bias;
         }

@@ -119,6 +119,8 @@ public sealed unsafe class EmbeddingTable : IDisposable
         if (values.Length != Dim) throw new ArgumentException($"table '{Name}': row {row} needs {Dim} values, got {values.Length}", nameof(values));
         for (int i = 0; i < values.Length; i++)
             if (!float.IsFinite(values[i])) throw new ArgumentException($"table '{Name}': row {row} value {i} is {values[i]} (not finite)", nameof(values));
+            else if (Storage == EmbeddingStorage.Fp16 && Math.Abs(values[i]) >= Fp16Overflow)
+                throw new ArgumentException($"table '{Name}': row {row} value {i} is {values[i]}, beyond fp16's range (±65504)", nameof(values));
         byte* p = RowPointer(row);
         switch (Storage)
         {
@@ -134,6 +136,9 @@ public sealed unsafe class EmbeddingTable : IDisposable
                 break;
         }
     }
+
+    /// <summary>Smallest magnitude that rounds to infinity in fp16 (65504 + half an ulp of 32).</summary>
+    const float Fp16Overflow = 65520f;
 
     /// <summary>8-bit rowwise quantisation: bias = min, scale = (max − min) / 255, q = round((v − bias) / scale).
     /// A constant row gets scale 0 so it dequantises exactly to its value.</summary>
@@ -155,6 +160,9 @@ public sealed unsafe class EmbeddingTable : IDisposable
     }
 
     public bool IsDisposed => _buffer.IsClosed;
+
+    /// <summary>Whether the rows live in a mapping advised for 2 MiB pages (large tables on Linux).</summary>
+    public bool HugePagesAdvised => _buffer.HugePagesAdvised;
 
     public void Dispose() => _buffer.Dispose();
 

@@ -55,8 +55,8 @@ public static class EmbeddingKernels
     };
 
     /// <summary>Forces lookups started on the calling thread (including the pool work they fan out) to run at
-    /// <paramref name="isa"/> until the returned scope is disposed. For tests and benchmarks.</summary>
-    internal static IsaScope Force(KernelIsa isa)
+    /// <paramref name="isa"/> until the returned scope is disposed. For tests, benchmarks and diagnostics (`livedlrm demo --isa`).</summary>
+    public static IDisposable Force(KernelIsa isa)
     {
         if (!IsSupported(isa)) throw new NotSupportedException($"kernel ISA {isa} is not supported on this CPU / runtime configuration");
         var scope = new IsaScope(_forced);
@@ -69,9 +69,15 @@ public static class EmbeddingKernels
         public void Dispose() => _forced = previous;
     }
 
-    /// <summary>Rows prefetched ahead of the one being added (see docs/kernels.md for the sweep that chose it).
-    /// Settable for tuning sweeps; 0 disables software prefetch.</summary>
-    internal static int PrefetchDistance { get; set; } = DefaultPrefetchDistance;
+    /// <summary>Rows prefetched ahead of the one being added (see docs/kernels.md for the sweep that chose the
+    /// default). Settable for tuning sweeps (<c>livedlrm demo --prefetch N</c>); 0 disables software prefetch.
+    /// Read once at the start of each lookup.</summary>
+    public static int PrefetchDistance
+    {
+        get => _prefetchDistance;
+        set => _prefetchDistance = value is >= 0 and <= 1024 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "prefetch distance must be in [0, 1024] rows");
+    }
+    static volatile int _prefetchDistance = DefaultPrefetchDistance;
 
     // Chosen by sweeping 0..64 on this machine (4 M-row fp32 table, dim 64, pooling 32, batch 2048, uniform ids):
     // see docs/kernels.md. Until tuned, FBGEMM's default.

@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Memory;
+
+namespace LiveDlrm.Cli.Commands;
+
+/// <summary>A short lookup demo (what <c>./build.sh run</c> does until the replay exists): builds tables, times
+/// pooled lookups with uniform and Zipf ids, prints what it measured, and checks a batch against the scalar
+/// reference. Also the prefetch-distance sweep used to tune the kernels (<c>--sweep-prefetch</c>).</summary>
+public sealed class DemoCommand : ICommand
+{
+    public string Name => "demo";
+    public string Summary => "time embedding-bag lookups (fp32/fp16/int8, uniform and Zipf ids) and check them against the reference";
+    public string Usage => """
+          --rows N            table rows (default 1000000)
+          --dim N             embedding dim (default 64)
+          --pooling N         lookups per bag (default 32)
+          --batch N           bags per lookup call (default 2048)
+          --storage LIST      fp32,fp16,int8 (default all three)
+          --dist LIST         uniform,zipf (default both)
+          --zipf S            Zipf exponent (default 1.05)
+          --seconds S         timed seconds per case, split into 5 runs; the median run is reported (default 1)
+          --threads N         threads per lookup including the caller (default: processor count)
+          --prefetch N        prefetch distance in rows (default: the tuned one, 0 = off)
+          --sweep-prefetch L  comma list of prefetch distances to time in turn (e.g. 0,4,8,16,32)
+          --no-hugepages      allocate large tables without the MADV_HUGEPAGE mapping (to measure its effect)
+          --isa NAME          scalar|vector128|vector256|vector512 (default: the widest supported)
+        """;
+
+    public int Run(CommandArgs args)
+    {
+        long rows = args.Long("rows", 1_000_000, 1, 1L << 34);
+        int dim = args.Int("dim", 64, 1, 4096);
+        int pooling = args.Int("pooling", 32, 0, 10_000);
+        int batch = args.Int("batch", 2048, 1, 1 << 20);
+        var storages = ParseList(args.String("storage", "fp32,fp16,int8"), s => s switch
+        {
+            "fp32" => EmbeddingStorage.Fp32, "fp16" => EmbeddingStorage.Fp16, "int8" => EmbeddingStorage.Int8Rowwise,
+            _ => throw new UsageException($"--storage: unknown '{s}' (fp32, fp16, int8)"),
+        });
+        var dists = ParseList(args.String("dist", "uniform,zipf"), s => s is "uniform" or "zipf" ? s : throw new UsageException($"--dist: unknown '{s}' (uniform, zipf)"));
+        double zipfS = args.Double("zipf", 1.05, 0.01, 10);
+        double seconds = args.Double("seconds", 1, 0.05, 3600);
+        int threads = args.Int("threads", Environment.ProcessorCount, 1, 1024);
+        int prefetch = args.Int("prefetch", EmbeddingKernels.PrefetchDistance, 0, 1024);
+        var sweep = args.String("sweep-prefetch") is { } list ? ParseList(list, s => int.TryParse(s, out int v) && v >= 0 ? v : throw new UsageException($"--sweep-prefetch: '{s}' is not a distance")) : [prefetch];
+        string? isaName = args.String("isa");
+        bool noHugePages = args.Flag("no-hugepages");
+        args.EnsureAllUsed();
+
+        KernelIsa isa = EmbeddingKernels.SelectedIsa;
+        if (isaName is not null && !Enum.TryParse(isaName, ignoreCase: true, out isa))
+            throw new UsageException($"--isa: unknown '{isaName}' (scalar, vector128, vector256, vector512)");
+        if (!EmbeddingKernels.IsSupported(isa)) throw new UsageException($"--isa: {isa} is not supported on this machine");
+        using var forced = EmbeddingKernels.Force(isa);
+        NativeBuffer.UseHugePages = !noHugePages;
+        using var pool = new EmbeddingWorkerPool(threads - 1);
+
+        Console.WriteLine($"livedlrm demo: {rows:N0} rows × dim {dim}, pooling {pooling}, batch {batch}, {threads} thread(s), kernel {EmbeddingKernels.IsaName(isa)}, timed {seconds:0.##} s per case (median of 5 runs)");
+        Console.WriteLine($"{"storage",-8} {"ids",-8} {"prefetch",8} {"M lookups/s",12} {"GB/s",8} {"ns/bag",8}  check");
+        int failures = 0;
+        var batches = new Dictionary<string, long[][]>();
+        foreach (var dist in dists) batches[dist] = MakeBatches(rows, batch, pooling, dist, zipfS, count: 8, seed: 42);
+        long[] offsets = new long[batch + 1];
+        for (int b = 0; b <= batch; b++) offsets[b] = (long)b * pooling;
+        var output = new float[batch * dim];
+
+        foreach (var storage in storages)
+        {
+            var sw = Stopwatch.StartNew();
+            using var table = BuildTable(rows, dim, storage);
+            Console.WriteLine($"  built {table} in {sw.Elapsed.TotalSeconds:F1} s (huge pages advised: {table.HugePagesAdvised}, process AnonHugePages: {AnonHugePages()})");
+            foreach (var dist in dists)
+            {
+                string check = Check(table, batches[dist][0], offsets, pool);
+                if (check != "ok") failures++;
+                foreach (int distance in sweep)
+                {
+                    EmbeddingKernels.PrefetchDistance = distance;
+                    double lookupsPerSecond = Time(table, batches[dist], offsets, output, pool, seconds);
+                    double gbs = lookupsPerSecond * table.RowStride / 1e9;
+                    double nsPerBag = 1e9 / (lookupsPerSecond / Math.Max(1, pooling));
+                    Console.WriteLine($"{Short(storage),-8} {dist,-8} {distance,8} {lookupsPerSecond / 1e6,12:F1} {gbs,8:F2} {nsPerBag,8:F0}  {check}");
+                }
+            }
+        }
+        EmbeddingKernels.PrefetchDistance = prefetch;
+        return failures == 0 ? 0 : 1;
+    }
+
+    /// <summary>How much of the process is backed by transparent huge pages (from /proc/self/smaps_rollup).</summary>
+    static string AnonHugePages()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/self/smaps_rollup").FirstOrDefault(l => l.StartsWith("AnonHugePages:", StringComparison.Ordinal));
+            return line is null ? "n/a" : line["AnonHugePages:".Length..].Trim();
+        }
+        catch (IOException) { return "n/a"; }
+    }
+
+    static string Short(EmbeddingStorage s) => s switch { EmbeddingStorage.Fp32 => "fp32", EmbeddingStorage.Fp16 => "fp16", _ => "int8" };
+
+    static List<T> ParseList<T>(string list, Func<string, T> parse) =>
+        list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(parse).ToList();
+
+    /// <summary>Random values in [-1, 1), written through WriteRow (so fp16/int8 rows are really quantised).</summary>
+    static EmbeddingTable BuildTable(long rows, int dim, EmbeddingStorage storage)
+    {
+        var table = EmbeddingTable.Create($"demo-{Short(storage)}", rows, dim, storage);
+        var rng = new Random(7);
+        var row = new float[dim];
+        for (long r = 0; r < rows; r++)
+        {
+            for (int d = 0; d < dim; d++) row[d] = (float)(rng.NextDouble() * 2 - 1);
+            table.WriteRow(r, row);
+        }
+        return table;
+    }
+
+    /// <summary>Index batches generated before any timing. Zipf ranks come from the inverse CDF (binary search over
+    /// the cumulative weights of the first min(rows, 2^24) ranks) and are scattered over the table by a fixed odd
+    /// multiplier, so hot rows are not neighbours.</summary>
+    static long[][] MakeBatches(long rows, int batch, int pooling, string dist, double s, int count, int seed)
+    {
+        var rng = new Random(seed);
+        long n = (long)batch * pooling;
+        double[]? cdf = null;
+        if (dist == "zipf")
+        {
+            int ranks = (int)Math.Min(rows, 1 << 24);
+            cdf = new double[ranks];
+            double acc = 0;
+            for (int k = 0; k < ranks; k++) { acc += Math.Pow(k + 1, -s); cdf[k] = acc; }
+            for (int k = 0; k < ranks; k++) cdf[k] /= acc;
+        }
+        var result = new long[count][];
+        for (int c = 0; c < count; c++)
+        {
+            var ids = new long[n];
+            for (long i = 0; i < n; i++)
+            {
+                if (cdf is null) { ids[i] = rng.NextInt64(rows); continue; }
+                int k = Array.BinarySearch(cdf, rng.NextDouble());
+                if (k < 0) k = Math.Min(~k, cdf.Length - 1);
+                ids[i] = (long)((ulong)k * 0x9E3779B97F4A7C15UL % (ulong)rows);
+            }
+            result[c] = ids;
+        }
+        return result;
+    }
+
+    static string Check(EmbeddingTable table, long[] indices, long[] offsets, EmbeddingWorkerPool pool)
+    {
+        int bags = offsets.Length - 1, dim = table.Dim;
+        var got = new float[bags * dim];
+        var expected = new float[bags * dim];
+        EmbeddingBag.Forward(table, indices, offsets, got, PoolingMode.Sum, default, pool);
+        EmbeddingBagReference.Forward(table, indices, offsets, expected);
+        double worst = 0;
+        for (int i = 0; i < got.Length; i++)
+            worst = Math.Max(worst, Math.Abs(got[i] - expected[i]) / Math.Max(1.0, Math.Abs(expected[i])));
+        // Rows are in [-1, 1], so a bag's terms are bounded by its length: an absolute 1e-5·pooling bound is the
+        // relative one with respect to the sum of magnitudes.
+        double bound = 1e-5 * Math.Max(1, indices.Length / Math.Max(1, bags));
+        return worst <= bound ? "ok" : $"MISMATCH (max error {worst:G3} > {bound:G3})";
+    }
+
+    static double Time(EmbeddingTable table, long[][] batches, long[] offsets, float[] output, EmbeddingWorkerPool pool, double seconds)
+    {
+        for (int i = 0; i < 3; i++) EmbeddingBag.Forward(table, batches[i % batches.Length], offsets, output, PoolingMode.Sum, default, pool);
+        var rates = new double[5];
+        long perRun = Stopwatch.Frequency * (long)(seconds * 1000) / 5000;
+        for (int run = 0; run < rates.Length; run++)
+        {
+            long lookups = 0, start = Stopwatch.GetTimestamp(), now;
+            int k = 0;
+            do
+            {
+                var ids = batches[k++ % batches.Length];
+                EmbeddingBag.Forward(table, ids, offsets, output, PoolingMode.Sum, default, pool);
+                lookups += ids.Length;
+                now = Stopwatch.GetTimestamp();
+            } while (now - start < perRun);
+            rates[run] = lookups * (double)Stopwatch.Frequency / (now - start);
+        }
+        Array.Sort(rates);
+        return rates[rates.Length / 2];
+    }
+}
