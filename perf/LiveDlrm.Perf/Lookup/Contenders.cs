@@ -86,7 +86,8 @@ sealed class TorchSharpContender : Contender
         get
         {
             if (_last is null) throw new InvalidOperationException("no forward yet");
-            _last.contiguous().data<float>().CopyTo(_output);
+            using var dense = _last.contiguous();
+            dense.data<float>().CopyTo(_output);
             return _output;
         }
     }

@@ -223,7 +223,7 @@ public sealed class LookupRun : IComparativeRun
 
     /// <summary>The repository root (the folder holding LiveDlrm.slnx) above the working directory or the binary,
     /// else the working directory.</summary>
-    static string RepoRoot()
+    internal static string RepoRoot()
     {
         foreach (string start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
