@@ -64,8 +64,10 @@ public sealed class LookupRun : IComparativeRun
             var sw = Stopwatch.StartNew();
             torch.manual_seed(rows);
             using var weights = torch.rand(rows, o.Dim).mul_(2).sub_(1);
-            var tables = wanted.Select(w => w.Dtype).Distinct()
-                .ToDictionary(d => d, d => EmbeddingTable.FromTensor($"bench-{DtypeName(d)}-{rows}", weights, d));
+            // fp32 is always built: TorchSharp's weights and the source the fp16/int8 tables are quantised from.
+            var tables = new Dictionary<EmbeddingStorage, EmbeddingTable> { [EmbeddingStorage.Fp32] = BenchTables.Fp32($"bench-fp32-{rows}", weights) };
+            foreach (var d in wanted.Select(w => w.Dtype).Distinct().Where(d => d != EmbeddingStorage.Fp32))
+                tables[d] = BenchTables.Quantised($"bench-{DtypeName(d)}-{rows}", tables[EmbeddingStorage.Fp32], d);
             Console.WriteLine($"\n{RowsLabel(rows)} rows: tables built in {sw.Elapsed.TotalSeconds:F1} s ({string.Join(", ", tables.Values)})");
             try
             {
