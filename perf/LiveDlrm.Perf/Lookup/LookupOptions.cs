@@ -77,7 +77,7 @@ sealed record LookupOptions
     {
         var parts = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (parts.Length == 0) throw new ArgumentException($"option {option} needs a comma-separated list, got '{value}'");
-        return parts.Select(parse).ToArray();
+        return parts.Select(parse).Distinct().ToArray();
     }
 
     static int PositiveInt(string option, string s) =>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using LiveDlrm.Embeddings;
@@ -103,7 +104,7 @@ public sealed class LookupRun : IComparativeRun
         Console.WriteLine($"\nwrote {path}");
         if (failures.Count > 0)
         {
-            Console.Error.WriteLine($"bench lookup: {failures.Count} contender(s) disagreed with the reference and were not reported:");
+            Console.Error.WriteLine($"bench lookup: {failures.Count} contender(s) failed or disagreed with the reference and were not reported:");
             foreach (var f in failures) Console.Error.WriteLine($"  {f}");
             return 1;
         }
@@ -126,8 +127,17 @@ public sealed class LookupRun : IComparativeRun
             var verified = new List<Contender>();
             foreach (var c in contenders)
             {
-                c.Forward(0);
-                if (Compare(c.Output, expected) is { } mismatch) failures.Add($"{name} {c.Name}: {mismatch}");
+                string? problem;
+                try
+                {
+                    c.Forward(0);
+                    problem = Compare(c.Output, expected);
+                }
+                catch (Exception e) when (e is InvalidOperationException or ArgumentException or ExternalException)
+                {
+                    problem = $"{e.GetType().Name}: {e.Message}";
+                }
+                if (problem is not null) failures.Add($"{name} {c.Name}: {problem}");
                 else verified.Add(c);
             }
 
