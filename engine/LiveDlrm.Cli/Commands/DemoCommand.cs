@@ -24,6 +24,8 @@ public sealed class DemoCommand : ICommand
           --prefetch N        prefetch distance in rows (default: the tuned one, 0 = off)
           --sweep-prefetch L  comma list of prefetch distances to time in turn (e.g. 0,4,8,16,32)
           --no-hugepages      allocate large tables without the MADV_HUGEPAGE mapping (to measure its effect)
+          --self-check        instead of timing: compare the kernels with the scalar reference over every row format,
+                              dims 1..256, every pooling, int/long indices, 1 and 2 threads; exit 1 on any mismatch
           --isa NAME          scalar|vector128|vector256|vector512 (default: the widest supported)
         """;
 
@@ -46,6 +48,7 @@ public sealed class DemoCommand : ICommand
         var sweep = args.String("sweep-prefetch") is { } list ? ParseList(list, s => int.TryParse(s, out int v) && v >= 0 ? v : throw new UsageException($"--sweep-prefetch: '{s}' is not a distance")) : [prefetch];
         string? isaName = args.String("isa");
         bool noHugePages = args.Flag("no-hugepages");
+        bool selfCheck = args.Flag("self-check");
         args.EnsureAllUsed();
 
         KernelIsa isa = EmbeddingKernels.SelectedIsa;
@@ -54,6 +57,13 @@ public sealed class DemoCommand : ICommand
         if (!EmbeddingKernels.IsSupported(isa)) throw new UsageException($"--isa: {isa} is not supported on this machine");
         using var forced = EmbeddingKernels.Force(isa);
         NativeBuffer.UseHugePages = !noHugePages;
+        if (selfCheck)
+        {
+            var result = EmbeddingBagSelfCheck.Run();
+            foreach (var f in result.Failures) Console.WriteLine($"MISMATCH {f}");
+            Console.WriteLine($"self-check kernel={EmbeddingKernels.IsaName(result.Isa)} selected={EmbeddingKernels.IsaName(EmbeddingKernels.SelectedIsa)} cases={result.Cases} failures={result.Failures.Count}");
+            return result.Failures.Count == 0 ? 0 : 1;
+        }
         using var pool = new EmbeddingWorkerPool(threads - 1);
 
         Console.WriteLine($"livedlrm demo: {rows:N0} rows × dim {dim}, pooling {pooling}, batch {batch}, {threads} thread(s), kernel {EmbeddingKernels.IsaName(isa)}, timed {seconds:0.##} s per case (median of 5 runs)");

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using LiveDlrm.Embeddings;
 using LiveDlrm.Interop;
 using LiveDlrm.Runtime;
 
@@ -18,6 +19,9 @@ public sealed class InfoCommand : ICommand
         Console.WriteLine($".NET              {RuntimeInformation.FrameworkDescription}");
         Console.WriteLine($"vector widths     512:{Vector512.IsHardwareAccelerated} 256:{Vector256.IsHardwareAccelerated} 128:{Vector128.IsHardwareAccelerated}");
         Console.WriteLine($"processors        {Environment.ProcessorCount}");
+        Console.WriteLine($"embedding kernel  {EmbeddingKernels.IsaName(EmbeddingKernels.SelectedIsa)} ({EmbeddingKernels.SelectedIsa}), prefetch distance {EmbeddingKernels.PrefetchDistance} rows");
+        // Reported without starting the shared pool's threads: its size is fixed by the processor count.
+        Console.WriteLine($"embedding threads {EmbeddingWorkerPool.SharedThreadCount} workers + the calling thread per lookup");
         Console.WriteLine($"TorchSharp        {TorchRuntime.TorchSharpVersion}");
         string libtorch;
         try { libtorch = TorchRuntime.LibTorchVersion + $" (intra-op threads {TorchSharp.torch.get_num_threads()})"; }

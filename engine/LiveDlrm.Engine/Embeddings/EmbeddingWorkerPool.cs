@@ -12,13 +12,18 @@ public sealed unsafe class EmbeddingWorkerPool : IDisposable
     /// wakes late, few enough that the shared counter stays cold.</summary>
     const int ChunksPerThread = 4;
 
-    static readonly Lazy<EmbeddingWorkerPool> _shared = new(() => new EmbeddingWorkerPool(Math.Max(0, Environment.ProcessorCount - 1)));
+    static readonly Lazy<EmbeddingWorkerPool> _shared = new(() => new EmbeddingWorkerPool(SharedThreadCount));
+
+    /// <summary>Workers of <see cref="Shared"/>: one per processor besides the calling thread.</summary>
+    public static int SharedThreadCount => Math.Max(0, Environment.ProcessorCount - 1);
 
     /// <summary>The process-wide pool used when a lookup passes no pool: one worker per core besides the caller.</summary>
     public static EmbeddingWorkerPool Shared => _shared.Value;
 
     readonly Thread[] _threads;
     readonly int[] _threadIds;
+    /// <summary>Per worker, its managed allocation counter after its last job (tests check it stays flat).</summary>
+    readonly long[] _allocatedAfterJob;
     readonly SemaphoreSlim _wake = new(0);
     readonly ManualResetEventSlim _done = new(false);
     readonly object _gate = new();
@@ -43,6 +48,7 @@ public sealed unsafe class EmbeddingWorkerPool : IDisposable
         ArgumentOutOfRangeException.ThrowIfGreaterThan(threads, 1024);
         _threads = new Thread[threads];
         _threadIds = new int[threads];
+        _allocatedAfterJob = new long[threads];
         var started = new CountdownEvent(threads);
         var errors = new Exception?[threads];
         for (int i = 0; i < threads; i++)
@@ -60,7 +66,7 @@ public sealed unsafe class EmbeddingWorkerPool : IDisposable
                     errors[index] = e;
                 }
                 started.Signal();
-                if (errors[index] is null) WorkerLoop();
+                if (errors[index] is null) WorkerLoop(index);
             })
             {
                 Name = $"livedlrm-emb-{i}",
@@ -78,13 +84,14 @@ public sealed unsafe class EmbeddingWorkerPool : IDisposable
         }
     }
 
-    void WorkerLoop()
+    void WorkerLoop(int index)
     {
         while (true)
         {
             _wake.Wait();
             if (_disposed) return;
             RunChunks();
+            Volatile.Write(ref _allocatedAfterJob[index], GC.GetAllocatedBytesForCurrentThread());
             if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
         }
     }
@@ -128,6 +135,17 @@ public sealed unsafe class EmbeddingWorkerPool : IDisposable
         finally
         {
             Monitor.Exit(_gate);
+        }
+    }
+
+    /// <summary>Sum over the workers of the bytes each had allocated when it finished its last job.</summary>
+    internal long WorkerAllocatedBytes
+    {
+        get
+        {
+            long sum = 0;
+            for (int i = 0; i < _allocatedAfterJob.Length; i++) sum += Volatile.Read(ref _allocatedAfterJob[i]);
+            return sum;
         }
     }
 

@@ -34,20 +34,21 @@ public class EmbeddingBagKernelTests
         Assert.That(indices.Length, Is.GreaterThanOrEqualTo(EmbeddingBag.ParallelThresholdLookups));
         var ints = EmbeddingTestData.ToInt(indices);
         var intOffsets = EmbeddingTestData.ToInt(offsets);
-        float tolerance = 1e-5f;
+        const double tolerance = 1e-5;
         foreach (var pooling in Enum.GetValues<PoolingMode>())
         {
             var w = pooling == PoolingMode.WeightedSum ? weights : [];
+            var reference = EmbeddingTestData.Reference(table, indices, offsets, weights, pooling);
             foreach (var pool in new[] { new EmbeddingWorkerPool(0), _pool })
             {
                 string what = $"{isa} {storage} dim {dim} {pooling} threads {pool.ThreadCount + 1}";
                 var output = new float[(offsets.Length - 1) * dim];
                 output.AsSpan().Fill(float.NaN);
                 EmbeddingBag.Forward(table, indices, offsets, output, pooling, w, pool);
-                EmbeddingTestData.AssertMatchesReference(table, indices, offsets, weights, pooling, output, tolerance, what + " long");
+                EmbeddingTestData.AssertClose(reference, output, dim, tolerance, what + " long");
                 output.AsSpan().Fill(float.NaN);
                 EmbeddingBag.Forward(table, ints, intOffsets, output, pooling, w, pool);
-                EmbeddingTestData.AssertMatchesReference(table, indices, offsets, weights, pooling, output, tolerance, what + " int");
+                EmbeddingTestData.AssertClose(reference, output, dim, tolerance, what + " int");
                 if (pool != _pool) pool.Dispose();
             }
         }

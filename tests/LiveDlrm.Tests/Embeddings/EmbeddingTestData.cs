@@ -52,35 +52,44 @@ internal static class EmbeddingTestData
 
     public static int[] ToInt(long[] values) => values.Select(v => checked((int)v)).ToArray();
 
-    /// <summary>Asserts <paramref name="actual"/> equals the scalar reference within <paramref name="relative"/> of
-    /// the sum of the absolute terms of each output element (the honest scale for a sum that may cancel).</summary>
-    public static void AssertMatchesReference(EmbeddingTable table, long[] indices, long[] offsets, float[] weights, PoolingMode pooling,
-                                              ReadOnlySpan<float> actual, float relative, string what)
+    /// <summary>The reference output of a batch and, per element, the scale its error is measured against: the sum
+    /// of the absolute terms (an honest scale for a sum that may cancel), divided by the bag length for mean.</summary>
+    public static (float[] Expected, double[] Scale) Reference(EmbeddingTable table, long[] indices, long[] offsets, float[] weights, PoolingMode pooling)
     {
         int dim = table.Dim, bags = offsets.Length - 1;
         var expected = new float[bags * dim];
         var w = pooling == PoolingMode.WeightedSum ? weights : [];
         EmbeddingBagReference.Forward(table, indices, offsets, expected, pooling, w);
         var row = new float[dim];
-        var scale = new double[dim];
+        var scale = new double[bags * dim];
         for (int b = 0; b < bags; b++)
         {
-            Array.Clear(scale);
             long start = offsets[b], end = offsets[b + 1];
             for (long j = start; j < end; j++)
             {
                 TermMagnitudes(table, indices[j], row);
                 double wj = pooling == PoolingMode.WeightedSum ? Math.Abs(weights[j]) : 1;
-                for (int d = 0; d < dim; d++) scale[d] += wj * row[d];
+                for (int d = 0; d < dim; d++) scale[b * dim + d] += wj * row[d];
             }
-            double div = pooling == PoolingMode.Mean && end > start ? end - start : 1;
-            for (int d = 0; d < dim; d++)
-            {
-                float e = expected[b * dim + d], a = actual[b * dim + d];
-                double tol = relative * scale[d] / div + 1e-30;
-                if (!(Math.Abs(a - e) <= tol))
-                    Assert.Fail($"{what}: bag {b} (len {end - start}) column {d}: got {a}, reference {e}, tolerance {tol:G3}");
-            }
+            if (pooling == PoolingMode.Mean && end > start)
+                for (int d = 0; d < dim; d++) scale[b * dim + d] /= end - start;
+        }
+        return (expected, scale);
+    }
+
+    /// <summary>Asserts |actual − expected| ≤ relative · scale for every element (NaN fails).</summary>
+    public static void AssertClose((float[] Expected, double[] Scale) reference, ReadOnlySpan<float> actual, int dim, double relative, string what)
+    {
+        for (int i = 0; i < reference.Expected.Length; i++)
+        {
+            float e = reference.Expected[i], a = actual[i];
+            double tol = relative * reference.Scale[i] + 1e-30;
+            if (!(Math.Abs(a - e) <= tol))
+                Assert.Fail($"{what}: bag {i / dim} column {i % dim}: got {a}, reference {e}, tolerance {tol:G3}");
         }
     }
+
+    public static void AssertMatchesReference(EmbeddingTable table, long[] indices, long[] offsets, float[] weights, PoolingMode pooling,
+                                              ReadOnlySpan<float> actual, double relative, string what)
+        => AssertClose(Reference(table, indices, offsets, weights, pooling), actual, table.Dim, relative, what);
 }
