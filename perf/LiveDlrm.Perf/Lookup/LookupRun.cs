@@ -155,6 +155,7 @@ public sealed class LookupRun : IComparativeRun
                 LivedlrmMlookups = livedlrm, TorchsharpMlookups = torchsharp, NativeRefMlookups = native,
                 NativeRefBestPrefetch = best.Value is null ? null : int.Parse(best.Key, CultureInfo.InvariantCulture),
                 NativeRefSweep = nativeAvailable ? sweep : null,
+                NativeRefAtLivedlrmPrefetch = Median($"native_ref_pf{EmbeddingKernels.DefaultPrefetchDistance}"),
                 LivedlrmSweep = o.LiveDlrmPrefetch.Length == 0 ? null
                     : o.LiveDlrmPrefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"livedlrm_pf{pf}")),
                 LivedlrmPrefetch = EmbeddingKernels.DefaultPrefetchDistance,
@@ -260,6 +261,9 @@ sealed class LookupRecord
     public double? NativeRefMlookups { get; init; }
     public int? NativeRefBestPrefetch { get; init; }
     public Dictionary<string, double?>? NativeRefSweep { get; init; }
+    /// <summary>The native reference at LiveDlrm's own prefetch distance (null if not in the sweep): a like-for-like
+    /// comparison free of the upward bias of picking the best of several noisy medians.</summary>
+    public double? NativeRefAtLivedlrmPrefetch { get; init; }
     public string NativeRefIsa { get; set; } = "";
     /// <summary>The prefetch distance behind livedlrm_mlookups (the engine's default).</summary>
     public int LivedlrmPrefetch { get; init; }
