@@ -1,3 +1,4 @@
+using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Running;
 
 namespace LiveDlrm.Perf;
@@ -22,8 +23,9 @@ public static class Program
     {
         if (args.Length > 0 && args[0] == "bdn")
         {
-            // BenchmarkDotNet classes: ./build.sh bench bdn --filter '*Lookup*'
-            BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
+            // BenchmarkDotNet classes: ./build.sh bench bdn --filter '*EmbeddingBag*'; reports land next to lookup.json.
+            var config = DefaultConfig.Instance.WithArtifactsPath(Path.Combine(Lookup.LookupRun.RepoRoot(), "artifacts", "bench", "bdn"));
+            BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..], config);
             return 0;
         }
         if (args.Length == 0 || args[0] is "--help" or "-h")

@@ -1,0 +1,183 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Interop;
+using TorchSharp;
+using TorchEmbeddingBag = TorchSharp.Modules.EmbeddingBag;
+
+namespace LiveDlrm.Perf.Lookup;
+
+/// <summary>One implementation timed by the lookup run. <see cref="Forward"/> computes batch i of the shared
+/// <see cref="LookupBatches"/> into the contender's own preallocated output; it must not allocate (TorchSharp's
+/// forward returns a fresh tensor — that cost belongs to the peer and is timed with it).</summary>
+abstract class Contender : IDisposable
+{
+    public abstract string Name { get; }
+    public abstract void Forward(int batch);
+    /// <summary>The result of the last <see cref="Forward"/>, bags × dim floats, row-major.</summary>
+    public abstract ReadOnlySpan<float> Output { get; }
+    public virtual void Dispose() { }
+}
+
+/// <summary>LiveDlrm's kernel on its own worker pool, at the engine's default prefetch distance or (sweep entries)
+/// at a given one. The distance is a process-wide knob, so every LiveDlrm contender sets its own before each call.</summary>
+sealed class LiveDlrmContender : Contender
+{
+    readonly EmbeddingTable _table;
+    readonly LookupBatches _batches;
+    readonly float[] _output;
+    readonly LiveDlrmKernel _kernel;
+    readonly int _prefetch;
+    readonly bool _isSweepEntry;
+
+    public LiveDlrmContender(EmbeddingTable table, LookupBatches batches, LiveDlrmKernel kernel, int? prefetchDistance = null)
+    {
+        _table = table;
+        _batches = batches;
+        _kernel = kernel;
+        _prefetch = prefetchDistance ?? EmbeddingKernels.DefaultPrefetchDistance;
+        _isSweepEntry = prefetchDistance is not null;
+        _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
+    }
+
+    public override string Name => _isSweepEntry ? $"livedlrm_pf{_prefetch}" : "livedlrm";
+
+    public override void Forward(int batch)
+    {
+        EmbeddingKernels.PrefetchDistance = _prefetch;
+        _kernel.Forward(_table, _batches.Indices[batch], _batches.Offsets, _output);
+    }
+
+    public override ReadOnlySpan<float> Output => _output;
+
+    public override void Dispose() => EmbeddingKernels.PrefetchDistance = EmbeddingKernels.DefaultPrefetchDistance;
+}
+
+/// <summary>TorchSharp's EmbeddingBag (sum) over its own copy of the fp32 weights. Index tensors (int64: TorchSharp's
+/// EmbeddingBag takes no int32) are built once per batch before timing; offsets have one entry per bag (PyTorch's
+/// convention without include_last_offset). Call under <c>torch.no_grad()</c> on the timing thread.</summary>
+sealed class TorchSharpContender : Contender
+{
+    readonly TorchEmbeddingBag _module;
+    readonly torch.Tensor[] _indices;
+    readonly torch.Tensor _offsets;
+    readonly float[] _output;
+    torch.Tensor? _last;
+
+    public TorchSharpContender(torch.Tensor weights, LookupBatches batches)
+    {
+        _module = torch.nn.EmbeddingBag_from_pretrained(weights, freeze: true, mode: EmbeddingBagMode.Sum);
+        _module.eval();
+        _indices = batches.Indices.Select(ids => torch.tensor(ids, dtype: torch.int64)).ToArray();
+        _offsets = torch.tensor(batches.Offsets.AsSpan(0, batches.Bags).ToArray(), dtype: torch.int64);
+        _output = new float[batches.Bags * (int)weights.shape[1]];
+    }
+
+    public override string Name => "torchsharp";
+
+    public override void Forward(int batch)
+    {
+        _last?.Dispose();
+        _last = _module.forward(_indices[batch], _offsets, null);
+    }
+
+    public override ReadOnlySpan<float> Output
+    {
+        get
+        {
+            if (_last is null) throw new InvalidOperationException("no forward yet");
+            using var dense = _last.contiguous();
+            dense.data<float>().CopyTo(_output);
+            return _output;
+        }
+    }
+
+    public override void Dispose()
+    {
+        _last?.Dispose();
+        foreach (var t in _indices) t.Dispose();
+        _offsets.Dispose();
+        _module.Dispose();
+    }
+}
+
+/// <summary>The native C reference (native/ref) at one prefetch distance, run through LiveDlrm's own
+/// <see cref="EmbeddingWorkerPool"/>: the job is the same <see cref="BagJob"/> LiveDlrm's kernel gets, with a kernel
+/// pointer that calls the C gather for each chunk of bags — same threads, same chunking, same hand-off cost.
+/// Pointers to the pinned batch arrays are taken once.</summary>
+sealed unsafe class NativeRefContender : Contender
+{
+    readonly EmbeddingTable _table;
+    readonly LookupBatches _batches;
+    readonly EmbeddingWorkerPool _pool;
+    readonly float[] _output;
+    readonly nint[] _indexPointers;
+    readonly long* _offsets;
+    readonly float* _out;
+    readonly delegate*<in BagJob, int, int, bool> _kernel;
+
+    // Status of the last failing chunk (any thread), for the error message.
+    static KernelRef.Status _lastStatus;
+    static long _lastErrorPosition;
+
+    public int PrefetchDistance { get; }
+
+    public NativeRefContender(EmbeddingTable table, LookupBatches batches, EmbeddingWorkerPool pool, int prefetchDistance)
+    {
+        _table = table;
+        _batches = batches;
+        _pool = pool;
+        PrefetchDistance = prefetchDistance;
+        _kernel = table.Storage switch
+        {
+            EmbeddingStorage.Fp32 => &GatherFp32,
+            EmbeddingStorage.Fp16 => &GatherFp16,
+            EmbeddingStorage.Int8Rowwise => &GatherInt8,
+            _ => throw new ArgumentOutOfRangeException(nameof(table), table.Storage, "storage the native reference does not know"),
+        };
+        _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
+        // The arrays are on the pinned object heap: their addresses are stable for their lifetime.
+        _out = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_output));
+        _offsets = (long*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(batches.Offsets));
+        _indexPointers = batches.Indices.Select(a => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a))).ToArray();
+    }
+
+    public override string Name => $"native_ref_pf{PrefetchDistance}";
+
+    static bool GatherFp32(in BagJob job, int bagBegin, int bagEnd) => Gather(KernelRef.DType.Fp32, in job, bagBegin, bagEnd);
+    static bool GatherFp16(in BagJob job, int bagBegin, int bagEnd) => Gather(KernelRef.DType.Fp16, in job, bagBegin, bagEnd);
+    static bool GatherInt8(in BagJob job, int bagBegin, int bagEnd) => Gather(KernelRef.DType.Int8Rowwise, in job, bagBegin, bagEnd);
+
+    static bool Gather(KernelRef.DType dtype, in BagJob job, int bagBegin, int bagEnd)
+    {
+        long error;
+        var status = KernelRef.BagSum(dtype, KernelRef.Isa.Best, job.Table, job.Rows, job.Dim, (long*)job.Indices, (long*)job.Offsets,
+                                      bagBegin, bagEnd, job.PrefetchDistance, job.Output, &error);
+        if (status == KernelRef.Status.Ok) return true;
+        _lastStatus = status;
+        _lastErrorPosition = error;
+        return false;
+    }
+
+    public override void Forward(int batch)
+    {
+        var job = new BagJob
+        {
+            Table = _table.DataPointer,
+            Rows = _table.Rows,
+            Stride = _table.RowStride,
+            Dim = _table.Dim,
+            Indices = (long*)_indexPointers[batch],
+            Offsets = _offsets,
+            Output = _out,
+            Bags = _batches.Bags,
+            PrefetchDistance = PrefetchDistance,
+            Kernel = _kernel,
+        };
+        bool ok;
+        if (_pool.ThreadCount == 0 || !_pool.TryRun(in job, out ok)) ok = job.Kernel(in job, 0, job.Bags);
+        if (!ok) throw new InvalidOperationException($"native reference returned {_lastStatus} (position {_lastErrorPosition})");
+    }
+
+    public override ReadOnlySpan<float> Output => _output;
+}

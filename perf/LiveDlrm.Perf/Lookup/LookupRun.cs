@@ -1,0 +1,286 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Interop;
+using LiveDlrm.Runtime;
+using TorchSharp;
+
+namespace LiveDlrm.Perf.Lookup;
+
+/// <summary><c>./build.sh bench lookup</c>: LiveDlrm's embedding-bag kernel against TorchSharp's EmbeddingBag and the
+/// native C reference, in one process, on the same pre-generated batches, same thread count. Every contender's
+/// output is checked against <see cref="EmbeddingBagReference"/> on a sample batch before it is timed; runs of all
+/// contenders of a case are interleaved (so a burst of background load hits them alike) and the median of the runs
+/// is reported. See docs/benchmarks.md.</summary>
+public sealed class LookupRun : IComparativeRun
+{
+    public string Name => "lookup";
+    public string Summary => "embedding-bag lookups: LiveDlrm vs TorchSharp vs native C reference (M lookups/s)";
+
+    public int Run(string[] args)
+    {
+        LookupOptions options;
+        try { options = LookupOptions.Parse(args); }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"bench lookup: {e.Message}");
+            Console.Error.WriteLine(LookupOptions.Usage);
+            return 2;
+        }
+        if (args.Contains("--help")) { Console.WriteLine(LookupOptions.Usage); return 0; }
+        return Execute(options);
+    }
+
+    static readonly EmbeddingStorage[] Dtypes = [EmbeddingStorage.Fp32, EmbeddingStorage.Fp16, EmbeddingStorage.Int8Rowwise];
+    static readonly IdDistribution[] Distributions = [IdDistribution.Uniform, IdDistribution.Zipf];
+
+    internal static int Execute(LookupOptions o)
+    {
+        TorchRuntime.EnsureInitialised(o.Threads);
+        torch.set_num_threads(o.Threads);
+        bool nativeAvailable = NativeLibraries.IsAvailable(Libraries.KernelRef);
+        string nativeIsa = nativeAvailable ? KernelRef.BestIsa().ToString() : "unavailable";
+        using var kernel = new LiveDlrmKernel(o.Threads);
+        using var noGrad = torch.no_grad();
+
+        Console.WriteLine($"lookup: dim {o.Dim}, pooling {o.Pooling}, batch {o.Batch}, {o.Threads} threads, {o.Runs} runs × {o.RunSeconds:0.###} s (median), " +
+                          $"{o.BatchCount} distinct batches{(o.Quick ? ", QUICK (not meaningful)" : "")}");
+        Console.WriteLine($"  livedlrm:   {kernel.Description}");
+        Console.WriteLine($"  torchsharp: {TorchRuntime.TorchSharpVersion} (libtorch {torch.__version__}), {torch.get_num_threads()} intra-op threads");
+        Console.WriteLine($"  native_ref: {(nativeAvailable ? $"{NativeLibraries.LoadedFrom(Libraries.KernelRef)} ({nativeIsa}), prefetch swept over {string.Join(",", o.Prefetch)}" : "liblivedlrm_ref.so not found — column left empty")}");
+
+        var records = new List<LookupRecord>();
+        var failures = new List<string>();
+        foreach (long rows in o.Rows)
+        {
+            var wanted = (from d in Dtypes from dist in Distributions
+                          let name = CaseName(d, rows, dist)
+                          where o.Cases.Length == 0 || o.Cases.Any(c => name.Contains(c, StringComparison.OrdinalIgnoreCase))
+                          select (Dtype: d, Dist: dist, Name: name)).ToList();
+            if (wanted.Count == 0) continue;
+
+            var sw = Stopwatch.StartNew();
+            torch.manual_seed(rows);
+            using var weights = torch.rand(rows, o.Dim).mul_(2).sub_(1);
+            // fp32 is always built: TorchSharp's weights and the source the fp16/int8 tables are quantised from.
+            var tables = new Dictionary<EmbeddingStorage, EmbeddingTable> { [EmbeddingStorage.Fp32] = BenchTables.Fp32($"bench-fp32-{rows}", weights) };
+            foreach (var d in wanted.Select(w => w.Dtype).Distinct().Where(d => d != EmbeddingStorage.Fp32))
+                tables[d] = BenchTables.Quantised($"bench-{DtypeName(d)}-{rows}", tables[EmbeddingStorage.Fp32], d);
+            Console.WriteLine($"\n{RowsLabel(rows)} rows: tables built in {sw.Elapsed.TotalSeconds:F1} s ({string.Join(", ", tables.Values)})");
+            try
+            {
+                foreach (var dist in Distributions)
+                {
+                    var cases = wanted.Where(w => w.Dist == dist).ToList();
+                    if (cases.Count == 0) continue;
+                    var batches = new LookupBatches(rows, o.Batch, o.Pooling, o.BatchCount, dist, seed: (int)(rows % 100_003) * 2 + (int)dist);
+                    foreach (var c in cases)
+                    {
+                        var table = tables[c.Dtype];
+                        var record = MeasureCase(o, c.Name, table, weights, batches, kernel, nativeAvailable, failures);
+                        record.NativeRefIsa = nativeIsa;
+                        record.LivedlrmKernel = kernel.Description;
+                        records.Add(record);
+                        PrintRecord(record);
+                    }
+                }
+            }
+            finally
+            {
+                foreach (var t in tables.Values) t.Dispose();
+            }
+        }
+
+        foreach (var r in records.Where(r => r.Dtype != "fp32"))
+        {
+            var fp32 = records.FirstOrDefault(x => x.Dtype == "fp32" && x.Rows == r.Rows && x.Dist == r.Dist);
+            r.LivedlrmVsFp32 = Ratio(r.LivedlrmMlookups, fp32?.LivedlrmMlookups);
+        }
+        PrintTable(records);
+        string path = WriteJson(records, o.Out);
+        Console.WriteLine($"\nwrote {path}");
+        if (failures.Count > 0)
+        {
+            Console.Error.WriteLine($"bench lookup: {failures.Count} contender(s) failed or disagreed with the reference and were not reported:");
+            foreach (var f in failures) Console.Error.WriteLine($"  {f}");
+            return 1;
+        }
+        return 0;
+    }
+
+    static LookupRecord MeasureCase(LookupOptions o, string name, EmbeddingTable table, torch.Tensor weights, LookupBatches batches,
+                                    LiveDlrmKernel kernel, bool nativeAvailable, List<string> failures)
+    {
+        var contenders = new List<Contender> { new LiveDlrmContender(table, batches, kernel) };
+        foreach (int pf in o.LiveDlrmPrefetch) contenders.Add(new LiveDlrmContender(table, batches, kernel, pf));
+        if (table.Storage == EmbeddingStorage.Fp32) contenders.Add(new TorchSharpContender(weights, batches));
+        if (nativeAvailable)
+            foreach (int pf in o.Prefetch) contenders.Add(new NativeRefContender(table, batches, kernel.Pool, pf));
+        try
+        {
+            // The oracle on batch 0 (fp16/int8: the dequantised rows, exactly what each kernel should sum).
+            var expected = new float[batches.Bags * table.Dim];
+            EmbeddingBagReference.Forward(table, batches.Indices[0], batches.Offsets, expected);
+            var verified = new List<Contender>();
+            foreach (var c in contenders)
+            {
+                string? problem;
+                try
+                {
+                    c.Forward(0);
+                    problem = Compare(c.Output, expected);
+                }
+                catch (Exception e) when (e is InvalidOperationException or ArgumentException or ExternalException)
+                {
+                    problem = $"{e.GetType().Name}: {e.Message}";
+                }
+                if (problem is not null) failures.Add($"{name} {c.Name}: {problem}");
+                else verified.Add(c);
+            }
+
+            var results = Timing.Measure(verified, batches, o);
+            double? Median(string n) => results.TryGetValue(n, out var r) ? r.Median : null;
+            var sweep = o.Prefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"native_ref_pf{pf}"));
+            var best = sweep.Where(kv => kv.Value is not null).OrderByDescending(kv => kv.Value).FirstOrDefault();
+            int rowBytes = table.RowStride;
+            double? livedlrm = Median("livedlrm"), torchsharp = Median("torchsharp"), native = best.Value;
+            return new LookupRecord
+            {
+                Case = name, Rows = table.Rows, Dim = table.Dim, Pooling = batches.Pooling, Batch = batches.Bags,
+                Dtype = DtypeName(table.Storage), Dist = batches.Distribution == IdDistribution.Zipf ? "zipf1.05" : "uniform",
+                Threads = o.Threads, Runs = o.Runs, RunSeconds = o.RunSeconds, Quick = o.Quick, RowBytes = rowBytes,
+                LivedlrmMlookups = livedlrm, TorchsharpMlookups = torchsharp, NativeRefMlookups = native,
+                NativeRefBestPrefetch = best.Value is null ? null : int.Parse(best.Key, CultureInfo.InvariantCulture),
+                NativeRefSweep = nativeAvailable ? sweep : null,
+                NativeRefAtLivedlrmPrefetch = Median($"native_ref_pf{EmbeddingKernels.DefaultPrefetchDistance}"),
+                LivedlrmSweep = o.LiveDlrmPrefetch.Length == 0 ? null
+                    : o.LiveDlrmPrefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"livedlrm_pf{pf}")),
+                LivedlrmPrefetch = EmbeddingKernels.DefaultPrefetchDistance,
+                LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
+                LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
+                RunMlookups = results.ToDictionary(kv => kv.Key, kv => kv.Value.Runs),
+            };
+        }
+        finally
+        {
+            foreach (var c in contenders) c.Dispose();
+        }
+    }
+
+    /// <summary>Null when equal within fp32 summation-order tolerance, else a description of the first mismatch.</summary>
+    internal static string? Compare(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
+    {
+        if (actual.Length < expected.Length) return $"output has {actual.Length} values, expected {expected.Length}";
+        for (int i = 0; i < expected.Length; i++)
+            if (!(MathF.Abs(actual[i] - expected[i]) <= 1e-4f * (1f + MathF.Abs(expected[i]))))
+                return $"value {i} is {actual[i]}, reference {expected[i]}";
+        return null;
+    }
+
+    static double? Gbps(double? mlookups, int rowBytes) => mlookups * rowBytes / 1000.0;
+    static double? Ratio(double? a, double? b) => a is null || b is null || b == 0 ? null : a / b;
+
+    internal static string DtypeName(EmbeddingStorage s) => s switch
+    {
+        EmbeddingStorage.Fp32 => "fp32",
+        EmbeddingStorage.Fp16 => "fp16",
+        EmbeddingStorage.Int8Rowwise => "int8",
+        _ => s.ToString(),
+    };
+
+    internal static string RowsLabel(long rows) =>
+        rows % (1 << 20) == 0 ? $"{rows >> 20}M" : rows % 1000 == 0 ? $"{rows / 1000}k" : rows.ToString(CultureInfo.InvariantCulture);
+
+    static string CaseName(EmbeddingStorage d, long rows, IdDistribution dist) =>
+        $"{DtypeName(d)}-{RowsLabel(rows)}-{(dist == IdDistribution.Zipf ? "zipf" : "uniform")}";
+
+    static string F(double? v, string format = "F1") => v?.ToString(format, CultureInfo.InvariantCulture) ?? "—";
+
+    static void PrintRecord(LookupRecord r)
+    {
+        string sweep = r.NativeRefSweep is null ? "" : "  native sweep: " + string.Join(" ", r.NativeRefSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
+        if (r.LivedlrmSweep is not null) sweep += "  livedlrm sweep: " + string.Join(" ", r.LivedlrmSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
+        Console.WriteLine($"  {r.Case,-18} livedlrm {F(r.LivedlrmMlookups),7}  torchsharp {F(r.TorchsharpMlookups),7}  native {F(r.NativeRefMlookups),7}{sweep}");
+    }
+
+    static void PrintTable(List<LookupRecord> records)
+    {
+        Console.WriteLine();
+        Console.WriteLine("M lookups/s, median of runs (GB/s = rows gathered × row bytes)");
+        Console.WriteLine($"{"case",-18} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD/native",9} {"LD/torch",8} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8}");
+        foreach (var r in records)
+            Console.WriteLine($"{r.Case,-18} {F(r.LivedlrmMlookups),9} {F(r.TorchsharpMlookups),10} {F(r.NativeRefMlookups),10} {r.NativeRefBestPrefetch?.ToString(CultureInfo.InvariantCulture) ?? "—",7} " +
+                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8}");
+    }
+
+    static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    /// <summary>Writes the records to a temporary file, then renames it over the target (never a half-written file).</summary>
+    static string WriteJson(List<LookupRecord> records, string? outPath)
+    {
+        string path = Path.GetFullPath(outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", "lookup.json"));
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        string tmp = path + ".tmp";
+        File.WriteAllText(tmp, JsonSerializer.Serialize(records, JsonOptions));
+        File.Move(tmp, path, overwrite: true);
+        return path;
+    }
+
+    /// <summary>The repository root (the folder holding LiveDlrm.slnx) above the working directory or the binary,
+    /// else the working directory.</summary>
+    internal static string RepoRoot()
+    {
+        foreach (string start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "LiveDlrm.slnx"))) return dir.FullName;
+        return Environment.CurrentDirectory;
+    }
+}
+
+/// <summary>One line of artifacts/bench/lookup.json (snake_case names; null = not applicable or not measured).</summary>
+sealed class LookupRecord
+{
+    public required string Case { get; init; }
+    public long Rows { get; init; }
+    public int Dim { get; init; }
+    public int Pooling { get; init; }
+    public int Batch { get; init; }
+    public required string Dtype { get; init; }
+    public required string Dist { get; init; }
+    public int Threads { get; init; }
+    public double? LivedlrmMlookups { get; init; }
+    public double? TorchsharpMlookups { get; init; }
+    public double? NativeRefMlookups { get; init; }
+    public int? NativeRefBestPrefetch { get; init; }
+    public Dictionary<string, double?>? NativeRefSweep { get; init; }
+    /// <summary>The native reference at LiveDlrm's own prefetch distance (null if not in the sweep): a like-for-like
+    /// comparison free of the upward bias of picking the best of several noisy medians.</summary>
+    public double? NativeRefAtLivedlrmPrefetch { get; init; }
+    public string NativeRefIsa { get; set; } = "";
+    /// <summary>The prefetch distance behind livedlrm_mlookups (the engine's default).</summary>
+    public int LivedlrmPrefetch { get; init; }
+    /// <summary>--livedlrm-prefetch: LiveDlrm at other distances (null when not asked for).</summary>
+    public Dictionary<string, double?>? LivedlrmSweep { get; init; }
+    public string LivedlrmKernel { get; set; } = "";
+    public double? LivedlrmVsNativeRef { get; init; }
+    public double? LivedlrmVsTorchsharp { get; init; }
+    /// <summary>fp16/int8 rows: LiveDlrm's figure over its own fp32 figure on the same table size and ids.</summary>
+    public double? LivedlrmVsFp32 { get; set; }
+    public int RowBytes { get; init; }
+    public double? LivedlrmGbps { get; init; }
+    public double? TorchsharpGbps { get; init; }
+    public double? NativeRefGbps { get; init; }
+    public int Runs { get; init; }
+    public double RunSeconds { get; init; }
+    public bool Quick { get; init; }
+    /// <summary>Every timed run of every contender (M lookups/s), for the spread behind each median.</summary>
+    public Dictionary<string, double[]> RunMlookups { get; init; } = new();
+}
