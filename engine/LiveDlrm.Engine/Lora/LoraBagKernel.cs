@@ -125,12 +125,17 @@ internal static unsafe class LoraBagKernel
         ulong* filter = ctx->Filter;
         int filterShift = ctx->FilterShift;
         long rangeEnd = offsets[bagEnd];
-        float* aAcc = stackalloc float[rank];
+        // Rank ≤ 16 (the common case): the bag's Σ A[i] lives in two 8-float registers and each A[i] is loaded
+        // straight from its slot. A slot pads A to a multiple of 8 floats (SlotLayout.StrideFor), so the loads stay
+        // inside the slot; lanes ≥ rank are never used (only aAcc[0..rank) feeds the B product).
+        bool vecA = rank <= 16;
+        float* aAcc = stackalloc float[Math.Max(rank, 16)];
         float* aRow = stackalloc float[rank];
         for (int b = bagBegin; b < bagEnd; b++)
         {
             long start = offsets[b], end = offsets[b + 1];
             TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
+            Vector256<float> sumA0 = Vector256<float>.Zero, sumA1 = Vector256<float>.Zero;
             float biasSum = 0;
             bool adapted = false;
             for (long j = start; j < end; j++)
@@ -151,6 +156,7 @@ internal static unsafe class LoraBagKernel
                     byte* p = slots + (long)slot * slotStride;
                     int* seq = (int*)(p + SlotLayout.SeqOffset);
                     TV t0 = TS.Zero, t1 = TS.Zero, t2 = TS.Zero, t3 = TS.Zero;
+                    Vector256<float> r0 = Vector256<float>.Zero, r1 = Vector256<float>.Zero;
                     bool mine;
                     while (true)
                     {
@@ -166,7 +172,13 @@ internal static unsafe class LoraBagKernel
                                 if (nv > 1) t1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), vs, vb);
                                 if (nv > 2) t2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), vs, vb);
                                 if (nv > 3) t3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), vs, vb);
-                                CopyRank((float*)(p + SlotLayout.AOffset), aRow, rank);
+                                float* slotA = (float*)(p + SlotLayout.AOffset);
+                                if (vecA)
+                                {
+                                    r0 = Vector256.Load(slotA);
+                                    if (rank > 8) r1 = Vector256.Load(slotA + 8);
+                                }
+                                else CopyRank(slotA, aRow, rank);
                             }
                             Volatile.ReadBarrier();
                             if (*seq == s1) break;
@@ -182,6 +194,14 @@ internal static unsafe class LoraBagKernel
                         if (nv > 1) a1 = TS.MultiplyAdd(t1, vw, a1);
                         if (nv > 2) a2 = TS.MultiplyAdd(t2, vw, a2);
                         if (nv > 3) a3 = TS.MultiplyAdd(t3, vw, a3);
+                        if (vecA)
+                        {
+                            var w8 = Vector256.Create(weight);
+                            sumA0 = Vector256.FusedMultiplyAdd(r0, w8, sumA0);
+                            if (rank > 8) sumA1 = Vector256.FusedMultiplyAdd(r1, w8, sumA1);
+                            adapted = true;
+                            continue;
+                        }
                         if (!adapted) { for (int k = 0; k < rank; k++) aAcc[k] = 0; adapted = true; }
                         for (int k = 0; k < rank; k++) aAcc[k] = MathF.FusedMultiplyAdd(aRow[k], weight, aAcc[k]);
                         continue;
@@ -202,6 +222,11 @@ internal static unsafe class LoraBagKernel
             }
             if (adapted)
             {
+                if (vecA)
+                {
+                    sumA0.Store(aAcc);
+                    sumA1.Store(aAcc + 8);
+                }
                 float* bRow = ctx->B;
                 for (int k = 0; k < rank; k++, bRow += dim)
                 {

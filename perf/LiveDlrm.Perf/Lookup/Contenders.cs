@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Interop;
+using LiveDlrm.Lora;
 using TorchSharp;
 using TorchEmbeddingBag = TorchSharp.Modules.EmbeddingBag;
 
@@ -16,6 +17,8 @@ abstract class Contender : IDisposable
     public abstract void Forward(int batch);
     /// <summary>The result of the last <see cref="Forward"/>, bags × dim floats, row-major.</summary>
     public abstract ReadOnlySpan<float> Output { get; }
+    /// <summary>Null when the output of <c>Forward(0)</c> is right, else the first mismatch.</summary>
+    public virtual string? Verify(ReadOnlySpan<float> plainExpected) => LookupRun.Compare(Output, plainExpected);
     public virtual void Dispose() { }
 }
 
@@ -180,4 +183,59 @@ sealed unsafe class NativeRefContender : Contender
     }
 
     public override ReadOnlySpan<float> Output => _output;
+}
+
+/// <summary>LiveDlrm's LoRA-augmented lookup (Σ W[i] + (Σ A[i])·B, issue 4's kernel) on the same table, batches and
+/// pool as <see cref="LiveDlrmContender"/>. The adapter has rank <see cref="Rank"/> and is filled to the default 1 %
+/// budget with rows taken, in order, from the run's own batches — the rows a trainer would have touched recently —
+/// so Zipf batches hit adapted rows as often as they would in service, and uniform ones about 1 % of the time.</summary>
+sealed class LoraContender : Contender
+{
+    public const int Rank = 16;
+    readonly TableAdapter _adapter;
+    readonly LookupBatches _batches;
+    readonly LiveDlrmKernel _kernel;
+    readonly float[] _output;
+
+    public LoraContender(EmbeddingTable table, LookupBatches batches, LiveDlrmKernel kernel)
+    {
+        _batches = batches;
+        _kernel = kernel;
+        _adapter = new TableAdapter(table, new AdapterOptions { InitialRank = Rank, MinRank = 1, MaxRank = Rank });
+        var rng = new Random(11);
+        var a = new float[Rank];
+        var seen = new HashSet<long>();
+        foreach (var ids in batches.Indices)
+            foreach (long id in ids)
+            {
+                if (seen.Count >= _adapter.SlotCapacity) goto filled;
+                if (!seen.Add(id)) continue;
+                for (int k = 0; k < Rank; k++) a[k] = (float)(rng.NextDouble() - 0.5) * 0.1f;
+                _adapter.SetRow(id, a);
+            }
+        filled:
+        _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
+    }
+
+    public override string Name => "livedlrm_lora";
+    public int ActiveRows => _adapter.ActiveRows;
+    public double MemoryPercent => _adapter.MemoryFraction * 100;
+
+    public override void Forward(int batch)
+    {
+        EmbeddingKernels.PrefetchDistance = EmbeddingKernels.DefaultPrefetchDistance;
+        LoraEmbeddingBag.Forward(_adapter, _batches.Indices[batch], _batches.Offsets, _output, pool: _kernel.Pool);
+    }
+
+    public override ReadOnlySpan<float> Output => _output;
+
+    /// <summary>The LoRA result differs from the plain table's by design: its oracle is the scalar LoRA reference.</summary>
+    public override string? Verify(ReadOnlySpan<float> plainExpected)
+    {
+        var expected = new float[_output.Length];
+        LoraEmbeddingBagReference.Forward(_adapter, _batches.Indices[0], _batches.Offsets, expected);
+        return LookupRun.Compare(Output, expected);
+    }
+
+    public override void Dispose() => _adapter.Dispose();
 }

@@ -24,6 +24,8 @@ sealed record LookupOptions
     public int[] LiveDlrmPrefetch { get; init; } = [];
     public string[] Cases { get; init; } = [];
     public bool Quick { get; init; }
+    /// <summary>Also time the LoRA-augmented lookup (rank 16, adapter at its 1 % budget) on every case.</summary>
+    public bool Lora { get; init; } = true;
     public string? Out { get; init; }
 
     public const string Usage =
@@ -37,6 +39,7 @@ sealed record LookupOptions
           --prefetch A,B,..  native reference prefetch distances swept (default 0,4,8,16,24,32)
           --livedlrm-prefetch A,B   also time LiveDlrm at these prefetch distances (tuning aid; off by default)
           --cases A,B        only cases whose name contains one of these (e.g. fp32-4M-uniform, int8, zipf)
+          --no-lora          skip the LoRA-augmented lookup (rank 16, adapter filled to its 1 % budget)
           --quick            small tables and short runs (smoke test; numbers are not meaningful)
           --out PATH         JSON output (default artifacts/bench/lookup.json under the repository root)
         """;
@@ -65,6 +68,7 @@ sealed record LookupOptions
                 "--livedlrm-prefetch" => o with { LiveDlrmPrefetch = List(a, Value(), s => NonNegativeInt(a, s)) },
                 "--cases" => o with { Cases = List(a, Value(), s => s) },
                 "--out" => o with { Out = Value() },
+                "--no-lora" => o with { Lora = false },
                 _ => throw new ArgumentException($"unknown option '{a}'"),
             };
         }

@@ -117,6 +117,14 @@ public sealed class LookupRun : IComparativeRun
         var contenders = new List<Contender> { new LiveDlrmContender(table, batches, kernel) };
         foreach (int pf in o.LiveDlrmPrefetch) contenders.Add(new LiveDlrmContender(table, batches, kernel, pf));
         if (table.Storage == EmbeddingStorage.Fp32) contenders.Add(new TorchSharpContender(weights, batches));
+        LoraContender? lora = null;
+        if (o.Lora)
+        {
+            // A table too small for B plus one adapter row within 1 % (the --quick tables) has no LoRA figure.
+            try { lora = new LoraContender(table, batches, kernel); }
+            catch (ArgumentException e) { Console.WriteLine($"  {name}: no LoRA contender ({e.Message})"); }
+        }
+        if (lora is not null) contenders.Add(lora);
         if (nativeAvailable)
             foreach (int pf in o.Prefetch) contenders.Add(new NativeRefContender(table, batches, kernel.Pool, pf));
         try
@@ -131,7 +139,7 @@ public sealed class LookupRun : IComparativeRun
                 try
                 {
                     c.Forward(0);
-                    problem = Compare(c.Output, expected);
+                    problem = c.Verify(expected);
                 }
                 catch (Exception e) when (e is InvalidOperationException or ArgumentException or ExternalException)
                 {
@@ -146,7 +154,7 @@ public sealed class LookupRun : IComparativeRun
             var sweep = o.Prefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"native_ref_pf{pf}"));
             var best = sweep.Where(kv => kv.Value is not null).OrderByDescending(kv => kv.Value).FirstOrDefault();
             int rowBytes = table.RowStride;
-            double? livedlrm = Median("livedlrm"), torchsharp = Median("torchsharp"), native = best.Value;
+            double? livedlrm = Median("livedlrm"), torchsharp = Median("torchsharp"), native = best.Value, loraRate = Median("livedlrm_lora");
             return new LookupRecord
             {
                 Case = name, Rows = table.Rows, Dim = table.Dim, Pooling = batches.Pooling, Batch = batches.Bags,
@@ -161,6 +169,8 @@ public sealed class LookupRun : IComparativeRun
                 LivedlrmPrefetch = EmbeddingKernels.DefaultPrefetchDistance,
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
+                LivedlrmLoraMlookups = loraRate, LoraTimeRatio = Ratio(livedlrm, loraRate),
+                LoraRank = lora is null ? null : LoraContender.Rank, LoraActiveRows = lora?.ActiveRows, LoraMemoryPct = lora?.MemoryPercent,
                 RunMlookups = results.ToDictionary(kv => kv.Key, kv => kv.Value.Runs),
             };
         }
@@ -203,17 +213,17 @@ public sealed class LookupRun : IComparativeRun
     {
         string sweep = r.NativeRefSweep is null ? "" : "  native sweep: " + string.Join(" ", r.NativeRefSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
         if (r.LivedlrmSweep is not null) sweep += "  livedlrm sweep: " + string.Join(" ", r.LivedlrmSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
-        Console.WriteLine($"  {r.Case,-18} livedlrm {F(r.LivedlrmMlookups),7}  torchsharp {F(r.TorchsharpMlookups),7}  native {F(r.NativeRefMlookups),7}{sweep}");
+        Console.WriteLine($"  {r.Case,-18} livedlrm {F(r.LivedlrmMlookups),7}  lora {F(r.LivedlrmLoraMlookups),7}  torchsharp {F(r.TorchsharpMlookups),7}  native {F(r.NativeRefMlookups),7}{sweep}");
     }
 
     static void PrintTable(List<LookupRecord> records)
     {
         Console.WriteLine();
         Console.WriteLine("M lookups/s, median of runs (GB/s = rows gathered × row bytes)");
-        Console.WriteLine($"{"case",-18} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD/native",9} {"LD/torch",8} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8}");
+        Console.WriteLine($"{"case",-18} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD/native",9} {"LD/torch",8} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8} {"lora",7} {"lora t/t",8}");
         foreach (var r in records)
             Console.WriteLine($"{r.Case,-18} {F(r.LivedlrmMlookups),9} {F(r.TorchsharpMlookups),10} {F(r.NativeRefMlookups),10} {r.NativeRefBestPrefetch?.ToString(CultureInfo.InvariantCulture) ?? "—",7} " +
-                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8}");
+                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8}");
     }
 
     static readonly JsonSerializerOptions JsonOptions = new()
@@ -259,6 +269,13 @@ sealed class LookupRecord
     public double? LivedlrmMlookups { get; init; }
     public double? TorchsharpMlookups { get; init; }
     public double? NativeRefMlookups { get; init; }
+    /// <summary>LiveDlrm's LoRA-augmented lookup at rank 16 (adapter filled to the 1 % budget), same inputs.</summary>
+    public double? LivedlrmLoraMlookups { get; init; }
+    /// <summary>LoRA lookup time over plain lookup time (issue 4's target: ≤ 1.15).</summary>
+    public double? LoraTimeRatio { get; init; }
+    public int? LoraRank { get; init; }
+    public int? LoraActiveRows { get; init; }
+    public double? LoraMemoryPct { get; init; }
     public int? NativeRefBestPrefetch { get; init; }
     public Dictionary<string, double?>? NativeRefSweep { get; init; }
     /// <summary>The native reference at LiveDlrm's own prefetch distance (null if not in the sweep): a like-for-like
