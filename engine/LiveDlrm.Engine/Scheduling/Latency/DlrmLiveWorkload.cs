@@ -110,6 +110,9 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
             _pool.Dispose();
             throw;
         }
+        // The first Predicts pay one-off costs (libtorch kernel selection, scratch allocation, cold tables) of tens of
+        // milliseconds; left in, they would set the harness's closed-loop capacity estimate and wreck the QPS search.
+        for (int i = 0; i < 2 * _requests.Length; i++) Serve(i);
         int adapted = _adapters.Count(a => a is not null);
         Description = $"DLRM {config.Tables.Count} tables ({_model.TableBytes / (1 << 20)} MiB) dim {config.Dim}, bottom [{string.Join(",", options.BottomMlp)}], " +
                       $"top [{string.Join(",", options.TopMlp)}]; {_baseDescription}; Predict of {options.Batch} synthetic events per request through LoRA adapters " +
@@ -140,8 +143,20 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
         return text;
     }
 
+    // libtorch's OpenMP thread count is per calling thread: a new thread gets one OpenMP worker per PU, which on a
+    // thread pinned to one PU spin-wait against each other (measured: 54 ms instead of 0.1 ms per request).
+    [ThreadStatic] static bool t_torchSingleThreaded;
+
+    internal static void UseOneTorchThreadHere()
+    {
+        if (t_torchSingleThreaded) return;
+        TorchSharp.torch.set_num_threads(1);
+        t_torchSingleThreaded = true;
+    }
+
     public void Serve(long request)
     {
+        UseOneTorchThreadHere();
         var batch = _requests[_next];
         if (++_next == _requests.Length) _next = 0;
         _model.Predict(batch, _scores);
@@ -216,7 +231,8 @@ public sealed class OnlineTrainerHost : ILatencyTrainer
         _trainer = new OnlineTrainer(_workload.Model, _workload.Adapters, _workload.Options.OnlineTrainer);
         _stopping = false;
         _feederFailure = null;
-        _trainer.Start(1, onThreadStart);
+        // The trainer thread runs its steps' torch ops itself (see UseOneTorchThreadHere), then the plan's pinning.
+        _trainer.Start(1, i => { DlrmLiveWorkload.UseOneTorchThreadHere(); onThreadStart?.Invoke(i); });
         var trainer = _trainer;
         _feeder = new Thread(() => Feed(trainer, onThreadStart)) { Name = "livedlrm-trainer-feed", IsBackground = true };
         _feeder.Start();
