@@ -21,7 +21,9 @@ public sealed class LatencyCommand : ICommand
         args.EnsureAllUsed();
         var report = LatencyHarness.Run(options, Console.WriteLine);
         Console.WriteLine();
-        Console.WriteLine($"workload: {EmbeddingLookupWorkload.WorkloadName} (embedding-bag lookups standing in for DLRM Predict; trainer = sparse Adagrad proxy, not LoRA)");
+        Console.WriteLine(report.Modes[0].Workload == EmbeddingLookupWorkload.WorkloadName
+            ? $"workload: {EmbeddingLookupWorkload.WorkloadName} (embedding-bag lookups standing in for DLRM Predict; trainer = sparse Adagrad proxy, not LoRA)"
+            : $"workload: {report.Modes[0].Workload}: {report.WorkloadDescription}; trainer: {report.TrainerDescription}");
         foreach (var m in report.Modes) Console.WriteLine(LatencyHarness.Line(m));
         var qos = report.Mode(LatencyHarness.ModeQos);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,

@@ -137,6 +137,7 @@ public class LatencyHarnessTests
     {
         var options = new LatencyHarnessOptions
         {
+            Kind = LatencyWorkloadKind.Proxy,
             Workload = new LookupWorkloadOptions { Tables = 2, Rows = 4000, Dim = 16, Batch = 8, Pooling = 4 },
             Trainer = TinyTrainer,
             ModeDuration = TimeSpan.FromSeconds(0.6), Warmup = TimeSpan.FromSeconds(0.1), SearchTrial = TimeSpan.FromSeconds(0.2), MaxQps = 200,
@@ -163,6 +164,56 @@ public class LatencyHarnessTests
     }
 
     [Test]
+    public void TinyDlrmLiveRunServesThroughAdaptersWhileTheOnlineTrainerTrains()
+    {
+        var options = new LatencyHarnessOptions
+        {
+            Dlrm = new DlrmWorkloadOptions { BaseTrainEvents = 2_000, BaseTrainBatch = 256, Batch = 16, RequestBatches = 4 },
+            ModeDuration = TimeSpan.FromSeconds(0.8), Warmup = TimeSpan.FromSeconds(0.1), SearchTrial = TimeSpan.FromSeconds(0.2), MaxQps = 100,
+        };
+        Assert.That(options.Kind, Is.EqualTo(LatencyWorkloadKind.DlrmLive), "the real workload is the default");
+        var log = new List<string>();
+        var report = LatencyHarness.Run(options, l => { lock (log) log.Add(l); });
+        Assert.That(report.Modes.Select(m => m.Mode), Is.EqualTo(new[] { LatencyHarness.ModeNoTrainer, LatencyHarness.ModeUnthrottled, LatencyHarness.ModeQos }));
+        Assert.That(report.Modes.Select(m => m.Workload), Is.All.EqualTo(DlrmLiveWorkload.WorkloadName));
+        Assert.That(report.Modes[0].TrainerSamplesPerS, Is.Null);
+        Assert.That(report.Modes[1].TrainerSamplesPerS, Is.GreaterThan(0), "the online trainer consumed labelled events");
+        Assert.That(report.WorkloadDescription, Does.Contain("base model trained one pass over 2,000 prefix events"));
+        Assert.That(log, Has.Some.StartsWith("dlrm-live: base model trained"));
+
+        using var doc = JsonDocument.Parse(LatencyReportJson.Serialize(report));
+        Assert.That(doc.RootElement.GetArrayLength(), Is.EqualTo(3));
+        foreach (var mode in doc.RootElement.EnumerateArray())
+        {
+            foreach (var field in new[] { "qps", "mode", "p50_ms", "p99_ms", "p999_ms", "trainer_samples_per_s", "workload" })
+                Assert.That(mode.TryGetProperty(field, out _), $"field {field}");
+            Assert.That(mode.GetProperty("workload").GetString(), Is.EqualTo("dlrm-live"));
+            Assert.That(mode.GetProperty("p50_ms").GetDouble(), Is.LessThanOrEqualTo(mode.GetProperty("p99_ms").GetDouble()));
+        }
+    }
+
+    [Test]
+    public void DlrmWorkloadPredictsProbabilitiesAndTheOnlineTrainerUpdatesItsAdapters()
+    {
+        using var w = new DlrmLiveWorkload(new DlrmWorkloadOptions { BaseTrainEvents = 0, Batch = 8, RequestBatches = 2,
+            OnlineTrainer = new LiveDlrm.Online.OnlineTrainerOptions { BatchSize = 32 } }, poolThreads: 0);
+        w.Serve(0);
+        var first = w.LastScores.ToArray();
+        Assert.That(first, Is.All.InRange(0f, 1f));
+        Assert.That(w.Description, Does.Contain("randomly initialised"));
+        w.Trainer.Start(1);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (w.Trainer.SamplesProcessed < 256 && DateTime.UtcNow < deadline) Thread.Sleep(20);
+        Assert.That(w.Trainer.ThreadIds, Has.Count.EqualTo(2), "trainer + feeder");
+        w.Trainer.Stop();
+        Assert.That(w.Trainer.SamplesProcessed, Is.GreaterThanOrEqualTo(256));
+        Assert.That(w.Adapters.Where(a => a is not null).Sum(a => a!.Step), Is.GreaterThan(0), "adapter steps were taken");
+        w.Trainer.Start(1);   // a second mode starts a fresh OnlineTrainer on the same adapters
+        w.Trainer.Stop();
+        Assert.Throws<ArgumentOutOfRangeException>(() => w.Trainer.Start(2));
+    }
+
+    [Test]
     public void CliRejectsBadLatencyOptions()
     {
         Assert.Throws<ArgumentException>(() => LatencyArgs.Parse(n => n == "load" ? "2" : null, _ => false));
@@ -170,5 +221,8 @@ public class LatencyHarnessTests
         var o = LatencyArgs.Parse(n => n switch { "qos-target-ms" => "3.5", "rows" => "1000", _ => null }, _ => false);
         Assert.That(o.QosTarget, Is.EqualTo(TimeSpan.FromMilliseconds(3.5)));
         Assert.That(o.Workload.Rows, Is.EqualTo(1000));
+        Assert.That(o.Kind, Is.EqualTo(LatencyWorkloadKind.DlrmLive));
+        Assert.That(LatencyArgs.Parse(n => n == "workload" ? "proxy" : null, _ => false).Kind, Is.EqualTo(LatencyWorkloadKind.Proxy));
+        Assert.Throws<ArgumentException>(() => LatencyArgs.Parse(n => n == "workload" ? "bert" : null, _ => false));
     }
 }

@@ -1,11 +1,10 @@
 namespace LiveDlrm.Scheduling.Latency;
 
 /// <summary>What the latency harness drives: one call serves one inference request, synchronously, on the harness's
-/// dispatch thread. The DLRM model's Predict will implement this; until then <see cref="EmbeddingLookupWorkload"/>
-/// stands in.</summary>
+/// dispatch thread: <see cref="DlrmLiveWorkload"/> (the default) or the <see cref="EmbeddingLookupWorkload"/> proxy.</summary>
 public interface IInferenceWorkload : IDisposable
 {
-    /// <summary>Short label for output and JSON, e.g. "embedding-lookup-proxy".</summary>
+    /// <summary>Short label for output and JSON, e.g. "dlrm-live".</summary>
     string Name { get; }
     string Description { get; }
     /// <summary>Linux TIDs of helper threads the workload runs requests on (besides the dispatch thread), for resctrl.</summary>

@@ -5,8 +5,14 @@ using LiveDlrm.Scheduling.Resctrl;
 
 namespace LiveDlrm.Scheduling.Latency;
 
+/// <summary>What the harness drives: the real DLRM model with its online LoRA trainer, or the embedding-lookup
+/// proxy with the sparse Adagrad trainer proxy (the stand-ins from before the model existed).</summary>
+public enum LatencyWorkloadKind { DlrmLive, Proxy }
+
 public sealed record LatencyHarnessOptions
 {
+    public LatencyWorkloadKind Kind { get; init; } = LatencyWorkloadKind.DlrmLive;
+    public DlrmWorkloadOptions Dlrm { get; init; } = new();
     public LookupWorkloadOptions Workload { get; init; } = new();
     public TrainerProxyOptions Trainer { get; init; } = new();
     /// <summary>Length of each measured mode run (after its warm-up).</summary>
@@ -73,11 +79,31 @@ public static class LatencyHarness
         Action? pinDispatcher = canPin ? () => plan.InferenceWorkerStart(0) : null;
         int poolThreads = plan.InferenceWorkerPus.Count - 1;   // the dispatcher is inference worker 0
 
-        using var workload = new EmbeddingLookupWorkload(o.Workload, poolThreads, canPin ? i => plan.InferenceWorkerStart(i + 1) : null);
-        using var trainer = new SparseAdagradTrainerProxy(o.Trainer);
-        foreach (var t in workload.Tables.Concat(trainer.Tables))
+        Action<int>? pinPoolWorker = canPin ? i => plan.InferenceWorkerStart(i + 1) : null;
+        IInferenceWorkload workload;
+        ILatencyTrainer trainer;
+        IEnumerable<(Embeddings.EmbeddingTable Table, TableUser User)> tables;
+        if (o.Kind == LatencyWorkloadKind.DlrmLive)
         {
-            var placement = plan.PlaceTable(t.Name, t.ByteSize, t.Name.StartsWith("trainer", StringComparison.Ordinal) ? TableUser.Trainer : TableUser.Inference);
+            var live = new DlrmLiveWorkload(o.Dlrm, poolThreads, pinPoolWorker, log);
+            (workload, trainer) = (live, live.Trainer);
+            // The online trainer merges into the served tables: they are inference memory, shared.
+            tables = live.Tables.Select(t => (t, TableUser.Inference));
+        }
+        else
+        {
+            var proxy = new EmbeddingLookupWorkload(o.Workload, poolThreads, pinPoolWorker);
+            SparseAdagradTrainerProxy proxyTrainer;
+            try { proxyTrainer = new SparseAdagradTrainerProxy(o.Trainer); }
+            catch { proxy.Dispose(); throw; }
+            (workload, trainer) = (proxy, proxyTrainer);
+            tables = proxy.Tables.Select(t => (t, TableUser.Inference)).Concat(proxyTrainer.Tables.Select(t => (t, TableUser.Trainer)));
+        }
+        using var disposeWorkload = workload;
+        using var disposeTrainer = trainer;
+        foreach (var (t, user) in tables)
+        {
+            var placement = plan.PlaceTable(t.Name, t.ByteSize, user);
             if (canPin) TableMemoryPlacement.Apply(t, placement);
         }
         log($"workload: {workload.Name}: {workload.Description}");
@@ -119,6 +145,11 @@ public static class LatencyHarness
         log(F($"modes run at {o.LoadFraction:P0} of {maxQps:F0} = {qps:F0} QPS, {o.ModeDuration.TotalSeconds:F0} s each after {o.Warmup.TotalSeconds:F0} s warm-up"));
 
         int trainerThreads = o.TrainerThreads ?? plan.TrainerThreadPus.Count;
+        if (trainer.MaxThreads is int most && trainerThreads > most)
+        {
+            if (o.TrainerThreads is not null) throw new ArgumentOutOfRangeException(nameof(o), o.TrainerThreads, $"{trainer.Name} runs at most {most} trainer thread(s)");
+            trainerThreads = most;
+        }
         var drain = TimeSpan.FromSeconds(2);
         var modes = new List<LatencyModeResult>();
         string placementText = $"inference PUs [{CpuList.Format(plan.InferencePus)}]";

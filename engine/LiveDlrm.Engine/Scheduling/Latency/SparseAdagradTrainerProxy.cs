@@ -30,7 +30,7 @@ public sealed record TrainerProxyOptions
 /// tables, low Zipf skew: each step reads and writes thousands of scattered rows, i.e. it is memory-bandwidth
 /// heavy, which is the interference a colocated trainer inflicts. Implements <see cref="ITrainerHost"/> so the plan
 /// pins its threads and the QoS controller throttles it.</summary>
-public sealed class SparseAdagradTrainerProxy : ITrainerHost
+public sealed class SparseAdagradTrainerProxy : ILatencyTrainer
 {
     readonly EmbeddingTable[] _tables;
     readonly float[][] _accumulators;
@@ -44,6 +44,7 @@ public sealed class SparseAdagradTrainerProxy : ITrainerHost
 
     public TrainerProxyOptions Options { get; }
     public string Name => "sparse-adagrad-proxy";
+    public int? MaxThreads => null;
     public IReadOnlyList<int> ThreadIds { get { lock (_tids) return _tids.ToList(); } }
     public ITrainerThrottle Throttle => _gate;
     public long SamplesProcessed => Interlocked.Read(ref _samples);
