@@ -37,6 +37,7 @@ public sealed class ReplayCommand : ICommand
         "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
         "  --budget F                    live: adapter bytes per table as a fraction of its bytes (default 0.01)\n" +
         "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
+        "  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default 0)\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
@@ -95,6 +96,7 @@ public sealed class ReplayCommand : ICommand
             BudgetFraction = args.Double("budget", adapterDefaults.BudgetFraction, min: 1e-6, max: 1),
             LearningRateA = (float)args.Double("lr-a", adapterDefaults.LearningRateA, min: 0, max: 100),
             LearningRateB = (float)args.Double("lr-b", adapterDefaults.LearningRateB, min: 0, max: 100),
+            AdagradInitialAccumulator = (float)args.Double("adagrad-init", adapterDefaults.AdagradInitialAccumulator, min: 0, max: 1e6),
             Optimizer = optimizer,
         };
         if (adapter.InitialRank > adapter.MaxRank) throw new UsageException($"--rank {adapter.InitialRank} exceeds --max-rank {adapter.MaxRank}");
