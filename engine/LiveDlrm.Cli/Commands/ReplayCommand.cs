@@ -37,6 +37,8 @@ public sealed class ReplayCommand : ICommand
         "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
         "  --budget F                    live: adapter bytes per table as a fraction of its bytes (default 0.01)\n" +
         "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
+        "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
+        "                                the total) or per table\n" +
         "  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default 0)\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
@@ -122,6 +124,12 @@ public sealed class ReplayCommand : ICommand
             {
                 BatchSize = args.Int("online-batch", defaults.OnlineTrainer.BatchSize, min: 1, max: 1 << 20),
                 ReuseForward = !args.Flag("no-reuse"),
+                JointBudget = args.String("budget-scope", defaults.OnlineTrainer.JointBudget ? "joint" : "table") switch
+                {
+                    "joint" => true,
+                    "table" => false,
+                    var other => throw new UsageException($"--budget-scope must be joint or table, not '{other}'"),
+                },
                 Adapter = adapter,
                 Log = line => Console.Error.WriteLine("  " + line),
             },

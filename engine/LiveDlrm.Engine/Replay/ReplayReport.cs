@@ -112,6 +112,8 @@ public sealed record ReplayReport
             w.WriteNumber("adapter_initial_rank", a.InitialRank);
             w.WriteNumber("adapter_max_rank", a.MaxRank);
             Num(w, "adapter_budget_fraction", a.BudgetFraction);
+            w.WriteString("adapter_budget_scope", Options.OnlineTrainer.JointBudget ? "joint" : "table");
+            Num(w, "adapter_adagrad_initial_accumulator", a.AdagradInitialAccumulator);
             w.WriteNumber("rank_adapt_interval", a.RankAdaptInterval);
             Num(w, "adapter_lr_a", a.LearningRateA);
             Num(w, "adapter_lr_b", a.LearningRateB);
