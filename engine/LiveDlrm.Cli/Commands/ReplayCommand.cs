@@ -33,10 +33,11 @@ public sealed class ReplayCommand : ICommand
         "  --window S                    report window in event seconds (default 3600)\n" +
         "  --batch N                     events scored together, and the delta trainer's minibatch (default 256)\n" +
         "  --online-batch N              live trainer minibatch (default 256)\n" +
-        "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 16)\n" +
+        "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 8)\n" +
         "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
         "  --budget F                    live: adapter bytes per table as a fraction of its bytes (default 0.01)\n" +
         "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
+        "  --dim D                       embedding dim of a trained base model (default 32; bottom MLP [max(32, D), D])\n" +
         "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
         "                                the total) or per table\n" +
         "  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default 0)\n" +
@@ -114,6 +115,8 @@ public sealed class ReplayCommand : ICommand
             BasePrefixFraction = prefixFraction,
             BasePrefixTime = prefixTime,
             BaseEpochs = args.Int("base-epochs", 1, min: 1, max: 100),
+            BottomMlp = args.Int("dim", defaults.BottomMlp[^1], min: 1, max: 1024) is var dim && dim == defaults.BottomMlp[^1]
+                ? defaults.BottomMlp : [Math.Max(defaults.BottomMlp[0], dim), dim],
             SyncIntervalSeconds = args.Long("sync-interval", defaults.SyncIntervalSeconds, min: 1),
             SyncDelaySeconds = args.Long("sync-delay", defaults.SyncDelaySeconds, min: 0),
             LabelDelaySeconds = args.Long("label-delay", defaults.LabelDelaySeconds, min: 0),

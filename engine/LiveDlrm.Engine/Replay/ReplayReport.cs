@@ -106,6 +106,7 @@ public sealed record ReplayReport
             w.WriteNumber("window_seconds", Options.WindowSeconds);
             w.WriteNumber("sync_interval_seconds", Options.SyncIntervalSeconds);
             w.WriteNumber("sync_delay_seconds", Options.SyncDelaySeconds);
+            w.WriteString("base_bottom_mlp", string.Join(",", Options.BottomMlp));
             w.WriteNumber("online_batch", Options.OnlineTrainer.BatchSize);
             w.WriteBoolean("reuse_forward", Options.OnlineTrainer.ReuseForward);
             var a = Options.OnlineTrainer.Adapter;
