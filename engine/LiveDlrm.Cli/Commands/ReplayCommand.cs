@@ -35,7 +35,7 @@ public sealed class ReplayCommand : ICommand
         "  --online-batch N              live trainer minibatch (default 256)\n" +
         "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 8)\n" +
         "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
-        "  --budget F                    live: adapter bytes per table as a fraction of its bytes (default 0.01)\n" +
+        "  --budget F                    live: adapter bytes as a fraction of table bytes (default 0.01; see --budget-scope)\n" +
         "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
         "  --dim D                       embedding dim of a trained base model (default 32; bottom MLP [max(32, D), D])\n" +
         "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
