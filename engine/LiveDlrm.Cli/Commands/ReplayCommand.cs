@@ -33,10 +33,14 @@ public sealed class ReplayCommand : ICommand
         "  --window S                    report window in event seconds (default 3600)\n" +
         "  --batch N                     events scored together, and the delta trainer's minibatch (default 256)\n" +
         "  --online-batch N              live trainer minibatch (default 256)\n" +
-        "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 16)\n" +
+        "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 8)\n" +
         "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
-        "  --budget F                    live: adapter bytes per table as a fraction of its bytes (default 0.01)\n" +
+        "  --budget F                    live: adapter bytes as a fraction of table bytes (default 0.01; see --budget-scope)\n" +
         "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
+        "  --dim D                       embedding dim of a trained base model (default 32; bottom MLP [max(32, D), D])\n" +
+        "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
+        "                                the total) or per table\n" +
+        "  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default 0)\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
@@ -95,6 +99,7 @@ public sealed class ReplayCommand : ICommand
             BudgetFraction = args.Double("budget", adapterDefaults.BudgetFraction, min: 1e-6, max: 1),
             LearningRateA = (float)args.Double("lr-a", adapterDefaults.LearningRateA, min: 0, max: 100),
             LearningRateB = (float)args.Double("lr-b", adapterDefaults.LearningRateB, min: 0, max: 100),
+            AdagradInitialAccumulator = (float)args.Double("adagrad-init", adapterDefaults.AdagradInitialAccumulator, min: 0, max: 1e6),
             Optimizer = optimizer,
         };
         if (adapter.InitialRank > adapter.MaxRank) throw new UsageException($"--rank {adapter.InitialRank} exceeds --max-rank {adapter.MaxRank}");
@@ -110,6 +115,8 @@ public sealed class ReplayCommand : ICommand
             BasePrefixFraction = prefixFraction,
             BasePrefixTime = prefixTime,
             BaseEpochs = args.Int("base-epochs", 1, min: 1, max: 100),
+            BottomMlp = args.Int("dim", defaults.BottomMlp[^1], min: 1, max: 1024) is var dim && dim == defaults.BottomMlp[^1]
+                ? defaults.BottomMlp : [Math.Max(defaults.BottomMlp[0], dim), dim],
             SyncIntervalSeconds = args.Long("sync-interval", defaults.SyncIntervalSeconds, min: 1),
             SyncDelaySeconds = args.Long("sync-delay", defaults.SyncDelaySeconds, min: 0),
             LabelDelaySeconds = args.Long("label-delay", defaults.LabelDelaySeconds, min: 0),
@@ -120,6 +127,12 @@ public sealed class ReplayCommand : ICommand
             {
                 BatchSize = args.Int("online-batch", defaults.OnlineTrainer.BatchSize, min: 1, max: 1 << 20),
                 ReuseForward = !args.Flag("no-reuse"),
+                JointBudget = args.String("budget-scope", defaults.OnlineTrainer.JointBudget ? "joint" : "table") switch
+                {
+                    "joint" => true,
+                    "table" => false,
+                    var other => throw new UsageException($"--budget-scope must be joint or table, not '{other}'"),
+                },
                 Adapter = adapter,
                 Log = line => Console.Error.WriteLine("  " + line),
             },

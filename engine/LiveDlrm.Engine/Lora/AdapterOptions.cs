@@ -45,6 +45,10 @@ public sealed record AdapterOptions
     public float LearningRateA { get; init; } = 0.05f;
     public float LearningRateB { get; init; } = 0.01f;
     public float AdagradEpsilon { get; init; } = 1e-8f;
+    /// <summary>Row-wise Adagrad accumulator of an A row when it gets a slot (TF-style initial accumulator value).
+    /// With 0, a row's first step has size LearningRateA whatever its gradient's scale, and rows that are merged and
+    /// later re-added restart from 0 each time, so frequently evicted rows keep taking full-size steps.</summary>
+    public float AdagradInitialAccumulator { get; init; } = 0f;
 
     /// <summary>Scale of B's initial rows and of rows added by growth (entries ~ N(0, scale²/dim), so a row's norm
     /// is about scale). B must be nonzero for gradients to reach A, since new A rows start at zero.</summary>
@@ -74,6 +78,8 @@ public sealed record AdapterOptions
         if (!(float.IsFinite(LearningRateA) && LearningRateA >= 0)) throw new ArgumentOutOfRangeException(nameof(LearningRateA), LearningRateA, Where("LearningRateA must be finite and ≥ 0"));
         if (!(float.IsFinite(LearningRateB) && LearningRateB >= 0)) throw new ArgumentOutOfRangeException(nameof(LearningRateB), LearningRateB, Where("LearningRateB must be finite and ≥ 0"));
         if (!(float.IsFinite(AdagradEpsilon) && AdagradEpsilon > 0)) throw new ArgumentOutOfRangeException(nameof(AdagradEpsilon), AdagradEpsilon, Where("AdagradEpsilon must be finite and > 0"));
+        if (!(float.IsFinite(AdagradInitialAccumulator) && AdagradInitialAccumulator >= 0))
+            throw new ArgumentOutOfRangeException(nameof(AdagradInitialAccumulator), AdagradInitialAccumulator, Where("AdagradInitialAccumulator must be finite and ≥ 0"));
         if (!(float.IsFinite(BInitScale) && BInitScale > 0)) throw new ArgumentOutOfRangeException(nameof(BInitScale), BInitScale, Where("BInitScale must be finite and > 0"));
     }
 }

@@ -367,7 +367,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         *(long*)(p + SlotLayout.RowOffset) = row;
         new Span<float>(p + SlotLayout.AOffset, g.Rank).Clear();
         AdapterGeneration.EndWrite(p);
-        *(float*)(p + SlotLayout.AdagradOffset) = 0;
+        *(float*)(p + SlotLayout.AdagradOffset) = Options.AdagradInitialAccumulator;
         *(long*)(p + SlotLayout.StampOffset) = _clock;
         *(int*)(p + SlotLayout.TouchOffset) = -1;
         g.InsertNew(row, slot);

@@ -133,15 +133,16 @@ public sealed class OnlineTrainer : ITrainerHost
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         var result = new TableAdapter?[model.Tables.Count];
+        var fractions = BudgetFractions(model, options);
         for (int t = 0; t < result.Length; t++)
         {
             var table = model.Tables[t];
-            var ao = options.Adapter with { Seed = options.Adapter.Seed + t, MaxRank = Math.Min(options.Adapter.MaxRank, table.Dim) };
+            var ao = options.Adapter with { Seed = options.Adapter.Seed + t, MaxRank = Math.Min(options.Adapter.MaxRank, table.Dim), BudgetFraction = fractions[t] };
             if (ao.InitialRank > ao.MaxRank) ao = ao with { InitialRank = ao.MaxRank };
             if (ao.MinRank > ao.MaxRank) ao = ao with { MinRank = ao.MaxRank };
             long budget = (long)Math.Floor(ao.BudgetFraction * table.ByteSize);
-            var (slots, _) = TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim);
-            if (slots < options.MinAdapterRows)
+            var (slots, _) = ao.BudgetFraction > 0 ? TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim) : (0, 0);
+            if (slots < Math.Min(options.MinAdapterRows, table.Rows))
             {
                 options.Log?.Invoke($"table '{table.Name}' ({table.ByteSize} bytes): a {ao.BudgetFraction:P2} budget holds {slots} adapter rows at rank {ao.InitialRank} (< {options.MinAdapterRows}); not adapted");
                 continue;
@@ -150,6 +151,48 @@ public sealed class OnlineTrainer : ITrainerHost
             backend.Attach(adapter);
             result[t] = adapter;
         }
+        return result;
+    }
+
+    /// <summary>Each table's budget fraction: the option itself per table, or with <see cref="OnlineTrainerOptions.JointBudget"/>
+    /// grants whose bytes sum to at most BudgetFraction × Σ table bytes (0 = no adapter).</summary>
+    static double[] BudgetFractions(DlrmModel model, OnlineTrainerOptions options)
+    {
+        var tables = model.Tables;
+        double fraction = options.Adapter.BudgetFraction;
+        var result = new double[tables.Count];
+        if (!options.JointBudget) { Array.Fill(result, fraction); return result; }
+        long total = (long)Math.Floor(fraction * tables.Sum(t => t.ByteSize));
+        var grant = new long[tables.Count];
+        var small = new List<int>();
+        for (int t = 0; t < tables.Count; t++)
+        {
+            var (slots, _) = TableAdapter.SizeFor((long)Math.Floor(fraction * tables[t].ByteSize), options.Adapter.InitialRank, tables[t].Dim);
+            if (slots < options.MinAdapterRows) small.Add(t);
+        }
+        long left = total;
+        foreach (int t in small.OrderBy(t => tables[t].ByteSize))
+        {
+            // Smallest budget whose pool holds every row, never more than the table itself; failing that, the
+            // smallest that holds MinAdapterRows; failing that, no adapter.
+            long need = SmallestBudget(tables[t], tables[t].Rows) ?? SmallestBudget(tables[t], Math.Min(options.MinAdapterRows, tables[t].Rows)) ?? long.MaxValue;
+            if (need > left) continue;
+            grant[t] = need; left -= need;
+        }
+        var large = Enumerable.Range(0, tables.Count).Where(t => !small.Contains(t)).ToArray();
+        long largeBytes = large.Sum(t => tables[t].ByteSize);
+        foreach (int t in large) grant[t] = (long)Math.Floor((double)left * tables[t].ByteSize / largeBytes);
+        long? SmallestBudget(EmbeddingTable table, long rows)
+        {
+            for (long b = 64; b <= table.ByteSize; b += 64)
+                if (TableAdapter.SizeFor(b, options.Adapter.InitialRank, table.Dim).Slots >= rows) return b;
+            return null;
+        }
+        for (int t = 0; t < tables.Count; t++)
+            // Rounded down so floor(fraction × bytes) in the adapter never exceeds the grant.
+            result[t] = grant[t] == 0 ? 0 : Math.Min(1.0, Math.Max(1e-12, (grant[t] - 1) / (double)tables[t].ByteSize));
+        if (tables.Select((tb, t) => (long)Math.Floor(result[t] * tb.ByteSize)).Sum() > total)
+            throw new InvalidOperationException("joint adapter budgets exceed the total budget");
         return result;
     }
 

@@ -21,6 +21,11 @@ public sealed record OnlineTrainerOptions
     /// <summary>Tables whose budget holds fewer adapter rows than this get no adapter (a 24-row table's 1 % is a
     /// few bytes); they are served and kept as the base model has them.</summary>
     public int MinAdapterRows { get; init; } = 16;
+    /// <summary>Enforce the budget over all tables jointly: Σ adapter budgets ≤ BudgetFraction × Σ table bytes.
+    /// Tables too small for an adapter under their own 1 % are funded first (enough for all their rows, at most
+    /// their own size), smallest first, while the total allows; the rest is shared by the other tables in proportion
+    /// to their bytes. Each adapter still never exceeds its own (granted) budget, so the sum never exceeds the total.</summary>
+    public bool JointBudget { get; init; }
     /// <summary>Receives log lines (discarded steps, tables without an adapter); null = silent.</summary>
     public Action<string>? Log { get; init; }
 

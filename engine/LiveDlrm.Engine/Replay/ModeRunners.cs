@@ -156,6 +156,7 @@ sealed class LiveRunner : ModeRunner
     readonly OnlineTrainer _trainer;
     readonly LiveServer _server;
     readonly long _tableBytes;
+    readonly long _totalBudget;
     readonly long[] _maxBytes;
     readonly int[] _seenHistory;
     readonly List<RankRecord> _ranks = new();
@@ -178,6 +179,7 @@ sealed class LiveRunner : ModeRunner
         }
         _server = new LiveServer(_trainer, ringCapacity: 1 << 18);
         _tableBytes = _model.Tables.Sum(t => t.ByteSize);
+        _totalBudget = (long)Math.Floor(options.OnlineTrainer.Adapter.BudgetFraction * _tableBytes);
         _maxBytes = new long[_adapters.Length];
         _seenHistory = new int[_adapters.Length];
         _trainer.Start();
@@ -220,6 +222,8 @@ sealed class LiveRunner : ModeRunner
             _maxBytes[t] = Math.Max(_maxBytes[t], bytes);
             total += bytes;
         }
+        // The bound is over the model's table bytes; with a joint budget it is the only per-model bound.
+        if (total > _totalBudget) throw new InvalidOperationException($"adapters hold {total} bytes in all, over the total budget of {_totalBudget}");
         _memoryPctMax = Math.Max(_memoryPctMax, 100.0 * total / _tableBytes);
     }
 

@@ -106,12 +106,15 @@ public sealed record ReplayReport
             w.WriteNumber("window_seconds", Options.WindowSeconds);
             w.WriteNumber("sync_interval_seconds", Options.SyncIntervalSeconds);
             w.WriteNumber("sync_delay_seconds", Options.SyncDelaySeconds);
+            w.WriteString("base_bottom_mlp", string.Join(",", Options.BottomMlp));
             w.WriteNumber("online_batch", Options.OnlineTrainer.BatchSize);
             w.WriteBoolean("reuse_forward", Options.OnlineTrainer.ReuseForward);
             var a = Options.OnlineTrainer.Adapter;
             w.WriteNumber("adapter_initial_rank", a.InitialRank);
             w.WriteNumber("adapter_max_rank", a.MaxRank);
             Num(w, "adapter_budget_fraction", a.BudgetFraction);
+            w.WriteString("adapter_budget_scope", Options.OnlineTrainer.JointBudget ? "joint" : "table");
+            Num(w, "adapter_adagrad_initial_accumulator", a.AdagradInitialAccumulator);
             w.WriteNumber("rank_adapt_interval", a.RankAdaptInterval);
             Num(w, "adapter_lr_a", a.LearningRateA);
             Num(w, "adapter_lr_b", a.LearningRateB);

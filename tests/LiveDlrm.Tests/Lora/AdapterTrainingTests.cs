@@ -53,11 +53,11 @@ public class AdapterTrainingTests
     }
 
     [Test]
-    public void OneStepMatchesTheNaiveUpdate([Values] PoolingMode pooling, [Values] AdapterOptimizer optimizer)
+    public void OneStepMatchesTheNaiveUpdate([Values] PoolingMode pooling, [Values] AdapterOptimizer optimizer, [Values(0f, 0.1f)] float initialAccumulator)
     {
         var rng = new Random(11 + (int)pooling);
         using var table = LoraTestData.Table(EmbeddingStorage.Fp32, Rows, Dim, seed: 5);
-        var options = new AdapterOptions { InitialRank = Rank, MaxRank = Rank, BudgetFraction = 0.9, Optimizer = optimizer, LearningRateA = 0.1f, LearningRateB = 0.05f };
+        var options = new AdapterOptions { InitialRank = Rank, MaxRank = Rank, BudgetFraction = 0.9, Optimizer = optimizer, LearningRateA = 0.1f, LearningRateB = 0.05f, AdagradInitialAccumulator = initialAccumulator };
         using var adapter = new TableAdapter(table, options);
         long[] hot = LoraTestData.FillAdapter(adapter, rng, 20);
         var batch = LoraTestData.RandomBatch(rng, Rows, 16, 6, hot, pooling == PoolingMode.WeightedSum);
@@ -77,7 +77,7 @@ public class AdapterTrainingTests
                 if (dA.TryGetValue(i, out var g))
                 {
                     double step = options.LearningRateA;
-                    if (optimizer == AdapterOptimizer.Adagrad) step /= Math.Sqrt(g.Sum(x => x * x) / Rank) + eps;   // accumulator starts at 0
+                    if (optimizer == AdapterOptimizer.Adagrad) step /= Math.Sqrt(initialAccumulator + g.Sum(x => x * x) / Rank) + eps;   // acc = initial + mean(g²)
                     expected -= step * g[k];
                 }
                 Assert.That(a1[i][k], Is.EqualTo(expected).Within(1e-4 * (1 + Math.Abs(expected))), $"A[{i}][{k}]");
