@@ -79,7 +79,13 @@ public static class EmbeddingKernels
     }
     static volatile int _prefetchDistance = DefaultPrefetchDistance;
 
-    // Chosen by sweeping 0..64 on this machine (4 M-row fp32 table, dim 64, pooling 32, batch 2048, uniform ids):
-    // see docs/kernels.md. Until tuned, FBGEMM's default.
-    internal const int DefaultPrefetchDistance = 16;
+    // Chosen by benchmark on this machine (2 vCPU EPYC, AVX-512; 4 M-row fp32 table in MADV_HUGEPAGE memory, dim 64,
+    // pooling 32, batch 2048, 2 threads; ./build.sh bench lookup --cases fp32-4M --livedlrm-prefetch 0,8,16), medians
+    // in M lookups/s on a quiet machine, 2026-11-26:
+    //   LiveDlrm uniform  pf0 57.4  pf8 49.9  pf16 44.7      native C ref uniform  pf0 62.3  pf16 41.9
+    //   LiveDlrm zipf     pf0 73.2  pf8 43.1  pf16 45.5      native C ref zipf     pf0 72.5  pf16 44.9
+    // With the table on 2 MiB pages the hardware prefetchers and out-of-order loads already keep enough rows in
+    // flight and software prefetch only adds instructions (the same holds for the C reference). FBGEMM's 16 helped
+    // where tables sat on 4 KiB pages (TLB misses); re-sweep on machines without transparent huge pages.
+    internal const int DefaultPrefetchDistance = 0;
 }
