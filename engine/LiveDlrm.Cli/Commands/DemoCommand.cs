@@ -44,7 +44,8 @@ public sealed class DemoCommand : ICommand
         double zipfS = args.Double("zipf", 1.05, 0.01, 10);
         double seconds = args.Double("seconds", 1, 0.05, 3600);
         int threads = args.Int("threads", Environment.ProcessorCount, 1, 1024);
-        int prefetch = args.Int("prefetch", EmbeddingKernels.PrefetchDistance, 0, 1024);
+        // -1 = the engine's per-storage default distance
+        int prefetch = args.Int("prefetch", -1, 0, 1024);
         var sweep = args.String("sweep-prefetch") is { } list ? ParseList(list, s => int.TryParse(s, out int v) && v >= 0 ? v : throw new UsageException($"--sweep-prefetch: '{s}' is not a distance")) : [prefetch];
         string? isaName = args.String("isa");
         bool noHugePages = args.Flag("no-hugepages");
@@ -94,7 +95,8 @@ public sealed class DemoCommand : ICommand
                 for (int round = 0; round < 5; round++)
                     for (int k = 0; k < sweep.Count; k++)
                     {
-                        EmbeddingKernels.PrefetchDistance = sweep[k];
+                        if (sweep[k] >= 0) EmbeddingKernels.PrefetchDistance = sweep[k];
+                        else EmbeddingKernels.ResetPrefetchDistance();
                         (wall[k][round], cpu[k][round]) = TimeRun(table, batches[dist], offsets, output, pool, seconds / 5, warmUp: round == 0);
                     }
                 for (int k = 0; k < sweep.Count; k++)
@@ -102,11 +104,11 @@ public sealed class DemoCommand : ICommand
                     double lookupsPerSecond = Median(wall[k]), perCpuSecond = Median(cpu[k]);
                     double gbs = lookupsPerSecond * table.RowStride / 1e9;
                     double nsPerBag = 1e9 / (lookupsPerSecond / Math.Max(1, pooling));
-                    Console.WriteLine($"{Short(storage),-8} {dist,-8} {sweep[k],8} {lookupsPerSecond / 1e6,12:F1} {gbs,8:F2} {nsPerBag,8:F0} {perCpuSecond / 1e6,8:F1}  {check}");
+                    Console.WriteLine($"{Short(storage),-8} {dist,-8} {(sweep[k] >= 0 ? sweep[k] : EmbeddingKernels.PrefetchDistanceFor(storage)),8} {lookupsPerSecond / 1e6,12:F1} {gbs,8:F2} {nsPerBag,8:F0} {perCpuSecond / 1e6,8:F1}  {check}");
                 }
             }
         }
-        EmbeddingKernels.PrefetchDistance = prefetch;
+        EmbeddingKernels.ResetPrefetchDistance();
         return failures == 0 ? 0 : 1;
     }
 

@@ -19,7 +19,7 @@ public sealed class InfoCommand : ICommand
         Console.WriteLine($".NET              {RuntimeInformation.FrameworkDescription}");
         Console.WriteLine($"vector widths     512:{Vector512.IsHardwareAccelerated} 256:{Vector256.IsHardwareAccelerated} 128:{Vector128.IsHardwareAccelerated}");
         Console.WriteLine($"processors        {Environment.ProcessorCount}");
-        Console.WriteLine($"embedding kernel  {EmbeddingKernels.IsaName(EmbeddingKernels.SelectedIsa)} ({EmbeddingKernels.SelectedIsa}), prefetch distance {EmbeddingKernels.PrefetchDistance} rows");
+        Console.WriteLine($"embedding kernel  {EmbeddingKernels.IsaName(EmbeddingKernels.SelectedIsa)} ({EmbeddingKernels.SelectedIsa}), prefetch distance fp32 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp32)}, fp16/int8 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp16)} rows");
         // Reported without starting the shared pool's threads: its size is fixed by the processor count.
         Console.WriteLine($"embedding threads {EmbeddingWorkerPool.SharedThreadCount} workers + the calling thread per lookup");
         Console.WriteLine($"TorchSharp        {TorchRuntime.TorchSharpVersion}");

@@ -59,7 +59,7 @@ public static unsafe class EmbeddingBag
             Weights = pooling == PoolingMode.WeightedSum ? weights : null,
             Mean = pooling == PoolingMode.Mean,
             Bags = bags,
-            PrefetchDistance = EmbeddingKernels.PrefetchDistance,
+            PrefetchDistance = EmbeddingKernels.PrefetchDistanceFor(table.Storage),
             Kernel = SelectKernel<TI>(EmbeddingKernels.CurrentIsa, table.Storage),
         };
         bool ok;

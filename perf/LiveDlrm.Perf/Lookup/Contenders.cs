@@ -38,7 +38,7 @@ sealed class LiveDlrmContender : Contender
         _table = table;
         _batches = batches;
         _kernel = kernel;
-        _prefetch = prefetchDistance ?? EmbeddingKernels.DefaultPrefetchDistance;
+        _prefetch = prefetchDistance ?? EmbeddingKernels.PrefetchDistanceFor(table.Storage);
         _isSweepEntry = prefetchDistance is not null;
         _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
     }
@@ -47,13 +47,14 @@ sealed class LiveDlrmContender : Contender
 
     public override void Forward(int batch)
     {
-        EmbeddingKernels.PrefetchDistance = _prefetch;
+        if (_isSweepEntry) EmbeddingKernels.PrefetchDistance = _prefetch;
+        else EmbeddingKernels.ResetPrefetchDistance();    // the engine's per-storage default
         _kernel.Forward(_table, _batches.Indices[batch], _batches.Offsets, _output);
     }
 
     public override ReadOnlySpan<float> Output => _output;
 
-    public override void Dispose() => EmbeddingKernels.PrefetchDistance = EmbeddingKernels.DefaultPrefetchDistance;
+    public override void Dispose() => EmbeddingKernels.ResetPrefetchDistance();
 }
 
 /// <summary>TorchSharp's EmbeddingBag (sum) over its own copy of the fp32 weights. Index tensors (int64: TorchSharp's
@@ -223,7 +224,7 @@ sealed class LoraContender : Contender
 
     public override void Forward(int batch)
     {
-        EmbeddingKernels.PrefetchDistance = EmbeddingKernels.DefaultPrefetchDistance;
+        EmbeddingKernels.ResetPrefetchDistance();
         LoraEmbeddingBag.Forward(_adapter, _batches.Indices[batch], _batches.Offsets, _output, pool: _kernel.Pool);
     }
 

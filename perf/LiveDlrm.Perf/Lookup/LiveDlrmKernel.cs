@@ -19,7 +19,7 @@ sealed class LiveDlrmKernel : IDisposable
     }
 
     public string Description =>
-        $"EmbeddingBag.Forward ({EmbeddingKernels.IsaName(EmbeddingKernels.CurrentIsa)}, prefetch {EmbeddingKernels.PrefetchDistance}, " +
+        $"EmbeddingBag.Forward ({EmbeddingKernels.IsaName(EmbeddingKernels.CurrentIsa)}, prefetch fp32 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp32)} / fp16,int8 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp16)}, " +
         $"caller + {Pool.ThreadCount} pool workers)";
 
     public void Forward(EmbeddingTable table, long[] indices, long[] offsets, float[] output) =>

@@ -163,10 +163,10 @@ public sealed class LookupRun : IComparativeRun
                 LivedlrmMlookups = livedlrm, TorchsharpMlookups = torchsharp, NativeRefMlookups = native,
                 NativeRefBestPrefetch = best.Value is null ? null : int.Parse(best.Key, CultureInfo.InvariantCulture),
                 NativeRefSweep = nativeAvailable ? sweep : null,
-                NativeRefAtLivedlrmPrefetch = Median($"native_ref_pf{EmbeddingKernels.DefaultPrefetchDistance}"),
+                NativeRefAtLivedlrmPrefetch = Median($"native_ref_pf{EmbeddingKernels.PrefetchDistanceFor(table.Storage)}"),
                 LivedlrmSweep = o.LiveDlrmPrefetch.Length == 0 ? null
                     : o.LiveDlrmPrefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"livedlrm_pf{pf}")),
-                LivedlrmPrefetch = EmbeddingKernels.DefaultPrefetchDistance,
+                LivedlrmPrefetch = EmbeddingKernels.PrefetchDistanceFor(table.Storage),
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
                 LivedlrmLoraMlookups = loraRate, LoraTimeRatio = Ratio(livedlrm, loraRate),
