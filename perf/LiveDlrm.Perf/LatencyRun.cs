@@ -38,14 +38,7 @@ public sealed class LatencyRun : IComparativeRun
         string output = values.TryGetValue("out", out var o) && o is not null ? o : Path.Combine(RepoRoot(), "artifacts", "bench", "latency.json");
 
         var report = LatencyHarness.Run(options, Console.WriteLine);
-        Console.WriteLine();
-        Console.WriteLine(report.Modes[0].Workload == EmbeddingLookupWorkload.WorkloadName
-            ? $"workload: {EmbeddingLookupWorkload.WorkloadName} — embedding-bag lookups standing in for DLRM Predict, trainer = sparse Adagrad proxy (not the DLRM/LoRA numbers)"
-            : $"workload: {report.Modes[0].Workload} — {report.WorkloadDescription}; trainer: {report.TrainerDescription}");
-        foreach (var m in report.Modes) Console.WriteLine(LatencyHarness.Line(m));
-        var qos = report.Mode(LatencyHarness.ModeQos);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"trainer-qos: P99 {qos.P99VsNoTrainer:F3}× no-trainer (goal ≤ 1.05), trainer at {qos.TrainerRateVsUnthrottled:P0} of unthrottled (goal ≥ 30 %)"));
+        LatencyHarness.PrintSummary(report, Console.Out);
         LatencyReportJson.Write(report, output);
         Console.WriteLine($"wrote {Path.GetFullPath(output)}");
         return 0;

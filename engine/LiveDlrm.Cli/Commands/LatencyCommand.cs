@@ -20,14 +20,7 @@ public sealed class LatencyCommand : ICommand
         string? json = args.String("json");
         args.EnsureAllUsed();
         var report = LatencyHarness.Run(options, Console.WriteLine);
-        Console.WriteLine();
-        Console.WriteLine(report.Modes[0].Workload == EmbeddingLookupWorkload.WorkloadName
-            ? $"workload: {EmbeddingLookupWorkload.WorkloadName} (embedding-bag lookups standing in for DLRM Predict; trainer = sparse Adagrad proxy, not LoRA)"
-            : $"workload: {report.Modes[0].Workload}: {report.WorkloadDescription}; trainer: {report.TrainerDescription}");
-        foreach (var m in report.Modes) Console.WriteLine(LatencyHarness.Line(m));
-        var qos = report.Mode(LatencyHarness.ModeQos);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"trainer-qos: P99 {qos.P99VsNoTrainer:F3}× no-trainer (goal ≤ 1.05), trainer at {qos.TrainerRateVsUnthrottled:P0} of unthrottled (goal ≥ 30 %)"));
+        LatencyHarness.PrintSummary(report, Console.Out);
         if (json is not null) { LatencyReportJson.Write(report, json); Console.WriteLine($"wrote {Path.GetFullPath(json)}"); }
         return 0;
     }

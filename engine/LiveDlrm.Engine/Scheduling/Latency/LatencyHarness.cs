@@ -219,6 +219,20 @@ public static class LatencyHarness
                 rate, duty, targetMs, decisions, placement, hw);
     }
 
+    /// <summary>The closing summary both `livedlrm latency` and `./build.sh bench latency` print: which workload
+    /// ran, one line a mode, and the QoS mode against the goals.</summary>
+    public static void PrintSummary(LatencyReport report, TextWriter w)
+    {
+        w.WriteLine();
+        w.WriteLine(report.Modes[0].Workload == EmbeddingLookupWorkload.WorkloadName
+            ? $"workload: {EmbeddingLookupWorkload.WorkloadName} — embedding-bag lookups standing in for DLRM Predict, trainer = sparse Adagrad proxy (not the DLRM/LoRA numbers)"
+            : $"workload: {report.Modes[0].Workload} — {report.WorkloadDescription}; trainer: {report.TrainerDescription}");
+        foreach (var m in report.Modes) w.WriteLine(Line(m));
+        var qos = report.Mode(ModeQos);
+        w.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"trainer-qos: P99 {qos.P99VsNoTrainer:F3}× no-trainer (goal ≤ 1.05), trainer at {qos.TrainerRateVsUnthrottled:P0} of unthrottled (goal ≥ 30 %)"));
+    }
+
     public static string Line(LatencyModeResult m) =>
         F($"{m.Mode,-20} {m.Qps,7:F0} QPS  P50 {m.P50Ms,8:F3} ms  P99 {m.P99Ms,8:F3} ms  P99.9 {m.P999Ms,8:F3} ms  max {m.MaxMs,8:F3} ms")
         + (m.TrainerSamplesPerS is double s ? F($"  trainer {s,10:F0} samples/s") : "") + (m.Dropped > 0 ? F($"  DROPPED {m.Dropped}") : "");
