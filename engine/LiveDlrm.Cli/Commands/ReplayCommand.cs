@@ -18,6 +18,7 @@ public sealed class ReplayCommand : ICommand
     /// most users and items (the synth command's 50 000 users would be seen about once each), so what the modes
     /// differ in is drift, not first-time learning.</summary>
     public const int DefaultUsers = 5_000, DefaultItems = 2_000, DefaultNewItems = 4_000;
+    public static readonly SyntheticStreamConfig DefaultWorld = new() { Users = DefaultUsers, InitialItems = DefaultItems, MaxNewItems = DefaultNewItems };
 
     public string Name => "replay";
     public string Summary => "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters";
@@ -35,16 +36,19 @@ public sealed class ReplayCommand : ICommand
         "  --online-batch N              live trainer minibatch (default 256)\n" +
         "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 8)\n" +
         "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
+        "  --energy T --grow-threshold E live: rank adaptation keeps the fewest directions holding ≥ T of the energy and\n" +
+        "                                grows when the last holds > E (defaults 0.9, 0.05)\n" +
         "  --budget F                    live: adapter bytes as a fraction of table bytes (default 0.01; see --budget-scope)\n" +
         "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
         "  --dim D                       embedding dim of a trained base model (default 32; bottom MLP [max(32, D), D])\n" +
         "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
         "                                the total) or per table\n" +
+        "  --small-table-budget M        live, joint budget: a tiny table's adapter may take up to M × its own bytes (default 1)\n" +
         "  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default 0)\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
-        "  --users N --items N --new-items N   synthetic world size (defaults 5000, 2000, 4000 for replay)\n" +
+        SyntheticWorldArgs.Usage(DefaultWorld) + "\n" +
         "  --out DIR                     report.json and plots (default artifacts/replay)\n" +
         "  --no-plots                    skip the PNG plots";
 
@@ -60,15 +64,9 @@ public sealed class ReplayCommand : ICommand
         };
         var data = DataSourceArgs.Parse(args, DefaultEvents);
         if (data.IsSynthetic && data.EventsPerSecond is null) data = data with { EventsPerSecond = DefaultEventsPerSecond };
-        var world = new SyntheticStreamConfig();
-        world = world with
-        {
-            Users = args.Int("users", DefaultUsers, min: 1),
-            InitialItems = args.Int("items", DefaultItems, min: 1),
-            MaxNewItems = args.Int("new-items", DefaultNewItems, min: 0),
-        };
-        if (!data.IsSynthetic && (args.Has("users") || args.Has("items") || args.Has("new-items")))
-            throw new UsageException("--users/--items/--new-items apply to --data synthetic only");
+        if (!data.IsSynthetic && SyntheticWorldArgs.AnyGiven(args))
+            throw new UsageException("--users/--items/--new-items/--hashed-rows/--bursts-* apply to --data synthetic only");
+        var world = SyntheticWorldArgs.Apply(args, DefaultWorld);
         string? model = args.String("model");
         if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
 
@@ -96,6 +94,8 @@ public sealed class ReplayCommand : ICommand
             InitialRank = args.Int("rank", adapterDefaults.InitialRank, min: 1, max: 1024),
             MaxRank = args.Int("max-rank", adapterDefaults.MaxRank, min: 1, max: 1024),
             RankAdaptInterval = args.Int("rank-interval", adapterDefaults.RankAdaptInterval, min: 0),
+            EnergyToKeep = args.Double("energy", adapterDefaults.EnergyToKeep, min: 1e-6, max: 1),
+            GrowThreshold = args.Double("grow-threshold", adapterDefaults.GrowThreshold, min: 0, max: 1),
             BudgetFraction = args.Double("budget", adapterDefaults.BudgetFraction, min: 1e-6, max: 1),
             LearningRateA = (float)args.Double("lr-a", adapterDefaults.LearningRateA, min: 0, max: 100),
             LearningRateB = (float)args.Double("lr-b", adapterDefaults.LearningRateB, min: 0, max: 100),
@@ -127,6 +127,7 @@ public sealed class ReplayCommand : ICommand
             {
                 BatchSize = args.Int("online-batch", defaults.OnlineTrainer.BatchSize, min: 1, max: 1 << 20),
                 ReuseForward = !args.Flag("no-reuse"),
+                SmallTableBudgetMultiple = args.Double("small-table-budget", defaults.OnlineTrainer.SmallTableBudgetMultiple, min: 1e-6, max: 16),
                 JointBudget = args.String("budget-scope", defaults.OnlineTrainer.JointBudget ? "joint" : "table") switch
                 {
                     "joint" => true,
@@ -148,7 +149,7 @@ public sealed class ReplayCommand : ICommand
         Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
         var progress = new ProgressBar();
         Func<IEventSource> open = data.IsSynthetic
-            ? () => new SyntheticEventSource(data.SyntheticConfig() with { Users = world.Users, InitialItems = world.InitialItems, MaxNewItems = world.MaxNewItems }, data.Events ?? DefaultEvents)
+            ? () => new SyntheticEventSource(world with { Seed = data.Seed, Drift = data.Drift, EventsPerSecond = data.EventsPerSecond ?? DefaultEventsPerSecond }, data.Events ?? DefaultEvents)
             : () => data.Open(line => Console.Error.WriteLine("  " + line));
         var replay = new FreshnessReplay(open, options, dataName)
         {
