@@ -8,24 +8,34 @@ namespace LiveDlrm.Cli.Commands;
 
 public sealed class ReplayCommand : ICommand
 {
-    /// <summary>Events of the default run (`./build.sh run`): sized to finish the three modes in ≤ 3 minutes on 2 cores.</summary>
-    public const long DefaultEvents = 200_000;
-    /// <summary>Event-time rate of the default synthetic stream for the replay: 200 k events span ~28 h, so the
-    /// replayed 70 % holds ~19 one-hour windows of drift.</summary>
-    public const double DefaultEventsPerSecond = 2;
+    /// <summary>Events of the default run (`./build.sh run`): two days of event time, sized to finish the three modes
+    /// in ≤ 3 minutes on 2 cores.</summary>
+    public const long DefaultEvents = 1_728_000;
+    /// <summary>Event-time rate of the default synthetic stream for the replay: 1.728 M events span 48 h, so the base
+    /// model learns on one whole day (every hour of it) and the replay covers the next day in 24 one-hour windows.</summary>
+    public const double DefaultEventsPerSecond = 10;
 
     /// <summary>World of the default synthetic replay stream: small enough that the prefix teaches the base model
     /// most users and items (the synth command's 50 000 users would be seen about once each), so what the modes
     /// differ in is drift, not first-time learning.</summary>
     public const int DefaultUsers = 5_000, DefaultItems = 2_000, DefaultNewItems = 4_000;
-    public static readonly SyntheticStreamConfig DefaultWorld = new() { Users = DefaultUsers, InitialItems = DefaultItems, MaxNewItems = DefaultNewItems };
+    /// <summary>The replay's default world (docs/replay.md): user and item ids hashed into 2¹⁷-row tables, as production
+    /// tables are sized far beyond the ids active at once, and 12 short-lived trend bursts an hour on top of the slow drift.</summary>
+    public static readonly SyntheticStreamConfig DefaultWorld = new()
+    {
+        Users = DefaultUsers, InitialItems = DefaultItems, MaxNewItems = DefaultNewItems,
+        HashedRows = 1 << 17, TrendBurstsPerHour = 12,
+    };
+    static readonly ReplayOptions D = new();
+    static string F(double v) => v.ToString(CultureInfo.InvariantCulture);
+    static string F(float v) => v.ToString(CultureInfo.InvariantCulture);
 
     public string Name => "replay";
     public string Summary => "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters";
     public string Usage =>
         "  --mode stale|delta|live|all   update mode (default all: the three side by side on the same stream)\n" +
         DataSourceArgs.Usage.Replace("(default 1000000)", $"(default {DefaultEvents})").Replace("(default 20)", $"(default {DefaultEventsPerSecond} for replay)") + "\n" +
-        "  --base-prefix F|UNIXTIME      base model trained on this first fraction of the stream (default 0.3) or the events before a unix time\n" +
+        "  --base-prefix F|UNIXTIME      base model trained on this first fraction of the stream (default " + F(D.BasePrefixFraction ?? 0) + ") or the events before a unix time\n" +
         "  --model DIR                   serve this checkpoint as the base instead (replays the whole stream unless --base-prefix)\n" +
         "  --base-epochs N               passes over the prefix for the base model (default 1)\n" +
         "  --sync-interval S             delta: seconds of event time between syncs (default 600)\n" +
@@ -33,18 +43,18 @@ public sealed class ReplayCommand : ICommand
         "  --label-delay S               seconds of event time until a label can be used (default 60)\n" +
         "  --window S                    report window in event seconds (default 3600)\n" +
         "  --batch N                     events scored together, and the delta trainer's minibatch (default 256)\n" +
-        "  --online-batch N              live trainer minibatch (default 256)\n" +
-        "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 8)\n" +
-        "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
+        $"  --online-batch N              live trainer minibatch (default {D.OnlineTrainer.BatchSize})\n" +
+        $"  --rank R --max-rank R         live adapters: initial and maximum rank (defaults {D.OnlineTrainer.Adapter.InitialRank}, {D.OnlineTrainer.Adapter.MaxRank})\n" +
+        $"  --rank-interval N             live: steps between rank adaptations, 0 = off (default {D.OnlineTrainer.Adapter.RankAdaptInterval})\n" +
         "  --energy T --grow-threshold E live: rank adaptation keeps the fewest directions holding ≥ T of the energy and\n" +
-        "                                grows when the last holds > E (defaults 0.9, 0.05)\n" +
+        $"                                grows when the last holds > E (defaults {F(D.OnlineTrainer.Adapter.EnergyToKeep)}, {F(D.OnlineTrainer.Adapter.GrowThreshold)})\n" +
         "  --budget F                    live: adapter bytes as a fraction of table bytes (default 0.01; see --budget-scope)\n" +
-        "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
+        $"  --lr-a X --lr-b X             live: adapter learning rates (defaults {F(D.OnlineTrainer.Adapter.LearningRateA)}, {F(D.OnlineTrainer.Adapter.LearningRateB)})\n" +
         "  --dim D                       embedding dim of a trained base model (default 32; bottom MLP [max(32, D), D])\n" +
         "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
         "                                the total) or per table\n" +
-        "  --small-table-budget M        live, joint budget: a tiny table's adapter may take up to M × its own bytes (default 1)\n" +
-        "  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default 0)\n" +
+        $"  --small-table-budget M        live, joint budget: a tiny table's adapter may take up to M × its own bytes (default {F(D.OnlineTrainer.SmallTableBudgetMultiple)})\n" +
+        $"  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default {F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator)})\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
@@ -70,7 +80,7 @@ public sealed class ReplayCommand : ICommand
         string? model = args.String("model");
         if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
 
-        double? prefixFraction = model is null ? 0.3 : null;
+        double? prefixFraction = model is null ? D.BasePrefixFraction : null;
         long? prefixTime = null;
         if (args.String("base-prefix") is { } prefixText)
         {
