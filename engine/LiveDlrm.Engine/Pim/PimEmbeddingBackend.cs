@@ -20,7 +20,7 @@ public sealed record PimBackendOptions
 /// <see cref="PimPlan"/>; a batch is grouped per DPU on the host, summed on the DPUs, reduced on the host.
 /// Returns Σ W[i] of the DPUs' copy (Sum; Mean divides on the host). As an <see cref="IBaseCopyBackend"/> it tells
 /// <c>Online.AdapterEmbeddingBackend</c> to add LoRA adapter terms on the host and to push merged rows here
-/// (<see cref="UpdateBaseRows"/>). Weighted-sum pooling and fp16/int8 tables are refused.</summary>
+/// (<see cref="UpdateBaseRows"/>). Weighted sums send one fp32 weight per item and skip pair sums; fp16/int8 tables are refused.</summary>
 public sealed class PimEmbeddingBackend : IBaseCopyBackend
 {
     readonly PimBackendOptions _options;
@@ -65,8 +65,6 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
                         PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)
     {
         int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
-        if (pooling == PoolingMode.WeightedSum)
-            throw new NotSupportedException($"table '{table.Name}': the PIM kernel sums rows; weighted-sum pooling needs the CPU backend");
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -75,7 +73,7 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
                 Load(table, PimPartitioner.Build(_options.DefaultStrategy, AccessProfile.Uniform(table.Rows, 1, 1, 1), table.Dim, _options.DpusPerTable));
                 device = _devices[table];
             }
-            device.LookupSum(indices, offsets, output[..(bags * table.Dim)]);
+            device.LookupSum(indices, offsets, output[..(bags * table.Dim)], pooling == PoolingMode.WeightedSum ? weights : default);
         }
         if (pooling == PoolingMode.Mean)
             for (int b = 0; b < bags; b++)
