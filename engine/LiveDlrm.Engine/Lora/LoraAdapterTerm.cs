@@ -1,5 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using LiveDlrm.Embeddings;
 
 namespace LiveDlrm.Lora;
@@ -66,70 +68,131 @@ public static unsafe class LoraAdapterTerm
         public int SlotStride;
         public int Rank;
         public float* B;
-
-        /// <summary>Same probe as <see cref="AdapterGeneration.Find"/>.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public int Find(long row)
-        {
-            if (!AdapterGeneration.MayContain(Filter, FilterShift, row)) return -1;
-            long key = row + 1;
-            long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> MapShift);
-            while (true)
-            {
-                long e = Volatile.Read(ref Map[pos]);
-                if (e == AdapterGeneration.Empty) return -1;
-                if (e >> AdapterGeneration.SlotBits == key) return (int)(e & AdapterGeneration.SlotMask);
-                pos = (pos + 1) & MapMask;
-            }
-        }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static bool Kernel(in BagJob job, int bagBegin, int bagEnd)
     {
         TermContext* ctx = (TermContext*)job.Context;
         long* idx = (long*)job.Indices, off = (long*)job.Offsets;
+        float* weights = job.Weights;
         int dim = job.Dim, rank = ctx->Rank;
-        float* aAcc = stackalloc float[rank];
-        float* a = stackalloc float[rank];
+        // Locals, not ctx-> loads: the JIT cannot prove the stores below leave *ctx alone and would reload per index.
+        long* map = ctx->Map;
+        long mapMask = ctx->MapMask;
+        int mapShift = ctx->MapShift, slotStride = ctx->SlotStride, filterShift = ctx->FilterShift;
+        byte* pool = ctx->Pool;
+        ulong* filter = ctx->Filter;
+        float* b = ctx->B;
+        // Rank ≤ 16 (the common case): the bag's Σ w·A lives in two 8-float registers, each A loaded straight from
+        // its slot (a slot pads A to a multiple of 8 floats, SlotLayout.StrideFor, so the loads stay inside it; lanes
+        // ≥ rank are never used). Larger ranks copy A out and accumulate in memory.
+        bool vecA = rank <= 16 && Vector256.IsHardwareAccelerated;
+        float* aAcc = stackalloc float[Math.Max(rank, 16)];
+        float* aRow = stackalloc float[rank];
         for (int bag = bagBegin; bag < bagEnd; bag++)
         {
             long start = off[bag], end = off[bag + 1];
+            var sum0 = Vector256<float>.Zero;
+            var sum1 = Vector256<float>.Zero;
             bool adapted = false;
             for (long j = start; j < end; j++)
             {
                 long row = idx[j];
-                int slot = ctx->Find(row);
-                if (slot < 0 || !ReadA(ctx, slot, row, a)) continue;
-                if (!adapted) { new Span<float>(aAcc, rank).Clear(); adapted = true; }
-                LoraMath.Axpy(job.Weights == null ? 1f : job.Weights[j], a, aAcc, rank);
+                long bit = AdapterGeneration.FilterBit(row, filterShift);
+                if ((Volatile.Read(ref filter[bit >> 6]) & (1UL << (int)(bit & 63))) == 0) continue;
+                int slot = Probe(row, map, mapMask, mapShift);
+                if (slot < 0) continue;
+                byte* p = pool + (long)slot * slotStride;
+                int* seq = (int*)(p + SlotLayout.SeqOffset);
+                float* slotA = (float*)(p + SlotLayout.AOffset);
+                Vector256<float> r0 = default, r1 = default;
+                bool mine;
+                while (true)
+                {
+                    int s1 = Volatile.Read(ref *seq);
+                    if ((s1 & 1) == 0)
+                    {
+                        mine = *(long*)(p + SlotLayout.RowOffset) == row;
+                        if (mine)
+                        {
+                            if (vecA)
+                            {
+                                r0 = Vector256.Load(slotA);
+                                if (rank > 8) r1 = Vector256.Load(slotA + 8);
+                            }
+                            else for (int k = 0; k < rank; k++) aRow[k] = slotA[k];
+                        }
+                        Volatile.ReadBarrier();
+                        if (*seq == s1) break;
+                    }
+                    // The trainer is inside this slot's section (a copy of rank floats or one row merge): wait
+                    // without a call, which would spill the vector accumulators around the whole loop.
+                    if (X86Base.IsSupported) X86Base.Pause();
+                }
+                if (!mine) continue;      // merged or reused since the probe: not adapted for this lookup
+                float weight = weights == null ? 1f : weights[j];
+                if (vecA)
+                {
+                    var vw = Vector256.Create(weight);
+                    sum0 = Vector256.FusedMultiplyAdd(r0, vw, sum0);
+                    if (rank > 8) sum1 = Vector256.FusedMultiplyAdd(r1, vw, sum1);
+                }
+                else
+                {
+                    if (!adapted) new Span<float>(aAcc, rank).Clear();
+                    LoraMath.Axpy(weight, aRow, aAcc, rank);
+                }
+                adapted = true;
             }
             if (!adapted) continue;
             float scale = job.Mean ? 1f / (end - start) : 1f;
-            float* o = job.Output + (long)bag * dim;
-            for (int k = 0; k < rank; k++) LoraMath.Axpy(aAcc[k] * scale, ctx->B + (long)k * dim, o, dim);
+            if (vecA)
+            {
+                Vector256.Store(sum0 * scale, aAcc);
+                Vector256.Store(sum1 * scale, aAcc + 8);
+            }
+            else for (int k = 0; k < rank; k++) aAcc[k] *= scale;
+            AddProduct(aAcc, rank, b, dim, job.Output + (long)bag * dim);
         }
         return true;
     }
 
-    /// <summary>Seqlock read of a slot's A (no W: the base comes from elsewhere). False when the slot no longer
-    /// belongs to <paramref name="row"/> (merged or reused since the probe).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool ReadA(TermContext* ctx, int slot, long row, float* a)
+    static int Probe(long row, long* map, long mapMask, int mapShift)
     {
-        byte* p = ctx->Pool + (long)slot * ctx->SlotStride;
-        int* seq = (int*)(p + SlotLayout.SeqOffset);
-        var spin = new SpinWait();
-        while (true)
+        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
         {
-            int s1 = Volatile.Read(ref *seq);
-            if ((s1 & 1) == 0)
+            long e = Volatile.Read(ref map[pos]);
+            if (e == AdapterGeneration.Empty) return -1;
+            if (e >> AdapterGeneration.SlotBits == row + 1) return (int)(e & AdapterGeneration.SlotMask);
+        }
+    }
+
+    /// <summary>o[0..dim) += Σ_k s[k]·B[k, 0..dim): columns outer, rank inner, so each output vector is loaded and
+    /// stored once and only B streams through.</summary>
+    static void AddProduct(float* s, int rank, float* b, int dim, float* o)
+    {
+        int c = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; c <= dim - 16; c += 16)
             {
-                bool mine = *(long*)(p + SlotLayout.RowOffset) == row;
-                if (mine) Buffer.MemoryCopy(p + SlotLayout.AOffset, a, ctx->Rank * sizeof(float), ctx->Rank * sizeof(float));
-                Volatile.ReadBarrier();
-                if (*seq == s1) return mine;
+                var acc = Vector512.Load(o + c);
+                for (int k = 0; k < rank; k++) acc = Vector512.FusedMultiplyAdd(Vector512.Load(b + (long)k * dim + c), Vector512.Create(s[k]), acc);
+                Vector512.Store(acc, o + c);
             }
-            spin.SpinOnce(sleep1Threshold: -1);
+        if (Vector256.IsHardwareAccelerated)
+            for (; c <= dim - 8; c += 8)
+            {
+                var acc = Vector256.Load(o + c);
+                for (int k = 0; k < rank; k++) acc = Vector256.FusedMultiplyAdd(Vector256.Load(b + (long)k * dim + c), Vector256.Create(s[k]), acc);
+                Vector256.Store(acc, o + c);
+            }
+        for (; c < dim; c++)
+        {
+            float acc = o[c];
+            for (int k = 0; k < rank; k++) acc = MathF.FusedMultiplyAdd(b[(long)k * dim + c], s[k], acc);
+            o[c] = acc;
         }
     }
 }

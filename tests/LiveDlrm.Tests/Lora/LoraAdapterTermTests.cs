@@ -7,13 +7,18 @@ namespace LiveDlrm.Tests.Lora;
 /// the naive s_b·Σ_j w_j A[i_j]·B in double; base + term must equal the fused lookup.</summary>
 public class LoraAdapterTermTests
 {
+    /// <summary>(dim, rank): ranks ≤ 8 and 9..16 use the two register accumulators, 20 the in-memory path; dims
+    /// 5 / 67 run the scalar column tail of the B product, 16 / 24 only whole vectors.</summary>
+    static readonly (int Dim, int Rank)[] Shapes = [(5, 3), (16, 8), (16, 12), (24, 16), (67, 16), (67, 20)];
+
     /// <summary>The term is added on top of whatever the output holds (here a recognisable base of 10 + element index).</summary>
     [Test]
-    public void TermEqualsTheNaiveSumForEveryPooling([Values] PoolingMode pooling, [Values(5, 16, 67)] int dim)
+    public void TermEqualsTheNaiveSumForEveryPooling([Values] PoolingMode pooling, [ValueSource(nameof(Shapes))] (int Dim, int Rank) shape)
     {
-        var rng = new Random(dim * 3 + (int)pooling);
+        var (dim, rank) = shape;
+        var rng = new Random(dim * 3 + (int)pooling + rank * 101);
         using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 1500, dim, seed: dim);
-        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 5, BudgetFraction = 1.0 });
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = rank, MinRank = 1, MaxRank = rank, BudgetFraction = 1.0 });
         long[] hot = LoraTestData.FillAdapter(adapter, rng, 60);
         var batch = LoraTestData.RandomBatch(rng, table.Rows, 70, 9, hot, pooling == PoolingMode.WeightedSum);
         var expected = NaiveTerm(adapter, batch, pooling);
