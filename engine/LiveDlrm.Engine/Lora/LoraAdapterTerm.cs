@@ -170,24 +170,69 @@ public static unsafe class LoraAdapterTerm
     }
 
     /// <summary>o[0..dim) += Σ_k s[k]·B[k, 0..dim): columns outer, rank inner, so each output vector is loaded and
-    /// stored once and only B streams through.</summary>
+    /// stored once and only B streams through; four column vectors at a time give four independent FMA chains
+    /// (one chain of rank FMAs would wait on the FMA latency at every step).</summary>
     static void AddProduct(float* s, int rank, float* b, int dim, float* o)
     {
         int c = 0;
         if (Vector512.IsHardwareAccelerated)
+        {
+            for (; c <= dim - 64; c += 64)
+            {
+                var acc0 = Vector512.Load(o + c);
+                var acc1 = Vector512.Load(o + c + 16);
+                var acc2 = Vector512.Load(o + c + 32);
+                var acc3 = Vector512.Load(o + c + 48);
+                for (int k = 0; k < rank; k++)
+                {
+                    float* bk = b + (long)k * dim + c;
+                    var vs = Vector512.Create(s[k]);
+                    acc0 = Vector512.FusedMultiplyAdd(Vector512.Load(bk), vs, acc0);
+                    acc1 = Vector512.FusedMultiplyAdd(Vector512.Load(bk + 16), vs, acc1);
+                    acc2 = Vector512.FusedMultiplyAdd(Vector512.Load(bk + 32), vs, acc2);
+                    acc3 = Vector512.FusedMultiplyAdd(Vector512.Load(bk + 48), vs, acc3);
+                }
+                Vector512.Store(acc0, o + c);
+                Vector512.Store(acc1, o + c + 16);
+                Vector512.Store(acc2, o + c + 32);
+                Vector512.Store(acc3, o + c + 48);
+            }
             for (; c <= dim - 16; c += 16)
             {
                 var acc = Vector512.Load(o + c);
                 for (int k = 0; k < rank; k++) acc = Vector512.FusedMultiplyAdd(Vector512.Load(b + (long)k * dim + c), Vector512.Create(s[k]), acc);
                 Vector512.Store(acc, o + c);
             }
+        }
         if (Vector256.IsHardwareAccelerated)
+        {
+            for (; c <= dim - 32; c += 32)
+            {
+                var acc0 = Vector256.Load(o + c);
+                var acc1 = Vector256.Load(o + c + 8);
+                var acc2 = Vector256.Load(o + c + 16);
+                var acc3 = Vector256.Load(o + c + 24);
+                for (int k = 0; k < rank; k++)
+                {
+                    float* bk = b + (long)k * dim + c;
+                    var vs = Vector256.Create(s[k]);
+                    acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(bk), vs, acc0);
+                    acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(bk + 8), vs, acc1);
+                    acc2 = Vector256.FusedMultiplyAdd(Vector256.Load(bk + 16), vs, acc2);
+                    acc3 = Vector256.FusedMultiplyAdd(Vector256.Load(bk + 24), vs, acc3);
+                }
+                Vector256.Store(acc0, o + c);
+                Vector256.Store(acc1, o + c + 8);
+                Vector256.Store(acc2, o + c + 16);
+                Vector256.Store(acc3, o + c + 24);
+            }
             for (; c <= dim - 8; c += 8)
             {
                 var acc = Vector256.Load(o + c);
                 for (int k = 0; k < rank; k++) acc = Vector256.FusedMultiplyAdd(Vector256.Load(b + (long)k * dim + c), Vector256.Create(s[k]), acc);
                 Vector256.Store(acc, o + c);
             }
+        }
         for (; c < dim; c++)
         {
             float acc = o[c];

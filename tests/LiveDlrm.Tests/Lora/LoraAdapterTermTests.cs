@@ -7,9 +7,9 @@ namespace LiveDlrm.Tests.Lora;
 /// the naive s_b·Σ_j w_j A[i_j]·B in double; base + term must equal the fused lookup.</summary>
 public class LoraAdapterTermTests
 {
-    /// <summary>(dim, rank): ranks ≤ 8 and 9..16 use the two register accumulators, 20 the in-memory path; dims
-    /// 5 / 67 run the scalar column tail of the B product, 16 / 24 only whole vectors.</summary>
-    static readonly (int Dim, int Rank)[] Shapes = [(5, 3), (16, 8), (16, 12), (24, 16), (67, 16), (67, 20)];
+    /// <summary>(dim, rank): ranks ≤ 8 and 9..16 use the two register accumulators, 20 the in-memory path; the B
+    /// product's 64-column blocks (64, 67, 136), single vectors (16, 24, 136) and scalar tails (5, 67, 136).</summary>
+    static readonly (int Dim, int Rank)[] Shapes = [(5, 3), (16, 8), (16, 12), (24, 16), (64, 16), (67, 16), (136, 20)];
 
     /// <summary>The term is added on top of whatever the output holds (here a recognisable base of 10 + element index).</summary>
     [Test]
