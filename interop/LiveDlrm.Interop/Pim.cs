@@ -36,9 +36,10 @@ internal static unsafe partial class Pim
     internal static partial int UpdateRows(PimContextHandle context, float* table, ulong rows, ulong rowStrideFloats, PimSlotDesc* writes, uint nrWrites);
 
     /// <summary>int pim_lookup(struct pim_ctx *, const pim_host_segment *segs, const uint32_t *segs_per_dpu, const uint32_t *items,
-    /// const uint32_t *items_per_dpu, uint32_t nr_bags, float *output, uint64_t output_floats) — output overwritten with the sums.</summary>
+    /// const float *weights, const uint32_t *items_per_dpu, uint32_t nr_bags, float *output, uint64_t output_floats) — output
+    /// overwritten with the sums; weights null = plain sums, else one weight per item (same layout as items).</summary>
     [LibraryImport(Libraries.Pim, EntryPoint = "pim_lookup")]
-    internal static partial int Lookup(PimContextHandle context, PimHostSegment* segments, uint* segmentsPerDpu, uint* items,
+    internal static partial int Lookup(PimContextHandle context, PimHostSegment* segments, uint* segmentsPerDpu, uint* items, float* weights,
                                        uint* itemsPerDpu, uint nrBags, float* output, ulong outputFloats);
 
     /// <summary>int pim_stats(const struct pim_ctx *, pim_stats_t *out)</summary>
@@ -102,7 +103,7 @@ internal struct PimTableArgs { public uint SliceFloats, SlotBytes, NrSlots, NrCa
 
 /// <summary>pim_batch_header (first 16 bytes of a DPU's batch input).</summary>
 [StructLayout(LayoutKind.Sequential)]
-internal struct PimBatchHeader { public uint NrSegments, NrItems, ItemsOffset, Reserved; }
+internal struct PimBatchHeader { public uint NrSegments, NrItems, ItemsOffset, WeightsOffset; }
 
 /// <summary>pim_segment (DPU side: one partial sum over items[ItemBegin, +ItemCount)).</summary>
 [StructLayout(LayoutKind.Sequential)]

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
 using LiveDlrm.Pim;
 
 namespace LiveDlrm.Perf;
@@ -58,6 +59,11 @@ public sealed class PimRun : IComparativeRun
         }
         Console.WriteLine();
         Console.WriteLine(PimPlanReport.Format(reports));
+        var term = TimeAdapterTerm(table, planOn, evaluateOn, o);
+        if (term is null) return 1;
+        Console.WriteLine($"host side of LoRA over PIM (rank {term.Rank}, {term.AdaptedRows} adapted rows = hottest, {term.AdaptedLookupShare:P1} of lookups; one thread, median of {o.Runs}): " +
+                          $"adapter term {term.AdapterTermSecondsPerBatch * 1e6:F1} us/batch vs fused CPU LoRA lookup {term.FusedLoraSecondsPerBatch * 1e6:F1} " +
+                          $"and plain CPU lookup {term.PlainSecondsPerBatch * 1e6:F1} us/batch");
 
         var result = new PimBenchRecord("pim", DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture), Environment.MachineName,
             new TableRecord(o.Rows, o.Dim, o.Dpus, profile.Description, o.Bags, o.Pooling, evaluateOn.Batches.Count),
@@ -69,7 +75,7 @@ public sealed class PimRun : IComparativeRun
                 ["dpu_to_host_bytes_per_second_per_rank"] = PimCostModel.DpuToHostBytesPerSecondPerRank,
                 ["kernel_tasklets"] = PimCostModel.KernelTasklets, ["fp32_accumulate_cycles_assumption"] = PimCostModel.Fp32AccumulateCycles,
             },
-            records);
+            records, term);
         string path = Path.GetFullPath(o.Out ?? Path.Combine(RepoRoot(), "artifacts", "bench", "pim.json"));
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         File.WriteAllText(path, JsonSerializer.Serialize(result, JsonOptions));
@@ -98,6 +104,69 @@ public sealed class PimRun : IComparativeRun
                     return $"bag {b} column {d}: {actual[b * table.Dim + d]} vs reference {expected[b * table.Dim + d]}";
         }
         return "";
+    }
+
+    /// <summary>What the host still computes when PIM pools the base: the adapter term (<see cref="LoraAdapterTerm"/>)
+    /// per batch, next to the fused CPU LoRA lookup and the plain CPU lookup on the same batches, one thread each.
+    /// The adapter holds the hottest rows of the plan half (what training touches) up to a 1 % budget at rank 16;
+    /// base + term is checked against the fused kernel first. Null (after printing why) if the check fails.</summary>
+    static AdapterTermRecord? TimeAdapterTerm(EmbeddingTable table, AccessProfile planOn, AccessProfile evaluateOn, Options o)
+    {
+        const int rank = 16;
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = rank, MinRank = rank, MaxRank = Math.Min(rank, table.Dim), BudgetFraction = 0.01 });
+        var rng = new Random(5);
+        var a = new float[adapter.Rank];
+        var hottest = Enumerable.Range(0, (int)planOn.Rows).OrderByDescending(r => planOn.Counts[r]).Take(adapter.SlotCapacity).ToArray();
+        foreach (int r in hottest)
+        {
+            for (int k = 0; k < a.Length; k++) a[k] = (float)(rng.NextDouble() - 0.5) * 0.1f;
+            adapter.SetRow(r, a);
+        }
+        var adapted = new HashSet<long>(hottest.Select(r => (long)r));
+        double share = (double)evaluateOn.Batches.Sum(b => b.Indices.Count(adapted.Contains)) / evaluateOn.TotalLookups;
+        using var inline = new EmbeddingWorkerPool(0);
+        var batches = evaluateOn.Batches;
+        var output = new float[batches.Max(b => b.Bags) * table.Dim];
+        var fused = new float[output.Length];
+
+        var check = batches[0];
+        int n0 = check.Bags * table.Dim;
+        EmbeddingBag.Forward(table, check.Indices, check.Offsets, output.AsSpan(0, n0), pool: inline);
+        LoraAdapterTerm.Add(adapter, check.Indices, check.Offsets, output.AsSpan(0, n0), pool: inline);
+        LoraEmbeddingBag.Forward(adapter, check.Indices, check.Offsets, fused.AsSpan(0, n0), pool: inline);
+        for (int i = 0; i < n0; i++)
+            if (Math.Abs(output[i] - fused[i]) > 1e-4 * (1 + Math.Abs(fused[i])))
+            {
+                Console.Error.WriteLine($"bench pim: base + adapter term differs from the fused kernel at {i}: {output[i]} vs {fused[i]}");
+                return null;
+            }
+
+        double Seconds(Action<PimBatch> run)
+        {
+            foreach (var b in batches) run(b);     // warm-up
+            var perRun = new double[o.Runs];
+            for (int r = 0; r < o.Runs; r++)
+            {
+                int done = 0;
+                long start = Stopwatch.GetTimestamp();
+                do { foreach (var b in batches) run(b); done += batches.Count; }
+                while (Stopwatch.GetElapsedTime(start).TotalSeconds < o.RunSeconds / 3);
+                perRun[r] = Stopwatch.GetElapsedTime(start).TotalSeconds / done;
+            }
+            return Median(perRun);
+        }
+        // Interleaved rounds (term, fused, plain, term, ...) so load changes on the shared machine hit all three alike.
+        var termRuns = new List<double>();
+        var fusedRuns = new List<double>();
+        var plainRuns = new List<double>();
+        for (int round = 0; round < 3; round++)
+        {
+            termRuns.Add(Seconds(b => LoraAdapterTerm.Add(adapter, b.Indices, b.Offsets, output.AsSpan(0, b.Bags * table.Dim), pool: inline)));
+            fusedRuns.Add(Seconds(b => LoraEmbeddingBag.Forward(adapter, b.Indices, b.Offsets, output.AsSpan(0, b.Bags * table.Dim), pool: inline)));
+            plainRuns.Add(Seconds(b => EmbeddingBag.Forward(table, b.Indices, b.Offsets, output.AsSpan(0, b.Bags * table.Dim), pool: inline)));
+        }
+        double term = Median([.. termRuns]), fusedSeconds = Median([.. fusedRuns]), plain = Median([.. plainRuns]);
+        return new AdapterTermRecord("measured on this CPU, one thread", adapter.Rank, hottest.Length, share, term, fusedSeconds, plain);
     }
 
     /// <summary>Warm-up pass over every batch, then <c>Runs</c> timed runs of about <c>RunSeconds</c>; lookups/s per run.</summary>
@@ -172,7 +241,11 @@ public sealed class PimRun : IComparativeRun
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    sealed record PimBenchRecord(string Run, string Utc, string Host, TableRecord Table, Dictionary<string, double> CostModelConstants, List<StrategyRecord> Strategies);
+    sealed record PimBenchRecord(string Run, string Utc, string Host, TableRecord Table, Dictionary<string, double> CostModelConstants, List<StrategyRecord> Strategies,
+                                 AdapterTermRecord HostAdapterTerm);
+    /// <summary>Seconds per batch of the host's work on the LoRA-over-PIM path and of the CPU-only alternatives.</summary>
+    sealed record AdapterTermRecord(string Label, int Rank, int AdaptedRows, double AdaptedLookupShare, double AdapterTermSecondsPerBatch,
+                                    double FusedLoraSecondsPerBatch, double PlainSecondsPerBatch);
     sealed record TableRecord(long Rows, int Dim, int Dpus, string Profile, int BagsPerBatch, int Pooling, int EvaluationBatches);
     sealed record StrategyRecord(string Strategy, double ExpectedImbalance, double BatchImbalance, double CacheHitRate, long MramBytesPerDpuMax,
                                  double MramBytesReadPerBatch, double HostToDpuBytesPerBatch, double DpuToHostBytesPerBatch,

@@ -32,6 +32,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     readonly Random _rng;
     readonly List<RankEvent> _history = new();
     readonly float[] _rowScratch;
+    IAdapterMergeObserver? _mergeObserver;
 
     public EmbeddingTable Table { get; }
     public AdapterOptions Options { get; }
@@ -237,6 +238,20 @@ public sealed unsafe partial class TableAdapter : IDisposable
 
     // ------------------------------------------------------------------ trainer: merges
 
+    /// <summary>The observer told about every merge batch (see <see cref="IAdapterMergeObserver"/>), or null. One at a
+    /// time: setting a second one throws. Set it before training starts; a merge in progress keeps the observer it began with.</summary>
+    public IAdapterMergeObserver? MergeObserver
+    {
+        get => Volatile.Read(ref _mergeObserver);
+        set
+        {
+            if (value is null) { Volatile.Write(ref _mergeObserver, null); return; }
+            var existing = Interlocked.CompareExchange(ref _mergeObserver, value, null);
+            if (existing is not null && !ReferenceEquals(existing, value))
+                throw new InvalidOperationException($"table '{Table.Name}': the adapter already has a merge observer");
+        }
+    }
+
     /// <summary>Trainer: merges the <paramref name="count"/> least recently updated rows into the base table.
     /// Returns how many were merged.</summary>
     public int MergeOldest(int count)
@@ -256,17 +271,42 @@ public sealed unsafe partial class TableAdapter : IDisposable
         try
         {
             var g = Current;
+            var live = new List<int>(g.Live);
             for (int s = 0; s < g.SlotCapacity; s++)
-                if (*(long*)(g.SlotPointer(s) + SlotLayout.RowOffset) >= 0) MergeSlot(g, s);
+                if (*(long*)(g.SlotPointer(s) + SlotLayout.RowOffset) >= 0) live.Add(s);
+            MergeSlots(g, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(live));
             var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, Table.Dim);
             Publish(AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, Table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, Table.Dim)));
         }
         finally { ExitWriter(); }
     }
 
-    /// <summary>Folds one slot into W inside the slot's seqlock section, then frees it. Readers that pinned this
-    /// generation see old W + A (before the section) or new W with the slot no longer theirs (after): never both.</summary>
-    void MergeSlot(AdapterGeneration g, int slot)
+    /// <summary>Merges <paramref name="slots"/> as one batch, bracketed by the merge observer's two calls.</summary>
+    void MergeSlots(AdapterGeneration g, ReadOnlySpan<int> slots)
+    {
+        var observer = Volatile.Read(ref _mergeObserver);
+        if (observer is null)
+        {
+            foreach (int s in slots) MergeSlot(g, s);
+            return;
+        }
+        var rows = new long[slots.Length];
+        int merged = 0;
+        observer.MergeStarting(this);
+        try
+        {
+            foreach (int s in slots)
+            {
+                long row = MergeSlot(g, s);
+                rows[merged++] = row;
+            }
+        }
+        finally { observer.MergeFinished(this, rows.AsSpan(0, merged)); }
+    }
+
+    /// <summary>Folds one slot into W inside the slot's seqlock section, then frees it; returns its row. Readers that
+    /// pinned this generation see old W + A (before the section) or new W with the slot no longer theirs (after): never both.</summary>
+    long MergeSlot(AdapterGeneration g, int slot)
     {
         byte* p = g.SlotPointer(slot);
         long row = *(long*)(p + SlotLayout.RowOffset);
@@ -293,6 +333,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         g.Remove(row);
         g.FreeSlots[g.FreeCount++] = slot;
         MergedRows++;
+        return row;
     }
 
     /// <summary>Merges up to <paramref name="count"/> live rows with the oldest update stamps (optionally sparing rows
@@ -314,7 +355,9 @@ public sealed unsafe partial class TableAdapter : IDisposable
         if (count == 0) return 0;
         var span = keys.AsSpan(0, n);
         if (count < n) SelectSmallest(span, count);
-        foreach (long key in span[..count]) MergeSlot(g, (int)(key & AdapterGeneration.SlotMask));
+        var slots = new int[count];
+        for (int k = 0; k < count; k++) slots[k] = (int)(span[k] & AdapterGeneration.SlotMask);
+        MergeSlots(g, slots);
         return count;
     }
 

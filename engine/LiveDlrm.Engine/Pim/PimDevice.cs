@@ -113,19 +113,20 @@ public sealed unsafe class PimDevice : IDisposable
         _router = new PimRouter(plan);
     }
 
-    /// <summary>Σ of each bag's rows (no pooling beyond the sum) into <paramref name="output"/> (bags × dim). The batch
-    /// must already be validated against the table.</summary>
-    public void LookupSum(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output)
+    /// <summary>Σ of each bag's rows (Σ weight·row when <paramref name="weights"/>, one per index, are given) into
+    /// <paramref name="output"/> (bags × dim). The batch must already be validated against the table.</summary>
+    public void LookupSum(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output, ReadOnlySpan<float> weights = default)
     {
         var plan = _plan ?? throw new InvalidOperationException("no table is loaded on this PIM device");
-        _routed = _router!.Route(indices, offsets, _routed);
+        _routed = _router!.Route(indices, offsets, _routed, weights);
         var r = _routed;
         fixed (PimHostSegment* segs = r.Segments)
         fixed (uint* spd = r.SegmentsPerDpu)
         fixed (uint* items = r.Items)
+        fixed (float* w = r.Weights)
         fixed (uint* ipd = r.ItemsPerDpu)
         fixed (float* o = output)
-            Native.Check(Native.Lookup(_handle, segs, spd, items, ipd, (uint)r.Bags, o, (ulong)output.Length), "pim_lookup");
+            Native.Check(Native.Lookup(_handle, segs, spd, items, w, ipd, (uint)r.Bags, o, (ulong)output.Length), "pim_lookup");
     }
 
     /// <summary>Pushes the current values of <paramref name="rows"/> (every replica, cache copy and pair sum that

@@ -18,9 +18,10 @@ public sealed record PimBackendOptions
 
 /// <summary>Embedding lookups on UPMEM DPUs (or the emulation): each table lives on its own DPU set, placed by a
 /// <see cref="PimPlan"/>; a batch is grouped per DPU on the host, summed on the DPUs, reduced on the host.
-/// Returns Σ W[i] (Sum; Mean divides on the host); LoRA adapter terms are added by the caller on the host, and
-/// merged rows are pushed with <see cref="UpdateRows"/>. Weighted-sum pooling is not supported by the kernel.</summary>
-public sealed class PimEmbeddingBackend : IEmbeddingBackend
+/// Returns Σ W[i] of the DPUs' copy (Sum; Mean divides on the host). As an <see cref="IBaseCopyBackend"/> it tells
+/// <c>Online.AdapterEmbeddingBackend</c> to add LoRA adapter terms on the host and to push merged rows here
+/// (<see cref="UpdateBaseRows"/>). Weighted sums send one fp32 weight per item and skip pair sums; fp16/int8 tables are refused.</summary>
+public sealed class PimEmbeddingBackend : IBaseCopyBackend
 {
     readonly PimBackendOptions _options;
     readonly Dictionary<EmbeddingTable, PimDevice> _devices = new(ReferenceEqualityComparer.Instance);
@@ -64,8 +65,6 @@ public sealed class PimEmbeddingBackend : IEmbeddingBackend
                         PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)
     {
         int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
-        if (pooling == PoolingMode.WeightedSum)
-            throw new NotSupportedException($"table '{table.Name}': the PIM kernel sums rows; weighted-sum pooling needs the CPU backend");
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -74,7 +73,7 @@ public sealed class PimEmbeddingBackend : IEmbeddingBackend
                 Load(table, PimPartitioner.Build(_options.DefaultStrategy, AccessProfile.Uniform(table.Rows, 1, 1, 1), table.Dim, _options.DpusPerTable));
                 device = _devices[table];
             }
-            device.LookupSum(indices, offsets, output[..(bags * table.Dim)]);
+            device.LookupSum(indices, offsets, output[..(bags * table.Dim)], pooling == PoolingMode.WeightedSum ? weights : default);
         }
         if (pooling == PoolingMode.Mean)
             for (int b = 0; b < bags; b++)
@@ -94,6 +93,19 @@ public sealed class PimEmbeddingBackend : IEmbeddingBackend
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (!_devices.TryGetValue(table, out var device)) throw new InvalidOperationException($"table '{table.Name}' is not loaded on PIM");
             device.UpdateRows(table, rows);
+        }
+    }
+
+    /// <summary>Pushes <paramref name="rows"/> if <paramref name="table"/> is loaded; otherwise nothing to do, since its
+    /// first load reads the host table. One batched <c>pim_update_rows</c> per call.</summary>
+    public void UpdateBaseRows(EmbeddingTable table, ReadOnlySpan<long> rows)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        if (rows.IsEmpty) return;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_devices.TryGetValue(table, out var device)) device.UpdateRows(table, rows);
         }
     }
 

@@ -7,6 +7,8 @@ public sealed class PimRoutedBatch
 {
     internal PimHostSegment[] Segments = [];
     internal uint[] Items = [];
+    /// <summary>One weight per item (same layout as <see cref="Items"/>) for a weighted batch; null for plain sums.</summary>
+    internal float[]? Weights;
     internal uint[] SegmentsPerDpu = [];
     internal uint[] ItemsPerDpu = [];
     internal int SegmentCount, ItemCount;
@@ -21,16 +23,20 @@ public sealed class PimRoutedBatch
 
 /// <summary>Turns CSR batches into per-DPU item lists for a <see cref="PimPlan"/>: cached rows become WRAM-cache
 /// items, pairs of rows with a precomputed sum one item, other rows one item on the least-loaded of their replicas
-/// (per batch); cache items go last, each to the least-loaded member, so cache and MRAM work balance jointly.</summary>
+/// (per batch); cache items go last, each to the least-loaded member, so cache and MRAM work balance jointly.
+/// A weighted batch carries each lookup's weight with its item and uses no pair sums (a stored W[a] + W[b] is only
+/// right for equal weights).</summary>
 public sealed class PimRouter
 {
     readonly PimPlan _plan;
     readonly List<uint>[] _memberItems;
+    readonly List<float>[] _memberWeights;
     readonly List<(int Bag, int Begin, int Count)>[] _memberSegments;
     readonly long[] _load;
     readonly int[] _bagBegin;
     readonly List<int> _touched = new();
     readonly List<long> _rest = new(), _cachedRows = new();
+    readonly List<float> _restWeights = new(), _cachedWeights = new();
     readonly List<bool> _consumed = new();
     /// <summary>Items of extra load a lookup (cached, or of a replicated row) accepts to join a DPU that already has a
     /// segment for its bag rather than open a new partial sum there.</summary>
@@ -41,20 +47,25 @@ public sealed class PimRouter
         _plan = plan;
         int g = plan.GroupSize;
         _memberItems = new List<uint>[g];
+        _memberWeights = new List<float>[g];
         _memberSegments = new List<(int, int, int)>[g];
-        for (int k = 0; k < g; k++) { _memberItems[k] = new List<uint>(); _memberSegments[k] = new List<(int, int, int)>(); }
+        for (int k = 0; k < g; k++) { _memberItems[k] = new List<uint>(); _memberWeights[k] = new List<float>(); _memberSegments[k] = new List<(int, int, int)>(); }
         _load = new long[g];
         _bagBegin = new int[g];
     }
 
     public PimPlan Plan => _plan;
 
-    /// <summary>Routes a validated batch (every index in [0, Rows)).</summary>
-    public PimRoutedBatch Route(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, PimRoutedBatch? reuse = null)
+    /// <summary>Routes a validated batch (every index in [0, Rows)); <paramref name="weights"/> (one per index, or
+    /// empty for plain sums) travel with their items.</summary>
+    public PimRoutedBatch Route(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, PimRoutedBatch? reuse = null, ReadOnlySpan<float> weights = default)
     {
         var plan = _plan;
         int g = plan.GroupSize, tiles = plan.Tiles;
-        for (int k = 0; k < g; k++) { _memberItems[k].Clear(); _memberSegments[k].Clear(); }
+        bool weighted = !weights.IsEmpty;
+        if (weighted && weights.Length != indices.Length)
+            throw new ArgumentException($"{weights.Length} weights for {indices.Length} indices", nameof(weights));
+        for (int k = 0; k < g; k++) { _memberItems[k].Clear(); _memberWeights[k].Clear(); _memberSegments[k].Clear(); }
         Array.Clear(_load);
         Array.Fill(_bagBegin, -1);
         var result = reuse ?? new PimRoutedBatch();
@@ -65,11 +76,14 @@ public sealed class PimRouter
             _touched.Clear();
             _rest.Clear();
             _cachedRows.Clear();
+            _restWeights.Clear();
+            _cachedWeights.Clear();
             for (long i = offsets[b]; i < offsets[b + 1]; i++)
             {
                 long r = indices[(int)i];
-                if (plan.CacheOrdinal[r] >= 0) _cachedRows.Add(r);
-                else _rest.Add(r);
+                float w = weighted ? weights[(int)i] : 1f;
+                if (plan.CacheOrdinal[r] >= 0) { _cachedRows.Add(r); _cachedWeights.Add(w); }
+                else { _rest.Add(r); _restWeights.Add(w); }
             }
             _consumed.Clear();
             for (int i = 0; i < _rest.Count; i++) _consumed.Add(false);
@@ -78,10 +92,10 @@ public sealed class PimRouter
                 if (_consumed[i]) continue;
                 long r = _rest[i];
                 _consumed[i] = true;
-                if (plan.Pairs.Length > 0 && plan.PairIndex.TryGetValue(r, out var partners) && TryPair(r, i, partners, out int pair))
+                if (!weighted && plan.Pairs.Length > 0 && plan.PairIndex.TryGetValue(r, out var partners) && TryPair(r, i, partners, out int pair))
                 {
                     var p = plan.Pairs[pair];
-                    Append(p.Member, (uint)p.Slot, b);
+                    Append(p.Member, (uint)p.Slot, 1f);
                     mram++;
                     pairItems++;
                     continue;
@@ -94,11 +108,12 @@ public sealed class PimRouter
                     double cost = _load[k] + (_bagBegin[k] < 0 ? NewSegmentPenalty : 0);
                     if (cost < bestCost) { bestCost = cost; best = k; bestSlot = plan.ReplicaSlot[x]; }
                 }
-                Append(best, (uint)bestSlot, b);
+                Append(best, (uint)bestSlot, _restWeights[i]);
                 mram++;
             }
-            foreach (long r in _cachedRows)
+            for (int c = 0; c < _cachedRows.Count; c++)
             {
+                long r = _cachedRows[c];
                 // Least-loaded member, but one this bag already touches wins unless it is more than
                 // NewSegmentPenalty items busier: a new segment costs a partial-sum write and pull.
                 int best = 0;
@@ -108,7 +123,7 @@ public sealed class PimRouter
                     double cost = _load[k] + (_bagBegin[k] < 0 ? NewSegmentPenalty : 0);
                     if (cost < bestCost) { bestCost = cost; best = k; }
                 }
-                Append(best, PimLayout.ItemCacheBit | (uint)plan.CacheOrdinal[r], b);
+                Append(best, PimLayout.ItemCacheBit | (uint)plan.CacheOrdinal[r], _cachedWeights[c]);
                 cache++;
             }
             foreach (int k in _touched)
@@ -128,11 +143,14 @@ public sealed class PimRouter
         for (int k = 0; k < g; k++) { segTotal += _memberSegments[k].Count * tiles; itemTotal += _memberItems[k].Count * tiles; }
         if (result.Segments.Length < segTotal) result.Segments = new PimHostSegment[segTotal];
         if (result.Items.Length < itemTotal) result.Items = new uint[itemTotal];
+        if (!weighted) result.Weights = null;
+        else if (result.Weights is null || result.Weights.Length < itemTotal) result.Weights = new float[itemTotal];
         int si = 0, ii = 0;
         for (int d = 0; d < plan.UsedDpus; d++)
         {
             int k = plan.MemberOf(d), t = plan.TileOf(d);
             var items = _memberItems[k];
+            if (weighted) _memberWeights[k].CopyTo(result.Weights!, ii);
             for (int x = 0; x < items.Count; x++)
             {
                 uint it = items[x];
@@ -169,10 +187,11 @@ public sealed class PimRouter
         return false;
     }
 
-    void Append(int member, uint item, int bag)
+    void Append(int member, uint item, float weight)
     {
         if (_bagBegin[member] < 0) { _bagBegin[member] = _memberItems[member].Count; _touched.Add(member); }
         _memberItems[member].Add(item);
+        _memberWeights[member].Add(weight);
         _load[member]++;
     }
 }

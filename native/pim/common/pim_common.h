@@ -7,7 +7,8 @@
  *   MRAM  pim_table[PIM_MRAM_TABLE_BYTES]  stored vectors ("slots"), slot s at s * slot_bytes
  *   MRAM  pim_in[PIM_MRAM_IN_BYTES]        per batch: pim_batch_header, then nr_segments pim_segment,
  *                                          then the item list (uint32 each, every segment starting on an
- *                                          even item index so its first item is 8-byte aligned)
+ *                                          even item index so its first item is 8-byte aligned), then for
+ *                                          weighted sums a float weight per item, same indices as the items
  *   MRAM  pim_out[PIM_MRAM_OUT_BYTES]      per batch: nr_segments partial sums, slice_floats floats each
  *   WRAM  pim_args (__host)                per table: pim_table_args
  *   WRAM  pim_cache (__host)               hot rows replicated into every DPU (broadcast), slot c at c * slot_bytes
@@ -24,7 +25,8 @@
  * well under the 2048-byte DMA limit, and the per-tasklet buffers below fit 16 tasklets into WRAM. */
 #define PIM_MAX_SLICE_FLOATS 128u
 #define PIM_WRAM_CACHE_BYTES (24u << 10)
-/* Items fetched per mram_read of the item list (256 bytes). */
+/* Items fetched per mram_read of the item list (256 bytes). A weighted batch fetches half as many items and
+ * their weights into the same 256-byte buffer, so weights cost no WRAM. */
 #define PIM_ITEM_CHUNK       64u
 /* An item with this bit set names a WRAM cache slot instead of an MRAM table slot. */
 #define PIM_ITEM_CACHE_BIT   0x80000000u
@@ -45,7 +47,7 @@ typedef struct pim_batch_header {
     uint32_t nr_segments;
     uint32_t nr_items;       /* including the padding items that keep segments 8-byte aligned */
     uint32_t items_offset;   /* byte offset of the item list inside pim_in */
-    uint32_t reserved;
+    uint32_t weights_offset; /* 0: plain sums; else byte offset (8-aligned) of nr_items floats: Σ weight·vector */
 } pim_batch_header;
 
 /* One output partial sum: Σ vectors of items[begin, begin + count). */

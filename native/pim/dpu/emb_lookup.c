@@ -46,6 +46,10 @@ int main(void)
     mram_read(&pim_in[0], &header, sizeof header);
     const uint32_t width = pim_args.slice_floats;
     const uint32_t slot_bytes = pim_args.slot_bytes;
+    const uint32_t weighted = header.weights_offset != 0;
+    /* Weighted: the first half of the buffer holds items, the second half their weights. */
+    const uint32_t chunk = weighted ? PIM_ITEM_CHUNK / 2 : PIM_ITEM_CHUNK;
+    float *weights = (float *)(items + PIM_ITEM_CHUNK / 2);
 
     /* Segments round-robin over tasklets: a segment is one bag's share on this DPU, usually a handful of items. */
     for (uint32_t s = tasklet; s < header.nr_segments; s += NR_TASKLETS) {
@@ -53,13 +57,16 @@ int main(void)
         mram_read(&pim_in[sizeof(pim_batch_header) + s * sizeof(pim_segment)], &segment, sizeof segment);
         for (uint32_t j = 0; j < width; j++) acc[j] = 0.0f;
 
-        for (uint32_t done = 0; done < segment.item_count; done += PIM_ITEM_CHUNK) {
+        for (uint32_t done = 0; done < segment.item_count; done += chunk) {
             uint32_t n = segment.item_count - done;
-            if (n > PIM_ITEM_CHUNK) n = PIM_ITEM_CHUNK;
+            if (n > chunk) n = chunk;
             /* item_begin is even and done a multiple of the chunk, so the read starts 8-byte aligned; an odd n
-             * reads one padding item the host placed after the list. */
+             * reads one padding item (and weight) the host placed after the list. */
             mram_read(&pim_in[header.items_offset + (segment.item_begin + done) * sizeof(uint32_t)], items,
                       ((n + 1) & ~1u) * sizeof(uint32_t));
+            if (weighted)
+                mram_read(&pim_in[header.weights_offset + (segment.item_begin + done) * sizeof(float)], weights,
+                          ((n + 1) & ~1u) * sizeof(float));
             for (uint32_t k = 0; k < n; k++) {
                 const uint32_t item = items[k];
                 const float *vector;
@@ -69,7 +76,12 @@ int main(void)
                     mram_read(&pim_table[item * slot_bytes], row, slot_bytes);
                     vector = row;
                 }
-                for (uint32_t j = 0; j < width; j++) acc[j] += vector[j];
+                if (weighted) {
+                    const float w = weights[k];
+                    for (uint32_t j = 0; j < width; j++) acc[j] += w * vector[j];
+                } else {
+                    for (uint32_t j = 0; j < width; j++) acc[j] += vector[j];
+                }
             }
         }
         mram_write(acc, &pim_out[s * slot_bytes], slot_bytes);

@@ -383,7 +383,8 @@ done:
  * (items_per_dpu[d] entries, concatenated in DPU order; segment item_begin is relative to the DPU's block).
  * output: nr_bags x dim floats, overwritten with the sums (Σ over all DPUs' partials). */
 PIM_API int pim_lookup(struct pim_ctx *ctx, const pim_host_segment *segs, const uint32_t *segs_per_dpu,
-                       const uint32_t *items, const uint32_t *items_per_dpu, uint32_t nr_bags, float *output, uint64_t output_floats)
+                       const uint32_t *items, const float *weights, const uint32_t *items_per_dpu, uint32_t nr_bags,
+                       float *output, uint64_t output_floats)
 {
     if (!ctx || !segs_per_dpu || !items_per_dpu || (nr_bags && !output)) return set_error(PIM_E_ARGUMENT, "pim_lookup: null argument");
     if (!ctx->loaded) return set_error(PIM_E_STATE, "pim_lookup: no table is loaded (or the last load/update failed)");
@@ -413,6 +414,7 @@ PIM_API int pim_lookup(struct pim_ctx *ctx, const pim_host_segment *segs, const 
         }
         size_t items_offset = round8(sizeof(pim_batch_header) + (size_t)segs_per_dpu[d] * sizeof(pim_segment));
         size_t len = round8(items_offset + (padded + 1) * sizeof(uint32_t));
+        if (weights) len = round8(len + (padded + 1) * sizeof(float));
         size_t olen = (size_t)segs_per_dpu[d] * ctx->slot_bytes;
         if (len > PIM_MRAM_IN_BYTES || olen > PIM_MRAM_OUT_BYTES)
             return set_error(PIM_E_CAPACITY, "pim_lookup: DPU %u needs %zu B of input and %zu B of output, the MRAM regions hold %u and %u: split the batch",
@@ -434,6 +436,11 @@ PIM_API int pim_lookup(struct pim_ctx *ctx, const pim_host_segment *segs, const 
         size_t items_offset = round8(sizeof(pim_batch_header) + (size_t)segs_per_dpu[d] * sizeof(pim_segment));
         pim_segment *dsegs = (pim_segment *)(buf + sizeof(pim_batch_header));
         uint32_t *ditems = (uint32_t *)(buf + items_offset);
+        uint32_t padded = 0;
+        for (uint32_t s = 0; s < segs_per_dpu[d]; s++) padded += (segs[seg_base + s].item_count + 1) & ~1u;
+        /* Weights after the items (and their one spare padding item), 8-byte aligned, same indices as the items. */
+        size_t weights_offset = weights ? round8(items_offset + ((size_t)padded + 1) * sizeof(uint32_t)) : 0;
+        float *dweights = weights ? (float *)(buf + weights_offset) : NULL;
         uint32_t at = 0;
         for (uint32_t s = 0; s < segs_per_dpu[d]; s++) {
             const pim_host_segment *g = &segs[seg_base + s];
@@ -442,10 +449,11 @@ PIM_API int pim_lookup(struct pim_ctx *ctx, const pim_host_segment *segs, const 
                 uint32_t it = items[item_base + g->item_begin + k];
                 cache_items += (it & PIM_ITEM_CACHE_BIT) != 0;
                 ditems[at + k] = it;
+                if (dweights) dweights[at + k] = weights[item_base + g->item_begin + k];
             }
             at += (g->item_count + 1) & ~1u;
         }
-        *(pim_batch_header *)buf = (pim_batch_header){ segs_per_dpu[d], at, (uint32_t)items_offset, 0 };
+        *(pim_batch_header *)buf = (pim_batch_header){ segs_per_dpu[d], at, (uint32_t)items_offset, (uint32_t)weights_offset };
         DPU_CHECK(dpu_prepare_xfer(ctx->dpus[d], buf), "dpu_prepare_xfer (batch)");
         seg_base += segs_per_dpu[d];
         item_base += items_per_dpu[d];

@@ -92,7 +92,7 @@ public class PimBadInputTests
         using var table = PimTestSupport.RandomTable("w", 10, 8);
         using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimBackendKind.Emulated, DpusPerTable = 2 });
         Assert.That(Assert.Throws<NotSupportedException>(() => backend.Forward(fp16, [1], [0, 1], new float[8]))!.Message, Does.Contain("Fp16"));
-        Assert.Throws<NotSupportedException>(() => backend.Forward(table, [1], [0, 1], new float[8], PoolingMode.WeightedSum, [1f]));
+        Assert.Throws<ArgumentException>(() => backend.Forward(table, [1, 2], [0, 2], new float[8], PoolingMode.WeightedSum, [1f]));   // one weight for two ids
         if (!PimDevice.BuiltWithSdk)
             Assert.That(Assert.Throws<PimException>(() => PimDevice.Open(2, PimBackendKind.Hardware))!.Message, Does.Contain("emulation"));
     }

@@ -40,6 +40,64 @@ public class PimLookupTests
         if (strategy == PimStrategy.CacheAware) Assert.That(stats.CacheItems, Is.GreaterThan(0));
     }
 
+    /// <summary>Weighted sums: weights travel with their items (cache items included); pair sums are not used.</summary>
+    [Test]
+    public void WeightedSumsMatchTheReferenceForEveryStrategy([Values] PimStrategy strategy)
+    {
+        PimTestSupport.RequireLibrary();
+        using var table = PimTestSupport.RandomTable("weighted", rows: 3000, dim: 20);
+        var profile = Profile(Workload.Zipf, table.Rows, seed: 3);
+        var plan = strategy == PimStrategy.CacheAware
+            ? PimPartitioner.CacheAware(profile, table.Dim, Dpus, new PimPlanOptions { CacheBytes = 64 * 20 * 4, MinPairCount = 1 })
+            : PimPartitioner.Build(strategy, profile, table.Dim, Dpus);
+        if (strategy == PimStrategy.CacheAware) Assert.That(plan.Pairs, Is.Not.Empty, "the plan must have pair sums the weighted route has to avoid");
+        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend });
+        backend.Load(table, plan);
+        var batch = profile.Batches[1];
+        var rng = new Random(4);
+        var weights = batch.Indices.Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var actual = new float[batch.Bags * table.Dim];
+        var expected = new float[actual.Length];
+        backend.Forward(table, batch.Indices, batch.Offsets, actual, PoolingMode.WeightedSum, weights);
+        EmbeddingBagReference.Forward(table, batch.Indices, batch.Offsets, expected, PoolingMode.WeightedSum, weights);
+        PimTestSupport.AssertSumsMatch(table, batch.Indices, batch.Offsets, actual, expected, $"{strategy}/weighted", weights);
+        var stats = backend.Stats(table);
+        Assert.That(stats.Items, Is.EqualTo((long)batch.Indices.Length * plan.Tiles), "one item per lookup and tile: no pair sums");
+        // The same batch unweighted still uses pairs and still matches.
+        backend.Forward(table, batch.Indices, batch.Offsets, actual);
+        EmbeddingBagReference.Forward(table, batch.Indices, batch.Offsets, expected);
+        PimTestSupport.AssertSumsMatch(table, batch.Indices, batch.Offsets, actual, expected, $"{strategy}/plain");
+        if (strategy == PimStrategy.CacheAware)
+            Assert.That(backend.Stats(table).Items - stats.Items, Is.LessThan(stats.Items), "the plain route merges pairs into one item");
+    }
+
+    /// <summary>Long weighted segments: a weighted batch reads items and weights in chunks of 32 (half the plain
+    /// chunk), so bags of 71 and 64 rows on one DPU cross chunk boundaries and end on an odd count.</summary>
+    [Test]
+    public void LongWeightedSegmentsCrossChunkBoundaries()
+    {
+        PimTestSupport.RequireLibrary();
+        using var table = PimTestSupport.RandomTable("long", rows: 640, dim: 24);
+        var plan = PimPartitioner.UniformRowWise(table.Rows, table.Dim, 8);
+        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend });
+        backend.Load(table, plan);
+        var rng = new Random(6);
+        int[] lengths = [71, 64, 33, 1];
+        var offsets = new long[lengths.Length + 1];
+        var indices = new List<long>();
+        for (int b = 0; b < lengths.Length; b++)
+        {
+            for (int i = 0; i < lengths[b]; i++) indices.Add(b * 80 + rng.Next(80));   // all on DPU b
+            offsets[b + 1] = indices.Count;
+        }
+        var weights = indices.Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var actual = new float[lengths.Length * 24];
+        var expected = new float[actual.Length];
+        backend.Forward(table, indices.ToArray(), offsets, actual, PoolingMode.WeightedSum, weights);
+        EmbeddingBagReference.Forward(table, indices.ToArray(), offsets, expected, PoolingMode.WeightedSum, weights);
+        PimTestSupport.AssertSumsMatch(table, indices.ToArray(), offsets, actual, expected, "long weighted segments", weights);
+    }
+
     [Test]
     public void SameSummationOrderIsBitExact()
     {

@@ -1,5 +1,9 @@
+using LiveDlrm.Checkpoints;
 using LiveDlrm.Cli;
 using LiveDlrm.Cli.Commands;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Model;
+using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Tests.Pim;
 
@@ -44,5 +48,58 @@ public class PimPlanCommandTests
         Assert.Throws<UsageException>(() => Run("--tables", "100:8", "--zipff", "1"));
         var e = Assert.Throws<UsageException>(() => Run("--tables", "100000000:64", "--dpus", "2"));
         Assert.That(e!.Message, Does.Contain("use more DPUs"));
+    }
+
+    static DlrmConfig ModelConfig() => new(3, [8, 16], [8, 1],
+        [new DlrmTableConfig("users", 4000, 16, PoolingMode.Sum, EmbeddingStorage.Fp32),
+         new DlrmTableConfig("items", 2500, 16, PoolingMode.Mean, EmbeddingStorage.Fp16),
+         new DlrmTableConfig("hours", 24, 16, PoolingMode.Sum, EmbeddingStorage.Int8Rowwise)]);
+
+    [Test]
+    public void PlansEveryTableOfAModelConfigWithPerTableTraces()
+    {
+        string dir = Directory.CreateTempSubdirectory("pim-plan-model-").FullName;
+        try
+        {
+            string config = Path.Combine(dir, "model.json");
+            File.WriteAllText(config, ModelConfig().ToJson());
+            string trace = Path.Combine(dir, "items.trace");
+            File.WriteAllLines(trace, Enumerable.Range(0, 40).Select(i => $"{i % 17} {(i * 37) % 2500}"));
+
+            var (code, output) = Run("--model", config, "--dpus", "8", "--trace", $"items={trace}", "--batches", "4", "--bags", "10", "--pooling", "4");
+            Assert.That(code, Is.Zero);
+            Assert.That(output, Does.Contain("3 tables"));
+            Assert.That(output, Does.Contain("table 'users' 4000 x 16 fp32").And.Contain("zipf(1.05) over 4000 rows"));
+            Assert.That(output, Does.Contain("table 'items' 2500 x 16 fp32").And.Contain("[host stores Fp16; the DPU kernel reads fp32]").And.Contain("trace items.trace"));
+            Assert.That(output, Does.Contain("table 'hours' 24 x 16").And.Contain("host stores Int8Rowwise"));
+            Assert.That(output.Split("MODEL total us / batch").Length - 1, Is.EqualTo(3), "one comparison per table");
+
+            Assert.Throws<UsageException>(() => Run("--model", config, "--trace", trace));                       // which table?
+            Assert.Throws<UsageException>(() => Run("--model", config, "--trace", $"movies={trace}"));            // no such table
+            Assert.Throws<UsageException>(() => Run("--model", config, "--trace", $"items={trace}.missing"));
+            Assert.Throws<UsageException>(() => Run("--model", config, "--tables", "100:8"));                    // both
+            Assert.Throws<UsageException>(() => Run("--dpus", "8"));                                             // neither
+            Assert.Throws<UsageException>(() => Run("--model", Path.Combine(dir, "nothing-here")));
+            File.WriteAllText(Path.Combine(dir, "broken.json"), "{ \"tables\": 3 }");
+            var e = Assert.Throws<UsageException>(() => Run("--model", Path.Combine(dir, "broken.json")));
+            Assert.That(e!.Message, Does.Contain("broken.json"));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Test]
+    public void PlansTheTablesOfACheckpointDirectory()
+    {
+        TorchRuntime.EnsureInitialised();
+        string dir = Path.Combine(Path.GetTempPath(), $"pim-plan-ckpt-{Environment.ProcessId}");
+        try
+        {
+            using (var model = DlrmModel.Create(ModelConfig(), 3)) Checkpoint.Save(model, dir);
+            var (code, output) = Run("--model", dir, "--dpus", "4", "--batches", "2", "--bags", "8", "--pooling", "4");
+            Assert.That(code, Is.Zero);
+            Assert.That(output, Does.Contain("(checkpoint): 3 tables"));
+            Assert.That(output, Does.Contain("table 'users' 4000 x 16").And.Contain("table 'items' 2500 x 16").And.Contain("table 'hours' 24 x 16"));
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
     }
 }

@@ -34,8 +34,10 @@ static class PimTestSupport
         return EmbeddingTable.FromFp32(name, values, dim, EmbeddingStorage.Fp32);
     }
 
-    /// <summary>|pim - reference| ≤ 1e-6 · Σ|terms| per element: the bound for the same sum in another order.</summary>
-    public static void AssertSumsMatch(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, float[] actual, float[] expected, string what)
+    /// <summary>|pim - reference| ≤ 1e-6 · Σ|terms| per element (terms weighted when <paramref name="weights"/> are
+    /// given): the bound for the same sum in another order.</summary>
+    public static void AssertSumsMatch(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, float[] actual, float[] expected, string what,
+                                       ReadOnlySpan<float> weights = default)
     {
         int dim = table.Dim;
         var row = new float[dim];
@@ -45,7 +47,8 @@ static class PimTestSupport
             for (long i = offsets[b]; i < offsets[b + 1]; i++)
             {
                 table.ReadRow(indices[(int)i], row);
-                for (int d = 0; d < dim; d++) magnitude[d] += Math.Abs(row[d]);
+                double w = weights.IsEmpty ? 1 : Math.Abs(weights[(int)i]);
+                for (int d = 0; d < dim; d++) magnitude[d] += w * Math.Abs(row[d]);
             }
             for (int d = 0; d < dim; d++)
             {

@@ -1,0 +1,53 @@
+using LiveDlrm.Cli;
+using LiveDlrm.Cli.Commands;
+using LiveDlrm.Embeddings;
+using LiveDlrm.Model;
+
+namespace LiveDlrm.Tests.Pim;
+
+public class PimServeCommandTests
+{
+    static (int Code, string Output) Run(params string[] args)
+    {
+        var previous = Console.Out;
+        var writer = new StringWriter();
+        Console.SetOut(writer);
+        try { return (new PimServeCommand().Run(new CommandArgs(args)), writer.ToString()); }
+        finally { Console.SetOut(previous); }
+    }
+
+    static string WriteConfig(string dir, EmbeddingStorage storage)
+    {
+        var config = new DlrmConfig(3, [8, 8], [8, 1],
+            [new DlrmTableConfig("users", 3000, 8, PoolingMode.Sum, storage),
+             new DlrmTableConfig("items", 800, 8, PoolingMode.Mean, storage)]);
+        string path = Path.Combine(dir, $"model-{storage}.json");
+        File.WriteAllText(path, config.ToJson());
+        return path;
+    }
+
+    [Test]
+    public void ServesAModelFromTheEmulationWithTheCpuScores()
+    {
+        PimTestSupport.RequireLibrary();
+        string dir = Directory.CreateTempSubdirectory("pim-serve-").FullName;
+        try
+        {
+            string config = WriteConfig(dir, EmbeddingStorage.Fp32);
+            var (code, output) = Run("--model", config, "--backend", PimTestSupport.Backend.ToString(), "--dpus", "4", "--strategy", "cacheaware",
+                                     "--events", "256", "--batch", "64");
+            Assert.That(code, Is.Zero, output);
+            Assert.That(output, Does.Contain("256 requests in 4 batches, 2 tables on pim-").And.Contain("(CacheAware, 4 DPUs each)"));
+            Assert.That(output, Does.Contain("max |score difference| PIM vs CPU"));
+            Assert.That(output, Does.Contain("  users ").And.Contain("  items "));
+            Assert.That(output, Does.Contain("table 'users' loaded, CacheAware over 4 DPUs"));
+
+            Assert.Throws<UsageException>(() => Run("--model", config, "--strategy", "diagonal"));
+            Assert.Throws<UsageException>(() => Run("--model", config, "--backend", "quantum"));
+            var e = Assert.Throws<UsageException>(() => Run("--model", WriteConfig(dir, EmbeddingStorage.Fp16), "--backend", "emulated"));
+            Assert.That(e!.Message, Does.Contain("Fp16"));
+            Assert.Throws<UsageException>(() => Run("--model", Path.Combine(dir, "missing")));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+}
