@@ -1,0 +1,170 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using LiveDlrm.Model;
+using static TorchSharp.torch;
+
+namespace LiveDlrm.Online;
+
+/// <summary>
+/// The backward pass through a frozen DLRM dense part, in C#, from the activations the serving forward kept
+/// (<see cref="ServedEvent.Activations"/>, <see cref="ServedEvent.Pooled"/>) — the trainer's data reuse: no dense
+/// forward is re-run and no autograd graph is built. For BCE-with-logits (mean over the batch) it gives
+/// dL/d(pooled) per table, and dL/d of the last layer's weight and bias (for <see cref="LastLayerAdapter"/>).
+/// <para>Math, per event: z = h·w_eff + b_eff (h = last hidden output, w_eff = W_last + ΔW), g = (σ(z) − y)/B;
+/// through the top MLP g ← g·W_l, masked by ReLU'(h_{l−1}) (h &gt; 0, as libtorch's threshold backward); the
+/// top input's interaction part gives, for pair p = (i, j) of Z = V·Vᵀ, dV_i += g_p·V_j and dV_j += g_p·V_i
+/// (2·g_p·V_i when i = j); dV of the bottom-MLP vector V_0 is not needed (the bottom MLP is frozen and does not
+/// depend on the embeddings). The weights are copied once at construction: the dense part must stay frozen.</para>
+/// </summary>
+public sealed class FrozenDenseBackward
+{
+    readonly float[][] _weights;   // top layer l: [out × in] row-major
+    readonly float[] _lastWeight;  // the last layer's single output row
+    readonly float _lastBias;
+    readonly int[] _widths;        // top layer output widths
+    readonly (int I, int J)[] _pairs;
+    readonly int _dim, _tables, _topInput;
+    readonly int[] _hiddenOffset;  // offset of hidden layer l's output in an event's activations
+    float[] _gradA = [], _gradB = [], _gradVectors = [];
+
+    public int Dim => _dim;
+    /// <summary>Floats per event in <see cref="ServedEvent.Activations"/>: d + Σ hidden widths.</summary>
+    public int ActivationLength { get; }
+    /// <summary>Inputs of the last top layer (the width of <see cref="LastLayerAdapter"/>).</summary>
+    public int LastLayerInputs => _widths[^2];
+
+    /// <summary>Whether <paramref name="config"/> has the shape this backward handles: a top MLP of at least two
+    /// layers ending in one logit (a one-layer top MLP would need the interaction output kept as well).</summary>
+    public static bool Supports(DlrmConfig config) => config.TopMlp.Count >= 2 && config.TopMlp[^1] == 1;
+
+    public FrozenDenseBackward(DlrmDenseNet dense)
+    {
+        ArgumentNullException.ThrowIfNull(dense);
+        var config = dense.Config;
+        if (!Supports(config)) throw new ArgumentException($"top MLP [{string.Join(", ", config.TopMlp)}]: the reuse backward needs ≥ 2 layers ending in 1 output", nameof(dense));
+        _dim = config.Dim;
+        _tables = config.Tables.Count;
+        _topInput = config.TopInput;
+        _widths = config.TopMlp.ToArray();
+        _pairs = config.PairOrder().ToArray();
+        using var scope = NewDisposeScope();
+        _weights = dense.TopLayers.Select(l => TensorMemory.Span(l.weight!.detach().contiguous()).ToArray()).ToArray();
+        _lastWeight = _weights[^1];
+        _lastBias = TensorMemory.Span(dense.TopLayers[^1].bias!.detach().contiguous())[0];
+        _hiddenOffset = new int[_widths.Length - 1];
+        int offset = _dim;
+        for (int l = 0; l < _hiddenOffset.Length; l++) { _hiddenOffset[l] = offset; offset += _widths[l]; }
+        ActivationLength = offset;
+    }
+
+    /// <summary>Mean BCE-with-logits loss of <paramref name="samples"/> (each with Pooled, Activations, Label);
+    /// dL/d(pooled) into <paramref name="gradPooled"/> (table-major [T, B, d]); dL/dW_last into
+    /// <paramref name="gradLastWeight"/> (<see cref="LastLayerInputs"/> floats) and dL/db_last. The last layer is
+    /// W_last + <paramref name="delta"/> when given. Non-finite inputs give a non-finite loss or gradient (callers check).</summary>
+    public double Backward(IReadOnlyList<ServedEvent> samples, LastLayerAdapter.Snapshot? delta,
+                           Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias)
+    {
+        ArgumentNullException.ThrowIfNull(samples);
+        int b = samples.Count, d = _dim, last = _widths.Length - 1, lastIn = _widths[^2];
+        if (gradPooled.Length < _tables * b * d) throw new ArgumentException($"gradPooled holds {gradPooled.Length} floats, {_tables} tables × {b} events × dim {d} need {_tables * b * d}", nameof(gradPooled));
+        if (gradLastWeight.Length != lastIn) throw new ArgumentException($"gradLastWeight holds {gradLastWeight.Length} floats, the last layer has {lastIn} inputs", nameof(gradLastWeight));
+        int maxWidth = Math.Max(_topInput, _widths.Max());
+        if (_gradA.Length < maxWidth) { _gradA = new float[maxWidth]; _gradB = new float[maxWidth]; }
+        if (_gradVectors.Length < (_tables + 1) * d) _gradVectors = new float[(_tables + 1) * d];
+
+        Span<float> wEff = stackalloc float[lastIn];
+        _lastWeight.CopyTo(wEff);
+        float bEff = _lastBias;
+        if (delta is not null)
+        {
+            if (delta.Weight.Length != lastIn) throw new ArgumentException($"last-layer update has {delta.Weight.Length} inputs, the layer {lastIn}", nameof(delta));
+            for (int k = 0; k < lastIn; k++) wEff[k] += delta.Weight[k];
+            bEff += delta.Bias;
+        }
+        gradLastWeight.Clear();
+        double gradBias = 0, loss = 0;
+        for (int e = 0; e < b; e++)
+        {
+            var s = samples[e];
+            var act = s.Activations ?? throw new ArgumentException($"request {s.RequestId} kept no activations", nameof(samples));
+            var pooled = s.Pooled ?? throw new ArgumentException($"request {s.RequestId} kept no pooled embeddings", nameof(samples));
+            if (act.Length != ActivationLength || pooled.Length != _tables * d)
+                throw new ArgumentException($"request {s.RequestId}: {act.Length} activations / {pooled.Length} pooled floats, the model needs {ActivationLength} / {_tables * d}", nameof(samples));
+            var h = act.AsSpan(_hiddenOffset[last - 1], lastIn);
+            float z = Dot(h, wEff) + bEff;
+            float y = s.Label;
+            // Stable BCE-with-logits: max(z, 0) − z·y + log(1 + e^−|z|).
+            loss += Math.Max(z, 0) - (double)z * y + Math.Log(1 + Math.Exp(-Math.Abs((double)z)));
+            float g = (float)((1.0 / (1.0 + Math.Exp(-(double)z)) - y) / b);
+            Axpy(g, h, gradLastWeight);
+            gradBias += g;
+
+            // Down the top MLP: g_in = Σ_o g_out[o]·W_l[o, :], masked by the ReLU of the layer below.
+            var gOut = _gradA.AsSpan(0, lastIn);
+            for (int k = 0; k < lastIn; k++) gOut[k] = h[k] > 0 ? g * wEff[k] : 0f;
+            for (int l = last - 1; l >= 0; l--)
+            {
+                int outW = _widths[l], inW = l == 0 ? _topInput : _widths[l - 1];
+                var gIn = _gradB.AsSpan(0, inW);
+                gIn.Clear();
+                var w = _weights[l];
+                for (int o = 0; o < outW; o++)
+                    if (gOut[o] != 0f) Axpy(gOut[o], w.AsSpan(o * inW, inW), gIn);
+                if (l > 0)
+                {
+                    var below = act.AsSpan(_hiddenOffset[l - 1], inW);
+                    for (int k = 0; k < inW; k++) if (!(below[k] > 0)) gIn[k] = 0f;
+                }
+                (_gradA, _gradB) = (_gradB, _gradA);
+                gOut = _gradA.AsSpan(0, inW);
+            }
+
+            // gOut is now dL/d(top input) = [x | pairs]; the pairs' part goes to the interaction vectors.
+            var gv = _gradVectors.AsSpan(0, (_tables + 1) * d);
+            gv.Clear();
+            for (int p = 0; p < _pairs.Length; p++)
+            {
+                float c = gOut[d + p];
+                if (c == 0f) continue;
+                var (i, j) = _pairs[p];
+                var vi = Vector(act, pooled, i);
+                if (i == j) { Axpy(2 * c, vi, gv.Slice(i * d, d)); continue; }
+                var vj = Vector(act, pooled, j);
+                Axpy(c, vj, gv.Slice(i * d, d));
+                Axpy(c, vi, gv.Slice(j * d, d));
+            }
+            for (int t = 0; t < _tables; t++) gv.Slice((t + 1) * d, d).CopyTo(gradPooled.Slice((t * b + e) * d, d));
+        }
+        gradLastBias = (float)gradBias;
+        return loss / b;
+    }
+
+    // Interaction vector i: 0 = bottom-MLP output, t + 1 = table t's pooled embedding.
+    ReadOnlySpan<float> Vector(float[] act, float[] pooled, int i) =>
+        i == 0 ? act.AsSpan(0, _dim) : pooled.AsSpan((i - 1) * _dim, _dim);
+
+    static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        int n = a.Length, k = 0;
+        var acc = Vector<float>.Zero;
+        var va = MemoryMarshal.Cast<float, Vector<float>>(a);
+        var vb = MemoryMarshal.Cast<float, Vector<float>>(b);
+        for (int v = 0; v < va.Length; v++) acc += va[v] * vb[v];
+        k = va.Length * Vector<float>.Count;
+        float sum = System.Numerics.Vector.Sum(acc);
+        for (; k < n; k++) sum += a[k] * b[k];
+        return sum;
+    }
+
+    // y += a·x
+    static void Axpy(float a, ReadOnlySpan<float> x, Span<float> y)
+    {
+        int n = x.Length, k = 0;
+        var va = new Vector<float>(a);
+        var vx = MemoryMarshal.Cast<float, Vector<float>>(x);
+        var vy = MemoryMarshal.Cast<float, Vector<float>>(y);
+        for (int v = 0; v < vx.Length; v++) vy[v] += va * vx[v];
+        k = vx.Length * Vector<float>.Count;
+        for (; k < n; k++) y[k] += a * x[k];
+    }
+}
