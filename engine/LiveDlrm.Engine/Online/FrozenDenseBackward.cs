@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using LiveDlrm.Model;
 using static TorchSharp.torch;
@@ -18,7 +19,8 @@ namespace LiveDlrm.Online;
 /// </summary>
 public sealed class FrozenDenseBackward
 {
-    readonly float[][] _weights;   // top layer l: [out × in] row-major
+    readonly float[][] _weights;   // top layer l: [out × inPad] row-major, each row zero-padded to whole vectors
+    readonly int[] _inPad;         // top layer l's input width rounded up to a multiple of Vector<float>.Count
     readonly float[] _lastWeight;  // the last layer's single output row
     readonly float _lastBias;
     readonly int[] _widths;        // top layer output widths
@@ -48,8 +50,18 @@ public sealed class FrozenDenseBackward
         _widths = config.TopMlp.ToArray();
         _pairs = config.PairOrder().ToArray();
         using var scope = NewDisposeScope();
-        _weights = dense.TopLayers.Select(l => TensorMemory.Span(l.weight!.detach().contiguous()).ToArray()).ToArray();
-        _lastWeight = _weights[^1];
+        int vc = Vector<float>.Count;
+        _inPad = new int[_widths.Length];
+        _weights = new float[_widths.Length][];
+        for (int l = 0; l < _widths.Length; l++)
+        {
+            int inW = l == 0 ? _topInput : _widths[l - 1], outW = _widths[l];
+            _inPad[l] = (inW + vc - 1) / vc * vc;
+            var w = TensorMemory.Span(dense.TopLayers[l].weight!.detach().contiguous());
+            _weights[l] = new float[outW * _inPad[l]];
+            for (int o = 0; o < outW; o++) w.Slice(o * inW, inW).CopyTo(_weights[l].AsSpan(o * _inPad[l], inW));
+        }
+        _lastWeight = TensorMemory.Span(dense.TopLayers[^1].weight!.detach().contiguous()).ToArray();
         _lastBias = TensorMemory.Span(dense.TopLayers[^1].bias!.detach().contiguous())[0];
         _hiddenOffset = new int[_widths.Length - 1];
         int offset = _dim;
@@ -60,15 +72,21 @@ public sealed class FrozenDenseBackward
     /// <summary>Mean BCE-with-logits loss of <paramref name="samples"/> (each with Pooled, Activations, Label);
     /// dL/d(pooled) into <paramref name="gradPooled"/> (table-major [T, B, d]); dL/dW_last into
     /// <paramref name="gradLastWeight"/> (<see cref="LastLayerInputs"/> floats) and dL/db_last. The last layer is
-    /// W_last + <paramref name="delta"/> when given. Non-finite inputs give a non-finite loss or gradient (callers check).</summary>
+    /// W_last + <paramref name="delta"/> when given. <paramref name="tablesNeeded"/> (empty = all) limits the
+    /// pooled gradients computed to the tables that use them (adapted ones); the others are left zero. Non-finite
+    /// inputs give a non-finite loss or gradient (callers check).</summary>
     public double Backward(IReadOnlyList<ServedEvent> samples, LastLayerAdapter.Snapshot? delta,
-                           Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias)
+                           Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias,
+                           ReadOnlySpan<bool> tablesNeeded = default)
     {
         ArgumentNullException.ThrowIfNull(samples);
         int b = samples.Count, d = _dim, last = _widths.Length - 1, lastIn = _widths[^2];
         if (gradPooled.Length < _tables * b * d) throw new ArgumentException($"gradPooled holds {gradPooled.Length} floats, {_tables} tables × {b} events × dim {d} need {_tables * b * d}", nameof(gradPooled));
         if (gradLastWeight.Length != lastIn) throw new ArgumentException($"gradLastWeight holds {gradLastWeight.Length} floats, the last layer has {lastIn} inputs", nameof(gradLastWeight));
-        int maxWidth = Math.Max(_topInput, _widths.Max());
+        if (!tablesNeeded.IsEmpty && tablesNeeded.Length != _tables) throw new ArgumentException($"tablesNeeded has {tablesNeeded.Length} entries for {_tables} tables", nameof(tablesNeeded));
+        Span<bool> needed = stackalloc bool[_tables + 1];   // per interaction vector; vector 0 (bottom MLP) never
+        for (int t = 0; t < _tables; t++) needed[t + 1] = tablesNeeded.IsEmpty || tablesNeeded[t];
+        int maxWidth = Math.Max(_inPad.Max(), _widths.Max());
         if (_gradA.Length < maxWidth) { _gradA = new float[maxWidth]; _gradB = new float[maxWidth]; }
         if (_gradVectors.Length < (_tables + 1) * d) _gradVectors = new float[(_tables + 1) * d];
 
@@ -82,6 +100,7 @@ public sealed class FrozenDenseBackward
             bEff += delta.Bias;
         }
         gradLastWeight.Clear();
+        gradPooled.Slice(0, _tables * b * d).Clear();
         double gradBias = 0, loss = 0;
         for (int e = 0; e < b; e++)
         {
@@ -104,12 +123,9 @@ public sealed class FrozenDenseBackward
             for (int k = 0; k < lastIn; k++) gOut[k] = h[k] > 0 ? g * wEff[k] : 0f;
             for (int l = last - 1; l >= 0; l--)
             {
-                int outW = _widths[l], inW = l == 0 ? _topInput : _widths[l - 1];
-                var gIn = _gradB.AsSpan(0, inW);
-                gIn.Clear();
-                var w = _weights[l];
-                for (int o = 0; o < outW; o++)
-                    if (gOut[o] != 0f) Axpy(gOut[o], w.AsSpan(o * inW, inW), gIn);
+                int inW = l == 0 ? _topInput : _widths[l - 1];
+                var gIn = _gradB.AsSpan(0, _inPad[l]);
+                AccumulateRows(gOut, _weights[l], _inPad[l], gIn);
                 if (l > 0)
                 {
                     var below = act.AsSpan(_hiddenOffset[l - 1], inW);
@@ -127,13 +143,12 @@ public sealed class FrozenDenseBackward
                 float c = gOut[d + p];
                 if (c == 0f) continue;
                 var (i, j) = _pairs[p];
-                var vi = Vector(act, pooled, i);
-                if (i == j) { Axpy(2 * c, vi, gv.Slice(i * d, d)); continue; }
-                var vj = Vector(act, pooled, j);
-                Axpy(c, vj, gv.Slice(i * d, d));
-                Axpy(c, vi, gv.Slice(j * d, d));
+                if (i == j) { if (needed[i]) Axpy(2 * c, Vector(act, pooled, i), gv.Slice(i * d, d)); continue; }
+                if (needed[i]) Axpy(c, Vector(act, pooled, j), gv.Slice(i * d, d));
+                if (needed[j]) Axpy(c, Vector(act, pooled, i), gv.Slice(j * d, d));
             }
-            for (int t = 0; t < _tables; t++) gv.Slice((t + 1) * d, d).CopyTo(gradPooled.Slice((t * b + e) * d, d));
+            for (int t = 0; t < _tables; t++)
+                if (needed[t + 1]) gv.Slice((t + 1) * d, d).CopyTo(gradPooled.Slice((t * b + e) * d, d));
         }
         gradLastBias = (float)gradBias;
         return loss / b;
@@ -154,6 +169,50 @@ public sealed class FrozenDenseBackward
         float sum = System.Numerics.Vector.Sum(acc);
         for (; k < n; k++) sum += a[k] * b[k];
         return sum;
+    }
+
+    /// <summary>y[0..inPad) = Σ_o g[o]·W[o, :] over rows of W padded to <paramref name="inPad"/> (a multiple of the
+    /// vector width): four vectors of y are accumulated in registers across all rows at a time, rows with g = 0
+    /// (ReLU-masked) skipped.</summary>
+    static void AccumulateRows(ReadOnlySpan<float> g, float[] w, int inPad, Span<float> y)
+    {
+        int vc = Vector<float>.Count, vectors = inPad / vc, rows = g.Length;
+        if (w.Length < rows * inPad || y.Length < inPad) throw new ArgumentException("weight or output too short for the padded width");
+        ref float w0 = ref MemoryMarshal.GetArrayDataReference(w);
+        ref float y0 = ref MemoryMarshal.GetReference(y);
+        ref float g0 = ref MemoryMarshal.GetReference(g);
+        int v = 0;
+        for (; v + 4 <= vectors; v += 4)
+        {
+            Vector<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            nuint offset = (nuint)(v * vc);
+            for (int o = 0; o < rows; o++, offset += (nuint)inPad)
+            {
+                float go = Unsafe.Add(ref g0, o);
+                if (go == 0f) continue;
+                var s = new Vector<float>(go);
+                a0 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset), a0);
+                a1 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset + (nuint)vc), a1);
+                a2 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset + (nuint)(2 * vc)), a2);
+                a3 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset + (nuint)(3 * vc)), a3);
+            }
+            nuint at = (nuint)(v * vc);
+            a0.StoreUnsafe(ref y0, at);
+            a1.StoreUnsafe(ref y0, at + (nuint)vc);
+            a2.StoreUnsafe(ref y0, at + (nuint)(2 * vc));
+            a3.StoreUnsafe(ref y0, at + (nuint)(3 * vc));
+        }
+        for (; v < vectors; v++)
+        {
+            Vector<float> a = default;
+            nuint offset = (nuint)(v * vc);
+            for (int o = 0; o < rows; o++, offset += (nuint)inPad)
+            {
+                float go = Unsafe.Add(ref g0, o);
+                if (go != 0f) a = System.Numerics.Vector.FusedMultiplyAdd(new Vector<float>(go), System.Numerics.Vector.LoadUnsafe(ref w0, offset), a);
+            }
+            a.StoreUnsafe(ref y0, (nuint)(v * vc));
+        }
     }
 
     // y += a·x

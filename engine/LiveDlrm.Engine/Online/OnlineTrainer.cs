@@ -35,6 +35,7 @@ public sealed class OnlineTrainer : ITrainerHost
     readonly FrozenDenseBackward? _backward;
     readonly LastLayerAdapter? _lastLayer;
     float[] _gradPooled = [];
+    readonly bool[] _adapted;   // per table: has an adapter, so its pooled gradient is needed
     readonly float[] _gradLastWeight = [];   // last-layer inputs long whenever the reuse backward exists
     readonly List<ServedEvent> _taken = new();
     Thread? _thread;
@@ -124,6 +125,7 @@ public sealed class OnlineTrainer : ITrainerHost
         if (adapters.All(a => a is null)) throw new ArgumentException("no table has an adapter: nothing to train", nameof(adapters));
         _model = model;
         _adapters = adapters.ToArray();
+        _adapted = _adapters.Select(a => a is not null).ToArray();
         _model.Dense.SetTrainable(false);
         if (FrozenDenseBackward.Supports(model.Config))
         {
@@ -375,7 +377,7 @@ public sealed class OnlineTrainer : ITrainerHost
         float gradLastBias;
         double lossValue;
         if (reuseAll && _backward is not null && samples.All(s => s.Activations is not null))
-            lossValue = _backward.Backward(samples, lastDelta, gradPooled, _gradLastWeight, out gradLastBias);
+            lossValue = _backward.Backward(samples, lastDelta, gradPooled, _gradLastWeight, out gradLastBias, _adapted);
         else
             lossValue = AutogradBackward(samples, batch, reuseAll, lastDelta, gradPooled, _gradLastWeight, out gradLastBias);
 

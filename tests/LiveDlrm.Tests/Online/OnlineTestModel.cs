@@ -15,8 +15,9 @@ sealed class OnlineTestModel : IDisposable
     public TableAdapter?[] Adapters { get; }
     public OnlineTrainer Trainer { get; }
 
-    /// <summary>The same tables and dense features with a deeper top MLP ([16, 8, 1]): two ReLU layers to backpropagate through.</summary>
-    public static DlrmConfig DeepConfig(bool selfInteraction = false) => new(3, [8, 8], [16, 8, 1], Config().Tables, selfInteraction);
+    /// <summary>The same tables and dense features with a deeper top MLP ([72, 8, 1]): two ReLU layers to backpropagate
+    /// through, one wide enough (72 inputs to the next) for the reuse backward's four-vector register blocks and a remainder.</summary>
+    public static DlrmConfig DeepConfig(bool selfInteraction = false) => new(3, [8, 8], [72, 8, 1], Config().Tables, selfInteraction);
 
     public static DlrmConfig Config() => new(3, [8, 8], [8, 1],
         [new DlrmTableConfig("big", 400, 8, PoolingMode.Sum, EmbeddingStorage.Fp32),

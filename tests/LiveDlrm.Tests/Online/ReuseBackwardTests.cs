@@ -127,6 +127,8 @@ public class ReuseBackwardTests
         var server = new LiveServer(m.Trainer, 1024);
         var batch = OnlineTestModel.Batch(128, 8);
         var served = ServeAndTake(server, batch);
+        // 80 % clicks: the base model (~50 %) is miscalibrated here, which the last layer alone can correct.
+        for (int i = 0; i < served.Count; i++) served[i].Label = i % 5 == 0 ? 0f : 1f;
         var backward = m.Trainer.ReuseBackward!;
         var layer = m.Trainer.LastLayer!;
         var gradPooled = new float[3 * batch.Count * 8];
@@ -138,7 +140,7 @@ public class ReuseBackwardTests
             Assert.That(layer.Apply(gradW, gradB), Is.True);
             loss = backward.Backward(served, layer.Current, gradPooled, gradW, out gradB);
         }
-        Assert.That(loss, Is.LessThan(first - 0.01), $"loss {first:F4} → {loss:F4}");
+        Assert.That(loss, Is.LessThan(first - 0.1), $"loss {first:F4} → {loss:F4}");
         Assert.That(layer.Current.Version, Is.EqualTo(100));
     }
 
