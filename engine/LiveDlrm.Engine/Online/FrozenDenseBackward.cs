@@ -19,8 +19,11 @@ namespace LiveDlrm.Online;
 /// </summary>
 public sealed class FrozenDenseBackward
 {
-    readonly float[][] _weights;   // top layer l: [out × inPad] row-major, each row zero-padded to whole vectors
-    readonly int[] _inPad;         // top layer l's input width rounded up to a multiple of Vector<float>.Count
+    readonly float[][] _weights;   // top layer l: [out × inPad] row-major, each row zero-padded to whole vectors;
+                                   // layer 0 holds only the columns of the needed interaction pairs
+    readonly int[] _inPad;         // those row widths, multiples of Vector<float>.Count
+    readonly int[] _pairColumns;   // interaction pairs whose gradient reaches a needed table, in pair order
+    readonly bool[] _neededVector; // per interaction vector: 0 = bottom MLP (never), t + 1 = table t
     readonly float[] _lastWeight;  // the last layer's single output row
     readonly float _lastBias;
     readonly int[] _widths;        // top layer output widths
@@ -39,7 +42,11 @@ public sealed class FrozenDenseBackward
     /// layers ending in one logit (a one-layer top MLP would need the interaction output kept as well).</summary>
     public static bool Supports(DlrmConfig config) => config.TopMlp.Count >= 2 && config.TopMlp[^1] == 1;
 
-    public FrozenDenseBackward(DlrmDenseNet dense)
+    /// <param name="dense">The frozen dense part (its weights are copied now).</param>
+    /// <param name="tablesNeeded">Per table, whether its pooled gradient is wanted (the adapted tables); null = all.
+    /// Only the top-MLP input columns of pairs that involve a wanted table are backpropagated (dL/d of the bottom
+    /// output and of pairs between unwanted tables is never used); the other tables' gradients are left zero.</param>
+    public FrozenDenseBackward(DlrmDenseNet dense, IReadOnlyList<bool>? tablesNeeded = null)
     {
         ArgumentNullException.ThrowIfNull(dense);
         var config = dense.Config;
@@ -49,6 +56,10 @@ public sealed class FrozenDenseBackward
         _topInput = config.TopInput;
         _widths = config.TopMlp.ToArray();
         _pairs = config.PairOrder().ToArray();
+        if (tablesNeeded is not null && tablesNeeded.Count != _tables) throw new ArgumentException($"tablesNeeded has {tablesNeeded.Count} entries for {_tables} tables", nameof(tablesNeeded));
+        _neededVector = new bool[_tables + 1];
+        for (int t = 0; t < _tables; t++) _neededVector[t + 1] = tablesNeeded?[t] ?? true;
+        _pairColumns = Enumerable.Range(0, _pairs.Length).Where(p => _neededVector[_pairs[p].I] || _neededVector[_pairs[p].J]).ToArray();
         using var scope = NewDisposeScope();
         int vc = Vector<float>.Count;
         _inPad = new int[_widths.Length];
@@ -56,10 +67,15 @@ public sealed class FrozenDenseBackward
         for (int l = 0; l < _widths.Length; l++)
         {
             int inW = l == 0 ? _topInput : _widths[l - 1], outW = _widths[l];
-            _inPad[l] = (inW + vc - 1) / vc * vc;
+            int kept = l == 0 ? _pairColumns.Length : inW;
+            _inPad[l] = (kept + vc - 1) / vc * vc;
             var w = TensorMemory.Span(dense.TopLayers[l].weight!.detach().contiguous());
             _weights[l] = new float[outW * _inPad[l]];
-            for (int o = 0; o < outW; o++) w.Slice(o * inW, inW).CopyTo(_weights[l].AsSpan(o * _inPad[l], inW));
+            for (int o = 0; o < outW; o++)
+                if (l == 0)
+                    for (int q = 0; q < kept; q++) _weights[l][o * _inPad[l] + q] = w[o * inW + _dim + _pairColumns[q]];
+                else
+                    w.Slice(o * inW, inW).CopyTo(_weights[l].AsSpan(o * _inPad[l], inW));
         }
         _lastWeight = TensorMemory.Span(dense.TopLayers[^1].weight!.detach().contiguous()).ToArray();
         _lastBias = TensorMemory.Span(dense.TopLayers[^1].bias!.detach().contiguous())[0];
@@ -72,20 +88,16 @@ public sealed class FrozenDenseBackward
     /// <summary>Mean BCE-with-logits loss of <paramref name="samples"/> (each with Pooled, Activations, Label);
     /// dL/d(pooled) into <paramref name="gradPooled"/> (table-major [T, B, d]); dL/dW_last into
     /// <paramref name="gradLastWeight"/> (<see cref="LastLayerInputs"/> floats) and dL/db_last. The last layer is
-    /// W_last + <paramref name="delta"/> when given. <paramref name="tablesNeeded"/> (empty = all) limits the
-    /// pooled gradients computed to the tables that use them (adapted ones); the others are left zero. Non-finite
+    /// W_last + <paramref name="delta"/> when given. Tables not needed (constructor) get zero gradients. Non-finite
     /// inputs give a non-finite loss or gradient (callers check).</summary>
     public double Backward(IReadOnlyList<ServedEvent> samples, LastLayerAdapter.Snapshot? delta,
-                           Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias,
-                           ReadOnlySpan<bool> tablesNeeded = default)
+                           Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias)
     {
         ArgumentNullException.ThrowIfNull(samples);
         int b = samples.Count, d = _dim, last = _widths.Length - 1, lastIn = _widths[^2];
         if (gradPooled.Length < _tables * b * d) throw new ArgumentException($"gradPooled holds {gradPooled.Length} floats, {_tables} tables × {b} events × dim {d} need {_tables * b * d}", nameof(gradPooled));
         if (gradLastWeight.Length != lastIn) throw new ArgumentException($"gradLastWeight holds {gradLastWeight.Length} floats, the last layer has {lastIn} inputs", nameof(gradLastWeight));
-        if (!tablesNeeded.IsEmpty && tablesNeeded.Length != _tables) throw new ArgumentException($"tablesNeeded has {tablesNeeded.Length} entries for {_tables} tables", nameof(tablesNeeded));
-        Span<bool> needed = stackalloc bool[_tables + 1];   // per interaction vector; vector 0 (bottom MLP) never
-        for (int t = 0; t < _tables; t++) needed[t + 1] = tablesNeeded.IsEmpty || tablesNeeded[t];
+        var needed = _neededVector;
         int maxWidth = Math.Max(_inPad.Max(), _widths.Max());
         if (_gradA.Length < maxWidth) { _gradA = new float[maxWidth]; _gradB = new float[maxWidth]; }
         if (_gradVectors.Length < (_tables + 1) * d) _gradVectors = new float[(_tables + 1) * d];
@@ -120,7 +132,8 @@ public sealed class FrozenDenseBackward
 
             // Down the top MLP: g_in = Σ_o g_out[o]·W_l[o, :], masked by the ReLU of the layer below.
             var gOut = _gradA.AsSpan(0, lastIn);
-            for (int k = 0; k < lastIn; k++) gOut[k] = h[k] > 0 ? g * wEff[k] : 0f;
+            for (int k = 0; k < lastIn; k++) gOut[k] = g * wEff[k];
+            ReluMask(h, gOut);
             for (int l = last - 1; l >= 0; l--)
             {
                 int inW = l == 0 ? _topInput : _widths[l - 1];
@@ -129,20 +142,20 @@ public sealed class FrozenDenseBackward
                 if (l > 0)
                 {
                     var below = act.AsSpan(_hiddenOffset[l - 1], inW);
-                    for (int k = 0; k < inW; k++) if (!(below[k] > 0)) gIn[k] = 0f;
+                    ReluMask(below, gIn.Slice(0, inW));
                 }
                 (_gradA, _gradB) = (_gradB, _gradA);
-                gOut = _gradA.AsSpan(0, inW);
+                gOut = _gradA.AsSpan(0, l == 0 ? _inPad[0] : inW);
             }
 
-            // gOut is now dL/d(top input) = [x | pairs]; the pairs' part goes to the interaction vectors.
+            // gOut is now dL/d(top input) at the needed pairs' columns; they go to the interaction vectors.
             var gv = _gradVectors.AsSpan(0, (_tables + 1) * d);
             gv.Clear();
-            for (int p = 0; p < _pairs.Length; p++)
+            for (int q = 0; q < _pairColumns.Length; q++)
             {
-                float c = gOut[d + p];
+                float c = gOut[q];
                 if (c == 0f) continue;
-                var (i, j) = _pairs[p];
+                var (i, j) = _pairs[_pairColumns[q]];
                 if (i == j) { if (needed[i]) Axpy(2 * c, Vector(act, pooled, i), gv.Slice(i * d, d)); continue; }
                 if (needed[i]) Axpy(c, Vector(act, pooled, j), gv.Slice(i * d, d));
                 if (needed[j]) Axpy(c, Vector(act, pooled, i), gv.Slice(j * d, d));
@@ -172,12 +185,20 @@ public sealed class FrozenDenseBackward
     }
 
     /// <summary>y[0..inPad) = Σ_o g[o]·W[o, :] over rows of W padded to <paramref name="inPad"/> (a multiple of the
-    /// vector width): four vectors of y are accumulated in registers across all rows at a time, rows with g = 0
-    /// (ReLU-masked) skipped.</summary>
+    /// vector width). Rows with g = 0 (ReLU-masked, about half) are first compacted out without branches — a
+    /// per-row skip branch mispredicts about as often as it is taken — then four vectors of y are accumulated in
+    /// registers across the remaining rows at a time.</summary>
     static void AccumulateRows(ReadOnlySpan<float> g, float[] w, int inPad, Span<float> y)
     {
         int vc = Vector<float>.Count, vectors = inPad / vc, rows = g.Length;
         if (w.Length < rows * inPad || y.Length < inPad) throw new ArgumentException("weight or output too short for the padded width");
+        Span<int> live = stackalloc int[rows];
+        int n = 0;
+        for (int o = 0; o < rows; o++)
+        {
+            live[n] = o;
+            n += g[o] != 0f ? 1 : 0;
+        }
         ref float w0 = ref MemoryMarshal.GetArrayDataReference(w);
         ref float y0 = ref MemoryMarshal.GetReference(y);
         ref float g0 = ref MemoryMarshal.GetReference(g);
@@ -185,34 +206,49 @@ public sealed class FrozenDenseBackward
         for (; v + 4 <= vectors; v += 4)
         {
             Vector<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            nuint offset = (nuint)(v * vc);
-            for (int o = 0; o < rows; o++, offset += (nuint)inPad)
+            nuint column = (nuint)(v * vc);
+            for (int k = 0; k < n; k++)
             {
-                float go = Unsafe.Add(ref g0, o);
-                if (go == 0f) continue;
-                var s = new Vector<float>(go);
+                int o = live[k];
+                var s = new Vector<float>(Unsafe.Add(ref g0, o));
+                nuint offset = (nuint)o * (nuint)inPad + column;
                 a0 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset), a0);
                 a1 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset + (nuint)vc), a1);
                 a2 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset + (nuint)(2 * vc)), a2);
                 a3 = System.Numerics.Vector.FusedMultiplyAdd(s, System.Numerics.Vector.LoadUnsafe(ref w0, offset + (nuint)(3 * vc)), a3);
             }
-            nuint at = (nuint)(v * vc);
-            a0.StoreUnsafe(ref y0, at);
-            a1.StoreUnsafe(ref y0, at + (nuint)vc);
-            a2.StoreUnsafe(ref y0, at + (nuint)(2 * vc));
-            a3.StoreUnsafe(ref y0, at + (nuint)(3 * vc));
+            a0.StoreUnsafe(ref y0, column);
+            a1.StoreUnsafe(ref y0, column + (nuint)vc);
+            a2.StoreUnsafe(ref y0, column + (nuint)(2 * vc));
+            a3.StoreUnsafe(ref y0, column + (nuint)(3 * vc));
         }
         for (; v < vectors; v++)
         {
             Vector<float> a = default;
-            nuint offset = (nuint)(v * vc);
-            for (int o = 0; o < rows; o++, offset += (nuint)inPad)
+            nuint column = (nuint)(v * vc);
+            for (int k = 0; k < n; k++)
             {
-                float go = Unsafe.Add(ref g0, o);
-                if (go != 0f) a = System.Numerics.Vector.FusedMultiplyAdd(new Vector<float>(go), System.Numerics.Vector.LoadUnsafe(ref w0, offset), a);
+                int o = live[k];
+                a = System.Numerics.Vector.FusedMultiplyAdd(new Vector<float>(Unsafe.Add(ref g0, o)), System.Numerics.Vector.LoadUnsafe(ref w0, (nuint)o * (nuint)inPad + column), a);
             }
-            a.StoreUnsafe(ref y0, (nuint)(v * vc));
+            a.StoreUnsafe(ref y0, column);
         }
+    }
+
+    /// <summary>grad[k] = activation[k] &gt; 0 ? grad[k] : 0 (ReLU backward, as libtorch's threshold backward; a NaN
+    /// activation masks too), branch-free: a data-dependent branch here mispredicts half the time.</summary>
+    static void ReluMask(ReadOnlySpan<float> activation, Span<float> grad)
+    {
+        int n = grad.Length, k = 0, vc = Vector<float>.Count;
+        ref float a0 = ref MemoryMarshal.GetReference(activation);
+        ref float g0 = ref MemoryMarshal.GetReference(grad);
+        if (activation.Length < n) throw new ArgumentException("activation shorter than its gradient");
+        for (; k + vc <= n; k += vc)
+        {
+            var keep = System.Numerics.Vector.GreaterThan(System.Numerics.Vector.LoadUnsafe(ref a0, (nuint)k), Vector<float>.Zero);
+            System.Numerics.Vector.ConditionalSelect(keep, System.Numerics.Vector.LoadUnsafe(ref g0, (nuint)k), Vector<float>.Zero).StoreUnsafe(ref g0, (nuint)k);
+        }
+        for (; k < n; k++) grad[k] = activation[k] > 0 ? grad[k] : 0f;
     }
 
     // y += a·x

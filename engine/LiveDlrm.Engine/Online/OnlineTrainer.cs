@@ -129,7 +129,7 @@ public sealed class OnlineTrainer : ITrainerHost
         _model.Dense.SetTrainable(false);
         if (FrozenDenseBackward.Supports(model.Config))
         {
-            _backward = new FrozenDenseBackward(model.Dense);
+            _backward = new FrozenDenseBackward(model.Dense, _adapted);
             _gradLastWeight = new float[_backward.LastLayerInputs];
         }
         if (_options.AdaptLastLayer)
@@ -377,13 +377,15 @@ public sealed class OnlineTrainer : ITrainerHost
         float gradLastBias;
         double lossValue;
         if (reuseAll && _backward is not null && samples.All(s => s.Activations is not null))
-            lossValue = _backward.Backward(samples, lastDelta, gradPooled, _gradLastWeight, out gradLastBias, _adapted);
+            lossValue = _backward.Backward(samples, lastDelta, gradPooled, _gradLastWeight, out gradLastBias);
         else
             lossValue = AutogradBackward(samples, batch, reuseAll, lastDelta, gradPooled, _gradLastWeight, out gradLastBias);
 
         if (!double.IsFinite(lossValue)) return Discard($"loss is {lossValue}", samples);
-        foreach (float g in gradPooled)
-            if (!float.IsFinite(g)) return Discard("a pooled-embedding gradient is not finite", samples);
+        for (int t = 0; t < tables; t++)
+            if (_adapted[t])   // the others are never used (and zero on the reuse path)
+                foreach (float g in gradPooled.Slice(t * b * d, b * d))
+                    if (!float.IsFinite(g)) return Discard("a pooled-embedding gradient is not finite", samples);
         if (_lastLayer is not null)
         {
             foreach (float g in _gradLastWeight)

@@ -68,8 +68,8 @@ public class ReuseBackwardTests
     {
         var options = OnlineTestModel.Options() with { AdaptLastLayer = withLastLayerDelta };
         using var m = new OnlineTestModel(options, seed: 11, config: OnlineTestModel.DeepConfig(selfInteraction));
-        var backward = m.Trainer.ReuseBackward!;
-        Assert.That(backward, Is.Not.Null);
+        // All tables' gradients here; the trainer's own backward computes only the adapted tables' (checked below).
+        var backward = new FrozenDenseBackward(m.Model.Dense);
         if (withLastLayerDelta)
         {
             // A nonzero ΔW, Δb so the last layer's effective weights differ from the frozen ones.
@@ -91,6 +91,13 @@ public class ReuseBackwardTests
         Assert.That(RelativeError(gradPooled, reference.GradPooled), Is.LessThanOrEqualTo(1e-5));
         // Some hidden units must be off for the ReLU masks to have been exercised.
         Assert.That(served.SelectMany(s => s.Activations!.Skip(8)).Count(v => v == 0), Is.GreaterThan(0));
+        // The trainer's backward (adapted tables only: "tiny" has none) gives the same for them and zero for "tiny".
+        var trainerGrad = new float[gradPooled.Length];
+        m.Trainer.ReuseBackward!.Backward(served, delta, trainerGrad, new float[backward.LastLayerInputs], out _);
+        int perTable = batch.Count * 8;
+        Assert.That(trainerGrad.AsSpan(0, 2 * perTable).ToArray(), Is.EqualTo(gradPooled.AsSpan(0, 2 * perTable).ToArray()).Within(1e-6f));
+        Assert.That(trainerGrad.AsSpan(2 * perTable).ToArray().All(g => g == 0), Is.True);
+        Assert.That(gradPooled.AsSpan(2 * perTable).ToArray().Any(g => g != 0), Is.True);
         if (withLastLayerDelta)
         {
             Assert.That(RelativeError(gradW, reference.GradLastW), Is.LessThanOrEqualTo(1e-5));
