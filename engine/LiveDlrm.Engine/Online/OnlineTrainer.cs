@@ -286,8 +286,9 @@ public sealed class OnlineTrainer : ITrainerHost
         {
             lock (_threadIds) _threadIds.Add(Numa.ThreadAffinity.IsAvailable ? Numa.ThreadAffinity.CurrentThreadId() : Environment.CurrentManagedThreadId);
             onThreadStart?.Invoke(0);
-            // libtorch's intra-op thread count is per calling thread (OpenMP): without this the reference
-            // (autograd) path could fan out to a pool whose CPU is not on this thread's clock.
+            // Insurance: where libtorch's intra-op count is a per-thread (OpenMP) setting, a new thread would start at
+            // the process default and the reference (autograd) path could fan out to workers whose CPU is not on
+            // this thread's clock. (On libtorch 2.10 here a new thread already inherits the main thread's 1.)
             torch.set_num_threads(1);
             // Torch ops of the step run on this thread alone, so its CPU clock is the trainer's whole cost.
             while (true)
