@@ -8,23 +8,34 @@ namespace LiveDlrm.Cli.Commands;
 
 public sealed class ReplayCommand : ICommand
 {
-    /// <summary>Events of the default run (`./build.sh run`): sized to finish the three modes in ≤ 3 minutes on 2 cores.</summary>
-    public const long DefaultEvents = 200_000;
-    /// <summary>Event-time rate of the default synthetic stream for the replay: 200 k events span ~28 h, so the
-    /// replayed 70 % holds ~19 one-hour windows of drift.</summary>
-    public const double DefaultEventsPerSecond = 2;
+    /// <summary>Events of the default run (`./build.sh run`): two days of event time, sized to finish the three modes
+    /// in ≤ 3 minutes on 2 cores.</summary>
+    public const long DefaultEvents = 1_728_000;
+    /// <summary>Event-time rate of the default synthetic stream for the replay: 1.728 M events span 48 h, so the base
+    /// model learns on one whole day (every hour of it) and the replay covers the next day in 24 one-hour windows.</summary>
+    public const double DefaultEventsPerSecond = 10;
 
     /// <summary>World of the default synthetic replay stream: small enough that the prefix teaches the base model
     /// most users and items (the synth command's 50 000 users would be seen about once each), so what the modes
     /// differ in is drift, not first-time learning.</summary>
     public const int DefaultUsers = 5_000, DefaultItems = 2_000, DefaultNewItems = 4_000;
+    /// <summary>The replay's default world (docs/replay.md): user and item ids hashed into 2¹⁷-row tables, as production
+    /// tables are sized far beyond the ids active at once, and 12 short-lived trend bursts an hour on top of the slow drift.</summary>
+    public static readonly SyntheticStreamConfig DefaultWorld = new()
+    {
+        Users = DefaultUsers, InitialItems = DefaultItems, MaxNewItems = DefaultNewItems,
+        HashedRows = 1 << 17, TrendBurstsPerHour = 12,
+    };
+    static readonly ReplayOptions D = new();
+    static string F(double v) => v.ToString(CultureInfo.InvariantCulture);
+    static string F(float v) => v.ToString(CultureInfo.InvariantCulture);
 
     public string Name => "replay";
     public string Summary => "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters";
     public string Usage =>
         "  --mode stale|delta|live|all   update mode (default all: the three side by side on the same stream)\n" +
         DataSourceArgs.Usage.Replace("(default 1000000)", $"(default {DefaultEvents})").Replace("(default 20)", $"(default {DefaultEventsPerSecond} for replay)") + "\n" +
-        "  --base-prefix F|UNIXTIME      base model trained on this first fraction of the stream (default 0.3) or the events before a unix time\n" +
+        "  --base-prefix F|UNIXTIME      base model trained on this first fraction of the stream (default " + F(D.BasePrefixFraction ?? 0) + ") or the events before a unix time\n" +
         "  --model DIR                   serve this checkpoint as the base instead (replays the whole stream unless --base-prefix)\n" +
         "  --base-epochs N               passes over the prefix for the base model (default 1)\n" +
         "  --sync-interval S             delta: seconds of event time between syncs (default 600)\n" +
@@ -32,22 +43,25 @@ public sealed class ReplayCommand : ICommand
         "  --label-delay S               seconds of event time until a label can be used (default 60)\n" +
         "  --window S                    report window in event seconds (default 3600)\n" +
         "  --batch N                     events scored together, and the delta trainer's minibatch (default 256)\n" +
-        "  --online-batch N              live trainer minibatch (default 256)\n" +
-        "  --rank R --max-rank R         live adapters: initial and maximum rank (defaults 4, 8)\n" +
-        "  --rank-interval N             live: steps between rank adaptations, 0 = off (default 200)\n" +
+        $"  --online-batch N              live trainer minibatch (default {D.OnlineTrainer.BatchSize})\n" +
+        $"  --rank R --max-rank R         live adapters: initial and maximum rank (defaults {D.OnlineTrainer.Adapter.InitialRank}, {D.OnlineTrainer.Adapter.MaxRank})\n" +
+        $"  --rank-interval N             live: steps between rank adaptations, 0 = off (default {D.OnlineTrainer.Adapter.RankAdaptInterval})\n" +
+        "  --energy T --grow-threshold E live: rank adaptation keeps the fewest directions holding ≥ T of the energy and\n" +
+        $"                                grows when the last holds > E (defaults {F(D.OnlineTrainer.Adapter.EnergyToKeep)}, {F(D.OnlineTrainer.Adapter.GrowThreshold)})\n" +
         "  --budget F                    live: adapter bytes as a fraction of table bytes (default 0.01; see --budget-scope)\n" +
-        "  --lr-a X --lr-b X             live: adapter learning rates (defaults 0.02, 0.01)\n" +
+        $"  --lr-a X --lr-b X             live: adapter learning rates (defaults {F(D.OnlineTrainer.Adapter.LearningRateA)}, {F(D.OnlineTrainer.Adapter.LearningRateB)})\n" +
         "  --dim D                       embedding dim of a trained base model (default 32; bottom MLP [max(32, D), D])\n" +
         "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
         "                                the total) or per table\n" +
-        "  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default 0)\n" +
+        $"  --small-table-budget M        live, joint budget: a tiny table's adapter may take up to M × its own bytes (default {F(D.OnlineTrainer.SmallTableBudgetMultiple)})\n" +
+        $"  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default {F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator)})\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool and re-run the dense forward under autograd at training time\n" +
         "                                instead of reusing the serving forward (the reference path)\n" +
         "  --adapt-last-layer            live: also learn an additive update of the top MLP's last layer (off by default)\n" +
-        "  --last-layer-lr X             live: its Adagrad learning rate (default 0.005)\n" +
+        $"  --last-layer-lr X             live: its Adagrad learning rate (default {F(D.OnlineTrainer.LastLayerLearningRate)})\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
-        "  --users N --items N --new-items N   synthetic world size (defaults 5000, 2000, 4000 for replay)\n" +
+        SyntheticWorldArgs.Usage(DefaultWorld) + "\n" +
         "  --out DIR                     report.json and plots (default artifacts/replay)\n" +
         "  --no-plots                    skip the PNG plots";
 
@@ -63,19 +77,13 @@ public sealed class ReplayCommand : ICommand
         };
         var data = DataSourceArgs.Parse(args, DefaultEvents);
         if (data.IsSynthetic && data.EventsPerSecond is null) data = data with { EventsPerSecond = DefaultEventsPerSecond };
-        var world = new SyntheticStreamConfig();
-        world = world with
-        {
-            Users = args.Int("users", DefaultUsers, min: 1),
-            InitialItems = args.Int("items", DefaultItems, min: 1),
-            MaxNewItems = args.Int("new-items", DefaultNewItems, min: 0),
-        };
-        if (!data.IsSynthetic && (args.Has("users") || args.Has("items") || args.Has("new-items")))
-            throw new UsageException("--users/--items/--new-items apply to --data synthetic only");
+        if (!data.IsSynthetic && SyntheticWorldArgs.AnyGiven(args))
+            throw new UsageException("--users/--items/--new-items/--hashed-rows/--bursts-* apply to --data synthetic only");
+        var world = SyntheticWorldArgs.Apply(args, DefaultWorld);
         string? model = args.String("model");
         if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
 
-        double? prefixFraction = model is null ? 0.3 : null;
+        double? prefixFraction = model is null ? D.BasePrefixFraction : null;
         long? prefixTime = null;
         if (args.String("base-prefix") is { } prefixText)
         {
@@ -99,6 +107,8 @@ public sealed class ReplayCommand : ICommand
             InitialRank = args.Int("rank", adapterDefaults.InitialRank, min: 1, max: 1024),
             MaxRank = args.Int("max-rank", adapterDefaults.MaxRank, min: 1, max: 1024),
             RankAdaptInterval = args.Int("rank-interval", adapterDefaults.RankAdaptInterval, min: 0),
+            EnergyToKeep = args.Double("energy", adapterDefaults.EnergyToKeep, min: 1e-6, max: 1),
+            GrowThreshold = args.Double("grow-threshold", adapterDefaults.GrowThreshold, min: 0, max: 1),
             BudgetFraction = args.Double("budget", adapterDefaults.BudgetFraction, min: 1e-6, max: 1),
             LearningRateA = (float)args.Double("lr-a", adapterDefaults.LearningRateA, min: 0, max: 100),
             LearningRateB = (float)args.Double("lr-b", adapterDefaults.LearningRateB, min: 0, max: 100),
@@ -132,6 +142,7 @@ public sealed class ReplayCommand : ICommand
                 ReuseForward = !args.Flag("no-reuse"),
                 AdaptLastLayer = args.Flag("adapt-last-layer"),
                 LastLayerLearningRate = (float)args.Double("last-layer-lr", defaults.OnlineTrainer.LastLayerLearningRate, min: 1e-9, max: 10),
+                SmallTableBudgetMultiple = args.Double("small-table-budget", defaults.OnlineTrainer.SmallTableBudgetMultiple, min: 1e-6, max: 16),
                 JointBudget = args.String("budget-scope", defaults.OnlineTrainer.JointBudget ? "joint" : "table") switch
                 {
                     "joint" => true,
@@ -153,7 +164,7 @@ public sealed class ReplayCommand : ICommand
         Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
         var progress = new ProgressBar();
         Func<IEventSource> open = data.IsSynthetic
-            ? () => new SyntheticEventSource(data.SyntheticConfig() with { Users = world.Users, InitialItems = world.InitialItems, MaxNewItems = world.MaxNewItems }, data.Events ?? DefaultEvents)
+            ? () => new SyntheticEventSource(world with { Seed = data.Seed, Drift = data.Drift, EventsPerSecond = data.EventsPerSecond ?? DefaultEventsPerSecond }, data.Events ?? DefaultEvents)
             : () => data.Open(line => Console.Error.WriteLine("  " + line));
         var replay = new FreshnessReplay(open, options, dataName)
         {

@@ -13,7 +13,7 @@ public sealed class SynthCommand : ICommand
         "  --seed S                seed (default 1); the same seed gives the same stream\n" +
         "  --drift X               drift strength, 0 = stationary (default 1)\n" +
         "  --events-per-second R   event-time rate (default 20)\n" +
-        "  --users N --items N --new-items N   world size (defaults 50000, 10000, 10000)";
+        SyntheticWorldArgs.Usage(new SyntheticStreamConfig());
 
     public int Run(CommandArgs args)
     {
@@ -28,10 +28,8 @@ public sealed class SynthCommand : ICommand
             Seed = seed,
             Drift = args.Double("drift", defaults.Drift, min: 0, max: 100),
             EventsPerSecond = args.Double("events-per-second", defaults.EventsPerSecond, min: 1e-6, max: 1e9),
-            Users = args.Int("users", defaults.Users, min: 1),
-            InitialItems = args.Int("items", defaults.InitialItems, min: 1),
-            MaxNewItems = args.Int("new-items", defaults.MaxNewItems, min: 0),
         };
+        config = SyntheticWorldArgs.Apply(args, config);
         args.EnsureAllUsed();
 
         var s = SyntheticStreamFiles.Write(output, config, events);

@@ -49,6 +49,18 @@ public sealed record SyntheticStreamConfig
     /// <summary>Click boost of a new item, decaying as exp(-age / NoveltyHours).</summary>
     public double NoveltyBoost { get; init; } = 0.6;
     public double NoveltyHours { get; init; } = 24;
+    /// <summary>Short-lived trends: bursts started per hour at Drift 1 (0 = none, the default). A burst moves an item
+    /// to a head rank and adds <see cref="TrendBurstBoost"/>·exp(−age/τ) to its logit, τ ~ Exp(mean
+    /// <see cref="TrendBurstMinutes"/>) clamped to [5 min, 4× the mean]: the minutes-scale change that a
+    /// model synced every 10–15 minutes sees late.</summary>
+    public double TrendBurstsPerHour { get; init; } = 0;
+    public double TrendBurstBoost { get; init; } = 1.0;
+    public double TrendBurstMinutes { get; init; } = 45;
+    /// <summary>Rows of the hashed user_id and item_id tables (0 = the default integer mapping: the id is the row and
+    /// the table has exactly one row per entity). Production tables are hashed into spaces much larger than the set
+    /// of ids active at any time; with this set the two columns use the schema's <c>hash</c> mapping
+    /// (XxHash64 of the decimal id), collisions included.</summary>
+    public long HashedRows { get; init; } = 0;
 
     public void Validate()
     {
@@ -61,10 +73,14 @@ public sealed record SyntheticStreamConfig
         Positive(ZipfExponent, nameof(ZipfExponent)); Positive(InterestQuarterTurnDays, nameof(InterestQuarterTurnDays));
         NonNegative(PopularitySwapsPerHour, nameof(PopularitySwapsPerHour)); NonNegative(NewItemsPerDay, nameof(NewItemsPerDay));
         Positive(NoveltyHours, nameof(NoveltyHours));
+        NonNegative(TrendBurstsPerHour, nameof(TrendBurstsPerHour)); NonNegative(TrendBurstBoost, nameof(TrendBurstBoost));
+        Positive(TrendBurstMinutes, nameof(TrendBurstMinutes));
+        if (HashedRows < 0) throw new ArgumentOutOfRangeException(nameof(HashedRows), HashedRows, "HashedRows must be >= 0 (0 = integer mapping)");
         if (LatentDim > 64) throw new ArgumentOutOfRangeException(nameof(LatentDim), LatentDim, "LatentDim must be <= 64");
     }
 
     public long ItemRows => (long)InitialItems + MaxNewItems;
+    internal const ulong UserHashSeed = 0x05E2, ItemHashSeed = 0x17E3;
 
     /// <summary>The stream's schema: what <c>livedlrm synth</c> writes beside the TSV, and the layout of the batches
     /// the generator produces directly (identical to reading that TSV back).</summary>
@@ -79,8 +95,10 @@ public sealed record SyntheticStreamConfig
         };
         var sparse = new[]
         {
-            new SparseColumn("user_id", "user_id", Users, SparseMapping.Integer),
-            new SparseColumn("item_id", "item_id", ItemRows, SparseMapping.Integer),
+            HashedRows > 0 ? new SparseColumn("user_id", "user_id", HashedRows, SparseMapping.Hash, HashSeed: UserHashSeed)
+                           : new SparseColumn("user_id", "user_id", Users, SparseMapping.Integer),
+            HashedRows > 0 ? new SparseColumn("item_id", "item_id", HashedRows, SparseMapping.Hash, HashSeed: ItemHashSeed)
+                           : new SparseColumn("item_id", "item_id", ItemRows, SparseMapping.Integer),
             new SparseColumn("item_category", "item_category", Categories, SparseMapping.Integer),
             new SparseColumn("user_segment", "user_segment", Segments, SparseMapping.Integer),
             new SparseColumn("hour_of_day", "hour_of_day", 24, SparseMapping.Integer),
@@ -102,6 +120,7 @@ public sealed class SyntheticEventSource : IEventSource
 {
     internal const int Devices = 4;
     const int TickSeconds = 60;
+    const int BurstHeadRanks = 100;    // a trending item is shown like a top-100 item
     const int NewItemHeadRanks = 2000; // world state (interests, ranks, births) advances once per event-time minute
     static readonly double[] DeviceShare = [0.55, 0.30, 0.10, 0.05];
     static readonly double[] DeviceEffect = [0.0, -0.15, 0.2, -0.3];
@@ -128,6 +147,9 @@ public sealed class SyntheticEventSource : IEventSource
     readonly float[] _itemStaticLogit; // bias + price term
     readonly float[] _itemTrendFrequency, _itemTrendPhase;
     readonly long[] _itemBirth;        // seconds since StartTime (negative for the initial catalog)
+    readonly long[] _userRow, _itemRow; // table row of each id (the id itself, or its hash with HashedRows)
+    readonly long[] _itemBurstStart;   // seconds since StartTime of the item's current trend burst, long.MaxValue = none
+    readonly float[] _itemBurstTau;    // its decay time in seconds
     readonly double[] _categoryCentroid; // categories × k
     readonly double[] _segmentStart, _segmentOrthogonal; // segments × k: interest at t=0 and the direction it turns to
     readonly double[] _rankCdf;        // Zipf over catalog ranks (for the world's own draws)
@@ -143,7 +165,7 @@ public sealed class SyntheticEventSource : IEventSource
     long _next;                        // index of the next event
     long _tick = -1;
     int _born;
-    double _swapCarry;
+    double _swapCarry, _burstCarry;
 
     public StreamSchema Schema { get; }
     public SyntheticStreamConfig Config => _c;
@@ -151,6 +173,13 @@ public sealed class SyntheticEventSource : IEventSource
     public long Events => _events;
     /// <summary>Items born so far (ids InitialItems .. InitialItems + NewItemsBorn - 1).</summary>
     public int NewItemsBorn => _born;
+    /// <summary>Trend bursts started so far.</summary>
+    public long BurstsStarted { get; private set; }
+    /// <summary>The latest bursts (at most <see cref="BurstLogCapacity"/>): event-time second since StartTime, item id,
+    /// decay time τ in seconds. For tests and summaries.</summary>
+    internal IReadOnlyCollection<(long Start, int Item, double Tau)> RecentBursts => _burstLog;
+    internal const int BurstLogCapacity = 4096;
+    readonly Queue<(long Start, int Item, double Tau)> _burstLog = new();
 
     public SyntheticEventSource(SyntheticStreamConfig? config = null, long events = long.MaxValue)
     {
@@ -217,12 +246,32 @@ public sealed class SyntheticEventSource : IEventSource
         _initialRankItem = Enumerable.Range(0, _c.InitialItems).ToArray();
         for (int r = _initialRankItem.Length - 1; r > 0; r--) { int j = rng.NextInt(r + 1); (_initialRankItem[r], _initialRankItem[j]) = (_initialRankItem[j], _initialRankItem[r]); }
 
+        _userRow = IdRows(_c.Users, _c.HashedRows, SyntheticStreamConfig.UserHashSeed);
+        _itemRow = IdRows(items, _c.HashedRows, SyntheticStreamConfig.ItemHashSeed);
+        _itemBurstStart = new long[items];
+        _itemBurstTau = new float[items];
+
         for (int h = 0; h < 24; h++) _hourEffect[h] = _c.DiurnalAmplitude * Math.Sin(2 * Math.PI * (h - 9) / 24.0);
         _deviceCdf = new double[Devices];
         cumulative = 0;
         for (int d = 0; d < Devices; d++) { cumulative += DeviceShare[d]; _deviceCdf[d] = cumulative; }
         _deviceCdf[^1] = 1.0;
         Reset();
+    }
+
+    /// <summary>Row of each id 0..count-1: the id itself, or the schema's hash mapping of its decimal form (what a
+    /// reader of the written TSV computes), so generated batches and read-back batches agree.</summary>
+    static long[] IdRows(long count, long hashedRows, ulong seed)
+    {
+        var rows = new long[count];
+        Span<byte> token = stackalloc byte[24];
+        for (long id = 0; id < count; id++)
+        {
+            if (hashedRows == 0) { rows[id] = id; continue; }
+            id.TryFormat(token, out int n, default, CultureInfo.InvariantCulture);
+            rows[id] = SparseTokenMapper.HashRow(token[..n], seed, hashedRows);
+        }
+        return rows;
     }
 
     /// <summary><paramref name="count"/> random directions of length <paramref name="norm"/>, row-major count × k.</summary>
@@ -251,6 +300,11 @@ public sealed class SyntheticEventSource : IEventSource
         _tick = -1;
         _born = 0;
         _swapCarry = 0;
+        _burstCarry = 0;
+        BurstsStarted = 0;
+        _burstLog.Clear();
+        Array.Fill(_itemBurstStart, long.MaxValue);
+        Array.Clear(_itemBurstTau);
     }
 
     public int Read(EventBatch batch) => Read(batch, null);
@@ -293,6 +347,7 @@ public sealed class SyntheticEventSource : IEventSource
         if (_c.Drift != 0) logit += _c.Drift * _c.ItemTrendAmplitude * Math.Sin(_itemTrendFrequency[item] * elapsed + _itemTrendPhase[item]);
         // Novelty applies to items born during the stream (the initial catalog is at least a week old).
         if (item >= _c.InitialItems) logit += _c.NoveltyBoost * Math.Exp(-ageHours / _c.NoveltyHours);
+        if (elapsed >= _itemBurstStart[item]) logit += _c.TrendBurstBoost * Math.Exp(-(elapsed - _itemBurstStart[item]) / (double)_itemBurstTau[item]);
         float p = (float)(1 / (1 + Math.Exp(-logit)));
         float label = _rng.NextDouble() < p ? 1f : 0f;
 
@@ -303,8 +358,8 @@ public sealed class SyntheticEventSource : IEventSource
         dense[1] = _userActivityDense[user];
         dense[2] = (float)Math.Log(1 + (double)ageWholeHours);
         dense[3] = _itemPriceDense[item];
-        batch.AddIndex(0, user);
-        batch.AddIndex(1, item);
+        batch.AddIndex(0, _userRow[user]);
+        batch.AddIndex(1, _itemRow[item]);
         batch.AddIndex(2, category);
         batch.AddIndex(3, segment);
         batch.AddIndex(4, hour);
@@ -345,6 +400,26 @@ public sealed class SyntheticEventSource : IEventSource
             int tail = _worldRng.NextInt(_rankItem.Length);
             _rankItem[tail] = _rankItem[head];
             _rankItem[head] = item;
+        }
+
+        // Trend bursts: an item outside the head jumps to one of the top BurstHeadRanks ranks (swapping with the
+        // item there) and gets a decaying click boost; an item already in a burst starts a new one.
+        _burstCarry += _c.Drift * _c.TrendBurstsPerHour * TickSeconds / 3600.0;
+        while (_burstCarry >= 1)
+        {
+            _burstCarry -= 1;
+            int heads = Math.Min(BurstHeadRanks, _rankItem.Length);
+            int from = Math.Min(heads + _worldRng.NextInt(Math.Max(1, _rankItem.Length - heads)), _rankItem.Length - 1);
+            int to = _worldRng.NextInt(heads);
+            int item = _rankItem[from];
+            (_rankItem[from], _rankItem[to]) = (_rankItem[to], _rankItem[from]);
+            double mean = _c.TrendBurstMinutes * 60;
+            double tau = Math.Clamp(-mean * Math.Log(1 - _worldRng.NextDouble()), 300, 4 * mean);
+            _itemBurstStart[item] = (long)seconds;
+            _itemBurstTau[item] = (float)tau;
+            BurstsStarted++;
+            if (_burstLog.Count == BurstLogCapacity) _burstLog.Dequeue();
+            _burstLog.Enqueue(((long)seconds, item, tau));
         }
     }
 

@@ -22,6 +22,7 @@ public sealed record AdapterOptions
     /// <summary>Adapter bytes (slot pool + map + B and its optimizer state + free list) may use at most this
     /// fraction of the base table's bytes.</summary>
     public double BudgetFraction { get; init; } = 0.01;
+    internal const double MaxBudgetFraction = 16;
 
     /// <summary>Every this many <see cref="TableAdapter.ApplyGradients"/> steps the rank is re-chosen from the
     /// singular values of ΔW = A·B; 0 turns automatic adaptation off (<see cref="TableAdapter.AdaptRank"/> still works).</summary>
@@ -64,8 +65,9 @@ public sealed record AdapterOptions
         if (MaxRank < MinRank) throw new ArgumentOutOfRangeException(nameof(MaxRank), MaxRank, Where($"MaxRank must be ≥ MinRank ({MinRank})"));
         if (InitialRank < MinRank || InitialRank > MaxRank)
             throw new ArgumentOutOfRangeException(nameof(InitialRank), InitialRank, Where($"InitialRank must be in [MinRank, MaxRank] = [{MinRank}, {MaxRank}]"));
-        if (!(BudgetFraction > 0 && BudgetFraction <= 1))
-            throw new ArgumentOutOfRangeException(nameof(BudgetFraction), BudgetFraction, Where("BudgetFraction must be in (0, 1]"));
+        // Above 1 only for tiny tables funded from a joint budget (OnlineTrainerOptions.SmallTableBudgetMultiple).
+        if (!(BudgetFraction > 0 && BudgetFraction <= MaxBudgetFraction))
+            throw new ArgumentOutOfRangeException(nameof(BudgetFraction), BudgetFraction, Where($"BudgetFraction must be in (0, {MaxBudgetFraction}]"));
         if (RankAdaptInterval < 0) throw new ArgumentOutOfRangeException(nameof(RankAdaptInterval), RankAdaptInterval, Where("RankAdaptInterval must be ≥ 0"));
         if (!(EnergyToKeep > 0 && EnergyToKeep <= 1))
             throw new ArgumentOutOfRangeException(nameof(EnergyToKeep), EnergyToKeep, Where("EnergyToKeep (τ) must be in (0, 1]"));

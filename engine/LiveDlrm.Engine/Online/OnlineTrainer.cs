@@ -193,7 +193,7 @@ public sealed class OnlineTrainer : ITrainerHost
         long left = total;
         foreach (int t in small.OrderBy(t => tables[t].ByteSize))
         {
-            // Smallest budget whose pool holds every row, never more than the table itself; failing that, the
+            // Smallest budget whose pool holds every row, never more than SmallTableBudgetMultiple × the table; failing that, the
             // smallest that holds MinAdapterRows; failing that, no adapter.
             long need = SmallestBudget(tables[t], tables[t].Rows) ?? SmallestBudget(tables[t], Math.Min(options.MinAdapterRows, tables[t].Rows)) ?? long.MaxValue;
             if (need > left) continue;
@@ -204,13 +204,14 @@ public sealed class OnlineTrainer : ITrainerHost
         foreach (int t in large) grant[t] = (long)Math.Floor((double)left * tables[t].ByteSize / largeBytes);
         long? SmallestBudget(EmbeddingTable table, long rows)
         {
-            for (long b = 64; b <= table.ByteSize; b += 64)
+            long max = (long)Math.Floor(options.SmallTableBudgetMultiple * table.ByteSize);
+            for (long b = 64; b <= max; b += 64)
                 if (TableAdapter.SizeFor(b, options.Adapter.InitialRank, table.Dim).Slots >= rows) return b;
             return null;
         }
         for (int t = 0; t < tables.Count; t++)
             // Rounded down so floor(fraction × bytes) in the adapter never exceeds the grant.
-            result[t] = grant[t] == 0 ? 0 : Math.Min(1.0, Math.Max(1e-12, (grant[t] - 1) / (double)tables[t].ByteSize));
+            result[t] = grant[t] == 0 ? 0 : Math.Min(AdapterOptions.MaxBudgetFraction, Math.Max(1e-12, (grant[t] - 1) / (double)tables[t].ByteSize));
         if (tables.Select((tb, t) => (long)Math.Floor(result[t] * tb.ByteSize)).Sum() > total)
             throw new InvalidOperationException("joint adapter budgets exceed the total budget");
         return result;

@@ -32,6 +32,10 @@ public sealed record OnlineTrainerOptions
     /// their own size), smallest first, while the total allows; the rest is shared by the other tables in proportion
     /// to their bytes. Each adapter still never exceeds its own (granted) budget, so the sum never exceeds the total.</summary>
     public bool JointBudget { get; init; }
+    /// <summary>With <see cref="JointBudget"/>: the most a tiny table funded from the total may get, as a multiple of
+    /// its own bytes. An adapter needs B (rank × dim) besides its rows, so a 16-row table cannot hold one within its
+    /// own size; its bytes are still a rounding error of the total (docs/replay.md).</summary>
+    public double SmallTableBudgetMultiple { get; init; } = 1;
     /// <summary>Receives log lines (discarded steps, tables without an adapter); null = silent.</summary>
     public Action<string>? Log { get; init; }
 
@@ -42,6 +46,8 @@ public sealed record OnlineTrainerOptions
         if (MaxBatchWait is { } w && w <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(MaxBatchWait), w, "online trainer MaxBatchWait must be positive (or null)");
         if (MinAdapterRows < 1) throw new ArgumentOutOfRangeException(nameof(MinAdapterRows), MinAdapterRows, "online trainer MinAdapterRows must be ≥ 1");
         if (!(LastLayerLearningRate > 0) || !float.IsFinite(LastLayerLearningRate)) throw new ArgumentOutOfRangeException(nameof(LastLayerLearningRate), LastLayerLearningRate, "online trainer LastLayerLearningRate must be positive and finite");
+        if (!(SmallTableBudgetMultiple > 0 && SmallTableBudgetMultiple <= AdapterOptions.MaxBudgetFraction))
+            throw new ArgumentOutOfRangeException(nameof(SmallTableBudgetMultiple), SmallTableBudgetMultiple, $"online trainer SmallTableBudgetMultiple must be in (0, {AdapterOptions.MaxBudgetFraction}]");
         ArgumentNullException.ThrowIfNull(Adapter, nameof(Adapter));
     }
 }

@@ -31,7 +31,7 @@ public static class ReplayPlots
         auc.Title("AUC per window (progressive evaluation)");
         auc.XLabel("event time since replay start (h)");
         auc.YLabel("AUC");
-        auc.ShowLegend();
+        auc.ShowLegend(ScottPlot.Edge.Right);
         files.Add(Save(auc, directory, "auc.png"));
 
         var live = report.Mode(UpdateMode.Live);
@@ -51,7 +51,7 @@ public static class ReplayPlots
             rank.Title("Live adapters: rank per table and memory");
             rank.XLabel("event time since replay start (h)");
             rank.YLabel("rank  /  memory ‰");
-            rank.ShowLegend();
+            rank.ShowLegend(ScottPlot.Edge.Right); // outside the data: the rank lines fill the whole area
             files.Add(Save(rank, directory, "live-rank-memory.png"));
         }
         return files;
@@ -60,7 +60,7 @@ public static class ReplayPlots
     static string Save(Plot plot, string directory, string name)
     {
         string path = Path.Combine(directory, name);
-        plot.SavePng(path, 900, 500);
+        plot.SavePng(path, 1100, 500); // wide enough for the legend beside the plot
         return path;
     }
 }

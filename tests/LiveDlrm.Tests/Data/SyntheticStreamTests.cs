@@ -167,3 +167,117 @@ public class SyntheticStreamTests
         Assert.That(() => source.Read(wrong), Throws.ArgumentException);
     }
 }
+
+public class SyntheticStreamWorldOptionTests
+{
+    static readonly SyntheticStreamConfig Small = new() { Users = 3000, InitialItems = 1500, MaxNewItems = 1000, EventsPerSecond = 5 };
+
+    static EventBatch Generate(SyntheticStreamConfig config, long events)
+    {
+        using var source = new SyntheticEventSource(config, events);
+        return EventBatchAssert.Drain(source, 4096);
+    }
+
+    [Test]
+    public void HashedRowsAreTheSchemasHashOfTheSameWorldsIds()
+    {
+        const long rows = 1 << 17;
+        var plain = Generate(Small with { Seed = 3 }, 20_000);
+        var hashedConfig = Small with { Seed = 3, HashedRows = rows };
+        var hashed = Generate(hashedConfig, 20_000);
+        var schema = hashedConfig.Schema();
+        // Same world and draws: every other column is identical; user/item rows are the schema's hash of the id.
+        Assert.That(hashed.Labels.ToArray(), Is.EqualTo(plain.Labels.ToArray()));
+        Assert.That(hashed.TrueProbabilities.ToArray(), Is.EqualTo(plain.TrueProbabilities.ToArray()));
+        for (int f = 2; f < 6; f++) Assert.That(hashed.Indices(f).ToArray(), Is.EqualTo(plain.Indices(f).ToArray()));
+        for (int f = 0; f < 2; f++)
+        {
+            var column = schema.Sparse[f];
+            Assert.That(column.Mapping, Is.EqualTo(SparseMapping.Hash));
+            Assert.That(column.Rows, Is.EqualTo(rows));
+            var ids = plain.Indices(f);
+            var got = hashed.Indices(f);
+            for (int i = 0; i < ids.Length; i++)
+            {
+                var token = System.Text.Encoding.UTF8.GetBytes(ids[i].ToString(System.Globalization.CultureInfo.InvariantCulture));
+                Assert.That(got[i], Is.EqualTo(SparseTokenMapper.HashRow(token, column.HashSeed, rows)), $"{column.Name} event {i}");
+            }
+            Assert.That(got.ToArray().Max(), Is.LessThan(rows));
+            // Spread over the space: far more distinct rows than a table of one row per id would have.
+            Assert.That(got.ToArray().Max(), Is.GreaterThan(ids.ToArray().Max()));
+        }
+    }
+
+    [Test]
+    public void HashedBurstyStreamReadsBackFromItsTsv()
+    {
+        string dir = Directory.CreateTempSubdirectory("ldlm-synth-hashed-").FullName;
+        try
+        {
+            string tsv = Path.Combine(dir, "stream.tsv");
+            var config = Small with { Seed = 9, HashedRows = 1 << 16, TrendBurstsPerHour = 30 };
+            var summary = SyntheticStreamFiles.Write(tsv, config, 40_000);
+            using var source = new TsvEventSource(tsv, StreamSchema.Load(summary.SchemaPath), new TsvReaderOptions { OnBadLine = BadLinePolicy.Fail });
+            EventBatchAssert.Equal(EventBatchAssert.Drain(source, 1000), Generate(config, 40_000), "TSV read back");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Test]
+    public void TrendBurstsPutItemsInTheHeadWithAClickBoostThatDecays()
+    {
+        var config = Small with { Seed = 4, TrendBurstsPerHour = 20, TrendBurstBoost = 1.5, TrendBurstMinutes = 30 };
+        const long events = 5 * 3600 * 5; // 5 h
+        using var source = new SyntheticEventSource(config, events);
+        var batch = EventBatchAssert.Drain(source, 4096);
+        var bursts = source.RecentBursts.ToArray();
+        TestContext.Out.WriteLine($"{source.BurstsStarted} bursts in 5 h");
+        Assert.That(source.BurstsStarted, Is.InRange(90, 110)); // 20 per hour
+        Assert.That(bursts.All(b => b.Tau >= 300 && b.Tau <= 4 * 1800));
+
+        // For each burst: the item's share of traffic and its mean true probability in the first 10 minutes, against
+        // the same item's events before its first burst (its normal self).
+        var items = batch.Indices(1);
+        var p = batch.TrueProbabilities;
+        var ts = batch.Timestamps;
+        double earlyShare = 0, earlyP = 0, beforeP = 0; int compared = 0, withBefore = 0;
+        foreach (var (start, item, _) in bursts.Where(b => b.Start + 600 < 5 * 3600))
+        {
+            long t0 = config.StartTime + start;
+            int inWindow = 0, onItem = 0; double sumP = 0;
+            for (int i = 0; i < batch.Count; i++)
+            {
+                if (ts[i] < t0 || ts[i] >= t0 + 600) continue;
+                inWindow++;
+                if (items[i] == item) { onItem++; sumP += p[i]; }
+            }
+            if (onItem == 0) continue;
+            compared++;
+            earlyShare += (double)onItem / inWindow;
+            earlyP += sumP / onItem;
+            long firstBurst = bursts.Where(b => b.Item == item).Min(b => b.Start) + config.StartTime;
+            double before = 0; int nBefore = 0;
+            for (int i = 0; i < batch.Count && ts[i] < firstBurst; i++) if (items[i] == item) { before += p[i]; nBefore++; }
+            if (nBefore >= 3) { beforeP += before / nBefore - sumP / onItem; withBefore++; }
+        }
+        earlyShare /= compared; earlyP /= compared;
+        TestContext.Out.WriteLine($"{compared} bursts: traffic share in the first 10 min {earlyShare:P2}, mean p_true {earlyP:F3}, before−during {beforeP / Math.Max(1, withBefore):F3} over {withBefore}");
+        Assert.That(compared, Is.GreaterThan(50));
+        Assert.That(earlyShare, Is.GreaterThan(1.0 / 1500 * 3)); // a head rank, far above a uniform item's share
+        Assert.That(earlyP, Is.GreaterThan(0.25));               // base rate ~0.12; boost 1.5 at the start
+        Assert.That(beforeP / withBefore, Is.LessThan(-0.05));   // the same items clicked less before their burst
+
+        // Drift 0 and rate 0 start none.
+        using var still = new SyntheticEventSource(config with { Drift = 0 }, 20_000);
+        EventBatchAssert.Drain(still, 4096);
+        Assert.That(still.BurstsStarted, Is.Zero);
+    }
+
+    [Test]
+    public void WorldOptionErrorsNameTheField()
+    {
+        Assert.That(() => new SyntheticEventSource(Small with { HashedRows = -1 }), Throws.TypeOf<ArgumentOutOfRangeException>().With.Message.Contains("HashedRows"));
+        Assert.That(() => new SyntheticEventSource(Small with { TrendBurstsPerHour = -1 }), Throws.TypeOf<ArgumentOutOfRangeException>().With.Message.Contains("TrendBurstsPerHour"));
+        Assert.That(() => new SyntheticEventSource(Small with { TrendBurstMinutes = 0 }), Throws.TypeOf<ArgumentOutOfRangeException>().With.Message.Contains("TrendBurstMinutes"));
+    }
+}

@@ -17,6 +17,7 @@ public class FreshnessReplayTests
     static ReplayOptions SmallOptions() => new()
     {
         ServeBatch = 128,
+        BasePrefixFraction = 0.3,
         BottomMlp = [16, 16],
         TopMlp = [32, 1],
         LabelDelaySeconds = 60,
