@@ -16,6 +16,7 @@ namespace LiveDlrm.Online;
 /// top input's interaction part gives, for pair p = (i, j) of Z = V·Vᵀ, dV_i += g_p·V_j and dV_j += g_p·V_i
 /// (2·g_p·V_i when i = j); dV of the bottom-MLP vector V_0 is not needed (the bottom MLP is frozen and does not
 /// depend on the embeddings). The weights are copied once at construction: the dense part must stay frozen.</para>
+/// <para>Not thread-safe: it keeps per-call scratch, so one caller at a time (the trainer thread).</para>
 /// </summary>
 public sealed class FrozenDenseBackward
 {

@@ -24,6 +24,7 @@ public sealed class LastLayerAdapter
     }
 
     readonly float[] _accumulatorW;
+    readonly float[] _accumulatorScratch;   // the step's new accumulators, kept only if the step is accepted
     double _accumulatorB;
     Snapshot _current;
     long _rejected;
@@ -45,6 +46,7 @@ public sealed class LastLayerAdapter
         LearningRate = learningRate;
         Epsilon = epsilon;
         _accumulatorW = new float[inputs];
+        _accumulatorScratch = new float[inputs];
         _current = new Snapshot(new float[inputs], 0f, 0);
     }
 
@@ -56,7 +58,7 @@ public sealed class LastLayerAdapter
         if (gradientW.Length != Inputs) throw new ArgumentException($"last-layer gradient has {gradientW.Length} floats, the layer has {Inputs} inputs", nameof(gradientW));
         var old = _current;
         var weight = new float[Inputs];
-        var accumulator = new float[Inputs];
+        var accumulator = _accumulatorScratch;
         bool finite = float.IsFinite(gradientB);
         for (int k = 0; k < Inputs && finite; k++)
         {
