@@ -56,7 +56,10 @@ public sealed class ReplayCommand : ICommand
         $"  --small-table-budget M        live, joint budget: a tiny table's adapter may take up to M × its own bytes (default {F(D.OnlineTrainer.SmallTableBudgetMultiple)})\n" +
         $"  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default {F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator)})\n" +
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
-        "  --no-reuse                    live: re-pool at training time instead of reusing the serving forward\n" +
+        "  --no-reuse                    live: re-pool and re-run the dense forward under autograd at training time\n" +
+        "                                instead of reusing the serving forward (the reference path)\n" +
+        "  --adapt-last-layer            live: also learn an additive update of the top MLP's last layer (off by default)\n" +
+        $"  --last-layer-lr X             live: its Adagrad learning rate (default {F(D.OnlineTrainer.LastLayerLearningRate)})\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
         SyntheticWorldArgs.Usage(DefaultWorld) + "\n" +
         "  --out DIR                     report.json and plots (default artifacts/replay)\n" +
@@ -137,6 +140,8 @@ public sealed class ReplayCommand : ICommand
             {
                 BatchSize = args.Int("online-batch", defaults.OnlineTrainer.BatchSize, min: 1, max: 1 << 20),
                 ReuseForward = !args.Flag("no-reuse"),
+                AdaptLastLayer = args.Flag("adapt-last-layer"),
+                LastLayerLearningRate = (float)args.Double("last-layer-lr", defaults.OnlineTrainer.LastLayerLearningRate, min: 1e-9, max: 10),
                 SmallTableBudgetMultiple = args.Double("small-table-budget", defaults.OnlineTrainer.SmallTableBudgetMultiple, min: 1e-6, max: 16),
                 JointBudget = args.String("budget-scope", defaults.OnlineTrainer.JointBudget ? "joint" : "table") switch
                 {

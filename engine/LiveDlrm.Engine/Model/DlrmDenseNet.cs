@@ -55,15 +55,36 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>Bottom MLP output [B, d].</summary>
     public Tensor Bottom(Tensor dense) => _bottom.forward(dense);
 
-    public override Tensor forward(Tensor dense, Tensor pooled)
+    public override Tensor forward(Tensor dense, Tensor pooled) => Forward(dense, pooled, null, out _);
+
+    /// <summary>The same forward, also returning what a backward through the frozen dense part needs without
+    /// re-running it: the bottom-MLP output [B, d] and each top hidden layer's output after its ReLU
+    /// (<paramref name="topHidden"/>[l] is [B, TopMlp[l]], l &lt; TopMlp.Count − 1). Used by the online trainer's
+    /// data reuse (the serving forward keeps them with the request).</summary>
+    public Tensor ForwardKeepingActivations(Tensor dense, Tensor pooled, out Tensor bottom, out Tensor[] topHidden)
+    {
+        topHidden = new Tensor[_topLinears.Length - 1];
+        return Forward(dense, pooled, topHidden, out bottom);
+    }
+
+    Tensor Forward(Tensor dense, Tensor pooled, Tensor[]? topHidden, out Tensor bottom)
     {
         long batch = dense.shape[0];
         var x = _bottom.forward(dense);                                      // [B, d]
+        bottom = x;
         var vectors = cat([x.unsqueeze(0), pooled], 0).transpose(0, 1);     // [B, n, d]
         var z = bmm(vectors, vectors.transpose(1, 2));                      // [B, n, n]
         var pairs = z.reshape(batch, (long)_vectors * _vectors).index_select(1, _pairIndex);
         var r = cat([x, pairs], 1);                                         // [B, d + pairs]
-        return _top.forward(r).reshape(batch);
+        if (topHidden is null) return _top.forward(r).reshape(batch);
+        // Layer by layer, as the Sequential does (Linear, ReLU between layers, none after the last).
+        var h = r;
+        for (int l = 0; l < _topLinears.Length; l++)
+        {
+            h = _topLinears[l].forward(h);
+            if (l < _topLinears.Length - 1) topHidden[l] = h = nn.functional.relu(h);
+        }
+        return h.reshape(batch);
     }
 
     /// <summary>facebookresearch/dlrm initialisation from <paramref name="random"/>: W ~ N(0, √(2/(in+out))),

@@ -32,6 +32,11 @@ public sealed class OnlineTrainer : ITrainerHost
     readonly object _lock = new();
     readonly List<int> _threadIds = new();
     EventBatch _batch;
+    readonly FrozenDenseBackward? _backward;
+    readonly LastLayerAdapter? _lastLayer;
+    float[] _gradPooled = [];
+    readonly bool[] _adapted;   // per table: has an adapter, so its pooled gradient is needed
+    readonly float[] _gradLastWeight = [];   // last-layer inputs long whenever the reuse backward exists
     readonly List<ServedEvent> _taken = new();
     Thread? _thread;
     bool _stopping, _busy, _flush;
@@ -46,6 +51,10 @@ public sealed class OnlineTrainer : ITrainerHost
     public string Name => "livedlrm-online-trainer";
     public DlrmModel Model => _model;
     public IReadOnlyList<TableAdapter?> Adapters => _adapters;
+    /// <summary>The additive update of the top MLP's last layer (<see cref="OnlineTrainerOptions.AdaptLastLayer"/>), else null.</summary>
+    public LastLayerAdapter? LastLayer => _lastLayer;
+    /// <summary>The C# backward from kept activations (data reuse), or null when the model's shape needs autograd.</summary>
+    public FrozenDenseBackward? ReuseBackward => _backward;
     public OnlineTrainerOptions Options => _options;
     public ITrainerThrottle Throttle => _gate;
     public IReadOnlyList<int> ThreadIds { get { lock (_threadIds) return _threadIds.ToArray(); } }
@@ -116,7 +125,18 @@ public sealed class OnlineTrainer : ITrainerHost
         if (adapters.All(a => a is null)) throw new ArgumentException("no table has an adapter: nothing to train", nameof(adapters));
         _model = model;
         _adapters = adapters.ToArray();
+        _adapted = _adapters.Select(a => a is not null).ToArray();
         _model.Dense.SetTrainable(false);
+        if (FrozenDenseBackward.Supports(model.Config))
+        {
+            _backward = new FrozenDenseBackward(model.Dense, _adapted);
+            _gradLastWeight = new float[_backward.LastLayerInputs];
+        }
+        if (_options.AdaptLastLayer)
+        {
+            if (_backward is null) throw new ArgumentException($"AdaptLastLayer needs a top MLP of ≥ 2 layers ending in one logit, the model has [{string.Join(", ", model.Config.TopMlp)}]", nameof(options));
+            _lastLayer = new LastLayerAdapter(_backward.LastLayerInputs, _options.LastLayerLearningRate);
+        }
         var layout = new EventBatchLayout(model.Config.DenseFeatures,
             model.Config.Tables.Select(t => new SparseFeatureLayout(t.Name, t.Name, t.Rows)).ToArray());
         _batch = new EventBatch(layout, _options.BatchSize);
@@ -267,6 +287,10 @@ public sealed class OnlineTrainer : ITrainerHost
         {
             lock (_threadIds) _threadIds.Add(Numa.ThreadAffinity.IsAvailable ? Numa.ThreadAffinity.CurrentThreadId() : Environment.CurrentManagedThreadId);
             onThreadStart?.Invoke(0);
+            // Insurance: where libtorch's intra-op count is a per-thread (OpenMP) setting, a new thread would start at
+            // the process default and the reference (autograd) path could fan out to workers whose CPU is not on
+            // this thread's clock. (On libtorch 2.10 here a new thread already inherits the main thread's 1.)
+            torch.set_num_threads(1);
             // Torch ops of the step run on this thread alone, so its CPU clock is the trainer's whole cost.
             while (true)
             {
@@ -339,68 +363,101 @@ public sealed class OnlineTrainer : ITrainerHost
         if (b > _batch.Capacity) _batch = new EventBatch(_batch.Layout, b);
         var batch = _batch;
         batch.Clear();
+        bool reuseAll = _options.ReuseForward;
         foreach (var s in samples)
         {
             int row = batch.AddEvent(s.Label, s.Timestamp, s.RequestId);
             s.Dense.CopyTo(batch.DenseRowForWrite(row));
             for (int t = 0; t < s.Bags.Length; t++)
                 foreach (long i in s.Bags[t]) batch.AddIndex(t, i);
+            reuseAll &= s.Pooled is not null;
+        }
+        int tables = _model.Tables.Count, d = _model.Config.Dim;
+        if (_gradPooled.Length < tables * b * d) _gradPooled = new float[tables * b * d];
+        var gradPooled = _gradPooled.AsSpan(0, tables * b * d);
+        var lastDelta = _lastLayer?.Current;
+        float gradLastBias;
+        double lossValue;
+        if (reuseAll && _backward is not null && samples.All(s => s.Activations is not null))
+            lossValue = _backward.Backward(samples, lastDelta, gradPooled, _gradLastWeight, out gradLastBias);
+        else
+            lossValue = AutogradBackward(samples, batch, reuseAll, lastDelta, gradPooled, _gradLastWeight, out gradLastBias);
+
+        if (!double.IsFinite(lossValue)) return Discard($"loss is {lossValue}", samples);
+        for (int t = 0; t < tables; t++)
+            if (_adapted[t])   // the others are never used (and zero on the reuse path)
+                foreach (float g in gradPooled.Slice(t * b * d, b * d))
+                    if (!float.IsFinite(g)) return Discard("a pooled-embedding gradient is not finite", samples);
+        if (_lastLayer is not null)
+        {
+            foreach (float g in _gradLastWeight)
+                if (!float.IsFinite(g)) return Discard("a last-layer gradient is not finite", samples);
+            if (!float.IsFinite(gradLastBias)) return Discard("the last-layer bias gradient is not finite", samples);
         }
 
-        int tables = _model.Tables.Count, d = _model.Config.Dim, features = _model.Config.DenseFeatures;
-        bool reuse = _options.ReuseForward && samples.All(s => s.Pooled is not null);
+        bool allApplied = true;
+        for (int t = 0; t < tables; t++)
+        {
+            var adapter = _adapters[t];
+            if (adapter is null) continue;
+            if (!adapter.ApplyGradients(batch.Indices(t), batch.Offsets(t), gradPooled.Slice(t * b * d, b * d), _model.Config.Tables[t].Pooling))
+                allApplied = false;
+        }
+        if (_lastLayer is not null && !_lastLayer.Apply(_gradLastWeight, gradLastBias)) allApplied = false;
+        if (!allApplied) return Discard("an adapter refused a non-finite update", samples);
+        return true;
+    }
+
+    /// <summary>The reference path (<c>--no-reuse</c>, or events that kept no activations): the frozen dense part
+    /// forward from the pooled embeddings (kept from serving when <paramref name="reusePooled"/>, else pooled
+    /// again through the live adapters), BCE-with-logits, TorchSharp autograd backward. Same outputs as
+    /// <see cref="FrozenDenseBackward.Backward"/>.</summary>
+    double AutogradBackward(IReadOnlyList<ServedEvent> samples, EventBatch batch, bool reusePooled, LastLayerAdapter.Snapshot? lastDelta,
+                            Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias)
+    {
+        int b = samples.Count, tables = _model.Tables.Count, d = _model.Config.Dim;
         using var scope = NewDisposeScope();
-        DlrmForwardPass? pass = null;
-        try
+        var pooled = empty(tables, b, d);
+        var ps = TensorMemory.Span(pooled);
+        if (reusePooled)
+            for (int i = 0; i < b; i++)
+            {
+                var src = samples[i].Pooled!;
+                for (int t = 0; t < tables; t++) src.AsSpan(t * d, d).CopyTo(ps.Slice((t * b + i) * d, d));
+            }
+        else
+            _model.Pool(batch, ps);
+        pooled.requires_grad_(true);
+        var dense = empty(b, _model.Config.DenseFeatures);
+        batch.Dense.CopyTo(TensorMemory.Span(dense));
+        Tensor logits;
+        Tensor? deltaW = null, deltaB = null;
+        if (lastDelta is null)
+            logits = _model.Dense.forward(dense, pooled);
+        else
         {
-            Tensor logits, pooled;
-            if (reuse)
-            {
-                pooled = empty(tables, b, d);
-                var ps = TensorMemory.Span(pooled);
-                for (int i = 0; i < b; i++)
-                {
-                    var src = samples[i].Pooled!;
-                    for (int t = 0; t < tables; t++) src.AsSpan(t * d, d).CopyTo(ps.Slice((t * b + i) * d, d));
-                }
-                pooled.requires_grad_(true);
-                var dense = empty(b, features);
-                batch.Dense.CopyTo(TensorMemory.Span(dense));
-                logits = _model.Dense.forward(dense, pooled);
-            }
-            else
-            {
-                pass = _model.Forward(batch);
-                logits = pass.Logits;
-                pooled = pass.Pooled;
-            }
-            var labels = empty(b);
-            batch.Labels.CopyTo(TensorMemory.Span(labels));
-            var loss = nn.functional.binary_cross_entropy_with_logits(logits, labels);
-            float lossValue = loss.item<float>();
-            if (!float.IsFinite(lossValue)) return Discard($"loss is {lossValue}", samples);
-            loss.backward();
-            var grad = pooled.grad;
-            if (grad is null) return Discard("no gradient reached the pooled embeddings", samples);
-            var gs = TensorMemory.Span(grad);
-            foreach (float g in gs)
-                if (!float.IsFinite(g)) return Discard("a pooled-embedding gradient is not finite", samples);
-
-            bool allApplied = true;
-            for (int t = 0; t < tables; t++)
-            {
-                var adapter = _adapters[t];
-                if (adapter is null) continue;
-                if (!adapter.ApplyGradients(batch.Indices(t), batch.Offsets(t), gs.Slice(t * b * d, b * d), _model.Config.Tables[t].Pooling))
-                    allApplied = false;
-            }
-            if (!allApplied) return Discard("an adapter refused a non-finite update", samples);
-            return true;
+            // The served last layer is W + ΔW: add h·ΔWᵀ + Δb with ΔW, Δb as leaves so autograd gives their gradients.
+            logits = _model.Dense.ForwardKeepingActivations(dense, pooled, out _, out var hidden);
+            deltaW = tensor(lastDelta.Weight.ToArray()).requires_grad_(true);
+            deltaB = tensor(new[] { lastDelta.Bias }).requires_grad_(true);
+            logits = logits + hidden[^1].matmul(deltaW) + deltaB;
         }
-        finally
+        var labels = empty(b);
+        batch.Labels.CopyTo(TensorMemory.Span(labels));
+        var loss = nn.functional.binary_cross_entropy_with_logits(logits, labels);
+        double lossValue = loss.item<float>();
+        gradLastBias = 0;
+        gradLastWeight.Clear();
+        if (!double.IsFinite(lossValue)) return lossValue;
+        loss.backward();
+        var grad = pooled.grad ?? throw new InvalidOperationException("no gradient reached the pooled embeddings");
+        TensorMemory.Span(grad).CopyTo(gradPooled);
+        if (deltaW is not null && deltaB is not null)
         {
-            pass?.Dispose();
+            TensorMemory.Span(deltaW.grad!).CopyTo(gradLastWeight);
+            gradLastBias = TensorMemory.Span(deltaB.grad!)[0];
         }
+        return lossValue;
     }
 
     bool Discard(string why, IReadOnlyList<ServedEvent> samples)

@@ -13,9 +13,15 @@ public sealed record OnlineTrainerOptions
     /// batches (and whatever <see cref="OnlineTrainer.Drain"/> flushes), which makes replays deterministic.</summary>
     public TimeSpan? MaxBatchWait { get; init; } = TimeSpan.FromMilliseconds(200);
     /// <summary>Data reuse: train from the pooled embeddings computed when the request was served instead of
-    /// pooling again. They are as stale as the label delay (adapter updates in between are not reflected); the
-    /// saving is one embedding lookup per table per event.</summary>
+    /// pooling again, and backpropagate through the frozen dense part from the dense activations kept with them
+    /// (<see cref="FrozenDenseBackward"/>) instead of re-running the forward under autograd. They are as stale as
+    /// the label delay (adapter updates in between are not reflected); off = the autograd reference path.</summary>
     public bool ReuseForward { get; init; } = true;
+    /// <summary>Also adapt the top MLP's last layer: an additive ΔW, Δb trained by Adagrad and published to serving
+    /// by a versioned copy + atomic swap (<see cref="LastLayerAdapter"/>). Off by default.</summary>
+    public bool AdaptLastLayer { get; init; }
+    /// <summary>Adagrad learning rate of the last-layer update (<see cref="AdaptLastLayer"/>).</summary>
+    public float LastLayerLearningRate { get; init; } = 0.005f;
     /// <summary>Options of each table's adapter (rank, budget, learning rates, optimizer, rank-adaptation interval).</summary>
     public AdapterOptions Adapter { get; init; } = new() { InitialRank = 4, MaxRank = 16, RankAdaptInterval = 200, LearningRateA = 0.02f };
     /// <summary>Tables whose budget holds fewer adapter rows than this get no adapter (a 24-row table's 1 % is a
@@ -39,6 +45,7 @@ public sealed record OnlineTrainerOptions
         if (QueueCapacity < BatchSize) throw new ArgumentOutOfRangeException(nameof(QueueCapacity), QueueCapacity, $"online trainer QueueCapacity must be ≥ BatchSize ({BatchSize})");
         if (MaxBatchWait is { } w && w <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(MaxBatchWait), w, "online trainer MaxBatchWait must be positive (or null)");
         if (MinAdapterRows < 1) throw new ArgumentOutOfRangeException(nameof(MinAdapterRows), MinAdapterRows, "online trainer MinAdapterRows must be ≥ 1");
+        if (!(LastLayerLearningRate > 0) || !float.IsFinite(LastLayerLearningRate)) throw new ArgumentOutOfRangeException(nameof(LastLayerLearningRate), LastLayerLearningRate, "online trainer LastLayerLearningRate must be positive and finite");
         if (!(SmallTableBudgetMultiple > 0 && SmallTableBudgetMultiple <= AdapterOptions.MaxBudgetFraction))
             throw new ArgumentOutOfRangeException(nameof(SmallTableBudgetMultiple), SmallTableBudgetMultiple, $"online trainer SmallTableBudgetMultiple must be in (0, {AdapterOptions.MaxBudgetFraction}]");
         ArgumentNullException.ThrowIfNull(Adapter, nameof(Adapter));

@@ -15,6 +15,10 @@ sealed class OnlineTestModel : IDisposable
     public TableAdapter?[] Adapters { get; }
     public OnlineTrainer Trainer { get; }
 
+    /// <summary>The same tables and dense features with a deeper top MLP ([72, 8, 1]): two ReLU layers to backpropagate
+    /// through, one wide enough (72 inputs to the next) for the reuse backward's four-vector register blocks and a remainder.</summary>
+    public static DlrmConfig DeepConfig(bool selfInteraction = false) => new(3, [8, 8], [72, 8, 1], Config().Tables, selfInteraction);
+
     public static DlrmConfig Config() => new(3, [8, 8], [8, 1],
         [new DlrmTableConfig("big", 400, 8, PoolingMode.Sum, EmbeddingStorage.Fp32),
          new DlrmTableConfig("mid", 200, 8, PoolingMode.Mean, EmbeddingStorage.Fp32),
@@ -29,12 +33,12 @@ sealed class OnlineTestModel : IDisposable
         Adapter = new AdapterOptions { InitialRank = 2, MaxRank = 4, BudgetFraction = 0.4, LearningRateA = 0.2f, LearningRateB = 0.05f },
     };
 
-    public OnlineTestModel(OnlineTrainerOptions? options = null, int seed = 3)
+    public OnlineTestModel(OnlineTrainerOptions? options = null, int seed = 3, DlrmConfig? config = null)
     {
         TorchRuntime.EnsureInitialised();
         options ??= Options();
         var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
-        Model = DlrmModel.Create(Config(), seed, backend);
+        Model = DlrmModel.Create(config ?? Config(), seed, backend);
         Adapters = OnlineTrainer.CreateAdapters(Model, backend, options);
         Trainer = new OnlineTrainer(Model, Adapters, options);
     }

@@ -1,0 +1,84 @@
+namespace LiveDlrm.Online;
+
+/// <summary>
+/// The optional adaptation of the top MLP's last layer (<see cref="OnlineTrainerOptions.AdaptLastLayer"/>): an
+/// additive update ΔW (1 × inputs) and Δb to the frozen last Linear layer, so the served logit is
+/// <c>h·(W + ΔW)ᵀ + b + Δb</c> with h the last hidden layer's output. Trained by Adagrad on the trainer thread.
+/// <para>Publication is a versioned copy and an atomic swap: every step builds a new immutable
+/// <see cref="Snapshot"/> and publishes it with one reference write (<see cref="Volatile.Write{T}(ref T, T)"/>);
+/// a reader takes <see cref="Current"/> once per batch and uses that object throughout, so it sees one complete
+/// version and never blocks on the trainer. A step whose gradient or result is not finite is refused before
+/// anything is published (<see cref="RejectedSteps"/>), so serving never sees a non-finite value.</para>
+/// </summary>
+public sealed class LastLayerAdapter
+{
+    /// <summary>One published version of the update. Never modified after publication.</summary>
+    public sealed class Snapshot
+    {
+        readonly float[] _weight;
+        public ReadOnlySpan<float> Weight => _weight;
+        public float Bias { get; }
+        public long Version { get; }
+
+        internal Snapshot(float[] weight, float bias, long version) { _weight = weight; Bias = bias; Version = version; }
+    }
+
+    readonly float[] _accumulatorW;
+    readonly float[] _accumulatorScratch;   // the step's new accumulators, kept only if the step is accepted
+    double _accumulatorB;
+    Snapshot _current;
+    long _rejected;
+
+    public int Inputs { get; }
+    public float LearningRate { get; }
+    public float Epsilon { get; }
+    /// <summary>The update serving must use now (one complete version).</summary>
+    public Snapshot Current => Volatile.Read(ref _current);
+    /// <summary>Steps refused because a gradient or the updated value was not finite.</summary>
+    public long RejectedSteps => Interlocked.Read(ref _rejected);
+
+    public LastLayerAdapter(int inputs, float learningRate, float epsilon = 1e-8f)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(inputs, 1);
+        if (!(learningRate > 0) || !float.IsFinite(learningRate)) throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "last-layer learning rate must be positive and finite");
+        if (!(epsilon > 0) || !float.IsFinite(epsilon)) throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, "last-layer epsilon must be positive and finite");
+        Inputs = inputs;
+        LearningRate = learningRate;
+        Epsilon = epsilon;
+        _accumulatorW = new float[inputs];
+        _accumulatorScratch = new float[inputs];
+        _current = new Snapshot(new float[inputs], 0f, 0);
+    }
+
+    /// <summary>One Adagrad step from dL/dW (<paramref name="gradientW"/>, <see cref="Inputs"/> floats) and dL/db.
+    /// Single writer (the trainer thread). False, counted and nothing published when a gradient or a result is not
+    /// finite.</summary>
+    public bool Apply(ReadOnlySpan<float> gradientW, float gradientB)
+    {
+        if (gradientW.Length != Inputs) throw new ArgumentException($"last-layer gradient has {gradientW.Length} floats, the layer has {Inputs} inputs", nameof(gradientW));
+        var old = _current;
+        var weight = new float[Inputs];
+        var accumulator = _accumulatorScratch;
+        bool finite = float.IsFinite(gradientB);
+        for (int k = 0; k < Inputs && finite; k++)
+        {
+            float g = gradientW[k];
+            float acc = _accumulatorW[k] + g * g;
+            float w = old.Weight[k] - LearningRate * g / (MathF.Sqrt(acc) + Epsilon);
+            finite = float.IsFinite(g) && float.IsFinite(acc) && float.IsFinite(w);
+            accumulator[k] = acc;
+            weight[k] = w;
+        }
+        double accB = _accumulatorB + (double)gradientB * gradientB;
+        float bias = (float)(old.Bias - LearningRate * gradientB / (Math.Sqrt(accB) + Epsilon));
+        if (!finite || !double.IsFinite(accB) || !float.IsFinite(bias))
+        {
+            Interlocked.Increment(ref _rejected);
+            return false;
+        }
+        accumulator.CopyTo(_accumulatorW, 0);
+        _accumulatorB = accB;
+        Volatile.Write(ref _current, new Snapshot(weight, bias, old.Version + 1));
+        return true;
+    }
+}
