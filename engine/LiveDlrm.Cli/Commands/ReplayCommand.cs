@@ -58,7 +58,7 @@ public sealed class ReplayCommand : ICommand
         "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
         "  --no-reuse                    live: re-pool and re-run the dense forward under autograd at training time\n" +
         "                                instead of reusing the serving forward (the reference path)\n" +
-        "  --adapt-last-layer            live: also learn an additive update of the top MLP's last layer (off by default)\n" +
+        $"  --last-layer on|off           live: also learn an additive update of the top MLP's last layer (default {(D.OnlineTrainer.AdaptLastLayer ? "on" : "off")})\n" +
         $"  --last-layer-lr X             live: its Adagrad learning rate (default {F(D.OnlineTrainer.LastLayerLearningRate)})\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
         SyntheticWorldArgs.Usage(DefaultWorld) + "\n" +
@@ -140,7 +140,12 @@ public sealed class ReplayCommand : ICommand
             {
                 BatchSize = args.Int("online-batch", defaults.OnlineTrainer.BatchSize, min: 1, max: 1 << 20),
                 ReuseForward = !args.Flag("no-reuse"),
-                AdaptLastLayer = args.Flag("adapt-last-layer"),
+                AdaptLastLayer = args.String("last-layer", defaults.OnlineTrainer.AdaptLastLayer ? "on" : "off") switch
+                {
+                    "on" => true,
+                    "off" => false,
+                    var other => throw new UsageException($"--last-layer must be on or off, not '{other}'"),
+                },
                 LastLayerLearningRate = (float)args.Double("last-layer-lr", defaults.OnlineTrainer.LastLayerLearningRate, min: 1e-9, max: 10),
                 SmallTableBudgetMultiple = args.Double("small-table-budget", defaults.OnlineTrainer.SmallTableBudgetMultiple, min: 1e-6, max: 16),
                 JointBudget = args.String("budget-scope", defaults.OnlineTrainer.JointBudget ? "joint" : "table") switch

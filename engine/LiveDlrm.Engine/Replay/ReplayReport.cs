@@ -116,6 +116,11 @@ public sealed record ReplayReport
             w.WriteString("adapter_budget_scope", Options.OnlineTrainer.JointBudget ? "joint" : "table");
             Num(w, "adapter_adagrad_initial_accumulator", a.AdagradInitialAccumulator);
             w.WriteNumber("rank_adapt_interval", a.RankAdaptInterval);
+            Num(w, "rank_energy_to_keep", a.EnergyToKeep);
+            Num(w, "rank_grow_threshold", a.GrowThreshold);
+            Num(w, "small_table_budget_multiple", Options.OnlineTrainer.SmallTableBudgetMultiple);
+            w.WriteBoolean("adapt_last_layer", Options.OnlineTrainer.AdaptLastLayer);
+            Num(w, "last_layer_lr", Options.OnlineTrainer.LastLayerLearningRate);
             Num(w, "adapter_lr_a", a.LearningRateA);
             Num(w, "adapter_lr_b", a.LearningRateB);
             w.WriteString("adapter_optimizer", a.Optimizer.ToString().ToLowerInvariant());
