@@ -351,6 +351,21 @@ internal static unsafe class LoraBagKernel
                 }
             }
         }
+        else if (weights == null)
+        {
+            // Unweighted int8 rowwise, as the plain kernel's lean int8 loop: scale broadcast from the row, bias summed.
+            for (int k = 0; k < n; k++)
+            {
+                if (Sse.IsSupported && distance > 0) PrefetchRow(indices, chunk + k + distance, rangeEnd, table, stride);
+                byte* row = table + ids[k] * stride;
+                TV s = TS.Broadcast(Unsafe.ReadUnaligned<float>(row + (long)dim * TF.ElementBytes));
+                biasSum += Unsafe.ReadUnaligned<float>(row + (long)dim * TF.ElementBytes + 4);
+                a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
+                if (nv > 1) a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
+                if (nv > 2) a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
+                if (nv > 3) a3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), s, a3);
+            }
+        }
         else
         {
             for (int k = 0; k < n; k++)
