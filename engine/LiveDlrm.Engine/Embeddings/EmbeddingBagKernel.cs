@@ -191,6 +191,35 @@ internal static unsafe class BagKernel
                 }
             }
         }
+        else if (weights == null)
+        {
+            // Unweighted int8 rowwise: the row's scale broadcast straight from the row and its bias summed, with no
+            // weight folded in (no multiplies by 1, no per-row weights test), the column offset in the base pointer;
+            // the prefetch of the row `distance` ahead touches its 2–3 lines without a loop.
+            byte* columns = table + (long)col * TF.ElementBytes;
+            long factors = (long)(dim - col) * TF.ElementBytes;   // from a row's column `col` to its scale
+            bool ahead = Sse.IsSupported && prefetch;
+            for (long j = start; j < end; j++)
+            {
+                long r = long.CreateTruncating(indices[j]);
+                if ((ulong)r >= rows) return false;
+                if (ahead && j + distance < rangeEnd)
+                {
+                    byte* next = table + long.CreateTruncating(indices[j + distance]) * stride;
+                    Sse.Prefetch0(next);
+                    Sse.Prefetch0(next + stride - 1);
+                    if (stride > 64) Sse.Prefetch0(next + 64);
+                    if (stride > 128) PrefetchAhead(indices, j, distance, rangeEnd, table, stride);
+                }
+                byte* row = columns + r * stride;
+                TV s = TS.Broadcast(Unsafe.ReadUnaligned<float>(row + factors));
+                biasSum += Unsafe.ReadUnaligned<float>(row + factors + 4);
+                a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
+                a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
+                a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
+                a3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), s, a3);
+            }
+        }
         else
         {
             for (long j = start; j < end; j++)

@@ -98,7 +98,8 @@ internal sealed unsafe class AdapterGeneration
         MapPointer = (long*)Map.Pointer;
         Filter = NativeBuffer.Allocate(FilterBytes(mapCapacity));
         FilterPointer = (ulong*)Filter.Pointer;
-        FilterShift = 64 - BitOperations.Log2((ulong)FilterBytes(mapCapacity) * 8);
+        // A 32-bit hash picks the bit (see FilterHash); a filter of more than 2^32 bits would just leave bits unused.
+        FilterShift = Math.Max(0, 32 - BitOperations.Log2((ulong)FilterBytes(mapCapacity) * 8));
         B = b;
         BAdagrad = new float[b.Length];
         FreeSlots = new int[slotCapacity];
@@ -155,7 +156,15 @@ internal sealed unsafe class AdapterGeneration
     /// <summary>Bit index of <paramref name="row"/> in the filter: a multiplicative hash with a different constant
     /// from the map's, so rows that collide in the map do not also collide here.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static long FilterBit(long row, int filterShift) => (long)(((ulong)row * 0xD6E8FEB86659FD93UL) >> filterShift);
+    public static long FilterBit(long row, int filterShift) => FilterHash(row) >> filterShift;
+
+    /// <summary>The filter's hash before the shift: 32-bit multiplicative hash of the row's low 32 bits, so the lookup
+    /// kernel can compute it for 4 indices at once with one vpmuludq (AVX2 has no 64-bit multiply). Rows that differ
+    /// only above bit 31 share a bit: more false positives for tables past 2^32 rows, never a wrong answer.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint FilterHash(long row) => (uint)row * FilterMultiplier;
+
+    public const uint FilterMultiplier = 0x85EBCA6Bu;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool MayContain(ulong* filter, int filterShift, long row)

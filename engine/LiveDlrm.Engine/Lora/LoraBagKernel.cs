@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -47,15 +48,13 @@ internal struct Two : IVectorCount { public static int N => 2; }
 internal struct Three : IVectorCount { public static int N => 3; }
 internal struct Four : IVectorCount { public static int N => 4; }
 
-/// <summary>The fused LoRA bag kernel at one vector width and row format, on the embedding kernels' own SIMD
-/// abstractions (<see cref="ISimd{TV}"/>, <see cref="IRowFormat"/>) and worker pool. For rows of 1–4 whole vectors
-/// (dim 16/32/48/64 at AVX-512, 8..32 at AVX2) the bag's output stays in registers as in the plain kernel; per index it
-/// adds one test of the adapter's presence filter (L2-resident for a 1 % budget, so it is not prefetched: out-of-order
-/// execution hides an L2 hit, and the prefetch's hash would cost more µops than it saves) and,
-/// for the rows that pass it (adapted rows and a few percent of false positives), one map probe. An adapted row is
-/// read under its slot's seqlock into temporaries — W[row] and A[row] from one consistent snapshot — and only then
-/// added, so a retry never double-adds. The bag's rank-space sum meets B once at the end. Other dims use
-/// <see cref="LoraEmbeddingBag"/>'s generic path.</summary>
+/// <summary>The LoRA bag kernel at one vector width and row format, on the embedding kernels' own SIMD abstractions
+/// (<see cref="ISimd{TV}"/>, <see cref="IRowFormat"/>) and worker pool, for rows of 1–4 whole vectors (dim 16/32/48/64
+/// at AVX-512, 8..32 at AVX2, 4..16 at SSE4): the bag's output stays in registers as in the plain kernel. The main
+/// path (<see cref="Run"/>) keeps the plain kernel's lean W loop and does the adapter's work (filter, map probe, B
+/// product) outside it; an adapted row's W and A are still read under its slot's seqlock as one snapshot, validated
+/// for the whole bag before anything is stored. <see cref="FusedBag"/> is the row-by-row form it falls back to when a
+/// slot changes under it. Other dims use <see cref="LoraEmbeddingBag"/>'s generic path.</summary>
 internal static unsafe class LoraBagKernel
 {
     /// <summary>Slot of <paramref name="row"/> or -1: presence filter first, then the map (same probe as
@@ -106,8 +105,402 @@ internal static unsafe class LoraBagKernel
         _ => throw new ArgumentOutOfRangeException(nameof(vectors), vectors, "the LoRA register kernel holds 1–4 vectors per row"),
     };
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>Per-bag test hook: when set, every bag takes the per-row path (tests compare the two paths).</summary>
+    internal static volatile bool PerRowOnly;
+
+    /// <summary>Indices per chunk of a bag: one bit each in the candidate mask.</summary>
+    const int ChunkIndices = 64;
+
+    /// <summary>Bags whose filter masks are computed ahead, together (2048 indices at pooling 32: far more than the
+    /// out-of-order window, so the filter loop runs on its own).</summary>
+    const int BagBlock = 64;
+
+    /// <summary>Bags [bagBegin, bagEnd), so that the W gather stays the plain kernel's lean loop: from DRAM that loop is
+    /// bound by how many rows are in flight, and every other instruction that sits in the out-of-order window among
+    /// its misses cuts that number. So the adapter's work is moved out of the W loop:
+    /// <list type="number">
+    /// <item>per block of <see cref="BagBlock"/> bags, ahead of their W rows: the presence filter for the first 64
+    /// indices of every bag (branchless, 4 at a time, into a bit mask), then the map probe of each candidate
+    /// (buckets prefetched first) → the block's list of (index, slot);</item>
+    /// <item>per bag: open the seqlock read of each listed slot (counter must be even; owner checked; weighted A added
+    /// to the bag's rank-space sum) — the slots were prefetched while the previous bag ran;</item>
+    /// <item>the W rows of every index, exactly as <see cref="BagKernel"/> adds them (<see cref="AddRows"/>);</item>
+    /// <item>the counters of every slot opened are read again: W of each adapted row was read between its slot's two
+    /// counter reads, so unchanged counters mean W and A came from one snapshot (a merge bumps the counter). A change,
+    /// or an odd counter in step 2, sends the bag to <see cref="FusedBag"/>, which redoes it row by row.</item>
+    /// </list>
+    /// The bag's output (W part) is stored only after that check; the B products of a block's adapted bags are added
+    /// after the block (<see cref="ApplyB"/>). Indices past 64 in a long bag take steps 1–2 inline, chunk by chunk.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     static bool Run<TS, TV, TF, TN>(in BagJob job, int bagBegin, int bagEnd)
+        where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
+    {
+        LoraContext* ctx = (LoraContext*)job.Context;
+        long* indices = (long*)job.Indices;
+        long* offsets = (long*)job.Offsets;
+        float* weights = job.Weights;
+        int dim = job.Dim, w = TS.Count, nv = TN.N, rank = ctx->Rank;
+        long* map = ctx->Map;
+        long mapMask = ctx->MapMask;
+        int mapShift = ctx->MapShift, slotStride = ctx->SlotStride;
+        byte* slots = ctx->Pool;
+        ulong* filter = ctx->Filter;
+        int filterShift = ctx->FilterShift;
+        // Rank ≤ 16 (the common case): a bag's Σ A[i] lives in two 8-float registers.
+        bool vecA = rank <= 16;
+        float* aAcc = stackalloc float[Math.Max(rank, 16)];
+        nint* slotAt = stackalloc nint[ChunkIndices];
+        int* slotIndex = stackalloc int[ChunkIndices];
+        int* seqSeen = stackalloc int[ChunkIndices];
+        long rangeEnd = offsets[bagEnd];
+        bool perRow = PerRowOnly;
+        // Step 1 runs for a whole block before its W loops: interleaved per bag, the filter's ~5 µops an index shared
+        // the window with the W misses (measured: +30 % time with an empty filter, ~+5 % as a block).
+        ulong* blockMasks = stackalloc ulong[BagBlock];
+        int* foundFrom = stackalloc int[BagBlock + 1];
+        int* foundSlot = stackalloc int[BagBlock * ChunkIndices];
+        int* foundIndex = stackalloc int[BagBlock * ChunkIndices];
+        int blockStart = bagBegin, blockEnd = bagBegin;
+        // Likewise the B products (rank × dim FMAs, ~80 µops for an adapted bag at rank 16, dim 64, and about half
+        // the bags of a uniform batch touch an adapted row): done after the block's W loops, from each adapted bag's
+        // scaled rank-space sum kept here.
+        int rankPad = vecA ? 16 : rank;
+        float* blockA = stackalloc float[BagBlock * rankPad];
+        int* adaptedBags = stackalloc int[BagBlock];
+        int adaptedCount = 0;
+        for (int b = bagBegin; b < bagEnd; b++)
+        {
+            if (b == blockEnd)
+            {
+                blockStart = b;
+                blockEnd = Math.Min(bagEnd, b + BagBlock);
+                int count = blockEnd - blockStart;
+                for (int i = 0; i < count; i++) blockMasks[i] = FirstChunkCandidates<TS, TV>(indices, offsets, blockStart + i, filter, filterShift);
+                for (int i = 0; i < count; i++) PrefetchBuckets(indices + offsets[blockStart + i], blockMasks[i], map, mapShift);
+                // The map probes of the block's first chunks, also ahead of the W loops. The slot found may be reused
+                // for another row by the time the bag is processed; the owner check under the seqlock catches that.
+                int found = 0;
+                for (int i = 0; i < count; i++)
+                {
+                    foundFrom[i] = found;
+                    long* ids = indices + offsets[blockStart + i];
+                    for (ulong c = blockMasks[i]; c != 0; c &= c - 1)
+                    {
+                        int k = BitOperations.TrailingZeroCount(c);
+                        int slot = FindInMap(ids[k], map, mapMask, mapShift);
+                        if (slot < 0) continue;
+                        foundSlot[found] = slot;
+                        foundIndex[found++] = k;
+                    }
+                }
+                foundFrom[count] = found;
+                for (int f = foundFrom[0]; f < foundFrom[1]; f++) PrefetchSlot(slots + (long)foundSlot[f] * slotStride, slotStride);
+            }
+            // The slots of the next bag, a bag ahead of their seqlock reads.
+            if (b + 1 < blockEnd)
+                for (int f = foundFrom[b + 1 - blockStart]; f < foundFrom[b + 2 - blockStart]; f++)
+                    PrefetchSlot(slots + (long)foundSlot[f] * slotStride, slotStride);
+            if (perRow) goto PerRow;
+            if (!vecA) for (int k = 0; k < rank; k++) aAcc[k] = 0;
+            long start = offsets[b], end = offsets[b + 1];
+            TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
+            Vector256<float> sumA0 = Vector256<float>.Zero, sumA1 = Vector256<float>.Zero;
+            float biasSum = 0;
+            bool adapted = false;
+            for (long chunk = start; chunk < end; chunk += ChunkIndices)
+            {
+                long* ids = indices + chunk;
+                int n = (int)Math.Min(ChunkIndices, end - chunk);
+                // Pass 1 and 2a: the slots the candidates of this chunk map to (the first chunk's were found with its
+                // block: filter, then map probe); for later chunks of a long bag, here.
+                int opened = 0;
+                if (chunk == start)
+                {
+                    for (int f = foundFrom[b - blockStart]; f < foundFrom[b + 1 - blockStart]; f++)
+                    {
+                        slotAt[opened] = (nint)(slots + (long)foundSlot[f] * slotStride);
+                        slotIndex[opened++] = foundIndex[f];
+                    }
+                }
+                else
+                {
+                    ulong candidates = FilterCandidates<TS, TV>(ids, n, filter, filterShift);
+                    PrefetchBuckets(ids, candidates, map, mapShift);
+                    for (; candidates != 0; candidates &= candidates - 1)
+                    {
+                        int k = BitOperations.TrailingZeroCount(candidates);
+                        int slot = FindInMap(ids[k], map, mapMask, mapShift);
+                        if (slot < 0) continue;
+                        byte* p = slots + (long)slot * slotStride;
+                        PrefetchSlot(p, slotStride);
+                        slotAt[opened] = (nint)p;
+                        slotIndex[opened++] = k;
+                    }
+                }
+                // Pass 2b: the seqlock reads opened: counter (must be even), owner, A.
+                for (int i = 0; i < opened; i++)
+                {
+                    byte* p = (byte*)slotAt[i];
+                    int k = slotIndex[i];
+                    int s1 = Volatile.Read(ref *(int*)(p + SlotLayout.SeqOffset));
+                    if ((s1 & 1) != 0) goto PerRow;             // the trainer is inside this slot: the per-row path waits
+                    seqSeen[i] = s1;
+                    if (*(long*)(p + SlotLayout.RowOffset) != ids[k]) continue;   // slot reused for another row: W alone
+                    float weight = weights == null ? 1f : weights[chunk + k];
+                    float* slotA = (float*)(p + SlotLayout.AOffset);
+                    if (vecA)
+                    {
+                        // A is padded to a multiple of 8 floats inside the slot (SlotLayout.StrideFor); lanes ≥ rank unused.
+                        var w8 = Vector256.Create(weight);
+                        sumA0 = Vector256.FusedMultiplyAdd(Vector256.Load(slotA), w8, sumA0);
+                        if (rank > 8) sumA1 = Vector256.FusedMultiplyAdd(Vector256.Load(slotA + 8), w8, sumA1);
+                    }
+                    else for (int c = 0; c < rank; c++) aAcc[c] = MathF.FusedMultiplyAdd(slotA[c], weight, aAcc[c]);
+                    adapted = true;
+                }
+                // Pass 3: the W rows, as the plain kernel adds them (its own method: in this one the many live
+                // pointers would push the loop's base and stride out of registers).
+                AddRows<TS, TV, TF, TN>(in job, chunk, n, rangeEnd, ref a0, ref a1, ref a2, ref a3, ref biasSum);
+                // Close the slot reads: every load above completes before the counters are read again.
+                if (opened > 0)
+                {
+                    Volatile.ReadBarrier();
+                    for (int i = 0; i < opened; i++)
+                        if (*(int*)(slotAt[i] + SlotLayout.SeqOffset) != seqSeen[i]) goto PerRow;
+                }
+            }
+            if (TF.HasBias)
+            {
+                TV bv = TS.Broadcast(biasSum);
+                a0 = TS.Add(a0, bv); a1 = TS.Add(a1, bv); a2 = TS.Add(a2, bv); a3 = TS.Add(a3, bv);
+            }
+            float scaleBag = job.Mean && end > start ? 1f / (end - start) : 1f;
+            if (job.Mean)
+            {
+                TV m = TS.Broadcast(scaleBag);
+                a0 = TS.Multiply(a0, m); a1 = TS.Multiply(a1, m); a2 = TS.Multiply(a2, m); a3 = TS.Multiply(a3, m);
+            }
+            float* output = job.Output + (long)b * dim;
+            TS.Store(a0, output);
+            if (nv > 1) TS.Store(a1, output + w);
+            if (nv > 2) TS.Store(a2, output + 2 * w);
+            if (nv > 3) TS.Store(a3, output + 3 * w);
+            if (adapted)
+            {
+                // The rank-space sum meets B after the block (see ApplyB); the bag's scale goes with it.
+                float* coefficients = blockA + (b - blockStart) * rankPad;
+                if (vecA)
+                {
+                    var m8 = Vector256.Create(scaleBag);
+                    (sumA0 * m8).Store(coefficients);
+                    (sumA1 * m8).Store(coefficients + 8);
+                }
+                else for (int k = 0; k < rank; k++) coefficients[k] = aAcc[k] * scaleBag;
+                adaptedBags[adaptedCount++] = b;
+            }
+            goto Next;
+        PerRow:
+            FusedBag<TS, TV, TF, TN>(in job, b, rangeEnd);
+        Next:
+            if (b + 1 == blockEnd && adaptedCount > 0)
+            {
+                ApplyB<TS, TV, TN>(job.Output, dim, ctx->B, rank, adaptedBags, adaptedCount, blockA, blockStart, rankPad);
+                adaptedCount = 0;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Pass 3 of <see cref="Run{TS, TV, TF, TN}"/>: adds the W rows of indices [chunk, chunk + n) to the
+    /// accumulators, exactly as the plain kernel's loop does (unweighted fp32/fp16: plain adds on the row pointer).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static void AddRows<TS, TV, TF, TN>(in BagJob job, long chunk, int n, long rangeEnd, ref TV acc0, ref TV acc1, ref TV acc2, ref TV acc3, ref float biasAcc)
+        where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
+    {
+        long* indices = (long*)job.Indices;
+        long* ids = indices + chunk;
+        byte* table = job.Table;
+        long stride = job.Stride;
+        float* weights = job.Weights;
+        int dim = job.Dim, w = TS.Count, nv = TN.N, distance = job.PrefetchDistance;
+        TV a0 = acc0, a1 = acc1, a2 = acc2, a3 = acc3;
+        float biasSum = biasAcc;
+        if (weights == null && !TF.HasBias)
+        {
+            if (Sse.IsSupported && distance > 0)
+            {
+                for (int k = 0; k < n; k++)
+                {
+                    PrefetchRow(indices, chunk + k + distance, rangeEnd, table, stride);
+                    byte* row = table + ids[k] * stride;
+                    a0 = TS.Add(TF.Load<TS, TV>(row, 0), a0);
+                    if (nv > 1) a1 = TS.Add(TF.Load<TS, TV>(row, w), a1);
+                    if (nv > 2) a2 = TS.Add(TF.Load<TS, TV>(row, 2 * w), a2);
+                    if (nv > 3) a3 = TS.Add(TF.Load<TS, TV>(row, 3 * w), a3);
+                }
+            }
+            else
+            {
+                for (int k = 0; k < n; k++)
+                {
+                    byte* row = table + ids[k] * stride;
+                    a0 = TS.Add(TF.Load<TS, TV>(row, 0), a0);
+                    if (nv > 1) a1 = TS.Add(TF.Load<TS, TV>(row, w), a1);
+                    if (nv > 2) a2 = TS.Add(TF.Load<TS, TV>(row, 2 * w), a2);
+                    if (nv > 3) a3 = TS.Add(TF.Load<TS, TV>(row, 3 * w), a3);
+                }
+            }
+        }
+        else if (weights == null)
+        {
+            // Unweighted int8 rowwise, as the plain kernel's lean int8 loop: scale broadcast from the row, bias summed.
+            for (int k = 0; k < n; k++)
+            {
+                if (Sse.IsSupported && distance > 0) PrefetchRow(indices, chunk + k + distance, rangeEnd, table, stride);
+                byte* row = table + ids[k] * stride;
+                TV s = TS.Broadcast(Unsafe.ReadUnaligned<float>(row + (long)dim * TF.ElementBytes));
+                biasSum += Unsafe.ReadUnaligned<float>(row + (long)dim * TF.ElementBytes + 4);
+                a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
+                if (nv > 1) a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
+                if (nv > 2) a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
+                if (nv > 3) a3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), s, a3);
+            }
+        }
+        else
+        {
+            for (int k = 0; k < n; k++)
+            {
+                if (Sse.IsSupported && distance > 0) PrefetchRow(indices, chunk + k + distance, rangeEnd, table, stride);
+                byte* row = table + ids[k] * stride;
+                TF.RowFactors(row, dim, weights == null ? 1f : weights[chunk + k], out float scale, out float bias);
+                TV s = TS.Broadcast(scale);
+                a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
+                if (nv > 1) a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
+                if (nv > 2) a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
+                if (nv > 3) a3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), s, a3);
+                if (TF.HasBias) biasSum += bias;
+            }
+        }
+        acc0 = a0; acc1 = a1; acc2 = a2; acc3 = a3;
+        biasAcc = biasSum;
+    }
+
+    /// <summary>out_b += c_b · B for the adapted bags of a block (c_b = the bag's scaled rank-space sum).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static void ApplyB<TS, TV, TN>(float* output, int dim, float* b, int rank, int* bags, int count, float* blockA, int blockStart, int rankPad)
+        where TS : ISimd<TV> where TV : struct where TN : IVectorCount
+    {
+        int w = TS.Count, nv = TN.N;
+        for (int i = 0; i < count; i++)
+        {
+            float* o = output + (long)bags[i] * dim;
+            float* coefficients = blockA + (bags[i] - blockStart) * rankPad;
+            TV a0 = TS.LoadFp32(o), a1 = nv > 1 ? TS.LoadFp32(o + w) : TS.Zero, a2 = nv > 2 ? TS.LoadFp32(o + 2 * w) : TS.Zero, a3 = nv > 3 ? TS.LoadFp32(o + 3 * w) : TS.Zero;
+            float* bRow = b;
+            for (int k = 0; k < rank; k++, bRow += dim)
+            {
+                TV c = TS.Broadcast(coefficients[k]);
+                a0 = TS.MultiplyAdd(TS.LoadFp32(bRow), c, a0);
+                if (nv > 1) a1 = TS.MultiplyAdd(TS.LoadFp32(bRow + w), c, a1);
+                if (nv > 2) a2 = TS.MultiplyAdd(TS.LoadFp32(bRow + 2 * w), c, a2);
+                if (nv > 3) a3 = TS.MultiplyAdd(TS.LoadFp32(bRow + 3 * w), c, a3);
+            }
+            TS.Store(a0, o);
+            if (nv > 1) TS.Store(a1, o + w);
+            if (nv > 2) TS.Store(a2, o + 2 * w);
+            if (nv > 3) TS.Store(a3, o + 3 * w);
+        }
+    }
+
+    /// <summary>Filter candidates of the first (up to) 64 indices of bag <paramref name="b"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static ulong FirstChunkCandidates<TS, TV>(long* indices, long* offsets, int b, ulong* filter, int filterShift) where TS : ISimd<TV> where TV : struct
+    {
+        long start = offsets[b];
+        return FilterCandidates<TS, TV>(indices + start, (int)Math.Min(ChunkIndices, offsets[b + 1] - start), filter, filterShift);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PrefetchSlot(byte* p, int slotStride)
+    {
+        if (!Sse.IsSupported) return;
+        Sse.Prefetch0(p);
+        Sse.Prefetch0(p + slotStride - 1);
+    }
+
+    /// <summary>Prefetches the home bucket of every candidate in <paramref name="candidates"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PrefetchBuckets(long* ids, ulong candidates, long* map, int mapShift)
+    {
+        if (!Sse.IsSupported) return;
+        for (; candidates != 0; candidates &= candidates - 1)
+            Sse.Prefetch0(map + (long)(((ulong)ids[BitOperations.TrailingZeroCount(candidates)] * 0x9E3779B97F4A7C15UL) >> mapShift));
+    }
+
+    /// <summary>Bit k set when ids[k] (k &lt; n ≤ 64) may have a slot: the presence filter for every index, without a
+    /// branch per index. At the AVX2 and AVX-512 levels 8 indices at a time (hash with vpmulld, 32-bit filter words
+    /// with vpgatherdd, the tested bit shifted to the sign and collected with vmovmskps): under 2 instructions an index
+    /// plus the gather, instead of 9.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static ulong FilterCandidates<TS, TV>(long* ids, int n, ulong* filter, int filterShift) where TS : ISimd<TV> where TV : struct
+    {
+        ulong candidates = 0;
+        int k = 0;
+        if (Avx2.IsSupported && typeof(TS) != typeof(Simd128))
+        {
+            // 8 indices a step: their low dwords packed into one vector (the hash only uses them), a 32-bit multiply,
+            // and the filter read as 32-bit words (same bits as the 64-bit words on little-endian x86).
+            var multiplier = Vector256.Create(AdapterGeneration.FilterMultiplier);
+            var low5 = Vector256.Create(31u);
+            uint* words32 = (uint*)filter;
+            for (; k + 8 <= n; k += 8)
+            {
+                var first = Vector256.Load((float*)(ids + k));
+                var second = Vector256.Load((float*)(ids + k + 4));
+                // shufps keeps dwords 0 and 2 of each row pair: rows k, k+1, k+4, k+5 | k+2, k+3, k+6, k+7; vpermq reorders.
+                var packed = Avx2.Permute4x64(Avx.Shuffle(first, second, 0b10_00_10_00).AsUInt64(), 0b11_01_10_00).AsUInt32();
+                var bit = (packed * multiplier) >> filterShift;
+                var words = Avx2.GatherVector256(words32, (bit >> 5).AsInt32(), 4);
+                var atSign = Avx2.ShiftLeftLogicalVariable(words, Vector256.AndNot(low5, bit));
+                candidates |= (ulong)atSign.ExtractMostSignificantBits() << k;
+            }
+        }
+        for (; k < n; k++)
+        {
+            long bit = AdapterGeneration.FilterBit(ids[k], filterShift);
+            candidates |= ((filter[bit >> 6] >> (int)bit) & 1) << k;
+        }
+        return candidates;
+    }
+
+    /// <summary>Slot of <paramref name="row"/> in the map, or -1 (the filter has already said "maybe").</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int FindInMap(long row, long* map, long mapMask, int mapShift)
+    {
+        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
+        {
+            long e = Volatile.Read(ref map[pos]);
+            if (e == AdapterGeneration.Empty) return -1;
+            if (e >> AdapterGeneration.SlotBits == row + 1) return (int)(e & AdapterGeneration.SlotMask);
+        }
+    }
+
+    /// <summary>Touches every cache line of row indices[j] when j is still inside this thread's range.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PrefetchRow(long* indices, long j, long rangeEnd, byte* table, long stride)
+    {
+        if (j >= rangeEnd) return;
+        byte* row = table + indices[j] * stride;
+        byte* line = (byte*)((nuint)row & ~(nuint)63);
+        byte* last = row + stride - 1;
+        for (; line <= last; line += 64) Sse.Prefetch0(line);
+    }
+
+    /// <summary>One bag, row by row: each candidate row's W and A are read inside its own slot section and retried
+    /// until consistent. The fallback of <see cref="TwoPassBag{TS, TV, TF, TN}"/> when a slot it read changed (or was
+    /// being written) during the bag; it waits for the writer, bounded by one slot write.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static void FusedBag<TS, TV, TF, TN>(in BagJob job, int b, long rangeEnd)
         where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
     {
         LoraContext* ctx = (LoraContext*)job.Context;
@@ -124,14 +517,12 @@ internal static unsafe class LoraBagKernel
         byte* slots = ctx->Pool;
         ulong* filter = ctx->Filter;
         int filterShift = ctx->FilterShift;
-        long rangeEnd = offsets[bagEnd];
         // Rank ≤ 16 (the common case): the bag's Σ A[i] lives in two 8-float registers and each A[i] is loaded
         // straight from its slot. A slot pads A to a multiple of 8 floats (SlotLayout.StrideFor), so the loads stay
         // inside the slot; lanes ≥ rank are never used (only aAcc[0..rank) feeds the B product).
         bool vecA = rank <= 16;
         float* aAcc = stackalloc float[Math.Max(rank, 16)];
         float* aRow = stackalloc float[rank];
-        for (int b = bagBegin; b < bagEnd; b++)
         {
             long start = offsets[b], end = offsets[b + 1];
             TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
@@ -248,7 +639,6 @@ internal static unsafe class LoraBagKernel
             if (nv > 2) TS.Store(a2, output + 2 * w);
             if (nv > 3) TS.Store(a3, output + 3 * w);
         }
-        return true;
     }
 
     /// <summary>Copies n floats with plain loads and stores (inlined, no call).</summary>

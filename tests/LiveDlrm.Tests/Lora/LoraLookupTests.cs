@@ -66,6 +66,78 @@ public class LoraLookupTests
         LoraTestData.AssertClose(actual, expected.Select(x => (double)x).ToArray(), 1e-5, "pooled");
     }
 
+    /// <summary>The register kernel's chunked and blocked paths: bags longer than 64 indices (filter and probes for
+    /// the later chunks inline), more than one block of 64 bags, a hit/miss mix, rank above 16 (rank-space sum in
+    /// memory instead of two registers), and the row-by-row path it falls back to, at every vector ISA.</summary>
+    [Test]
+    public void LongBagsHighRankAndThePerRowPathEqualTheDenseRows(
+        [ValueSource(nameof(VectorIsas))] KernelIsa isa,
+        [ValueSource(nameof(Storages))] EmbeddingStorage storage,
+        [Values(4, 20)] int rank,
+        [Values(false, true)] bool perRow)
+    {
+        int dim = rank <= 16 ? 16 : 32;                      // MaxRank may not exceed dim
+        var rng = new Random(rank * 13 + (int)storage * 3 + (perRow ? 1 : 0));
+        using var table = LoraTestData.Table(storage, 3000, dim, seed: rank);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = rank, MinRank = 1, MaxRank = rank, BudgetFraction = 1.0 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 150);
+        using var callerOnly = new EmbeddingWorkerPool(0);
+        foreach (var pooling in new[] { PoolingMode.Sum, PoolingMode.Mean, PoolingMode.WeightedSum })
+        {
+            var batch = LoraTestData.RandomBatch(rng, table.Rows, 140, 150, hot, pooling == PoolingMode.WeightedSum);
+            var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, pooling, dim);
+            var actual = new float[batch.Bags * dim];
+            bool saved = LoraBagKernel.PerRowOnly;
+            LoraBagKernel.PerRowOnly = perRow;
+            try
+            {
+                using (EmbeddingKernels.Force(isa))
+                    LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, actual, pooling, batch.Weights, callerOnly);
+            }
+            finally { LoraBagKernel.PerRowOnly = saved; }
+            // fp32 sums of up to 150 terms of magnitude ~1: 5e-5, not 1e-5. int8 rows: Σ scale·q and Σ bias are summed
+            // apart and added once (FBGEMM's fold, as in the plain kernel): two sums of magnitude ~150 that cancel.
+            double tolerance = storage == EmbeddingStorage.Int8Rowwise ? 3e-4 : 5e-5;
+            LoraTestData.AssertClose(actual, expected, tolerance, $"{isa} {pooling}{(perRow ? " per row" : "")}");
+        }
+    }
+
+    static readonly KernelIsa[] VectorIsas = Isas.Where(i => i != KernelIsa.Scalar).ToArray();
+
+    /// <summary>A slot whose counter is odd (the trainer inside its section) must not be read: the lookup falls back to
+    /// the row-by-row path, which waits until the section closes, then returns the row as it is afterwards.</summary>
+    [Test]
+    public unsafe void ALookupWaitsWhileAnAdaptedRowIsBeingWritten()
+    {
+        const int dim = 16;
+        var rng = new Random(9);
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 1000, dim, seed: 4);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 4, BudgetFraction = 1.0 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 20);
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 30, 10, hot, weighted: false);
+        long[] indices = batch.Indices.Append(hot[0]).ToArray();
+        long[] offsets = batch.Offsets.ToArray();
+        offsets[^1] = indices.Length;                      // the last bag also reads hot[0]
+        var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch with { Indices = indices, Offsets = offsets }, PoolingMode.Sum, dim);
+
+        var g = adapter.Pin();
+        int* seq;
+        try { seq = (int*)(g.SlotPointer(g.Find(hot[0])) + SlotLayout.SeqOffset); }
+        finally { TableAdapter.Unpin(g); }
+        int before = *seq;
+        Assert.That(before % 2, Is.EqualTo(0));
+        Volatile.Write(ref *seq, before + 1);                // as the trainer does on entering the slot's section
+        var output = new float[batch.Bags * dim];
+        using var callerOnly = new EmbeddingWorkerPool(0);
+        var lookup = new Thread(() => LoraEmbeddingBag.Forward(adapter, indices, offsets, output, pool: callerOnly));
+        lookup.Start();
+        bool finishedWhileOdd = lookup.Join(300);
+        Volatile.Write(ref *seq, before + 2);                // section closed (nothing changed inside it)
+        lookup.Join();
+        Assert.That(finishedWhileOdd, Is.False, "the lookup read a slot whose counter was odd");
+        LoraTestData.AssertClose(output, expected, 1e-5, "after the wait");
+    }
+
     [Test]
     public void AnEmptyAdapterGivesThePlainLookup()
     {
