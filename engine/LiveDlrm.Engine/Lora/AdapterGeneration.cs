@@ -181,6 +181,19 @@ internal sealed unsafe class AdapterGeneration
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long Bucket(long row) => (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> _mapShift);
 
+    /// <summary>The kernels' map probe, on locals copied out of a pinned generation: the slot mapped to
+    /// <paramref name="row"/>, or -1. Readers confirm the owner inside the slot's seqlock (the slot may be reused).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int ProbeMap(long row, long* map, long mapMask, int mapShift)
+    {
+        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
+        {
+            long e = Volatile.Read(ref map[pos]);
+            if (e == Empty) return -1;
+            if (e >> SlotBits == row + 1) return (int)(e & SlotMask);
+        }
+    }
+
     /// <summary>Reader-safe probe: the slot mapped to <paramref name="row"/>, or -1. The slot may be reused for
     /// another row after this returns; readers confirm the owner inside the slot's seqlock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -101,7 +101,7 @@ public static unsafe class LoraAdapterTerm
                 long row = idx[j];
                 long bit = AdapterGeneration.FilterBit(row, filterShift);
                 if ((Volatile.Read(ref filter[bit >> 6]) & (1UL << (int)(bit & 63))) == 0) continue;
-                int slot = Probe(row, map, mapMask, mapShift);
+                int slot = AdapterGeneration.ProbeMap(row, map, mapMask, mapShift);
                 if (slot < 0) continue;
                 byte* p = pool + (long)slot * slotStride;
                 int* seq = (int*)(p + SlotLayout.SeqOffset);
@@ -156,17 +156,6 @@ public static unsafe class LoraAdapterTerm
             AddProduct(aAcc, rank, b, dim, job.Output + (long)bag * dim);
         }
         return true;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int Probe(long row, long* map, long mapMask, int mapShift)
-    {
-        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
-        {
-            long e = Volatile.Read(ref map[pos]);
-            if (e == AdapterGeneration.Empty) return -1;
-            if (e >> AdapterGeneration.SlotBits == row + 1) return (int)(e & AdapterGeneration.SlotMask);
-        }
     }
 
     /// <summary>o[0..dim) += Σ_k s[k]·B[k, 0..dim): columns outer, rank inner, so each output vector is loaded and

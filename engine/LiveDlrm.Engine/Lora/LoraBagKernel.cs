@@ -64,12 +64,7 @@ internal static unsafe class LoraBagKernel
     {
         long bit = AdapterGeneration.FilterBit(row, filterShift);
         if ((filter[bit >> 6] & (1UL << (int)(bit & 63))) == 0) return -1;
-        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
-        {
-            long e = Volatile.Read(ref map[pos]);
-            if (e == AdapterGeneration.Empty) return -1;
-            if (e >> AdapterGeneration.SlotBits == row + 1) return (int)(e & AdapterGeneration.SlotMask);
-        }
+        return AdapterGeneration.ProbeMap(row, map, mapMask, mapShift);
     }
 
     /// <summary>True when <paramref name="dim"/> fits the register path at <paramref name="isa"/>.</summary>
@@ -187,7 +182,7 @@ internal static unsafe class LoraBagKernel
                     for (ulong c = blockMasks[i]; c != 0; c &= c - 1)
                     {
                         int k = BitOperations.TrailingZeroCount(c);
-                        int slot = FindInMap(ids[k], map, mapMask, mapShift);
+                        int slot = AdapterGeneration.ProbeMap(ids[k], map, mapMask, mapShift);
                         if (slot < 0) continue;
                         foundSlot[found] = slot;
                         foundIndex[found++] = k;
@@ -229,7 +224,7 @@ internal static unsafe class LoraBagKernel
                     for (; candidates != 0; candidates &= candidates - 1)
                     {
                         int k = BitOperations.TrailingZeroCount(candidates);
-                        int slot = FindInMap(ids[k], map, mapMask, mapShift);
+                        int slot = AdapterGeneration.ProbeMap(ids[k], map, mapMask, mapShift);
                         if (slot < 0) continue;
                         byte* p = slots + (long)slot * slotStride;
                         PrefetchSlot(p, slotStride);
@@ -473,17 +468,6 @@ internal static unsafe class LoraBagKernel
         return candidates;
     }
 
-    /// <summary>Slot of <paramref name="row"/> in the map, or -1 (the filter has already said "maybe").</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int FindInMap(long row, long* map, long mapMask, int mapShift)
-    {
-        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
-        {
-            long e = Volatile.Read(ref map[pos]);
-            if (e == AdapterGeneration.Empty) return -1;
-            if (e >> AdapterGeneration.SlotBits == row + 1) return (int)(e & AdapterGeneration.SlotMask);
-        }
-    }
 
     /// <summary>Touches every cache line of row indices[j] when j is still inside this thread's range.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
