@@ -62,6 +62,10 @@ public sealed class ReplayCommand : ICommand
         $"  --last-layer-lr X             live: its Adagrad learning rate (default {F(D.OnlineTrainer.LastLayerLearningRate)})\n" +
         "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
         SyntheticWorldArgs.Usage(DefaultWorld) + "\n" +
+        "  --live-backend cpu|pim        live: pool the base rows on the CPU kernels (default) or on UPMEM DPUs (real\n" +
+        "                                ones when the SDK build finds them, else the emulation); the host adds the\n" +
+        "                                adapter term and pushes merges to MRAM\n" +
+        "  --pim-dpus N                  with --live-backend pim: DPUs per table (default 64)\n" +
         "  --out DIR                     report.json and plots (default artifacts/replay)\n" +
         "  --no-plots                    skip the PNG plots";
 
@@ -157,6 +161,22 @@ public sealed class ReplayCommand : ICommand
                 Adapter = adapter,
                 Log = line => Console.Error.WriteLine("  " + line),
             },
+        };
+        string liveBackend = args.String("live-backend", "cpu");
+        int pimDpus = args.Int("pim-dpus", 64, min: 1, max: 2560);
+        options = liveBackend switch
+        {
+            "cpu" => options,
+            // Auto: real DPUs when the SDK build finds them, else the emulation; the choice is logged.
+            "pim" => options with
+            {
+                LiveBaseBackend = () => new LiveDlrm.Pim.PimEmbeddingBackend(new LiveDlrm.Pim.PimBackendOptions
+                {
+                    Backend = LiveDlrm.Pim.PimBackendKind.Auto, DpusPerTable = pimDpus,
+                    Log = line => Console.Error.WriteLine("  " + line),
+                }),
+            },
+            var other => throw new UsageException($"--live-backend must be cpu or pim, not '{other}'"),
         };
         string outDir = args.String("out", Path.Combine("artifacts", "replay"));
         bool plots = !args.Flag("no-plots");

@@ -161,11 +161,14 @@ sealed class LiveRunner : ModeRunner
     readonly int[] _seenHistory;
     readonly List<RankRecord> _ranks = new();
     double _memoryPctMax;
+    readonly IEmbeddingBackend _servingBackend; // named at the end: a PIM backend knows what it chose only once loaded
     long _maxLag;
 
     public LiveRunner(DlrmModel baseModel, ReplayOptions options)
     {
-        var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
+        var inner = options.LiveBaseBackend?.Invoke() ?? ModelCopy.InlineCpuBackend();
+        _servingBackend = inner;
+        var backend = new AdapterEmbeddingBackend(inner);
         _model = ModelCopy.Clone(baseModel, backend);
         try
         {
@@ -274,6 +277,7 @@ sealed class LiveRunner : ModeRunner
                 MaxLagSeconds = _maxLag,
                 SamplesPerBusySecond = _trainer.SamplesPerBusySecond,
                 ReuseForward = _trainer.Options.ReuseForward,
+                BaseBackend = _servingBackend.Name,
             },
         };
     }

@@ -64,6 +64,11 @@ public sealed record ReplayOptions
         },
     };
 
+    /// <summary>Backend that pools the live mode's base rows (null = the CPU kernels inline). With a base-copy backend
+    /// such as <c>PimEmbeddingBackend</c> the base sums come from it and the host adds the adapter term; merges are
+    /// pushed to it (docs/pim.md). The other modes always serve on the CPU.</summary>
+    public Func<LiveDlrm.Embeddings.IEmbeddingBackend>? LiveBaseBackend { get; init; }
+
     public void Validate()
     {
         if (Modes.Count == 0) throw new ArgumentException("no update mode selected", nameof(Modes));

@@ -47,6 +47,8 @@ public sealed record ModeResult(UpdateMode Mode, MetricSummary Overall, IReadOnl
 public sealed record LiveStats
 {
     public double AdapterMemoryPctMax { get; init; }
+    /// <summary>Name of the backend that pooled the base rows ("cpu", "pim-emulated", ...).</summary>
+    public string BaseBackend { get; init; } = "";
     public double AdapterBudgetPct { get; init; }
     public IReadOnlyList<RankRecord> RankHistory { get; init; } = [];
     public IReadOnlyList<AdapterTableStats> Tables { get; init; } = [];
@@ -194,6 +196,7 @@ public sealed record ReplayReport
         if (m.Live is { } live)
         {
             Num(w, "adapter_memory_pct_max", live.AdapterMemoryPctMax);
+            w.WriteString("base_backend", live.BaseBackend);
             Num(w, "adapter_budget_pct", live.AdapterBudgetPct);
             w.WriteStartArray("rank_history");
             foreach (var r in live.RankHistory)

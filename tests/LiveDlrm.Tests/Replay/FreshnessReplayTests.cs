@@ -53,6 +53,27 @@ public class FreshnessReplayTests
     }
 
     [Test]
+    public void LiveModeOnEmulatedPimServesWhatTheCpuServes()
+    {
+        // Same replay, live mode only, base rows pooled by the emulated DPUs and the adapter term added on the host.
+        // Merges must reach MRAM for the two to agree: a merge drops A, so a stale MRAM row would lose the update.
+        var options = SmallOptions() with
+        {
+            Modes = [UpdateMode.Live],
+            LiveBaseBackend = () => new LiveDlrm.Pim.PimEmbeddingBackend(new LiveDlrm.Pim.PimBackendOptions { Backend = LiveDlrm.Pim.PimBackendKind.Emulated, DpusPerTable = 8 }),
+        };
+        var pim = new FreshnessReplay(() => new SyntheticEventSource(DriftingStream(), 24_000), options, "test stream").Run().Mode(UpdateMode.Live)!;
+        var cpu = _report.Mode(UpdateMode.Live)!;
+        long merged = pim.Live!.Tables.Sum(t => t.MergedRows);
+        TestContext.Out.WriteLine($"pim {pim.Overall} ({pim.Live.BaseBackend}), cpu {cpu.Overall} ({cpu.Live!.BaseBackend}); {merged} rows merged");
+        Assert.That(pim.Live.BaseBackend, Is.EqualTo("pim-emulated"));
+        Assert.That(cpu.Live.BaseBackend, Does.StartWith("cpu"));
+        Assert.That(merged, Is.GreaterThan(0), "the stream must exercise merges");
+        Assert.That(pim.Overall.Auc, Is.EqualTo(cpu.Overall.Auc).Within(1e-6));
+        Assert.That(pim.Overall.LogLoss, Is.EqualTo(cpu.Overall.LogLoss).Within(1e-6));
+    }
+
+    [Test]
     public void LiveBeatsStaleOnADriftingStream()
     {
         var stale = _report.Mode(UpdateMode.Stale)!;
