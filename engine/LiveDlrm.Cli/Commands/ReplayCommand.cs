@@ -44,7 +44,7 @@ public sealed class ReplayCommand : ICommand
         "  --window S                    report window in event seconds (default 3600)\n" +
         "  --batch N                     events scored together, and the delta trainer's minibatch (default 256)\n" +
         $"  --online-batch N              live trainer minibatch (default {D.OnlineTrainer.BatchSize})\n" +
-        $"  --rank R --max-rank R         live adapters: initial and maximum rank (defaults {D.OnlineTrainer.Adapter.InitialRank}, {D.OnlineTrainer.Adapter.MaxRank})\n" +
+        $"  --rank R --min-rank R --max-rank R   live adapters: initial, minimum and maximum rank (defaults {D.OnlineTrainer.Adapter.InitialRank}, {D.OnlineTrainer.Adapter.MinRank}, {D.OnlineTrainer.Adapter.MaxRank})\n" +
         $"  --rank-interval N             live: steps between rank adaptations, 0 = off (default {D.OnlineTrainer.Adapter.RankAdaptInterval})\n" +
         "  --energy T --grow-threshold E live: rank adaptation keeps the fewest directions holding ≥ T of the energy and\n" +
         $"                                grows when the last holds > E (defaults {F(D.OnlineTrainer.Adapter.EnergyToKeep)}, {F(D.OnlineTrainer.Adapter.GrowThreshold)})\n" +
@@ -110,6 +110,7 @@ public sealed class ReplayCommand : ICommand
         {
             InitialRank = args.Int("rank", adapterDefaults.InitialRank, min: 1, max: 1024),
             MaxRank = args.Int("max-rank", adapterDefaults.MaxRank, min: 1, max: 1024),
+            MinRank = args.Int("min-rank", adapterDefaults.MinRank, min: 1, max: 1024),
             RankAdaptInterval = args.Int("rank-interval", adapterDefaults.RankAdaptInterval, min: 0),
             EnergyToKeep = args.Double("energy", adapterDefaults.EnergyToKeep, min: 1e-6, max: 1),
             GrowThreshold = args.Double("grow-threshold", adapterDefaults.GrowThreshold, min: 0, max: 1),
