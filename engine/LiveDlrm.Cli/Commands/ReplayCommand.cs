@@ -121,6 +121,8 @@ public sealed class ReplayCommand : ICommand
             Optimizer = optimizer,
         };
         if (adapter.InitialRank > adapter.MaxRank) throw new UsageException($"--rank {adapter.InitialRank} exceeds --max-rank {adapter.MaxRank}");
+        if (adapter.MinRank > adapter.MaxRank) throw new UsageException($"--min-rank {adapter.MinRank} exceeds --max-rank {adapter.MaxRank}");
+        if (adapter.InitialRank < adapter.MinRank) throw new UsageException($"--rank {adapter.InitialRank} is below --min-rank {adapter.MinRank}");
         var full = defaults.FullTrainer with
         {
             EmbeddingLearningRate = (float)args.Double("lr", defaults.FullTrainer.EmbeddingLearningRate, min: 1e-9, max: 100),
