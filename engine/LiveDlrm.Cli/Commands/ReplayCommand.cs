@@ -252,7 +252,7 @@ public sealed class ReplayCommand : ICommand
                 Console.WriteLine($"live − delta AUC  {(live.Overall.Auc - delta.Overall.Auc).ToString("+0.0000;-0.0000", inv)}  (target ≥ 0)");
                 Console.WriteLine($"live / delta CPU  {(live.Cost.CpuSeconds / delta.Cost.CpuSeconds).ToString("F2", inv)}x  (target ≤ 0.5x); network {live.Cost.NetworkBytes} vs {delta.Cost.NetworkBytes} bytes");
             }
-            if (live.Live is { } l) Console.WriteLine($"adapter memory   max {l.AdapterMemoryPctMax.ToString("F3", inv)} % of table bytes (budget {l.AdapterBudgetPct.ToString("F3", inv)} %; target ≤ 1 %)");
+            if (live.Live is { } l) Console.WriteLine($"adapter memory   max {l.AdapterMemoryPctMax.ToString("F4", inv)} % of table bytes (budget {l.AdapterBudgetPct.ToString("F4", inv)} %; target ≤ 1 %)");
         }
     }
 
