@@ -29,12 +29,7 @@ public static unsafe class LoraAdapterTerm
         {
             fixed (float* pb = Volatile.Read(ref g.B))
             {
-                var ctx = new TermContext
-                {
-                    Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - BitOperations.Log2((ulong)g.MapCapacity),
-                    Pool = g.PoolPointer, SlotStride = g.SlotStride, Rank = g.Rank, B = pb,
-                    Filter = g.FilterPointer, FilterShift = g.FilterShift,
-                };
+                var ctx = LoraContext.Of(g, pb);
                 fixed (long* pi = indices)
                 fixed (long* po = offsets)
                 fixed (float* pw = weights)
@@ -56,24 +51,10 @@ public static unsafe class LoraAdapterTerm
         finally { TableAdapter.Unpin(g); }
     }
 
-    /// <summary>The pinned generation's pointers for one call (lives on the caller's stack).</summary>
-    struct TermContext
-    {
-        public long* Map;
-        public long MapMask;
-        public int MapShift;
-        public byte* Pool;
-        public ulong* Filter;
-        public int FilterShift;
-        public int SlotStride;
-        public int Rank;
-        public float* B;
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static bool Kernel(in BagJob job, int bagBegin, int bagEnd)
     {
-        TermContext* ctx = (TermContext*)job.Context;
+        LoraContext* ctx = (LoraContext*)job.Context;
         long* idx = (long*)job.Indices, off = (long*)job.Offsets;
         float* weights = job.Weights;
         int dim = job.Dim, rank = ctx->Rank;

@@ -21,6 +21,14 @@ internal unsafe struct LoraContext
     /// <summary>B snapshot, rank × dim row-major (a pinned managed array).</summary>
     public float* B;
 
+    /// <summary>The view of pinned generation <paramref name="g"/> with its B pinned at <paramref name="b"/>.</summary>
+    public static LoraContext Of(AdapterGeneration g, float* b) => new()
+    {
+        Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity),
+        Pool = g.PoolPointer, SlotStride = g.SlotStride, Rank = g.Rank, B = b,
+        Filter = g.FilterPointer, FilterShift = g.FilterShift,
+    };
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long Bucket(long row) => (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> MapShift);
 

@@ -29,12 +29,7 @@ public static unsafe class LoraEmbeddingBag
         {
             fixed (float* pb = Volatile.Read(ref g.B))
             {
-                var ctx = new LoraContext
-                {
-                    Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity),
-                    Pool = g.PoolPointer, SlotStride = g.SlotStride, Rank = g.Rank, B = pb,
-                    Filter = g.FilterPointer, FilterShift = g.FilterShift,
-                };
+                var ctx = LoraContext.Of(g, pb);
                 var isa = EmbeddingKernels.CurrentIsa;
                 var kernel = LoraBagKernel.Fits(isa, table.Dim) ? LoraBagKernel.Select(isa, table.Storage, table.Dim) : table.Storage switch
                 {
