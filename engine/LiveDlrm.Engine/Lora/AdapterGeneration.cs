@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using LiveDlrm.Memory;
 
 namespace LiveDlrm.Lora;
@@ -66,6 +67,11 @@ internal sealed unsafe class AdapterGeneration
     public readonly int FilterShift;
     public readonly byte* PoolPointer;
     public readonly long* MapPointer;
+    /// <summary>The generation's write epoch (a table-wide seqlock counter in its own cache line after the map): odd
+    /// while the trainer changes what a lookup could read through the map — A rows, merges (W, frees, tombstones).
+    /// The register kernel reads it once per block of bags and again after the block; an unchanged even value lets
+    /// it skip the per-slot counters and owner checks for the whole block (see docs/lora.md).</summary>
+    public readonly int* WriteEpochPointer;
 
     /// <summary>B (rank × dim, row-major). Replaced, never mutated, once published: a reader's snapshot stays whole.</summary>
     public float[] B;
@@ -94,8 +100,9 @@ internal sealed unsafe class AdapterGeneration
         _mapShift = 64 - BitOperations.Log2((ulong)mapCapacity);
         Pool = pool;
         PoolPointer = pool.Pointer;
-        Map = NativeBuffer.Allocate(mapCapacity * sizeof(long));
+        Map = NativeBuffer.Allocate(MapBytes(mapCapacity));
         MapPointer = (long*)Map.Pointer;
+        WriteEpochPointer = (int*)(MapPointer + mapCapacity);
         Filter = NativeBuffer.Allocate(FilterBytes(mapCapacity));
         FilterPointer = (ulong*)Filter.Pointer;
         // A 32-bit hash picks the bit (see FilterHash); a filter of more than 2^32 bits would just leave bits unused.
@@ -150,6 +157,11 @@ internal sealed unsafe class AdapterGeneration
         }
     }
 
+    /// <summary>Map allocation for a capacity: the entries plus one cache line for the write epoch.</summary>
+    public static long MapBytes(long mapCapacity) => mapCapacity * sizeof(long) + EpochLineBytes;
+
+    const int EpochLineBytes = 64;
+
     /// <summary>Filter size for a map capacity: one byte per entry, at least one 64-bit word.</summary>
     public static long FilterBytes(long mapCapacity) => Math.Max(8, mapCapacity);
 
@@ -182,11 +194,48 @@ internal sealed unsafe class AdapterGeneration
     public long Bucket(long row) => (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> _mapShift);
 
     /// <summary>The kernels' map probe, on locals copied out of a pinned generation: the slot mapped to
-    /// <paramref name="row"/>, or -1. Readers confirm the owner inside the slot's seqlock (the slot may be reused).</summary>
+    /// <paramref name="row"/>, or -1. Readers confirm the owner inside the slot's seqlock (the slot may be reused) or
+    /// validate the write epoch. The 8 entries from the home bucket are compared at once: a probe then has no branch
+    /// that depends on where the key sits (a scalar walk mispredicted about once per probe at the map's half load, the
+    /// larger part of a hit's cost); runs longer than 8 and probes that would wrap fall back to the scalar walk.
+    /// Each 8-byte entry is naturally aligned, so the vector load reads every entry whole; the entry picked is read
+    /// again and its key checked, so an entry that changed in between gives -1 or its new, valid slot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int ProbeMap(long row, long* map, long mapMask, int mapShift)
     {
-        for (long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift); ; pos = (pos + 1) & mapMask)
+        long pos = (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> mapShift);
+        if (pos + 8 <= mapMask + 1)
+        {
+            ulong match, empty;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                var e = Vector512.Load(map + pos);
+                match = Vector512.Equals(Vector512.ShiftRightArithmetic(e, SlotBits), Vector512.Create(row + 1)).ExtractMostSignificantBits();
+                empty = Vector512.Equals(e, Vector512<long>.Zero).ExtractMostSignificantBits();
+            }
+            else if (Vector256.IsHardwareAccelerated)
+            {
+                Vector256<long> e0 = Vector256.Load(map + pos), e1 = Vector256.Load(map + pos + 4), key = Vector256.Create(row + 1);
+                match = Vector256.Equals(Vector256.ShiftRightArithmetic(e0, SlotBits), key).ExtractMostSignificantBits()
+                      | Vector256.Equals(Vector256.ShiftRightArithmetic(e1, SlotBits), key).ExtractMostSignificantBits() << 4;
+                empty = Vector256.Equals(e0, Vector256<long>.Zero).ExtractMostSignificantBits()
+                      | Vector256.Equals(e1, Vector256<long>.Zero).ExtractMostSignificantBits() << 4;
+            }
+            else return ProbeMapScalar(row, map, mapMask, pos);
+            ulong stop = match | empty;
+            if (stop != 0)
+            {
+                long entry = Volatile.Read(ref map[pos + BitOperations.TrailingZeroCount(stop)]);
+                return entry >> SlotBits == row + 1 ? (int)(entry & SlotMask) : -1;
+            }
+        }
+        return ProbeMapScalar(row, map, mapMask, pos);
+    }
+
+    /// <summary>The linear-probing walk from <paramref name="pos"/>: the reference the vector probe agrees with.</summary>
+    internal static int ProbeMapScalar(long row, long* map, long mapMask, long pos)
+    {
+        for (; ; pos = (pos + 1) & mapMask)
         {
             long e = Volatile.Read(ref map[pos]);
             if (e == Empty) return -1;
@@ -268,6 +317,17 @@ internal sealed unsafe class AdapterGeneration
         int* seq = (int*)(slot + SlotLayout.SeqOffset);
         Volatile.Write(ref *seq, *seq + 1);   // even again; release: every data store above is visible first
     }
+
+    // --- write epoch, writer side: brackets every batch of slot writes and merges (the per-slot counters still
+    // open and close inside it, for the per-row readers) ---
+
+    public void BeginEpochWrite()
+    {
+        Volatile.Write(ref *WriteEpochPointer, *WriteEpochPointer + 1);   // odd: blocks that overlap this are redone
+        Volatile.WriteBarrier();
+    }
+
+    public void EndEpochWrite() => Volatile.Write(ref *WriteEpochPointer, *WriteEpochPointer + 1);
 
     public void Free()
     {

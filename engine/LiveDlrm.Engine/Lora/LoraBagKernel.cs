@@ -20,13 +20,15 @@ internal unsafe struct LoraContext
     public int Rank;
     /// <summary>B snapshot, rank × dim row-major (a pinned managed array).</summary>
     public float* B;
+    /// <summary>The generation's write epoch (see <see cref="AdapterGeneration.WriteEpochPointer"/>).</summary>
+    public int* WriteEpoch;
 
     /// <summary>The view of pinned generation <paramref name="g"/> with its B pinned at <paramref name="b"/>.</summary>
     public static LoraContext Of(AdapterGeneration g, float* b) => new()
     {
         Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity),
         Pool = g.PoolPointer, SlotStride = g.SlotStride, Rank = g.Rank, B = b,
-        Filter = g.FilterPointer, FilterShift = g.FilterShift,
+        Filter = g.FilterPointer, FilterShift = g.FilterShift, WriteEpoch = g.WriteEpochPointer,
     };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -59,10 +61,10 @@ internal struct Four : IVectorCount { public static int N => 4; }
 /// <summary>The LoRA bag kernel at one vector width and row format, on the embedding kernels' own SIMD abstractions
 /// (<see cref="ISimd{TV}"/>, <see cref="IRowFormat"/>) and worker pool, for rows of 1–4 whole vectors (dim 16/32/48/64
 /// at AVX-512, 8..32 at AVX2, 4..16 at SSE4): the bag's output stays in registers as in the plain kernel. The main
-/// path (<see cref="Run"/>) keeps the plain kernel's lean W loop and does the adapter's work (filter, map probe, B
-/// product) outside it; an adapted row's W and A are still read under its slot's seqlock as one snapshot, validated
-/// for the whole bag before anything is stored. <see cref="FusedBag"/> is the row-by-row form it falls back to when a
-/// slot changes under it. Other dims use <see cref="LoraEmbeddingBag"/>'s generic path.</summary>
+/// path (<see cref="Run"/>) keeps the plain kernel's lean W loop and does the adapter's work (filter, map probe, A
+/// sums, B product) in separate passes over a block of bags, validated as a whole against the generation's write
+/// epoch; <see cref="FusedBag"/> is the row-by-row form, under the per-slot seqlocks, that a block overlapping a write
+/// falls back to. Other dims use <see cref="LoraEmbeddingBag"/>'s generic path.</summary>
 internal static unsafe class LoraBagKernel
 {
     /// <summary>Slot of <paramref name="row"/> or -1: presence filter first, then the map (same probe as
@@ -111,248 +113,244 @@ internal static unsafe class LoraBagKernel
     /// <summary>Per-bag test hook: when set, every bag takes the per-row path (tests compare the two paths).</summary>
     internal static volatile bool PerRowOnly;
 
-    /// <summary>Indices per chunk of a bag: one bit each in the candidate mask.</summary>
-    const int ChunkIndices = 64;
-
-    /// <summary>Bags whose filter masks are computed ahead, together (2048 indices at pooling 32: far more than the
-    /// out-of-order window, so the filter loop runs on its own).</summary>
+    /// <summary>Bags per block: the unit that is resolved, served and validated together.</summary>
     const int BagBlock = 64;
 
-    /// <summary>Bags [bagBegin, bagEnd), so that the W gather stays the plain kernel's lean loop: from DRAM that loop is
-    /// bound by how many rows are in flight, and every other instruction that sits in the out-of-order window among
-    /// its misses cuts that number. So the adapter's work is moved out of the W loop:
+    /// <summary>Most indices a block resolves at once (the hit lists live on the stack); a single bag longer than
+    /// this takes the per-row path.</summary>
+    const int BlockIndices = 2048;
+
+    /// <summary>Blocks served by the fast path / redone row by row because the write epoch moved (or was odd). Counted
+    /// so the concurrency test can show that both paths ran under a live writer.</summary>
+    internal static long FastBlocks, RedoneBlocks;
+
+    /// <summary>Bags [bagBegin, bagEnd) in blocks of up to <see cref="BagBlock"/> bags. Per block:
     /// <list type="number">
-    /// <item>per block of <see cref="BagBlock"/> bags, ahead of their W rows: the presence filter for the first 64
-    /// indices of every bag (branchless, 4 at a time, into a bit mask), then the map probe of each candidate
-    /// (buckets prefetched first) → the block's list of (index, slot);</item>
-    /// <item>per bag: open the seqlock read of each listed slot (counter must be even; owner checked; weighted A added
-    /// to the bag's rank-space sum) — the slots were prefetched while the previous bag ran;</item>
-    /// <item>the W rows of every index, exactly as <see cref="BagKernel"/> adds them (<see cref="AddRows"/>);</item>
-    /// <item>the counters of every slot opened are read again: W of each adapted row was read between its slot's two
-    /// counter reads, so unchanged counters mean W and A came from one snapshot (a merge bumps the counter). A change,
-    /// or an odd counter in step 2, sends the bag to <see cref="FusedBag"/>, which redoes it row by row.</item>
+    /// <item>read the generation's write epoch (acquire); odd → the trainer is writing: the block goes row by row;</item>
+    /// <item><see cref="FilterBlock{TS, TV}"/> (done during the previous block): the presence filter over all the
+    /// block's indices (branchless, 8 at a time), the candidates' map buckets prefetched; <see cref="ProbeBlock"/>: the
+    /// map probe of each candidate → the block's list of (position, slot);</item>
+    /// <item><see cref="ServeBlock{TS, TV, TF, TN}"/>: per bag the W rows by the plain kernel's lean loop, then the A
+    /// rows of the bag's hits summed in rank space; after the block, out_b += (s_b·Σ w A)·B for the adapted bags;</item>
+    /// <item>read the epoch again after a read barrier: unchanged → nothing the block read (map, A, W of adapted rows)
+    /// was written meanwhile, so every adapted row was read whole and consistent with its W; changed → the block is
+    /// redone by <see cref="FusedBag"/>, the per-row path under the per-slot seqlocks (outputs are overwritten).</item>
     /// </list>
-    /// The bag's output (W part) is stored only after that check; the B products of a block's adapted bags are added
-    /// after the block (<see cref="ApplyB"/>). Indices past 64 in a long bag take steps 1–2 inline, chunk by chunk.</summary>
+    /// So a hit costs a probe, one A load and an FMA: no per-slot counter, no owner check (a slot can only be freed
+    /// and reused inside an epoch write). The trainer opens the epoch only while it publishes a step's A rows or
+    /// merges (microseconds per step), so blocks rarely redo.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
     static bool Run<TS, TV, TF, TN>(in BagJob job, int bagBegin, int bagEnd)
         where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
     {
         LoraContext* ctx = (LoraContext*)job.Context;
-        long* indices = (long*)job.Indices;
         long* offsets = (long*)job.Offsets;
-        float* weights = job.Weights;
-        int dim = job.Dim, w = TS.Count, nv = TN.N, rank = ctx->Rank;
-        long* map = ctx->Map;
-        long mapMask = ctx->MapMask;
-        int mapShift = ctx->MapShift, slotStride = ctx->SlotStride;
-        byte* slots = ctx->Pool;
-        ulong* filter = ctx->Filter;
-        int filterShift = ctx->FilterShift;
-        // Rank ≤ 16 (the common case): a bag's Σ A[i] lives in two 8-float registers.
-        bool vecA = rank <= 16;
-        float* aAcc = stackalloc float[Math.Max(rank, 16)];
-        nint* slotAt = stackalloc nint[ChunkIndices];
-        int* slotIndex = stackalloc int[ChunkIndices];
-        int* seqSeen = stackalloc int[ChunkIndices];
+        long* indices = (long*)job.Indices;
         long rangeEnd = offsets[bagEnd];
-        bool perRow = PerRowOnly;
-        // Step 1 runs for a whole block before its W loops: interleaved per bag, the filter's ~5 µops an index shared
-        // the window with the W misses (measured: +30 % time with an empty filter, ~+5 % as a block).
-        ulong* blockMasks = stackalloc ulong[BagBlock];
-        ulong* nextMasks = stackalloc ulong[BagBlock];
-        bool nextMasksReady = false;
-        int* foundFrom = stackalloc int[BagBlock + 1];
-        int* foundSlot = stackalloc int[BagBlock * ChunkIndices];
-        int* foundIndex = stackalloc int[BagBlock * ChunkIndices];
-        int blockStart = bagBegin, blockEnd = bagBegin;
-        // Likewise the B products (rank × dim FMAs, ~80 µops for an adapted bag at rank 16, dim 64, and about half
-        // the bags of a uniform batch touch an adapted row): done after the block's W loops, from each adapted bag's
-        // scaled rank-space sum kept here.
-        int rankPad = vecA ? 16 : rank;
+        int rankPad = ctx->Rank <= 16 ? 16 : ctx->Rank;
+        int* hitPos = stackalloc int[BlockIndices];
+        int* hitSlot = stackalloc int[BlockIndices];
+        ulong* masks = stackalloc ulong[BlockIndices / 64];
+        ulong* nextMasks = stackalloc ulong[BlockIndices / 64];
         float* blockA = stackalloc float[BagBlock * rankPad];
         int* adaptedBags = stackalloc int[BagBlock];
-        int adaptedCount = 0;
-        for (int b = bagBegin; b < bagEnd; b++)
+        bool perRow = PerRowOnly, masksReady = false;
+        long fast = 0, redone = 0;
+        for (int b = bagBegin, e; b < bagEnd; b = e)
         {
-            if (b == blockEnd)
+            e = BlockEnd(offsets, b, bagEnd);
+            long from = offsets[b], n = offsets[e] - from;
+            int epoch = Volatile.Read(ref *ctx->WriteEpoch);
+            bool served = false;
+            if (!perRow && (epoch & 1) == 0 && n <= BlockIndices)
             {
-                blockStart = b;
-                blockEnd = Math.Min(bagEnd, b + BagBlock);
-                int count = blockEnd - blockStart;
-                if (nextMasksReady) { ulong* t = blockMasks; blockMasks = nextMasks; nextMasks = t; }
-                else
+                if (!masksReady) FilterBlock<TS, TV>(ctx, indices + from, (int)n, masks);
+                int hits = ProbeBlock(ctx, indices + from, (int)n, masks, hitPos, hitSlot);
+                // The next block's filter masks and map buckets now, so the buckets arrive while this block's W rows
+                // are read (probed right after their prefetch, they were still on their way from memory). Reading the
+                // filter a block early is safe: bits are only set within a generation, so a row inserted since is
+                // served as it was before its insert (W alone), which the per-row contract allows.
+                masksReady = false;
+                if (e < bagEnd)
                 {
-                    for (int i = 0; i < count; i++) blockMasks[i] = FirstChunkCandidates<TS, TV>(indices, offsets, blockStart + i, filter, filterShift);
-                    for (int i = 0; i < count; i++) PrefetchBuckets(indices + offsets[blockStart + i], blockMasks[i], map, mapShift);
-                }
-                // The map probes of the block's first chunks, also ahead of the W loops. The slot found may be reused
-                // for another row by the time the bag is processed; the owner check under the seqlock catches that.
-                int found = 0;
-                for (int i = 0; i < count; i++)
-                {
-                    foundFrom[i] = found;
-                    long* ids = indices + offsets[blockStart + i];
-                    for (ulong c = blockMasks[i]; c != 0; c &= c - 1)
+                    long nextFrom = offsets[e], nextN = offsets[BlockEnd(offsets, e, bagEnd)] - nextFrom;
+                    if (nextN <= BlockIndices)
                     {
-                        int k = BitOperations.TrailingZeroCount(c);
-                        int slot = AdapterGeneration.ProbeMap(ids[k], map, mapMask, mapShift);
-                        if (slot < 0) continue;
-                        foundSlot[found] = slot;
-                        foundIndex[found++] = k;
+                        FilterBlock<TS, TV>(ctx, indices + nextFrom, (int)nextN, nextMasks);
+                        masksReady = true;
                     }
                 }
-                foundFrom[count] = found;
-                // The next block's filter masks and map buckets now, a whole block of W loops ahead of its probes: probed
-                // right after their prefetch, the buckets were still on their way from memory. Reading the filter
-                // early is safe: bits are only ever set within a generation, so a row inserted after this read is
-                // seen as it was before its insert (W alone), which the per-row contract allows.
-                int nextEnd = Math.Min(bagEnd, blockEnd + BagBlock);
-                nextMasksReady = blockEnd < bagEnd && !perRow;
-                if (nextMasksReady)
-                {
-                    for (int i = 0; i < nextEnd - blockEnd; i++) nextMasks[i] = FirstChunkCandidates<TS, TV>(indices, offsets, blockEnd + i, filter, filterShift);
-                    for (int i = 0; i < nextEnd - blockEnd; i++) PrefetchBuckets(indices + offsets[blockEnd + i], nextMasks[i], map, mapShift);
-                }
-                for (int f = foundFrom[0]; f < foundFrom[1]; f++) PrefetchSlot(slots + (long)foundSlot[f] * slotStride, slotStride);
+                ServeBlock<TS, TV, TF, TN>(in job, b, e, from, rangeEnd, hits, hitPos, hitSlot, blockA, adaptedBags, rankPad);
+                Volatile.ReadBarrier();
+                served = Volatile.Read(ref *ctx->WriteEpoch) == epoch;
+                ulong* swap = masks; masks = nextMasks; nextMasks = swap;
             }
-            // The slots of the next bag, a bag ahead of their seqlock reads.
-            if (b + 1 < blockEnd)
-                for (int f = foundFrom[b + 1 - blockStart]; f < foundFrom[b + 2 - blockStart]; f++)
-                    PrefetchSlot(slots + (long)foundSlot[f] * slotStride, slotStride);
-            if (perRow) goto PerRow;
-            if (!vecA) for (int k = 0; k < rank; k++) aAcc[k] = 0;
-            long start = offsets[b], end = offsets[b + 1];
-            TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
-            Vector256<float> sumA0 = Vector256<float>.Zero, sumA1 = Vector256<float>.Zero;
-            float biasSum = 0;
-            bool adapted = false;
-            for (long chunk = start; chunk < end; chunk += ChunkIndices)
+            if (served) fast++;
+            else
             {
-                long* ids = indices + chunk;
-                int n = (int)Math.Min(ChunkIndices, end - chunk);
-                // Pass 1 and 2a: the slots the candidates of this chunk map to (the first chunk's were found with its
-                // block: filter, then map probe); for later chunks of a long bag, here.
-                int opened = 0;
-                if (chunk == start)
-                {
-                    for (int f = foundFrom[b - blockStart]; f < foundFrom[b + 1 - blockStart]; f++)
-                    {
-                        slotAt[opened] = (nint)(slots + (long)foundSlot[f] * slotStride);
-                        slotIndex[opened++] = foundIndex[f];
-                    }
-                }
-                else
-                {
-                    ulong candidates = FilterCandidates<TS, TV>(ids, n, filter, filterShift);
-                    PrefetchBuckets(ids, candidates, map, mapShift);
-                    for (; candidates != 0; candidates &= candidates - 1)
-                    {
-                        int k = BitOperations.TrailingZeroCount(candidates);
-                        int slot = AdapterGeneration.ProbeMap(ids[k], map, mapMask, mapShift);
-                        if (slot < 0) continue;
-                        byte* p = slots + (long)slot * slotStride;
-                        PrefetchSlot(p, slotStride);
-                        slotAt[opened] = (nint)p;
-                        slotIndex[opened++] = k;
-                    }
-                }
-                // Pass 2b: the seqlock reads opened: counter (must be even), owner, A.
-                for (int i = 0; i < opened; i++)
-                {
-                    byte* p = (byte*)slotAt[i];
-                    int k = slotIndex[i];
-                    int s1 = Volatile.Read(ref *(int*)(p + SlotLayout.SeqOffset));
-                    if ((s1 & 1) != 0) goto PerRow;             // the trainer is inside this slot: the per-row path waits
-                    seqSeen[i] = s1;
-                    if (*(long*)(p + SlotLayout.RowOffset) != ids[k]) continue;   // slot reused for another row: W alone
-                    float weight = weights == null ? 1f : weights[chunk + k];
-                    float* slotA = (float*)(p + SlotLayout.AOffset);
-                    if (vecA)
-                    {
-                        // A is padded to a multiple of 8 floats inside the slot (SlotLayout.StrideFor); lanes ≥ rank unused.
-                        var w8 = Vector256.Create(weight);
-                        sumA0 = Vector256.FusedMultiplyAdd(Vector256.Load(slotA), w8, sumA0);
-                        if (rank > 8) sumA1 = Vector256.FusedMultiplyAdd(Vector256.Load(slotA + 8), w8, sumA1);
-                    }
-                    else for (int c = 0; c < rank; c++) aAcc[c] = MathF.FusedMultiplyAdd(slotA[c], weight, aAcc[c]);
-                    adapted = true;
-                }
-                // Pass 3: the W rows, as the plain kernel adds them (its own method: in this one the many live
-                // pointers would push the loop's base and stride out of registers).
-                AddRows<TS, TV, TF, TN>(in job, chunk, n, rangeEnd, ref a0, ref a1, ref a2, ref a3, ref biasSum);
-                // Close the slot reads: every load above completes before the counters are read again.
-                if (opened > 0)
-                {
-                    Volatile.ReadBarrier();
-                    for (int i = 0; i < opened; i++)
-                        if (*(int*)(slotAt[i] + SlotLayout.SeqOffset) != seqSeen[i]) goto PerRow;
-                }
-            }
-            if (TF.HasBias)
-            {
-                TV bv = TS.Broadcast(biasSum);
-                a0 = TS.Add(a0, bv); a1 = TS.Add(a1, bv); a2 = TS.Add(a2, bv); a3 = TS.Add(a3, bv);
-            }
-            float scaleBag = job.Mean && end > start ? 1f / (end - start) : 1f;
-            if (job.Mean)
-            {
-                TV m = TS.Broadcast(scaleBag);
-                a0 = TS.Multiply(a0, m); a1 = TS.Multiply(a1, m); a2 = TS.Multiply(a2, m); a3 = TS.Multiply(a3, m);
-            }
-            float* output = job.Output + (long)b * dim;
-            TS.Store(a0, output);
-            if (nv > 1) TS.Store(a1, output + w);
-            if (nv > 2) TS.Store(a2, output + 2 * w);
-            if (nv > 3) TS.Store(a3, output + 3 * w);
-            if (adapted)
-            {
-                // The rank-space sum meets B after the block (see ApplyB); the bag's scale goes with it.
-                float* coefficients = blockA + (b - blockStart) * rankPad;
-                if (vecA)
-                {
-                    var m8 = Vector256.Create(scaleBag);
-                    (sumA0 * m8).Store(coefficients);
-                    (sumA1 * m8).Store(coefficients + 8);
-                }
-                else for (int k = 0; k < rank; k++) coefficients[k] = aAcc[k] * scaleBag;
-                adaptedBags[adaptedCount++] = b;
-            }
-            goto Next;
-        PerRow:
-            FusedBag<TS, TV, TF, TN>(in job, b, rangeEnd);
-        Next:
-            if (b + 1 == blockEnd && adaptedCount > 0)
-            {
-                ApplyB<TS, TV, TN>(job.Output, dim, ctx->B, rank, adaptedBags, adaptedCount, blockA, blockStart, rankPad);
-                adaptedCount = 0;
+                redone++;
+                for (int k = b; k < e; k++) FusedBag<TS, TV, TF, TN>(in job, k, rangeEnd);
             }
         }
+        Interlocked.Add(ref FastBlocks, fast);
+        if (redone > 0) Interlocked.Add(ref RedoneBlocks, redone);
         return true;
     }
 
-    /// <summary>Pass 3 of <see cref="Run{TS, TV, TF, TN}"/>: adds the W rows of indices [chunk, chunk + n) to the
-    /// accumulators, exactly as the plain kernel's loop does (unweighted fp32/fp16: plain adds on the row pointer).</summary>
+    /// <summary>End of the block that starts at bag <paramref name="b"/>: up to <see cref="BagBlock"/> bags and
+    /// <see cref="BlockIndices"/> indices, at least one bag.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int BlockEnd(long* offsets, int b, int bagEnd)
+    {
+        long from = offsets[b];
+        int e = b + 1;
+        while (e < bagEnd && e - b < BagBlock && offsets[e + 1] - from <= BlockIndices) e++;
+        return e;
+    }
+
+    /// <summary>Presence-filter candidates of <paramref name="n"/> indices, 64 to a mask, with the map bucket of every
+    /// candidate prefetched.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static void AddRows<TS, TV, TF, TN>(in BagJob job, long chunk, int n, long rangeEnd, ref TV acc0, ref TV acc1, ref TV acc2, ref TV acc3, ref float biasAcc)
+    static void FilterBlock<TS, TV>(LoraContext* ctx, long* ids, int n, ulong* masks) where TS : ISimd<TV> where TV : struct
+    {
+        ulong* filter = ctx->Filter;
+        int filterShift = ctx->FilterShift, mapShift = ctx->MapShift;
+        long* map = ctx->Map;
+        for (int c = 0; c << 6 < n; c++)
+        {
+            ulong m = FilterCandidates<TS, TV>(ids + (c << 6), Math.Min(64, n - (c << 6)), filter, filterShift);
+            masks[c] = m;
+            PrefetchBuckets(ids + (c << 6), m, map, mapShift);
+        }
+    }
+
+    /// <summary>The hits among the candidates in <paramref name="masks"/>: <paramref name="hitPos"/>[h] = position,
+    /// <paramref name="hitSlot"/>[h] = its slot, in position order; the A rows of the hits prefetched for
+    /// <see cref="ServeBlock{TS, TV, TF, TN}"/>.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static int ProbeBlock(LoraContext* ctx, long* ids, int n, ulong* masks, int* hitPos, int* hitSlot)
+    {
+        long* map = ctx->Map;
+        long mapMask = ctx->MapMask;
+        int mapShift = ctx->MapShift;
+        int hits = 0;
+        for (int c = 0; c << 6 < n; c++)
+            for (ulong m = masks[c]; m != 0; m &= m - 1)
+            {
+                int j = (c << 6) + BitOperations.TrailingZeroCount(m);
+                int slot = AdapterGeneration.ProbeMap(ids[j], map, mapMask, mapShift);
+                // Written unconditionally, kept only for a hit: a filter false positive costs no misprediction.
+                hitPos[hits] = j;
+                hitSlot[hits] = slot;
+                hits += ~slot >>> 31;
+            }
+        if (Sse.IsSupported)
+        {
+            byte* a = ctx->Pool + SlotLayout.AOffset;
+            long stride = ctx->SlotStride, last = ctx->Rank * sizeof(float) - 1;
+            for (int h = 0; h < hits; h++)
+            {
+                byte* p = a + hitSlot[h] * stride;
+                Sse.Prefetch0(p);
+                Sse.Prefetch0(p + last);
+            }
+        }
+        return hits;
+    }
+
+    /// <summary>Serves bags [b0, b1) of a resolved block (hits in position order, positions relative to
+    /// <paramref name="from"/>): the W part of each bag stored by <see cref="WBag{TS, TV, TF, TN}"/>, the bag's hits
+    /// summed in rank space (weighted, scaled for Mean), then one B product per adapted bag.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static void ServeBlock<TS, TV, TF, TN>(in BagJob job, int b0, int b1, long from, long rangeEnd, int hits, int* hitPos, int* hitSlot,
+                                           float* blockA, int* adaptedBags, int rankPad)
+        where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
+    {
+        LoraContext* ctx = (LoraContext*)job.Context;
+        long* offsets = (long*)job.Offsets;
+        float* weights = job.Weights == null ? null : job.Weights + from;
+        int dim = job.Dim, rank = ctx->Rank;
+        byte* a = ctx->Pool + SlotLayout.AOffset;
+        long stride = ctx->SlotStride;
+        int h = 0, adapted = 0;
+        for (int b = b0; b < b1; b++)
+        {
+            long start = offsets[b], end = offsets[b + 1];
+            float scale = job.Mean && end > start ? 1f / (end - start) : 1f;
+            WBag<TS, TV, TF, TN>(in job, start, end, rangeEnd, scale, job.Output + (long)b * dim);
+            int bagEnd = (int)(end - from);
+            if (h == hits || hitPos[h] >= bagEnd) continue;
+            float* coefficients = blockA + adapted * rankPad;
+            adaptedBags[adapted++] = b;
+            // A is padded to a multiple of 8 floats inside its slot (SlotLayout.StrideFor): rank ≤ 8 reads 8 floats,
+            // rank ≤ 16 reads 16; lanes ≥ rank are never used by the B product.
+            if (rank <= 8)
+            {
+                var s = Vector256<float>.Zero;
+                do
+                {
+                    float w = weights == null ? 1f : weights[hitPos[h]];
+                    s = Vector256.FusedMultiplyAdd(Vector256.Load((float*)(a + hitSlot[h] * stride)), Vector256.Create(w), s);
+                } while (++h < hits && hitPos[h] < bagEnd);
+                (s * scale).Store(coefficients);
+            }
+            else if (rank <= 16 && Vector512.IsHardwareAccelerated)
+            {
+                var s = Vector512<float>.Zero;
+                do
+                {
+                    float w = weights == null ? 1f : weights[hitPos[h]];
+                    s = Vector512.FusedMultiplyAdd(Vector512.Load((float*)(a + hitSlot[h] * stride)), Vector512.Create(w), s);
+                } while (++h < hits && hitPos[h] < bagEnd);
+                (s * scale).Store(coefficients);
+            }
+            else if (rank <= 16)
+            {
+                Vector256<float> s0 = Vector256<float>.Zero, s1 = Vector256<float>.Zero;
+                do
+                {
+                    float* p = (float*)(a + hitSlot[h] * stride);
+                    var w = Vector256.Create(weights == null ? 1f : weights[hitPos[h]]);
+                    s0 = Vector256.FusedMultiplyAdd(Vector256.Load(p), w, s0);
+                    s1 = Vector256.FusedMultiplyAdd(Vector256.Load(p + 8), w, s1);
+                } while (++h < hits && hitPos[h] < bagEnd);
+                (s0 * scale).Store(coefficients);
+                (s1 * scale).Store(coefficients + 8);
+            }
+            else
+            {
+                new Span<float>(coefficients, rank).Clear();
+                do
+                {
+                    float w = (weights == null ? 1f : weights[hitPos[h]]) * scale;
+                    LoraMath.Axpy(w, (float*)(a + hitSlot[h] * stride), coefficients, rank);
+                } while (++h < hits && hitPos[h] < bagEnd);
+            }
+        }
+        if (adapted > 0) ApplyB<TS, TV, TN>(job.Output, dim, ctx->B, rank, adaptedBags, adapted, blockA, rankPad);
+    }
+
+    /// <summary>The W part of one bag, exactly as the plain kernel computes it (unweighted fp32/fp16: plain adds on
+    /// the row pointer; int8: the row's scale broadcast, its bias summed), scaled and stored.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static void WBag<TS, TV, TF, TN>(in BagJob job, long start, long end, long rangeEnd, float scale, float* output)
         where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
     {
         long* indices = (long*)job.Indices;
-        long* ids = indices + chunk;
         byte* table = job.Table;
         long stride = job.Stride;
         float* weights = job.Weights;
         int dim = job.Dim, w = TS.Count, nv = TN.N, distance = job.PrefetchDistance;
-        TV a0 = acc0, a1 = acc1, a2 = acc2, a3 = acc3;
-        float biasSum = biasAcc;
+        TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
+        float biasSum = 0;
         if (weights == null && !TF.HasBias)
         {
             if (Sse.IsSupported && distance > 0)
             {
-                for (int k = 0; k < n; k++)
+                for (long j = start; j < end; j++)
                 {
-                    PrefetchRow(indices, chunk + k + distance, rangeEnd, table, stride);
-                    byte* row = table + ids[k] * stride;
+                    PrefetchRow(indices, j + distance, rangeEnd, table, stride);
+                    byte* row = table + indices[j] * stride;
                     a0 = TS.Add(TF.Load<TS, TV>(row, 0), a0);
                     if (nv > 1) a1 = TS.Add(TF.Load<TS, TV>(row, w), a1);
                     if (nv > 2) a2 = TS.Add(TF.Load<TS, TV>(row, 2 * w), a2);
@@ -361,9 +359,9 @@ internal static unsafe class LoraBagKernel
             }
             else
             {
-                for (int k = 0; k < n; k++)
+                for (long j = start; j < end; j++)
                 {
-                    byte* row = table + ids[k] * stride;
+                    byte* row = table + indices[j] * stride;
                     a0 = TS.Add(TF.Load<TS, TV>(row, 0), a0);
                     if (nv > 1) a1 = TS.Add(TF.Load<TS, TV>(row, w), a1);
                     if (nv > 2) a2 = TS.Add(TF.Load<TS, TV>(row, 2 * w), a2);
@@ -373,11 +371,10 @@ internal static unsafe class LoraBagKernel
         }
         else if (weights == null)
         {
-            // Unweighted int8 rowwise, as the plain kernel's lean int8 loop: scale broadcast from the row, bias summed.
-            for (int k = 0; k < n; k++)
+            for (long j = start; j < end; j++)
             {
-                if (Sse.IsSupported && distance > 0) PrefetchRow(indices, chunk + k + distance, rangeEnd, table, stride);
-                byte* row = table + ids[k] * stride;
+                if (Sse.IsSupported && distance > 0) PrefetchRow(indices, j + distance, rangeEnd, table, stride);
+                byte* row = table + indices[j] * stride;
                 TV s = TS.Broadcast(Unsafe.ReadUnaligned<float>(row + (long)dim * TF.ElementBytes));
                 biasSum += Unsafe.ReadUnaligned<float>(row + (long)dim * TF.ElementBytes + 4);
                 a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
@@ -388,12 +385,12 @@ internal static unsafe class LoraBagKernel
         }
         else
         {
-            for (int k = 0; k < n; k++)
+            for (long j = start; j < end; j++)
             {
-                if (Sse.IsSupported && distance > 0) PrefetchRow(indices, chunk + k + distance, rangeEnd, table, stride);
-                byte* row = table + ids[k] * stride;
-                TF.RowFactors(row, dim, weights == null ? 1f : weights[chunk + k], out float scale, out float bias);
-                TV s = TS.Broadcast(scale);
+                if (Sse.IsSupported && distance > 0) PrefetchRow(indices, j + distance, rangeEnd, table, stride);
+                byte* row = table + indices[j] * stride;
+                TF.RowFactors(row, dim, weights[j], out float rowScale, out float bias);
+                TV s = TS.Broadcast(rowScale);
                 a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
                 if (nv > 1) a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
                 if (nv > 2) a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
@@ -401,20 +398,33 @@ internal static unsafe class LoraBagKernel
                 if (TF.HasBias) biasSum += bias;
             }
         }
-        acc0 = a0; acc1 = a1; acc2 = a2; acc3 = a3;
-        biasAcc = biasSum;
+        if (TF.HasBias)
+        {
+            TV bv = TS.Broadcast(biasSum);
+            a0 = TS.Add(a0, bv); a1 = TS.Add(a1, bv); a2 = TS.Add(a2, bv); a3 = TS.Add(a3, bv);
+        }
+        if (scale != 1f)
+        {
+            TV m = TS.Broadcast(scale);
+            a0 = TS.Multiply(a0, m); a1 = TS.Multiply(a1, m); a2 = TS.Multiply(a2, m); a3 = TS.Multiply(a3, m);
+        }
+        TS.Store(a0, output);
+        if (nv > 1) TS.Store(a1, output + w);
+        if (nv > 2) TS.Store(a2, output + 2 * w);
+        if (nv > 3) TS.Store(a3, output + 3 * w);
     }
 
-    /// <summary>out_b += c_b · B for the adapted bags of a block (c_b = the bag's scaled rank-space sum).</summary>
+    /// <summary>out_b += c_b · B for the adapted bags of a block (c_b = the bag's scaled rank-space sum, row i of
+    /// <paramref name="blockA"/> for bag <paramref name="bags"/>[i]).</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static void ApplyB<TS, TV, TN>(float* output, int dim, float* b, int rank, int* bags, int count, float* blockA, int blockStart, int rankPad)
+    static void ApplyB<TS, TV, TN>(float* output, int dim, float* b, int rank, int* bags, int count, float* blockA, int rankPad)
         where TS : ISimd<TV> where TV : struct where TN : IVectorCount
     {
         int w = TS.Count, nv = TN.N;
         for (int i = 0; i < count; i++)
         {
             float* o = output + (long)bags[i] * dim;
-            float* coefficients = blockA + (bags[i] - blockStart) * rankPad;
+            float* coefficients = blockA + i * rankPad;
             TV a0 = TS.LoadFp32(o), a1 = nv > 1 ? TS.LoadFp32(o + w) : TS.Zero, a2 = nv > 2 ? TS.LoadFp32(o + 2 * w) : TS.Zero, a3 = nv > 3 ? TS.LoadFp32(o + 3 * w) : TS.Zero;
             float* bRow = b;
             for (int k = 0; k < rank; k++, bRow += dim)
@@ -430,22 +440,6 @@ internal static unsafe class LoraBagKernel
             if (nv > 2) TS.Store(a2, o + 2 * w);
             if (nv > 3) TS.Store(a3, o + 3 * w);
         }
-    }
-
-    /// <summary>Filter candidates of the first (up to) 64 indices of bag <paramref name="b"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static ulong FirstChunkCandidates<TS, TV>(long* indices, long* offsets, int b, ulong* filter, int filterShift) where TS : ISimd<TV> where TV : struct
-    {
-        long start = offsets[b];
-        return FilterCandidates<TS, TV>(indices + start, (int)Math.Min(ChunkIndices, offsets[b + 1] - start), filter, filterShift);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void PrefetchSlot(byte* p, int slotStride)
-    {
-        if (!Sse.IsSupported) return;
-        Sse.Prefetch0(p);
-        Sse.Prefetch0(p + slotStride - 1);
     }
 
     /// <summary>Prefetches the home bucket of every candidate in <paramref name="candidates"/>.</summary>
@@ -506,8 +500,8 @@ internal static unsafe class LoraBagKernel
     }
 
     /// <summary>One bag, row by row: each candidate row's W and A are read inside its own slot section and retried
-    /// until consistent. The fallback of <see cref="TwoPassBag{TS, TV, TF, TN}"/> when a slot it read changed (or was
-    /// being written) during the bag; it waits for the writer, bounded by one slot write.</summary>
+    /// until consistent. The fallback of <see cref="Run{TS, TV, TF, TN}"/> for a block that overlapped a write epoch;
+    /// it waits only for a slot being written, bounded by one slot write.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     static void FusedBag<TS, TV, TF, TN>(in BagJob job, int b, long rangeEnd)
         where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount

@@ -166,6 +166,7 @@ public sealed unsafe partial class TableAdapter
             // Pass 4: publish. Each A row inside its slot's seqlock; B as a new array (one reference write).
             fixed (float* na = _newA)
             {
+                g.BeginEpochWrite();
                 for (int t = 0; t < _touchedCount; t++)
                 {
                     byte* p = g.SlotPointer(_touched[t]);
@@ -175,6 +176,7 @@ public sealed unsafe partial class TableAdapter
                     if (adagrad) *(float*)(p + SlotLayout.AdagradOffset) = _newAdagrad[t];
                     *(long*)(p + SlotLayout.StampOffset) = _clock;
                 }
+                g.EndEpochWrite();
             }
             g.BAdagrad = newBAdagrad;
             Volatile.Write(ref g.B, newB);

@@ -74,7 +74,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         long bestSlots = 0, bestCapacity = 0;
         for (long capacity = 4; capacity <= 1L << 26; capacity <<= 1)
         {
-            long rest = budget - fixedBytes - capacity * sizeof(long) - AdapterGeneration.FilterBytes(capacity);
+            long rest = budget - fixedBytes - AdapterGeneration.MapBytes(capacity) - AdapterGeneration.FilterBytes(capacity);
             if (rest < perSlot) break;
             long n = Math.Min(Math.Min(capacity / 2, rest / perSlot), AdapterGeneration.SlotMask);
             if (n > bestSlots) { bestSlots = n; bestCapacity = capacity; }
@@ -212,9 +212,11 @@ public sealed unsafe partial class TableAdapter : IDisposable
             int slot = FindOrAllocate(row, protectTouched: false);
             g = Current;
             byte* p = g.SlotPointer(slot);
+            g.BeginEpochWrite();
             AdapterGeneration.BeginWrite(p);
             a.CopyTo(new Span<float>(p + SlotLayout.AOffset, g.Rank));
             AdapterGeneration.EndWrite(p);
+            g.EndEpochWrite();
             *(long*)(p + SlotLayout.StampOffset) = _clock;
         }
         finally { ExitWriter(); }
@@ -287,7 +289,9 @@ public sealed unsafe partial class TableAdapter : IDisposable
         var observer = Volatile.Read(ref _mergeObserver);
         if (observer is null)
         {
-            foreach (int s in slots) MergeSlot(g, s);
+            g.BeginEpochWrite();
+            try { foreach (int s in slots) MergeSlot(g, s); }
+            finally { g.EndEpochWrite(); }
             return;
         }
         var rows = new long[slots.Length];
@@ -295,11 +299,16 @@ public sealed unsafe partial class TableAdapter : IDisposable
         observer.MergeStarting(this);
         try
         {
-            foreach (int s in slots)
+            g.BeginEpochWrite();
+            try
             {
-                long row = MergeSlot(g, s);
-                rows[merged++] = row;
+                foreach (int s in slots)
+                {
+                    long row = MergeSlot(g, s);
+                    rows[merged++] = row;
+                }
             }
+            finally { g.EndEpochWrite(); }
         }
         finally { observer.MergeFinished(this, rows.AsSpan(0, merged)); }
     }

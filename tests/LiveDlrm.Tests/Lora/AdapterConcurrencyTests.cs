@@ -109,19 +109,26 @@ public class AdapterConcurrencyTests
         }
 
         var readers = Enumerable.Range(0, 2).Select(id => new Thread(() => Reader(id)) { Name = $"stress-reader-{id}" }).ToList();
+        long fastBefore = Interlocked.Read(ref LoraBagKernel.FastBlocks), redoneBefore = Interlocked.Read(ref LoraBagKernel.RedoneBlocks);
         var clock = Stopwatch.StartNew();
         writer.Start();
         readers.ForEach(t => t.Start());
         writer.Join();
         readers.ForEach(t => t.Join());
 
+        long fastBlocks = Interlocked.Read(ref LoraBagKernel.FastBlocks) - fastBefore, redoneBlocks = Interlocked.Read(ref LoraBagKernel.RedoneBlocks) - redoneBefore;
         TestContext.Out.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: {reads} read batches, {sets} row sets, {batchMerges} LRU merges, {fullMerges} full merges, " +
-                                  $"{rankChanges} rank decisions ({adapter.History.Count(h => h.NewRank != h.OldRank)} changes), {adapter.MergedRows} rows merged, version {adapter.Version}");
+                                  $"{rankChanges} rank decisions ({adapter.History.Count(h => h.NewRank != h.OldRank)} changes), {adapter.MergedRows} rows merged, version {adapter.Version}; " +
+                                  $"kernel blocks: {fastBlocks} served on the fast path, {redoneBlocks} redone row by row");
         Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(5)));
         Assert.That(reads, Is.GreaterThan(1000));
         Assert.That(adapter.History.Count(h => h.NewRank != h.OldRank), Is.GreaterThan(5), "rank changes must have raced the readers");
         Assert.That(fullMerges, Is.GreaterThan(0));
         Assert.That(adapter.MergedRows, Is.GreaterThan(1000));
+        // Both kernel paths must have raced the writer: blocks validated against the write epoch, and blocks redone
+        // under the per-slot seqlocks because a write overlapped them.
+        Assert.That(fastBlocks, Is.GreaterThan(100), "no block passed the write-epoch check while the writer ran");
+        Assert.That(redoneBlocks, Is.GreaterThan(100), "no block overlapped a write");
     }
 
     /// <summary>B = the first <paramref name="rank"/> unit vectors: u = (1, 1, 1, 1, 0, …) is in its row space.</summary>

@@ -104,8 +104,9 @@ public class LoraLookupTests
 
     static readonly KernelIsa[] VectorIsas = Isas.Where(i => i != KernelIsa.Scalar).ToArray();
 
-    /// <summary>A slot whose counter is odd (the trainer inside its section) must not be read: the lookup falls back to
-    /// the row-by-row path, which waits until the section closes, then returns the row as it is afterwards.</summary>
+    /// <summary>A slot whose counter is odd (the trainer inside its section, so inside a write epoch too) must not be
+    /// read: the lookup sees the odd epoch, falls back to the row-by-row path, which waits until the slot's section
+    /// closes, then returns the row as it is afterwards.</summary>
     [Test]
     public unsafe void ALookupWaitsWhileAnAdaptedRowIsBeingWritten()
     {
@@ -126,16 +127,48 @@ public class LoraLookupTests
         finally { TableAdapter.Unpin(g); }
         int before = *seq;
         Assert.That(before % 2, Is.EqualTo(0));
-        Volatile.Write(ref *seq, before + 1);                // as the trainer does on entering the slot's section
+        g.BeginEpochWrite();                                 // as the trainer does: the write epoch, then the slot's section
+        Volatile.Write(ref *seq, before + 1);
         var output = new float[batch.Bags * dim];
         using var callerOnly = new EmbeddingWorkerPool(0);
         var lookup = new Thread(() => LoraEmbeddingBag.Forward(adapter, indices, offsets, output, pool: callerOnly));
         lookup.Start();
         bool finishedWhileOdd = lookup.Join(300);
         Volatile.Write(ref *seq, before + 2);                // section closed (nothing changed inside it)
+        g.EndEpochWrite();
         lookup.Join();
         Assert.That(finishedWhileOdd, Is.False, "the lookup read a slot whose counter was odd");
         LoraTestData.AssertClose(output, expected, 1e-5, "after the wait");
+    }
+
+    /// <summary>While the write epoch is odd (the trainer is publishing or merging), the fast path must not serve a
+    /// block: every block is done row by row under the slot seqlocks, and the result is still W + A·B.</summary>
+    [Test]
+    public void ALookupDuringAnOpenWriteEpochIsDoneRowByRow()
+    {
+        const int dim = 32;
+        var rng = new Random(12);
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 2000, dim, seed: 6);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.5 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 40);
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 300, 12, hot, weighted: false);
+        var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, PoolingMode.Sum, dim);
+        var output = new float[batch.Bags * dim];
+        using var callerOnly = new EmbeddingWorkerPool(0);
+
+        var g = adapter.Pin();
+        try
+        {
+            long fast = Interlocked.Read(ref LoraBagKernel.FastBlocks), redone = Interlocked.Read(ref LoraBagKernel.RedoneBlocks);
+            g.BeginEpochWrite();
+            try { LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, output, pool: callerOnly); }
+            finally { g.EndEpochWrite(); }
+            Assert.That(Interlocked.Read(ref LoraBagKernel.RedoneBlocks) - redone, Is.GreaterThanOrEqualTo(5), "300 bags are at least 5 blocks, all redone");
+            Assert.That(Interlocked.Read(ref LoraBagKernel.FastBlocks) - fast, Is.EqualTo(0),
+                        "no block may be served by the fast path while the epoch is odd");
+        }
+        finally { TableAdapter.Unpin(g); }
+        LoraTestData.AssertClose(output, expected, 5e-5, "odd epoch");
     }
 
     [Test]

@@ -1,0 +1,56 @@
+using LiveDlrm.Lora;
+
+namespace LiveDlrm.Tests.Lora;
+
+/// <summary>The kernels' map probe compares 8 entries at once; the scalar linear-probing walk is its reference.</summary>
+public class MapProbeTests
+{
+    /// <summary>Maps crowded around a few home buckets (runs longer than 8, tombstones inside runs, runs that wrap
+    /// past the end of the map), probed for present rows, absent rows whose home is inside a run, and tombstoned rows:
+    /// the vector probe must give exactly the scalar walk's answer.</summary>
+    [Test]
+    public unsafe void TheVectorProbeAgreesWithTheScalarWalk([Values(16, 64, 1024)] int capacity)
+    {
+        int shift = 64 - System.Numerics.BitOperations.Log2((ulong)capacity);
+        long mask = capacity - 1;
+        long Home(long row) => (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> shift);
+        var rng = new Random(capacity);
+        for (int trial = 0; trial < 50; trial++)
+        {
+            var map = new long[capacity];
+            var present = new List<long>();
+            var removed = new List<long>();
+            // Rows chosen so that their homes cluster near a few buckets, including the last ones (wrap-around).
+            int[] hotHomes = { 0, capacity / 2, capacity - 3, capacity - 1 };
+            int wanted = capacity / 2 - 1;
+            for (long row = rng.Next(1000); present.Count < wanted; row += 1 + rng.Next(7))
+            {
+                long home = Home(row);
+                bool near = hotHomes.Any(h => (home - h + capacity) % capacity < 3);
+                if (!near && rng.Next(4) != 0) continue;
+                long pos = home;
+                while (map[pos] != AdapterGeneration.Empty) pos = (pos + 1) & mask;
+                map[pos] = ((row + 1) << AdapterGeneration.SlotBits) | (long)present.Count;
+                present.Add(row);
+            }
+            // Tombstone a fifth of them (deletion never moves entries).
+            foreach (long row in present.Where((_, i) => i % 5 == 0).ToList())
+            {
+                long pos = Home(row);
+                while (map[pos] >> AdapterGeneration.SlotBits != row + 1) pos = (pos + 1) & mask;
+                map[pos] = AdapterGeneration.Tombstone;
+                removed.Add(row);
+            }
+            var queries = present.Concat(removed).Concat(Enumerable.Range(0, 200).Select(_ => (long)rng.Next(1_000_000)));
+            fixed (long* m = map)
+                foreach (long row in queries)
+                {
+                    int expected = AdapterGeneration.ProbeMapScalar(row, m, mask, Home(row));
+                    int actual = AdapterGeneration.ProbeMap(row, m, mask, shift);
+                    Assert.That(actual, Is.EqualTo(expected), $"capacity {capacity}, trial {trial}, row {row} (home {Home(row)})");
+                    if (removed.Contains(row)) Assert.That(actual, Is.EqualTo(-1), $"tombstoned row {row} was found");
+                    else if (present.Contains(row)) Assert.That(actual, Is.EqualTo(present.IndexOf(row)), $"row {row} not found");
+                }
+        }
+    }
+}
