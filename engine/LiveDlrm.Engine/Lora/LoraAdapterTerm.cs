@@ -63,7 +63,7 @@ public static unsafe class LoraAdapterTerm
         long mapMask = ctx->MapMask;
         int mapShift = ctx->MapShift, slotStride = ctx->SlotStride, filterShift = ctx->FilterShift;
         byte* pool = ctx->Pool;
-        ulong* filter = ctx->Filter;
+        uint* filter = ctx->Filter;
         float* b = ctx->B;
         // Rank ≤ 16 (the common case): the bag's Σ w·A lives in two 8-float registers, each A loaded straight from
         // its slot (a slot pads A to a multiple of 8 floats, SlotLayout.StrideFor, so the loads stay inside it; lanes
@@ -80,8 +80,7 @@ public static unsafe class LoraAdapterTerm
             for (long j = start; j < end; j++)
             {
                 long row = idx[j];
-                long bit = AdapterGeneration.FilterBit(row, filterShift);
-                if ((Volatile.Read(ref filter[bit >> 6]) & (1UL << (int)(bit & 63))) == 0) continue;
+                if (!AdapterGeneration.MayContain(filter, filterShift, row)) continue;
                 int slot = AdapterGeneration.ProbeMap(row, map, mapMask, mapShift);
                 if (slot < 0) continue;
                 byte* p = pool + (long)slot * slotStride;

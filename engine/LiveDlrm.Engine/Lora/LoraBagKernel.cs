@@ -14,7 +14,7 @@ internal unsafe struct LoraContext
     public long MapMask;
     public int MapShift;
     public byte* Pool;
-    public ulong* Filter;
+    public uint* Filter;
     public int FilterShift;
     public int SlotStride;
     public int Rank;
@@ -70,10 +70,9 @@ internal static unsafe class LoraBagKernel
     /// <summary>Slot of <paramref name="row"/> or -1: presence filter first, then the map (same probe as
     /// <see cref="AdapterGeneration.Find"/>, on locals).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int Probe(long row, ulong* filter, int filterShift, long* map, long mapMask, int mapShift)
+    static int Probe(long row, uint* filter, int filterShift, long* map, long mapMask, int mapShift)
     {
-        long bit = AdapterGeneration.FilterBit(row, filterShift);
-        if ((filter[bit >> 6] & (1UL << (int)(bit & 63))) == 0) return -1;
+        if (!AdapterGeneration.MayContain(filter, filterShift, row)) return -1;
         return AdapterGeneration.ProbeMap(row, map, mapMask, mapShift);
     }
 
@@ -213,7 +212,7 @@ internal static unsafe class LoraBagKernel
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     static void FilterBlock<TS, TV>(LoraContext* ctx, long* ids, int n, ulong* masks) where TS : ISimd<TV> where TV : struct
     {
-        ulong* filter = ctx->Filter;
+        uint* filter = ctx->Filter;
         int filterShift = ctx->FilterShift, mapShift = ctx->MapShift;
         long* map = ctx->Map;
         for (int c = 0; c << 6 < n; c++)
@@ -452,38 +451,37 @@ internal static unsafe class LoraBagKernel
     }
 
     /// <summary>Bit k set when ids[k] (k &lt; n ≤ 64) may have a slot: the presence filter for every index, without a
-    /// branch per index. At the AVX2 and AVX-512 levels 8 indices at a time (hash with vpmulld, 32-bit filter words
-    /// with vpgatherdd, the tested bit shifted to the sign and collected with vmovmskps): under 2 instructions an index
-    /// plus the gather, instead of 9.</summary>
+    /// branch per index. At the AVX2 and AVX-512 levels 8 indices at a time (two hashes with vpmulld, the words with
+    /// vpgatherdd, both bits tested with one compare, collected with vmovmskps): about 2 instructions an index plus
+    /// the gather.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static ulong FilterCandidates<TS, TV>(long* ids, int n, ulong* filter, int filterShift) where TS : ISimd<TV> where TV : struct
+    static ulong FilterCandidates<TS, TV>(long* ids, int n, uint* filter, int filterShift) where TS : ISimd<TV> where TV : struct
     {
         ulong candidates = 0;
         int k = 0;
         if (Avx2.IsSupported && typeof(TS) != typeof(Simd128))
         {
-            // 8 indices a step: their low dwords packed into one vector (the hash only uses them), a 32-bit multiply,
-            // and the filter read as 32-bit words (same bits as the 64-bit words on little-endian x86).
-            var multiplier = Vector256.Create(AdapterGeneration.FilterMultiplier);
+            // 8 indices a step: their low dwords packed into one vector (the hashes only use them), two 32-bit
+            // multiplies (the word; the two bits), the words gathered, both bits tested at once.
+            var wordMultiplier = Vector256.Create(AdapterGeneration.FilterMultiplier);
+            var bitsMultiplier = Vector256.Create(AdapterGeneration.FilterBitsMultiplier);
             var low5 = Vector256.Create(31u);
-            uint* words32 = (uint*)filter;
+            var one = Vector256.Create(1u);
             for (; k + 8 <= n; k += 8)
             {
                 var first = Vector256.Load((float*)(ids + k));
                 var second = Vector256.Load((float*)(ids + k + 4));
                 // shufps keeps dwords 0 and 2 of each row pair: rows k, k+1, k+4, k+5 | k+2, k+3, k+6, k+7; vpermq reorders.
                 var packed = Avx2.Permute4x64(Avx.Shuffle(first, second, 0b10_00_10_00).AsUInt64(), 0b11_01_10_00).AsUInt32();
-                var bit = (packed * multiplier) >> filterShift;
-                var words = Avx2.GatherVector256(words32, (bit >> 5).AsInt32(), 4);
-                var atSign = Avx2.ShiftLeftLogicalVariable(words, Vector256.AndNot(low5, bit));
-                candidates |= (ulong)atSign.ExtractMostSignificantBits() << k;
+                var word = (packed * wordMultiplier) >> filterShift;
+                var h = packed * bitsMultiplier;
+                var bits = Avx2.ShiftLeftLogicalVariable(one, h >> 27) | Avx2.ShiftLeftLogicalVariable(one, (h >> 22) & low5);
+                var words = Avx2.GatherVector256(filter, word.AsInt32(), 4);
+                candidates |= (ulong)Vector256.Equals(words & bits, bits).ExtractMostSignificantBits() << k;
             }
         }
         for (; k < n; k++)
-        {
-            long bit = AdapterGeneration.FilterBit(ids[k], filterShift);
-            candidates |= ((filter[bit >> 6] >> (int)bit) & 1) << k;
-        }
+            candidates |= (AdapterGeneration.MayContain(filter, filterShift, ids[k]) ? 1UL : 0UL) << k;
         return candidates;
     }
 
@@ -518,7 +516,7 @@ internal static unsafe class LoraBagKernel
         long mapMask = ctx->MapMask;
         int mapShift = ctx->MapShift, slotStride = ctx->SlotStride;
         byte* slots = ctx->Pool;
-        ulong* filter = ctx->Filter;
+        uint* filter = ctx->Filter;
         int filterShift = ctx->FilterShift;
         // Rank ≤ 16 (the common case): the bag's Σ A[i] lives in two 8-float registers and each A[i] is loaded
         // straight from its slot. A slot pads A to a multiple of 8 floats (SlotLayout.StrideFor), so the loads stay

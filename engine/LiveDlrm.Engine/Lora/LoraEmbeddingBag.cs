@@ -86,7 +86,7 @@ public static unsafe class LoraEmbeddingBag
                     byte* line = (byte*)((nuint)(data + ahead * stride) & ~(nuint)63);
                     byte* last = data + ahead * stride + stride - 1;
                     for (; line <= last; line += 64) Sse.Prefetch0(line);
-                    Sse.Prefetch0(ctx->Filter + (AdapterGeneration.FilterBit(ahead, ctx->FilterShift) >> 6));
+                    Sse.Prefetch0(ctx->Filter + AdapterGeneration.FilterWord(ahead, ctx->FilterShift));
                 }
                 long row = idx[j];
                 byte* src = data + row * stride;

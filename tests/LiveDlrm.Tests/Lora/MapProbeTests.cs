@@ -1,10 +1,42 @@
+using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
 
 namespace LiveDlrm.Tests.Lora;
 
-/// <summary>The kernels' map probe compares 8 entries at once; the scalar linear-probing walk is its reference.</summary>
+/// <summary>The kernels' map probe compares 8 entries at once; the scalar linear-probing walk is its reference. The
+/// presence filter in front of it must never reject a mapped row.</summary>
 public class MapProbeTests
 {
+    /// <summary>An adapter filled to its slot capacity at the 1 % budget (the sizing the kernels see): every mapped row
+    /// passes the filter, and absent rows pass it rarely — the two-bit word filter's false-positive rate, which sets
+    /// how many lookups pay a map probe for nothing.</summary>
+    [Test]
+    public unsafe void TheFilterPassesEveryMappedRowAndFewOthers()
+    {
+        using var table = EmbeddingTable.Create("filter", 1 << 20, 64, EmbeddingStorage.Fp32);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 16, MaxRank = 16 });
+        var rng = new Random(5);
+        var rows = new HashSet<long>();
+        var a = new float[16];
+        while (rows.Count < adapter.SlotCapacity)
+        {
+            long r = rng.NextInt64(table.Rows);
+            if (rows.Add(r)) adapter.SetRow(r, a);
+        }
+        var g = adapter.Pin();
+        try
+        {
+            foreach (long r in rows) Assert.That(AdapterGeneration.MayContain(g.FilterPointer, g.FilterShift, r), $"mapped row {r} rejected by the filter");
+            int passed = 0, tried = 0;
+            for (long r = 0; r < table.Rows; r += 3)
+                if (!rows.Contains(r)) { tried++; if (AdapterGeneration.MayContain(g.FilterPointer, g.FilterShift, r)) passed++; }
+            double rate = (double)passed / tried;
+            TestContext.Out.WriteLine($"{rows.Count} rows mapped; false positives {rate:P2} of {tried} absent rows");
+            Assert.That(rate, Is.LessThan(0.02), "the two-bit filter should pass about 1 % of absent rows at this load");
+        }
+        finally { TableAdapter.Unpin(g); }
+    }
+
     /// <summary>Maps crowded around a few home buckets (runs longer than 8, tombstones inside runs, runs that wrap
     /// past the end of the map), probed for present rows, absent rows whose home is inside a run, and tombstoned rows:
     /// the vector probe must give exactly the scalar walk's answer.</summary>
