@@ -169,7 +169,7 @@ public sealed class LookupRun : IComparativeRun
                 LivedlrmPrefetch = EmbeddingKernels.PrefetchDistanceFor(table.Storage),
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
-                LivedlrmLoraMlookups = loraRate, LoraTimeRatio = Ratio(livedlrm, loraRate),
+                LivedlrmLoraMlookups = loraRate, LoraTimeRatio = Ratio(livedlrm, loraRate), LoraTimeRatioPerRound = PerRoundRatio(results, "livedlrm", "livedlrm_lora"),
                 LoraRank = lora is null ? null : LoraContender.Rank, LoraActiveRows = lora?.ActiveRows, LoraMemoryPct = lora?.MemoryPercent,
                 RunMlookups = results.ToDictionary(kv => kv.Key, kv => kv.Value.Runs),
             };
@@ -192,6 +192,14 @@ public sealed class LookupRun : IComparativeRun
 
     static double? Gbps(double? mlookups, int rowBytes) => mlookups * rowBytes / 1000.0;
     static double? Ratio(double? a, double? b) => a is null || b is null || b == 0 ? null : a / b;
+
+    /// <summary>Median over the interleaved rounds of <paramref name="numerator"/>'s rate / <paramref name="denominator"/>'s.</summary>
+    static double? PerRoundRatio(IReadOnlyDictionary<string, Timing.Result> results, string numerator, string denominator)
+    {
+        if (!results.TryGetValue(numerator, out var a) || !results.TryGetValue(denominator, out var b)) return null;
+        var ratios = a.Runs.Zip(b.Runs, (x, y) => y > 0 ? x / y : double.NaN).Where(double.IsFinite).Order().ToArray();
+        return ratios.Length == 0 ? null : ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
+    }
 
     internal static string DtypeName(EmbeddingStorage s) => s switch
     {
@@ -220,10 +228,10 @@ public sealed class LookupRun : IComparativeRun
     {
         Console.WriteLine();
         Console.WriteLine("M lookups/s, median of runs (GB/s = rows gathered × row bytes)");
-        Console.WriteLine($"{"case",-18} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD/native",9} {"LD/torch",8} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8} {"lora",7} {"lora t/t",8}");
+        Console.WriteLine($"{"case",-18} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD/native",9} {"LD/torch",8} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8} {"lora",7} {"lora t/t",8} {"per-round",9}");
         foreach (var r in records)
             Console.WriteLine($"{r.Case,-18} {F(r.LivedlrmMlookups),9} {F(r.TorchsharpMlookups),10} {F(r.NativeRefMlookups),10} {r.NativeRefBestPrefetch?.ToString(CultureInfo.InvariantCulture) ?? "—",7} " +
-                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8}");
+                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8} {F(r.LoraTimeRatioPerRound, "F2"),9}");
     }
 
     static readonly JsonSerializerOptions JsonOptions = new()
@@ -273,6 +281,9 @@ sealed class LookupRecord
     public double? LivedlrmLoraMlookups { get; init; }
     /// <summary>LoRA lookup time over plain lookup time (issue 4's target: ≤ 1.15).</summary>
     public double? LoraTimeRatio { get; init; }
+    /// <summary>Median over rounds of (plain rate / LoRA rate) within the round: the host's speed drifts between
+    /// minutes, and a ratio taken inside one round cancels most of that drift.</summary>
+    public double? LoraTimeRatioPerRound { get; init; }
     public int? LoraRank { get; init; }
     public int? LoraActiveRows { get; init; }
     public double? LoraMemoryPct { get; init; }

@@ -111,7 +111,10 @@ public sealed class LoraLookupRun : IComparativeRun
         for (int c = 0; c < names.Length; c++)
             Console.WriteLine($"  {names[c],-18} {medians[c],8:F1} M lookups/s   runs: {string.Join(" ", rates[c].Select(x => x.ToString("F1")))}");
         double ratio = medians[0] / medians[1];
-        Console.WriteLine($"  LoRA lookup time / plain lookup time = {ratio:F3} (target ≤ 1.15); probes alone (empty adapter) {medians[0] / medians[2]:F3}");
+        // Also per round (plain and LoRA timed next to each other): the host's speed drifts between minutes.
+        double perRound = LoraBenchSupport.Median(rates[0].Zip(rates[1], (p, l) => p / l));
+        double emptyPerRound = LoraBenchSupport.Median(rates[0].Zip(rates[2], (p, l) => p / l));
+        Console.WriteLine($"  LoRA lookup time / plain lookup time = {ratio:F3}, per-round median {perRound:F3} (target ≤ 1.15); probes alone (empty adapter) {medians[0] / medians[2]:F3}, per round {emptyPerRound:F3}");
 
         var record = new
         {
@@ -119,7 +122,7 @@ public sealed class LoraLookupRun : IComparativeRun
             active_rows = adapter.ActiveRows, adapter_bytes = adapter.AllocatedBytes, adapter_memory_pct = adapter.MemoryFraction * 100,
             adapted_hit_fraction = hitFraction, runs, run_seconds = runSeconds, quick,
             livedlrm_mlookups = medians[0], livedlrm_lora_mlookups = medians[1], lora_empty_adapter_mlookups = medians[2],
-            lora_time_ratio = ratio,
+            lora_time_ratio = ratio, lora_time_ratio_per_round = perRound, empty_adapter_time_ratio_per_round = emptyPerRound,
             runs_mlookups = names.Select((n, c) => (n, rates[c])).ToDictionary(x => x.n, x => x.Item2),
             machine = new { processors = Environment.ProcessorCount, os = System.Runtime.InteropServices.RuntimeInformation.OSDescription },
         };
