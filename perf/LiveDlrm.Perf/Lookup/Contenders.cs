@@ -188,8 +188,10 @@ sealed unsafe class NativeRefContender : Contender
 
 /// <summary>LiveDlrm's LoRA-augmented lookup (Σ W[i] + (Σ A[i])·B, issue 4's kernel) on the same table, batches and
 /// pool as <see cref="LiveDlrmContender"/>. The adapter has rank <see cref="Rank"/> and is filled to the default 1 %
-/// budget with rows taken, in order, from the run's own batches — the rows a trainer would have touched recently —
-/// so Zipf batches hit adapted rows as often as they would in service, and uniform ones about 1 % of the time.</summary>
+/// budget with the distinct rows of *earlier* traffic — separate batches of the same id distribution, as a trainer
+/// would have adapted the rows of requests served before the timed ones. So Zipf batches hit adapted rows as often as
+/// they would in service (the hot rows), and uniform ones about as often as the adapted share of the table. (Filling
+/// from the timed batches themselves, as before, made the first batches of a uniform case hit on every index.)</summary>
 sealed class LoraContender : Contender
 {
     public const int Rank = 16;
@@ -205,18 +207,31 @@ sealed class LoraContender : Contender
         _adapter = new TableAdapter(table, new AdapterOptions { InitialRank = Rank, MinRank = 1, MaxRank = Rank });
         var rng = new Random(11);
         var a = new float[Rank];
-        var seen = new HashSet<long>();
+        var adapted = new HashSet<long>();
+        for (int round = 0; round < 16 && adapted.Count < _adapter.SlotCapacity; round++)
+        {
+            var history = new LookupBatches(table.Rows, batches.Bags, batches.Pooling, 2, batches.Distribution, seed: 7919 + round);
+            foreach (var ids in history.Indices)
+                foreach (long id in ids)
+                {
+                    if (adapted.Count >= _adapter.SlotCapacity) break;
+                    if (!adapted.Add(id)) continue;
+                    for (int k = 0; k < Rank; k++) a[k] = (float)(rng.NextDouble() - 0.5) * 0.1f;
+                    _adapter.SetRow(id, a);
+                }
+        }
+        long hits = 0, total = 0;
         foreach (var ids in batches.Indices)
-            foreach (long id in ids)
-            {
-                if (seen.Count >= _adapter.SlotCapacity) goto filled;
-                if (!seen.Add(id)) continue;
-                for (int k = 0; k < Rank; k++) a[k] = (float)(rng.NextDouble() - 0.5) * 0.1f;
-                _adapter.SetRow(id, a);
-            }
-        filled:
+        {
+            foreach (long id in ids) if (adapted.Contains(id)) hits++;
+            total += ids.Length;
+        }
+        HitFraction = (double)hits / total;
         _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
     }
+
+    /// <summary>Share of the timed lookups that hit an adapted row.</summary>
+    public double HitFraction { get; }
 
     public override string Name => "livedlrm_lora";
     public int ActiveRows => _adapter.ActiveRows;

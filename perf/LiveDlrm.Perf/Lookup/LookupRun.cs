@@ -170,7 +170,7 @@ public sealed class LookupRun : IComparativeRun
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
                 LivedlrmLoraMlookups = loraRate, LoraTimeRatio = Ratio(livedlrm, loraRate), LoraTimeRatioPerRound = PerRoundRatio(results, "livedlrm", "livedlrm_lora"),
-                LoraRank = lora is null ? null : LoraContender.Rank, LoraActiveRows = lora?.ActiveRows, LoraMemoryPct = lora?.MemoryPercent,
+                LoraRank = lora is null ? null : LoraContender.Rank, LoraActiveRows = lora?.ActiveRows, LoraMemoryPct = lora?.MemoryPercent, LoraHitFraction = lora?.HitFraction,
                 RunMlookups = results.ToDictionary(kv => kv.Key, kv => kv.Value.Runs),
             };
         }
@@ -221,7 +221,7 @@ public sealed class LookupRun : IComparativeRun
     {
         string sweep = r.NativeRefSweep is null ? "" : "  native sweep: " + string.Join(" ", r.NativeRefSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
         if (r.LivedlrmSweep is not null) sweep += "  livedlrm sweep: " + string.Join(" ", r.LivedlrmSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
-        Console.WriteLine($"  {r.Case,-18} livedlrm {F(r.LivedlrmMlookups),7}  lora {F(r.LivedlrmLoraMlookups),7}  torchsharp {F(r.TorchsharpMlookups),7}  native {F(r.NativeRefMlookups),7}{sweep}");
+        Console.WriteLine($"  {r.Case,-18} livedlrm {F(r.LivedlrmMlookups),7}  lora {F(r.LivedlrmLoraMlookups),7}{(r.LoraHitFraction is double hf ? $" ({hf:P1} hits)" : "")}  torchsharp {F(r.TorchsharpMlookups),7}  native {F(r.NativeRefMlookups),7}{sweep}");
     }
 
     static void PrintTable(List<LookupRecord> records)
@@ -287,6 +287,8 @@ sealed class LookupRecord
     public int? LoraRank { get; init; }
     public int? LoraActiveRows { get; init; }
     public double? LoraMemoryPct { get; init; }
+    /// <summary>Share of the timed lookups that hit an adapted row.</summary>
+    public double? LoraHitFraction { get; init; }
     public int? NativeRefBestPrefetch { get; init; }
     public Dictionary<string, double?>? NativeRefSweep { get; init; }
     /// <summary>The native reference at LiveDlrm's own prefetch distance (null if not in the sweep): a like-for-like
