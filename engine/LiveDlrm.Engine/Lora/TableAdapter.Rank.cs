@@ -98,8 +98,13 @@ public sealed unsafe partial class TableAdapter
         for (int c = 0; c < kept; c++) keptEnergy += f.S[c] * f.S[c];
 
         // B' = the kept right singular vectors, then random orthonormal-ish rows for any grown directions.
+        // The kept rows keep the old B's scale (rms row norm) and A absorbs the rest: ΔW = A'·B' is the same, and the
+        // optimizer states carried over (per-row Adagrad of A, B's mean accumulator) keep meaning the same step sizes.
+        double bSquares = 0;
+        foreach (float v in g.B) bSquares += (double)v * v;
+        double bScale = bSquares > 0 ? Math.Sqrt(bSquares / r) : 1;
         var bNew = new double[target * dim];
-        Array.Copy(f.Vt, bNew, kept * dim);
+        for (int i = 0; i < kept * dim; i++) bNew[i] = f.Vt[i] * bScale;
         for (int c = kept; c < target; c++)
         {
             var v = bNew.AsSpan(c * dim, dim);
@@ -136,7 +141,7 @@ public sealed unsafe partial class TableAdapter
             *(float*)(dst + SlotLayout.AdagradOffset) = *(float*)(src + SlotLayout.AdagradOffset);
             *(int*)(dst + SlotLayout.TouchOffset) = -1;
             float* a = (float*)(dst + SlotLayout.AOffset);
-            for (int c = 0; c < kept; c++) a[c] = (float)(f.QU[(long)i * f.M + c] * f.S[c]);
+            for (int c = 0; c < kept; c++) a[c] = (float)(f.QU[(long)i * f.M + c] * f.S[c] / bScale);
             next.InsertNew(row, slot);
         }
         Publish(next);

@@ -56,6 +56,37 @@ public class RankAdaptationTests
         Assert.That(adapter.History, Has.Count.EqualTo(1));
     }
 
+    /// <summary>A rank change keeps B's scale: the new B rows are orthogonal with the old B's rms row norm (A absorbs
+    /// the singular values), so the optimizer states carried over keep meaning the same step sizes; ΔW is unchanged.</summary>
+    [Test]
+    public void ARankChangeKeepsTheScaleOfB()
+    {
+        var rng = new Random(8);
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, Rows, Dim, seed: 9);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.9, EnergyToKeep = 0.8 });
+        var b = LoraTestData.RandomVector(rng, 8 * Dim);
+        for (int i = 0; i < b.Length; i++) b[i] *= 3;             // a scale far from 1, so unit rows would show
+        adapter.SetB(b);
+        LoraTestData.FillAdapter(adapter, rng, 100);
+        double oldRms = Math.Sqrt(b.Sum(v => (double)v * v) / 8);
+        var before = Delta(adapter);
+        var e = adapter.AdaptRank();
+        Assert.That(e.NewRank, Is.InRange(1, 7), "the test needs a truncation");
+        var nb = adapter.CopyB(out int rank);
+        for (int c = 0; c < rank; c++)
+        {
+            double norm = Math.Sqrt(Enumerable.Range(0, Dim).Sum(d => (double)nb[c * Dim + d] * nb[c * Dim + d]));
+            Assert.That(norm, Is.EqualTo(oldRms).Within(1e-4 * oldRms), $"row {c} of the new B");
+            for (int o = 0; o < c; o++)
+            {
+                double dot = Enumerable.Range(0, Dim).Sum(d => (double)nb[c * Dim + d] * nb[o * Dim + d]);
+                Assert.That(Math.Abs(dot), Is.LessThan(1e-4 * oldRms * oldRms), $"rows {o} and {c} of the new B");
+            }
+        }
+        double discarded = e.SingularValues.Skip(e.NewRank).Sum(s => s * s);
+        Assert.That(FrobeniusSquared(before, Delta(adapter)), Is.EqualTo(discarded).Within(1e-4 * FrobeniusSquared(before)));
+    }
+
     [Test]
     public void TruncationErrorIsTheDiscardedEnergy([Values(0.9, 0.6)] double tau)
     {
