@@ -165,8 +165,8 @@ internal static unsafe class LoraBagKernel
             e = BlockEnd(offsets, b, bagEnd);
             long from = offsets[b], n = offsets[e] - from;
             int epoch = Volatile.Read(ref *ctx->WriteEpoch);
-            bool served = false;
-            if (!perRow && (epoch & 1) == 0 && n <= BlockIndices)
+            bool served = false, tried = !perRow && (epoch & 1) == 0 && n <= BlockIndices;
+            if (tried)
             {
                 if (!masksReady) FilterBlock<TS, TV>(ctx, indices + from, (int)n, masks, prefetchBuckets: true);
                 int hits = ProbeBlock(ctx, indices + from, (int)n, masks, hitPos, hitSlot);
@@ -196,6 +196,9 @@ internal static unsafe class LoraBagKernel
             if (served) fast++;
             else
             {
+                // Masks computed ahead during the previous block were for this one: the next block computes its own.
+                // (A block that tried and failed validation already swapped in the next block's masks.)
+                if (!tried) masksReady = false;
                 redone++;
                 for (int k = b; k < e; k++) FusedBag<TS, TV, TF, TN>(in job, k, rangeEnd);
             }

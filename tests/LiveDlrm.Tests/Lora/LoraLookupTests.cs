@@ -171,6 +171,56 @@ public class LoraLookupTests
         LoraTestData.AssertClose(output, expected, 5e-5, "odd epoch");
     }
 
+    /// <summary>A trainer that opens and closes the write epoch while a many-block lookup runs (changing nothing):
+    /// blocks switch between the fast path and the per-row path mid-batch, and every result must still be the dense
+    /// W + A·B — in particular a block after a redone one must not use filter masks computed for another block.</summary>
+    [Test]
+    public void EpochWritesDuringALookupNeverChangeItsResult()
+    {
+        const int dim = 32;
+        var rng = new Random(21);
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 5000, dim, seed: 7);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.5 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 400);
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 2000, 16, hot, weighted: false);
+        var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, PoolingMode.Sum, dim);
+        var output = new float[batch.Bags * dim];
+        using var callerOnly = new EmbeddingWorkerPool(0);
+        var g = adapter.Pin();
+        using var stop = new CancellationTokenSource();
+        var toggler = new Thread(() =>
+        {
+            var spin = new SpinWait();
+            while (!stop.IsCancellationRequested)
+            {
+                g.BeginEpochWrite();
+                for (int i = 0; i < 200; i++) Thread.SpinWait(1);
+                g.EndEpochWrite();
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+        });
+        try
+        {
+            long redone = Interlocked.Read(ref LoraBagKernel.RedoneBlocks), fast = Interlocked.Read(ref LoraBagKernel.FastBlocks);
+            toggler.Start();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            int lookups = 0;
+            while (clock.Elapsed < TimeSpan.FromSeconds(1.5) || Interlocked.Read(ref LoraBagKernel.RedoneBlocks) - redone < 50 || Interlocked.Read(ref LoraBagKernel.FastBlocks) - fast < 50)
+            {
+                Array.Clear(output);
+                LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, output, pool: callerOnly);
+                LoraTestData.AssertClose(output, expected, 5e-5, $"lookup {lookups++}");
+                if (clock.Elapsed > TimeSpan.FromSeconds(20)) Assert.Fail("the two paths did not both run");
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            toggler.Join();
+            TableAdapter.Unpin(g);
+        }
+    }
+
     [Test]
     public void AnEmptyAdapterGivesThePlainLookup()
     {
