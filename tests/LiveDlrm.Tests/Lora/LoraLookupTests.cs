@@ -141,20 +141,44 @@ public class LoraLookupTests
         LoraTestData.AssertClose(output, expected, 1e-5, "after the wait");
     }
 
+    /// <summary>The write-epoch tests' setup: an fp32 dim-32 table, a rank-8 adapter with <paramref name="hotRows"/>
+    /// rows set, a Sum batch over them, its dense W + A·B result, an output buffer and a caller-only pool.</summary>
+    sealed class EpochFixture : IDisposable
+    {
+        public const int Dim = 32;
+        readonly EmbeddingTable _table;
+        public TableAdapter Adapter { get; }
+        public LoraTestData.Batch Batch { get; }
+        public double[] Expected { get; }
+        public float[] Output { get; }
+        public EmbeddingWorkerPool CallerOnly { get; } = new(0);
+
+        public EpochFixture(int seed, int rows, int tableSeed, int hotRows, int bags, int maxLen)
+        {
+            var rng = new Random(seed);
+            _table = LoraTestData.Table(EmbeddingStorage.Fp32, rows, Dim, tableSeed);
+            Adapter = new TableAdapter(_table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.5 });
+            long[] hot = LoraTestData.FillAdapter(Adapter, rng, hotRows);
+            Batch = LoraTestData.RandomBatch(rng, _table.Rows, bags, maxLen, hot, weighted: false);
+            Expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(Adapter), Batch, PoolingMode.Sum, Dim);
+            Output = new float[Batch.Bags * Dim];
+        }
+
+        public void Dispose()
+        {
+            CallerOnly.Dispose();
+            Adapter.Dispose();
+            _table.Dispose();
+        }
+    }
+
     /// <summary>While the write epoch is odd (the trainer is publishing or merging), the fast path must not serve a
     /// block: every block is done row by row under the slot seqlocks, and the result is still W + A·B.</summary>
     [Test]
     public void ALookupDuringAnOpenWriteEpochIsDoneRowByRow()
     {
-        const int dim = 32;
-        var rng = new Random(12);
-        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 2000, dim, seed: 6);
-        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.5 });
-        long[] hot = LoraTestData.FillAdapter(adapter, rng, 40);
-        var batch = LoraTestData.RandomBatch(rng, table.Rows, 300, 12, hot, weighted: false);
-        var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, PoolingMode.Sum, dim);
-        var output = new float[batch.Bags * dim];
-        using var callerOnly = new EmbeddingWorkerPool(0);
+        using var f = new EpochFixture(seed: 12, rows: 2000, tableSeed: 6, hotRows: 40, bags: 300, maxLen: 12);
+        var (adapter, batch, expected, output, callerOnly) = (f.Adapter, f.Batch, f.Expected, f.Output, f.CallerOnly);
 
         var g = adapter.Pin();
         try
@@ -177,15 +201,8 @@ public class LoraLookupTests
     [Test]
     public void EpochWritesDuringALookupNeverChangeItsResult()
     {
-        const int dim = 32;
-        var rng = new Random(21);
-        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, 5000, dim, seed: 7);
-        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.5 });
-        long[] hot = LoraTestData.FillAdapter(adapter, rng, 400);
-        var batch = LoraTestData.RandomBatch(rng, table.Rows, 2000, 16, hot, weighted: false);
-        var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, PoolingMode.Sum, dim);
-        var output = new float[batch.Bags * dim];
-        using var callerOnly = new EmbeddingWorkerPool(0);
+        using var f = new EpochFixture(seed: 21, rows: 5000, tableSeed: 7, hotRows: 400, bags: 2000, maxLen: 16);
+        var (adapter, batch, expected, output, callerOnly) = (f.Adapter, f.Batch, f.Expected, f.Output, f.CallerOnly);
         var g = adapter.Pin();
         using var stop = new CancellationTokenSource();
         var toggler = new Thread(() =>
