@@ -32,7 +32,7 @@ internal unsafe struct LoraContext
     };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public long Bucket(long row) => (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> MapShift);
+    public long Bucket(long row) => AdapterGeneration.Home(row, MapShift);
 
     /// <summary>Same probe as <see cref="AdapterGeneration.Find"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -251,17 +251,23 @@ internal static unsafe class LoraBagKernel
         long* map = ctx->Map;
         long mapMask = ctx->MapMask;
         int mapShift = ctx->MapShift;
-        int hits = 0;
+        // The candidates' positions first, then one flat loop of probes: nested in the mask walk, the probe's state
+        // spilled to the stack on every candidate.
+        int candidates = 0;
         for (int c = 0; c << 6 < n; c++)
             for (ulong m = masks[c]; m != 0; m &= m - 1)
-            {
-                int j = (c << 6) + BitOperations.TrailingZeroCount(m);
-                int slot = AdapterGeneration.ProbeMap(ids[j], map, mapMask, mapShift);
-                // Written unconditionally, kept only for a hit: a filter false positive costs no misprediction.
-                hitPos[hits] = j;
-                hitSlot[hits] = slot;
-                hits += ~slot >>> 31;
-            }
+                hitPos[candidates++] = (c << 6) + BitOperations.TrailingZeroCount(m);
+        int hits = 0;
+        for (int i = 0; i < candidates; i++)
+        {
+            int j = hitPos[i];
+            int slot = AdapterGeneration.ProbeMap(ids[j], map, mapMask, mapShift);
+            // Written unconditionally, kept only for a hit (compacted in place: hits ≤ i): a filter false positive
+            // costs no misprediction.
+            hitPos[hits] = j;
+            hitSlot[hits] = slot;
+            hits += ~slot >>> 31;
+        }
         if (Sse.IsSupported)
         {
             byte* a = ctx->Pool + SlotLayout.AOffset;
@@ -468,7 +474,7 @@ internal static unsafe class LoraBagKernel
     {
         if (!Sse.IsSupported) return;
         for (; candidates != 0; candidates &= candidates - 1)
-            Sse.Prefetch0(map + (long)(((ulong)ids[BitOperations.TrailingZeroCount(candidates)] * 0x9E3779B97F4A7C15UL) >> mapShift));
+            Sse.Prefetch0(map + AdapterGeneration.Home(ids[BitOperations.TrailingZeroCount(candidates)], mapShift));
     }
 
     /// <summary>Bit k set when ids[k] (k &lt; n ≤ 64) may have a slot: the presence filter for every index, without a

@@ -37,7 +37,7 @@ public class MapProbeTests
         finally { TableAdapter.Unpin(g); }
     }
 
-    /// <summary>Maps crowded around a few home buckets (runs longer than 8, tombstones inside runs, runs that wrap
+    /// <summary>Maps crowded around a few home groups (runs longer than a group, tombstones inside runs, runs that wrap
     /// past the end of the map), probed for present rows, absent rows whose home is inside a run, and tombstoned rows:
     /// the vector probe must give exactly the scalar walk's answer.</summary>
     [Test]
@@ -45,20 +45,20 @@ public class MapProbeTests
     {
         int shift = 64 - System.Numerics.BitOperations.Log2((ulong)capacity);
         long mask = capacity - 1;
-        long Home(long row) => (long)(((ulong)row * 0x9E3779B97F4A7C15UL) >> shift);
+        long Home(long row) => AdapterGeneration.Home(row, shift);
         var rng = new Random(capacity);
         for (int trial = 0; trial < 50; trial++)
         {
             var map = new long[capacity];
             var present = new List<long>();
             var removed = new List<long>();
-            // Rows chosen so that their homes cluster near a few buckets, including the last ones (wrap-around).
-            int[] hotHomes = { 0, capacity / 2, capacity - 3, capacity - 1 };
+            // Rows chosen so that most share a few home groups, including the last one (its overflow wraps to entry 0).
+            int[] hotHomes = { 0, capacity / 2, capacity - AdapterGeneration.GroupEntries };
             int wanted = capacity / 2 - 1;
             for (long row = rng.Next(1000); present.Count < wanted; row += 1 + rng.Next(7))
             {
                 long home = Home(row);
-                bool near = hotHomes.Any(h => (home - h + capacity) % capacity < 3);
+                bool near = hotHomes.Contains((int)home);
                 if (!near && rng.Next(4) != 0) continue;
                 long pos = home;
                 while (map[pos] != AdapterGeneration.Empty) pos = (pos + 1) & mask;
