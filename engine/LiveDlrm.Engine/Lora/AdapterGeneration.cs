@@ -243,9 +243,10 @@ internal sealed unsafe class AdapterGeneration
             if (stop != 0)
             {
                 long entry = Volatile.Read(ref map[pos + BitOperations.TrailingZeroCount(stop)]);
-                // A select, not a branch: hit or filter false positive is a coin flip at 1 % budgets.
-                int slot = (int)(entry & SlotMask);
-                return entry >> SlotBits == row + 1 ? slot : -1;
+                // Without a branch (hit or filter false positive is a coin flip at 1 % budgets): d = 0 exactly on a
+                // hit, and (d | -d) has its sign bit set for any other d, so the slot is or-ed with all ones (-1).
+                long d = (entry >> SlotBits) ^ (row + 1);
+                return (int)(entry & SlotMask) | (int)((d | -d) >> 63);
             }
             pos = (pos + GroupEntries) & mapMask;
         }

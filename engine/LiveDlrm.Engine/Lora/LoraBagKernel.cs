@@ -154,11 +154,13 @@ internal static unsafe class LoraBagKernel
         int rankPad = ctx->Rank <= 16 ? 16 : ctx->Rank;
         int* hitPos = stackalloc int[BlockIndices];
         int* hitSlot = stackalloc int[BlockIndices];
-        ulong* masks = stackalloc ulong[BlockIndices / 64];
-        ulong* nextMasks = stackalloc ulong[BlockIndices / 64];
+        // Candidate positions (filter passes) of this block and of the next; FilterBlock may store up to 7 past its count.
+        int* candidates = stackalloc int[BlockIndices + 8];
+        int* nextCandidates = stackalloc int[BlockIndices + 8];
+        int candidateCount = 0, nextCandidateCount = 0;
         float* blockA = stackalloc float[BagBlock * rankPad];
         int* adaptedBags = stackalloc int[BagBlock];
-        bool perRow = PerRowOnly, masksReady = false;
+        bool perRow = PerRowOnly, candidatesReady = false;
         long fast = 0, redone = 0;
         for (int b = bagBegin, e; b < bagEnd; b = e)
         {
@@ -168,13 +170,17 @@ internal static unsafe class LoraBagKernel
             bool served = false, tried = !perRow && (epoch & 1) == 0 && n <= BlockIndices;
             if (tried)
             {
-                if (!masksReady) FilterBlock<TS, TV>(ctx, indices + from, (int)n, masks, prefetchBuckets: true);
-                int hits = ProbeBlock(ctx, indices + from, (int)n, masks, hitPos, hitSlot);
-                // The next block's filter masks and map buckets now, so the buckets arrive while this block's W rows
-                // are read (probed right after their prefetch, they were still on their way from memory). Reading the
-                // filter a block early is safe: bits are only set within a generation, so a row inserted since is
-                // served as it was before its insert (W alone), which the per-row contract allows.
-                masksReady = false;
+                if (!candidatesReady)
+                {
+                    candidateCount = FilterBlock<TS, TV>(ctx, indices + from, (int)n, candidates);
+                    PrefetchBlockBuckets(ctx, indices + from, candidates, candidateCount);
+                }
+                int hits = ProbeBlock(ctx, indices + from, candidates, candidateCount, hitPos, hitSlot);
+                // The next block's candidates now and their map buckets near this block's end, so the buckets arrive
+                // while this block's W rows are read (probed right after their prefetch, they were still on their way
+                // from memory). Reading the filter a block early is safe: bits are only set within a generation, so a
+                // row inserted since is served as it was before its insert (W alone), which the per-row contract allows.
+                candidatesReady = false;
                 long* nextIds = null;
                 int nextN = 0;
                 if (e < bagEnd)
@@ -184,21 +190,22 @@ internal static unsafe class LoraBagKernel
                     {
                         nextIds = indices + nextFrom;
                         nextN = (int)count;
-                        FilterBlock<TS, TV>(ctx, nextIds, nextN, nextMasks, prefetchBuckets: false);
-                        masksReady = true;
+                        nextCandidateCount = FilterBlock<TS, TV>(ctx, nextIds, nextN, nextCandidates);
+                        candidatesReady = true;
                     }
                 }
-                ServeBlock<TS, TV, TF, TN>(in job, b, e, from, rangeEnd, hits, hitPos, hitSlot, blockA, adaptedBags, rankPad, nextIds, nextN, nextMasks);
+                ServeBlock<TS, TV, TF, TN>(in job, b, e, from, rangeEnd, hits, hitPos, hitSlot, blockA, adaptedBags, rankPad, nextIds, nextCandidates, nextCandidateCount);
                 Volatile.ReadBarrier();
                 served = Volatile.Read(ref *ctx->WriteEpoch) == epoch;
-                ulong* swap = masks; masks = nextMasks; nextMasks = swap;
+                int* swap = candidates; candidates = nextCandidates; nextCandidates = swap;
+                candidateCount = nextCandidateCount;
             }
             if (served) fast++;
             else
             {
-                // Masks computed ahead during the previous block were for this one: the next block computes its own.
-                // (A block that tried and failed validation already swapped in the next block's masks.)
-                if (!tried) masksReady = false;
+                // Candidates computed ahead during the previous block were for this one: the next block computes its
+                // own. (A block that tried and failed validation already swapped in the next block's candidates.)
+                if (!tried) candidatesReady = false;
                 redone++;
                 for (int k = b; k < e; k++) FusedBag<TS, TV, TF, TN>(in job, k, rangeEnd);
             }
@@ -219,51 +226,36 @@ internal static unsafe class LoraBagKernel
         return e;
     }
 
-    /// <summary>Presence-filter candidates of <paramref name="n"/> indices, 64 to a mask, with the map bucket of every
-    /// candidate prefetched.</summary>
+    /// <summary>The positions (0..<paramref name="n"/>) of the indices that pass the presence filter, in order, into
+    /// <paramref name="candidates"/> (which must have room for n + 7); returns their count.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static void FilterBlock<TS, TV>(LoraContext* ctx, long* ids, int n, ulong* masks, bool prefetchBuckets) where TS : ISimd<TV> where TV : struct
-    {
-        uint* filter = ctx->Filter;
-        int filterShift = ctx->FilterShift, mapShift = ctx->MapShift;
-        long* map = ctx->Map;
-        for (int c = 0; c << 6 < n; c++)
-        {
-            ulong m = FilterCandidates<TS, TV>(ids + (c << 6), Math.Min(64, n - (c << 6)), filter, filterShift);
-            masks[c] = m;
-            if (prefetchBuckets) PrefetchBuckets(ids + (c << 6), m, map, mapShift);
-        }
-    }
+    static int FilterBlock<TS, TV>(LoraContext* ctx, long* ids, int n, int* candidates) where TS : ISimd<TV> where TV : struct
+        => FilterCandidates<TS, TV>(ids, n, ctx->Filter, ctx->FilterShift, candidates);
 
-    /// <summary>The map buckets of every candidate in <paramref name="masks"/> (<paramref name="n"/> indices).</summary>
+    /// <summary>The map buckets of the candidates.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static void PrefetchBlockBuckets(LoraContext* ctx, long* ids, int n, ulong* masks)
+    static void PrefetchBlockBuckets(LoraContext* ctx, long* ids, int* candidates, int count)
     {
-        for (int c = 0; c << 6 < n; c++) PrefetchBuckets(ids + (c << 6), masks[c], ctx->Map, ctx->MapShift);
+        if (!Sse.IsSupported) return;
+        long* map = ctx->Map;
+        int mapShift = ctx->MapShift;
+        for (int i = 0; i < count; i++) Sse.Prefetch0(map + AdapterGeneration.Home(ids[candidates[i]], mapShift));
     }
 
-    /// <summary>The hits among the candidates in <paramref name="masks"/>: <paramref name="hitPos"/>[h] = position,
-    /// <paramref name="hitSlot"/>[h] = its slot, in position order; the A rows of the hits prefetched for
-    /// <see cref="ServeBlock{TS, TV, TF, TN}"/>.</summary>
+    /// <summary>The hits among the candidates: <paramref name="hitPos"/>[h] = position, <paramref name="hitSlot"/>[h] =
+    /// its slot, in position order; the A rows of the hits prefetched for <see cref="ServeBlock{TS, TV, TF, TN}"/>.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static int ProbeBlock(LoraContext* ctx, long* ids, int n, ulong* masks, int* hitPos, int* hitSlot)
+    static int ProbeBlock(LoraContext* ctx, long* ids, int* candidates, int count, int* hitPos, int* hitSlot)
     {
         long* map = ctx->Map;
         long mapMask = ctx->MapMask;
         int mapShift = ctx->MapShift;
-        // The candidates' positions first, then one flat loop of probes: nested in the mask walk, the probe's state
-        // spilled to the stack on every candidate.
-        int candidates = 0;
-        for (int c = 0; c << 6 < n; c++)
-            for (ulong m = masks[c]; m != 0; m &= m - 1)
-                hitPos[candidates++] = (c << 6) + BitOperations.TrailingZeroCount(m);
         int hits = 0;
-        for (int i = 0; i < candidates; i++)
+        for (int i = 0; i < count; i++)
         {
-            int j = hitPos[i];
+            int j = candidates[i];
             int slot = AdapterGeneration.ProbeMap(ids[j], map, mapMask, mapShift);
-            // Written unconditionally, kept only for a hit (compacted in place: hits ≤ i): a filter false positive
-            // costs no misprediction.
+            // Written unconditionally, kept only for a hit: a filter false positive costs no misprediction.
             hitPos[hits] = j;
             hitSlot[hits] = slot;
             hits += ~slot >>> 31;
@@ -287,7 +279,7 @@ internal static unsafe class LoraBagKernel
     /// summed in rank space (weighted, scaled for Mean), then one B product per adapted bag.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     static void ServeBlock<TS, TV, TF, TN>(in BagJob job, int b0, int b1, long from, long rangeEnd, int hits, int* hitPos, int* hitSlot,
-                                           float* blockA, int* adaptedBags, int rankPad, long* nextIds, int nextN, ulong* nextMasks)
+                                           float* blockA, int* adaptedBags, int rankPad, long* nextIds, int* nextCandidates, int nextCandidateCount)
         where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
     {
         LoraContext* ctx = (LoraContext*)job.Context;
@@ -303,7 +295,7 @@ internal static unsafe class LoraBagKernel
             float scale = job.Mean && end > start ? 1f / (end - start) : 1f;
             WBag<TS, TV, TF, TN>(in job, start, end, rangeEnd, scale, job.Output + (long)b * dim);
             // The next block's buckets, a few bags before its probes (see BucketPrefetchLeadBags).
-            if (b == Math.Max(b0, b1 - 1 - BucketPrefetchLeadBags) && nextIds != null) PrefetchBlockBuckets(ctx, nextIds, nextN, nextMasks);
+            if (b == Math.Max(b0, b1 - 1 - BucketPrefetchLeadBags) && nextIds != null) PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
             int bagEnd = (int)(end - from);
             if (h == hits || hitPos[h] >= bagEnd) continue;
             float* coefficients = blockA + adapted * rankPad;
@@ -468,24 +460,15 @@ internal static unsafe class LoraBagKernel
         }
     }
 
-    /// <summary>Prefetches the home bucket of every candidate in <paramref name="candidates"/>.</summary>
+    /// <summary>Appends to <paramref name="candidates"/> the positions k &lt; n whose ids[k] may have a slot (the presence
+    /// filter), without a branch per index: at the AVX2 and AVX-512 levels 8 indices at a time (two hashes with vpmulld,
+    /// the words with vpgatherdd, both bits tested with one compare); with AVX-512 the passing positions are packed with
+    /// vpcompressd and stored 8 at a time (the store may write up to 7 entries past the count), else collected from the
+    /// compare's bit mask. Returns the count.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void PrefetchBuckets(long* ids, ulong candidates, long* map, int mapShift)
+    static int FilterCandidates<TS, TV>(long* ids, int n, uint* filter, int filterShift, int* candidates) where TS : ISimd<TV> where TV : struct
     {
-        if (!Sse.IsSupported) return;
-        for (; candidates != 0; candidates &= candidates - 1)
-            Sse.Prefetch0(map + AdapterGeneration.Home(ids[BitOperations.TrailingZeroCount(candidates)], mapShift));
-    }
-
-    /// <summary>Bit k set when ids[k] (k &lt; n ≤ 64) may have a slot: the presence filter for every index, without a
-    /// branch per index. At the AVX2 and AVX-512 levels 8 indices at a time (two hashes with vpmulld, the words with
-    /// vpgatherdd, both bits tested with one compare, collected with vmovmskps): about 2 instructions an index plus
-    /// the gather.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static ulong FilterCandidates<TS, TV>(long* ids, int n, uint* filter, int filterShift) where TS : ISimd<TV> where TV : struct
-    {
-        ulong candidates = 0;
-        int k = 0;
+        int count = 0, k = 0;
         if (Avx2.IsSupported && typeof(TS) != typeof(Simd128))
         {
             // 8 indices a step: their low dwords packed into one vector (the hashes only use them), two 32-bit
@@ -494,7 +477,10 @@ internal static unsafe class LoraBagKernel
             var bitsMultiplier = Vector256.Create(AdapterGeneration.FilterBitsMultiplier);
             var low5 = Vector256.Create(31u);
             var one = Vector256.Create(1u);
-            for (; k + 8 <= n; k += 8)
+            var position = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+            var eight = Vector256.Create(8);
+            bool compress = Avx512F.VL.IsSupported;
+            for (; k + 8 <= n; k += 8, position += eight)
             {
                 var first = Vector256.Load((float*)(ids + k));
                 var second = Vector256.Load((float*)(ids + k + 4));
@@ -504,14 +490,24 @@ internal static unsafe class LoraBagKernel
                 var h = packed * bitsMultiplier;
                 var bits = Avx2.ShiftLeftLogicalVariable(one, h >> 27) | Avx2.ShiftLeftLogicalVariable(one, (h >> 22) & low5);
                 var words = Avx2.GatherVector256(filter, word.AsInt32(), 4);
-                candidates |= (ulong)Vector256.Equals(words & bits, bits).ExtractMostSignificantBits() << k;
+                var pass = Vector256.Equals(words & bits, bits).AsInt32();
+                uint m = pass.ExtractMostSignificantBits();
+                if (compress)
+                {
+                    Avx512F.VL.Compress(Vector256<int>.Zero, pass, position).Store(candidates + count);
+                    count += BitOperations.PopCount(m);
+                }
+                else
+                    for (; m != 0; m &= m - 1) candidates[count++] = k + BitOperations.TrailingZeroCount(m);
             }
         }
         for (; k < n; k++)
-            candidates |= (AdapterGeneration.MayContain(filter, filterShift, ids[k]) ? 1UL : 0UL) << k;
-        return candidates;
+        {
+            candidates[count] = k;
+            count += AdapterGeneration.MayContain(filter, filterShift, ids[k]) ? 1 : 0;
+        }
+        return count;
     }
-
 
     /// <summary>Touches every cache line of row indices[j] when j is still inside this thread's range.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
