@@ -462,8 +462,8 @@ internal static unsafe class LoraBagKernel
 
     /// <summary>Appends to <paramref name="candidates"/> the positions k &lt; n whose ids[k] may have a slot (the presence
     /// filter), without a branch per index: at the AVX2 and AVX-512 levels 8 indices at a time (two hashes with vpmulld,
-    /// the words with vpgatherdd, both bits tested with one compare); with AVX-512 the passing positions are packed with
-    /// vpcompressd and stored 8 at a time (the store may write up to 7 entries past the count), else collected from the
+    /// the words with vpgatherdd, both bits tested with one compare); at the AVX-512 level the passing positions are
+    /// packed with vpcompressd and stored 8 at a time (the store may write up to 7 entries past the count), else collected from the
     /// compare's bit mask. Returns the count.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static int FilterCandidates<TS, TV>(long* ids, int n, uint* filter, int filterShift, int* candidates) where TS : ISimd<TV> where TV : struct
@@ -479,7 +479,8 @@ internal static unsafe class LoraBagKernel
             var one = Vector256.Create(1u);
             var position = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
             var eight = Vector256.Create(8);
-            bool compress = Avx512F.VL.IsSupported;
+            // vpcompressd at the AVX-512 level only, so the kernels selected for AVX2 (and their tests) use the bit walk.
+            bool compress = Avx512F.VL.IsSupported && typeof(TS) == typeof(Simd512);
             for (; k + 8 <= n; k += 8, position += eight)
             {
                 var first = Vector256.Load((float*)(ids + k));
