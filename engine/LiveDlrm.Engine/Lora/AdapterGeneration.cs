@@ -267,19 +267,7 @@ internal sealed unsafe class AdapterGeneration
     /// <summary>Reader-safe probe: the slot mapped to <paramref name="row"/>, or -1. The slot may be reused for
     /// another row after this returns; readers confirm the owner inside the slot's seqlock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int Find(long row)
-    {
-        if (!MayContain(FilterPointer, FilterShift, row)) return -1;
-        long key = row + 1;
-        long pos = Bucket(row);
-        while (true)
-        {
-            long e = Volatile.Read(ref MapPointer[pos]);
-            if (e == Empty) return -1;
-            if (e >> SlotBits == key) return (int)(e & SlotMask);   // a tombstone (-1) shifts to -1, never a key
-            pos = (pos + 1) & _mapMask;
-        }
-    }
+    public int Find(long row) => MayContain(FilterPointer, FilterShift, row) ? ProbeMap(row, MapPointer, _mapMask, _mapShift) : -1;
 
     /// <summary>Trainer: map <paramref name="row"/> (known absent) to <paramref name="slot"/>, reusing the first
     /// tombstone on its probe path. The slot must already hold the row's data: the entry write is a release, so a

@@ -31,24 +31,10 @@ internal unsafe struct LoraContext
         Filter = g.FilterPointer, FilterShift = g.FilterShift, WriteEpoch = g.WriteEpochPointer,
     };
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public long Bucket(long row) => AdapterGeneration.Home(row, MapShift);
-
     /// <summary>Same probe as <see cref="AdapterGeneration.Find"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int Find(long row)
-    {
-        if (!AdapterGeneration.MayContain(Filter, FilterShift, row)) return -1;
-        long key = row + 1;
-        long pos = Bucket(row);
-        while (true)
-        {
-            long e = Volatile.Read(ref Map[pos]);
-            if (e == AdapterGeneration.Empty) return -1;
-            if (e >> AdapterGeneration.SlotBits == key) return (int)(e & AdapterGeneration.SlotMask);
-            pos = (pos + 1) & MapMask;
-        }
-    }
+    public int Find(long row) =>
+        AdapterGeneration.MayContain(Filter, FilterShift, row) ? AdapterGeneration.ProbeMap(row, Map, MapMask, MapShift) : -1;
 }
 
 /// <summary>Vectors per row as a type, so the JIT folds the 1–4 register branches out of the per-index loop.</summary>
