@@ -253,7 +253,10 @@ internal sealed unsafe class AdapterGeneration
         return ProbeMapScalar(row, map, mapMask, pos);
     }
 
-    /// <summary>The linear-probing walk from <paramref name="pos"/>: the reference the vector probe agrees with.</summary>
+    /// <summary>The linear-probing walk from <paramref name="pos"/>: the reference the vector probe agrees with.
+    /// Inlined into <see cref="ProbeMap"/>'s callers: as a call (even on the rare path) it made the JIT keep the probe
+    /// loop's state in stack slots around it, reloaded and stored on every probe.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int ProbeMapScalar(long row, long* map, long mapMask, long pos)
     {
         for (; ; pos = (pos + 1) & mapMask)
