@@ -37,6 +37,30 @@ public class MapProbeTests
         finally { TableAdapter.Unpin(g); }
     }
 
+    /// <summary>The kernels prefetch one cache line per candidate and read 8 entries from it: that holds only if the map
+    /// is 64-byte aligned and every home is the first entry of an 8-entry group.</summary>
+    [Test]
+    public unsafe void EveryHomeGroupIsOneCacheLine()
+    {
+        using var table = EmbeddingTable.Create("groups", 1 << 20, 64, EmbeddingStorage.Fp32);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 16, MaxRank = 16 });
+        var g = adapter.Pin();
+        try
+        {
+            Assert.That((nuint)g.MapPointer % 64, Is.EqualTo((nuint)0), "map not 64-byte aligned");
+            int shift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity);
+            var rng = new Random(9);
+            for (int i = 0; i < 10_000; i++)
+            {
+                long row = rng.NextInt64(table.Rows), home = AdapterGeneration.Home(row, shift);
+                Assert.That(home % AdapterGeneration.GroupEntries, Is.EqualTo(0), $"row {row}: home {home} is not a group start");
+                Assert.That(home, Is.InRange(0, g.MapCapacity - AdapterGeneration.GroupEntries), $"row {row}: home {home} outside the map");
+                Assert.That(g.Bucket(row), Is.EqualTo(home), "the trainer's bucket and the kernels' home differ");
+            }
+        }
+        finally { TableAdapter.Unpin(g); }
+    }
+
     /// <summary>Maps crowded around a few home groups (runs longer than a group, tombstones inside runs, runs that wrap
     /// past the end of the map), probed for present rows, absent rows whose home is inside a run, and tombstoned rows:
     /// the vector probe must give exactly the scalar walk's answer.</summary>
