@@ -212,12 +212,6 @@ internal static unsafe class LoraBagKernel
         return e;
     }
 
-    /// <summary>The positions (0..<paramref name="n"/>) of the indices that pass the presence filter, in order, into
-    /// <paramref name="candidates"/> (which must have room for n + 7); returns their count.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static int FilterBlock<TS, TV>(LoraContext* ctx, long* ids, int n, int* candidates) where TS : ISimd<TV> where TV : struct
-        => FilterCandidates<TS, TV>(ids, n, ctx->Filter, ctx->FilterShift, candidates);
-
     /// <summary>The map buckets of the candidates.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     static void PrefetchBlockBuckets(LoraContext* ctx, long* ids, int* candidates, int count)
@@ -446,14 +440,16 @@ internal static unsafe class LoraBagKernel
         }
     }
 
-    /// <summary>Appends to <paramref name="candidates"/> the positions k &lt; n whose ids[k] may have a slot (the presence
-    /// filter), without a branch per index: at the AVX2 and AVX-512 levels 8 indices at a time (two hashes with vpmulld,
-    /// the words with vpgatherdd, both bits tested with one compare); at the AVX-512 level the passing positions are
-    /// packed with vpcompressd and stored 8 at a time (the store may write up to 7 entries past the count), else collected from the
-    /// compare's bit mask. Returns the count.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int FilterCandidates<TS, TV>(long* ids, int n, uint* filter, int filterShift, int* candidates) where TS : ISimd<TV> where TV : struct
+    /// <summary>The positions k &lt; <paramref name="n"/> whose ids[k] may have a slot (the presence filter), in order,
+    /// into <paramref name="candidates"/> (room for n + 7: the AVX-512 store may write up to 7 entries past the count);
+    /// returns their count. No branch per index: at the AVX2 and AVX-512 levels 8 indices at a time (two hashes with
+    /// vpmulld, the words with vpgatherdd, both bits tested with one compare); at the AVX-512 level the passing positions
+    /// are packed with vpcompressd and stored 8 at a time, else collected from the compare's bit mask.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static int FilterBlock<TS, TV>(LoraContext* ctx, long* ids, int n, int* candidates) where TS : ISimd<TV> where TV : struct
     {
+        uint* filter = ctx->Filter;
+        int filterShift = ctx->FilterShift;
         int count = 0, k = 0;
         if (Avx2.IsSupported && typeof(TS) != typeof(Simd128))
         {
