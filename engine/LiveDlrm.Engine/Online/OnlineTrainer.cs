@@ -356,6 +356,8 @@ public sealed class OnlineTrainer : ITrainerHost
     /// <summary>One optimizer step on <paramref name="samples"/> (at most a batch). Returns false when it was
     /// discarded. Runs on the trainer thread; exposed for tests and synchronous use (never concurrently with a
     /// started trainer).</summary>
+    const int PrefetchObjectsAhead = 12, PrefetchArraysAhead = 6, PrefetchBagsAhead = 3;
+
     internal bool TrainOn(IReadOnlyList<ServedEvent> samples)
     {
         int b = samples.Count;
@@ -364,8 +366,16 @@ public sealed class OnlineTrainer : ITrainerHost
         var batch = _batch;
         batch.Clear();
         bool reuseAll = _options.ReuseForward;
-        foreach (var s in samples)
+        for (int e = 0; e < Math.Min(b, PrefetchObjectsAhead); e++) ServedEvent.PrefetchObject(samples[e]);
+        for (int e = 0; e < Math.Min(b, PrefetchArraysAhead); e++) samples[e].PrefetchArrays();
+        for (int e = 0; e < Math.Min(b, PrefetchBagsAhead); e++) samples[e].PrefetchBags();
+        for (int e = 0; e < b; e++)
         {
+            // The events are cold (see ServedEvent.PrefetchObject): each stage a few events ahead of the next one.
+            if (e + PrefetchObjectsAhead < b) ServedEvent.PrefetchObject(samples[e + PrefetchObjectsAhead]);
+            if (e + PrefetchArraysAhead < b) samples[e + PrefetchArraysAhead].PrefetchArrays();
+            if (e + PrefetchBagsAhead < b) samples[e + PrefetchBagsAhead].PrefetchBags();
+            var s = samples[e];
             int row = batch.AddEvent(s.Label, s.Timestamp, s.RequestId);
             s.Dense.CopyTo(batch.DenseRowForWrite(row));
             for (int t = 0; t < s.Bags.Length; t++)
