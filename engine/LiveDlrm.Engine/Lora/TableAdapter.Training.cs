@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using LiveDlrm.Embeddings;
 
 namespace LiveDlrm.Lora;
@@ -13,6 +14,8 @@ public sealed unsafe partial class TableAdapter
     float[] _bagGradA = Array.Empty<float>();
     float[] _dB = Array.Empty<float>();
     float[] _pooledA = Array.Empty<float>();
+    int[] _slotOf = Array.Empty<int>();   // pass 1's slots of a chunk of indices, from _slotBase
+    int _slotBase;
 
     bool IsTouched(byte* slotPointer, int slot)
     {
@@ -81,8 +84,10 @@ public sealed unsafe partial class TableAdapter
             fixed (float* dB = _dB)
             fixed (float* pa = _pooledA)
             {
+                int chunkEnd = 0;
                 for (int bag = 0; bag < bags; bag++)
                 {
+                    if (bag == chunkEnd) chunkEnd = FindSlotsAhead(g, indices, offsets, bag, bags);
                     int start = (int)offsets[bag], end = (int)offsets[bag + 1];
                     if (end == start) { new Span<float>(gA + bag * r, r).Clear(); continue; }
                     float scale = pooling == PoolingMode.Mean ? 1f / (end - start) : 1f;
@@ -91,7 +96,7 @@ public sealed unsafe partial class TableAdapter
                     bool any = false;
                     for (int j = start; j < end; j++)
                     {
-                        int slot = g.Find(indices[j]);
+                        int slot = _slotOf[j - _slotBase];
                         if (slot < 0) continue;
                         if (!any) { new Span<float>(pa, r).Clear(); any = true; }
                         LoraMath.Axpy(weighted ? pw[j] : 1f, (float*)(g.SlotPointer(slot) + SlotLayout.AOffset), pa, r);
@@ -186,6 +191,40 @@ public sealed unsafe partial class TableAdapter
             return true;
         }
         finally { ExitWriter(); }
+    }
+
+    const int SlotChunkIndices = 128, MapPrefetchDistance = 16;
+
+    /// <summary>Pass 1's slot lookups for the bags from <paramref name="firstBag"/> holding up to
+    /// <see cref="SlotChunkIndices"/> indices (at least one bag) into <c>_slotOf</c>, prefetching each index's map
+    /// line <see cref="MapPrefetchDistance"/> indices ahead and each found slot's A row for pass 1. A step's rows are
+    /// spread over the whole adapter; profiled on the replay, pass 1 spent most of its time waiting on those two loads
+    /// one index after the other. Chunked so the prefetched A rows (2 lines each at most) are still in L1 when pass 1
+    /// reads them, whatever the batch size. Nothing is written before pass 2, so the slots stay valid through pass 1.
+    /// Returns the bag after the chunk.</summary>
+    int FindSlotsAhead(AdapterGeneration g, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, int firstBag, int bags)
+    {
+        int begin = (int)offsets[firstBag], lastBag = firstBag + 1;
+        while (lastBag < bags && offsets[lastBag + 1] - begin <= SlotChunkIndices) lastBag++;
+        int end = (int)offsets[lastBag];
+        if (_slotOf.Length < end - begin) _slotOf = new int[Math.Max(end - begin, 2 * _slotOf.Length)];
+        _slotBase = begin;
+        int aBytes = g.Rank * sizeof(float);
+        if (Sse.IsSupported)
+            for (int j = begin; j < Math.Min(end, begin + MapPrefetchDistance); j++) Sse.Prefetch0(g.MapPointer + g.Bucket(indices[j]));
+        for (int j = begin; j < end; j++)
+        {
+            if (Sse.IsSupported && j + MapPrefetchDistance < end) Sse.Prefetch0(g.MapPointer + g.Bucket(indices[j + MapPrefetchDistance]));
+            int slot = g.Find(indices[j]);
+            _slotOf[j - begin] = slot;
+            if (slot >= 0 && Sse.IsSupported)
+            {
+                byte* a = g.SlotPointer(slot) + SlotLayout.AOffset;
+                Sse.Prefetch0(a);
+                Sse.Prefetch0(a + aBytes - 1);
+            }
+        }
+        return lastBag;
     }
 
     static void EnsureLength(ref float[] array, int length)
