@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 using LiveDlrm.Embeddings;
 
 namespace LiveDlrm.Lora;
@@ -287,30 +288,49 @@ public sealed unsafe partial class TableAdapter : IDisposable
     void MergeSlots(AdapterGeneration g, ReadOnlySpan<int> slots)
     {
         var observer = Volatile.Read(ref _mergeObserver);
-        if (observer is null)
-        {
-            g.BeginEpochWrite();
-            try { foreach (int s in slots) MergeSlot(g, s); }
-            finally { g.EndEpochWrite(); }
-            return;
-        }
-        var rows = new long[slots.Length];
+        var rows = observer is null ? null : new long[slots.Length];
         int merged = 0;
-        observer.MergeStarting(this);
+        observer?.MergeStarting(this);
         try
         {
             g.BeginEpochWrite();
             try
             {
-                foreach (int s in slots)
+                for (int k = 0; k < slots.Length; k++)
                 {
-                    long row = MergeSlot(g, s);
-                    rows[merged++] = row;
+                    PrefetchMerge(g, slots, k);
+                    long row = MergeSlot(g, slots[k]);
+                    if (rows is not null) rows[merged++] = row;
                 }
             }
             finally { g.EndEpochWrite(); }
         }
-        finally { observer.MergeFinished(this, rows.AsSpan(0, merged)); }
+        finally { observer?.MergeFinished(this, rows.AsSpan(0, merged)); }
+    }
+
+    const int MergeSlotPrefetchDistance = 8, MergeRowPrefetchDistance = 4;
+
+    /// <summary>Evicted rows are the least recently updated: cold slots, W rows and map lines. Profiled on the replay,
+    /// merging waited on those loads one row after the other, with the write epoch odd (readers redo their blocks)
+    /// all along. So, a few merges ahead: the slot (it holds the row), then the row's W lines and its map line.</summary>
+    void PrefetchMerge(AdapterGeneration g, ReadOnlySpan<int> slots, int k)
+    {
+        if (!Sse.IsSupported) return;
+        if (k == 0)
+            for (int j = 0; j < Math.Min(slots.Length, MergeSlotPrefetchDistance); j++) Sse.Prefetch0(g.SlotPointer(slots[j]));
+        if (k + MergeSlotPrefetchDistance < slots.Length) Sse.Prefetch0(g.SlotPointer(slots[k + MergeSlotPrefetchDistance]));
+        int ahead = k == 0 ? 0 : k + MergeRowPrefetchDistance - 1;
+        for (int j = ahead; j < Math.Min(slots.Length, k + MergeRowPrefetchDistance); j++)
+        {
+            byte* p = g.SlotPointer(slots[j]);
+            Sse.Prefetch0(p + SlotLayout.AOffset + g.Rank * sizeof(float) - 1);
+            long row = *(long*)(p + SlotLayout.RowOffset);
+            if (row < 0) continue;
+            Sse.Prefetch0(g.MapPointer + g.Bucket(row));
+            byte* w = Table.RowPointer(row);
+            for (int offset = 0; offset < Table.RowStride; offset += 64) Sse.Prefetch0(w + offset);
+            Sse.Prefetch0(w + Table.RowStride - 1);
+        }
     }
 
     /// <summary>Folds one slot into W inside the slot's seqlock section, then frees it; returns its row. Readers that
