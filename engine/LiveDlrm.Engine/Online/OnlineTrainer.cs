@@ -366,14 +366,15 @@ public sealed class OnlineTrainer : ITrainerHost
         var batch = _batch;
         batch.Clear();
         bool reuseAll = _options.ReuseForward;
+        int pooledFloats = _model.Tables.Count * _model.Config.Dim, activationFloats = _backward?.ActivationLength ?? 0;
         for (int e = 0; e < Math.Min(b, PrefetchObjectsAhead); e++) ServedEvent.PrefetchObject(samples[e]);
-        for (int e = 0; e < Math.Min(b, PrefetchArraysAhead); e++) samples[e].PrefetchArrays();
+        for (int e = 0; e < Math.Min(b, PrefetchArraysAhead); e++) samples[e].PrefetchArrays(pooledFloats, activationFloats);
         for (int e = 0; e < Math.Min(b, PrefetchBagsAhead); e++) samples[e].PrefetchBags();
         for (int e = 0; e < b; e++)
         {
             // The events are cold (see ServedEvent.PrefetchObject): each stage a few events ahead of the next one.
             if (e + PrefetchObjectsAhead < b) ServedEvent.PrefetchObject(samples[e + PrefetchObjectsAhead]);
-            if (e + PrefetchArraysAhead < b) samples[e + PrefetchArraysAhead].PrefetchArrays();
+            if (e + PrefetchArraysAhead < b) samples[e + PrefetchArraysAhead].PrefetchArrays(pooledFloats, activationFloats);
             if (e + PrefetchBagsAhead < b) samples[e + PrefetchBagsAhead].PrefetchBags();
             var s = samples[e];
             int row = batch.AddEvent(s.Label, s.Timestamp, s.RequestId);

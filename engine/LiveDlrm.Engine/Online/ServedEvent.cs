@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
 using LiveDlrm.Data;
 
@@ -42,35 +41,37 @@ public sealed class ServedEvent
     // then its arrays, then the bags' index arrays. Only prefetches: an address the GC has moved since is harmless.
 
     /// <summary>Stage 1: the event object itself (its fields hold the array references).</summary>
-    internal static unsafe void PrefetchObject(ServedEvent e)
-    {
-        if (Sse.IsSupported) Sse.Prefetch0((void*)Unsafe.As<ServedEvent, nint>(ref e));
-    }
+    internal static void PrefetchObject(ServedEvent e) => PrefetchLines(e, 64);
 
-    /// <summary>Stage 2: the arrays (the object must be cached by now). Pooled and Activations go to L2 only: the
-    /// backward reads them after the whole batch is assembled, and a batch of them (~160 KiB at 128 events) would
-    /// only thrash L1.</summary>
-    internal unsafe void PrefetchArrays()
+    /// <summary>Stage 2: the arrays (the object must be cached by now), given the lengths the trainer expects of
+    /// <see cref="Pooled"/> and <see cref="Activations"/>: an array's own Length is in the line being asked for, so
+    /// reading it would wait for exactly the load this hides. Pooled and Activations go to L2 only: the backward
+    /// reads them after the whole batch is assembled, and a batch of them (~160 KiB at 128 events) would only
+    /// thrash L1.</summary>
+    internal void PrefetchArrays(int pooledFloats, int activationFloats)
     {
-        if (!Sse.IsSupported) return;
-        Sse.Prefetch0(Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Dense)));
-        Sse.Prefetch0(Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Bags)));
-        PrefetchLines(Pooled);
-        PrefetchLines(Activations);
-
-        static void PrefetchLines(float[]? a)
-        {
-            if (a is null) return;
-            byte* p = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
-            for (int offset = 0; offset < a.Length * sizeof(float); offset += 64) Sse.Prefetch1(p + offset);
-        }
+        PrefetchLines(Dense, 64);
+        PrefetchLines(Bags, 64);
+        PrefetchLines(Pooled, ArrayDataOffset + pooledFloats * sizeof(float), toL2: true);
+        PrefetchLines(Activations, ArrayDataOffset + activationFloats * sizeof(float), toL2: true);
     }
 
     /// <summary>Stage 3: each bag's index array (the Bags array must be cached by now).</summary>
-    internal unsafe void PrefetchBags()
+    internal void PrefetchBags()
     {
-        if (!Sse.IsSupported) return;
-        foreach (var bag in Bags) Sse.Prefetch0(Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(bag)));
+        foreach (var bag in Bags) PrefetchLines(bag, 64);
+    }
+
+    const int ArrayDataOffset = 16;   // method table + length, before an array's first element (64-bit runtime)
+
+    // The object's address without touching its memory (no null check or length read through it).
+    static unsafe void PrefetchLines(object? o, int bytes, bool toL2 = false)
+    {
+        if (o is null || !Sse.IsSupported) return;
+        byte* p = (byte*)Unsafe.As<object, nint>(ref o);
+        for (int offset = 0; offset < bytes; offset += 64)
+            if (toL2) Sse.Prefetch1(p + offset);
+            else Sse.Prefetch0(p + offset);
     }
 
     /// <summary>Copies event <paramref name="row"/> of <paramref name="batch"/>; <paramref name="pooled"/> is the
