@@ -31,7 +31,7 @@ public sealed class FrozenDenseBackward
     readonly (int I, int J)[] _pairs;
     readonly int _dim, _tables, _topInput;
     readonly int[] _hiddenOffset;  // offset of hidden layer l's output in an event's activations
-    float[] _gradA = [], _gradB = [], _gradVectors = [];
+    float[] _gradA = [], _gradB = [], _pairWeights = [];
 
     public int Dim => _dim;
     /// <summary>Floats per event in <see cref="ServedEvent.Activations"/>: d + Σ hidden widths.</summary>
@@ -91,7 +91,7 @@ public sealed class FrozenDenseBackward
     /// <paramref name="gradLastWeight"/> (<see cref="LastLayerInputs"/> floats) and dL/db_last. The last layer is
     /// W_last + <paramref name="delta"/> when given. Tables not needed (constructor) get zero gradients. Non-finite
     /// inputs give a non-finite loss or gradient (callers check).</summary>
-    public double Backward(IReadOnlyList<ServedEvent> samples, LastLayerAdapter.Snapshot? delta,
+    public unsafe double Backward(IReadOnlyList<ServedEvent> samples, LastLayerAdapter.Snapshot? delta,
                            Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias)
     {
         ArgumentNullException.ThrowIfNull(samples);
@@ -101,7 +101,8 @@ public sealed class FrozenDenseBackward
         var needed = _neededVector;
         int maxWidth = Math.Max(_inPad.Max(), _widths.Max());
         if (_gradA.Length < maxWidth) { _gradA = new float[maxWidth]; _gradB = new float[maxWidth]; }
-        if (_gradVectors.Length < (_tables + 1) * d) _gradVectors = new float[(_tables + 1) * d];
+        int vectors = _tables + 1;
+        if (_pairWeights.Length < vectors * vectors) _pairWeights = new float[vectors * vectors];
 
         Span<float> wEff = stackalloc float[lastIn];
         _lastWeight.CopyTo(wEff);
@@ -115,6 +116,7 @@ public sealed class FrozenDenseBackward
         gradLastWeight.Clear();
         gradPooled.Slice(0, _tables * b * d).Clear();
         double gradBias = 0, loss = 0;
+        float** v = stackalloc float*[vectors];   // the interaction vectors of the event at hand
         for (int e = 0; e < b; e++)
         {
             var s = samples[e];
@@ -149,28 +151,54 @@ public sealed class FrozenDenseBackward
                 gOut = _gradA.AsSpan(0, l == 0 ? _inPad[0] : inW);
             }
 
-            // gOut is now dL/d(top input) at the needed pairs' columns; they go to the interaction vectors.
-            var gv = _gradVectors.AsSpan(0, (_tables + 1) * d);
-            gv.Clear();
+            // gOut is now dL/d(top input) at the needed pairs' columns; they go to the interaction vectors:
+            // dV_i = Σ_j S_ij·V_j with S symmetric (S_ij = S_ji = g_p for pair p = (i, j), 2·g_p on the diagonal).
+            // Summed over j in registers, one store per vector of the output: the earlier pair-by-pair Axpy did a
+            // call and a load-add-store of dV_i per pair, which was most of the backward's instructions.
+            var weights = _pairWeights.AsSpan(0, vectors * vectors);
+            weights.Clear();
             for (int q = 0; q < _pairColumns.Length; q++)
             {
                 float c = gOut[q];
-                if (c == 0f) continue;
                 var (i, j) = _pairs[_pairColumns[q]];
-                if (i == j) { if (needed[i]) Axpy(2 * c, Vector(act, pooled, i), gv.Slice(i * d, d)); continue; }
-                if (needed[i]) Axpy(c, Vector(act, pooled, j), gv.Slice(i * d, d));
-                if (needed[j]) Axpy(c, Vector(act, pooled, i), gv.Slice(j * d, d));
+                if (i == j) { weights[i * vectors + i] += 2 * c; continue; }
+                weights[i * vectors + j] += c;
+                weights[j * vectors + i] += c;
             }
-            for (int t = 0; t < _tables; t++)
-                if (needed[t + 1]) gv.Slice((t + 1) * d, d).CopyTo(gradPooled.Slice((t * b + e) * d, d));
+            fixed (float* bottom = act)
+            fixed (float* tables = pooled)
+            fixed (float* w = weights)
+            fixed (float* gp = gradPooled)
+            {
+                v[0] = bottom;
+                for (int t = 0; t < _tables; t++) v[t + 1] = tables + t * d;
+                for (int t = 0; t < _tables; t++)
+                    if (needed[t + 1]) CombineVectors(w + (t + 1) * vectors, v, vectors, d, gp + (t * b + e) * d);
+            }
         }
         gradLastBias = (float)gradBias;
         return loss / b;
     }
 
-    // Interaction vector i: 0 = bottom-MLP output, t + 1 = table t's pooled embedding.
-    ReadOnlySpan<float> Vector(float[] act, float[] pooled, int i) =>
-        i == 0 ? act.AsSpan(0, _dim) : pooled.AsSpan((i - 1) * _dim, _dim);
+    /// <summary>y[0..d) = Σ_j s[j]·v_j[0..d): each output vector summed over the <paramref name="count"/> inputs in a
+    /// register and stored once.</summary>
+    static unsafe void CombineVectors(float* s, float** v, int count, int d, float* y)
+    {
+        int vc = Vector<float>.Count, k = 0;
+        for (; k + vc <= d; k += vc)
+        {
+            var acc = Vector<float>.Zero;
+            for (int j = 0; j < count; j++)
+                acc = System.Numerics.Vector.FusedMultiplyAdd(new Vector<float>(s[j]), System.Numerics.Vector.Load(v[j] + k), acc);
+            acc.Store(y + k);
+        }
+        for (; k < d; k++)
+        {
+            float acc = 0;
+            for (int j = 0; j < count; j++) acc += s[j] * v[j][k];
+            y[k] = acc;
+        }
+    }
 
     static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
