@@ -268,14 +268,21 @@ internal static unsafe class LoraBagKernel
         int dim = job.Dim, rank = ctx->Rank;
         byte* a = ctx->Pool + SlotLayout.AOffset;
         long stride = ctx->SlotStride;
-        int h = 0, adapted = 0;
+        // The W loops of the whole block first, back to back as in the plain kernel, then the A sums: interleaved bag
+        // by bag, each bag's hits broke the W stream, and with most lookups adapted (100 k rows, 70 % hits) the W
+        // loop ran ~1.4x slower per row than the plain one (profiled); split, 2.39–2.47 → 1.93–2.08 there.
         for (int b = b0; b < b1; b++)
         {
             long start = offsets[b], end = offsets[b + 1];
-            float scale = job.Mean && end > start ? 1f / (end - start) : 1f;
-            WBag<TS, TV, TF, TN>(in job, start, end, rangeEnd, scale, job.Output + (long)b * dim);
+            WBag<TS, TV, TF, TN>(in job, start, end, rangeEnd, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim);
             // The next block's buckets, a few bags before its probes (see BucketPrefetchLeadBags).
             if (b == Math.Max(b0, b1 - 1 - BucketPrefetchLeadBags) && nextIds != null) PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
+        }
+        int h = 0, adapted = 0;
+        for (int b = b0; b < b1 && h < hits; b++)
+        {
+            long start = offsets[b], end = offsets[b + 1];
+            float scale = job.Mean && end > start ? 1f / (end - start) : 1f;
             int bagEnd = (int)(end - from);
             if (h == hits || hitPos[h] >= bagEnd) continue;
             float* coefficients = blockA + adapted * rankPad;
