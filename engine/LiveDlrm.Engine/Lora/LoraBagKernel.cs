@@ -120,8 +120,9 @@ internal static unsafe class LoraBagKernel
     /// <item><see cref="FilterBlock{TS, TV}"/> (done before the previous block's W rows): the presence filter over all
     /// the block's indices (branchless, 8 at a time), the candidates' map buckets prefetched near the end of the previous
     /// block; <see cref="ProbeBlock"/>: the map probe of each candidate → the block's list of (position, slot);</item>
-    /// <item><see cref="ServeBlock{TS, TV, TF, TN}"/>: per bag the W rows by the plain kernel's lean loop, then the A
-    /// rows of the bag's hits summed in rank space; after the block, out_b += (s_b·Σ w A)·B for the adapted bags;</item>
+    /// <item><see cref="ServeBlock{TS, TV, TF, TN}"/>: the W rows of every bag of the block by the plain kernel's lean
+    /// loop, back to back; then per adapted bag the A rows of its hits summed in rank space; then
+    /// out_b += (s_b·Σ w A)·B for the adapted bags;</item>
     /// <item>read the epoch again after a read barrier: unchanged → nothing the block read (map, A, W of adapted rows)
     /// was written meanwhile, so every adapted row was read whole and consistent with its W; changed → the block is
     /// redone by <see cref="FusedBag"/>, the per-row path under the per-slot seqlocks (outputs are overwritten).</item>
@@ -255,8 +256,8 @@ internal static unsafe class LoraBagKernel
     }
 
     /// <summary>Serves bags [b0, b1) of a resolved block (hits in position order, positions relative to
-    /// <paramref name="from"/>): the W part of each bag stored by <see cref="WBag{TS, TV, TF, TN}"/>, the bag's hits
-    /// summed in rank space (weighted, scaled for Mean), then one B product per adapted bag.</summary>
+    /// <paramref name="from"/>): the W part of every bag stored by <see cref="WBag{TS, TV, TF, TN}"/>, then each adapted
+    /// bag's hits summed in rank space (weighted, scaled for Mean), then one B product per adapted bag.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     static void ServeBlock<TS, TV, TF, TN>(in BagJob job, int b0, int b1, long from, long rangeEnd, int hits, int* hitPos, int* hitSlot,
                                            float* blockA, int* adaptedBags, int rankPad, long* nextIds, int* nextCandidates, int nextCandidateCount)
