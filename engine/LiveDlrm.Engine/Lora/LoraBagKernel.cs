@@ -291,7 +291,7 @@ internal static unsafe class LoraBagKernel
             long start = offsets[b], end = offsets[b + 1];
             float scale = job.Mean && end > start ? 1f / (end - start) : 1f;
             int bagEnd = (int)(end - from);
-            if (h == hits || hitPos[h] >= bagEnd) continue;
+            if (hitPos[h] >= bagEnd) continue;
             float* coefficients = blockA + adapted * rankPad;
             adaptedBags[adapted++] = b;
             // A is padded to a multiple of 8 floats inside its slot (SlotLayout.StrideFor): rank ≤ 8 reads 8 floats,

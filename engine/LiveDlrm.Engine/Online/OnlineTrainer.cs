@@ -353,11 +353,12 @@ public sealed class OnlineTrainer : ITrainerHost
 
     // ---------------------------------------------------------------- one step
 
+    // How far ahead TrainOn asks for a batch's events: the object, then its arrays, then its bags' index arrays.
+    const int PrefetchObjectsAhead = 12, PrefetchArraysAhead = 6, PrefetchBagsAhead = 3;
+
     /// <summary>One optimizer step on <paramref name="samples"/> (at most a batch). Returns false when it was
     /// discarded. Runs on the trainer thread; exposed for tests and synchronous use (never concurrently with a
     /// started trainer).</summary>
-    const int PrefetchObjectsAhead = 12, PrefetchArraysAhead = 6, PrefetchBagsAhead = 3;
-
     internal bool TrainOn(IReadOnlyList<ServedEvent> samples)
     {
         int b = samples.Count;
