@@ -106,12 +106,6 @@ internal static unsafe class LoraBagKernel
     /// early enough to arrive (12 bags ≈ 400 W rows). Measured on 4 M rows, 2 % hits, 1 thread: 1.17–1.19 → 1.15–1.16.</summary>
     const int BucketPrefetchLeadBags = 12;
 
-    /// <summary>Bags before the end of a block's W loops at which its hits' A rows are prefetched for the A sums that
-    /// follow (prefetched right after the probes, the block's W rows evicted them again before use). Alternated runs,
-    /// 70 % of lookups adapted: 4 M rows per-round median 1.80 → 1.74 (7 of 9 pairs lower), 100 k rows −0.03 to −0.09;
-    /// uniform ids unchanged.</summary>
-    const int APrefetchLeadBags = 8;
-
     /// <summary>A map this small stays in L2 between blocks (a quarter of a 1 MiB L2), so its buckets are not
     /// prefetched: with most lookups adapted that was ~1400 prefetch instructions a block for lines already near.
     /// Alternated runs, 100 k rows (32 KiB map), 70 % of lookups adapted: per-round median 2.08 → 1.98 (7 of 8 pairs
@@ -236,8 +230,7 @@ internal static unsafe class LoraBagKernel
     }
 
     /// <summary>The hits among the candidates: <paramref name="hitPos"/>[h] = position, <paramref name="hitSlot"/>[h] =
-    /// its slot, in position order (their A rows are prefetched near the end of the block's W loops,
-    /// <see cref="APrefetchLeadBags"/>).</summary>
+    /// its slot, in position order; the A rows of the hits prefetched for <see cref="ServeBlock{TS, TV, TF, TN}"/>.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     static int ProbeBlock(LoraContext* ctx, long* ids, int* candidates, int count, int* hitPos, int* hitSlot)
     {
@@ -254,22 +247,18 @@ internal static unsafe class LoraBagKernel
             hitSlot[hits] = slot;
             hits += ~slot >>> 31;
         }
-        return hits;
-    }
-
-    /// <summary>The A rows of the block's hits, for the A sums after its W loops.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    static void PrefetchHitRows(LoraContext* ctx, int* hitSlot, int hits)
-    {
-        if (!Sse.IsSupported) return;
-        byte* a = ctx->Pool + SlotLayout.AOffset;
-        long stride = ctx->SlotStride, last = ctx->Rank * sizeof(float) - 1;
-        for (int h = 0; h < hits; h++)
+        if (Sse.IsSupported)
         {
-            byte* p = a + hitSlot[h] * stride;
-            Sse.Prefetch0(p);
-            Sse.Prefetch0(p + last);
+            byte* a = ctx->Pool + SlotLayout.AOffset;
+            long stride = ctx->SlotStride, last = ctx->Rank * sizeof(float) - 1;
+            for (int h = 0; h < hits; h++)
+            {
+                byte* p = a + hitSlot[h] * stride;
+                Sse.Prefetch0(p);
+                Sse.Prefetch0(p + last);
+            }
         }
+        return hits;
     }
 
     /// <summary>Serves bags [b0, b1) of a resolved block (hits in position order, positions relative to
@@ -295,7 +284,6 @@ internal static unsafe class LoraBagKernel
             WBag<TS, TV, TF, TN>(in job, start, end, rangeEnd, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim);
             // The next block's buckets, a few bags before its probes (see BucketPrefetchLeadBags).
             if (b == Math.Max(b0, b1 - 1 - BucketPrefetchLeadBags) && nextIds != null) PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
-            if (b == Math.Max(b0, b1 - 1 - APrefetchLeadBags)) PrefetchHitRows(ctx, hitSlot, hits);
         }
         int h = 0, adapted = 0;
         for (int b = b0; b < b1 && h < hits; b++)
