@@ -5,18 +5,22 @@ using LiveDlrm.Memory;
 
 namespace LiveDlrm.Lora;
 
-/// <summary>Byte layout of one adapter slot in the native pool. A slot holds one row's A vector and the trainer's
-/// per-row state; readers only ever touch <see cref="SeqOffset"/>, <see cref="RowOffset"/> and the A vector.
+/// <summary>Byte layout of the native slot pool: two arrays indexed by slot, the A vectors first, then the per-slot
+/// records. Readers touch a slot's record only on the per-row path (<see cref="SeqOffset"/>, <see cref="RowOffset"/>);
+/// the block kernel reads nothing but A.
 /// <code>
+/// A array, slot × ABytesFor(rank):  float A[rank], padded to a multiple of 8 floats (32 bytes)
+/// record array, slot × 32 bytes:
 ///  0  int32  seq       seqlock counter: odd while the trainer writes the slot (A, owner row, or a merge of W[row])
 ///  4  float  adagrad   row-wise Adagrad accumulator (trainer only)
 ///  8  int64  row       owning table row, -1 when free
 /// 16  int64  stamp     adapter clock at the last update (LRU order for eviction)
 /// 24  int32  touch     index into the trainer's per-step gradient scratch (validated against the scratch, never trusted)
 /// 28  (pad)
-/// 32  float  A[rank]
 /// </code>
-/// The stride is rounded up to 32 bytes so the A vector of rank 8/16 starts on a 32-byte boundary.</summary>
+/// Why two arrays: A of rank 16 is 64 bytes, so in its own 64-byte-aligned array every A is one cache line. Inside one
+/// 96-byte slot (record, then A) every other A straddled two lines, and a hit in the lookup kernel waited for both.
+/// The trainer reads a record and its A: two lines either way. Same bytes per slot as the single array.</summary>
 internal static class SlotLayout
 {
     public const int SeqOffset = 0;
@@ -24,9 +28,14 @@ internal static class SlotLayout
     public const int RowOffset = 8;
     public const int StampOffset = 16;
     public const int TouchOffset = 24;
-    public const int AOffset = 32;
+    public const int RecordBytes = 32;
 
-    public static int StrideFor(int rank) => (AOffset + rank * sizeof(float) + 31) & ~31;
+    /// <summary>Bytes of one A vector in the A array: rank floats rounded up to 32 bytes, so the kernels' 8/16-float
+    /// loads stay inside it (lanes ≥ rank are zero and never used).</summary>
+    public static int ABytesFor(int rank) => (rank * sizeof(float) + 31) & ~31;
+
+    /// <summary>Pool bytes per slot: its A vector and its record.</summary>
+    public static int BytesPerSlot(int rank) => ABytesFor(rank) + RecordBytes;
 }
 
 /// <summary>One immutable-shape version of a table's adapter: the open-addressing map row → slot, the slot pool and
@@ -50,7 +59,8 @@ internal sealed unsafe class AdapterGeneration
     public readonly long Version;
     public readonly int Rank;
     public readonly int Dim;
-    public readonly int SlotStride;
+    /// <summary>Bytes between consecutive A vectors (<see cref="SlotLayout.ABytesFor"/>).</summary>
+    public readonly int AStride;
     public readonly int SlotCapacity;
     public readonly long MapCapacity;
     readonly int _mapShift;
@@ -67,7 +77,9 @@ internal sealed unsafe class AdapterGeneration
     public readonly NativeBuffer Filter;
     public readonly uint* FilterPointer;
     public readonly int FilterShift;
+    /// <summary>The pool: the A array at its start (64-byte aligned), the record array after it.</summary>
     public readonly byte* PoolPointer;
+    public readonly byte* RecordPointer;
     public readonly long* MapPointer;
     /// <summary>The generation's write epoch (a table-wide seqlock counter in its own cache line after the map): odd
     /// while the trainer changes what a lookup could read through the map — A rows, merges (W, frees, tombstones).
@@ -95,13 +107,14 @@ internal sealed unsafe class AdapterGeneration
         Version = version;
         Rank = rank;
         Dim = dim;
-        SlotStride = SlotLayout.StrideFor(rank);
+        AStride = SlotLayout.ABytesFor(rank);
         SlotCapacity = slotCapacity;
         MapCapacity = mapCapacity;
         _mapMask = mapCapacity - 1;
         _mapShift = 64 - BitOperations.Log2((ulong)mapCapacity);
         Pool = pool;
         PoolPointer = pool.Pointer;
+        RecordPointer = pool.Pointer + (long)slotCapacity * AStride;
         Map = NativeBuffer.Allocate(MapBytes(mapCapacity));
         MapPointer = (long*)Map.Pointer;
         WriteEpochPointer = (int*)(MapPointer + mapCapacity);
@@ -116,9 +129,9 @@ internal sealed unsafe class AdapterGeneration
     /// <summary>A generation with an empty, zeroed pool (every slot free).</summary>
     public static AdapterGeneration CreateEmpty(long version, int rank, int dim, int slotCapacity, long mapCapacity, float[] b)
     {
-        var pool = NativeBuffer.Allocate((long)slotCapacity * SlotLayout.StrideFor(rank));
+        var pool = NativeBuffer.Allocate((long)slotCapacity * SlotLayout.BytesPerSlot(rank));
         var g = new AdapterGeneration(version, rank, dim, slotCapacity, mapCapacity, pool, b);
-        for (int s = 0; s < slotCapacity; s++) *(long*)(g.SlotPointer(s) + SlotLayout.RowOffset) = -1;
+        for (int s = 0; s < slotCapacity; s++) *(long*)(g.SlotRecord(s) + SlotLayout.RowOffset) = -1;
         for (int s = 0; s < slotCapacity; s++) g.FreeSlots[s] = slotCapacity - 1 - s;   // pop order 0, 1, 2, ...
         g.FreeCount = slotCapacity;
         return g;
@@ -153,7 +166,7 @@ internal sealed unsafe class AdapterGeneration
         FreeCount = source.FreeCount;
         for (int s = 0; s < SlotCapacity; s++)
         {
-            long row = *(long*)(SlotPointer(s) + SlotLayout.RowOffset);
+            long row = *(long*)(SlotRecord(s) + SlotLayout.RowOffset);
             if (row >= 0) InsertNew(row, s);
         }
     }
@@ -194,7 +207,11 @@ internal sealed unsafe class AdapterGeneration
     public long Bytes => Pool.Length + Map.Length + Filter.Length + (long)(B.Length + BAdagrad.Length + FreeSlots.Length) * sizeof(float);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* SlotPointer(int slot) => PoolPointer + (long)slot * SlotStride;
+    public byte* SlotRecord(int slot) => RecordPointer + (long)slot * SlotLayout.RecordBytes;
+
+    /// <summary>The A vector of <paramref name="slot"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float* APointer(int slot) => (float*)(PoolPointer + (long)slot * AStride);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long Bucket(long row) => Home(row, _mapShift);

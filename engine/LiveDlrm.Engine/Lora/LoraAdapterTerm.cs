@@ -61,12 +61,12 @@ public static unsafe class LoraAdapterTerm
         // Locals, not ctx-> loads: the JIT cannot prove the stores below leave *ctx alone and would reload per index.
         long* map = ctx->Map;
         long mapMask = ctx->MapMask;
-        int mapShift = ctx->MapShift, slotStride = ctx->SlotStride, filterShift = ctx->FilterShift;
-        byte* pool = ctx->Pool;
+        int mapShift = ctx->MapShift, aStride = ctx->AStride, filterShift = ctx->FilterShift;
+        byte* records = ctx->Records, aArray = ctx->A;
         uint* filter = ctx->Filter;
         float* b = ctx->B;
         // Rank ≤ 16 (the common case): the bag's Σ w·A lives in two 8-float registers, each A loaded straight from
-        // its slot (a slot pads A to a multiple of 8 floats, SlotLayout.StrideFor, so the loads stay inside it; lanes
+        // the A array (which pads A to a multiple of 8 floats, SlotLayout.ABytesFor, so the loads stay inside it; lanes
         // ≥ rank are never used). Larger ranks copy A out and accumulate in memory.
         bool vecA = rank <= 16 && Vector256.IsHardwareAccelerated;
         float* aAcc = stackalloc float[Math.Max(rank, 16)];
@@ -83,9 +83,9 @@ public static unsafe class LoraAdapterTerm
                 if (!AdapterGeneration.MayContain(filter, filterShift, row)) continue;
                 int slot = AdapterGeneration.ProbeMap(row, map, mapMask, mapShift);
                 if (slot < 0) continue;
-                byte* p = pool + (long)slot * slotStride;
+                byte* p = records + (long)slot * SlotLayout.RecordBytes;
                 int* seq = (int*)(p + SlotLayout.SeqOffset);
-                float* slotA = (float*)(p + SlotLayout.AOffset);
+                float* slotA = (float*)(aArray + (long)slot * aStride);
                 Vector256<float> r0 = default, r1 = default;
                 bool mine;
                 while (true)

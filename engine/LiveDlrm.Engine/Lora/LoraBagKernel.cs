@@ -13,10 +13,12 @@ internal unsafe struct LoraContext
     public long* Map;
     public long MapMask;
     public int MapShift;
-    public byte* Pool;
+    /// <summary>The A array (slot × <see cref="AStride"/> bytes) and the slot records (slot × 32 bytes).</summary>
+    public byte* A;
+    public byte* Records;
     public uint* Filter;
     public int FilterShift;
-    public int SlotStride;
+    public int AStride;
     public int Rank;
     /// <summary>B snapshot, rank × dim row-major (a pinned managed array).</summary>
     public float* B;
@@ -27,9 +29,15 @@ internal unsafe struct LoraContext
     public static LoraContext Of(AdapterGeneration g, float* b) => new()
     {
         Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity),
-        Pool = g.PoolPointer, SlotStride = g.SlotStride, Rank = g.Rank, B = b,
+        A = g.PoolPointer, Records = g.RecordPointer, AStride = g.AStride, Rank = g.Rank, B = b,
         Filter = g.FilterPointer, FilterShift = g.FilterShift, WriteEpoch = g.WriteEpochPointer,
     };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* RecordOf(int slot) => Records + (long)slot * SlotLayout.RecordBytes;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float* AOf(int slot) => (float*)(A + (long)slot * AStride);
 
     /// <summary>Same probe as <see cref="AdapterGeneration.Find"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -249,14 +257,18 @@ internal static unsafe class LoraBagKernel
         }
         if (Sse.IsSupported)
         {
-            byte* a = ctx->Pool + SlotLayout.AOffset;
-            long stride = ctx->SlotStride, last = ctx->Rank * sizeof(float) - 1;
-            for (int h = 0; h < hits; h++)
-            {
-                byte* p = a + hitSlot[h] * stride;
-                Sse.Prefetch0(p);
-                Sse.Prefetch0(p + last);
-            }
+            byte* a = ctx->A;
+            long stride = ctx->AStride, last = ctx->Rank * sizeof(float) - 1;
+            // The A array is 64-byte aligned, so an A of ≤ 64 bytes (rank ≤ 16) is one line: one prefetch.
+            if (stride <= 64)
+                for (int h = 0; h < hits; h++) Sse.Prefetch0(a + hitSlot[h] * stride);
+            else
+                for (int h = 0; h < hits; h++)
+                {
+                    byte* p = a + hitSlot[h] * stride;
+                    Sse.Prefetch0(p);
+                    Sse.Prefetch0(p + last);
+                }
         }
         return hits;
     }
@@ -273,8 +285,8 @@ internal static unsafe class LoraBagKernel
         long* offsets = (long*)job.Offsets;
         float* weights = job.Weights == null ? null : job.Weights + from;
         int dim = job.Dim, rank = ctx->Rank;
-        byte* a = ctx->Pool + SlotLayout.AOffset;
-        long stride = ctx->SlotStride;
+        byte* a = ctx->A;
+        long stride = ctx->AStride;
         // The W loops of the whole block first, back to back as in the plain kernel, then the A sums: interleaved bag
         // by bag, each bag's hits broke the W stream, and with most lookups adapted (100 k rows, 70 % hits) the W
         // loop ran ~1.4x slower per row than the plain one (profiled); split, 2.39–2.47 → 1.93–2.08 there.
@@ -294,7 +306,7 @@ internal static unsafe class LoraBagKernel
             if (hitPos[h] >= bagEnd) continue;
             float* coefficients = blockA + adapted * rankPad;
             adaptedBags[adapted++] = b;
-            // A is padded to a multiple of 8 floats inside its slot (SlotLayout.StrideFor): rank ≤ 8 reads 8 floats,
+            // A is padded to a multiple of 8 floats in the A array (SlotLayout.ABytesFor): rank ≤ 8 reads 8 floats,
             // rank ≤ 16 reads 16; lanes ≥ rank are never used by the B product.
             if (rank <= 8)
             {
@@ -534,13 +546,13 @@ internal static unsafe class LoraBagKernel
         // Locals, not ctx-> loads: the JIT cannot prove the stores to aAcc leave *ctx alone, so it would reload per index.
         long* map = ctx->Map;
         long mapMask = ctx->MapMask;
-        int mapShift = ctx->MapShift, slotStride = ctx->SlotStride;
-        byte* slots = ctx->Pool;
+        int mapShift = ctx->MapShift, aStride = ctx->AStride;
+        byte* records = ctx->Records, aArray = ctx->A;
         uint* filter = ctx->Filter;
         int filterShift = ctx->FilterShift;
         // Rank ≤ 16 (the common case): the bag's Σ A[i] lives in two 8-float registers and each A[i] is loaded
-        // straight from its slot. A slot pads A to a multiple of 8 floats (SlotLayout.StrideFor), so the loads stay
-        // inside the slot; lanes ≥ rank are never used (only aAcc[0..rank) feeds the B product).
+        // straight from the A array, which pads A to a multiple of 8 floats (SlotLayout.ABytesFor), so the loads stay
+        // inside it; lanes ≥ rank are never used (only aAcc[0..rank) feeds the B product).
         bool vecA = rank <= 16;
         float* aAcc = stackalloc float[Math.Max(rank, 16)];
         float* aRow = stackalloc float[rank];
@@ -565,7 +577,7 @@ internal static unsafe class LoraBagKernel
                 int slot = Probe(r, filter, filterShift, map, mapMask, mapShift);
                 if (slot >= 0)
                 {
-                    byte* p = slots + (long)slot * slotStride;
+                    byte* p = records + (long)slot * SlotLayout.RecordBytes;
                     int* seq = (int*)(p + SlotLayout.SeqOffset);
                     TV t0 = TS.Zero, t1 = TS.Zero, t2 = TS.Zero, t3 = TS.Zero;
                     Vector256<float> r0 = Vector256<float>.Zero, r1 = Vector256<float>.Zero;
@@ -584,7 +596,7 @@ internal static unsafe class LoraBagKernel
                                 if (nv > 1) t1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), vs, vb);
                                 if (nv > 2) t2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), vs, vb);
                                 if (nv > 3) t3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), vs, vb);
-                                float* slotA = (float*)(p + SlotLayout.AOffset);
+                                float* slotA = (float*)(aArray + (long)slot * aStride);
                                 if (vecA)
                                 {
                                     r0 = Vector256.Load(slotA);

@@ -112,7 +112,7 @@ public static unsafe class LoraEmbeddingBag
     /// <summary>Seqlock read of one slot into temporaries (see <see cref="TableAdapter.ReadSlot"/>).</summary>
     static bool ReadSlot<TF>(LoraContext* ctx, int slot, long row, byte* src, int dim, float* a, float* w) where TF : IRowFormat
     {
-        byte* p = ctx->Pool + (long)slot * ctx->SlotStride;
+        byte* p = ctx->RecordOf(slot);
         int* seq = (int*)(p + SlotLayout.SeqOffset);
         var spin = new SpinWait();
         while (true)
@@ -123,7 +123,7 @@ public static unsafe class LoraEmbeddingBag
                 bool mine = *(long*)(p + SlotLayout.RowOffset) == row;
                 if (mine)
                 {
-                    Buffer.MemoryCopy(p + SlotLayout.AOffset, a, ctx->Rank * sizeof(float), ctx->Rank * sizeof(float));
+                    Buffer.MemoryCopy(ctx->AOf(slot), a, ctx->Rank * sizeof(float), ctx->Rank * sizeof(float));
                     new Span<float>(w, dim).Clear();
                     AddRow<TF>(src, 1f, w, dim);
                 }

@@ -26,7 +26,7 @@ public sealed unsafe partial class TableAdapter
     /// <summary>The scratch index of <paramref name="slot"/> in this step, assigning one (zeroed) on first touch.</summary>
     int Touch(AdapterGeneration g, int slot)
     {
-        byte* p = g.SlotPointer(slot);
+        byte* p = g.SlotRecord(slot);
         if (IsTouched(p, slot)) return *(int*)(p + SlotLayout.TouchOffset);
         int t = _touchedCount++;
         if (t == _touched.Length)
@@ -99,7 +99,7 @@ public sealed unsafe partial class TableAdapter
                         int slot = _slotOf[j - _slotBase];
                         if (slot < 0) continue;
                         if (!any) { new Span<float>(pa, r).Clear(); any = true; }
-                        LoraMath.Axpy(weighted ? pw[j] : 1f, (float*)(g.SlotPointer(slot) + SlotLayout.AOffset), pa, r);
+                        LoraMath.Axpy(weighted ? pw[j] : 1f, g.APointer(slot), pa, r);
                     }
                     if (any)
                         for (int k = 0; k < r; k++) LoraMath.Axpy(scale * pa[k], grad, dB + k * dim, dim);
@@ -137,8 +137,8 @@ public sealed unsafe partial class TableAdapter
             {
                 for (int t = 0; t < _touchedCount; t++)
                 {
-                    byte* p = g.SlotPointer(_touched[t]);
-                    float* a = (float*)(p + SlotLayout.AOffset);
+                    byte* p = g.SlotRecord(_touched[t]);
+                    float* a = g.APointer(_touched[t]);
                     float* grad = rg + t * r;
                     float step = opt.LearningRateA;
                     if (adagrad)
@@ -174,9 +174,9 @@ public sealed unsafe partial class TableAdapter
                 g.BeginEpochWrite();
                 for (int t = 0; t < _touchedCount; t++)
                 {
-                    byte* p = g.SlotPointer(_touched[t]);
+                    byte* p = g.SlotRecord(_touched[t]);
                     AdapterGeneration.BeginWrite(p);
-                    Buffer.MemoryCopy(na + t * r, p + SlotLayout.AOffset, r * sizeof(float), r * sizeof(float));
+                    Buffer.MemoryCopy(na + t * r, g.APointer(_touched[t]), r * sizeof(float), r * sizeof(float));
                     AdapterGeneration.EndWrite(p);
                     if (adagrad) *(float*)(p + SlotLayout.AdagradOffset) = _newAdagrad[t];
                     *(long*)(p + SlotLayout.StampOffset) = _clock;
@@ -199,7 +199,7 @@ public sealed unsafe partial class TableAdapter
     /// <see cref="SlotChunkIndices"/> indices (at least one bag) into <c>_slotOf</c>, prefetching each index's map
     /// line <see cref="MapPrefetchDistance"/> indices ahead and each found slot's A row for pass 1. A step's rows are
     /// spread over the whole adapter; profiled on the replay, pass 1 spent most of its time waiting on those two loads
-    /// one index after the other. Chunked so the prefetched A rows (2 lines each at most) are still in L1 when pass 1
+    /// one index after the other. Chunked so the prefetched A rows (1 line each at rank ≤ 16) are still in L1 when pass 1
     /// reads them, whatever the batch size. Nothing is written before pass 2, so the slots stay valid through pass 1.
     /// Returns the bag after the chunk.</summary>
     int FindSlotsAhead(AdapterGeneration g, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, int firstBag, int bags)
@@ -219,9 +219,10 @@ public sealed unsafe partial class TableAdapter
             _slotOf[j - begin] = slot;
             if (slot >= 0 && Sse.IsSupported)
             {
-                byte* a = g.SlotPointer(slot) + SlotLayout.AOffset;
+                byte* a = (byte*)g.APointer(slot);
                 Sse.Prefetch0(a);
                 Sse.Prefetch0(a + aBytes - 1);
+                Sse.Prefetch0(g.SlotRecord(slot));   // for pass 2's Touch (records are a separate array from A)
             }
         }
         return lastBag;

@@ -71,7 +71,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     internal static (int Slots, long MapCapacity) SizeFor(long budget, int rank, int dim)
     {
         long fixedBytes = 2L * rank * dim * sizeof(float);
-        long perSlot = SlotLayout.StrideFor(rank) + sizeof(int);
+        long perSlot = SlotLayout.BytesPerSlot(rank) + sizeof(int);
         long bestSlots = 0, bestCapacity = 0;
         for (long capacity = 4; capacity <= 1L << 26; capacity <<= 1)
         {
@@ -118,7 +118,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     /// snapshot and returns true; returns false (W untouched) when the slot was merged or reused meanwhile.</summary>
     internal static bool ReadSlot(AdapterGeneration g, int slot, long row, EmbeddingTable table, float* a, float* w)
     {
-        byte* p = g.SlotPointer(slot);
+        byte* p = g.SlotRecord(slot);
         int* seq = (int*)(p + SlotLayout.SeqOffset);
         var spin = new SpinWait();
         while (true)
@@ -129,7 +129,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
                 bool mine = *(long*)(p + SlotLayout.RowOffset) == row;
                 if (mine)
                 {
-                    new ReadOnlySpan<float>(p + SlotLayout.AOffset, g.Rank).CopyTo(new Span<float>(a, g.Rank));
+                    new ReadOnlySpan<float>(g.APointer(slot), g.Rank).CopyTo(new Span<float>(a, g.Rank));
                     LoraEmbeddingBag.Dequantise(table, row, w);
                 }
                 Volatile.ReadBarrier();
@@ -212,10 +212,10 @@ public sealed unsafe partial class TableAdapter : IDisposable
             _clock++;
             int slot = FindOrAllocate(row, protectTouched: false);
             g = Current;
-            byte* p = g.SlotPointer(slot);
+            byte* p = g.SlotRecord(slot);
             g.BeginEpochWrite();
             AdapterGeneration.BeginWrite(p);
-            a.CopyTo(new Span<float>(p + SlotLayout.AOffset, g.Rank));
+            a.CopyTo(new Span<float>(g.APointer(slot), g.Rank));
             AdapterGeneration.EndWrite(p);
             g.EndEpochWrite();
             *(long*)(p + SlotLayout.StampOffset) = _clock;
@@ -276,7 +276,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
             var g = Current;
             var live = new List<int>(g.Live);
             for (int s = 0; s < g.SlotCapacity; s++)
-                if (*(long*)(g.SlotPointer(s) + SlotLayout.RowOffset) >= 0) live.Add(s);
+                if (*(long*)(g.SlotRecord(s) + SlotLayout.RowOffset) >= 0) live.Add(s);
             MergeSlots(g, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(live));
             var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, Table.Dim);
             Publish(AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, Table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, Table.Dim)));
@@ -317,13 +317,15 @@ public sealed unsafe partial class TableAdapter : IDisposable
     {
         if (!Sse.IsSupported) return;
         if (k == 0)
-            for (int j = 0; j < Math.Min(slots.Length, MergeSlotPrefetchDistance); j++) Sse.Prefetch0(g.SlotPointer(slots[j]));
-        if (k + MergeSlotPrefetchDistance < slots.Length) Sse.Prefetch0(g.SlotPointer(slots[k + MergeSlotPrefetchDistance]));
+            for (int j = 0; j < Math.Min(slots.Length, MergeSlotPrefetchDistance); j++) Sse.Prefetch0(g.SlotRecord(slots[j]));
+        if (k + MergeSlotPrefetchDistance < slots.Length) Sse.Prefetch0(g.SlotRecord(slots[k + MergeSlotPrefetchDistance]));
         int ahead = k == 0 ? 0 : k + MergeRowPrefetchDistance - 1;
         for (int j = ahead; j < Math.Min(slots.Length, k + MergeRowPrefetchDistance); j++)
         {
-            byte* p = g.SlotPointer(slots[j]);
-            Sse.Prefetch0(p + SlotLayout.AOffset + g.Rank * sizeof(float) - 1);
+            byte* p = g.SlotRecord(slots[j]);
+            byte* a = (byte*)g.APointer(slots[j]);
+            Sse.Prefetch0(a);
+            Sse.Prefetch0(a + g.Rank * sizeof(float) - 1);
             long row = *(long*)(p + SlotLayout.RowOffset);
             if (row < 0) continue;
             Sse.Prefetch0(g.MapPointer + g.Bucket(row));
@@ -337,7 +339,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     /// pinned this generation see old W + A (before the section) or new W with the slot no longer theirs (after): never both.</summary>
     long MergeSlot(AdapterGeneration g, int slot)
     {
-        byte* p = g.SlotPointer(slot);
+        byte* p = g.SlotRecord(slot);
         long row = *(long*)(p + SlotLayout.RowOffset);
         int dim = Table.Dim;
         float[] b = g.B;
@@ -345,7 +347,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         fixed (float* pb = b)
         {
             LoraEmbeddingBag.Dequantise(Table, row, w);
-            float* a = (float*)(p + SlotLayout.AOffset);
+            float* a = g.APointer(slot);
             for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, w, dim);
         }
         // Computed and checked before the section opens, so a bad value can never leave the slot odd.
@@ -356,7 +358,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         {
             Table.WriteRow(row, _rowScratch);
             *(long*)(p + SlotLayout.RowOffset) = -1;
-            new Span<float>(p + SlotLayout.AOffset, g.Rank).Clear();
+            new Span<float>(g.APointer(slot), g.Rank).Clear();
         }
         finally { AdapterGeneration.EndWrite(p); }
         g.Remove(row);
@@ -375,7 +377,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         int n = 0;
         for (int s = 0; s < g.SlotCapacity; s++)
         {
-            byte* p = g.SlotPointer(s);
+            byte* p = g.SlotRecord(s);
             if (*(long*)(p + SlotLayout.RowOffset) < 0) continue;
             if (protectTouched && IsTouched(p, s)) continue;
             keys[n++] = (*(long*)(p + SlotLayout.StampOffset) << AdapterGeneration.SlotBits) | (long)s;
@@ -434,10 +436,10 @@ public sealed unsafe partial class TableAdapter : IDisposable
             g = Current;
         }
         slot = g.FreeSlots[--g.FreeCount];
-        byte* p = g.SlotPointer(slot);
+        byte* p = g.SlotRecord(slot);
         AdapterGeneration.BeginWrite(p);
         *(long*)(p + SlotLayout.RowOffset) = row;
-        new Span<float>(p + SlotLayout.AOffset, g.Rank).Clear();
+        new Span<float>(g.APointer(slot), g.Rank).Clear();
         AdapterGeneration.EndWrite(p);
         *(float*)(p + SlotLayout.AdagradOffset) = Options.AdagradInitialAccumulator;
         *(long*)(p + SlotLayout.StampOffset) = _clock;

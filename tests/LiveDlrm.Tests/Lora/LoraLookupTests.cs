@@ -123,7 +123,7 @@ public class LoraLookupTests
 
         var g = adapter.Pin();
         int* seq;
-        try { seq = (int*)(g.SlotPointer(g.Find(hot[0])) + SlotLayout.SeqOffset); }
+        try { seq = (int*)(g.SlotRecord(g.Find(hot[0])) + SlotLayout.SeqOffset); }
         finally { TableAdapter.Unpin(g); }
         int before = *seq;
         Assert.That(before % 2, Is.EqualTo(0));
