@@ -104,6 +104,8 @@ internal sealed unsafe class AdapterGeneration
 
     AdapterGeneration(long version, int rank, int dim, int slotCapacity, long mapCapacity, NativeBuffer pool, float[] b)
     {
+        if (mapCapacity < GroupEntries || !BitOperations.IsPow2(mapCapacity))
+            throw new ArgumentOutOfRangeException(nameof(mapCapacity), mapCapacity, $"map capacity must be a power of two ≥ {GroupEntries} (one probe group)");
         Version = version;
         Rank = rank;
         Dim = dim;
@@ -235,10 +237,12 @@ internal sealed unsafe class AdapterGeneration
     /// Each 8-byte entry is naturally aligned, so the vector load reads every entry whole; the entry picked is read
     /// again and its key checked, so an entry that changed in between gives -1 or its new, valid slot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int ProbeMap(long row, long* map, long mapMask, int mapShift)
+    internal static int ProbeMap(long row, long* map, int mapShift)
     {
+        // A home group never runs past the map's end (capacity ≥ 8, homes are group starts), so there is no bounds
+        // test; the mask is derived from the shift on the rare overflow path only, which keeps the kernels' probe
+        // loop one register lighter (it spilled to the stack on every probe).
         long pos = Home(row, mapShift);
-        if (pos + GroupEntries <= mapMask + 1)
         {
             ulong match, empty;
             if (Vector512.IsHardwareAccelerated)
@@ -255,7 +259,7 @@ internal sealed unsafe class AdapterGeneration
                 empty = Vector256.Equals(e0, Vector256<long>.Zero).ExtractMostSignificantBits()
                       | Vector256.Equals(e1, Vector256<long>.Zero).ExtractMostSignificantBits() << 4;
             }
-            else return ProbeMapScalar(row, map, mapMask, pos);
+            else return ProbeMapScalar(row, map, MaskOf(mapShift), pos);
             ulong stop = match | empty;
             if (stop != 0)
             {
@@ -265,10 +269,14 @@ internal sealed unsafe class AdapterGeneration
                 long d = (entry >> SlotBits) ^ (row + 1);
                 return (int)(entry & SlotMask) | (int)((d | -d) >> 63);
             }
-            pos = (pos + GroupEntries) & mapMask;
         }
-        return ProbeMapScalar(row, map, mapMask, pos);
+        long mapMask = MaskOf(mapShift);
+        return ProbeMapScalar(row, map, mapMask, (pos + GroupEntries) & mapMask);
     }
+
+    /// <summary>capacity − 1 from the shift <see cref="Home"/> uses (64 − log2 capacity).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static long MaskOf(int mapShift) => (long)(ulong.MaxValue >> mapShift);
 
     /// <summary>The linear-probing walk from <paramref name="pos"/>: the reference the vector probe agrees with.
     /// Inlined into <see cref="ProbeMap"/>'s callers: as a call (even on the rare path) it made the JIT keep the probe
@@ -287,7 +295,7 @@ internal sealed unsafe class AdapterGeneration
     /// <summary>Reader-safe probe: the slot mapped to <paramref name="row"/>, or -1. The slot may be reused for
     /// another row after this returns; readers confirm the owner inside the slot's seqlock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int Find(long row) => MayContain(FilterPointer, FilterShift, row) ? ProbeMap(row, MapPointer, _mapMask, _mapShift) : -1;
+    public int Find(long row) => MayContain(FilterPointer, FilterShift, row) ? ProbeMap(row, MapPointer, _mapShift) : -1;
 
     /// <summary>Trainer: map <paramref name="row"/> (known absent) to <paramref name="slot"/>, reusing the first
     /// tombstone on its probe path. The slot must already hold the row's data: the entry write is a release, so a

@@ -60,7 +60,6 @@ public static unsafe class LoraAdapterTerm
         int dim = job.Dim, rank = ctx->Rank;
         // Locals, not ctx-> loads: the JIT cannot prove the stores below leave *ctx alone and would reload per index.
         long* map = ctx->Map;
-        long mapMask = ctx->MapMask;
         int mapShift = ctx->MapShift, aStride = ctx->AStride, filterShift = ctx->FilterShift;
         byte* records = ctx->Records, aArray = ctx->A;
         uint* filter = ctx->Filter;
@@ -81,7 +80,7 @@ public static unsafe class LoraAdapterTerm
             {
                 long row = idx[j];
                 if (!AdapterGeneration.MayContain(filter, filterShift, row)) continue;
-                int slot = AdapterGeneration.ProbeMap(row, map, mapMask, mapShift);
+                int slot = AdapterGeneration.ProbeMap(row, map, mapShift);
                 if (slot < 0) continue;
                 byte* p = records + (long)slot * SlotLayout.RecordBytes;
                 int* seq = (int*)(p + SlotLayout.SeqOffset);

@@ -19,6 +19,7 @@ internal unsafe struct LoraContext
     public uint* Filter;
     public int FilterShift;
     public int AStride;
+    public int SlotCapacity;
     public int Rank;
     /// <summary>B snapshot, rank × dim row-major (a pinned managed array).</summary>
     public float* B;
@@ -29,7 +30,7 @@ internal unsafe struct LoraContext
     public static LoraContext Of(AdapterGeneration g, float* b) => new()
     {
         Map = g.MapPointer, MapMask = g.MapCapacity - 1, MapShift = 64 - System.Numerics.BitOperations.Log2((ulong)g.MapCapacity),
-        A = g.PoolPointer, Records = g.RecordPointer, AStride = g.AStride, Rank = g.Rank, B = b,
+        A = g.PoolPointer, Records = g.RecordPointer, AStride = g.AStride, SlotCapacity = g.SlotCapacity, Rank = g.Rank, B = b,
         Filter = g.FilterPointer, FilterShift = g.FilterShift, WriteEpoch = g.WriteEpochPointer,
     };
 
@@ -42,7 +43,7 @@ internal unsafe struct LoraContext
     /// <summary>Same probe as <see cref="AdapterGeneration.Find"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int Find(long row) =>
-        AdapterGeneration.MayContain(Filter, FilterShift, row) ? AdapterGeneration.ProbeMap(row, Map, MapMask, MapShift) : -1;
+        AdapterGeneration.MayContain(Filter, FilterShift, row) ? AdapterGeneration.ProbeMap(row, Map, MapShift) : -1;
 }
 
 /// <summary>Vectors per row as a type, so the JIT folds the 1–4 register branches out of the per-index loop.</summary>
@@ -64,10 +65,10 @@ internal static unsafe class LoraBagKernel
     /// <summary>Slot of <paramref name="row"/> or -1: presence filter first, then the map (same probe as
     /// <see cref="AdapterGeneration.Find"/>, on locals).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int Probe(long row, uint* filter, int filterShift, long* map, long mapMask, int mapShift)
+    static int Probe(long row, uint* filter, int filterShift, long* map, int mapShift)
     {
         if (!AdapterGeneration.MayContain(filter, filterShift, row)) return -1;
-        return AdapterGeneration.ProbeMap(row, map, mapMask, mapShift);
+        return AdapterGeneration.ProbeMap(row, map, mapShift);
     }
 
     /// <summary>True when <paramref name="dim"/> fits the register path at <paramref name="isa"/>.</summary>
@@ -114,11 +115,12 @@ internal static unsafe class LoraBagKernel
     /// early enough to arrive (12 bags ≈ 400 W rows). Measured on 4 M rows, 2 % hits, 1 thread: 1.17–1.19 → 1.15–1.16.</summary>
     const int BucketPrefetchLeadBags = 12;
 
-    /// <summary>A map this small stays in L2 between blocks (a quarter of a 1 MiB L2), so its buckets are not
-    /// prefetched: with most lookups adapted that was ~1400 prefetch instructions a block for lines already near.
-    /// Alternated runs, 100 k rows (32 KiB map), 70 % of lookups adapted: per-round median 2.08 → 1.98 (7 of 8 pairs
-    /// lower); uniform ids unchanged.</summary>
-    const long CachedMapBytes = 256 << 10;
+    /// <summary>A map or A array this small stays in L2 between blocks (a quarter of a 1 MiB L2), so it is not
+    /// prefetched: with most lookups adapted that was ~1400 prefetch instructions a block for lines already near, and
+    /// into L1 only for the block's W loops to evict them again before the A sums. Alternated runs, 100 k rows,
+    /// 70 % of lookups adapted, per-round medians: map (32 KiB) 2.08 → 1.98 (7 of 8 pairs lower); A array
+    /// (128 KiB) 1.89 → 1.74 (5 of 6 pairs lower, ABBA order); uniform ids unchanged.</summary>
+    const long CachedBytes = 256 << 10;
 
     /// <summary>Most indices a block resolves at once (the hit lists live on the stack); a single bag longer than
     /// this takes the per-row path.</summary>
@@ -231,31 +233,31 @@ internal static unsafe class LoraBagKernel
     [MethodImpl(MethodImplOptions.NoInlining)]
     static void PrefetchBlockBuckets(LoraContext* ctx, long* ids, int* candidates, int count)
     {
-        if (!Sse.IsSupported || (ctx->MapMask + 1) * sizeof(long) <= CachedMapBytes) return;
+        if (!Sse.IsSupported || (ctx->MapMask + 1) * sizeof(long) <= CachedBytes) return;
         long* map = ctx->Map;
         int mapShift = ctx->MapShift;
         for (int i = 0; i < count; i++) Sse.Prefetch0(map + AdapterGeneration.Home(ids[candidates[i]], mapShift));
     }
 
     /// <summary>The hits among the candidates: <paramref name="hitPos"/>[h] = position, <paramref name="hitSlot"/>[h] =
-    /// its slot, in position order; the A rows of the hits prefetched for <see cref="ServeBlock{TS, TV, TF, TN}"/>.</summary>
+    /// its slot, in position order; the A rows of the hits prefetched for <see cref="ServeBlock{TS, TV, TF, TN}"/> unless
+    /// the A array is small enough to stay cached (<see cref="CachedBytes"/>).</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     static int ProbeBlock(LoraContext* ctx, long* ids, int* candidates, int count, int* hitPos, int* hitSlot)
     {
         long* map = ctx->Map;
-        long mapMask = ctx->MapMask;
         int mapShift = ctx->MapShift;
         int hits = 0;
-        for (int i = 0; i < count; i++)
+        for (int* c = candidates, end = candidates + count; c < end; c++)
         {
-            int j = candidates[i];
-            int slot = AdapterGeneration.ProbeMap(ids[j], map, mapMask, mapShift);
+            int j = *c;
+            int slot = AdapterGeneration.ProbeMap(ids[j], map, mapShift);
             // Written unconditionally, kept only for a hit: a filter false positive costs no misprediction.
             hitPos[hits] = j;
             hitSlot[hits] = slot;
             hits += ~slot >>> 31;
         }
-        if (Sse.IsSupported)
+        if (Sse.IsSupported && (long)ctx->AStride * ctx->SlotCapacity > CachedBytes)
         {
             byte* a = ctx->A;
             long stride = ctx->AStride, last = ctx->Rank * sizeof(float) - 1;
@@ -545,7 +547,6 @@ internal static unsafe class LoraBagKernel
         int dim = job.Dim, w = TS.Count, nv = TN.N, distance = job.PrefetchDistance, rank = ctx->Rank;
         // Locals, not ctx-> loads: the JIT cannot prove the stores to aAcc leave *ctx alone, so it would reload per index.
         long* map = ctx->Map;
-        long mapMask = ctx->MapMask;
         int mapShift = ctx->MapShift, aStride = ctx->AStride;
         byte* records = ctx->Records, aArray = ctx->A;
         uint* filter = ctx->Filter;
@@ -574,7 +575,7 @@ internal static unsafe class LoraBagKernel
                 long r = indices[j];
                 byte* row = table + r * stride;
                 float weight = weights == null ? 1f : weights[j];
-                int slot = Probe(r, filter, filterShift, map, mapMask, mapShift);
+                int slot = Probe(r, filter, filterShift, map, mapShift);
                 if (slot >= 0)
                 {
                     byte* p = records + (long)slot * SlotLayout.RecordBytes;

@@ -73,7 +73,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         long fixedBytes = 2L * rank * dim * sizeof(float);
         long perSlot = SlotLayout.BytesPerSlot(rank) + sizeof(int);
         long bestSlots = 0, bestCapacity = 0;
-        for (long capacity = 4; capacity <= 1L << 26; capacity <<= 1)
+        for (long capacity = AdapterGeneration.GroupEntries; capacity <= 1L << 26; capacity <<= 1)
         {
             long rest = budget - fixedBytes - AdapterGeneration.MapBytes(capacity) - AdapterGeneration.FilterBytes(capacity);
             if (rest < perSlot) break;
