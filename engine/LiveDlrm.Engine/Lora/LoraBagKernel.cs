@@ -155,8 +155,9 @@ internal static unsafe class LoraBagKernel
         long* indices = (long*)job.Indices;
         long rangeEnd = offsets[bagEnd];
         int rankPad = ctx->Rank <= 16 ? 16 : ctx->Rank;
-        int* hitPos = stackalloc int[BlockIndices];
-        int* hitSlot = stackalloc int[BlockIndices];
+        // Hit lists: ProbeBlock's packing may store up to 7 entries past the count.
+        int* hitPos = stackalloc int[BlockIndices + 8];
+        int* hitSlot = stackalloc int[BlockIndices + 8];
         // Candidate positions (filter passes) of this block and of the next; FilterBlock may store up to 7 past its count.
         int* candidates = stackalloc int[BlockIndices + 8];
         int* nextCandidates = stackalloc int[BlockIndices + 8];
@@ -164,6 +165,8 @@ internal static unsafe class LoraBagKernel
         float* blockA = stackalloc float[BagBlock * rankPad];
         int* adaptedBags = stackalloc int[BagBlock];
         bool perRow = PerRowOnly, candidatesReady = false;
+        // vpcompressd at the AVX-512 level only, so the kernels selected for AVX2 (and their tests) use the scalar pack.
+        bool compress = Avx512F.VL.IsSupported && typeof(TS) == typeof(Simd512);
         long fast = 0, redone = 0;
         for (int b = bagBegin, e; b < bagEnd; b = e)
         {
@@ -178,7 +181,7 @@ internal static unsafe class LoraBagKernel
                     candidateCount = FilterBlock<TS, TV>(ctx, indices + from, (int)n, candidates);
                     PrefetchBlockBuckets(ctx, indices + from, candidates, candidateCount);
                 }
-                int hits = ProbeBlock(ctx, indices + from, candidates, candidateCount, hitPos, hitSlot);
+                int hits = ProbeBlock(ctx, indices + from, candidates, candidateCount, hitPos, hitSlot, compress);
                 // The next block's candidates now and their map buckets near this block's end, so the buckets arrive
                 // while this block's W rows are read (probed right after their prefetch, they were still on their way
                 // from memory). Reading the filter a block early is safe: bits are only set within a generation, so a
@@ -240,20 +243,35 @@ internal static unsafe class LoraBagKernel
     }
 
     /// <summary>The hits among the candidates: <paramref name="hitPos"/>[h] = position, <paramref name="hitSlot"/>[h] =
-    /// its slot, in position order; the A rows of the hits prefetched for <see cref="ServeBlock{TS, TV, TF, TN}"/> unless
-    /// the A array is small enough to stay cached (<see cref="CachedBytes"/>).</summary>
+    /// its slot, in position order (both with room for count + 8); the A rows of the hits prefetched for
+    /// <see cref="ServeBlock{TS, TV, TF, TN}"/> unless the A array is small enough to stay cached
+    /// (<see cref="CachedBytes"/>). Two passes: every candidate's probe result stored at the candidate's own index, then
+    /// the hits packed in place (8 at a time with vpcompressd when <paramref name="compress"/>). Packing inside the probe
+    /// loop made each probe's stores wait on the previous probe's outcome (the hit count), and the next probe's loads
+    /// on those stores.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    static int ProbeBlock(LoraContext* ctx, long* ids, int* candidates, int count, int* hitPos, int* hitSlot)
+    static int ProbeBlock(LoraContext* ctx, long* ids, int* candidates, int count, int* hitPos, int* hitSlot, bool compress)
     {
         long* map = ctx->Map;
         int mapShift = ctx->MapShift;
-        int hits = 0;
-        for (int* c = candidates, end = candidates + count; c < end; c++)
+        for (int i = 0; i < count; i++) hitSlot[i] = AdapterGeneration.ProbeMap(ids[candidates[i]], map, mapShift);
+        // In place: the pack writes at hits ≤ k only what was read already (at most 8 entries from hits on).
+        int hits = 0, k = 0;
+        if (compress)
+            for (; k + 8 <= count; k += 8)
+            {
+                var slots = Vector256.Load(hitSlot + k);
+                var keep = Vector256.GreaterThanOrEqual(slots, Vector256<int>.Zero);
+                var positions = Vector256.Load(candidates + k);
+                Avx512F.VL.Compress(Vector256<int>.Zero, keep, positions).Store(hitPos + hits);
+                Avx512F.VL.Compress(Vector256<int>.Zero, keep, slots).Store(hitSlot + hits);
+                hits += BitOperations.PopCount(keep.ExtractMostSignificantBits());
+            }
+        for (; k < count; k++)
         {
-            int j = *c;
-            int slot = AdapterGeneration.ProbeMap(ids[j], map, mapShift);
             // Written unconditionally, kept only for a hit: a filter false positive costs no misprediction.
-            hitPos[hits] = j;
+            int slot = hitSlot[k];
+            hitPos[hits] = candidates[k];
             hitSlot[hits] = slot;
             hits += ~slot >>> 31;
         }
