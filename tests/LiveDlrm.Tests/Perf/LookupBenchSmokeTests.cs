@@ -26,7 +26,8 @@ public class LookupBenchSmokeTests
         return "";
     }
 
-    static (int ExitCode, string Output) RunPerf(params string[] args)
+    /// <summary>Runs the perf app with <paramref name="args"/> (up to 3 minutes); exit code and stdout + stderr.</summary>
+    internal static (int ExitCode, string Output) RunPerf(params string[] args)
     {
         var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
         {
@@ -42,7 +43,7 @@ public class LookupBenchSmokeTests
         if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
         {
             process.Kill(entireProcessTree: true);
-            Assert.Fail("bench lookup --quick did not finish within 3 minutes");
+            Assert.Fail($"bench {string.Join(' ', args)} did not finish within 3 minutes");
         }
         return (process.ExitCode, stdout + stderr.Result);
     }

@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using LiveDlrm.Data;
+using LiveDlrm.Lora;
+using LiveDlrm.Model;
+using LiveDlrm.Online;
+using LiveDlrm.Perf.Lora;
+using LiveDlrm.Replay;
+using LiveDlrm.Runtime;
+
+namespace LiveDlrm.Perf.Train;
+
+/// <summary><c>./build.sh bench step</c>: the colocated trainer's whole step (<see cref="OnlineTrainer"/>'s
+/// <c>TrainOn</c>: the backward through the frozen dense part, the adapters' sparse updates, B, the last layer, rank
+/// checks and merges as they fall due) on one thread, for the replay's model and live-learner settings on the default
+/// synthetic stream. The same served events are trained on with data reuse on (the serving forward kept with each
+/// event) and off (the trainer re-pools and re-runs the dense forward), interleaved round by round. This is the
+/// replay's live update cost without the replay around it; <c>bench train</c> times the adapter update alone.</summary>
+public sealed class TrainerStepRun : IComparativeRun
+{
+    public string Name => "step";
+    public string Summary => "online trainer step on the replay's model, one thread, reuse on/off (k events/s, artifacts/bench/step.json)";
+
+    const string Usage = """
+        usage: ./build.sh bench step [options]
+          --events N        served events prepared from the default synthetic stream (default 16384)
+          --runs N          timed rounds, median reported (default 5)
+          --run-seconds S   per case per round (default 1)
+          --quick           small sizes for a smoke run (numbers not meaningful)
+          --out PATH        (default artifacts/bench/step.json)
+        """;
+
+    public int Run(string[] args)
+    {
+        if (args.Contains("--help")) { Console.WriteLine(Usage); return 0; }
+        try { return Execute(new LoraBenchSupport.Args(Name, args)); }
+        catch (ArgumentException e) { Console.Error.WriteLine(e.Message); Console.Error.WriteLine(Usage); return 2; }
+    }
+
+    /// <summary>One trainer over its own copy of the model, and its served events cut into steps.</summary>
+    sealed class Case(string name, DlrmModel model, TableAdapter?[] adapters, OnlineTrainer trainer, List<List<ServedEvent>> steps) : IDisposable
+    {
+        public string Name => name;
+        public OnlineTrainer Trainer => trainer;
+        public List<List<ServedEvent>> Steps => steps;
+        public long Calls, Rejected;
+
+        public void Dispose()
+        {
+            trainer.Dispose();
+            foreach (var a in adapters) a?.Dispose();
+            model.Dispose();
+        }
+    }
+
+    static int Execute(LoraBenchSupport.Args a)
+    {
+        bool quick = a.Flag("quick");
+        int events = a.Int("events", quick ? 2048 : 16384, 256);
+        int runs = a.Int("runs", quick ? 2 : 5, 1);
+        double runSeconds = a.Double("run-seconds", quick ? 0.2 : 1, 0.01);
+        string? outPath = a.String("out", null!);
+        a.EnsureAllUsed();
+
+        var sw = Stopwatch.StartNew();
+        TorchRuntime.EnsureInitialised();
+        // One thread, as the replay's trainer runs: libtorch must not spread a step over its own pool.
+        TorchSharp.torch.set_num_threads(1);
+        var replay = new ReplayOptions();
+        var cases = new List<Case>();
+        try
+        {
+            foreach (bool reuse in new[] { true, false })
+                cases.Add(Prepare(reuse ? "reuse" : "no_reuse", reuse, events, replay));
+            int batch = replay.OnlineTrainer.BatchSize;
+            var model = cases[0].Trainer.Model;
+            Console.WriteLine($"step: replay model ({model.Tables.Count} tables, dim {model.Config.Dim}, " +
+                              $"{model.Tables.Sum(t => t.ByteSize) / (1 << 20)} MiB of tables), {events} served events of the default synthetic stream, " +
+                              $"steps of {batch} events, one thread, {runs} runs × {runSeconds} s (median); setup {sw.Elapsed.TotalSeconds:F1} s{(quick ? "; QUICK (not meaningful)" : "")}");
+
+            var contenders = cases.Select(c => (Action<int>)(i =>
+            {
+                c.Calls++;
+                if (!c.Trainer.TrainOn(c.Steps[i])) c.Rejected++;
+            })).ToList();
+            // Both cases hold the same events cut the same way: units = thousands of events per call.
+            var rates = LoraBenchSupport.Interleaved(contenders, cases[0].Steps.Count, batch / 1e3, runs, runSeconds, quick ? 0.1 : 1);
+            var results = new Dictionary<string, object>();
+            for (int c = 0; c < cases.Count; c++)
+            {
+                double median = LoraBenchSupport.Median(rates[c]);
+                var t = cases[c].Trainer;
+                Console.WriteLine($"  {cases[c].Name,-9} {median,7:F1} k events/s ({1e3 / median,6:F1} µs/event)  steps {cases[c].Calls}, rejected {cases[c].Rejected}, " +
+                                  $"active rows {t.Adapters.Sum(x => x?.ActiveRows ?? 0)}, merged {t.Adapters.Sum(x => x?.MergedRows ?? 0)}   runs: {string.Join(" ", rates[c].Select(x => x.ToString("F1")))}");
+                results[cases[c].Name] = new
+                {
+                    kevents_per_s = median, us_per_event = 1e3 / median, steps = cases[c].Calls, rejected_steps = cases[c].Rejected,
+                    active_rows = t.Adapters.Sum(x => x?.ActiveRows ?? 0), merged_rows = t.Adapters.Sum(x => x?.MergedRows ?? 0), runs = rates[c],
+                };
+            }
+            // Per round, so the host's drift between rounds cancels.
+            double saving = LoraBenchSupport.Median(rates[1].Zip(rates[0], (off, on) => off / on).ToArray());
+            Console.WriteLine($"  reuse on / off time per event: {saving:F2} (per-round median)");
+            if (cases.Any(c => c.Rejected > 0)) Console.WriteLine("  WARNING: some steps were rejected (non-finite values); their time is still counted");
+            var record = new
+            {
+                events, batch, threads = 1, runs, run_seconds = runSeconds, quick,
+                reuse_kevents_per_s = LoraBenchSupport.Median(rates[0]), reuse_time_ratio = saving, cases = results,
+                machine = new { processors = Environment.ProcessorCount, os = System.Runtime.InteropServices.RuntimeInformation.OSDescription },
+            };
+            Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "step")}");
+            return 0;
+        }
+        finally
+        {
+            foreach (var c in cases) c.Dispose();
+        }
+    }
+
+    /// <summary>A fresh model of the replay's shape with the replay's live-learner settings, and <paramref name="events"/>
+    /// events served through it (so the served features, and with reuse the serving forward, are in the ring), labelled
+    /// and cut into the trainer's steps.</summary>
+    static Case Prepare(string name, bool reuse, int events, ReplayOptions replay)
+    {
+        using var source = new SyntheticEventSource(new SyntheticStreamConfig(), events);
+        var layout = source.Schema.Layout;
+        var options = replay.OnlineTrainer with { ReuseForward = reuse, QueueCapacity = Math.Max(replay.OnlineTrainer.QueueCapacity, events) };
+        var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
+        var model = DlrmModel.Create(DlrmConfig.ForLayout(layout, replay.BottomMlp, replay.TopMlp), replay.ModelSeed, backend);
+        TableAdapter?[]? adapters = null;
+        OnlineTrainer? trainer = null;
+        try
+        {
+            adapters = OnlineTrainer.CreateAdapters(model, backend, options);
+            trainer = new OnlineTrainer(model, adapters, options);
+            var server = new LiveServer(trainer, ringCapacity: events);
+            var batch = new EventBatch(layout, replay.ServeBatch);
+            var scores = new float[replay.ServeBatch];
+            var steps = new List<List<ServedEvent>>();
+            var step = new List<ServedEvent>();
+            while (source.Read(batch) > 0)
+            {
+                server.Serve(batch, scores.AsSpan(0, batch.Count));
+                for (int i = 0; i < batch.Count; i++)
+                {
+                    if (!server.Ring.TryTake(batch.RequestIds[i], out var served))
+                        throw new InvalidOperationException($"bench step: request {batch.RequestIds[i]} is not in the ring");
+                    served.Label = batch.Labels[i];
+                    step.Add(served);
+                    if (step.Count == options.BatchSize) { steps.Add(step); step = new List<ServedEvent>(); }
+                }
+            }
+            if (steps.Count == 0) throw new ArgumentException($"--events {events} gives no whole step of {options.BatchSize} events");
+            return new Case(name, model, adapters, trainer, steps);
+        }
+        catch
+        {
+            trainer?.Dispose();
+            if (adapters is not null) foreach (var x in adapters) x?.Dispose();
+            model.Dispose();
+            throw;
+        }
+    }
+}
