@@ -60,6 +60,15 @@ static class LoraBenchSupport
         return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
 
+    /// <summary>The shared entry of the adapter benchmarks: <c>--help</c> prints <paramref name="usage"/>; a bad option
+    /// prints its message and the usage and returns 2.</summary>
+    public static int RunCommand(string run, string[] args, string usage, Func<Args, int> execute)
+    {
+        if (args.Contains("--help")) { Console.WriteLine(usage); return 0; }
+        try { return execute(new Args(run, args)); }
+        catch (ArgumentException e) { Console.Error.WriteLine(e.Message); Console.Error.WriteLine(usage); return 2; }
+    }
+
     /// <summary>Warms every contender up for <paramref name="warmupSeconds"/>, sizes a run to about
     /// <paramref name="runSeconds"/>, then <paramref name="runs"/> rounds each timing one run of every contender in
     /// turn (interleaved, so background load hits all alike). Returns work units per second per run.</summary>

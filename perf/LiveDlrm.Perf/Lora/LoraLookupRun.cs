@@ -31,12 +31,7 @@ public sealed class LoraLookupRun : IComparativeRun
           --out PATH          (default artifacts/bench/lora.json)
         """;
 
-    public int Run(string[] args)
-    {
-        if (args.Contains("--help")) { Console.WriteLine(Usage); return 0; }
-        try { return Execute(new LoraBenchSupport.Args(Name, args)); }
-        catch (ArgumentException e) { Console.Error.WriteLine(e.Message); Console.Error.WriteLine(Usage); return 2; }
-    }
+    public int Run(string[] args) => LoraBenchSupport.RunCommand(Name, args, Usage, Execute);
 
     static int Execute(LoraBenchSupport.Args a)
     {

@@ -29,12 +29,7 @@ public sealed class TrainRun : IComparativeRun
           --out PATH        (default artifacts/bench/train.json)
         """;
 
-    public int Run(string[] args)
-    {
-        if (args.Contains("--help")) { Console.WriteLine(Usage); return 0; }
-        try { return Execute(new LoraBenchSupport.Args(Name, args)); }
-        catch (ArgumentException e) { Console.Error.WriteLine(e.Message); Console.Error.WriteLine(Usage); return 2; }
-    }
+    public int Run(string[] args) => LoraBenchSupport.RunCommand(Name, args, Usage, Execute);
 
     sealed record Case(string Name, TableAdapter Adapter, (long[] Indices, long[] Offsets, float[] Grad)[] Steps, double DistinctPerStep);
 

@@ -29,12 +29,7 @@ public sealed class TrainerStepRun : IComparativeRun
           --out PATH        (default artifacts/bench/step.json)
         """;
 
-    public int Run(string[] args)
-    {
-        if (args.Contains("--help")) { Console.WriteLine(Usage); return 0; }
-        try { return Execute(new LoraBenchSupport.Args(Name, args)); }
-        catch (ArgumentException e) { Console.Error.WriteLine(e.Message); Console.Error.WriteLine(Usage); return 2; }
-    }
+    public int Run(string[] args) => LoraBenchSupport.RunCommand(Name, args, Usage, Execute);
 
     /// <summary>One trainer over its own copy of the model, and its served events cut into steps.</summary>
     sealed class Case(string name, DlrmModel model, TableAdapter?[] adapters, OnlineTrainer trainer, List<List<ServedEvent>> steps) : IDisposable
