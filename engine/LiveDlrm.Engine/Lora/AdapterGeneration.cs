@@ -241,7 +241,7 @@ internal sealed unsafe class AdapterGeneration
     {
         // A home group never runs past the map's end (capacity ≥ 8, homes are group starts), so there is no bounds
         // test; the mask is derived from the shift on the rare overflow path only, which keeps the kernels' probe
-        // loop one register lighter (it spilled to the stack on every probe).
+        // loop one register lighter (with the mask live it kept two of its values in stack slots, reloaded on every probe).
         long pos = Home(row, mapShift);
         {
             ulong match, empty;
