@@ -25,6 +25,9 @@ internal unsafe struct LoraContext
     public float* B;
     /// <summary>The generation's write epoch (see <see cref="AdapterGeneration.WriteEpochPointer"/>).</summary>
     public int* WriteEpoch;
+    /// <summary>Null, or the slot of every index of the batch (-1: not adapted) given ahead by a benchmark
+    /// (<see cref="LoraEmbeddingBag.ForwardWithKnownSlots"/>): blocks then skip the filter and the map probes.</summary>
+    public int* KnownSlots;
 
     /// <summary>The view of pinned generation <paramref name="g"/> with its B pinned at <paramref name="b"/>.</summary>
     public static LoraContext Of(AdapterGeneration g, float* b) => new()
@@ -159,9 +162,9 @@ internal static unsafe class LoraBagKernel
         long* indices = (long*)job.Indices;
         long rangeEnd = offsets[bagEnd];
         int rankPad = ctx->Rank <= 16 ? 16 : ctx->Rank;
-        // Hit lists: ProbeBlock's packing may store up to 7 entries past the count.
-        int* hitPos = stackalloc int[BlockIndices + 8];
-        int* hitSlot = stackalloc int[BlockIndices + 8];
+        // Hit lists: ProbeBlock's packing may store up to 7 entries past the count, KnownHits' up to 15.
+        int* hitPos = stackalloc int[BlockIndices + 16];
+        int* hitSlot = stackalloc int[BlockIndices + 16];
         // Candidate positions (filter passes) of this block and of the next; FilterBlock may store up to 7 past its count.
         int* candidates = stackalloc int[BlockIndices + 8];
         int* nextCandidates = stackalloc int[BlockIndices + 8];
@@ -172,6 +175,7 @@ internal static unsafe class LoraBagKernel
         // vpcompressd at the AVX-512 level only, so the kernels selected for AVX2 (and their tests) use the scalar pack.
         bool compress = Avx512F.VL.IsSupported && typeof(TS) == typeof(Simd512);
         long fast = 0, redone = 0;
+        int* known = ctx->KnownSlots;
         for (int b = bagBegin, e; b < bagEnd; b = e)
         {
             e = BlockEnd(offsets, b, bagEnd);
@@ -180,12 +184,17 @@ internal static unsafe class LoraBagKernel
             bool served = false, tried = !perRow && (epoch & 1) == 0 && n <= BlockIndices;
             if (tried)
             {
-                if (!candidatesReady)
+                int hits;
+                if (known != null) hits = KnownHits(known + from, (int)n, hitPos, hitSlot);
+                else
                 {
-                    candidateCount = FilterBlock<TS, TV>(ctx, indices + from, (int)n, candidates);
-                    PrefetchBlockBuckets(ctx, indices + from, candidates, candidateCount);
+                    if (!candidatesReady)
+                    {
+                        candidateCount = FilterBlock<TS, TV>(ctx, indices + from, (int)n, candidates);
+                        PrefetchBlockBuckets(ctx, indices + from, candidates, candidateCount);
+                    }
+                    hits = ProbeBlock(ctx, indices + from, candidates, candidateCount, hitPos, hitSlot, compress);
                 }
-                int hits = ProbeBlock(ctx, indices + from, candidates, candidateCount, hitPos, hitSlot, compress);
                 // The next block's candidates now and their map buckets near this block's end, so the buckets arrive
                 // while this block's W rows are read (probed right after their prefetch, they were still on their way
                 // from memory). Reading the filter a block early is safe: bits are only set within a generation, so a
@@ -193,7 +202,7 @@ internal static unsafe class LoraBagKernel
                 candidatesReady = false;
                 long* nextIds = null;
                 int nextN = 0;
-                if (e < bagEnd)
+                if (e < bagEnd && known == null)
                 {
                     long nextFrom = offsets[e], count = offsets[BlockEnd(offsets, e, bagEnd)] - nextFrom;
                     if (count <= BlockIndices)
@@ -293,6 +302,34 @@ internal static unsafe class LoraBagKernel
                     Sse.Prefetch0(p);
                     Sse.Prefetch0(p + last);
                 }
+        }
+        return hits;
+    }
+
+    /// <summary>The hit lists of a block from slots given ahead (<see cref="LoraContext.KnownSlots"/>): the packing
+    /// <see cref="ProbeBlock"/> ends with, 16 at a time at AVX-512, without the filter or the probes.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static int KnownHits(int* slots, int n, int* hitPos, int* hitSlot)
+    {
+        int hits = 0, k = 0;
+        if (Avx512F.IsSupported)
+        {
+            var position = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            for (; k + 16 <= n; k += 16, position += Vector512.Create(16))
+            {
+                var s = Vector512.Load(slots + k);
+                var keep = Vector512.GreaterThanOrEqual(s, Vector512<int>.Zero);
+                Avx512F.Compress(Vector512<int>.Zero, keep, position).Store(hitPos + hits);
+                Avx512F.Compress(Vector512<int>.Zero, keep, s).Store(hitSlot + hits);
+                hits += BitOperations.PopCount(keep.ExtractMostSignificantBits());
+            }
+        }
+        for (; k < n; k++)
+        {
+            int slot = slots[k];
+            hitPos[hits] = k;
+            hitSlot[hits] = slot;
+            hits += ~slot >>> 31;
         }
         return hits;
     }

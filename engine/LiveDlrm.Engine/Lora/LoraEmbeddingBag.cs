@@ -19,6 +19,52 @@ public static unsafe class LoraEmbeddingBag
     /// <see cref="EmbeddingWorkerPool.Shared"/>, a pool with 0 threads runs on the calling thread.</param>
     public static void Forward(TableAdapter adapter, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
                                PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, EmbeddingWorkerPool? pool = null)
+        => Run(adapter, indices, offsets, output, pooling, weights, pool, null);
+
+    /// <summary>Measurement aid (<c>./build.sh bench lora --known-slots</c>): the lookup with each index's slot taken
+    /// from <paramref name="slots"/> (made by <see cref="ResolveSlots"/> for these very indices) instead of found through
+    /// the presence filter and the map, so a benchmark can time everything but the search: the W rows, the A sums and
+    /// the B products. Refused unless the adapter is exactly as it was when the slots were resolved (same generation,
+    /// same write epoch) and the dim fits the register kernel.</summary>
+    internal static void ForwardWithKnownSlots(TableAdapter adapter, long[] indices, ReadOnlySpan<long> offsets, Span<float> output,
+                                               KnownSlots slots, EmbeddingWorkerPool? pool = null)
+    {
+        ArgumentNullException.ThrowIfNull(slots);
+        if (!ReferenceEquals(slots.Indices, indices))
+            throw new ArgumentException("known slots were resolved for another indices array", nameof(slots));
+        Run(adapter, indices, offsets, output, PoolingMode.Sum, default, pool, slots);
+    }
+
+    /// <summary>The slot of every index of <paramref name="indices"/> (-1: not adapted) in the adapter's current
+    /// generation, for <see cref="ForwardWithKnownSlots"/>.</summary>
+    internal static KnownSlots ResolveSlots(TableAdapter adapter, long[] indices)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        ArgumentNullException.ThrowIfNull(indices);
+        var g = adapter.Pin();
+        try
+        {
+            int epoch = Volatile.Read(ref *g.WriteEpochPointer);
+            if ((epoch & 1) != 0) throw new InvalidOperationException("known slots: the adapter is being written; resolve them while it is still");
+            var slots = GC.AllocateUninitializedArray<int>(indices.Length, pinned: true);
+            for (int i = 0; i < indices.Length; i++) slots[i] = g.Find(indices[i]);
+            return new KnownSlots(indices, slots, g.Version, epoch);
+        }
+        finally { TableAdapter.Unpin(g); }
+    }
+
+    /// <summary>Slots resolved ahead for one indices array, with the generation and write epoch they hold for.</summary>
+    internal sealed class KnownSlots(long[] indices, int[] slots, long version, int epoch)
+    {
+        public readonly long[] Indices = indices;
+        /// <summary>Pinned (the kernels read it through a pointer).</summary>
+        public readonly int[] Slots = slots;
+        public readonly long Version = version;
+        public readonly int Epoch = epoch;
+    }
+
+    static void Run(TableAdapter adapter, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
+                    PoolingMode pooling, ReadOnlySpan<float> weights, EmbeddingWorkerPool? pool, KnownSlots? known)
     {
         ArgumentNullException.ThrowIfNull(adapter);
         var table = adapter.Table;
@@ -28,9 +74,19 @@ public static unsafe class LoraEmbeddingBag
         try
         {
             fixed (float* pb = Volatile.Read(ref g.B))
+            fixed (int* ps = known?.Slots)
             {
                 var ctx = LoraContext.Of(g, pb);
                 var isa = EmbeddingKernels.CurrentIsa;
+                if (known != null)
+                {
+                    if (known.Version != g.Version || known.Epoch != Volatile.Read(ref *g.WriteEpochPointer))
+                        throw new InvalidOperationException($"known slots were resolved for generation {known.Version} at write epoch {known.Epoch}; " +
+                                                            $"the adapter is now at generation {g.Version}, epoch {Volatile.Read(ref *g.WriteEpochPointer)}");
+                    if (!LoraBagKernel.Fits(isa, table.Dim))
+                        throw new NotSupportedException($"known slots: dim {table.Dim} does not fit the register kernel at {isa}");
+                    ctx.KnownSlots = ps;
+                }
                 var kernel = LoraBagKernel.Fits(isa, table.Dim) ? LoraBagKernel.Select(isa, table.Storage, table.Dim) : table.Storage switch
                 {
                     EmbeddingStorage.Fp32 => &GenericKernel<Fp32Rows>,

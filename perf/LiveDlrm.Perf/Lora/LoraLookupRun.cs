@@ -27,6 +27,8 @@ public sealed class LoraLookupRun : IComparativeRun
           --runs N            timed rounds, median reported (default 5)
           --run-seconds S     per contender per round (default 2)
           --batches N         distinct pre-generated batches (default 8)
+          --known-slots       also time the LoRA lookup with every index's slot given ahead (no filter, no map
+                              probe): what the W rows, A sums and B products cost on their own
           --quick             tiny sizes for a smoke run (numbers not meaningful)
           --out PATH          (default artifacts/bench/lora.json)
         """;
@@ -48,6 +50,7 @@ public sealed class LoraLookupRun : IComparativeRun
             "fp32" => EmbeddingStorage.Fp32, "fp16" => EmbeddingStorage.Fp16, "int8" => EmbeddingStorage.Int8Rowwise,
             var s => throw new ArgumentException($"bench lora: --storage must be fp32, fp16 or int8, got '{s}'"),
         };
+        bool knownSlots = a.Flag("known-slots");
         string? outPath = a.String("out", null!);
         a.EnsureAllUsed();
         if (hot > 1) throw new ArgumentException("bench lora: --hot must be in [0, 1]");
@@ -94,22 +97,34 @@ public sealed class LoraLookupRun : IComparativeRun
         if (loraError > 1e-4 || plainError > 1e-4) { Console.Error.WriteLine("bench lora: a kernel disagrees with its reference; no numbers reported"); return 1; }
 
         using var empty = new TableAdapter(table, adapter.Options);
-        var names = new[] { "livedlrm", "livedlrm_lora", "lora_empty_adapter" };
-        var contenders = new Action<int>[]
+        var names = new List<string> { "livedlrm", "livedlrm_lora", "lora_empty_adapter" };
+        var contenders = new List<Action<int>>
         {
             i => EmbeddingBag.Forward(table, batches[i].Indices, batches[i].Offsets, output, pool: pool),
             i => LoraEmbeddingBag.Forward(adapter, batches[i].Indices, batches[i].Offsets, output, pool: pool),
             i => LoraEmbeddingBag.Forward(empty, batches[i].Indices, batches[i].Offsets, output, pool: pool),
         };
+        if (knownSlots)
+        {
+            var known = batches.Select(bt => LoraEmbeddingBag.ResolveSlots(adapter, bt.Indices)).ToArray();
+            LoraEmbeddingBag.Forward(adapter, i0, o0, expected, pool: pool);
+            LoraEmbeddingBag.ForwardWithKnownSlots(adapter, i0, o0, output, known[0], pool);
+            if (!output.AsSpan().SequenceEqual(expected)) { Console.Error.WriteLine("bench lora: the lookup with known slots differs from the lookup; no numbers reported"); return 1; }
+            names.Add("lora_known_slots");
+            contenders.Add(i => LoraEmbeddingBag.ForwardWithKnownSlots(adapter, batches[i].Indices, batches[i].Offsets, output, known[i], pool));
+        }
         var rates = LoraBenchSupport.Interleaved(contenders, batchCount, (double)batch * pooling / 1e6, runs, runSeconds, quick ? 0.1 : 1);
         var medians = rates.Select(LoraBenchSupport.Median).ToArray();
-        for (int c = 0; c < names.Length; c++)
+        for (int c = 0; c < names.Count; c++)
             Console.WriteLine($"  {names[c],-18} {medians[c],8:F1} M lookups/s   runs: {string.Join(" ", rates[c].Select(x => x.ToString("F1")))}");
         double ratio = medians[0] / medians[1];
         // Also per round (plain and LoRA timed next to each other): the host's speed drifts between minutes.
         double perRound = LoraBenchSupport.Median(rates[0].Zip(rates[1], (p, l) => p / l));
         double emptyPerRound = LoraBenchSupport.Median(rates[0].Zip(rates[2], (p, l) => p / l));
         Console.WriteLine($"  LoRA lookup time / plain lookup time = {ratio:F3}, per-round median {perRound:F3} (target ≤ 1.15); probes alone (empty adapter) {medians[0] / medians[2]:F3}, per round {emptyPerRound:F3}");
+        double? knownPerRound = knownSlots ? LoraBenchSupport.Median(rates[0].Zip(rates[3], (p, l) => p / l)) : null;
+        if (knownPerRound is double kpr)
+            Console.WriteLine($"  with every slot given ahead (no filter, no probes): {kpr:F3} of the plain time per round; the search's share: {perRound - kpr:F3}");
 
         var record = new
         {
@@ -118,6 +133,7 @@ public sealed class LoraLookupRun : IComparativeRun
             adapted_hit_fraction = hitFraction, runs, run_seconds = runSeconds, quick,
             livedlrm_mlookups = medians[0], livedlrm_lora_mlookups = medians[1], lora_empty_adapter_mlookups = medians[2],
             lora_time_ratio = ratio, lora_time_ratio_per_round = perRound, empty_adapter_time_ratio_per_round = emptyPerRound,
+            known_slots_time_ratio_per_round = knownPerRound,
             runs_mlookups = names.Select((n, c) => (n, rates[c])).ToDictionary(x => x.n, x => x.Item2),
             machine = new { processors = Environment.ProcessorCount, os = System.Runtime.InteropServices.RuntimeInformation.OSDescription },
         };

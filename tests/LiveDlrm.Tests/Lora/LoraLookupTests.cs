@@ -104,6 +104,39 @@ public class LoraLookupTests
 
     static readonly KernelIsa[] VectorIsas = Isas.Where(i => i != KernelIsa.Scalar).ToArray();
 
+    /// <summary>The benchmark aid that gives every index's slot ahead (bench lora --known-slots) serves exactly what the
+    /// lookup serves, at every vector ISA and storage; its slots are refused once the adapter changed or for other indices.</summary>
+    [Test]
+    public void KnownSlotsServeExactlyWhatTheSearchServes([ValueSource(nameof(VectorIsas))] KernelIsa isa,
+                                                          [ValueSource(nameof(Storages))] EmbeddingStorage storage)
+    {
+        int dim = isa switch { KernelIsa.Vector512 => 64, KernelIsa.Vector256 => 32, _ => 16 };   // 4 registers a row
+        var rng = new Random(17 + (int)storage);
+        using var table = LoraTestData.Table(storage, 4000, dim, seed: 8);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 16, MinRank = 1, MaxRank = 16, BudgetFraction = 1.0 });
+        long[] hot = LoraTestData.FillAdapter(adapter, rng, 300);
+        var batch = LoraTestData.RandomBatch(rng, table.Rows, 300, 40, hot, weighted: false);
+        Assert.That(batch.Indices.Length, Is.GreaterThan(EmbeddingBag.ParallelThresholdLookups), "large enough for the pool");
+        var known = LoraEmbeddingBag.ResolveSlots(adapter, batch.Indices);
+        Assert.That(known.Slots.Count(s => s >= 0), Is.EqualTo(batch.Indices.Count(hot.Contains)), "one slot per adapted index");
+        using var pool = new EmbeddingWorkerPool(1);
+        var searched = new float[batch.Bags * dim];
+        var given = new float[batch.Bags * dim];
+        using (EmbeddingKernels.Force(isa))
+        {
+            LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, searched, pool: pool);
+            LoraEmbeddingBag.ForwardWithKnownSlots(adapter, batch.Indices, batch.Offsets, given, known, pool);
+        }
+        Assert.That(given, Is.EqualTo(searched), $"{isa} {storage}");
+
+        var copy = batch.Indices.ToArray();
+        Assert.Throws<ArgumentException>(() => LoraEmbeddingBag.ForwardWithKnownSlots(adapter, copy, batch.Offsets, given, known, pool));
+        long fresh = Enumerable.Range(0, (int)table.Rows).First(r => !hot.Contains(r));
+        adapter.SetRow(fresh, new float[16]);
+        var e = Assert.Throws<InvalidOperationException>(() => LoraEmbeddingBag.ForwardWithKnownSlots(adapter, batch.Indices, batch.Offsets, given, known, pool));
+        Assert.That(e!.Message, Does.Contain("resolved for generation"));
+    }
+
     /// <summary>A slot whose counter is odd (the trainer inside its section, so inside a write epoch too) must not be
     /// read: the lookup sees the odd epoch, falls back to the row-by-row path, which waits until the slot's section
     /// closes, then returns the row as it is afterwards.</summary>
