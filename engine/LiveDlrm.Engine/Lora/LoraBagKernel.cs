@@ -366,9 +366,10 @@ internal static unsafe class LoraBagKernel
             if (b == Math.Max(b0, b1 - 1 - BucketPrefetchLeadBags) && nextIds != null) PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
             // A small A array is not prefetched at probe time (CachedBytes), yet with few hits a block its lines are cold
             // again by the A sums (a 100 k-row table's W stream passes through L2 between two touches), and each hit
-            // waited on its A. Prefetched one bag's W loop before the sums they arrive in time; 1.03x faster at 2 % hits
-            // (100 k rows, one thread, alternated runs; right before the sums 1.00x, three bags before 1.00–1.02x). Only with few hits: with most lookups adapted A stays hot
-            // and the prefetches cost more than they save (0.98x at 70 %).
+            // waited on its A. Prefetched one bag's W loop before the sums they arrive in time: 1.03x faster at 2 % hits
+            // (100 k rows, one thread, alternated runs; right before the sums 1.00x, three bags before 1.00–1.02x).
+            // Only with few hits: with most lookups adapted A stays hot and the prefetches cost more than they save
+            // (0.98x at 70 %).
             if (b == Math.Max(b0, b1 - 2) && hits <= SparseHits && stride * ctx->SlotCapacity <= CachedBytes) PrefetchHitRows(a, stride, hitSlot, hits);
         }
         int h = 0, adapted = 0;
