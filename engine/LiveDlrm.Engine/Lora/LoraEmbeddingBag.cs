@@ -21,10 +21,10 @@ public static unsafe class LoraEmbeddingBag
                                PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, EmbeddingWorkerPool? pool = null)
         => Run(adapter, indices, offsets, output, pooling, weights, pool, null);
 
-    /// <summary>Measurement aid (<c>./build.sh bench lora --known-slots</c>): the sum-pooled lookup with each index's slot taken
-    /// from <paramref name="slots"/> (made by <see cref="ResolveSlots"/> for these very indices) instead of found through
-    /// the presence filter and the map, so a benchmark can time everything but the search: the W rows, the A sums and
-    /// the B products. Refused unless the adapter is exactly as it was when the slots were resolved (same generation,
+    /// <summary>Measurement aid (<c>./build.sh bench lora --known-slots</c>): the sum-pooled lookup with each index's
+    /// slot taken from <paramref name="slots"/> (made by <see cref="ResolveSlots"/> for these very indices) instead of
+    /// found through the presence filter and the map, so a benchmark can time everything but the search: the W rows,
+    /// the A sums and the B products. Refused unless the adapter is exactly as it was when the slots were resolved (same generation,
     /// same write epoch) and the dim fits the register kernel.</summary>
     internal static void ForwardWithKnownSlots(TableAdapter adapter, long[] indices, ReadOnlySpan<long> offsets, Span<float> output,
                                                KnownSlots slots, EmbeddingWorkerPool? pool = null)
