@@ -23,6 +23,8 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
     readonly int _vectors;
 
     public DlrmConfig Config { get; }
+    /// <summary>Inputs of the top MLP's last layer (what a last-layer update's ΔW spans).</summary>
+    public int LastLayerInputs => (int)_topLinears[^1].weight!.shape[1];
     public IReadOnlyList<Linear> BottomLayers => _bottomLinears;
     public IReadOnlyList<Linear> TopLayers => _topLinears;
 
@@ -55,7 +57,12 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>Bottom MLP output [B, d].</summary>
     public Tensor Bottom(Tensor dense) => _bottom.forward(dense);
 
-    public override Tensor forward(Tensor dense, Tensor pooled) => Forward(dense, pooled, null, out _);
+    /// <summary>An additive update of the top MLP's last layer that every forward of this net applies (the live
+    /// model's last-layer adapter), or null. Owning it here keeps one scoring path: Predict, serving and the
+    /// training forward all see <c>h·(W + ΔW)ᵀ + b + Δb</c>. Set before serving starts.</summary>
+    public ILastLayerDelta? LastLayerDelta { get; set; }
+
+    public override Tensor forward(Tensor dense, Tensor pooled) => Forward(dense, pooled, null, out _, LastLayerDelta?.Tensors());
 
     /// <summary>The same forward, also returning what a backward through the frozen dense part needs without
     /// re-running it: the bottom-MLP output [B, d] and each top hidden layer's output after its ReLU
@@ -64,10 +71,23 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
     public Tensor ForwardKeepingActivations(Tensor dense, Tensor pooled, out Tensor bottom, out Tensor[] topHidden)
     {
         topHidden = new Tensor[_topLinears.Length - 1];
-        return Forward(dense, pooled, topHidden, out bottom);
+        return Forward(dense, pooled, topHidden, out bottom, LastLayerDelta?.Tensors());
     }
 
-    Tensor Forward(Tensor dense, Tensor pooled, Tensor[]? topHidden, out Tensor bottom)
+    /// <summary><see cref="ForwardKeepingActivations(Tensor, Tensor, out Tensor, out Tensor[])"/> with an explicit
+    /// last-layer update (null = none) instead of <see cref="LastLayerDelta"/>'s.</summary>
+    public Tensor ForwardKeepingActivations(Tensor dense, Tensor pooled, out Tensor bottom, out Tensor[] topHidden, (Tensor Weight, Tensor Bias)? delta)
+    {
+        topHidden = new Tensor[_topLinears.Length - 1];
+        return Forward(dense, pooled, topHidden, out bottom, delta);
+    }
+
+    /// <summary>The forward with an explicit last-layer update (ΔW [inputs], Δb [1]) instead of
+    /// <see cref="LastLayerDelta"/>'s: the online trainer's autograd path passes leaves that require grad.</summary>
+    public Tensor ForwardWithDelta(Tensor dense, Tensor pooled, (Tensor Weight, Tensor Bias)? delta) =>
+        Forward(dense, pooled, null, out _, delta);
+
+    Tensor Forward(Tensor dense, Tensor pooled, Tensor[]? topHidden, out Tensor bottom, (Tensor Weight, Tensor Bias)? delta)
     {
         long batch = dense.shape[0];
         var x = _bottom.forward(dense);                                      // [B, d]
@@ -76,17 +96,23 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
         var z = bmm(vectors, vectors.transpose(1, 2));                      // [B, n, n]
         var pairs = z.reshape(batch, (long)_vectors * _vectors).index_select(1, _pairIndex);
         var r = cat([x, pairs], 1);                                         // [B, d + pairs]
-        if (topHidden is null) return _top.forward(r).reshape(batch);
-        // Layer by layer, as the Sequential does (Linear, ReLU between layers, none after the last).
+        // Layer by layer, as the Sequential does (Linear, ReLU between layers, none after the last), so every
+        // caller runs the same ops whether or not it keeps the activations or adds a last-layer update.
         var h = r;
+        var lastHidden = r;
         for (int l = 0; l < _topLinears.Length; l++)
         {
+            lastHidden = h;
             h = _topLinears[l].forward(h);
-            if (l < _topLinears.Length - 1) topHidden[l] = h = nn.functional.relu(h);
+            if (l < _topLinears.Length - 1)
+            {
+                h = nn.functional.relu(h);
+                if (topHidden is not null) topHidden[l] = h;
+            }
         }
+        if (delta is { } dw) h = h + lastHidden.matmul(dw.Weight.unsqueeze(1)) + dw.Bias;
         return h.reshape(batch);
     }
-
     /// <summary>facebookresearch/dlrm initialisation from <paramref name="random"/>: W ~ N(0, √(2/(in+out))),
     /// b ~ N(0, √(1/out)). Deterministic by seed and independent of libtorch's global generator.</summary>
     public void Initialise(Random random)

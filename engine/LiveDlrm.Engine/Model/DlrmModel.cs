@@ -108,7 +108,12 @@ public sealed unsafe class DlrmModel : IDisposable
     // ---------------------------------------------------------------- inference
 
     /// <summary>Click probabilities of the events of <paramref name="batch"/> into <paramref name="scores"/>.</summary>
-    public void Predict(EventBatch batch, Span<float> scores)
+    public void Predict(EventBatch batch, Span<float> scores) => Predict(batch, scores, null);
+
+    /// <summary>The same scores (the same code), also handing <paramref name="observer"/> what this forward computed:
+    /// the pooled embeddings and, when it asks for them, the dense activations (the live model keeps them with the
+    /// served request for its trainer).</summary>
+    public void Predict(EventBatch batch, Span<float> scores, IForwardObserver? observer)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(batch);
@@ -119,14 +124,21 @@ public sealed unsafe class DlrmModel : IDisposable
         try
         {
             int d = Config.Dim, features = Config.DenseFeatures, tables = _tables.Length;
-            Pool(batch, new Span<float>(scratch.PooledPointer, tables * b * d));
+            var pooledSpan = new Span<float>(scratch.PooledPointer, tables * b * d);
+            Pool(batch, pooledSpan);
             batch.Dense.CopyTo(new Span<float>(scratch.DensePointer, b * features));
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var dense = scratch.Dense.narrow(0, 0, (long)b * features).view(b, features);
             var pooled = scratch.Pooled.narrow(0, 0, (long)tables * b * d).view(tables, b, d);
-            var probabilities = Dense.forward(dense, pooled).sigmoid_();
+            Tensor logits;
+            Tensor? bottom = null;
+            Tensor[]? hidden = null;
+            if (observer is { KeepsActivations: true }) logits = Dense.ForwardKeepingActivations(dense, pooled, out bottom, out hidden);
+            else logits = Dense.forward(dense, pooled);
+            var probabilities = logits.sigmoid_();
             new ReadOnlySpan<float>(TensorMemory.Pointer(probabilities), b).CopyTo(scores);
+            observer?.Observe(batch, pooledSpan, new DenseActivations(bottom, hidden));
         }
         finally
         {

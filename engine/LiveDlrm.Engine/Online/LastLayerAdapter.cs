@@ -1,3 +1,6 @@
+using LiveDlrm.Model;
+using static TorchSharp.torch;
+
 namespace LiveDlrm.Online;
 
 /// <summary>
@@ -10,7 +13,7 @@ namespace LiveDlrm.Online;
 /// version and never blocks on the trainer. A step whose gradient or result is not finite is refused before
 /// anything is published (<see cref="RejectedSteps"/>), so serving never sees a non-finite value.</para>
 /// </summary>
-public sealed class LastLayerAdapter
+public sealed class LastLayerAdapter : ILastLayerDelta
 {
     /// <summary>One published version of the update. Never modified after publication.</summary>
     public sealed class Snapshot
@@ -48,6 +51,13 @@ public sealed class LastLayerAdapter
         _accumulatorW = new float[inputs];
         _accumulatorScratch = new float[inputs];
         _current = new Snapshot(new float[inputs], 0f, 0);
+    }
+
+    /// <summary>The current version as tensors for the dense net's forward (<see cref="DlrmDenseNet.LastLayerDelta"/>).</summary>
+    public (Tensor Weight, Tensor Bias) Tensors()
+    {
+        var s = Current;
+        return (tensor(s.Weight.ToArray()), tensor(new[] { s.Bias }));
     }
 
     /// <summary>One Adagrad step from dL/dW (<paramref name="gradientW"/>, <see cref="Inputs"/> floats) and dL/db.

@@ -1,30 +1,45 @@
+using System.Diagnostics.Metrics;
+
 namespace LiveDlrm.Online;
 
 /// <summary>
 /// The features of recently served requests, by request id, waiting for their labels. Bounded: storing into a
 /// full ring evicts the oldest request (it will never be trained on; counted in <see cref="Expired"/>), so memory
 /// is fixed however many labels never arrive. Feedback for an id that is not (or no longer) here is counted in
-/// <see cref="UnknownFeedback"/>. Thread-safe (one lock; a store or take is a dictionary operation).
+/// <see cref="UnknownFeedback"/>. Thread-safe (one lock; a store or take is a dictionary operation). Its counters are
+/// also instruments of its <see cref="Meter"/> (<see cref="MeterName"/>).
 /// </summary>
-public sealed class ServedRequestRing
+public sealed class ServedRequestRing : IDisposable
 {
+    public const string MeterName = "LiveDlrm.Online.ServedRequests";
+
     readonly ServedEvent?[] _slots;
     readonly Dictionary<long, int> _slotOf = new();
     readonly object _lock = new();
-    long _next;
+    readonly Counter<long> _stored, _joined, _expired, _unknown;
+    long _next, _joinedCount;
 
     public int Capacity => _slots.Length;
     public long Stored { get; private set; }
+    /// <summary>Requests taken by their feedback (joined with their label).</summary>
+    public long Joined => Interlocked.Read(ref _joinedCount);
     /// <summary>Requests pushed out by newer ones before their label arrived.</summary>
     public long Expired { get; private set; }
     /// <summary>Feedback for ids never served, already labelled, or expired.</summary>
     public long UnknownFeedback { get; private set; }
     public int Count { get { lock (_lock) return _slotOf.Count; } }
+    public Meter Meter { get; }
 
     public ServedRequestRing(int capacity)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         _slots = new ServedEvent?[capacity];
+        Meter = new Meter(MeterName);
+        _stored = Meter.CreateCounter<long>("livedlrm.requests.stored", "{request}", "Served requests remembered for their label");
+        _joined = Meter.CreateCounter<long>("livedlrm.requests.joined", "{request}", "Feedback joined with its served request");
+        _expired = Meter.CreateCounter<long>("livedlrm.requests.expired", "{request}", "Served requests pushed out before their label arrived");
+        _unknown = Meter.CreateCounter<long>("livedlrm.requests.unknown_feedback", "{request}", "Feedback for a request never served, already joined, or expired");
+        Meter.CreateObservableGauge("livedlrm.requests.waiting", () => Count, "{request}", "Served requests waiting for their label");
     }
 
     /// <summary>Remembers <paramref name="served"/>; a second store of the same request id replaces the first.</summary>
@@ -40,10 +55,12 @@ public sealed class ServedRequestRing
             {
                 _slotOf.Remove(oldest.RequestId);
                 Expired++;
+                _expired.Add(1);
             }
             _slots[slot] = served;
             _slotOf[served.RequestId] = slot;
             Stored++;
+            _stored.Add(1);
         }
     }
 
@@ -56,11 +73,16 @@ public sealed class ServedRequestRing
             {
                 served = _slots[slot]!;
                 _slots[slot] = null;
+                Interlocked.Increment(ref _joinedCount);
+                _joined.Add(1);
                 return true;
             }
             UnknownFeedback++;
+            _unknown.Add(1);
             served = null!;
             return false;
         }
     }
+
+    public void Dispose() => Meter.Dispose();
 }

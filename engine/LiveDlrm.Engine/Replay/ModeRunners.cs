@@ -144,62 +144,53 @@ sealed class DeltaRunner : ModeRunner
 }
 
 /// <summary>
-/// Live updates: the serving copy answers through LoRA adapters (<see cref="AdapterEmbeddingBackend"/>); served
-/// requests wait in the <see cref="LiveServer"/>'s ring and their labels are joined by request id when they
-/// arrive; the <see cref="OnlineTrainer"/> thread trains the adapters and the very next batch is served through
-/// them. Cost: the trainer thread's CPU; merges write rows into the local tables (counted, never shipped).
+/// Live updates: the serving copy is a <see cref="LiveModel"/> answering through LoRA adapters; served requests
+/// wait in its ring and their labels are joined by request id when they arrive; its <see cref="OnlineTrainer"/>
+/// thread trains the adapters and the very next batch is served through them. Cost: the trainer thread's CPU;
+/// merges write rows into the local tables (counted, never shipped).
 /// </summary>
 sealed class LiveRunner : ModeRunner
 {
-    readonly DlrmModel _model;
-    readonly TableAdapter?[] _adapters;
+    readonly LiveModel _live;
+    readonly IReadOnlyList<TableAdapter?> _adapters;
     readonly OnlineTrainer _trainer;
-    readonly LiveServer _server;
     readonly long _tableBytes;
     readonly long _totalBudget;
     readonly long[] _maxBytes;
     readonly int[] _seenHistory;
     readonly List<RankRecord> _ranks = new();
     double _memoryPctMax;
-    readonly IEmbeddingBackend _servingBackend; // named at the end: a PIM backend knows what it chose only once loaded
     long _maxLag;
 
     public LiveRunner(DlrmModel baseModel, ReplayOptions options)
     {
-        var inner = options.LiveBaseBackend?.Invoke() ?? ModelCopy.InlineCpuBackend();
-        _servingBackend = inner;
-        var backend = new AdapterEmbeddingBackend(inner);
-        _model = ModelCopy.Clone(baseModel, backend);
-        try
+        _live = LiveModel.FromBase(baseModel, new LiveModelOptions
         {
-            _adapters = OnlineTrainer.CreateAdapters(_model, backend, options.OnlineTrainer);
-            _trainer = new OnlineTrainer(_model, _adapters, options.OnlineTrainer);
-        }
-        catch
-        {
-            _model.Dispose();
-            throw;
-        }
-        _server = new LiveServer(_trainer, ringCapacity: 1 << 18);
-        _tableBytes = _model.Tables.Sum(t => t.ByteSize);
+            Trainer = options.OnlineTrainer,
+            RingCapacity = 1 << 18,
+            BaseBackend = options.LiveBaseBackend ?? ModelCopy.InlineCpuBackend,
+        });
+        _adapters = _live.Adapters;
+        _trainer = _live.Trainer;
+        _tableBytes = _live.Model.TableBytes;
         _totalBudget = (long)Math.Floor(options.OnlineTrainer.Adapter.BudgetFraction * _tableBytes);
-        _maxBytes = new long[_adapters.Length];
-        _seenHistory = new int[_adapters.Length];
-        _trainer.Start();
+        _maxBytes = new long[_adapters.Count];
+        _seenHistory = new int[_adapters.Count];
+        _live.Start();
         ObserveMemory();
     }
 
-    public override void Score(EventBatch batch, Span<float> scores) => _server.Serve(batch, scores);
+    public override void Score(EventBatch batch, Span<float> scores) => _live.Serve(batch, scores);
 
     public override void Learn(EventBatch batch, long now)
     {
         var ids = batch.RequestIds;
         var labels = batch.Labels;
-        for (int i = 0; i < batch.Count; i++) _server.Feedback(ids[i], labels[i]);
+        for (int i = 0; i < batch.Count; i++) _live.Feedback(ids[i], labels[i]);
         _trainer.Drain();
         _maxLag = Math.Max(_maxLag, _trainer.LagSeconds);
         ObserveMemory();
-        for (int t = 0; t < _adapters.Length; t++)
+        for (int t = 0; t < _adapters.Count; t++)
         {
             var a = _adapters[t];
             if (a is null) continue;
@@ -216,7 +207,7 @@ sealed class LiveRunner : ModeRunner
     void ObserveMemory()
     {
         long total = 0;
-        for (int t = 0; t < _adapters.Length; t++)
+        for (int t = 0; t < _adapters.Count; t++)
         {
             var a = _adapters[t];
             if (a is null) continue;
@@ -250,9 +241,9 @@ sealed class LiveRunner : ModeRunner
     {
         _trainer.Drain();
         var tables = new List<AdapterTableStats>();
-        for (int t = 0; t < _model.Tables.Count; t++)
+        for (int t = 0; t < _live.Model.Tables.Count; t++)
         {
-            var table = _model.Tables[t];
+            var table = _live.Model.Tables[t];
             var a = _adapters[t];
             tables.Add(a is null
                 ? new AdapterTableStats(table.Name, false, table.ByteSize, 0, 0, 0, 0, 0, 0)
@@ -272,21 +263,15 @@ sealed class LiveRunner : ModeRunner
                 Steps = _trainer.Steps,
                 DiscardedSteps = _trainer.DiscardedSteps,
                 Drops = _trainer.Drops,
-                UnknownFeedback = _server.Ring.UnknownFeedback,
-                ExpiredRequests = _server.Ring.Expired,
+                UnknownFeedback = _live.Ring.UnknownFeedback,
+                ExpiredRequests = _live.Ring.Expired,
                 MaxLagSeconds = _maxLag,
                 SamplesPerBusySecond = _trainer.SamplesPerBusySecond,
                 ReuseForward = _trainer.Options.ReuseForward,
-                BaseBackend = _servingBackend.Name,
+                BaseBackend = _live.BaseBackend.Name,
             },
         };
     }
 
-    public override void Dispose()
-    {
-        _trainer.Dispose();
-        // Adapters after the trainer (no writer left) and before the model's tables they point into.
-        foreach (var a in _adapters) a?.Dispose();
-        _model.Dispose();
-    }
+    public override void Dispose() => _live.Dispose();
 }

@@ -32,19 +32,14 @@ public sealed class TrainerStepRun : IComparativeRun
     public int Run(string[] args) => LoraBenchSupport.RunCommand(Name, args, Usage, Execute);
 
     /// <summary>One trainer over its own copy of the model, and its served events cut into steps.</summary>
-    sealed class Case(string name, DlrmModel model, TableAdapter?[] adapters, OnlineTrainer trainer, List<List<ServedEvent>> steps) : IDisposable
+    sealed class Case(string name, LiveModel live, List<List<ServedEvent>> steps) : IDisposable
     {
         public string Name => name;
-        public OnlineTrainer Trainer => trainer;
+        public OnlineTrainer Trainer => live.Trainer;
         public List<List<ServedEvent>> Steps => steps;
         public long Calls, Rejected;
 
-        public void Dispose()
-        {
-            trainer.Dispose();
-            foreach (var a in adapters) a?.Dispose();
-            model.Dispose();
-        }
+        public void Dispose() => live.Dispose();
     }
 
     static int Execute(LoraBenchSupport.Args a)
@@ -119,25 +114,20 @@ public sealed class TrainerStepRun : IComparativeRun
         using var source = new SyntheticEventSource(new SyntheticStreamConfig(), events);
         var layout = source.Schema.Layout;
         var options = replay.OnlineTrainer with { ReuseForward = reuse, QueueCapacity = Math.Max(replay.OnlineTrainer.QueueCapacity, events) };
-        var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
-        var model = DlrmModel.Create(DlrmConfig.ForLayout(layout, replay.BottomMlp, replay.TopMlp), replay.ModelSeed, backend);
-        TableAdapter?[]? adapters = null;
-        OnlineTrainer? trainer = null;
+        var live = LiveModel.Create(DlrmConfig.ForLayout(layout, replay.BottomMlp, replay.TopMlp), replay.ModelSeed,
+            new LiveModelOptions { Trainer = options, RingCapacity = events, BaseBackend = ModelCopy.InlineCpuBackend });
         try
         {
-            adapters = OnlineTrainer.CreateAdapters(model, backend, options);
-            trainer = new OnlineTrainer(model, adapters, options);
-            var server = new LiveServer(trainer, ringCapacity: events);
             var batch = new EventBatch(layout, replay.ServeBatch);
             var scores = new float[replay.ServeBatch];
             var steps = new List<List<ServedEvent>>();
             var step = new List<ServedEvent>();
             while (source.Read(batch) > 0)
             {
-                server.Serve(batch, scores.AsSpan(0, batch.Count));
+                live.Serve(batch, scores.AsSpan(0, batch.Count));
                 for (int i = 0; i < batch.Count; i++)
                 {
-                    if (!server.Ring.TryTake(batch.RequestIds[i], out var served))
+                    if (!live.Ring.TryTake(batch.RequestIds[i], out var served))
                         throw new InvalidOperationException($"bench step: request {batch.RequestIds[i]} is not in the ring");
                     served.Label = batch.Labels[i];
                     step.Add(served);
@@ -145,13 +135,11 @@ public sealed class TrainerStepRun : IComparativeRun
                 }
             }
             if (steps.Count == 0) throw new ArgumentException($"--events {events} gives no whole step of {options.BatchSize} events");
-            return new Case(name, model, adapters, trainer, steps);
+            return new Case(name, live, steps);
         }
         catch
         {
-            trainer?.Dispose();
-            if (adapters is not null) foreach (var x in adapters) x?.Dispose();
-            model.Dispose();
+            live.Dispose();
             throw;
         }
     }

@@ -27,17 +27,13 @@ public class JointBudgetTests
             MaxBatchWait = null, JointBudget = joint, SmallTableBudgetMultiple = smallMultiple,
             Adapter = new AdapterOptions { InitialRank = 2, MaxRank = 4, BudgetFraction = 0.02 },
         };
-        var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
-        using var model = DlrmModel.Create(config, 1, backend);
-        var adapters = OnlineTrainer.CreateAdapters(model, backend, options);
-        try
-        {
-            for (int t = 0; t < adapters.Length; t++)
-                if (adapters[t] is { } a) Assert.That(a.SlotCapacity, Is.GreaterThanOrEqualTo(Math.Min(options.MinAdapterRows, model.Tables[t].Rows)), model.Tables[t].Name);
-            long total = (long)Math.Floor(0.02 * model.Tables.Sum(t => t.ByteSize));
-            return (adapters.Select(a => a?.BudgetBytes ?? 0).ToArray(), adapters.Select(a => a?.AllocatedBytes ?? 0).ToArray(), total);
-        }
-        finally { foreach (var a in adapters) a?.Dispose(); }
+        using var live = LiveModel.Create(config, 1, new LiveModelOptions { Trainer = options, BaseBackend = ModelCopy.InlineCpuBackend });
+        var model = live.Model;
+        var adapters = live.Adapters;
+        for (int t = 0; t < adapters.Count; t++)
+            if (adapters[t] is { } a) Assert.That(a.SlotCapacity, Is.GreaterThanOrEqualTo(Math.Min(options.MinAdapterRows, model.Tables[t].Rows)), model.Tables[t].Name);
+        long total = (long)Math.Floor(0.02 * model.Tables.Sum(t => t.ByteSize));
+        return (adapters.Select(a => a?.BudgetBytes ?? 0).ToArray(), adapters.Select(a => a?.AllocatedBytes ?? 0).ToArray(), total);
     }
 
     [Test]

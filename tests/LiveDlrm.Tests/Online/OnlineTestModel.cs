@@ -11,9 +11,10 @@ namespace LiveDlrm.Tests.Online;
 /// <summary>A small live model (two tables big enough for an adapter, one too small) with its adapters and trainer.</summary>
 sealed class OnlineTestModel : IDisposable
 {
-    public DlrmModel Model { get; }
-    public TableAdapter?[] Adapters { get; }
-    public OnlineTrainer Trainer { get; }
+    public LiveModel Live { get; }
+    public DlrmModel Model => Live.Model;
+    public IReadOnlyList<TableAdapter?> Adapters => Live.Adapters;
+    public OnlineTrainer Trainer => Live.Trainer;
 
     /// <summary>The same tables and dense features with a deeper top MLP ([72, 8, 1]): two ReLU layers to backpropagate
     /// through, one wide enough (72 inputs to the next) for the reuse backward's four-vector register blocks and a remainder.</summary>
@@ -33,14 +34,11 @@ sealed class OnlineTestModel : IDisposable
         Adapter = new AdapterOptions { InitialRank = 2, MaxRank = 4, BudgetFraction = 0.4, LearningRateA = 0.2f, LearningRateB = 0.05f },
     };
 
-    public OnlineTestModel(OnlineTrainerOptions? options = null, int seed = 3, DlrmConfig? config = null)
+    public OnlineTestModel(OnlineTrainerOptions? options = null, int seed = 3, DlrmConfig? config = null, int ringCapacity = 4096)
     {
         TorchRuntime.EnsureInitialised();
-        options ??= Options();
-        var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
-        Model = DlrmModel.Create(config ?? Config(), seed, backend);
-        Adapters = OnlineTrainer.CreateAdapters(Model, backend, options);
-        Trainer = new OnlineTrainer(Model, Adapters, options);
+        Live = LiveModel.Create(config ?? Config(), seed,
+            new LiveModelOptions { Trainer = options ?? Options(), RingCapacity = ringCapacity, BaseBackend = ModelCopy.InlineCpuBackend });
     }
 
     public static EventBatchLayout Layout() =>
@@ -68,10 +66,5 @@ sealed class OnlineTestModel : IDisposable
     public static List<ServedEvent> Served(EventBatch batch) =>
         Enumerable.Range(0, batch.Count).Select(i => { var s = ServedEvent.FromBatch(batch, i, default, 8); return s; }).ToList();
 
-    public void Dispose()
-    {
-        Trainer.Dispose();
-        foreach (var a in Adapters) a?.Dispose();
-        Model.Dispose();
-    }
+    public void Dispose() => Live.Dispose();
 }

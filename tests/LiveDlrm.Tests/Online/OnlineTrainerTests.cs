@@ -60,7 +60,7 @@ public class OnlineTrainerTests
     public void TrainingLowersTheServedLoss(bool reuse)
     {
         using var m = new OnlineTestModel(OnlineTestModel.Options(reuse: reuse));
-        var server = new LiveServer(m.Trainer, 4096);
+        var server = m.Live;
         var batch = OnlineTestModel.Batch(256, 2);
         var scores = new float[batch.Count];
         server.Serve(batch, scores);
@@ -92,7 +92,7 @@ public class OnlineTrainerTests
         float[] Run(bool reuse)
         {
             using var m = new OnlineTestModel(OnlineTestModel.Options(reuse: reuse));
-            var server = new LiveServer(m.Trainer, 128);
+            var server = m.Live;
             server.Serve(batch, new float[batch.Count]);
             var served = new List<ServedEvent>();
             for (int i = 0; i < batch.Count; i++)
@@ -115,8 +115,8 @@ public class OnlineTrainerTests
     [Test]
     public void FeedbackJoinsByRequestIdAndCountsUnknownAndExpired()
     {
-        using var m = new OnlineTestModel();
-        var server = new LiveServer(m.Trainer, ringCapacity: 4);
+        using var m = new OnlineTestModel(ringCapacity: 4);
+        var server = m.Live;
         var batch = OnlineTestModel.Batch(6, 4, firstRequest: 100);     // ids 100..105
         server.Serve(batch, new float[6]);
         Assert.That(server.Ring.Expired, Is.EqualTo(2), "ids 100 and 101 pushed out of a 4-slot ring");
@@ -128,7 +128,7 @@ public class OnlineTrainerTests
         Assert.That(server.Feedback(999, 0), Is.False, "never served");
         Assert.That(server.Feedback(105, 0), Is.True);
         Assert.That(server.Ring.UnknownFeedback, Is.EqualTo(3));
-        Assert.That(server.Joined, Is.EqualTo(2));
+        Assert.That(server.Ring.Joined, Is.EqualTo(2));
         Assert.That(m.Trainer.Enqueued, Is.EqualTo(2));
         Assert.That(m.Trainer.QueueLength, Is.EqualTo(2));
         Assert.That(server.Ring.Count, Is.EqualTo(2));
@@ -138,7 +138,7 @@ public class OnlineTrainerTests
     public void BadFeedbackLabelIsRejected()
     {
         using var m = new OnlineTestModel();
-        var server = new LiveServer(m.Trainer, 8);
+        var server = m.Live;
         server.Serve(OnlineTestModel.Batch(2, 5), new float[2]);
         Assert.That(() => server.Feedback(0, 0.5f), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("request 0"));
     }

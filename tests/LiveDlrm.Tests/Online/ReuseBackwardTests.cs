@@ -10,7 +10,7 @@ namespace LiveDlrm.Tests.Online;
 public class ReuseBackwardTests
 {
     /// <summary>Serves <paramref name="batch"/> and takes every request back out of the ring, labelled.</summary>
-    static List<ServedEvent> ServeAndTake(LiveServer server, EventBatch batch, float[]? scores = null)
+    static List<ServedEvent> ServeAndTake(LiveModel server, EventBatch batch, float[]? scores = null)
     {
         server.Serve(batch, scores ?? new float[batch.Count]);
         var served = new List<ServedEvent>();
@@ -33,7 +33,7 @@ public class ReuseBackwardTests
         model.Pool(batch, pooledData);
         var pooled = tensor(pooledData).reshape(tables, b, d).requires_grad_(true);
         var dense = tensor(batch.Dense.ToArray()).reshape(b, model.Config.DenseFeatures);
-        var logits = model.Dense.ForwardKeepingActivations(dense, pooled, out _, out var hidden);
+        var logits = model.Dense.ForwardKeepingActivations(dense, pooled, out _, out var hidden, delta: null);
         Tensor? dw = null, db = null;
         if (delta is not null)
         {
@@ -76,7 +76,7 @@ public class ReuseBackwardTests
             var g = Enumerable.Range(0, backward.LastLayerInputs).Select(k => (k % 3 - 1) * 0.5f).ToArray();
             Assert.That(m.Trainer.LastLayer!.Apply(g, 0.3f), Is.True);
         }
-        var server = new LiveServer(m.Trainer, 1024);
+        var server = m.Live;
         var batch = OnlineTestModel.Batch(96, 21);
         var served = ServeAndTake(server, batch);
         Assert.That(served.All(s => s.Activations is { Length: > 0 } && s.Pooled is not null), Is.True, "the serving forward was not kept");
@@ -113,7 +113,7 @@ public class ReuseBackwardTests
         (float[] Rows, float[] LastW) Run(bool reuse)
         {
             using var m = new OnlineTestModel(OnlineTestModel.Options(reuse: reuse) with { AdaptLastLayer = true }, config: OnlineTestModel.DeepConfig());
-            var server = new LiveServer(m.Trainer, 128);
+            var server = m.Live;
             Assert.That(m.Trainer.TrainOn(ServeAndTake(server, batch)), Is.True);
             var rows = new List<float>();
             var row = new float[8];
@@ -131,7 +131,7 @@ public class ReuseBackwardTests
     public void LastLayerUpdateLowersTheLossOnAFixedBatch()
     {
         using var m = new OnlineTestModel(OnlineTestModel.Options() with { AdaptLastLayer = true, LastLayerLearningRate = 0.05f }, config: OnlineTestModel.DeepConfig());
-        var server = new LiveServer(m.Trainer, 1024);
+        var server = m.Live;
         var batch = OnlineTestModel.Batch(128, 8);
         var served = ServeAndTake(server, batch);
         // 80 % clicks: the base model (~50 %) is miscalibrated here, which the last layer alone can correct.
@@ -155,7 +155,7 @@ public class ReuseBackwardTests
     public void ServingSeesTheLastLayerUpdate()
     {
         using var m = new OnlineTestModel(OnlineTestModel.Options() with { AdaptLastLayer = true, LastLayerLearningRate = 0.5f }, config: OnlineTestModel.DeepConfig());
-        var server = new LiveServer(m.Trainer, 1024);
+        var server = m.Live;
         var batch = OnlineTestModel.Batch(32, 9);
         var before = new float[batch.Count];
         server.Serve(batch, before);
@@ -174,7 +174,7 @@ public class ReuseBackwardTests
         m.Model.Pool(batch, pooledData);
         using var noGrad = no_grad();
         var logits = m.Model.Dense.ForwardKeepingActivations(tensor(batch.Dense.ToArray()).reshape(batch.Count, 3),
-            tensor(pooledData).reshape(3, batch.Count, 8), out _, out var hidden);
+            tensor(pooledData).reshape(3, batch.Count, 8), out _, out var hidden, delta: null);
         var delta = layer.Current;
         var expected = (logits + hidden[^1].matmul(tensor(delta.Weight.ToArray())) + delta.Bias).sigmoid().data<float>().ToArray();
         Assert.That(after, Is.EqualTo(expected).Within(1e-6f));
@@ -201,7 +201,7 @@ public class ReuseBackwardTests
     public void PoisonedActivationsDiscardTheReuseStep()
     {
         using var m = new OnlineTestModel(OnlineTestModel.Options() with { AdaptLastLayer = true }, config: OnlineTestModel.DeepConfig());
-        var server = new LiveServer(m.Trainer, 1024);
+        var server = m.Live;
         var batch = OnlineTestModel.Batch(16, 4);
         var served = ServeAndTake(server, batch);
         served[2].Activations![^2] = float.NaN;   // last hidden layer: the served logit would have been NaN

@@ -153,10 +153,9 @@ public class FreshnessReplayTests
         using (var source = new MemorisingStream(events))
         {
             var config = DlrmConfig.ForLayout(source.Schema.Layout, options.BottomMlp, options.TopMlp);
-            var backend = new AdapterEmbeddingBackend(ModelCopy.InlineCpuBackend());
-            using var model = DlrmModel.Create(config, 1, backend);
-            var adapters = OnlineTrainer.CreateAdapters(model, backend, options.OnlineTrainer);
-            using var trainer = new OnlineTrainer(model, adapters, options.OnlineTrainer);
+            using var live = LiveModel.Create(config, 1, new LiveModelOptions { Trainer = options.OnlineTrainer, BaseBackend = ModelCopy.InlineCpuBackend });
+            var model = live.Model;
+            var trainer = live.Trainer;
             var batch = new EventBatch(source.Schema.Layout, 512);
             source.Read(batch);
             var served = Enumerable.Range(0, batch.Count).Select(i => { var s = ServedEvent.FromBatch(batch, i, default, config.Dim); s.Label = batch.Labels[i]; return s; }).ToList();
@@ -165,7 +164,6 @@ public class FreshnessReplayTests
             double leakedAuc = BinaryMetrics.Auc(model.Predict(batch), batch.Labels);
             TestContext.Out.WriteLine($"AUC when labels are learned before scoring: {leakedAuc:F4}");
             Assert.That(leakedAuc, Is.GreaterThan(0.75), "the stream must expose a leak");
-            foreach (var a in adapters) a?.Dispose();
         }
 
         var report = new FreshnessReplay(() => new MemorisingStream(events), options, "memorising stream").Run();

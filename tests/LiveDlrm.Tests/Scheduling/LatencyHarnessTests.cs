@@ -207,8 +207,8 @@ public class LatencyHarnessTests
         Assert.That(w.Trainer.ThreadIds, Has.Count.EqualTo(2), "trainer + feeder");
         w.Trainer.Stop();
         Assert.That(w.Trainer.SamplesProcessed, Is.GreaterThanOrEqualTo(256));
-        Assert.That(w.Adapters.Where(a => a is not null).Sum(a => a!.Step), Is.GreaterThan(0), "adapter steps were taken");
-        w.Trainer.Start(1);   // a second mode starts a fresh OnlineTrainer on the same adapters
+        Assert.That(w.Live.Adapters.Where(a => a is not null).Sum(a => a!.Step), Is.GreaterThan(0), "adapter steps were taken");
+        w.Trainer.Start(1);   // a second mode restarts the same trainer thread, unthrottled
         w.Trainer.Stop();
         Assert.Throws<ArgumentOutOfRangeException>(() => w.Trainer.Start(2));
     }

@@ -47,21 +47,18 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
 {
     public const string WorkloadName = "dlrm-live";
 
-    readonly DlrmModel _model;
+    readonly LiveModel _live;
     readonly EmbeddingWorkerPool _pool;
-    readonly TableAdapter?[] _adapters;
     readonly EventBatch[] _requests;
     readonly float[] _scores;
-    readonly string _baseDescription;
     int _next;
 
     public DlrmWorkloadOptions Options { get; }
     public string Name => WorkloadName;
     public string Description { get; }
     public IReadOnlyList<int> ThreadIds => _pool.ThreadIds;
-    public IReadOnlyList<EmbeddingTable> Tables => _model.Tables;
-    public DlrmModel Model => _model;
-    public IReadOnlyList<TableAdapter?> Adapters => _adapters;
+    public IReadOnlyList<EmbeddingTable> Tables => _live.Model.Tables;
+    public LiveModel Live => _live;
     public OnlineTrainerHost Trainer { get; }
 
     /// <param name="poolThreads">Dedicated embedding pool workers; the dispatch thread works too.</param>
@@ -75,23 +72,29 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
         // plan does not pin and which would compete with the trainer's steps).
         TorchSharp.torch.set_num_threads(1);
         _pool = new EmbeddingWorkerPool(poolThreads, onWorkerStart);
-        var backend = new AdapterEmbeddingBackend(new CpuEmbeddingBackend(_pool, ownsPool: false));
         using var source = new SyntheticEventSource(new SyntheticStreamConfig { Seed = options.StreamSeed });
         var layout = source.Schema.Layout;
         var config = DlrmConfig.ForLayout(layout, options.BottomMlp, options.TopMlp);
+        string baseDescription;
         try
         {
-            _model = DlrmModel.Create(config, options.ModelSeed, backend);
+            using (var baseModel = DlrmModel.Create(config, options.ModelSeed, new CpuEmbeddingBackend(_pool, ownsPool: false)))
+            {
+                baseDescription = TrainBase(baseModel, source, log);
+                _live = LiveModel.FromBase(baseModel, new LiveModelOptions
+                {
+                    Trainer = options.OnlineTrainer,
+                    BaseBackend = () => new CpuEmbeddingBackend(_pool, ownsPool: false),
+                });
+            }
         }
         catch
         {
-            backend.Dispose();
             _pool.Dispose();
             throw;
         }
         try
         {
-            _baseDescription = TrainBase(source, log);
             _requests = new EventBatch[options.RequestBatches];
             for (int i = 0; i < _requests.Length; i++)
             {
@@ -99,31 +102,29 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
                 if (source.Read(_requests[i]) < options.Batch) throw new InvalidOperationException("the synthetic stream ended early");
             }
             _scores = new float[options.Batch];
-            _adapters = OnlineTrainer.CreateAdapters(_model, backend, options.OnlineTrainer);
             // The trainer's stream continues after the request batches: labelled events the model has not seen.
             Trainer = new OnlineTrainerHost(this, source.Config, options.BaseTrainEvents + (long)options.RequestBatches * options.Batch);
         }
         catch
         {
-            foreach (var a in _adapters ?? []) a?.Dispose();
-            _model.Dispose();
+            _live.Dispose();
             _pool.Dispose();
             throw;
         }
         // The first Predicts pay one-off costs (libtorch kernel selection, scratch allocation, cold tables) of tens of
         // milliseconds; left in, they would set the harness's closed-loop capacity estimate and wreck the QPS search.
         for (int i = 0; i < 2 * _requests.Length; i++) Serve(i);
-        int adapted = _adapters.Count(a => a is not null);
-        Description = $"DLRM {config.Tables.Count} tables ({_model.TableBytes / (1 << 20)} MiB) dim {config.Dim}, bottom [{string.Join(",", options.BottomMlp)}], " +
-                      $"top [{string.Join(",", options.TopMlp)}]; {_baseDescription}; Predict of {options.Batch} synthetic events per request through LoRA adapters " +
+        int adapted = _live.Adapters.Count(a => a is not null);
+        Description = $"DLRM {config.Tables.Count} tables ({_live.Model.TableBytes / (1 << 20)} MiB) dim {config.Dim}, bottom [{string.Join(",", options.BottomMlp)}], " +
+                      $"top [{string.Join(",", options.TopMlp)}]; {baseDescription}; Predict of {options.Batch} synthetic events per request through LoRA adapters " +
                       $"on {adapted} table(s), {_pool.ThreadCount + 1} embedding thread(s) per request";
     }
 
-    string TrainBase(SyntheticEventSource source, Action<string>? log)
+    string TrainBase(DlrmModel model, SyntheticEventSource source, Action<string>? log)
     {
         if (Options.BaseTrainEvents == 0) return "base model randomly initialised";
         var sw = Stopwatch.StartNew();
-        using var trainer = new DlrmTrainer(_model, new DlrmTrainerOptions { Threads = 1 });
+        using var trainer = new DlrmTrainer(model, new DlrmTrainerOptions { Threads = 1 });
         var batch = new EventBatch(source.Schema.Layout, Options.BaseTrainBatch);
         long seen = 0;
         double loss = 0;
@@ -159,7 +160,7 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
         UseOneTorchThreadHere();
         var batch = _requests[_next];
         if (++_next == _requests.Length) _next = 0;
-        _model.Predict(batch, _scores);
+        _live.Predict(batch, _scores);
     }
 
     /// <summary>Scores of the last request (for checks).</summary>
@@ -168,34 +169,33 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
     public void Dispose()
     {
         Trainer.Dispose();
-        foreach (var a in _adapters) a?.Dispose();
-        _model.Dispose();
+        _live.Dispose();
         _pool.Dispose();
     }
 }
 
 /// <summary>
-/// The colocated trainer of <see cref="DlrmLiveWorkload"/>: per <see cref="Start"/>, a new <see cref="OnlineTrainer"/>
-/// (one thread: adapters accept a single writer) on the workload's adapters, plus a feeder thread that reads labelled
-/// events from the synthetic stream and keeps about two batches queued for it — so the trainer is never starved
-/// and never far behind; the feeder only produces what the trainer consumes, and is throttled with it.
-/// Both threads run <c>onThreadStart</c> (the plan's trainer pinning) and are listed in <see cref="ThreadIds"/>.
+/// The colocated trainer of <see cref="DlrmLiveWorkload"/>: the live model's own <see cref="OnlineTrainer"/> (one
+/// thread: adapters accept a single writer), plus a feeder thread that reads labelled events from the synthetic
+/// stream and keeps about two batches queued for it — so the trainer is never starved and never far behind; the
+/// feeder only produces what the trainer consumes, and is throttled with it. Both threads run <c>onThreadStart</c>
+/// (the plan's trainer pinning) and are listed in <see cref="ThreadIds"/>.
 /// </summary>
 public sealed class OnlineTrainerHost : ILatencyTrainer
 {
     readonly DlrmLiveWorkload _workload;
+    readonly OnlineTrainer _trainer;
     readonly SyntheticEventSource _stream;
     readonly EventBatch _feed;
-    OnlineTrainer? _trainer;
     Thread? _feeder;
     int _feederTid;
     volatile bool _stopping;
-    long _samplesBefore;
     Exception? _feederFailure;
 
     internal OnlineTrainerHost(DlrmLiveWorkload workload, SyntheticStreamConfig stream, long skipEvents)
     {
         _workload = workload;
+        _trainer = workload.Live.Trainer;
         _stream = new SyntheticEventSource(stream);
         var skip = new EventBatch(_stream.Schema.Layout, 4096);
         for (long left = skipEvents; left > 0;)
@@ -210,14 +210,14 @@ public sealed class OnlineTrainerHost : ILatencyTrainer
     public string Name => "online-lora-trainer";
     public string Description => $"OnlineTrainer (LoRA adapters, batch {_workload.Options.OnlineTrainer.BatchSize}, merges into the served tables) + 1 feeder thread reading labelled synthetic events";
     public int? MaxThreads => 1;
-    public ITrainerThrottle Throttle => _trainer?.Throttle ?? throw new InvalidOperationException("the online trainer is not started");
-    public long SamplesProcessed => _samplesBefore + (_trainer?.SamplesProcessed ?? 0);
-    public OnlineTrainer? Current => _trainer;
+    public ITrainerThrottle Throttle => _feeder is not null ? _trainer.Throttle : throw new InvalidOperationException("the online trainer is not started");
+    public long SamplesProcessed => _trainer.SamplesProcessed;
+    public OnlineTrainer Trainer => _trainer;
     public IReadOnlyList<int> ThreadIds
     {
         get
         {
-            var ids = _trainer?.ThreadIds.ToList() ?? [];
+            var ids = _trainer.ThreadIds.ToList();
             int f = Volatile.Read(ref _feederTid);
             if (f != 0) ids.Add(f);
             return ids;
@@ -227,18 +227,16 @@ public sealed class OnlineTrainerHost : ILatencyTrainer
     public void Start(int threads, Action<int>? onThreadStart = null)
     {
         if (threads != 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "the online trainer runs one thread (adapters accept a single writer)");
-        if (_trainer is not null) throw new InvalidOperationException("the online trainer host is already started");
-        _trainer = new OnlineTrainer(_workload.Model, _workload.Adapters, _workload.Options.OnlineTrainer);
+        if (_feeder is not null) throw new InvalidOperationException("the online trainer host is already started");
         _stopping = false;
         _feederFailure = null;
         // The trainer thread runs its steps' torch ops itself (see UseOneTorchThreadHere), then the plan's pinning.
         _trainer.Start(1, i => { DlrmLiveWorkload.UseOneTorchThreadHere(); onThreadStart?.Invoke(i); });
-        var trainer = _trainer;
-        _feeder = new Thread(() => Feed(trainer, onThreadStart)) { Name = "livedlrm-trainer-feed", IsBackground = true };
+        _feeder = new Thread(() => Feed(onThreadStart)) { Name = "livedlrm-trainer-feed", IsBackground = true };
         _feeder.Start();
     }
 
-    void Feed(OnlineTrainer trainer, Action<int>? onThreadStart)
+    void Feed(Action<int>? onThreadStart)
     {
         try
         {
@@ -247,9 +245,9 @@ public sealed class OnlineTrainerHost : ILatencyTrainer
             int batch = _workload.Options.OnlineTrainer.BatchSize;
             while (!_stopping)
             {
-                if (trainer.QueueLength >= 2 * batch) { Thread.Sleep(1); continue; }
+                if (_trainer.QueueLength >= 2 * batch) { Thread.Sleep(1); continue; }
                 if (_stream.Read(_feed) == 0) _stream.Reset();
-                trainer.Enqueue(_feed);
+                _trainer.Enqueue(_feed);
             }
         }
         catch (Exception e)
@@ -260,15 +258,12 @@ public sealed class OnlineTrainerHost : ILatencyTrainer
 
     public void Stop()
     {
-        if (_trainer is null) return;
+        if (_feeder is null) return;
         _stopping = true;
-        _feeder?.Join();
+        _feeder.Join();
         _feeder = null;
         Volatile.Write(ref _feederTid, 0);
         _trainer.Stop();
-        _samplesBefore += _trainer.SamplesProcessed;
-        _trainer.Dispose();
-        _trainer = null;
         if (_feederFailure is { } e) throw new InvalidOperationException("the trainer's feeder thread failed", e);
     }
 

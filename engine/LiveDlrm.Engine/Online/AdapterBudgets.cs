@@ -1,0 +1,85 @@
+using LiveDlrm.Embeddings;
+using LiveDlrm.Lora;
+using LiveDlrm.Model;
+
+namespace LiveDlrm.Online;
+
+/// <summary>Which tables of a live model get an adapter and how many bytes each may hold: the per-table budget, or
+/// the joint budget that funds tiny tables from the model's total (<see cref="OnlineTrainerOptions.JointBudget"/>).</summary>
+static class AdapterBudgets
+{
+    /// <summary>Adapters for every table of <paramref name="model"/> whose budget (<paramref name="options"/>'s
+    /// <see cref="AdapterOptions.BudgetFraction"/> of its bytes) holds B and at least
+    /// <see cref="OnlineTrainerOptions.MinAdapterRows"/> rows, attached to <paramref name="backend"/> (the model's);
+    /// null entries for the others. Adapter seeds differ per table.</summary>
+    public static TableAdapter?[] Create(DlrmModel model, AdapterEmbeddingBackend backend, OnlineTrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var result = new TableAdapter?[model.Tables.Count];
+        var fractions = BudgetFractions(model, options);
+        for (int t = 0; t < result.Length; t++)
+        {
+            var table = model.Tables[t];
+            var ao = options.Adapter with { Seed = options.Adapter.Seed + t, MaxRank = Math.Min(options.Adapter.MaxRank, table.Dim), BudgetFraction = fractions[t] };
+            if (ao.InitialRank > ao.MaxRank) ao = ao with { InitialRank = ao.MaxRank };
+            if (ao.MinRank > ao.MaxRank) ao = ao with { MinRank = ao.MaxRank };
+            long budget = (long)Math.Floor(ao.BudgetFraction * table.ByteSize);
+            var (slots, _) = ao.BudgetFraction > 0 ? TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim) : (0, 0);
+            if (slots < Math.Min(options.MinAdapterRows, table.Rows))
+            {
+                options.Log?.Invoke($"table '{table.Name}' ({table.ByteSize} bytes): a {ao.BudgetFraction:P2} budget holds {slots} adapter rows at rank {ao.InitialRank} (< {options.MinAdapterRows}); not adapted");
+                continue;
+            }
+            var adapter = new TableAdapter(table, ao);
+            backend.Attach(adapter);
+            result[t] = adapter;
+        }
+        return result;
+    }
+
+    /// <summary>Each table's budget fraction: the option itself per table, or with <see cref="OnlineTrainerOptions.JointBudget"/>
+    /// grants whose bytes sum to at most BudgetFraction × Σ table bytes (0 = no adapter).</summary>
+    static double[] BudgetFractions(DlrmModel model, OnlineTrainerOptions options)
+    {
+        var tables = model.Tables;
+        double fraction = options.Adapter.BudgetFraction;
+        var result = new double[tables.Count];
+        if (!options.JointBudget) { Array.Fill(result, fraction); return result; }
+        long total = (long)Math.Floor(fraction * tables.Sum(t => t.ByteSize));
+        var grant = new long[tables.Count];
+        var small = new List<int>();
+        for (int t = 0; t < tables.Count; t++)
+        {
+            var (slots, _) = TableAdapter.SizeFor((long)Math.Floor(fraction * tables[t].ByteSize), options.Adapter.InitialRank, tables[t].Dim);
+            if (slots < options.MinAdapterRows) small.Add(t);
+        }
+        long left = total;
+        foreach (int t in small.OrderBy(t => tables[t].ByteSize))
+        {
+            // Smallest budget whose pool holds every row, never more than SmallTableBudgetMultiple × the table; failing that, the
+            // smallest that holds MinAdapterRows; failing that, no adapter.
+            long need = SmallestBudget(tables[t], tables[t].Rows) ?? SmallestBudget(tables[t], Math.Min(options.MinAdapterRows, tables[t].Rows)) ?? long.MaxValue;
+            if (need > left) continue;
+            grant[t] = need; left -= need;
+        }
+        var large = Enumerable.Range(0, tables.Count).Where(t => !small.Contains(t)).ToArray();
+        long largeBytes = large.Sum(t => tables[t].ByteSize);
+        foreach (int t in large) grant[t] = (long)Math.Floor((double)left * tables[t].ByteSize / largeBytes);
+        long? SmallestBudget(EmbeddingTable table, long rows)
+        {
+            long max = (long)Math.Floor(options.SmallTableBudgetMultiple * table.ByteSize);
+            for (long b = 64; b <= max; b += 64)
+                if (TableAdapter.SizeFor(b, options.Adapter.InitialRank, table.Dim).Slots >= rows) return b;
+            return null;
+        }
+        for (int t = 0; t < tables.Count; t++)
+            // Rounded down so floor(fraction × bytes) in the adapter never exceeds the grant.
+            result[t] = grant[t] == 0 ? 0 : Math.Min(AdapterOptions.MaxBudgetFraction, Math.Max(1e-12, (grant[t] - 1) / (double)tables[t].ByteSize));
+        if (tables.Select((tb, t) => (long)Math.Floor(result[t] * tb.ByteSize)).Sum() > total)
+            throw new InvalidOperationException("joint adapter budgets exceed the total budget");
+        return result;
+    }
+}
