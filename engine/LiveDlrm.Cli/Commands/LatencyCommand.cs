@@ -1,5 +1,5 @@
 using System.Globalization;
-using LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Harness;
 
 namespace LiveDlrm.Cli.Commands;
 

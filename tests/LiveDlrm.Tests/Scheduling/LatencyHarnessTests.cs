@@ -2,7 +2,7 @@ using System.Text.Json;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Numa;
 using LiveDlrm.Scheduling;
-using LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Harness;
 
 namespace LiveDlrm.Tests.Scheduling;
 

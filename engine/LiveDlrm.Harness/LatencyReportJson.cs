@@ -1,7 +1,9 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>latency.json: an array with one object per mode, snake_case (qps, mode, p50_ms, p99_ms, p999_ms,
 /// trainer_samples_per_s, workload, ...). Written to a temporary file and renamed, so a reader never sees half.</summary>

@@ -1,6 +1,8 @@
 using System.Globalization;
 
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>Options shared by <c>livedlrm latency</c> and <c>./build.sh bench latency</c>.</summary>
 public static class LatencyArgs

@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using HdrHistogram;
 
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>Result of one open-loop trial. Latencies in milliseconds, measured from each request's scheduled
 /// arrival time to its completion.</summary>

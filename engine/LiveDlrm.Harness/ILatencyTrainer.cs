@@ -1,4 +1,6 @@
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>The harness's colocated trainer: an <see cref="ITrainerHost"/> it can start once per mode.</summary>
 public interface ILatencyTrainer : ITrainerHost

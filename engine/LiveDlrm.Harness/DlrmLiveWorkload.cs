@@ -7,7 +7,9 @@ using LiveDlrm.Online;
 using LiveDlrm.Runtime;
 using LiveDlrm.Training;
 
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>Shape of the real DLRM workload: the default synthetic stream and model, a base model trained on a
 /// prefix of the stream, then Predict batches of <see cref="Batch"/> events through the LoRA adapters.</summary>

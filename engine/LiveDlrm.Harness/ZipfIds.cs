@@ -1,4 +1,6 @@
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>A pool of row ids drawn from a Zipf(s) distribution over [0, rows), hot ranks scattered over the table
 /// by a multiplicative bijection (so "hot" does not mean "adjacent" — real hot ids are not neighbours). Requests

@@ -1,4 +1,6 @@
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>What the latency harness drives: one call serves one inference request, synchronously, on the harness's
 /// dispatch thread: <see cref="DlrmLiveWorkload"/> (the default) or the <see cref="EmbeddingLookupWorkload"/> proxy.</summary>

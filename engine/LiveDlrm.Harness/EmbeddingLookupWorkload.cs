@@ -1,6 +1,8 @@
 using LiveDlrm.Embeddings;
 
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>Shape of the proxy inference request: <see cref="Tables"/> sparse features, each a bag of
 /// <see cref="Pooling"/> Zipf-distributed ids per sample, <see cref="Batch"/> samples per request.</summary>

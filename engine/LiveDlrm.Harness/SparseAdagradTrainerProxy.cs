@@ -3,7 +3,9 @@ using System.Runtime.InteropServices;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Numa;
 
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 public sealed record TrainerProxyOptions
 {
@@ -24,11 +26,11 @@ public sealed record TrainerProxyOptions
     }
 }
 
-/// <summary>The stand-in for the LoRA trainer until it exists: real sparse training of a tiny model — per sample a
+/// <summary>A synthetic colocated trainer, harsher on memory than the LoRA trainer: real sparse training of a tiny model — per sample a
 /// logistic prediction from the sum-pooled embeddings of <see cref="TrainerProxyOptions.Tables"/> tables, its
 /// log-loss gradient pushed into every row of every bag with row-wise Adagrad (one accumulator per row). Its own
 /// tables, low Zipf skew: each step reads and writes thousands of scattered rows, i.e. it is memory-bandwidth
-/// heavy, which is the interference a colocated trainer inflicts. Implements <see cref="ITrainerHost"/> so the plan
+/// heavy, the worst interference a colocated trainer inflicts (the <c>dlrm-live</c> workload runs the real one). Implements <see cref="ITrainerHost"/> so the plan
 /// pins its threads and the QoS controller throttles it.</summary>
 public sealed class SparseAdagradTrainerProxy : ILatencyTrainer
 {

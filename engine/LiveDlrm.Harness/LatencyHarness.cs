@@ -3,7 +3,9 @@ using System.Globalization;
 using LiveDlrm.Numa;
 using LiveDlrm.Scheduling.Resctrl;
 
-namespace LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
+
+namespace LiveDlrm.Harness;
 
 /// <summary>What the harness drives: the real DLRM model with its online LoRA trainer, or the embedding-lookup
 /// proxy with the sparse Adagrad trainer proxy (the stand-ins from before the model existed).</summary>

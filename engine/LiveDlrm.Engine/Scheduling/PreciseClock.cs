@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using LiveDlrm.Interop;
 
-namespace LiveDlrm.Scheduling.Latency;
+namespace LiveDlrm.Scheduling;
 
 /// <summary>Sleeping until an absolute Stopwatch timestamp with sub-millisecond precision and no busy wait (a
 /// spinning load generator would steal the very core whose latency it measures). On Linux, Stopwatch reads
