@@ -20,22 +20,30 @@ static class AdapterBudgets
         options.Validate();
         var result = new TableAdapter?[model.Tables.Count];
         var fractions = BudgetFractions(model, options);
-        for (int t = 0; t < result.Length; t++)
+        try
         {
-            var table = model.Tables[t];
-            var ao = options.Adapter with { Seed = options.Adapter.Seed + t, MaxRank = Math.Min(options.Adapter.MaxRank, table.Dim), BudgetFraction = fractions[t] };
-            if (ao.InitialRank > ao.MaxRank) ao = ao with { InitialRank = ao.MaxRank };
-            if (ao.MinRank > ao.MaxRank) ao = ao with { MinRank = ao.MaxRank };
-            long budget = (long)Math.Floor(ao.BudgetFraction * table.ByteSize);
-            var (slots, _) = ao.BudgetFraction > 0 ? TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim) : (0, 0);
-            if (slots < Math.Min(options.MinAdapterRows, table.Rows))
+            for (int t = 0; t < result.Length; t++)
             {
-                options.Log?.Invoke($"table '{table.Name}' ({table.ByteSize} bytes): a {ao.BudgetFraction:P2} budget holds {slots} adapter rows at rank {ao.InitialRank} (< {options.MinAdapterRows}); not adapted");
-                continue;
+                var table = model.Tables[t];
+                var ao = options.Adapter with { Seed = options.Adapter.Seed + t, MaxRank = Math.Min(options.Adapter.MaxRank, table.Dim), BudgetFraction = fractions[t] };
+                if (ao.InitialRank > ao.MaxRank) ao = ao with { InitialRank = ao.MaxRank };
+                if (ao.MinRank > ao.MaxRank) ao = ao with { MinRank = ao.MaxRank };
+                long budget = (long)Math.Floor(ao.BudgetFraction * table.ByteSize);
+                var (slots, _) = ao.BudgetFraction > 0 ? TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim) : (0, 0);
+                if (slots < Math.Min(options.MinAdapterRows, table.Rows))
+                {
+                    options.Log?.Invoke($"table '{table.Name}' ({table.ByteSize} bytes): a {ao.BudgetFraction:P2} budget holds {slots} adapter rows at rank {ao.InitialRank} (< {options.MinAdapterRows}); not adapted");
+                    continue;
+                }
+                result[t] = new TableAdapter(table, ao);
+                backend.Attach(result[t]!);
             }
-            var adapter = new TableAdapter(table, ao);
-            backend.Attach(adapter);
-            result[t] = adapter;
+        }
+        catch
+        {
+            // Nothing half-built survives: the caller never saw these adapters.
+            foreach (var a in result) a?.Dispose();
+            throw;
         }
         return result;
     }
