@@ -119,7 +119,7 @@ internal static unsafe class LoraBagKernel
     const int BucketPrefetchLeadBags = 12;
 
     /// <summary>A map or A array this small stays in L2 between blocks (a quarter of a 1 MiB L2), so it is not
-    /// prefetched: with most lookups adapted that was ~1400 prefetch instructions a block for lines already near, and
+    /// prefetched: with most lookups adapted that is ~1400 prefetch instructions a block for lines already near, and
     /// into L1 only for the block's W loops to evict them again before the A sums (about 0.1 of the plain time at
     /// 70 % of lookups adapted on 100 k rows).</summary>
     const long CachedBytes = 256 << 10;
