@@ -134,7 +134,7 @@ public sealed class SyntheticEventSource : IEventSource
 
     // The world (fixed at construction from the seed).
     readonly int[] _userSegment;
-    readonly int[] _userActivity;      // sessions per week, the user's exposure weight
+    readonly int[] _userActivity;      // visits per week, the user's exposure weight
     readonly AliasTable _userSampler;  // ∝ activity
     readonly float[] _userActivityDense; // log1p(activity), the dense feature
     readonly float[] _userEffect;      // the activity term of the logit

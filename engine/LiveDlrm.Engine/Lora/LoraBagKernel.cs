@@ -115,14 +115,13 @@ internal static unsafe class LoraBagKernel
 
     /// <summary>Bags before the end of a block at which the next block's map buckets are prefetched: late enough that
     /// they are still in L1/L2 when probed (prefetched at the block's start, a whole block of W rows evicted them again),
-    /// early enough to arrive (12 bags ≈ 400 W rows). Measured on 4 M rows, 2 % hits, 1 thread: 1.17–1.19 → 1.15–1.16.</summary>
+    /// early enough to arrive (12 bags ≈ 400 W rows; 6 and 24 were no better).</summary>
     const int BucketPrefetchLeadBags = 12;
 
     /// <summary>A map or A array this small stays in L2 between blocks (a quarter of a 1 MiB L2), so it is not
-    /// prefetched: with most lookups adapted that was ~1400 prefetch instructions a block for lines already near, and
-    /// into L1 only for the block's W loops to evict them again before the A sums. Alternated runs, 100 k rows,
-    /// 70 % of lookups adapted, per-round medians: map (32 KiB) 2.08 → 1.98 (7 of 8 pairs lower); A array
-    /// (128 KiB) 1.89 → 1.74 (5 of 6 pairs lower, ABBA order); uniform ids unchanged.</summary>
+    /// prefetched: with most lookups adapted that is ~1400 prefetch instructions a block for lines already near, and
+    /// into L1 only for the block's W loops to evict them again before the A sums (about 0.1 of the plain time at
+    /// 70 % of lookups adapted on 100 k rows).</summary>
     const long CachedBytes = 256 << 10;
 
     /// <summary>Hits in a block (of up to <see cref="BlockIndices"/> lookups) up to which a small A array is prefetched
@@ -357,7 +356,7 @@ internal static unsafe class LoraBagKernel
         long stride = ctx->AStride;
         // The W loops of the whole block first, back to back as in the plain kernel, then the A sums: interleaved bag
         // by bag, each bag's hits broke the W stream, and with most lookups adapted (100 k rows, 70 % hits) the W
-        // loop ran ~1.4x slower per row than the plain one (profiled); split, 2.39–2.47 → 1.93–2.08 there.
+        // loop ran ~1.4x slower per row than the plain one (profiled).
         for (int b = b0; b < b1; b++)
         {
             long start = offsets[b], end = offsets[b + 1];
@@ -366,8 +365,8 @@ internal static unsafe class LoraBagKernel
             if (b == Math.Max(b0, b1 - 1 - BucketPrefetchLeadBags) && nextIds != null) PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
             // A small A array is not prefetched at probe time (CachedBytes), yet with few hits a block its lines are cold
             // again by the A sums (a 100 k-row table's W stream passes through L2 between two touches), and each hit
-            // waited on its A. Prefetched one bag's W loop before the sums they arrive in time: 1.03x faster at 2 % hits
-            // (100 k rows, one thread, alternated runs; right before the sums 1.00x, three bags before 1.00–1.02x).
+            // waited on its A. Prefetched one bag's W loop before the sums they arrive in time (1.03x faster at 2 % hits
+            // on 100 k rows; issued right before the sums they arrive too late).
             // Only with few hits: with most lookups adapted A stays hot and the prefetches cost more than they save
             // (0.98x at 70 %).
             if (b == Math.Max(b0, b1 - 2) && hits <= SparseHits && stride * ctx->SlotCapacity <= CachedBytes) PrefetchHitRows(a, stride, hitSlot, hits);
@@ -396,7 +395,7 @@ internal static unsafe class LoraBagKernel
             else if (rank <= 16 && Vector512.IsHardwareAccelerated)
             {
                 // Two accumulators, alternate hits: with most lookups adapted (~22 hits a bag) one chain of dependent
-                // FMAs set the pace. 70 % hits, 100 k rows, one thread: 1.03x faster (alternated runs).
+                // FMAs set the pace (1.03x faster at 70 % hits).
                 Vector512<float> s = Vector512<float>.Zero, s2 = Vector512<float>.Zero;
                 for (; h + 1 < hits && hitPos[h + 1] < bagEnd; h += 2)
                 {
@@ -528,7 +527,7 @@ internal static unsafe class LoraBagKernel
     {
         int w = TS.Count, nv = TN.N, i = 0;
         // Two bags at a time: each B vector loaded feeds both bags' FMAs. One bag at a time, every 4 FMAs waited on
-        // 4 B loads and a broadcast; alternated runs, 100 k rows, one thread: 2 % hits 1.02–1.03x faster, 70 % hits 1.03x.
+        // 4 B loads and a broadcast (two at a time is about 1.03x faster).
         for (; i + 2 <= count; i += 2)
         {
             float* o = output + (long)bags[i] * dim, p = output + (long)bags[i + 1] * dim;

@@ -8,8 +8,8 @@ namespace LiveDlrm.Memory;
 /// also when the owner forgets to Dispose.
 /// <para>Large blocks (≥ <see cref="HugePageThreshold"/>) on Linux are their own anonymous mapping, 2 MiB aligned
 /// and marked MADV_HUGEPAGE before first touch: random row gathers over a table of a GiB miss the TLB on nearly
-/// every row with 4 KiB pages, and this machine runs THP in "madvise" mode, so only marked ranges get 2 MiB pages
-/// (effect measured in docs/kernels.md).</para></summary>
+/// every row with 4 KiB pages, and with THP in "madvise" mode only marked ranges get 2 MiB pages (docs/kernels.md,
+/// "Huge pages").</para></summary>
 public sealed unsafe class NativeBuffer : SafeHandle
 {
     public const int Alignment = 64;

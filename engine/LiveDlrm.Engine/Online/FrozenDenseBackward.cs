@@ -153,8 +153,8 @@ public sealed class FrozenDenseBackward
 
             // gOut is now dL/d(top input) at the needed pairs' columns; they go to the interaction vectors:
             // dV_i = Σ_j S_ij·V_j with S symmetric (S_ij = S_ji = g_p for pair p = (i, j), 2·g_p on the diagonal).
-            // Summed over j in registers, one store per vector of the output: the earlier pair-by-pair Axpy did a
-            // call and a load-add-store of dV_i per pair, which was most of the backward's instructions.
+            // Summed over j in registers, one store per vector of the output: a pair-by-pair Axpy would spend most of
+            // the backward's instructions on a call and a load-add-store of dV_i per pair.
             var weights = _pairWeights.AsSpan(0, vectors * vectors);
             weights.Clear();
             for (int q = 0; q < _pairColumns.Length; q++)

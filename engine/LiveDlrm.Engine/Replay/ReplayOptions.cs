@@ -52,9 +52,8 @@ public sealed record ReplayOptions
     /// rank 8 on seeds 1–3 once re-parameterisation kept B's scale); Adagrad rows starting from a
     /// small accumulator (0 made every re-admitted row take a full first step, biasing predictions down; 0.1 learned
     /// new rows too slowly); learning rates 0.1; minibatch 128. The top MLP's last layer is adapted too: the
-    /// trainer's option is off by default as the issue asks, but without it live stays 0.001–0.002 AUC below delta on
-    /// the default stream (the global click-rate shifts of the bursts are a bias the embedding adapters reach only
-    /// row by row).</summary>
+    /// trainer's option is off by default, but the replay's bursts shift the global click rate, a bias the embedding
+    /// adapters reach only row by row.</summary>
     public OnlineTrainerOptions OnlineTrainer { get; init; } = new()
     {
         MaxBatchWait = null, JointBudget = true, SmallTableBudgetMultiple = 4, BatchSize = 128, AdaptLastLayer = true,

@@ -186,7 +186,7 @@ sealed unsafe class NativeRefContender : Contender
     public override ReadOnlySpan<float> Output => _output;
 }
 
-/// <summary>LiveDlrm's LoRA-augmented lookup (Σ W[i] + (Σ A[i])·B, issue 4's kernel) on the same table, batches and
+/// <summary>LiveDlrm's LoRA-augmented lookup (Σ W[i] + (Σ A[i])·B) on the same table, batches and
 /// pool as <see cref="LiveDlrmContender"/>. The adapter has rank <see cref="Rank"/> and is filled to the default 1 %
 /// budget with the distinct rows of *earlier* traffic — separate batches of the same id distribution, as a trainer
 /// would have adapted the rows of requests served before the timed ones. So Zipf batches hit adapted rows as often as

@@ -2,7 +2,7 @@ using System.Globalization;
 
 namespace LiveDlrm.Perf.Lookup;
 
-/// <summary>Options of <c>./build.sh bench lookup</c>. Defaults are the configuration (fp32/fp16/int8,
+/// <summary>Options of <c>./build.sh bench lookup</c>. Defaults are the reference configuration (fp32/fp16/int8,
 /// dim 64, pooling 32, batch 2048, 100 k and 4 M rows, uniform and Zipf(1.05)); --quick shrinks everything for the
 /// smoke test.</summary>
 sealed record LookupOptions

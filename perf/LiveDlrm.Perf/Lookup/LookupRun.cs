@@ -279,7 +279,7 @@ sealed class LookupRecord
     public double? NativeRefMlookups { get; init; }
     /// <summary>LiveDlrm's LoRA-augmented lookup at rank 16 (adapter filled to the 1 % budget), same inputs.</summary>
     public double? LivedlrmLoraMlookups { get; init; }
-    /// <summary>LoRA lookup time over plain lookup time (issue 4's target: ≤ 1.15).</summary>
+    /// <summary>LoRA lookup time over plain lookup time (target: ≤ 1.15).</summary>
     public double? LoraTimeRatio { get; init; }
     /// <summary>Median over rounds of (plain rate / LoRA rate) within the round: the host's speed drifts between
     /// minutes, and a ratio taken inside one round cancels most of that drift.</summary>
