@@ -9,7 +9,7 @@ using LiveDlrm.Scheduling.Resctrl;
 
 namespace LiveDlrm.CommandLine;
 
-/// <summary>The documented exit codes of <c>livedlrm</c> and <c>./build.sh bench</c> (docs/cli.md).</summary>
+/// <summary>The exit codes of <c>livedlrm</c> and <c>./build.sh bench</c>.</summary>
 public static class ExitCodes
 {
     public const int Ok = 0;

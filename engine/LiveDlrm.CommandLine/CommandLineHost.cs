@@ -30,7 +30,7 @@ public static class CommandLineHost
         var result = root.Parse(args);
         string who = result.CommandResult.Command is RootCommand ? program : $"{program} {result.CommandResult.Command.Name}";
         bool verbose = result.GetValue(Verbose);
-        Terminal.Configure(result.GetValue(NoColor), verbose);
+        Terminal.Configure(result.GetValue(NoColor));
 
         // Help, version and the [suggest] directive run even when the rest of the line has errors; only a parse
         // error action means the line was wrong.

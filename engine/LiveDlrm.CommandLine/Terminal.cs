@@ -12,15 +12,12 @@ public static class Terminal
 {
     static bool _noColor;
 
-    /// <summary>True with <c>--verbose</c>: hosts add their debug log lines.</summary>
-    public static bool Verbose { get; private set; }
-
     /// <summary>True when stderr is a terminal and colour is allowed: progress is drawn live, errors in red.</summary>
     public static bool Rich => !_noColor && !Console.IsErrorRedirected
                                && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR"))
                                && Environment.GetEnvironmentVariable("TERM") is not "dumb";
 
-    public static void Configure(bool noColor, bool verbose) { _noColor = noColor; Verbose = verbose; }
+    public static void Configure(bool noColor) => _noColor = noColor;
 
     static IAnsiConsole ErrorConsole() => AnsiConsole.Create(new AnsiConsoleSettings
     {
@@ -133,7 +130,7 @@ public static class Terminal
         {
             double? speed = task.Speed;
             string unit = units.GetValueOrDefault(task.Id, "");
-            return new Text(speed is double s ? $"{s:N0} {unit}/s" : "", new Style(Color.Grey));
+            return new Text(speed is double s && unit.Length > 0 ? $"{s:N0} {unit}/s" : "", new Style(Color.Grey));
         }
     }
 }

@@ -179,17 +179,25 @@ public sealed class ReplayCommand : CliCommand
         Directory.CreateDirectory(outDir);
         string dataName = data.IsSynthetic ? $"synthetic (events {data.Events}, seed {data.Seed}, drift {data.Drift}, {data.EventsPerSecond} events/s, {world.Users} users, {world.InitialItems}+{world.MaxNewItems} items)" : data.Data;
         Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
-        var progress = new ProgressBar();
         Func<IEventSource> open = data.IsSynthetic
             ? () => new SyntheticEventSource(world with { Seed = data.Seed, Drift = data.Drift, EventsPerSecond = data.EventsPerSecond ?? DefaultEventsPerSecond }, data.Events ?? DefaultEvents)
             : () => data.Open(line => Console.Error.WriteLine("  " + line));
-        var replay = new FreshnessReplay(open, options, dataName)
+        var report = Terminal.WithProgress(progress =>
         {
-            Log = line => { progress.Clear(); Console.WriteLine(line); },
-            Progress = progress.Update,
-        };
-        var report = replay.Run();
-        progress.Clear();
+            var tasks = new Dictionary<UpdateMode, Terminal.IProgressTask>();
+            var replay = new FreshnessReplay(open, options, dataName)
+            {
+                Log = progress.Log,
+                Progress = (mode, fraction) =>
+                {
+                    if (!tasks.TryGetValue(mode, out var task)) tasks[mode] = task = progress.Task(mode.ToString().ToLowerInvariant(), 100, "");
+                    task.Report(fraction * 100, $"{mode.ToString().ToLowerInvariant(),-6} {fraction * 100,5:F1} %");
+                },
+            };
+            var result = replay.Run();
+            foreach (var task in tasks.Values) task.Complete();
+            return result;
+        });
 
         string json = Path.Combine(outDir, "report.json");
         report.WriteJson(json);
@@ -242,28 +250,6 @@ public sealed class ReplayCommand : CliCommand
                 Console.WriteLine($"live / delta CPU  {(live.Cost.CpuSeconds / delta.Cost.CpuSeconds).ToString("F2", inv)}x  (target ≤ 0.5x); network {live.Cost.NetworkBytes} vs {delta.Cost.NetworkBytes} bytes");
             }
             if (live.Live is { } l) Console.WriteLine($"adapter memory   max {l.AdapterMemoryPctMax.ToString("F4", inv)} % of table bytes (budget {l.AdapterBudgetPct.ToString("F4", inv)} %; target ≤ 1 %)");
-        }
-    }
-
-    /// <summary>A one-line progress bar on stderr (redrawn in place; cleared before any other output).</summary>
-    sealed class ProgressBar
-    {
-        bool _shown;
-        readonly bool _interactive = !Console.IsErrorRedirected;
-
-        public void Update(UpdateMode mode, double fraction)
-        {
-            int width = 30, filled = (int)Math.Round(Math.Clamp(fraction, 0, 1) * width);
-            string line = $"{mode.ToString().ToLowerInvariant(),-6} [{new string('#', filled)}{new string('.', width - filled)}] {fraction * 100,5:F1} %";
-            if (_interactive) { Console.Error.Write("\r" + line); _shown = true; }
-            else if ((int)(fraction * 100) % 25 == 0) Console.Error.WriteLine(line);
-        }
-
-        public void Clear()
-        {
-            if (!_shown) return;
-            Console.Error.Write("\r" + new string(' ', 60) + "\r");
-            _shown = false;
         }
     }
 }

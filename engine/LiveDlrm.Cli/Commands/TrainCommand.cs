@@ -70,14 +70,16 @@ public sealed class TrainCommand : CliCommand
         Console.WriteLine($"model    {config.Tables.Count} tables ({config.TableBytes / 1e6:F1} MB), d = {config.Dim}, bottom [{string.Join(", ", config.BottomMlp)}], top [{string.Join(", ", config.TopMlp)}]");
         using var model = DlrmModel.Create(config, modelSeed);
         using var trainer = new DlrmTrainer(model, options);
-        bool interactive = !Console.IsOutputRedirected;
-        var summary = TrainingLoop.Train(trainer, source, batchSize, epochs, p =>
+        // A synthetic stream has a known length; a file's is known only when --events caps it below its size.
+        double? total = data.IsSynthetic ? (double)epochs * (data.Events ?? DefaultEvents) : null;
+        var summary = Terminal.WithProgress(progress =>
         {
-            string line = $"epoch {p.Epoch}  {p.Events,12:N0} events  {p.EventsPerSecond,10:N0} events/s  running AUC {p.RunningAuc.ToString("F4", inv)}  logloss {p.RunningLogLoss.ToString("F4", inv)}";
-            if (interactive) Console.Write("\r" + line);
-            else Console.WriteLine(line);
+            var task = progress.Task("train", total, "events");
+            var result = TrainingLoop.Train(trainer, source, batchSize, epochs, p => task.Report(p.Events,
+                $"epoch {p.Epoch}  {p.Events,12:N0} events  {p.EventsPerSecond,10:N0} events/s  running AUC {p.RunningAuc.ToString("F4", inv)}  logloss {p.RunningLogLoss.ToString("F4", inv)}"));
+            task.Complete();
+            return result;
         });
-        if (interactive) Console.WriteLine();
         var m = summary.Progressive;
         Console.WriteLine($"trained  {summary.Events:N0} events in {summary.Seconds:F1} s ({summary.EventsPerSecond:N0} events/s); skipped steps {summary.SkippedSteps}");
         Console.WriteLine($"progressive (last epoch, predict-then-learn): AUC {m.Auc.ToString("F4", inv)}  logloss {m.LogLoss.ToString("F4", inv)}  calibration {m.Calibration.ToString("F3", inv)}");
