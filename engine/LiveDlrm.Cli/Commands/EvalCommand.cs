@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.CommandLine;
-using System.Text.Json;
+using System.Text.Json.Serialization;
 using LiveDlrm.CommandLine;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
@@ -66,28 +66,16 @@ public sealed class EvalCommand : CliCommand
         Console.WriteLine($"logloss      {summary.LogLoss.ToString("F4", inv)}");
         Console.WriteLine($"calibration  {summary.Calibration.ToString("F3", inv)}   (mean prediction {summary.MeanPrediction.ToString("F4", inv)} / observed CTR {summary.ObservedCtr.ToString("F4", inv)})");
         if (jsonPath is not null)
-        {
-            using var stream = File.Create(jsonPath);
-            using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteNumber("events", summary.Events);
-            WriteNumber(w, "auc", summary.Auc);
-            WriteNumber(w, "logloss", summary.LogLoss);
-            WriteNumber(w, "calibration", summary.Calibration);
-            WriteNumber(w, "mean_prediction", summary.MeanPrediction);
-            WriteNumber(w, "observed_ctr", summary.ObservedCtr);
-            WriteNumber(w, "optimum_auc", optimum);
-            w.WriteNumber("skipped_events", skip);
-            w.WriteString("model", Path.GetFullPath(modelPath));
-            w.WriteString("data", data.Data);
-            w.WriteEndObject();
-        }
+            ReportJson.Write(new EvalReport(summary.Events, summary.Auc, summary.LogLoss, summary.Calibration, summary.MeanPrediction, summary.ObservedCtr,
+                                            optimum, skip, Path.GetFullPath(modelPath), data.Data), jsonPath, CliJsonContext.Default.EvalReport);
         return 0;
     }
-
-    static void WriteNumber(Utf8JsonWriter w, string name, double value)
-    {
-        if (double.IsFinite(value)) w.WriteNumber(name, value);
-        else w.WriteNull(name);
-    }
 }
+
+/// <summary>What <c>eval --json</c> writes.</summary>
+public sealed record EvalReport(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double ObservedCtr,
+                                double OptimumAuc, long SkippedEvents, string Model, string Data);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true, Converters = [typeof(NonFiniteAsNullConverter)])]
+[JsonSerializable(typeof(EvalReport))]
+internal sealed partial class CliJsonContext : JsonSerializerContext;

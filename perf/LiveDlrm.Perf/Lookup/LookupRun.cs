@@ -263,23 +263,8 @@ public sealed class LookupRun : BenchRun
                               $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8} {F(r.LoraTimeRatioPerRound, "F2"),9}");
     }
 
-    static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        WriteIndented = true,
-        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-    };
-
-    /// <summary>Writes the records to a temporary file, then renames it over the target (never a half-written file).</summary>
     static string WriteJson(List<LookupRecord> records, string? outPath)
-    {
-        string path = Path.GetFullPath(outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", "lookup.json"));
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, JsonSerializer.Serialize(records, JsonOptions));
-        File.Move(tmp, path, overwrite: true);
-        return path;
-    }
+        => ReportJson.Write(records, outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", "lookup.json"), BenchJsonContext.Default.ListLookupRecord);
 
     /// <summary>The repository root (the folder holding LiveDlrm.slnx) above the working directory or the binary,
     /// else the working directory.</summary>
@@ -343,3 +328,9 @@ sealed class LookupRecord
     /// <summary>Every timed run of every contender (M lookups/s), for the spread behind each median.</summary>
     public Dictionary<string, double[]> RunMlookups { get; init; } = new();
 }
+
+/// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,
+                             DefaultIgnoreCondition = JsonIgnoreCondition.Never, Converters = [typeof(NonFiniteAsNullConverter)])]
+[JsonSerializable(typeof(List<LookupRecord>))]
+internal sealed partial class BenchJsonContext : JsonSerializerContext;
