@@ -7,6 +7,9 @@
 #   build          native + managed build only
 #   clean          remove build outputs
 set -euo pipefail
+# Builds run in the repository; the CLI and the bench runner run in the caller's directory, so a relative path
+# given to them means what it means to the caller.
+CALLER_DIR="$PWD"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -90,6 +93,7 @@ run_tests() {
 
 run_cli() {
   cli_up_to_date || build_all
+  cd "$CALLER_DIR"
   exec dotnet "$CLI_DLL" "$@"
 }
 
@@ -98,7 +102,7 @@ case "$verb" in
   run)   cli_up_to_date || build_all; exec dotnet "$CLI_DLL" replay --mode all "$@" ;;
   test)  run_tests "$@" ;;
   cli)   run_cli "$@" ;;
-  bench) build_all; exec dotnet "$ROOT/perf/LiveDlrm.Perf/bin/$CONFIG/net10.0/LiveDlrm.Perf.dll" "$@" ;;
+  bench) build_all; cd "$CALLER_DIR"; exec dotnet "$ROOT/perf/LiveDlrm.Perf/bin/$CONFIG/net10.0/LiveDlrm.Perf.dll" "$@" ;;
   build) build_all ;;
   clean) rm -rf artifacts; find engine interop tests perf -type d \( -name bin -o -name obj \) -prune -exec rm -rf {} + ;;
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$verb" ] || [ "$verb" = help ] || exit 2 ;;

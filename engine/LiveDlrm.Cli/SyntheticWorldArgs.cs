@@ -1,29 +1,35 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Data;
 
 namespace LiveDlrm.Cli;
 
 /// <summary>The synthetic world's shape options, shared by <c>synth</c> and <c>replay</c> (each with its own defaults).</summary>
-public static class SyntheticWorldArgs
+public sealed class SyntheticWorldArgs(SyntheticStreamConfig d)
 {
-    static readonly string[] Names = ["users", "items", "new-items", "hashed-rows", "bursts-per-hour", "burst-boost", "burst-minutes"];
+    public Option<int> Users { get; } = Opt.Int("--users", "synthetic world: users", d.Users, 1);
+    public Option<int> Items { get; } = Opt.Int("--items", "synthetic world: items at the start", d.InitialItems, 1);
+    public Option<int> NewItems { get; } = Opt.Int("--new-items", "synthetic world: items born during the stream, at most", d.MaxNewItems, 0);
+    public Option<long> HashedRows { get; } = Opt.Long("--hashed-rows", "synthetic: hash user_id and item_id into N rows each (0 = one row per id)", d.HashedRows, 0);
+    public Option<double> BurstsPerHour { get; } = Opt.Double("--bursts-per-hour", "synthetic: short-lived trend bursts started per hour at drift 1", d.TrendBurstsPerHour, 0, 1e6);
+    public Option<double> BurstBoost { get; } = Opt.Double("--burst-boost", "synthetic: a trend burst's logit boost", d.TrendBurstBoost, 0, 20);
+    public Option<double> BurstMinutes { get; } = Opt.Double("--burst-minutes", "synthetic: a trend burst's mean decay time in minutes", d.TrendBurstMinutes, 1e-3, 1e6);
 
-    public static string Usage(SyntheticStreamConfig d) =>
-        $"  --users N --items N --new-items N   synthetic world size (defaults {d.Users}, {d.InitialItems}, {d.MaxNewItems})\n" +
-        $"  --hashed-rows N         synthetic: hash user_id and item_id into N rows each (default {(d.HashedRows == 0 ? "0 = one row per id" : d.HashedRows.ToString(System.Globalization.CultureInfo.InvariantCulture))})\n" +
-        $"  --bursts-per-hour X     synthetic: short-lived trend bursts started per hour at drift 1 (default {d.TrendBurstsPerHour})\n" +
-        $"  --burst-boost X --burst-minutes M   synthetic: a burst's logit boost and mean decay time (defaults {d.TrendBurstBoost}, {d.TrendBurstMinutes})";
+    public IEnumerable<Option> All => [Users, Items, NewItems, HashedRows, BurstsPerHour, BurstBoost, BurstMinutes];
+
+    public void AddTo(Command command) { foreach (var o in All) command.Options.Add(o); }
 
     /// <summary>True when any world option was given (they apply to <c>--data synthetic</c> only).</summary>
-    public static bool AnyGiven(CommandArgs args) => Names.Any(args.Has);
+    public bool AnyGiven(ParseResult r) => All.Any(o => r.GetResult(o) is { Implicit: false });
 
-    public static SyntheticStreamConfig Apply(CommandArgs args, SyntheticStreamConfig defaults) => defaults with
+    public SyntheticStreamConfig Apply(ParseResult r, SyntheticStreamConfig config) => config with
     {
-        Users = args.Int("users", defaults.Users, min: 1),
-        InitialItems = args.Int("items", defaults.InitialItems, min: 1),
-        MaxNewItems = args.Int("new-items", defaults.MaxNewItems, min: 0),
-        HashedRows = args.Long("hashed-rows", defaults.HashedRows, min: 0),
-        TrendBurstsPerHour = args.Double("bursts-per-hour", defaults.TrendBurstsPerHour, min: 0, max: 1e6),
-        TrendBurstBoost = args.Double("burst-boost", defaults.TrendBurstBoost, min: 0, max: 20),
-        TrendBurstMinutes = args.Double("burst-minutes", defaults.TrendBurstMinutes, min: 1e-3, max: 1e6),
+        Users = r.GetValue(Users),
+        InitialItems = r.GetValue(Items),
+        MaxNewItems = r.GetValue(NewItems),
+        HashedRows = r.GetValue(HashedRows),
+        TrendBurstsPerHour = r.GetValue(BurstsPerHour),
+        TrendBurstBoost = r.GetValue(BurstBoost),
+        TrendBurstMinutes = r.GetValue(BurstMinutes),
     };
 }

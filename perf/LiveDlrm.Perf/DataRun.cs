@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
@@ -10,28 +12,23 @@ namespace LiveDlrm.Perf;
 /// Data path throughput: synthetic generator (events/s), TSV parse (MB/s) vs binary cache read (MB/s of the same
 /// TSV, i.e. the speed-up of a second pass), for the synthetic schema and a Criteo-shaped file. Every timed pass
 /// is checked to yield the same events (content hash) before a number is reported.
-/// Options: --events N (default 1000000) --reps R (default 3) --dir DIR (default artifacts/bench/data-work).
 /// </summary>
-public sealed class DataRun : IComparativeRun
+public sealed class DataRun : BenchRun
 {
-    public string Name => "data";
-    public string Summary => "generator events/s, TSV parse MB/s vs binary cache read MB/s (synthetic and Criteo-shaped)";
+    readonly Option<long> _events = Opt.Long("--events", "synthetic events per pass", 1_000_000, 1, int.MaxValue);
+    readonly Option<int> _reps = Opt.Int("--reps", "timed passes per case", 3, 1, 1000);
+    readonly Option<string?> _dir = Opt.Text("--dir", "work folder for the TSV and cache files", Path.Combine("artifacts", "bench", "data-work"), "DIR");
 
-    public int Run(string[] args)
+    public DataRun() : base("data", "generator events/s, TSV parse MB/s vs binary cache read MB/s (synthetic and Criteo-shaped)")
     {
-        long events = 1_000_000;
-        int reps = 3;
-        string dir = Path.Combine("artifacts", "bench", "data-work");
-        for (int i = 0; i < args.Length; i++)
-        {
-            switch (args[i])
-            {
-                case "--events": events = long.Parse(args[++i]); break;
-                case "--reps": reps = int.Parse(args[++i]); break;
-                case "--dir": dir = args[++i]; break;
-                default: Console.Error.WriteLine($"data: unknown option {args[i]}"); return 2;
-            }
-        }
+        Add(_events); Add(_reps); Add(_dir);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        long events = result.GetValue(_events);
+        int reps = result.GetValue(_reps);
+        string dir = result.GetValue(_dir)!;
         Directory.CreateDirectory(dir);
         var results = new Dictionary<string, object>();
 

@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using LiveDlrm.Data;
@@ -12,28 +14,23 @@ namespace LiveDlrm.Perf;
 /// The default synthetic model (TrainingLoop.DefaultConfig over the synthetic stream's schema): inference throughput
 /// and per-batch latency (P50/P99) of <c>DlrmModel.Predict</c> at batch 1, 64 and 512, and full-parameter training
 /// throughput. Batches are generated from the synthetic stream before any timing; the pooled embeddings of the timed
-/// model are checked against the scalar reference bag first. Options: --seconds S per measurement (default 3),
-/// --train-events N (default 200000), --warmup S (default 0.5). Writes artifacts/bench/model.json.
+/// model are checked against the scalar reference bag first. Writes artifacts/bench/model.json.
 /// </summary>
-public sealed class ModelRun : IComparativeRun
+public sealed class ModelRun : BenchRun
 {
-    public string Name => "model";
-    public string Summary => "DLRM inference (samples/s, P50/P99 latency at batch 1/64/512) and training throughput";
+    readonly Option<double> _seconds = Opt.Double("--seconds", "seconds per measurement", 3, 0.01, 3600);
+    readonly Option<double> _warmup = Opt.Double("--warmup", "warm-up seconds before each measurement", 0.5, 0, 600);
+    readonly Option<int> _trainEvents = Opt.Int("--train-events", "events of the training-throughput measurement", 200_000, 1, int.MaxValue);
 
-    public int Run(string[] args)
+    public ModelRun() : base("model", "DLRM inference (samples/s, P50/P99 latency at batch 1/64/512) and training throughput")
     {
-        double seconds = 3, warmup = 0.5;
-        int trainEvents = 200_000;
-        for (int i = 0; i < args.Length; i++)
-        {
-            switch (args[i])
-            {
-                case "--seconds": seconds = double.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture); break;
-                case "--warmup": warmup = double.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture); break;
-                case "--train-events": trainEvents = int.Parse(args[++i], System.Globalization.CultureInfo.InvariantCulture); break;
-                default: Console.Error.WriteLine($"bench model: unknown option {args[i]}"); return 2;
-            }
-        }
+        Add(_seconds); Add(_warmup); Add(_trainEvents);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        double seconds = result.GetValue(_seconds), warmup = result.GetValue(_warmup);
+        int trainEvents = result.GetValue(_trainEvents);
         TorchRuntime.EnsureInitialised();
         var world = new SyntheticStreamConfig { Seed = 1, Drift = 1 };
         var layout = world.Schema().Layout;

@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -12,19 +14,33 @@ namespace LiveDlrm.Perf;
 /// (routed exactly as the backend does), the COST MODEL's hardware estimate — and the emulated backend's measured
 /// throughput (emulation on this CPU, not hardware), each checked against the scalar reference first.
 /// Writes artifacts/bench/pim.json.</summary>
-public sealed class PimRun : IComparativeRun
+public sealed class PimRun : BenchRun
 {
-    public string Name => "pim";
-    public string Summary => "UPMEM PIM partitionings: imbalance, MRAM/host bytes per batch, modelled DPU time, emulated throughput";
+    sealed record PimBenchOptions(long Rows, int Dim, int Dpus, double Zipf, int Batches, int Bags, int Pooling, int Runs, double RunSeconds, string? Out);
 
-    sealed record Options(long Rows, int Dim, int Dpus, double Zipf, int Batches, int Bags, int Pooling, int Runs, double RunSeconds, string? Out);
+    readonly Option<long> _rows = Opt.Long("--rows", "table rows (--quick: 20000)", 200_000, 1);
+    readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);
+    readonly Option<int> _dpus = Opt.Int("--dpus", "DPUs", 64, 1, 2560);
+    readonly Option<double> _zipf = Opt.Double("--zipf", "Zipf exponent of the ids", 1.05, 1e-9, 100);
+    readonly Option<int> _batches = Opt.Int("--batches", "batches: plans are built on one half, evaluated and timed on the other (--quick: 4)", 16, 2, 1_000_000);
+    readonly Option<int> _bags = Opt.Int("--bags", "bags per batch", 256, 1, 1 << 20);
+    readonly Option<int> _pooling = Opt.Int("--pooling", "ids per bag", 20, 1, 1 << 20);
+    readonly Option<int> _runs = Opt.Int("--runs", "timed runs, median reported (--quick: 1)", 3, 1, 10_000);
+    readonly Option<double> _runSeconds = Opt.Double("--run-seconds", "length of one timed run (--quick: 0.2)", 1.0, 1e-3, 3600);
+    readonly Option<bool> _quick = Opt.Flag("--quick", "small table and short runs (smoke test; numbers are not meaningful)");
+    readonly Option<string?> _out = Opt.Text("--out", "JSON output (default artifacts/bench/pim.json)", helpName: "PATH");
 
-    public int Run(string[] args)
+    public PimRun() : base("pim", "UPMEM PIM partitionings: imbalance, MRAM/host bytes per batch, modelled DPU time, emulated throughput")
     {
-        Options o;
-        try { o = Parse(args); }
-        catch (ArgumentException e) { Console.Error.WriteLine($"bench pim: {e.Message}"); return 2; }
-        if (!PimDevice.IsAvailable) { Console.Error.WriteLine("bench pim: liblivedlrm_pim.so not found (./build.sh build)"); return 1; }
+        foreach (var o in new Option[] { _rows, _dim, _dpus, _zipf, _batches, _bags, _pooling, _runs, _runSeconds, _quick, _out }) Add(o);
+    }
+
+    protected override int Run(ParseResult r)
+    {
+        bool quick = r.GetValue(_quick);
+        var o = new PimBenchOptions(Pick(r, _rows, quick, 20_000), r.GetValue(_dim), r.GetValue(_dpus), r.GetValue(_zipf), Pick(r, _batches, quick, 4),
+                            r.GetValue(_bags), r.GetValue(_pooling), Pick(r, _runs, quick, 1), Pick(r, _runSeconds, quick, 0.2), r.GetValue(_out));
+        if (!PimDevice.IsAvailable) throw new IOException("liblivedlrm_pim.so not found (./build.sh build)");
 
         Console.WriteLine($"table {o.Rows} x {o.Dim} fp32, {o.Dpus} DPUs, Zipf({o.Zipf.ToString(CultureInfo.InvariantCulture)}), " +
                           $"{o.Batches} batches of {o.Bags} bags x {o.Pooling} ids (plan on half, evaluate and time on the other half)");
@@ -110,7 +126,7 @@ public sealed class PimRun : IComparativeRun
     /// per batch, next to the fused CPU LoRA lookup and the plain CPU lookup on the same batches, one thread each.
     /// The adapter holds the hottest rows of the plan half (what training touches) up to a 1 % budget at rank 16;
     /// base + term is checked against the fused kernel first. Null (after printing why) if the check fails.</summary>
-    static AdapterTermRecord? TimeAdapterTerm(EmbeddingTable table, AccessProfile planOn, AccessProfile evaluateOn, Options o)
+    static AdapterTermRecord? TimeAdapterTerm(EmbeddingTable table, AccessProfile planOn, AccessProfile evaluateOn, PimBenchOptions o)
     {
         const int rank = 16;
         using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = rank, MinRank = rank, MaxRank = Math.Min(rank, table.Dim), BudgetFraction = 0.01 });
@@ -170,7 +186,7 @@ public sealed class PimRun : IComparativeRun
     }
 
     /// <summary>Warm-up pass over every batch, then <c>Runs</c> timed runs of about <c>RunSeconds</c>; lookups/s per run.</summary>
-    static (double[] Runs, int BatchesPerRun) Time(PimEmbeddingBackend backend, EmbeddingTable table, AccessProfile batches, Options o)
+    static (double[] Runs, int BatchesPerRun) Time(PimEmbeddingBackend backend, EmbeddingTable table, AccessProfile batches, PimBenchOptions o)
     {
         var output = new float[batches.Batches.Max(b => b.Bags) * table.Dim];
         long start = Stopwatch.GetTimestamp();
@@ -198,33 +214,6 @@ public sealed class PimRun : IComparativeRun
     {
         var s = xs.Order().ToArray();
         return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
-    }
-
-    static Options Parse(string[] args)
-    {
-        var o = new Options(Rows: 200_000, Dim: 64, Dpus: 64, Zipf: 1.05, Batches: 16, Bags: 256, Pooling: 20, Runs: 3, RunSeconds: 1.0, Out: null);
-        for (int i = 0; i < args.Length; i++)
-        {
-            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
-            long L(long min) { string s = Next(); return long.TryParse(s, CultureInfo.InvariantCulture, out long v) && v >= min ? v : throw new ArgumentException($"{args[i - 1]}: '{s}' is not an integer >= {min}"); }
-            double D() { string s = Next(); return double.TryParse(s, CultureInfo.InvariantCulture, out double v) && v > 0 ? v : throw new ArgumentException($"{args[i - 1]}: '{s}' is not a positive number"); }
-            o = args[i] switch
-            {
-                "--rows" => o with { Rows = L(1) },
-                "--dim" => o with { Dim = (int)L(1) },
-                "--dpus" => o with { Dpus = (int)L(1) },
-                "--zipf" => o with { Zipf = D() },
-                "--batches" => o with { Batches = (int)L(2) },
-                "--bags" => o with { Bags = (int)L(1) },
-                "--pooling" => o with { Pooling = (int)L(1) },
-                "--runs" => o with { Runs = (int)L(1) },
-                "--run-seconds" => o with { RunSeconds = D() },
-                "--out" => o with { Out = Next() },
-                "--quick" => o with { Rows = 20_000, Batches = 4, Runs = 1, RunSeconds = 0.2 },
-                _ => throw new ArgumentException($"unknown option '{args[i]}' (--rows --dim --dpus --zipf --batches --bags --pooling --runs --run-seconds --out --quick)"),
-            };
-        }
-        return o;
     }
 
     static string RepoRoot()

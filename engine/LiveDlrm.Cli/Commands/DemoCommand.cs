@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Diagnostics;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Memory;
 
@@ -7,50 +9,51 @@ namespace LiveDlrm.Cli.Commands;
 /// <summary>A short lookup demo (what <c>./build.sh run</c> does until the replay exists): builds tables, times
 /// pooled lookups with uniform and Zipf ids, prints what it measured, and checks a batch against the scalar
 /// reference. Also the prefetch-distance sweep used to tune the kernels (<c>--sweep-prefetch</c>).</summary>
-public sealed class DemoCommand : ICommand
+public sealed class DemoCommand : CliCommand
 {
-    public string Name => "demo";
-    public string Summary => "time embedding-bag lookups (fp32/fp16/int8, uniform and Zipf ids) and check them against the reference";
-    public string Usage => """
-          --rows N            table rows (default 1000000)
-          --dim N             embedding dim (default 64)
-          --pooling N         lookups per bag (default 32)
-          --batch N           bags per lookup call (default 2048)
-          --storage LIST      fp32,fp16,int8 (default all three)
-          --dist LIST         uniform,zipf (default both)
-          --zipf S            Zipf exponent (default 1.05)
-          --seconds S         timed seconds per case, split into 5 runs; the median run is reported (default 1)
-          --threads N         threads per lookup including the caller (default: processor count)
-          --prefetch N        prefetch distance in rows (default: the tuned one, 0 = off)
-          --sweep-prefetch L  comma list of prefetch distances to time in turn (e.g. 0,4,8,16,32)
-          --no-hugepages      allocate large tables without the MADV_HUGEPAGE mapping (to measure its effect)
-          --self-check        instead of timing: compare the kernels with the scalar reference over every row format,
-                              dims 1..256, every pooling, int/long indices, 1 and 2 threads; exit 1 on any mismatch
-          --isa NAME          scalar|vector128|vector256|vector512 (default: the widest supported)
-        """;
+    readonly Option<long> _rows = Opt.Long("--rows", "table rows", 1_000_000, 1, 1L << 34);
+    readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);
+    readonly Option<int> _pooling = Opt.Int("--pooling", "lookups per bag", 32, 0, 10_000);
+    readonly Option<int> _batch = Opt.Int("--batch", "bags per lookup call", 2048, 1, 1 << 20);
+    readonly Option<string?> _storage = Opt.Text("--storage", "comma list of fp32, fp16, int8", "fp32,fp16,int8", "LIST");
+    readonly Option<string?> _dist = Opt.Text("--dist", "comma list of uniform, zipf", "uniform,zipf", "LIST");
+    readonly Option<double> _zipf = Opt.Double("--zipf", "Zipf exponent", 1.05, 0.01, 10);
+    readonly Option<double> _seconds = Opt.Double("--seconds", "timed seconds per case, split into 5 runs; the median run is reported", 1, 0.05, 3600);
+    readonly Option<int> _threads = Opt.Int("--threads", "threads per lookup including the caller (default: processor count)", Environment.ProcessorCount, 1, 1024);
+    readonly Option<int?> _prefetch = Opt.OptionalInt("--prefetch", "prefetch distance in rows (default: the tuned one, 0 = off)", 0, 1024);
+    readonly Option<string?> _sweep = Opt.Text("--sweep-prefetch", "comma list of prefetch distances to time in turn (e.g. 0,4,8,16,32)", helpName: "LIST");
+    readonly Option<bool> _noHugePages = Opt.Flag("--no-hugepages", "allocate large tables without the MADV_HUGEPAGE mapping (to measure its effect)");
+    readonly Option<bool> _selfCheck = Opt.Flag("--self-check", "instead of timing: compare the kernels with the scalar reference over every row format, dims 1..256, every pooling, int/long indices, 1 and 2 threads; exit 1 on any mismatch");
+    readonly Option<string?> _isa = Opt.Text("--isa", "scalar|vector128|vector256|vector512 (default: the widest supported)", helpName: "NAME");
 
-    public int Run(CommandArgs args)
+    public DemoCommand() : base("demo", "time embedding-bag lookups (fp32/fp16/int8, uniform and Zipf ids) and check them against the reference")
     {
-        long rows = args.Long("rows", 1_000_000, 1, 1L << 34);
-        int dim = args.Int("dim", 64, 1, 4096);
-        int pooling = args.Int("pooling", 32, 0, 10_000);
-        int batch = args.Int("batch", 2048, 1, 1 << 20);
-        var storages = ParseList(args.String("storage", "fp32,fp16,int8"), s => s switch
+        Add(_rows); Add(_dim); Add(_pooling); Add(_batch); Add(_storage); Add(_dist); Add(_zipf); Add(_seconds); Add(_threads);
+        Add(_prefetch); Add(_sweep); Add(_noHugePages); Add(_selfCheck); Add(_isa);
+        _isa.CompletionSources.Add("scalar", "vector128", "vector256", "vector512");
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        long rows = result.GetValue(_rows);
+        int dim = result.GetValue(_dim);
+        int pooling = result.GetValue(_pooling);
+        int batch = result.GetValue(_batch);
+        var storages = ParseList(result.GetValue(_storage)!, s => s switch
         {
             "fp32" => EmbeddingStorage.Fp32, "fp16" => EmbeddingStorage.Fp16, "int8" => EmbeddingStorage.Int8Rowwise,
             _ => throw new UsageException($"--storage: unknown '{s}' (fp32, fp16, int8)"),
         });
-        var dists = ParseList(args.String("dist", "uniform,zipf"), s => s is "uniform" or "zipf" ? s : throw new UsageException($"--dist: unknown '{s}' (uniform, zipf)"));
-        double zipfS = args.Double("zipf", 1.05, 0.01, 10);
-        double seconds = args.Double("seconds", 1, 0.05, 3600);
-        int threads = args.Int("threads", Environment.ProcessorCount, 1, 1024);
+        var dists = ParseList(result.GetValue(_dist)!, s => s is "uniform" or "zipf" ? s : throw new UsageException($"--dist: unknown '{s}' (uniform, zipf)"));
+        double zipfS = result.GetValue(_zipf);
+        double seconds = result.GetValue(_seconds);
+        int threads = result.GetValue(_threads);
         // -1 = the engine's per-storage default distance
-        int prefetch = args.Int("prefetch", -1, 0, 1024);
-        var sweep = args.String("sweep-prefetch") is { } list ? ParseList(list, s => int.TryParse(s, out int v) && v >= 0 ? v : throw new UsageException($"--sweep-prefetch: '{s}' is not a distance")) : [prefetch];
-        string? isaName = args.String("isa");
-        bool noHugePages = args.Flag("no-hugepages");
-        bool selfCheck = args.Flag("self-check");
-        args.EnsureAllUsed();
+        int prefetch = result.GetValue(_prefetch) ?? -1;
+        var sweep = result.GetValue(_sweep) is { } list ? ParseList(list, s => int.TryParse(s, out int v) && v >= 0 ? v : throw new UsageException($"--sweep-prefetch: '{s}' is not a distance")) : [prefetch];
+        string? isaName = result.GetValue(_isa);
+        bool noHugePages = result.GetValue(_noHugePages);
+        bool selfCheck = result.GetValue(_selfCheck);
 
         KernelIsa isa = EmbeddingKernels.SelectedIsa;
         if (isaName is not null && !Enum.TryParse(isaName, ignoreCase: true, out isa))
@@ -60,10 +63,10 @@ public sealed class DemoCommand : ICommand
         NativeBuffer.UseHugePages = !noHugePages;
         if (selfCheck)
         {
-            var result = EmbeddingBagSelfCheck.Run();
-            foreach (var f in result.Failures) Console.WriteLine($"MISMATCH {f}");
-            Console.WriteLine($"self-check kernel={EmbeddingKernels.IsaName(result.Isa)} selected={EmbeddingKernels.IsaName(EmbeddingKernels.SelectedIsa)} cases={result.Cases} failures={result.Failures.Count}");
-            return result.Failures.Count == 0 ? 0 : 1;
+            var check = EmbeddingBagSelfCheck.Run();
+            foreach (var f in check.Failures) Console.WriteLine($"MISMATCH {f}");
+            Console.WriteLine($"self-check kernel={EmbeddingKernels.IsaName(check.Isa)} selected={EmbeddingKernels.IsaName(EmbeddingKernels.SelectedIsa)} cases={check.Cases} failures={check.Failures.Count}");
+            return check.Failures.Count == 0 ? 0 : 1;
         }
         using var pool = new EmbeddingWorkerPool(threads - 1);
 

@@ -1,5 +1,7 @@
 using System.Globalization;
-using System.Text.Json;
+using System.CommandLine;
+using System.Text.Json.Serialization;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
 using LiveDlrm.Runtime;
@@ -7,28 +9,29 @@ using LiveDlrm.Training;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class EvalCommand : ICommand
+public sealed class EvalCommand : CliCommand
 {
     public const long DefaultEvents = 100_000;
 
-    public string Name => "eval";
-    public string Summary => "score a stream with a checkpoint: AUC, logloss, calibration";
-    public string Usage =>
-        "  --model DIR             checkpoint directory (required)\n" +
-        "  --json PATH             also write {auc, logloss, calibration, events, ...} to PATH\n" +
-        "  --batch B               batch size (default 512)\n" +
-        "  --skip N                skip the first N events (synthetic default: the events the checkpoint was trained on,\n" +
-        "                          when it was trained on the synthetic stream with the same seed and drift)\n" +
-        DataSourceArgs.Usage.Replace("default 1000000", $"default {DefaultEvents}, counted after --skip");
+    readonly Option<string?> _model = Opt.Text("--model", "checkpoint directory", helpName: "DIR", required: true);
+    readonly Option<string?> _json = Opt.Text("--json", "also write {auc, logloss, calibration, events, ...} to PATH", helpName: "PATH");
+    readonly Option<int> _batch = Opt.Int("--batch", "batch size", 512, 1, 1 << 20);
+    readonly Option<long?> _skip = Opt.OptionalLong("--skip", "skip the first N events (synthetic default: the events the checkpoint was trained on, when it was trained on the synthetic stream with the same seed and drift)", 0);
+    readonly DataSourceArgs _data = new(DefaultEvents, ", counted after --skip");
 
-    public int Run(CommandArgs args)
+    public EvalCommand() : base("eval", "score a stream with a checkpoint: AUC, logloss, calibration")
     {
-        string modelPath = args.Require("model");
-        string? jsonPath = args.String("json");
-        int batchSize = args.Int("batch", 512, min: 1, max: 1 << 20);
-        long? skipArg = args.Has("skip") ? args.Long("skip", 0, min: 0) : null;
-        var data = DataSourceArgs.Parse(args, DefaultEvents);
-        args.EnsureAllUsed();
+        Add(_model); Add(_json); Add(_batch); Add(_skip);
+        _data.AddTo(this);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        string modelPath = result.GetValue(_model)!;
+        string? jsonPath = result.GetValue(_json);
+        int batchSize = result.GetValue(_batch);
+        long? skipArg = result.GetValue(_skip);
+        var data = _data.Get(result);
 
         TorchRuntime.EnsureInitialised();
         Checkpoint.Manifest manifest;
@@ -63,28 +66,16 @@ public sealed class EvalCommand : ICommand
         Console.WriteLine($"logloss      {summary.LogLoss.ToString("F4", inv)}");
         Console.WriteLine($"calibration  {summary.Calibration.ToString("F3", inv)}   (mean prediction {summary.MeanPrediction.ToString("F4", inv)} / observed CTR {summary.ObservedCtr.ToString("F4", inv)})");
         if (jsonPath is not null)
-        {
-            using var stream = File.Create(jsonPath);
-            using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteNumber("events", summary.Events);
-            WriteNumber(w, "auc", summary.Auc);
-            WriteNumber(w, "logloss", summary.LogLoss);
-            WriteNumber(w, "calibration", summary.Calibration);
-            WriteNumber(w, "mean_prediction", summary.MeanPrediction);
-            WriteNumber(w, "observed_ctr", summary.ObservedCtr);
-            WriteNumber(w, "optimum_auc", optimum);
-            w.WriteNumber("skipped_events", skip);
-            w.WriteString("model", Path.GetFullPath(modelPath));
-            w.WriteString("data", data.Data);
-            w.WriteEndObject();
-        }
+            ReportJson.Write(new EvalReport(summary.Events, summary.Auc, summary.LogLoss, summary.Calibration, summary.MeanPrediction, summary.ObservedCtr,
+                                            optimum, skip, Path.GetFullPath(modelPath), data.Data), jsonPath, CliJsonContext.Default.EvalReport);
         return 0;
     }
-
-    static void WriteNumber(Utf8JsonWriter w, string name, double value)
-    {
-        if (double.IsFinite(value)) w.WriteNumber(name, value);
-        else w.WriteNull(name);
-    }
 }
+
+/// <summary>What <c>eval --json</c> writes.</summary>
+public sealed record EvalReport(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double ObservedCtr,
+                                double OptimumAuc, long SkippedEvents, string Model, string Data);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true, Converters = [typeof(NonFiniteAsNullConverter)])]
+[JsonSerializable(typeof(EvalReport))]
+internal sealed partial class CliJsonContext : JsonSerializerContext;

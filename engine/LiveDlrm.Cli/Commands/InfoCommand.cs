@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using LiveDlrm.Embeddings;
@@ -6,15 +8,10 @@ using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class InfoCommand : ICommand
+public sealed class InfoCommand() : CliCommand("info", "what this machine and build give the engine: ISA level, threads, TorchSharp/libtorch, native libraries")
 {
-    public string Name => "info";
-    public string Summary => "what this machine and build give the engine: ISA level, threads, TorchSharp/libtorch, native libraries";
-    public string Usage => "  (no options)";
-
-    public int Run(CommandArgs args)
+    protected override int Run(ParseResult result)
     {
-        args.EnsureAllUsed();
         Console.WriteLine($"os                {RuntimeInformation.OSDescription} ({RuntimeInformation.OSArchitecture})");
         Console.WriteLine($".NET              {RuntimeInformation.FrameworkDescription}");
         Console.WriteLine($"vector widths     512:{Vector512.IsHardwareAccelerated} 256:{Vector256.IsHardwareAccelerated} 128:{Vector128.IsHardwareAccelerated}");

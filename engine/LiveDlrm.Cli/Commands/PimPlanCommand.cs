@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Globalization;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Model;
@@ -7,33 +9,36 @@ using LiveDlrm.Pim;
 namespace LiveDlrm.Cli.Commands;
 
 /// <summary><c>livedlrm pim-plan</c>: the UpDLRM partitioning strategies side by side for each table.</summary>
-public sealed class PimPlanCommand : ICommand
+public sealed class PimPlanCommand : CliCommand
 {
-    public string Name => "pim-plan";
-    public string Summary => "compare UPMEM PIM partitionings (uniform, non-uniform, cache-aware) of embedding tables: placement, traffic, cost model";
-    public string Usage =>
-        "  --model PATH          plan every table of a model: a checkpoint directory or a DlrmConfig JSON file\n" +
-        "  --tables ROWS:DIM[,ROWS:DIM...]  or give table shapes directly (one of --model / --tables is required)\n" +
-        "  --dpus N              DPUs per table (default 64)\n" +
-        "  --trace FILE          access trace: one bag per line, ids separated by spaces/commas. With --tables: for its\n" +
-        "                        single table; with --model: TABLE=FILE[,TABLE=FILE...] (a bare FILE if the model has one\n" +
-        "                        table); tables without a trace get synthetic Zipf ids\n" +
-        "  --zipf S              synthetic Zipf(S) ids when no trace is given (default 1.05)\n" +
-        "  --batches N --bags N --pooling N --seed N   synthetic batches (default 32 x 256 bags x 20 ids, seed 1)\n" +
-        "  Plans are built from the first half of the batches and evaluated on the second half.";
+    readonly Option<string?> _model = Opt.Text("--model", "plan every table of a model: a checkpoint directory or a DlrmConfig JSON file", helpName: "PATH");
+    readonly Option<string?> _tables = Opt.Text("--tables", "or give table shapes directly (one of --model / --tables is required)", helpName: "ROWS:DIM[,ROWS:DIM...]");
+    readonly Option<int> _dpus = Opt.Int("--dpus", "DPUs per table", 64, 1, 1 << 16);
+    readonly Option<string?> _trace = Opt.Text("--trace",
+        "access trace: one bag per line, ids separated by spaces/commas. With --tables: for its single table; with --model: TABLE=FILE[,TABLE=FILE...] (a bare FILE if the model has one table); tables without a trace get synthetic Zipf ids",
+        helpName: "FILE");
+    readonly Option<double> _zipf = Opt.Double("--zipf", "synthetic Zipf(S) ids when no trace is given", 1.05, 0.01, 10);
+    readonly Option<int> _batches = Opt.Int("--batches", "synthetic batches; plans are built from the first half and evaluated on the second", 32, 2, 100_000);
+    readonly Option<int> _bags = Opt.Int("--bags", "bags per batch", 256, 1, 1 << 20);
+    readonly Option<int> _pooling = Opt.Int("--pooling", "synthetic ids per bag", 20, 1, 10_000);
+    readonly Option<int> _seed = Opt.Int("--seed", "synthetic seed", 1);
 
-    public int Run(CommandArgs args)
+    public PimPlanCommand() : base("pim-plan", "compare UPMEM PIM partitionings (uniform, non-uniform, cache-aware) of embedding tables: placement, traffic, cost model")
     {
-        string? modelArg = args.String("model");
-        string? tablesArg = args.String("tables");
-        int dpus = args.Int("dpus", 64, 1, 1 << 16);
-        string? trace = args.String("trace");
-        double zipf = args.Double("zipf", 1.05, 0.01, 10);
-        int batches = args.Int("batches", 32, 2, 100_000);
-        int bags = args.Int("bags", 256, 1, 1 << 20);
-        int pooling = args.Int("pooling", 20, 1, 10_000);
-        int seed = args.Int("seed", 1);
-        args.EnsureAllUsed();
+        Add(_model); Add(_tables); Add(_dpus); Add(_trace); Add(_zipf); Add(_batches); Add(_bags); Add(_pooling); Add(_seed);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        string? modelArg = result.GetValue(_model);
+        string? tablesArg = result.GetValue(_tables);
+        int dpus = result.GetValue(_dpus);
+        string? trace = result.GetValue(_trace);
+        double zipf = result.GetValue(_zipf);
+        int batches = result.GetValue(_batches);
+        int bags = result.GetValue(_bags);
+        int pooling = result.GetValue(_pooling);
+        int seed = result.GetValue(_seed);
 
         if ((modelArg is null) == (tablesArg is null)) throw new UsageException("give either --model PATH or --tables ROWS:DIM[,...] (exactly one)");
         var tables = modelArg is not null ? TablesOfModel(modelArg) : ParseTables(tablesArg!);

@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Diagnostics;
+using LiveDlrm.CommandLine;
 using System.Globalization;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
@@ -12,35 +14,34 @@ namespace LiveDlrm.Cli.Commands;
 /// <summary><c>livedlrm pim-serve</c>: scores synthetic Zipf requests with a model whose embedding lookups run on PIM
 /// (real DPUs, the SDK simulator or the emulation), next to the same model on the CPU kernels, and prints the score
 /// difference, what each table's DPU set did and the wall time (of the emulation here: not a hardware figure).</summary>
-public sealed class PimServeCommand : ICommand
+public sealed class PimServeCommand : CliCommand
 {
-    public string Name => "pim-serve";
-    public string Summary => "serve a model's embedding lookups from PIM (DPUs or the emulation) and compare the scores with the CPU";
-    public string Usage =>
-        "  --model PATH          checkpoint directory, or a DlrmConfig JSON file (random weights, --seed) (required)\n" +
-        "  --backend B           auto | hardware | simulator | emulated (default auto: DPUs if the SDK finds any)\n" +
-        "  --dpus N              DPUs per table (default 16)\n" +
-        "  --strategy S          UniformRowWise | UniformColumnWise | NonUniform | CacheAware (default NonUniform;\n" +
-        "                        planned from the first half of the requests)\n" +
-        "  --events N --batch N --ids N --zipf S --seed N   requests (default 4096 in batches of 256, 4 ids per\n" +
-        "                        table, Zipf 1.05, seed 1)";
+    readonly Option<string?> _model = Opt.Text("--model", "checkpoint directory, or a DlrmConfig JSON file (random weights, --seed)", helpName: "PATH", required: true);
+    readonly Option<string> _backend = Opt.ChoiceIgnoreCase("--backend", "auto: DPUs if the SDK finds any, else the emulation", "auto", "auto", "hardware", "simulator", "emulated");
+    readonly Option<int> _dpus = Opt.Int("--dpus", "DPUs per table", 16, 1, 512);
+    readonly Option<string> _strategy = Opt.ChoiceIgnoreCase("--strategy", "partitioning, planned from the first half of the requests", nameof(PimStrategy.NonUniform), Enum.GetNames<PimStrategy>());
+    readonly Option<int> _events = Opt.Int("--events", "requests", 4096, 2, 10_000_000);
+    readonly Option<int> _batch = Opt.Int("--batch", "requests per batch", 256, 1, 1 << 20);
+    readonly Option<int> _ids = Opt.Int("--ids", "ids per table per request", 4, 1, 1000);
+    readonly Option<double> _zipf = Opt.Double("--zipf", "Zipf exponent of the ids", 1.05, 0.01, 10);
+    readonly Option<int> _seed = Opt.Int("--seed", "request (and random weight) seed", 1);
 
-    public int Run(CommandArgs args)
+    public PimServeCommand() : base("pim-serve", "serve a model's embedding lookups from PIM (DPUs or the emulation) and compare the scores with the CPU")
     {
-        string path = args.Require("model");
-        string backendArg = args.String("backend") ?? "auto";
-        int dpus = args.Int("dpus", 16, 1, 512);
-        string strategyArg = args.String("strategy") ?? nameof(PimStrategy.NonUniform);
-        int events = args.Int("events", 4096, 2, 10_000_000);
-        int batchSize = args.Int("batch", 256, 1, 1 << 20);
-        int ids = args.Int("ids", 4, 1, 1000);
-        double zipf = args.Double("zipf", 1.05, 0.01, 10);
-        int seed = args.Int("seed", 1);
-        args.EnsureAllUsed();
-        if (!Enum.TryParse<PimBackendKind>(backendArg, ignoreCase: true, out var backendKind) || !Enum.IsDefined(backendKind))
-            throw new UsageException($"--backend: '{backendArg}' is not one of auto, hardware, simulator, emulated");
-        if (!Enum.TryParse<PimStrategy>(strategyArg, ignoreCase: true, out var strategy) || !Enum.IsDefined(strategy))
-            throw new UsageException($"--strategy: '{strategyArg}' is not one of {string.Join(", ", Enum.GetNames<PimStrategy>())}");
+        Add(_model); Add(_backend); Add(_dpus); Add(_strategy); Add(_events); Add(_batch); Add(_ids); Add(_zipf); Add(_seed);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        string path = result.GetValue(_model)!;
+        var backendKind = Enum.Parse<PimBackendKind>(result.GetValue(_backend)!, ignoreCase: true);
+        int dpus = result.GetValue(_dpus);
+        var strategy = Enum.Parse<PimStrategy>(result.GetValue(_strategy)!, ignoreCase: true);
+        int events = result.GetValue(_events);
+        int batchSize = result.GetValue(_batch);
+        int ids = result.GetValue(_ids);
+        double zipf = result.GetValue(_zipf);
+        int seed = result.GetValue(_seed);
         if (!PimDevice.IsAvailable) throw new UsageException("liblivedlrm_pim.so is not next to livedlrm: build native/ with ./build.sh build");
 
         TorchRuntime.EnsureInitialised();

@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Globalization;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Data;
 using LiveDlrm.Lora;
 using LiveDlrm.Replay;
@@ -6,7 +8,7 @@ using LiveDlrm.Training;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class ReplayCommand : ICommand
+public sealed class ReplayCommand : CliCommand
 {
     /// <summary>Events of the default run (`./build.sh run`): two days of event time, sized to finish the three modes
     /// in ≤ 3 minutes on 2 cores.</summary>
@@ -27,69 +29,78 @@ public sealed class ReplayCommand : ICommand
         HashedRows = 1 << 17, TrendBurstsPerHour = 12,
     };
     static readonly ReplayOptions D = new();
-    static string F(double v) => v.ToString(CultureInfo.InvariantCulture);
-    static string F(float v) => v.ToString(CultureInfo.InvariantCulture);
+    static double F(float v) => (double)(decimal)v;
 
-    public string Name => "replay";
-    public string Summary => "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters";
-    public string Usage =>
-        "  --mode stale|delta|live|all   update mode (default all: the three side by side on the same stream)\n" +
-        DataSourceArgs.Usage.Replace("(default 1000000)", $"(default {DefaultEvents})").Replace("(default 20)", $"(default {DefaultEventsPerSecond} for replay)") + "\n" +
-        "  --base-prefix F|UNIXTIME      base model trained on this first fraction of the stream (default " + F(D.BasePrefixFraction ?? 0) + ") or the events before a unix time\n" +
-        "  --model DIR                   serve this checkpoint as the base instead (replays the whole stream unless --base-prefix)\n" +
-        "  --base-epochs N               passes over the prefix for the base model (default 1)\n" +
-        "  --sync-interval S             delta: seconds of event time between syncs (default 600)\n" +
-        "  --sync-delay S                delta: seconds until a sync lands on the server (default 300)\n" +
-        "  --label-delay S               seconds of event time until a label can be used (default 60)\n" +
-        "  --window S                    report window in event seconds (default 3600)\n" +
-        "  --batch N                     events scored together, and the delta trainer's minibatch (default 256)\n" +
-        $"  --online-batch N              live trainer minibatch (default {D.OnlineTrainer.BatchSize})\n" +
-        $"  --rank R --min-rank R --max-rank R   live adapters: initial, minimum and maximum rank (defaults {D.OnlineTrainer.Adapter.InitialRank}, {D.OnlineTrainer.Adapter.MinRank}, {D.OnlineTrainer.Adapter.MaxRank})\n" +
-        $"  --rank-interval N             live: steps between rank adaptations, 0 = off (default {D.OnlineTrainer.Adapter.RankAdaptInterval})\n" +
-        "  --energy T --grow-threshold E live: rank adaptation keeps the fewest directions holding ≥ T of the energy and\n" +
-        $"                                grows when the last holds > E (defaults {F(D.OnlineTrainer.Adapter.EnergyToKeep)}, {F(D.OnlineTrainer.Adapter.GrowThreshold)})\n" +
-        "  --budget F                    live: adapter bytes as a fraction of table bytes (default 0.01; see --budget-scope)\n" +
-        $"  --lr-a X --lr-b X             live: adapter learning rates (defaults {F(D.OnlineTrainer.Adapter.LearningRateA)}, {F(D.OnlineTrainer.Adapter.LearningRateB)})\n" +
-        "  --dim D                       embedding dim of a trained base model (default 32; bottom MLP [max(32, D), D])\n" +
-        "  --budget-scope joint|table    live: --budget over all tables jointly (default; small tables funded from the\n" +
-        "                                the total) or per table\n" +
-        $"  --small-table-budget M        live, joint budget: a tiny table's adapter may take up to M × its own bytes (default {F(D.OnlineTrainer.SmallTableBudgetMultiple)})\n" +
-        $"  --adagrad-init X              live: Adagrad accumulator a new adapter row starts with (default {F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator)})\n" +
-        "  --optimizer adagrad|sgd       live: adapter optimizer (default adagrad)\n" +
-        "  --no-reuse                    live: re-pool and re-run the dense forward under autograd at training time\n" +
-        "                                instead of reusing the serving forward (the reference path)\n" +
-        $"  --last-layer on|off           live: also learn an additive update of the top MLP's last layer (default {(D.OnlineTrainer.AdaptLastLayer ? "on" : "off")})\n" +
-        $"  --last-layer-lr X             live: its Adagrad learning rate (default {F(D.OnlineTrainer.LastLayerLearningRate)})\n" +
-        "  --lr X --dense-lr X           base + delta trainer: embedding and dense learning rates (defaults 0.05, 0.02)\n" +
-        SyntheticWorldArgs.Usage(DefaultWorld) + "\n" +
-        "  --live-backend cpu|pim        live: pool the base rows on the CPU kernels (default) or on UPMEM DPUs (real\n" +
-        "                                ones when the SDK build finds them, else the emulation); the host adds the\n" +
-        "                                adapter term and pushes merges to MRAM\n" +
-        "  --pim-dpus N                  with --live-backend pim: DPUs per table (default 64)\n" +
-        "  --out DIR                     report.json and plots (default artifacts/replay)\n" +
-        "  --no-plots                    skip the PNG plots";
+    readonly Option<string> _mode = Opt.Choice("--mode", "update mode; all = the three side by side on the same stream", "all", "stale", "delta", "live", "all");
+    readonly DataSourceArgs _data = new(DefaultEvents, defaultEventsPerSecond: DefaultEventsPerSecond);
+    readonly Option<string?> _basePrefix = Opt.Text("--base-prefix", "base model trained on this first fraction of the stream, or on the events before a unix time", D.BasePrefixFraction?.ToString(CultureInfo.InvariantCulture), "F|UNIXTIME");
+    readonly Option<string?> _model = Opt.Text("--model", "serve this checkpoint as the base instead (replays the whole stream unless --base-prefix)", helpName: "DIR");
+    readonly Option<int> _baseEpochs = Opt.Int("--base-epochs", "passes over the prefix for the base model", 1, 1, 100);
+    readonly Option<long> _syncInterval = Opt.Long("--sync-interval", "delta: seconds of event time between syncs", D.SyncIntervalSeconds, 1);
+    readonly Option<long> _syncDelay = Opt.Long("--sync-delay", "delta: seconds until a sync lands on the server", D.SyncDelaySeconds, 0);
+    readonly Option<long> _labelDelay = Opt.Long("--label-delay", "seconds of event time until a label can be used", D.LabelDelaySeconds, 0);
+    readonly Option<long> _window = Opt.Long("--window", "report window in event seconds", D.WindowSeconds, 1);
+    readonly Option<int> _batch = Opt.Int("--batch", "events scored together, and the delta trainer's minibatch", D.ServeBatch, 1, 1 << 20);
+    readonly Option<int> _onlineBatch = Opt.Int("--online-batch", "live trainer minibatch", D.OnlineTrainer.BatchSize, 1, 1 << 20);
+    readonly Option<int> _rank = Opt.Int("--rank", "live adapters: initial rank", D.OnlineTrainer.Adapter.InitialRank, 1, 1024);
+    readonly Option<int> _minRank = Opt.Int("--min-rank", "live adapters: minimum rank", D.OnlineTrainer.Adapter.MinRank, 1, 1024);
+    readonly Option<int> _maxRank = Opt.Int("--max-rank", "live adapters: maximum rank", D.OnlineTrainer.Adapter.MaxRank, 1, 1024);
+    readonly Option<int> _rankInterval = Opt.Int("--rank-interval", "live: steps between rank adaptations, 0 = off", D.OnlineTrainer.Adapter.RankAdaptInterval, 0);
+    readonly Option<double> _energy = Opt.Double("--energy", "live: rank adaptation keeps the fewest directions holding at least this share of the energy", D.OnlineTrainer.Adapter.EnergyToKeep, 1e-6, 1);
+    readonly Option<double> _growThreshold = Opt.Double("--grow-threshold", "live: rank adaptation grows when the last direction holds more than this", D.OnlineTrainer.Adapter.GrowThreshold, 0, 1);
+    readonly Option<double> _budget = Opt.Double("--budget", "live: adapter bytes as a fraction of table bytes (see --budget-scope)", D.OnlineTrainer.Adapter.BudgetFraction, 1e-6, 1);
+    readonly Option<double> _lrA = Opt.Double("--lr-a", "live: adapter learning rate of A", F(D.OnlineTrainer.Adapter.LearningRateA), 0, 100);
+    readonly Option<double> _lrB = Opt.Double("--lr-b", "live: adapter learning rate of B", F(D.OnlineTrainer.Adapter.LearningRateB), 0, 100);
+    readonly Option<int> _dim = Opt.Int("--dim", "embedding dim of a trained base model (bottom MLP [max(32, D), D])", D.BottomMlp[^1], 1, 1024);
+    readonly Option<string> _budgetScope = Opt.Choice("--budget-scope", "live: --budget over all tables jointly (small tables funded from the total) or per table", D.OnlineTrainer.JointBudget ? "joint" : "table", "joint", "table");
+    readonly Option<double> _smallTableBudget = Opt.Double("--small-table-budget", "live, joint budget: a tiny table's adapter may take up to M × its own bytes", D.OnlineTrainer.SmallTableBudgetMultiple, 1e-6, 16);
+    readonly Option<double> _adagradInit = Opt.Double("--adagrad-init", "live: Adagrad accumulator a new adapter row starts with", F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator), 0, 1e6);
+    readonly Option<string> _optimizer = Opt.Choice("--optimizer", "live: adapter optimizer", "adagrad", "adagrad", "sgd");
+    readonly Option<bool> _noReuse = Opt.Flag("--no-reuse", "live: re-pool and re-run the dense forward under autograd at training time instead of reusing the serving forward (the reference path)");
+    readonly Option<string> _lastLayer = Opt.Choice("--last-layer", "live: also learn an additive update of the top MLP's last layer", D.OnlineTrainer.AdaptLastLayer ? "on" : "off", "on", "off");
+    readonly Option<double> _lastLayerLr = Opt.Double("--last-layer-lr", "live: its Adagrad learning rate", F(D.OnlineTrainer.LastLayerLearningRate), 1e-9, 10);
+    readonly Option<double> _lr = Opt.Double("--lr", "base + delta trainer: embedding learning rate", F(D.FullTrainer.EmbeddingLearningRate), 1e-9, 100);
+    readonly Option<double> _denseLr = Opt.Double("--dense-lr", "base + delta trainer: dense learning rate", D.FullTrainer.DenseLearningRate, 1e-9, 100);
+    readonly SyntheticWorldArgs _world = new(DefaultWorld);
+    readonly Option<string> _liveBackend = Opt.Choice("--live-backend",
+        "live: pool the base rows on the CPU kernels or on UPMEM DPUs (real ones when the SDK build finds them, else the emulation); the host adds the adapter term and pushes merges to MRAM",
+        "cpu", "cpu", "pim");
+    readonly Option<int> _pimDpus = Opt.Int("--pim-dpus", "with --live-backend pim: DPUs per table", 64, 1, 2560);
+    readonly Option<string?> _out = Opt.Text("--out", "report.json and plots", Path.Combine("artifacts", "replay"), "DIR");
+    readonly Option<bool> _noPlots = Opt.Flag("--no-plots", "skip the PNG plots");
 
-    public int Run(CommandArgs args)
+    public ReplayCommand() : base("replay", "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters")
     {
-        var modes = args.String("mode", "all") switch
+        Add(_mode);
+        _data.AddTo(this);
+        foreach (var o in new Option[] { _basePrefix, _model, _baseEpochs, _syncInterval, _syncDelay, _labelDelay, _window, _batch, _onlineBatch,
+                                         _rank, _minRank, _maxRank, _rankInterval, _energy, _growThreshold, _budget, _lrA, _lrB, _dim, _budgetScope,
+                                         _smallTableBudget, _adagradInit, _optimizer, _noReuse, _lastLayer, _lastLayerLr, _lr, _denseLr })
+            Add(o);
+        _world.AddTo(this);
+        Add(_liveBackend); Add(_pimDpus); Add(_out); Add(_noPlots);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        var modes = result.GetValue(_mode) switch
         {
-            "all" => new[] { UpdateMode.Stale, UpdateMode.Delta, UpdateMode.Live },
             "stale" => [UpdateMode.Stale],
             "delta" => [UpdateMode.Delta],
             "live" => [UpdateMode.Live],
-            var v => throw new UsageException($"--mode: '{v}' is not stale, delta, live or all"),
+            _ => new[] { UpdateMode.Stale, UpdateMode.Delta, UpdateMode.Live },
         };
-        var data = DataSourceArgs.Parse(args, DefaultEvents);
+        var data = _data.Get(result);
         if (data.IsSynthetic && data.EventsPerSecond is null) data = data with { EventsPerSecond = DefaultEventsPerSecond };
-        if (!data.IsSynthetic && SyntheticWorldArgs.AnyGiven(args))
+        if (!data.IsSynthetic && _world.AnyGiven(result))
             throw new UsageException("--users/--items/--new-items/--hashed-rows/--bursts-* apply to --data synthetic only");
-        var world = SyntheticWorldArgs.Apply(args, DefaultWorld);
-        string? model = args.String("model");
+        var world = _world.Apply(result, DefaultWorld);
+        string? model = result.GetValue(_model);
         if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
 
         double? prefixFraction = model is null ? D.BasePrefixFraction : null;
         long? prefixTime = null;
-        if (args.String("base-prefix") is { } prefixText)
+        if (Given(result, _basePrefix) && result.GetValue(_basePrefix) is { } prefixText)
         {
             if (!double.TryParse(prefixText, NumberStyles.Float, CultureInfo.InvariantCulture, out double p) || !(p >= 0))
                 throw new UsageException($"--base-prefix: '{prefixText}' is neither a fraction in [0, 1) nor a unix time");
@@ -100,107 +111,93 @@ public sealed class ReplayCommand : ICommand
 
         var defaults = new ReplayOptions();
         var adapterDefaults = defaults.OnlineTrainer.Adapter;
-        var optimizer = args.String("optimizer", "adagrad") switch
-        {
-            "adagrad" => AdapterOptimizer.Adagrad,
-            "sgd" => AdapterOptimizer.Sgd,
-            var v => throw new UsageException($"--optimizer: '{v}' is not adagrad or sgd"),
-        };
         var adapter = adapterDefaults with
         {
-            InitialRank = args.Int("rank", adapterDefaults.InitialRank, min: 1, max: 1024),
-            MaxRank = args.Int("max-rank", adapterDefaults.MaxRank, min: 1, max: 1024),
-            MinRank = args.Int("min-rank", adapterDefaults.MinRank, min: 1, max: 1024),
-            RankAdaptInterval = args.Int("rank-interval", adapterDefaults.RankAdaptInterval, min: 0),
-            EnergyToKeep = args.Double("energy", adapterDefaults.EnergyToKeep, min: 1e-6, max: 1),
-            GrowThreshold = args.Double("grow-threshold", adapterDefaults.GrowThreshold, min: 0, max: 1),
-            BudgetFraction = args.Double("budget", adapterDefaults.BudgetFraction, min: 1e-6, max: 1),
-            LearningRateA = (float)args.Double("lr-a", adapterDefaults.LearningRateA, min: 0, max: 100),
-            LearningRateB = (float)args.Double("lr-b", adapterDefaults.LearningRateB, min: 0, max: 100),
-            AdagradInitialAccumulator = (float)args.Double("adagrad-init", adapterDefaults.AdagradInitialAccumulator, min: 0, max: 1e6),
-            Optimizer = optimizer,
+            InitialRank = result.GetValue(_rank),
+            MaxRank = result.GetValue(_maxRank),
+            MinRank = result.GetValue(_minRank),
+            RankAdaptInterval = result.GetValue(_rankInterval),
+            EnergyToKeep = result.GetValue(_energy),
+            GrowThreshold = result.GetValue(_growThreshold),
+            BudgetFraction = result.GetValue(_budget),
+            LearningRateA = Given(result, _lrA) ? (float)result.GetValue(_lrA) : adapterDefaults.LearningRateA,
+            LearningRateB = Given(result, _lrB) ? (float)result.GetValue(_lrB) : adapterDefaults.LearningRateB,
+            AdagradInitialAccumulator = Given(result, _adagradInit) ? (float)result.GetValue(_adagradInit) : adapterDefaults.AdagradInitialAccumulator,
+            Optimizer = result.GetValue(_optimizer) == "sgd" ? AdapterOptimizer.Sgd : AdapterOptimizer.Adagrad,
         };
         if (adapter.InitialRank > adapter.MaxRank) throw new UsageException($"--rank {adapter.InitialRank} exceeds --max-rank {adapter.MaxRank}");
         if (adapter.MinRank > adapter.MaxRank) throw new UsageException($"--min-rank {adapter.MinRank} exceeds --max-rank {adapter.MaxRank}");
         if (adapter.InitialRank < adapter.MinRank) throw new UsageException($"--rank {adapter.InitialRank} is below --min-rank {adapter.MinRank}");
         var full = defaults.FullTrainer with
         {
-            EmbeddingLearningRate = (float)args.Double("lr", defaults.FullTrainer.EmbeddingLearningRate, min: 1e-9, max: 100),
-            DenseLearningRate = args.Double("dense-lr", defaults.FullTrainer.DenseLearningRate, min: 1e-9, max: 100),
+            EmbeddingLearningRate = Given(result, _lr) ? (float)result.GetValue(_lr) : defaults.FullTrainer.EmbeddingLearningRate,
+            DenseLearningRate = result.GetValue(_denseLr),
         };
+        int dim = result.GetValue(_dim);
         var options = defaults with
         {
             Modes = modes,
             ModelPath = model,
             BasePrefixFraction = prefixFraction,
             BasePrefixTime = prefixTime,
-            BaseEpochs = args.Int("base-epochs", 1, min: 1, max: 100),
-            BottomMlp = args.Int("dim", defaults.BottomMlp[^1], min: 1, max: 1024) is var dim && dim == defaults.BottomMlp[^1]
-                ? defaults.BottomMlp : [Math.Max(defaults.BottomMlp[0], dim), dim],
-            SyncIntervalSeconds = args.Long("sync-interval", defaults.SyncIntervalSeconds, min: 1),
-            SyncDelaySeconds = args.Long("sync-delay", defaults.SyncDelaySeconds, min: 0),
-            LabelDelaySeconds = args.Long("label-delay", defaults.LabelDelaySeconds, min: 0),
-            WindowSeconds = args.Long("window", defaults.WindowSeconds, min: 1),
-            ServeBatch = args.Int("batch", defaults.ServeBatch, min: 1, max: 1 << 20),
+            BaseEpochs = result.GetValue(_baseEpochs),
+            BottomMlp = dim == defaults.BottomMlp[^1] ? defaults.BottomMlp : [Math.Max(defaults.BottomMlp[0], dim), dim],
+            SyncIntervalSeconds = result.GetValue(_syncInterval),
+            SyncDelaySeconds = result.GetValue(_syncDelay),
+            LabelDelaySeconds = result.GetValue(_labelDelay),
+            WindowSeconds = result.GetValue(_window),
+            ServeBatch = result.GetValue(_batch),
             FullTrainer = full,
             OnlineTrainer = defaults.OnlineTrainer with
             {
-                BatchSize = args.Int("online-batch", defaults.OnlineTrainer.BatchSize, min: 1, max: 1 << 20),
-                ReuseForward = !args.Flag("no-reuse"),
-                AdaptLastLayer = args.String("last-layer", defaults.OnlineTrainer.AdaptLastLayer ? "on" : "off") switch
-                {
-                    "on" => true,
-                    "off" => false,
-                    var other => throw new UsageException($"--last-layer must be on or off, not '{other}'"),
-                },
-                LastLayerLearningRate = (float)args.Double("last-layer-lr", defaults.OnlineTrainer.LastLayerLearningRate, min: 1e-9, max: 10),
-                SmallTableBudgetMultiple = args.Double("small-table-budget", defaults.OnlineTrainer.SmallTableBudgetMultiple, min: 1e-6, max: 16),
-                JointBudget = args.String("budget-scope", defaults.OnlineTrainer.JointBudget ? "joint" : "table") switch
-                {
-                    "joint" => true,
-                    "table" => false,
-                    var other => throw new UsageException($"--budget-scope must be joint or table, not '{other}'"),
-                },
+                BatchSize = result.GetValue(_onlineBatch),
+                ReuseForward = !result.GetValue(_noReuse),
+                AdaptLastLayer = result.GetValue(_lastLayer) == "on",
+                LastLayerLearningRate = Given(result, _lastLayerLr) ? (float)result.GetValue(_lastLayerLr) : defaults.OnlineTrainer.LastLayerLearningRate,
+                SmallTableBudgetMultiple = result.GetValue(_smallTableBudget),
+                JointBudget = result.GetValue(_budgetScope) == "joint",
                 Adapter = adapter,
                 Log = line => Console.Error.WriteLine("  " + line),
             },
         };
-        string liveBackend = args.String("live-backend", "cpu");
-        int pimDpus = args.Int("pim-dpus", 64, min: 1, max: 2560);
-        options = liveBackend switch
-        {
-            "cpu" => options,
+        int pimDpus = result.GetValue(_pimDpus);
+        if (result.GetValue(_liveBackend) == "pim")
             // Auto: real DPUs when the SDK build finds them, else the emulation; the choice is logged.
-            "pim" => options with
+            options = options with
             {
                 LiveBaseBackend = () => new LiveDlrm.Pim.PimEmbeddingBackend(new LiveDlrm.Pim.PimBackendOptions
                 {
                     Backend = LiveDlrm.Pim.PimBackendKind.Auto, DpusPerTable = pimDpus,
                     Log = line => Console.Error.WriteLine("  " + line),
                 }),
-            },
-            var other => throw new UsageException($"--live-backend must be cpu or pim, not '{other}'"),
-        };
-        string outDir = args.String("out", Path.Combine("artifacts", "replay"));
-        bool plots = !args.Flag("no-plots");
-        args.EnsureAllUsed();
+            };
+        string outDir = result.GetValue(_out)!;
+        bool plots = !result.GetValue(_noPlots);
         try { options.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
 
         Directory.CreateDirectory(outDir);
         string dataName = data.IsSynthetic ? $"synthetic (events {data.Events}, seed {data.Seed}, drift {data.Drift}, {data.EventsPerSecond} events/s, {world.Users} users, {world.InitialItems}+{world.MaxNewItems} items)" : data.Data;
         Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
-        var progress = new ProgressBar();
         Func<IEventSource> open = data.IsSynthetic
             ? () => new SyntheticEventSource(world with { Seed = data.Seed, Drift = data.Drift, EventsPerSecond = data.EventsPerSecond ?? DefaultEventsPerSecond }, data.Events ?? DefaultEvents)
             : () => data.Open(line => Console.Error.WriteLine("  " + line));
-        var replay = new FreshnessReplay(open, options, dataName)
+        var report = Terminal.WithProgress(progress =>
         {
-            Log = line => { progress.Clear(); Console.WriteLine(line); },
-            Progress = progress.Update,
-        };
-        var report = replay.Run();
-        progress.Clear();
+            var tasks = new Dictionary<UpdateMode, Terminal.IProgressTask>();
+            var replay = new FreshnessReplay(open, options, dataName)
+            {
+                Log = progress.Log,
+                Progress = (mode, fraction) =>
+                {
+                    if (!tasks.TryGetValue(mode, out var task)) tasks[mode] = task = progress.Task(mode.ToString().ToLowerInvariant(), 100, "");
+                    task.Report(fraction * 100, $"{mode.ToString().ToLowerInvariant(),-6} {fraction * 100,5:F1} %");
+                },
+            };
+            var result = replay.Run();
+            foreach (var task in tasks.Values) task.Complete();
+            return result;
+        });
 
         string json = Path.Combine(outDir, "report.json");
         report.WriteJson(json);
@@ -253,28 +250,6 @@ public sealed class ReplayCommand : ICommand
                 Console.WriteLine($"live / delta CPU  {(live.Cost.CpuSeconds / delta.Cost.CpuSeconds).ToString("F2", inv)}x  (target ≤ 0.5x); network {live.Cost.NetworkBytes} vs {delta.Cost.NetworkBytes} bytes");
             }
             if (live.Live is { } l) Console.WriteLine($"adapter memory   max {l.AdapterMemoryPctMax.ToString("F4", inv)} % of table bytes (budget {l.AdapterBudgetPct.ToString("F4", inv)} %; target ≤ 1 %)");
-        }
-    }
-
-    /// <summary>A one-line progress bar on stderr (redrawn in place; cleared before any other output).</summary>
-    sealed class ProgressBar
-    {
-        bool _shown;
-        readonly bool _interactive = !Console.IsErrorRedirected;
-
-        public void Update(UpdateMode mode, double fraction)
-        {
-            int width = 30, filled = (int)Math.Round(Math.Clamp(fraction, 0, 1) * width);
-            string line = $"{mode.ToString().ToLowerInvariant(),-6} [{new string('#', filled)}{new string('.', width - filled)}] {fraction * 100,5:F1} %";
-            if (_interactive) { Console.Error.Write("\r" + line); _shown = true; }
-            else if ((int)(fraction * 100) % 25 == 0) Console.Error.WriteLine(line);
-        }
-
-        public void Clear()
-        {
-            if (!_shown) return;
-            Console.Error.Write("\r" + new string(' ', 60) + "\r");
-            _shown = false;
         }
     }
 }

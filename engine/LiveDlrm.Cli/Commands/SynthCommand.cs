@@ -1,36 +1,37 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Globalization;
 using LiveDlrm.Data;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class SynthCommand : ICommand
+public sealed class SynthCommand : CliCommand
 {
-    public string Name => "synth";
-    public string Summary => "write the synthetic drifting stream as TSV + schema + its known optimum AUC";
-    public string Usage =>
-        "  --out PATH              TSV to write (required); PATH.schema.json and PATH.optimum.json go beside it\n" +
-        "  --events N              events (default 1000000)\n" +
-        "  --seed S                seed (default 1); the same seed gives the same stream\n" +
-        "  --drift X               drift strength, 0 = stationary (default 1)\n" +
-        "  --events-per-second R   event-time rate (default 20)\n" +
-        SyntheticWorldArgs.Usage(new SyntheticStreamConfig());
+    static readonly SyntheticStreamConfig Defaults = new();
+    readonly Option<string?> _out = Opt.Text("--out", "TSV to write; PATH.schema.json and PATH.optimum.json go beside it", helpName: "PATH", required: true);
+    readonly Option<long> _events = Opt.Long("--events", "events", DataSourceOptions.DefaultSyntheticEvents, 1, int.MaxValue);
+    readonly Option<ulong> _seed = Opt.ULong("--seed", "seed; the same seed gives the same stream", Defaults.Seed);
+    readonly Option<double> _drift = Opt.Double("--drift", "drift strength, 0 = stationary", Defaults.Drift, 0, 100);
+    readonly Option<double> _eventsPerSecond = Opt.Double("--events-per-second", "event-time rate", Defaults.EventsPerSecond, 1e-6, 1e9);
+    readonly SyntheticWorldArgs _world = new(Defaults);
 
-    public int Run(CommandArgs args)
+    public SynthCommand() : base("synth", "write the synthetic drifting stream as TSV + schema + its known optimum AUC")
     {
-        string output = args.Require("out");
-        long events = args.Long("events", DataSourceOptions.DefaultSyntheticEvents, min: 1, max: int.MaxValue);
-        string seedText = args.String("seed", "1");
-        if (!ulong.TryParse(seedText, NumberStyles.Integer, CultureInfo.InvariantCulture, out ulong seed))
-            throw new UsageException($"--seed: '{seedText}' is not a non-negative integer");
-        var defaults = new SyntheticStreamConfig();
-        var config = defaults with
+        Add(_out); Add(_events); Add(_seed); Add(_drift); Add(_eventsPerSecond);
+        _world.AddTo(this);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        string output = result.GetValue(_out)!;
+        long events = result.GetValue(_events);
+        var config = Defaults with
         {
-            Seed = seed,
-            Drift = args.Double("drift", defaults.Drift, min: 0, max: 100),
-            EventsPerSecond = args.Double("events-per-second", defaults.EventsPerSecond, min: 1e-6, max: 1e9),
+            Seed = result.GetValue(_seed),
+            Drift = result.GetValue(_drift),
+            EventsPerSecond = result.GetValue(_eventsPerSecond),
         };
-        config = SyntheticWorldArgs.Apply(args, config);
-        args.EnsureAllUsed();
+        config = _world.Apply(result, config);
 
         var s = SyntheticStreamFiles.Write(output, config, events);
         var inv = CultureInfo.InvariantCulture;

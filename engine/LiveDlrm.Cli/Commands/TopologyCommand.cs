@@ -1,28 +1,29 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Interop;
 using LiveDlrm.Numa;
 using LiveDlrm.Scheduling.Resctrl;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class TopologyCommand : ICommand
+public sealed class TopologyCommand : CliCommand
 {
-    public string Name => "topology";
-    public string Summary => "the machine (NUMA nodes, cores, SMT, LLC groups), the inference/trainer placement plan, and QoS support";
-    public string Usage => """
-          --sys-root DIR        read a sysfs tree at DIR instead of asking hwloc/libnuma (e.g. a canned tree)
-          --hide LIBS           treat these native libraries as missing, comma-separated logical names
-                                (livedlrm:hwloc, livedlrm:numa): shows what the engine does without them
-          --trainer-share F     fraction of each node's physical cores for the trainer (default 0.25)
-          --resctrl-root DIR    resctrl mount to probe (default /sys/fs/resctrl)
-        """;
+    readonly Option<string?> _sysRoot = Opt.Text("--sys-root", "read a sysfs tree at DIR instead of asking hwloc/libnuma (e.g. a canned tree)", helpName: "DIR");
+    readonly Option<string?> _hide = Opt.Text("--hide", "treat these native libraries as missing, comma-separated logical names (livedlrm:hwloc, livedlrm:numa): shows what the engine does without them", helpName: "LIBS");
+    readonly Option<double> _share = Opt.Double("--trainer-share", "fraction of each node's physical cores for the trainer", 0.25, 0.01, 0.99);
+    readonly Option<string?> _resctrlRoot = Opt.Text("--resctrl-root", "resctrl mount to probe", ResctrlSupport.DefaultRoot, "DIR");
 
-    public int Run(CommandArgs args)
+    public TopologyCommand() : base("topology", "the machine (NUMA nodes, cores, SMT, LLC groups), the inference/trainer placement plan, and QoS support")
     {
-        string? sysRoot = args.String("sys-root");
-        string? hide = args.String("hide");
-        double share = args.Double("trainer-share", 0.25, 0.01, 0.99);
-        string resctrlRoot = args.String("resctrl-root", ResctrlSupport.DefaultRoot);
-        args.EnsureAllUsed();
+        Add(_sysRoot); Add(_hide); Add(_share); Add(_resctrlRoot);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        string? sysRoot = result.GetValue(_sysRoot);
+        string? hide = result.GetValue(_hide);
+        double share = result.GetValue(_share);
+        string resctrlRoot = result.GetValue(_resctrlRoot)!;
 
         if (hide is not null)
             foreach (var lib in hide.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))

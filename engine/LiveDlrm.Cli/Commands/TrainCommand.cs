@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Globalization;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
@@ -8,55 +10,52 @@ using LiveDlrm.Training;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class TrainCommand : ICommand
+public sealed class TrainCommand : CliCommand
 {
     public const long DefaultEvents = 300_000;
+    static readonly DlrmTrainerOptions Defaults = new();
 
-    public string Name => "train";
-    public string Summary => "train a DLRM on a stream (full-parameter trainer) and write a checkpoint";
-    public string Usage =>
-        "  --out DIR               checkpoint directory to write (required; replaced atomically if it exists)\n" +
-        "  --config PATH           model config JSON (default: bottom [64,16], top [64,32,1], tables from the schema)\n" +
-        "  --storage fp32|fp16|int8  table storage of the default config (default fp32)\n" +
-        "  --batch B               minibatch size (default 256)\n" +
-        "  --epochs E              passes over the data (default 1)\n" +
-        "  --optimizer adagrad|adam  dense optimizer (default adagrad)\n" +
-        "  --lr-dense X            dense learning rate (default 0.02)\n" +
-        "  --lr-emb X              row-wise Adagrad learning rate of the embeddings (default 0.05)\n" +
-        "  --model-seed S          model initialisation seed (default 1)\n" +
-        "  --threads N             threads of the sparse update (default: cores)\n" +
-        DataSourceArgs.Usage.Replace("default 1000000", $"default {DefaultEvents}");
+    readonly Option<string?> _out = Opt.Text("--out", "checkpoint directory to write (replaced atomically if it exists)", helpName: "DIR", required: true);
+    readonly Option<string?> _config = Opt.Text("--config", "model config JSON (default: bottom [64,16], top [64,32,1], tables from the schema)", helpName: "PATH");
+    readonly Option<string> _storage = Opt.Choice("--storage", "table storage of the default config", "fp32", "fp32", "fp16", "int8");
+    readonly Option<int> _batch = Opt.Int("--batch", "minibatch size", 256, 1, 1 << 20);
+    readonly Option<int> _epochs = Opt.Int("--epochs", "passes over the data", 1, 1, 1000);
+    readonly Option<string> _optimizer = Opt.Choice("--optimizer", "dense optimizer", "adagrad", "adagrad", "adam");
+    readonly Option<double> _lrDense = Opt.Double("--lr-dense", "dense learning rate", Defaults.DenseLearningRate, 1e-9, 100);
+    readonly Option<double> _lrEmb = Opt.Double("--lr-emb", "row-wise Adagrad learning rate of the embeddings", (double)(decimal)Defaults.EmbeddingLearningRate, 1e-9, 100);
+    readonly Option<int> _modelSeed = Opt.Int("--model-seed", "model initialisation seed", 1);
+    readonly Option<int> _threads = Opt.Int("--threads", "threads of the sparse update (default: cores)", Defaults.Threads, 1, 1024);
+    readonly DataSourceArgs _data = new(DefaultEvents);
 
-    public int Run(CommandArgs args)
+    public TrainCommand() : base("train", "train a DLRM on a stream (full-parameter trainer) and write a checkpoint")
     {
-        string output = args.Require("out");
-        string? configPath = args.String("config");
-        var storage = args.String("storage", "fp32") switch
+        Add(_out); Add(_config); Add(_storage); Add(_batch); Add(_epochs); Add(_optimizer); Add(_lrDense); Add(_lrEmb);
+        Add(_modelSeed); Add(_threads);
+        _data.AddTo(this);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        string output = result.GetValue(_out)!;
+        string? configPath = result.GetValue(_config);
+        var storage = result.GetValue(_storage) switch
         {
-            "fp32" => EmbeddingStorage.Fp32,
             "fp16" => EmbeddingStorage.Fp16,
             "int8" => EmbeddingStorage.Int8Rowwise,
-            var v => throw new UsageException($"--storage: '{v}' is not fp32, fp16 or int8"),
+            _ => EmbeddingStorage.Fp32,
         };
-        if (configPath is not null && args.Has("storage") ) throw new UsageException("--storage applies to the default config; set storage per table in --config");
-        int batchSize = args.Int("batch", 256, min: 1, max: 1 << 20);
-        int epochs = args.Int("epochs", 1, min: 1, max: 1000);
-        var defaults = new DlrmTrainerOptions();
+        if (configPath is not null && Given(result, _storage)) throw new UsageException("--storage applies to the default config; set storage per table in --config");
+        int batchSize = result.GetValue(_batch);
+        int epochs = result.GetValue(_epochs);
         var options = new DlrmTrainerOptions
         {
-            DenseOptimizer = args.String("optimizer", "adagrad") switch
-            {
-                "adagrad" => DenseOptimizerKind.Adagrad,
-                "adam" => DenseOptimizerKind.Adam,
-                var v => throw new UsageException($"--optimizer: '{v}' is not adagrad or adam"),
-            },
-            DenseLearningRate = args.Double("lr-dense", defaults.DenseLearningRate, min: 1e-9, max: 100),
-            EmbeddingLearningRate = (float)args.Double("lr-emb", defaults.EmbeddingLearningRate, min: 1e-9, max: 100),
-            Threads = args.Int("threads", defaults.Threads, min: 1, max: 1024),
+            DenseOptimizer = result.GetValue(_optimizer) == "adam" ? DenseOptimizerKind.Adam : DenseOptimizerKind.Adagrad,
+            DenseLearningRate = result.GetValue(_lrDense),
+            EmbeddingLearningRate = (float)result.GetValue(_lrEmb),
+            Threads = result.GetValue(_threads),
         };
-        int modelSeed = args.Int("model-seed", 1);
-        var data = DataSourceArgs.Parse(args, DefaultEvents);
-        args.EnsureAllUsed();
+        int modelSeed = result.GetValue(_modelSeed);
+        var data = _data.Get(result);
 
         TorchRuntime.EnsureInitialised();
         using var source = data.Open(Console.Error.WriteLine);
@@ -71,14 +70,16 @@ public sealed class TrainCommand : ICommand
         Console.WriteLine($"model    {config.Tables.Count} tables ({config.TableBytes / 1e6:F1} MB), d = {config.Dim}, bottom [{string.Join(", ", config.BottomMlp)}], top [{string.Join(", ", config.TopMlp)}]");
         using var model = DlrmModel.Create(config, modelSeed);
         using var trainer = new DlrmTrainer(model, options);
-        bool interactive = !Console.IsOutputRedirected;
-        var summary = TrainingLoop.Train(trainer, source, batchSize, epochs, p =>
+        // A synthetic stream has a known length; a file's is known only when --events caps it below its size.
+        double? total = data.IsSynthetic ? (double)epochs * (data.Events ?? DefaultEvents) : null;
+        var summary = Terminal.WithProgress(progress =>
         {
-            string line = $"epoch {p.Epoch}  {p.Events,12:N0} events  {p.EventsPerSecond,10:N0} events/s  running AUC {p.RunningAuc.ToString("F4", inv)}  logloss {p.RunningLogLoss.ToString("F4", inv)}";
-            if (interactive) Console.Write("\r" + line);
-            else Console.WriteLine(line);
+            var task = progress.Task("train", total, "events");
+            var result = TrainingLoop.Train(trainer, source, batchSize, epochs, p => task.Report(p.Events,
+                $"epoch {p.Epoch}  {p.Events,12:N0} events  {p.EventsPerSecond,10:N0} events/s  running AUC {p.RunningAuc.ToString("F4", inv)}  logloss {p.RunningLogLoss.ToString("F4", inv)}"));
+            task.Complete();
+            return result;
         });
-        if (interactive) Console.WriteLine();
         var m = summary.Progressive;
         Console.WriteLine($"trained  {summary.Events:N0} events in {summary.Seconds:F1} s ({summary.EventsPerSecond:N0} events/s); skipped steps {summary.SkippedSteps}");
         Console.WriteLine($"progressive (last epoch, predict-then-learn): AUC {m.Auc.ToString("F4", inv)}  logloss {m.LogLoss.ToString("F4", inv)}  calibration {m.Calibration.ToString("F3", inv)}");

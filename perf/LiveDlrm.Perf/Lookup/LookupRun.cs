@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -15,23 +17,50 @@ namespace LiveDlrm.Perf.Lookup;
 /// output is checked against <see cref="EmbeddingBagReference"/> on a sample batch before it is timed; runs of all
 /// contenders of a case are interleaved (so a burst of background load hits them alike) and the median of the runs
 /// is reported. See docs/benchmarks.md.</summary>
-public sealed class LookupRun : IComparativeRun
+public sealed class LookupRun : BenchRun
 {
-    public string Name => "lookup";
-    public string Summary => "embedding-bag lookups: LiveDlrm vs TorchSharp vs native C reference (M lookups/s)";
+    static readonly LookupOptions D = new();
+    readonly Option<int> _threads = Opt.Int("--threads", "worker threads for every contender (default: all cores)", D.Threads, 1, 1024);
+    readonly Option<int> _runs = Opt.Int("--runs", "timed runs per contender, median reported", D.Runs, 5, 10_000);
+    readonly Option<double> _seconds = Opt.Double("--seconds", "length of one timed run (--quick: 0.02)", D.RunSeconds, 1e-3, 3600);
+    readonly Option<string?> _rows = Opt.Text("--rows", "table sizes (--quick: 4096,65536)", string.Join(',', D.Rows), "A,B");
+    readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", D.Dim, 1, 4096);
+    readonly Option<int> _pooling = Opt.Int("--pooling", "lookups per bag", D.Pooling, 1, 1 << 20);
+    readonly Option<int> _batch = Opt.Int("--batch", "bags per batch (--quick: 256)", D.Batch, 1, 1 << 24);
+    readonly Option<string?> _prefetch = Opt.Text("--prefetch", "native reference prefetch distances swept (--quick: 0,16)", string.Join(',', D.Prefetch), "A,B,..");
+    readonly Option<string?> _liveDlrmPrefetch = Opt.Text("--livedlrm-prefetch", "also time LiveDlrm at these prefetch distances (tuning aid; off by default)", helpName: "A,B");
+    readonly Option<string?> _cases = Opt.Text("--cases", "only cases whose name contains one of these (e.g. fp32-4M-uniform, int8, zipf)", helpName: "A,B");
+    readonly Option<bool> _noLora = Opt.Flag("--no-lora", "skip the LoRA-augmented lookup (rank 16, adapter filled to its 1 % budget)");
+    readonly Option<bool> _quick = Opt.Flag("--quick", "small tables and short runs (smoke test; numbers are not meaningful)");
+    readonly Option<string?> _out = Opt.Text("--out", "JSON output (default artifacts/bench/lookup.json under the repository root)", helpName: "PATH");
 
-    public int Run(string[] args)
+    public LookupRun() : base("lookup", "embedding-bag lookups: LiveDlrm vs TorchSharp vs native C reference (M lookups/s)")
     {
-        LookupOptions options;
-        try { options = LookupOptions.Parse(args); }
-        catch (ArgumentException e)
+        foreach (var o in new Option[] { _threads, _runs, _seconds, _rows, _dim, _pooling, _batch, _prefetch, _liveDlrmPrefetch, _cases, _noLora, _quick, _out })
+            Add(o);
+    }
+
+    protected override int Run(ParseResult r)
+    {
+        bool quick = r.GetValue(_quick);
+        var q = new LookupOptions { Quick = true, Runs = 5, RunSeconds = 0.02, WarmupSeconds = 0.01, Batch = 256, Rows = [4096, 65_536], BatchCount = 2, Prefetch = [0, 16] };
+        var o = (quick ? q : D) with
         {
-            Console.Error.WriteLine($"bench lookup: {e.Message}");
-            Console.Error.WriteLine(LookupOptions.Usage);
-            return 2;
-        }
-        if (args.Contains("--help")) { Console.WriteLine(LookupOptions.Usage); return 0; }
-        return Execute(options);
+            Threads = r.GetValue(_threads),
+            Runs = r.GetValue(_runs),
+            RunSeconds = Pick(r, _seconds, quick, q.RunSeconds),
+            Rows = quick && !Given(r, _rows) ? q.Rows : List("--rows", r.GetValue(_rows)!, PositiveLong, "a positive integer"),
+            Dim = r.GetValue(_dim),
+            Pooling = r.GetValue(_pooling),
+            Batch = Pick(r, _batch, quick, q.Batch),
+            Prefetch = quick && !Given(r, _prefetch) ? q.Prefetch : List("--prefetch", r.GetValue(_prefetch)!, NonNegativeInt, "a non-negative integer"),
+            LiveDlrmPrefetch = r.GetValue(_liveDlrmPrefetch) is { } lp ? List("--livedlrm-prefetch", lp, NonNegativeInt, "a non-negative integer") : [],
+            Cases = r.GetValue(_cases) is { } c ? c.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [],
+            Lora = !r.GetValue(_noLora),
+            Out = r.GetValue(_out),
+        };
+        if ((long)o.Batch * o.Pooling > int.MaxValue / 2) throw new UsageException($"--batch {o.Batch} × --pooling {o.Pooling} is too many lookups per batch");
+        return Execute(o);
     }
 
     static readonly EmbeddingStorage[] Dtypes = [EmbeddingStorage.Fp32, EmbeddingStorage.Fp16, EmbeddingStorage.Int8Rowwise];
@@ -234,23 +263,8 @@ public sealed class LookupRun : IComparativeRun
                               $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8} {F(r.LoraTimeRatioPerRound, "F2"),9}");
     }
 
-    static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        WriteIndented = true,
-        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-    };
-
-    /// <summary>Writes the records to a temporary file, then renames it over the target (never a half-written file).</summary>
     static string WriteJson(List<LookupRecord> records, string? outPath)
-    {
-        string path = Path.GetFullPath(outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", "lookup.json"));
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, JsonSerializer.Serialize(records, JsonOptions));
-        File.Move(tmp, path, overwrite: true);
-        return path;
-    }
+        => ReportJson.Write(records, outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", "lookup.json"), BenchJsonContext.Default.ListLookupRecord);
 
     /// <summary>The repository root (the folder holding LiveDlrm.slnx) above the working directory or the binary,
     /// else the working directory.</summary>
@@ -314,3 +328,9 @@ sealed class LookupRecord
     /// <summary>Every timed run of every contender (M lookups/s), for the spread behind each median.</summary>
     public Dictionary<string, double[]> RunMlookups { get; init; } = new();
 }
+
+/// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,
+                             DefaultIgnoreCondition = JsonIgnoreCondition.Never, Converters = [typeof(NonFiniteAsNullConverter)])]
+[JsonSerializable(typeof(List<LookupRecord>))]
+internal sealed partial class BenchJsonContext : JsonSerializerContext;

@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
@@ -8,52 +10,46 @@ namespace LiveDlrm.Perf.Lora;
 /// pre-generated batches, same thread count. Contenders: <c>livedlrm</c> (EmbeddingBag.Forward on a worker pool),
 /// <c>livedlrm_lora</c> (LoraEmbeddingBag.Forward with an adapter filled to its budget) and
 /// <c>lora_empty_adapter</c> (the LoRA kernel over an adapter with no rows: the cost of the map probes alone). Outputs are checked against the scalar references first.</summary>
-public sealed class LoraLookupRun : IComparativeRun
+public sealed class LoraLookupRun : BenchRun
 {
-    public string Name => "lora";
-    public string Summary => "LoRA-augmented bag lookup vs plain lookup (M lookups/s, artifacts/bench/lora.json)";
+    readonly Option<long> _rows = Opt.Long("--rows", "table rows (--quick: 200000)", 4_000_000, 1000);
+    readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);
+    readonly Option<int> _pooling = Opt.Int("--pooling", "indices per bag", 32, 1, 1 << 20);
+    readonly Option<int> _batch = Opt.Int("--batch", "bags per batch (--quick: 256)", 2048, 1, 1 << 24);
+    readonly Option<int> _rank = Opt.Int("--rank", "adapter rank", 16, 1, 1024);
+    readonly Option<double> _budget = Opt.Double("--budget", "adapter budget as a fraction of table bytes; the adapter is filled to it", 0.01, 1e-6, 1);
+    readonly Option<double?> _hot = Opt.OptionalDouble("--hot", "fraction of lookups that go to adapted rows (default: uniform ids, i.e. about active/rows)", 0, 1);
+    readonly Option<string> _storage = Opt.Choice("--storage", "table storage", "fp32", "fp32", "fp16", "int8");
+    readonly Option<int> _threads = Opt.Int("--threads", "threads (default: all processors)", Environment.ProcessorCount, 1, 1024);
+    readonly Option<int> _runs = Opt.Int("--runs", "timed rounds, median reported (--quick: 2)", 5, 1, 10_000);
+    readonly Option<double> _runSeconds = Opt.Double("--run-seconds", "per contender per round (--quick: 0.2)", 2, 0.01, 3600);
+    readonly Option<int> _batches = Opt.Int("--batches", "distinct pre-generated batches (--quick: 2)", 8, 1, 10_000);
+    readonly Option<bool> _knownSlots = Opt.Flag("--known-slots", "also time the LoRA lookup with every index's slot given ahead (no filter, no map probe): what the W rows, A sums and B products cost on their own");
+    readonly Option<bool> _quick = Opt.Flag("--quick", "tiny sizes for a smoke run (numbers not meaningful)");
+    readonly Option<string?> _out = Opt.Text("--out", "JSON output (default artifacts/bench/lora.json)", helpName: "PATH");
 
-    const string Usage = """
-        usage: ./build.sh bench lora [options]
-          --rows N            table rows (default 4000000)
-          --dim N             (default 64)
-          --pooling N         indices per bag (default 32)
-          --batch N           bags per batch (default 2048)
-          --rank N            adapter rank (default 16)
-          --budget F          adapter budget as a fraction of table bytes (default 0.01); the adapter is filled to it
-          --hot F             fraction of lookups that go to adapted rows (default: uniform ids, i.e. about active/rows)
-          --storage S         fp32 | fp16 | int8 (default fp32)
-          --threads N         (default: all processors)
-          --runs N            timed rounds, median reported (default 5)
-          --run-seconds S     per contender per round (default 2)
-          --batches N         distinct pre-generated batches (default 8)
-          --known-slots       also time the LoRA lookup with every index's slot given ahead (no filter, no map
-                              probe): what the W rows, A sums and B products cost on their own
-          --quick             tiny sizes for a smoke run (numbers not meaningful)
-          --out PATH          (default artifacts/bench/lora.json)
-        """;
-
-    public int Run(string[] args) => LoraBenchSupport.RunCommand(Name, args, Usage, Execute);
-
-    static int Execute(LoraBenchSupport.Args a)
+    public LoraLookupRun() : base("lora", "LoRA-augmented bag lookup vs plain lookup (M lookups/s, artifacts/bench/lora.json)")
     {
-        bool quick = a.Flag("quick");
-        long rows = a.Long("rows", quick ? 200_000 : 4_000_000, 1000);
-        int dim = a.Int("dim", 64, 1), pooling = a.Int("pooling", 32, 1), batch = a.Int("batch", quick ? 256 : 2048, 1);
-        int rank = a.Int("rank", 16, 1), threads = a.Int("threads", Environment.ProcessorCount, 1);
-        double budget = a.Double("budget", 0.01, 1e-6);
-        double hot = a.Double("hot", -1, -1);
-        int runs = a.Int("runs", quick ? 2 : 5, 1), batchCount = a.Int("batches", quick ? 2 : 8, 1);
-        double runSeconds = a.Double("run-seconds", quick ? 0.2 : 2, 0.01);
-        var storage = a.String("storage", "fp32") switch
+        foreach (var o in new Option[] { _rows, _dim, _pooling, _batch, _rank, _budget, _hot, _storage, _threads, _runs, _runSeconds, _batches, _knownSlots, _quick, _out })
+            Add(o);
+    }
+
+    protected override int Run(ParseResult a)
+    {
+        bool quick = a.GetValue(_quick);
+        long rows = Pick(a, _rows, quick, 200_000);
+        int dim = a.GetValue(_dim), pooling = a.GetValue(_pooling), batch = Pick(a, _batch, quick, 256);
+        int rank = a.GetValue(_rank), threads = a.GetValue(_threads);
+        double budget = a.GetValue(_budget);
+        double hot = a.GetValue(_hot) ?? -1;
+        int runs = Pick(a, _runs, quick, 2), batchCount = Pick(a, _batches, quick, 2);
+        double runSeconds = Pick(a, _runSeconds, quick, 0.2);
+        var storage = a.GetValue(_storage) switch
         {
-            "fp32" => EmbeddingStorage.Fp32, "fp16" => EmbeddingStorage.Fp16, "int8" => EmbeddingStorage.Int8Rowwise,
-            var s => throw new ArgumentException($"bench lora: --storage must be fp32, fp16 or int8, got '{s}'"),
+            "fp16" => EmbeddingStorage.Fp16, "int8" => EmbeddingStorage.Int8Rowwise, _ => EmbeddingStorage.Fp32,
         };
-        bool knownSlots = a.Flag("known-slots");
-        string? outPath = a.String("out", null!);
-        a.EnsureAllUsed();
-        if (hot > 1) throw new ArgumentException("bench lora: --hot must be in [0, 1]");
+        bool knownSlots = a.GetValue(_knownSlots);
+        string? outPath = a.GetValue(_out);
 
         var sw = Stopwatch.StartNew();
         using var table = RandomTable(rows, dim, storage);

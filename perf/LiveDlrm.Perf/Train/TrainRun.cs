@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
@@ -10,39 +12,35 @@ namespace LiveDlrm.Perf.Train;
 /// s·w·B·g_b accumulated into a row and then stepped (the distinct rows stepped per second are reported beside it).
 /// Cases: ids drawn from rows that already have adapter slots (the update itself), and skewed ids over the whole
 /// table (slot allocation, LRU eviction = merges into the base, and map rebuilds included).</summary>
-public sealed class TrainRun : IComparativeRun
+public sealed class TrainRun : BenchRun
 {
-    public string Name => "train";
-    public string Summary => "adapter sparse optimizer step, one thread (M adapter-row updates/s, artifacts/bench/train.json)";
+    readonly Option<long> _rows = Opt.Long("--rows", "table rows (--quick: 100000)", 1_000_000, 1000);
+    readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);
+    readonly Option<int> _rank = Opt.Int("--rank", "adapter rank", 16, 1, 1024);
+    readonly Option<int> _bags = Opt.Int("--bags", "bags per step", 256, 1, 1 << 20);
+    readonly Option<int> _pooling = Opt.Int("--pooling", "indices per bag", 32, 1, 1 << 20);
+    readonly Option<double> _budget = Opt.Double("--budget", "adapter budget fraction", 0.01, 1e-6, 1);
+    readonly Option<int> _runs = Opt.Int("--runs", "timed rounds, median reported (--quick: 2)", 5, 1, 10_000);
+    readonly Option<double> _runSeconds = Opt.Double("--run-seconds", "per case per round (--quick: 0.2)", 1, 0.01, 3600);
+    readonly Option<bool> _quick = Opt.Flag("--quick", "tiny sizes for a smoke run (numbers not meaningful)");
+    readonly Option<string?> _out = Opt.Text("--out", "JSON output (default artifacts/bench/train.json)", helpName: "PATH");
 
-    const string Usage = """
-        usage: ./build.sh bench train [options]
-          --rows N          table rows (default 1000000)
-          --dim N           (default 64)
-          --rank N          (default 16)
-          --bags N          bags per step (default 256)
-          --pooling N       indices per bag (default 32)
-          --budget F        adapter budget fraction (default 0.01)
-          --runs N          timed rounds, median reported (default 5)
-          --run-seconds S   per case per round (default 1)
-          --quick           tiny sizes for a smoke run (numbers not meaningful)
-          --out PATH        (default artifacts/bench/train.json)
-        """;
-
-    public int Run(string[] args) => LoraBenchSupport.RunCommand(Name, args, Usage, Execute);
+    public TrainRun() : base("train", "adapter sparse optimizer step, one thread (M adapter-row updates/s, artifacts/bench/train.json)")
+    {
+        foreach (var o in new Option[] { _rows, _dim, _rank, _bags, _pooling, _budget, _runs, _runSeconds, _quick, _out }) Add(o);
+    }
 
     sealed record Case(string Name, TableAdapter Adapter, (long[] Indices, long[] Offsets, float[] Grad)[] Steps, double DistinctPerStep);
 
-    static int Execute(LoraBenchSupport.Args a)
+    protected override int Run(ParseResult a)
     {
-        bool quick = a.Flag("quick");
-        long rows = a.Long("rows", quick ? 100_000 : 1_000_000, 1000);
-        int dim = a.Int("dim", 64, 1), rank = a.Int("rank", 16, 1), bags = a.Int("bags", 256, 1), pooling = a.Int("pooling", 32, 1);
-        double budget = a.Double("budget", 0.01, 1e-6);
-        int runs = a.Int("runs", quick ? 2 : 5, 1);
-        double runSeconds = a.Double("run-seconds", quick ? 0.2 : 1, 0.01);
-        string? outPath = a.String("out", null!);
-        a.EnsureAllUsed();
+        bool quick = a.GetValue(_quick);
+        long rows = Pick(a, _rows, quick, 100_000);
+        int dim = a.GetValue(_dim), rank = a.GetValue(_rank), bags = a.GetValue(_bags), pooling = a.GetValue(_pooling);
+        double budget = a.GetValue(_budget);
+        int runs = Pick(a, _runs, quick, 2);
+        double runSeconds = Pick(a, _runSeconds, quick, 0.2);
+        string? outPath = a.GetValue(_out);
 
         var sw = Stopwatch.StartNew();
         using var table = LoraLookupRun.RandomTable(rows, dim, EmbeddingStorage.Fp32);

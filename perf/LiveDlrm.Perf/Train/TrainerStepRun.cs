@@ -1,3 +1,5 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using LiveDlrm.Data;
 using LiveDlrm.Lora;
@@ -15,21 +17,18 @@ namespace LiveDlrm.Perf.Train;
 /// synthetic stream. The same served events are trained on with data reuse on (the serving forward kept with each
 /// event) and off (the trainer re-pools and re-runs the dense forward), interleaved round by round. This is the
 /// replay's live update cost without the replay around it; <c>bench train</c> times the adapter update alone.</summary>
-public sealed class TrainerStepRun : IComparativeRun
+public sealed class TrainerStepRun : BenchRun
 {
-    public string Name => "step";
-    public string Summary => "online trainer step on the replay's model, one thread, reuse on/off (k events/s, artifacts/bench/step.json)";
+    readonly Option<int> _events = Opt.Int("--events", "served events prepared from the default synthetic stream (--quick: 2048)", 16384, 256, 1 << 26);
+    readonly Option<int> _runs = Opt.Int("--runs", "timed rounds, median reported (--quick: 2)", 5, 1, 10_000);
+    readonly Option<double> _runSeconds = Opt.Double("--run-seconds", "per case per round (--quick: 0.2)", 1, 0.01, 3600);
+    readonly Option<bool> _quick = Opt.Flag("--quick", "small sizes for a smoke run (numbers not meaningful)");
+    readonly Option<string?> _out = Opt.Text("--out", "JSON output (default artifacts/bench/step.json)", helpName: "PATH");
 
-    const string Usage = """
-        usage: ./build.sh bench step [options]
-          --events N        served events prepared from the default synthetic stream (default 16384)
-          --runs N          timed rounds, median reported (default 5)
-          --run-seconds S   per case per round (default 1)
-          --quick           small sizes for a smoke run (numbers not meaningful)
-          --out PATH        (default artifacts/bench/step.json)
-        """;
-
-    public int Run(string[] args) => LoraBenchSupport.RunCommand(Name, args, Usage, Execute);
+    public TrainerStepRun() : base("step", "online trainer step on the replay's model, one thread, reuse on/off (k events/s, artifacts/bench/step.json)")
+    {
+        foreach (var o in new Option[] { _events, _runs, _runSeconds, _quick, _out }) Add(o);
+    }
 
     /// <summary>One trainer over its own copy of the model, and its served events cut into steps.</summary>
     sealed class Case(string name, LiveModel live, List<List<ServedEvent>> steps) : IDisposable
@@ -42,14 +41,13 @@ public sealed class TrainerStepRun : IComparativeRun
         public void Dispose() => live.Dispose();
     }
 
-    static int Execute(LoraBenchSupport.Args a)
+    protected override int Run(ParseResult a)
     {
-        bool quick = a.Flag("quick");
-        int events = a.Int("events", quick ? 2048 : 16384, 256);
-        int runs = a.Int("runs", quick ? 2 : 5, 1);
-        double runSeconds = a.Double("run-seconds", quick ? 0.2 : 1, 0.01);
-        string? outPath = a.String("out", null!);
-        a.EnsureAllUsed();
+        bool quick = a.GetValue(_quick);
+        int events = Pick(a, _events, quick, 2048);
+        int runs = Pick(a, _runs, quick, 2);
+        double runSeconds = Pick(a, _runSeconds, quick, 0.2);
+        string? outPath = a.GetValue(_out);
 
         var sw = Stopwatch.StartNew();
         TorchRuntime.EnsureInitialised();
@@ -134,7 +132,7 @@ public sealed class TrainerStepRun : IComparativeRun
                     if (step.Count == options.BatchSize) { steps.Add(step); step = new List<ServedEvent>(); }
                 }
             }
-            if (steps.Count == 0) throw new ArgumentException($"--events {events} gives no whole step of {options.BatchSize} events");
+            if (steps.Count == 0) throw new UsageException($"--events {events} gives no whole step of {options.BatchSize} events");
             return new Case(name, live, steps);
         }
         catch

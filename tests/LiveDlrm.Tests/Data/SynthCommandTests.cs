@@ -1,6 +1,8 @@
 using System.Text.Json;
 using LiveDlrm.Cli;
-using LiveDlrm.Cli.Commands;
+using LiveDlrm.Tests.Cli;
+using LiveDlrm.CommandLine;
+using System.CommandLine;
 using LiveDlrm.Data;
 using LiveDlrm.Metrics;
 
@@ -20,18 +22,14 @@ public class SynthCommandTests
     public void WritesStreamSchemaAndOptimumThatAgreeWithEachOther()
     {
         string tsv = Path.Combine(_dir, "stream.tsv");
-        var output = new StringWriter();
-        var saved = Console.Out;
-        Console.SetOut(output);
-        int rc;
-        try { rc = new SynthCommand().Run(new CommandArgs(["--out", tsv, "--events", "20000", "--seed", "4", "--drift", "0.5", "--users", "3000", "--items", "800"])); }
-        finally { Console.SetOut(saved); }
-        Assert.That(rc, Is.Zero);
+        var run = CliRun.Invoke("synth", "--out", tsv, "--events", "20000", "--seed", "4", "--drift", "0.5", "--users", "3000", "--items", "800");
+        Assert.That(run.Code, Is.Zero, run.Output);
+        var output = run.Out;
 
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "stream.optimum.json")));
         double optimum = json.RootElement.GetProperty("optimum_auc").GetDouble();
         Assert.That(json.RootElement.GetProperty("events").GetInt64(), Is.EqualTo(20000));
-        Assert.That(output.ToString(), Does.Contain($"optimum AUC  {optimum:F4}"));
+        Assert.That(output, Does.Contain($"optimum AUC  {optimum:F4}"));
 
         // Read through the generic --data path (schema found beside the file) and recompute the optimum.
         var options = new DataSourceOptions { Data = tsv, OnBadLine = BadLinePolicy.Fail };
@@ -46,20 +44,28 @@ public class SynthCommandTests
     [Test]
     public void BadOptionsAreUsageErrors()
     {
-        Assert.That(() => new SynthCommand().Run(new CommandArgs(["--events", "10"])), Throws.TypeOf<UsageException>().With.Message.Contains("--out"));
-        Assert.That(() => new SynthCommand().Run(new CommandArgs(["--out", Path.Combine(_dir, "x.tsv"), "--drift", "-1"])),
-                    Throws.TypeOf<UsageException>().With.Message.Contains("--drift"));
-        Assert.That(() => new SynthCommand().Run(new CommandArgs(["--out", Path.Combine(_dir, "x.tsv"), "--seed", "abc"])),
-                    Throws.TypeOf<UsageException>().With.Message.Contains("--seed"));
-        Assert.That(() => new SynthCommand().Run(new CommandArgs(["--out", Path.Combine(_dir, "x.tsv"), "--evnts", "5"])),
-                    Throws.TypeOf<UsageException>().With.Message.Contains("--evnts"));
+        Assert.That(CliRun.AssertBadInput("synth", "--events", "10").Message, Does.Contain("--out"));
+        Assert.That(CliRun.AssertBadInput("synth", "--out", Path.Combine(_dir, "x.tsv"), "--drift", "-1").Message, Does.Contain("--drift"));
+        Assert.That(CliRun.AssertBadInput("synth", "--out", Path.Combine(_dir, "x.tsv"), "--seed", "abc").Message, Does.Contain("--seed"));
+        Assert.That(CliRun.AssertBadInput("synth", "--out", Path.Combine(_dir, "x.tsv"), "--evnts", "5").Message, Does.Contain("--evnts"));
         Assert.That(File.Exists(Path.Combine(_dir, "x.tsv")), Is.False);
+    }
+
+    /// <summary>The shared data options on a bare command; parse errors surface as the host would report them.</summary>
+    static DataSourceOptions ParseDataSource(params string[] args)
+    {
+        var options = new DataSourceArgs(DataSourceOptions.DefaultSyntheticEvents);
+        var command = new Command("data");
+        options.AddTo(command);
+        var result = command.Parse(args);
+        if (result.Errors.Count > 0) throw new UsageException(result.Errors[0].Message);
+        return options.Get(result);
     }
 
     [Test]
     public void DataSourceArgsParseSyntheticAndFileSources()
     {
-        var synthetic = DataSourceArgs.Parse(new CommandArgs(["--events", "500", "--seed", "9", "--drift", "0"]));
+        var synthetic = ParseDataSource("--events", "500", "--seed", "9", "--drift", "0");
         Assert.That(synthetic.IsSynthetic);
         using (var s = synthetic.Open())
         {
@@ -69,17 +75,17 @@ public class SynthCommandTests
 
         string tsv = Path.Combine(_dir, "c.tsv");
         File.WriteAllText(tsv, "1\t" + string.Join('\t', Enumerable.Repeat("3", 13)) + "\t" + string.Join('\t', Enumerable.Repeat("a1b2", 26)) + "\n");
-        var file = DataSourceArgs.Parse(new CommandArgs(["--data", tsv, "--bad-lines", "fail", "--events", "5"]));
+        var file = ParseDataSource("--data", tsv, "--bad-lines", "fail", "--events", "5");
         Assert.That(file.ResolveSchema().Description, Does.Contain("Criteo"));
         using (var s = file.Open())
             Assert.That(EventBatchAssert.Drain(s).Count, Is.EqualTo(1));
 
-        Assert.That(() => DataSourceArgs.Parse(new CommandArgs(["--data", Path.Combine(_dir, "missing.tsv")])),
+        Assert.That(() => ParseDataSource("--data", Path.Combine(_dir, "missing.tsv")),
                     Throws.TypeOf<UsageException>().With.Message.Contains("does not exist"));
-        Assert.That(() => DataSourceArgs.Parse(new CommandArgs(["--schema", tsv])),
+        Assert.That(() => ParseDataSource("--schema", tsv),
                     Throws.TypeOf<UsageException>().With.Message.Contains("--schema"));
-        Assert.That(() => DataSourceArgs.Parse(new CommandArgs(["--data", tsv, "--cache", "sometimes"])),
-                    Throws.TypeOf<UsageException>().With.Message.Contains("--cache"));
+        Assert.That(() => ParseDataSource("--data", tsv, "--cache", "sometimes"),
+                    Throws.TypeOf<UsageException>().With.Message.Contains("--cache: 'sometimes' is not one of off, auto, rebuild"));
     }
 
     [Test]

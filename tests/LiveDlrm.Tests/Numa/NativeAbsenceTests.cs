@@ -44,23 +44,19 @@ public class NativeAbsenceTests
     public void WithEverythingTheTopologyComesFromHwloc()
     {
         // In-process: nothing is hidden here, so the process-wide resolver state is what the command sees.
-        var output = new StringWriter();
-        var previous = Console.Out;
-        Console.SetOut(output);
-        int exit;
-        try { exit = new LiveDlrm.Cli.Commands.TopologyCommand().Run(new LiveDlrm.Cli.CommandArgs([])); }
-        finally { Console.SetOut(previous); }
-        Assert.That(exit, Is.Zero);
-        Assert.That(output.ToString(), Does.Contain("source            Hwloc"));
+        var run = LiveDlrm.Tests.Cli.CliRun.Invoke("topology");
+        Assert.That(run.Code, Is.Zero, run.Output);
+        var output = run.Out;
+        Assert.That(output, Does.Contain("source            Hwloc"));
         if (!Directory.Exists("/sys/fs/resctrl"))
-            Assert.That(output.ToString(), Does.Contain("resctrl           unavailable: not mounted"));
+            Assert.That(output, Does.Contain("resctrl           unavailable: not mounted"));
     }
 
     [Test]
     public void UnknownLibraryNameIsAUsageError()
     {
-        var e = Assert.Throws<LiveDlrm.Cli.UsageException>(() => new LiveDlrm.Cli.Commands.TopologyCommand().Run(new LiveDlrm.Cli.CommandArgs(["--hide", "libfoo"])));
-        Assert.That(e!.Message, Does.Contain("unknown library 'libfoo'"));
+        var (message, _) = LiveDlrm.Tests.Cli.CliRun.AssertBadInput("topology", "--hide", "libfoo");
+        Assert.That(message, Does.Contain("unknown library 'libfoo'"));
         Assert.That(LiveDlrm.Interop.NativeLibraries.Hidden, Does.Not.Contain("libfoo"));
     }
 }

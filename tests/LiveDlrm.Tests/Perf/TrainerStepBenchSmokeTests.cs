@@ -35,10 +35,10 @@ public class TrainerStepBenchSmokeTests
     }
 
     [Test]
-    public void AnUnknownOptionIsRefusedWithUsage()
+    public void AnUnknownOptionIsRefusedByName()
     {
         var (exit, output) = LookupBenchSmokeTests.RunPerf("step", "--quick", "--bogus", "1");
         Assert.That(exit, Is.EqualTo(2), output);
-        Assert.That(output, Does.Contain("usage: ./build.sh bench step"));
+        Assert.That(output, Does.StartWith("bench step: ").And.Contain("'--bogus'"));
     }
 }

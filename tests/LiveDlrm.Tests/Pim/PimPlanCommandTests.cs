@@ -1,6 +1,5 @@
 using LiveDlrm.Checkpoints;
-using LiveDlrm.Cli;
-using LiveDlrm.Cli.Commands;
+using LiveDlrm.Tests.Cli;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Model;
 using LiveDlrm.Runtime;
@@ -9,13 +8,12 @@ namespace LiveDlrm.Tests.Pim;
 
 public class PimPlanCommandTests
 {
+    static (string Message, string Out) BadInput(params string[] args) => CliRun.AssertBadInput(["pim-plan", .. args]);
+
     static (int Code, string Output) Run(params string[] args)
     {
-        var previous = Console.Out;
-        var writer = new StringWriter();
-        Console.SetOut(writer);
-        try { return (new PimPlanCommand().Run(new CommandArgs(args)), writer.ToString()); }
-        finally { Console.SetOut(previous); }
+        var r = CliRun.Invoke(["pim-plan", .. args]);
+        return (r.Code, r.Output);
     }
 
     [Test]
@@ -40,14 +38,14 @@ public class PimPlanCommandTests
             var (code, output) = Run("--tables", "100:8", "--dpus", "4", "--trace", trace, "--bags", "10");
             Assert.That(code, Is.Zero);
             Assert.That(output, Does.Contain("trace pim-trace-"));
-            Assert.Throws<UsageException>(() => Run("--tables", "50:8", "--trace", trace, "--bags", "10"));   // id 99 outside 50 rows
-            Assert.Throws<UsageException>(() => Run("--tables", "100:8,100:8", "--trace", trace));
+            BadInput("--tables", "50:8", "--trace", trace, "--bags", "10");   // id 99 outside 50 rows
+            BadInput("--tables", "100:8,100:8", "--trace", trace);
         }
         finally { File.Delete(trace); }
-        Assert.Throws<UsageException>(() => Run("--tables", "100x8"));
-        Assert.Throws<UsageException>(() => Run("--tables", "100:8", "--zipff", "1"));
-        var e = Assert.Throws<UsageException>(() => Run("--tables", "100000000:64", "--dpus", "2"));
-        Assert.That(e!.Message, Does.Contain("use more DPUs"));
+        BadInput("--tables", "100x8");
+        BadInput("--tables", "100:8", "--zipff", "1");
+        var e = BadInput("--tables", "100000000:64", "--dpus", "2");
+        Assert.That(e.Message, Does.Contain("use more DPUs"));
     }
 
     static DlrmConfig ModelConfig() => new(3, [8, 16], [8, 1],
@@ -74,15 +72,15 @@ public class PimPlanCommandTests
             Assert.That(output, Does.Contain("table 'hours' 24 x 16").And.Contain("host stores Int8Rowwise"));
             Assert.That(output.Split("MODEL total us / batch").Length - 1, Is.EqualTo(3), "one comparison per table");
 
-            Assert.Throws<UsageException>(() => Run("--model", config, "--trace", trace));                       // which table?
-            Assert.Throws<UsageException>(() => Run("--model", config, "--trace", $"movies={trace}"));            // no such table
-            Assert.Throws<UsageException>(() => Run("--model", config, "--trace", $"items={trace}.missing"));
-            Assert.Throws<UsageException>(() => Run("--model", config, "--tables", "100:8"));                    // both
-            Assert.Throws<UsageException>(() => Run("--dpus", "8"));                                             // neither
-            Assert.Throws<UsageException>(() => Run("--model", Path.Combine(dir, "nothing-here")));
+            BadInput("--model", config, "--trace", trace);                       // which table?
+            BadInput("--model", config, "--trace", $"movies={trace}");            // no such table
+            BadInput("--model", config, "--trace", $"items={trace}.missing");
+            BadInput("--model", config, "--tables", "100:8");                    // both
+            BadInput("--dpus", "8");                                             // neither
+            BadInput("--model", Path.Combine(dir, "nothing-here"));
             File.WriteAllText(Path.Combine(dir, "broken.json"), "{ \"tables\": 3 }");
-            var e = Assert.Throws<UsageException>(() => Run("--model", Path.Combine(dir, "broken.json")));
-            Assert.That(e!.Message, Does.Contain("broken.json"));
+            var e = BadInput("--model", Path.Combine(dir, "broken.json"));
+            Assert.That(e.Message, Does.Contain("broken.json"));
         }
         finally { Directory.Delete(dir, recursive: true); }
     }

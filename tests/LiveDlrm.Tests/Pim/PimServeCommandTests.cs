@@ -1,5 +1,4 @@
-using LiveDlrm.Cli;
-using LiveDlrm.Cli.Commands;
+using LiveDlrm.Tests.Cli;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Model;
 
@@ -7,13 +6,12 @@ namespace LiveDlrm.Tests.Pim;
 
 public class PimServeCommandTests
 {
+    static (string Message, string Out) BadInput(params string[] args) => CliRun.AssertBadInput(["pim-serve", .. args]);
+
     static (int Code, string Output) Run(params string[] args)
     {
-        var previous = Console.Out;
-        var writer = new StringWriter();
-        Console.SetOut(writer);
-        try { return (new PimServeCommand().Run(new CommandArgs(args)), writer.ToString()); }
-        finally { Console.SetOut(previous); }
+        var r = CliRun.Invoke(["pim-serve", .. args]);
+        return (r.Code, r.Output);
     }
 
     static string WriteConfig(string dir, EmbeddingStorage storage)
@@ -42,11 +40,11 @@ public class PimServeCommandTests
             Assert.That(output, Does.Contain("  users ").And.Contain("  items "));
             Assert.That(output, Does.Contain("table 'users' loaded, CacheAware over 4 DPUs"));
 
-            Assert.Throws<UsageException>(() => Run("--model", config, "--strategy", "diagonal"));
-            Assert.Throws<UsageException>(() => Run("--model", config, "--backend", "quantum"));
-            var e = Assert.Throws<UsageException>(() => Run("--model", WriteConfig(dir, EmbeddingStorage.Fp16), "--backend", "emulated"));
-            Assert.That(e!.Message, Does.Contain("Fp16"));
-            Assert.Throws<UsageException>(() => Run("--model", Path.Combine(dir, "missing")));
+            BadInput("--model", config, "--strategy", "diagonal");
+            BadInput("--model", config, "--backend", "quantum");
+            var e = BadInput("--model", WriteConfig(dir, EmbeddingStorage.Fp16), "--backend", "emulated");
+            Assert.That(e.Message, Does.Contain("Fp16"));
+            BadInput("--model", Path.Combine(dir, "missing"));
         }
         finally { Directory.Delete(dir, recursive: true); }
     }

@@ -216,13 +216,25 @@ public class LatencyHarnessTests
     [Test]
     public void CliRejectsBadLatencyOptions()
     {
-        Assert.Throws<ArgumentException>(() => LatencyArgs.Parse(n => n == "load" ? "2" : null, _ => false));
-        Assert.Throws<ArgumentException>(() => LatencyArgs.Parse(n => n == "seconds" ? "abc" : null, _ => false));
-        var o = LatencyArgs.Parse(n => n switch { "qos-target-ms" => "3.5", "rows" => "1000", _ => null }, _ => false);
+        Assert.That(LiveDlrm.Tests.Cli.CliRun.AssertBadInput("latency", "--load", "2").Message, Does.Contain("--load: 2 is outside"));
+        Assert.That(LiveDlrm.Tests.Cli.CliRun.AssertBadInput("latency", "--seconds", "abc").Message, Does.Contain("--seconds: 'abc' is not a number"));
+        Assert.That(LiveDlrm.Tests.Cli.CliRun.AssertBadInput("latency", "--workload", "bert").Message, Does.Contain("--workload: 'bert'"));
+        var o = ParseLatency("--qos-target-ms", "3.5", "--rows", "1000");
         Assert.That(o.QosTarget, Is.EqualTo(TimeSpan.FromMilliseconds(3.5)));
         Assert.That(o.Workload.Rows, Is.EqualTo(1000));
         Assert.That(o.Kind, Is.EqualTo(LatencyWorkloadKind.DlrmLive));
-        Assert.That(LatencyArgs.Parse(n => n == "workload" ? "proxy" : null, _ => false).Kind, Is.EqualTo(LatencyWorkloadKind.Proxy));
-        Assert.Throws<ArgumentException>(() => LatencyArgs.Parse(n => n == "workload" ? "bert" : null, _ => false));
+        Assert.That(ParseLatency("--workload", "proxy").Kind, Is.EqualTo(LatencyWorkloadKind.Proxy));
+        Assert.That(ParseLatency("--quick", "--rows", "77").Workload.Rows, Is.EqualTo(77), "a given option wins over --quick's shape");
+        Assert.That(ParseLatency("--quick").ModeDuration, Is.EqualTo(TimeSpan.FromSeconds(1)));
+    }
+
+    static LatencyHarnessOptions ParseLatency(params string[] args)
+    {
+        var options = new LiveDlrm.CommandLine.LatencyArgs();
+        var command = new System.CommandLine.Command("latency");
+        options.AddTo(command);
+        var result = command.Parse(args);
+        Assert.That(result.Errors, Is.Empty);
+        return options.Get(result);
     }
 }

@@ -1,0 +1,25 @@
+using System.CommandLine;
+using LiveDlrm.Cli.Commands;
+using LiveDlrm.CommandLine;
+
+namespace LiveDlrm.Cli;
+
+/// <summary>The <c>livedlrm</c> command line: the root command with every verb and the global options.</summary>
+public static class CliApp
+{
+    /// <summary>Every verb, in help order.</summary>
+    public static IReadOnlyList<CliCommand> CreateCommands() =>
+    [
+        new DemoCommand(), new EvalCommand(), new InfoCommand(), new LatencyCommand(), new PimPlanCommand(),
+        new PimServeCommand(), new ReplayCommand(), new SynthCommand(), new TopologyCommand(), new TrainCommand(),
+    ];
+
+    public static RootCommand CreateRoot()
+    {
+        var root = new RootCommand("livedlrm — DLRM inference that stays fresh (in-process LoRA adapters on the embedding tables)").WithGlobalOptions();
+        foreach (var c in CreateCommands()) root.Subcommands.Add(c);
+        return root;
+    }
+
+    public static int Run(string[] args) => CommandLineHost.Run(CreateRoot(), "livedlrm", args);
+}

@@ -1,0 +1,136 @@
+using Spectre.Console;
+using Spectre.Console.Rendering;
+
+namespace LiveDlrm.CommandLine;
+
+/// <summary>
+/// How the CLI talks to a person: coloured one-line errors and live progress bars when stderr is a terminal;
+/// plain text otherwise (pipes, CI logs), with <c>--no-color</c> or with <c>NO_COLOR</c> set. Results always go
+/// to stdout as plain lines, so they stay parseable either way.
+/// </summary>
+public static class Terminal
+{
+    static bool _noColor;
+
+    /// <summary>True when stderr is a terminal and colour is allowed: progress is drawn live, errors in red.</summary>
+    public static bool Rich => !_noColor && !Console.IsErrorRedirected
+                               && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR"))
+                               && Environment.GetEnvironmentVariable("TERM") is not "dumb";
+
+    public static void Configure(bool noColor) => _noColor = noColor;
+
+    static IAnsiConsole ErrorConsole() => AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Out = new AnsiConsoleOutput(Console.Error),
+        Ansi = Rich ? AnsiSupport.Detect : AnsiSupport.No,
+        ColorSystem = Rich ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+        Interactive = Rich ? InteractionSupport.Detect : InteractionSupport.No,
+    });
+
+    /// <summary>The one line a failed run ends with: <c>livedlrm CMD: message</c>.</summary>
+    public static void Error(string who, string message)
+    {
+        if (!Rich) { Console.Error.WriteLine($"{who}: {message}"); return; }
+        ErrorConsole().MarkupLine($"[red]{Markup.Escape(who)}:[/] {Markup.Escape(message)}");
+    }
+
+    /// <summary>Runs <paramref name="work"/> with a progress display: live bars (rate, ETA) on a terminal, else
+    /// the plain lines each task's <c>plainEvery</c> asks for.</summary>
+    public static T WithProgress<T>(Func<IProgressReporter, T> work)
+    {
+        if (!Rich) return work(new PlainReporter());
+        T result = default!;
+        var console = ErrorConsole();
+        var units = new System.Collections.Concurrent.ConcurrentDictionary<int, string>();
+        console.Progress()
+            .AutoClear(true)
+            .HideCompleted(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RateColumn(units),
+                     new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx => { result = work(new LiveReporter(ctx, console, units)); });
+        return result;
+    }
+
+    /// <summary>Progress of named tasks; log lines written through it do not tear the live display.</summary>
+    public interface IProgressReporter
+    {
+        /// <summary>A task of <paramref name="total"/> units (null = unknown length).</summary>
+        IProgressTask Task(string name, double? total, string unit);
+        /// <summary>A line for the user (to stderr while bars are live, else stdout).</summary>
+        void Log(string line);
+    }
+
+    public interface IProgressTask
+    {
+        /// <summary>Sets the units done; <paramref name="plainLine"/> is printed in plain mode when the task crosses a
+        /// quarter (or every call when the length is unknown).</summary>
+        void Report(double done, string? plainLine = null);
+        void Complete();
+    }
+
+    sealed class PlainReporter : IProgressReporter
+    {
+        public IProgressTask Task(string name, double? total, string unit) => new PlainTask(total);
+        public void Log(string line) => Console.WriteLine(line);
+
+        sealed class PlainTask(double? total) : IProgressTask
+        {
+            int _lastQuarter = -1;
+
+            public void Report(double done, string? plainLine)
+            {
+                if (plainLine is null) return;
+                if (total is double t && t > 0)
+                {
+                    int quarter = (int)Math.Floor(Math.Clamp(done / t, 0, 1) * 4);
+                    if (quarter == _lastQuarter) return;
+                    _lastQuarter = quarter;
+                }
+                Console.Error.WriteLine(plainLine);
+            }
+
+            public void Complete() { }
+        }
+    }
+
+    sealed class LiveReporter(ProgressContext ctx, IAnsiConsole console, System.Collections.Concurrent.ConcurrentDictionary<int, string> units) : IProgressReporter
+    {
+        public IProgressTask Task(string name, double? total, string unit)
+        {
+            var task = ctx.AddTask(Markup.Escape(name), maxValue: total ?? 1);
+            task.IsIndeterminate = total is null;
+            units[task.Id] = unit;
+            return new LiveTask(task);
+        }
+
+        public void Log(string line) => console.WriteLine(line);
+
+        sealed class LiveTask(ProgressTask task) : IProgressTask
+        {
+            public void Report(double done, string? plainLine)
+            {
+                if (task.IsIndeterminate) task.MaxValue = Math.Max(task.MaxValue, done + 1);
+                task.Value = done;
+            }
+
+            public void Complete()
+            {
+                task.IsIndeterminate = false;
+                task.MaxValue = Math.Max(task.Value, 1);
+                task.Value = task.MaxValue;
+                task.StopTask();
+            }
+        }
+    }
+
+    /// <summary>Units per second of a task, with the task's unit name (events/s).</summary>
+    sealed class RateColumn(System.Collections.Concurrent.ConcurrentDictionary<int, string> units) : ProgressColumn
+    {
+        public override IRenderable Render(RenderOptions options, ProgressTask task, TimeSpan deltaTime)
+        {
+            double? speed = task.Speed;
+            string unit = units.GetValueOrDefault(task.Id, "");
+            return new Text(speed is double s && unit.Length > 0 ? $"{s:N0} {unit}/s" : "", new Style(Color.Grey));
+        }
+    }
+}
