@@ -57,6 +57,9 @@ public static class CommandLineHost
         }
         catch (Exception e)
         {
+            // The signal handler is already exiting: what fails here is the run being torn down under it (libtorch
+            // unloads while a tensor op is running). Its line is said; a second one would only confuse.
+            if (InterruptHandler.Interrupted) Thread.Sleep(Timeout.Infinite);
             var (code, message) = CliErrors.Map(e);
             Console.Out.Flush();
             Terminal.Error(who, CliErrors.Escape(message));
@@ -70,12 +73,16 @@ public static class CommandLineHost
     sealed class InterruptHandler : IDisposable
     {
         readonly PosixSignalRegistration[] _registrations;
+        static int s_interrupted;
+
+        public static bool Interrupted => Volatile.Read(ref s_interrupted) != 0;
 
         public InterruptHandler(string who)
         {
             void Handle(PosixSignalContext context)
             {
                 context.Cancel = true;
+                if (Interlocked.Exchange(ref s_interrupted, 1) != 0) return;
                 Console.Out.Flush();
                 Terminal.Error(who, $"interrupted ({(context.Signal == PosixSignal.SIGINT ? "SIGINT" : "SIGTERM")})");
                 Environment.Exit(ExitCodes.Interrupted);
