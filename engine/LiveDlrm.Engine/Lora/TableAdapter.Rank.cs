@@ -20,7 +20,7 @@ public sealed unsafe partial class TableAdapter
         var slots = new int[g.Live];
         int n = 0;
         for (int s = 0; s < g.SlotCapacity && n < slots.Length; s++)
-            if (*(long*)(g.SlotRecord(s) + SlotLayout.RowOffset) >= 0) slots[n++] = s;
+            if (g.Record(s)->IsLive) slots[n++] = s;
         var a = new double[(long)n * r];
         for (int i = 0; i < n; i++)
         {
@@ -132,14 +132,11 @@ public sealed unsafe partial class TableAdapter
         if (g.BAdagrad.Length > 0) Array.Fill(next.BAdagrad, g.BAdagrad.Average());
         for (int i = 0; i < f.Slots.Length; i++)
         {
-            byte* src = g.SlotRecord(f.Slots[i]);
+            SlotRecord* src = g.Record(f.Slots[i]);
             int slot = next.FreeSlots[--next.FreeCount];
-            byte* dst = next.SlotRecord(slot);
-            long row = *(long*)(src + SlotLayout.RowOffset);
-            *(long*)(dst + SlotLayout.RowOffset) = row;
-            *(long*)(dst + SlotLayout.StampOffset) = *(long*)(src + SlotLayout.StampOffset);
-            *(float*)(dst + SlotLayout.AdagradOffset) = *(float*)(src + SlotLayout.AdagradOffset);
-            *(int*)(dst + SlotLayout.TouchOffset) = -1;
+            SlotRecord* dst = next.Record(slot);
+            long row = src->Row;
+            *dst = *src with { Seq = 0, Touch = -1 };
             float* a = next.APointer(slot);
             for (int c = 0; c < kept; c++) a[c] = (float)(f.QU[(long)i * f.M + c] * f.S[c] / bScale);
             next.InsertNew(row, slot);

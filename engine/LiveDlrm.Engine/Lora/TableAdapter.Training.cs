@@ -17,17 +17,17 @@ public sealed unsafe partial class TableAdapter
     int[] _slotOf = Array.Empty<int>();   // pass 1's slots of a chunk of indices, from _slotBase
     int _slotBase;
 
-    bool IsTouched(byte* slotPointer, int slot)
+    bool IsTouched(SlotRecord* record, int slot)
     {
-        int t = *(int*)(slotPointer + SlotLayout.TouchOffset);
+        int t = record->Touch;
         return (uint)t < (uint)_touchedCount && _touched[t] == slot;
     }
 
     /// <summary>The scratch index of <paramref name="slot"/> in this step, assigning one (zeroed) on first touch.</summary>
     int Touch(AdapterGeneration g, int slot)
     {
-        byte* p = g.SlotRecord(slot);
-        if (IsTouched(p, slot)) return *(int*)(p + SlotLayout.TouchOffset);
+        SlotRecord* p = g.Record(slot);
+        if (IsTouched(p, slot)) return p->Touch;
         int t = _touchedCount++;
         if (t == _touched.Length)
         {
@@ -42,7 +42,7 @@ public sealed unsafe partial class TableAdapter
         }
         _touched[t] = slot;
         new Span<float>(_rowGrad, t * r, r).Clear();
-        *(int*)(p + SlotLayout.TouchOffset) = t;
+        p->Touch = t;
         return t;
     }
 
@@ -137,13 +137,13 @@ public sealed unsafe partial class TableAdapter
             {
                 for (int t = 0; t < _touchedCount; t++)
                 {
-                    byte* p = g.SlotRecord(_touched[t]);
+                    SlotRecord* p = g.Record(_touched[t]);
                     float* a = g.APointer(_touched[t]);
                     float* grad = rg + t * r;
                     float step = opt.LearningRateA;
                     if (adagrad)
                     {
-                        float acc = *(float*)(p + SlotLayout.AdagradOffset) + LoraMath.Dot(grad, grad, r) / r;
+                        float acc = p->Adagrad + LoraMath.Dot(grad, grad, r) / r;
                         _newAdagrad[t] = acc;
                         step /= MathF.Sqrt(acc) + opt.AdagradEpsilon;
                     }
@@ -174,12 +174,12 @@ public sealed unsafe partial class TableAdapter
                 g.BeginEpochWrite();
                 for (int t = 0; t < _touchedCount; t++)
                 {
-                    byte* p = g.SlotRecord(_touched[t]);
-                    AdapterGeneration.BeginWrite(p);
+                    SlotRecord* p = g.Record(_touched[t]);
+                    SlotSeqlock.BeginWrite(p);
                     Buffer.MemoryCopy(na + t * r, g.APointer(_touched[t]), r * sizeof(float), r * sizeof(float));
-                    AdapterGeneration.EndWrite(p);
-                    if (adagrad) *(float*)(p + SlotLayout.AdagradOffset) = _newAdagrad[t];
-                    *(long*)(p + SlotLayout.StampOffset) = _clock;
+                    SlotSeqlock.EndWrite(p);
+                    if (adagrad) p->Adagrad = _newAdagrad[t];
+                    p->Stamp = _clock;
                 }
                 g.EndEpochWrite();
             }
@@ -222,7 +222,7 @@ public sealed unsafe partial class TableAdapter
                 byte* a = (byte*)g.APointer(slot);
                 Sse.Prefetch0(a);
                 Sse.Prefetch0(a + aBytes - 1);
-                Sse.Prefetch0(g.SlotRecord(slot));   // for pass 2's Touch (records are a separate array from A)
+                Sse.Prefetch0(g.Record(slot));   // for pass 2's Touch (records are a separate array from A)
             }
         }
         return lastBag;

@@ -118,25 +118,12 @@ public sealed unsafe partial class TableAdapter : IDisposable
     /// snapshot and returns true; returns false (W untouched) when the slot was merged or reused meanwhile.</summary>
     internal static bool ReadSlot(AdapterGeneration g, int slot, long row, EmbeddingTable table, float* a, float* w)
     {
-        byte* p = g.SlotRecord(slot);
-        int* seq = (int*)(p + SlotLayout.SeqOffset);
-        var spin = new SpinWait();
-        while (true)
+        var snapshot = new ARowSnapshot
         {
-            int s1 = Volatile.Read(ref *seq);
-            if ((s1 & 1) == 0)
-            {
-                bool mine = *(long*)(p + SlotLayout.RowOffset) == row;
-                if (mine)
-                {
-                    new ReadOnlySpan<float>(g.APointer(slot), g.Rank).CopyTo(new Span<float>(a, g.Rank));
-                    LoraEmbeddingBag.Dequantise(table, row, w);
-                }
-                Volatile.ReadBarrier();
-                if (*seq == s1) return mine;
-            }
-            spin.SpinOnce(sleep1Threshold: -1);
-        }
+            A = new ASnapshot { Source = g.APointer(slot), Copy = a, Rank = g.Rank },
+            Row = table.RowPointer(row), Storage = table.Storage, Dim = table.Dim, W = w,
+        };
+        return SlotSeqlock.TryRead(g.Record(slot), row, ref snapshot);
     }
 
     /// <summary>Copies row <paramref name="row"/>'s A vector (if it has one) into <paramref name="a"/> and returns its
@@ -175,7 +162,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
             {
                 if (slot < 0 || !ReadSlot(g, slot, row, Table, a, pd))
                 {
-                    LoraEmbeddingBag.Dequantise(Table, row, pd);
+                    StoredRows.Dequantise(Table, row, pd);
                     return;
                 }
                 for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, pd, dim);
@@ -212,13 +199,13 @@ public sealed unsafe partial class TableAdapter : IDisposable
             _clock++;
             int slot = FindOrAllocate(row, protectTouched: false);
             g = Current;
-            byte* p = g.SlotRecord(slot);
+            SlotRecord* p = g.Record(slot);
             g.BeginEpochWrite();
-            AdapterGeneration.BeginWrite(p);
+            SlotSeqlock.BeginWrite(p);
             a.CopyTo(new Span<float>(g.APointer(slot), g.Rank));
-            AdapterGeneration.EndWrite(p);
+            SlotSeqlock.EndWrite(p);
             g.EndEpochWrite();
-            *(long*)(p + SlotLayout.StampOffset) = _clock;
+            p->Stamp = _clock;
         }
         finally { ExitWriter(); }
     }
@@ -276,7 +263,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
             var g = Current;
             var live = new List<int>(g.Live);
             for (int s = 0; s < g.SlotCapacity; s++)
-                if (*(long*)(g.SlotRecord(s) + SlotLayout.RowOffset) >= 0) live.Add(s);
+                if (g.Record(s)->IsLive) live.Add(s);
             MergeSlots(g, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(live));
             var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, Table.Dim);
             Publish(AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, Table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, Table.Dim)));
@@ -317,16 +304,16 @@ public sealed unsafe partial class TableAdapter : IDisposable
     {
         if (!Sse.IsSupported) return;
         if (k == 0)
-            for (int j = 0; j < Math.Min(slots.Length, MergeSlotPrefetchDistance); j++) Sse.Prefetch0(g.SlotRecord(slots[j]));
-        if (k + MergeSlotPrefetchDistance < slots.Length) Sse.Prefetch0(g.SlotRecord(slots[k + MergeSlotPrefetchDistance]));
+            for (int j = 0; j < Math.Min(slots.Length, MergeSlotPrefetchDistance); j++) Sse.Prefetch0(g.Record(slots[j]));
+        if (k + MergeSlotPrefetchDistance < slots.Length) Sse.Prefetch0(g.Record(slots[k + MergeSlotPrefetchDistance]));
         int ahead = k == 0 ? 0 : k + MergeRowPrefetchDistance - 1;
         for (int j = ahead; j < Math.Min(slots.Length, k + MergeRowPrefetchDistance); j++)
         {
-            byte* p = g.SlotRecord(slots[j]);
+            SlotRecord* p = g.Record(slots[j]);
             byte* a = (byte*)g.APointer(slots[j]);
             Sse.Prefetch0(a);
             Sse.Prefetch0(a + g.Rank * sizeof(float) - 1);
-            long row = *(long*)(p + SlotLayout.RowOffset);
+            long row = p->Row;
             if (row < 0) continue;
             Sse.Prefetch0(g.MapPointer + g.Bucket(row));
             byte* w = Table.RowPointer(row);
@@ -339,28 +326,28 @@ public sealed unsafe partial class TableAdapter : IDisposable
     /// pinned this generation see old W + A (before the section) or new W with the slot no longer theirs (after): never both.</summary>
     long MergeSlot(AdapterGeneration g, int slot)
     {
-        byte* p = g.SlotRecord(slot);
-        long row = *(long*)(p + SlotLayout.RowOffset);
+        SlotRecord* p = g.Record(slot);
+        long row = p->Row;
         int dim = Table.Dim;
         float[] b = g.B;
         fixed (float* w = _rowScratch)
         fixed (float* pb = b)
         {
-            LoraEmbeddingBag.Dequantise(Table, row, w);
+            StoredRows.Dequantise(Table, row, w);
             float* a = g.APointer(slot);
             for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, w, dim);
         }
         // Computed and checked before the section opens, so a bad value can never leave the slot odd.
         if (!LoraMath.AllFinite(_rowScratch))
             throw new InvalidOperationException($"table '{Table.Name}': merging row {row} gives a non-finite value (internal error: adapter values are checked on write)");
-        AdapterGeneration.BeginWrite(p);
+        SlotSeqlock.BeginWrite(p);
         try
         {
             Table.WriteRow(row, _rowScratch);
-            *(long*)(p + SlotLayout.RowOffset) = -1;
+            p->Row = -1;
             new Span<float>(g.APointer(slot), g.Rank).Clear();
         }
-        finally { AdapterGeneration.EndWrite(p); }
+        finally { SlotSeqlock.EndWrite(p); }
         g.Remove(row);
         g.FreeSlots[g.FreeCount++] = slot;
         MergedRows++;
@@ -377,10 +364,10 @@ public sealed unsafe partial class TableAdapter : IDisposable
         int n = 0;
         for (int s = 0; s < g.SlotCapacity; s++)
         {
-            byte* p = g.SlotRecord(s);
-            if (*(long*)(p + SlotLayout.RowOffset) < 0) continue;
+            SlotRecord* p = g.Record(s);
+            if (p->Row < 0) continue;
             if (protectTouched && IsTouched(p, s)) continue;
-            keys[n++] = (*(long*)(p + SlotLayout.StampOffset) << AdapterGeneration.SlotBits) | (long)s;
+            keys[n++] = (p->Stamp << AdapterGeneration.SlotBits) | (long)s;
         }
         count = Math.Min(count, n);
         if (count == 0) return 0;
@@ -436,14 +423,14 @@ public sealed unsafe partial class TableAdapter : IDisposable
             g = Current;
         }
         slot = g.FreeSlots[--g.FreeCount];
-        byte* p = g.SlotRecord(slot);
-        AdapterGeneration.BeginWrite(p);
-        *(long*)(p + SlotLayout.RowOffset) = row;
+        SlotRecord* p = g.Record(slot);
+        SlotSeqlock.BeginWrite(p);
+        p->Row = row;
         new Span<float>(g.APointer(slot), g.Rank).Clear();
-        AdapterGeneration.EndWrite(p);
-        *(float*)(p + SlotLayout.AdagradOffset) = Options.AdagradInitialAccumulator;
-        *(long*)(p + SlotLayout.StampOffset) = _clock;
-        *(int*)(p + SlotLayout.TouchOffset) = -1;
+        SlotSeqlock.EndWrite(p);
+        p->Adagrad = Options.AdagradInitialAccumulator;
+        p->Stamp = _clock;
+        p->Touch = -1;
         g.InsertNew(row, slot);
         return slot;
     }
