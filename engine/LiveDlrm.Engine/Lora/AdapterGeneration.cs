@@ -204,10 +204,9 @@ internal sealed unsafe class AdapterGeneration
     /// probe at the map's half load); a group with neither the key nor an empty entry continues with the scalar walk.
     /// Each 8-byte entry is naturally aligned, so the vector load reads every entry whole. At AVX-512 the matching
     /// entry is taken from that same vector (<c>vpcompressq</c> by the match mask, lane 0), so its slot comes with the
-    /// key that was compared; no match gives -1 through the mask's sign (no branch on hit versus false positive). That
-    /// replaced a second, dependent read of the entry and its key check (about 7 instructions a probe: 0.88–0.92x the
-    /// time at 70 % adapted lookups, 100 k rows, one thread; 0.98–0.99x at 2 %), and the stop test on the two compare
-    /// masks with a miss taken from the compress's merge value another 0.970–0.975x at 70 %. The AVX2 form has no
+    /// key that was compared; no match gives -1 through the mask's sign (no branch on hit versus false positive), instead
+    /// of a second, dependent read of the entry and its key check (about 7 instructions a probe, ~10 % of the LoRA time
+    /// with most lookups adapted); the probe stops on the two compare masks. The AVX2 form has no
     /// compress: it reads the entry picked again and checks its key, so an entry that changed in between gives -1 or
     /// its new, valid slot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -294,6 +293,23 @@ internal sealed unsafe class AdapterGeneration
         Volatile.Write(ref FilterPointer[word], FilterPointer[word] | FilterBits(row));
         Volatile.Write(ref MapPointer[target], ((row + 1) << SlotBits) | (long)slot);
         Live++;
+    }
+
+    /// <summary>Trainer: a free slot for <paramref name="row"/> (known absent; a slot must be free), its A zeroed inside
+    /// the slot's seqlock section so the effective row is unchanged, then mapped.</summary>
+    public int Allocate(long row, long stamp, float adagradInitial)
+    {
+        int slot = FreeSlots[--FreeCount];
+        SlotRecord* p = Record(slot);
+        SlotSeqlock.BeginWrite(p);
+        p->Row = row;
+        new Span<float>(APointer(slot), Rank).Clear();
+        SlotSeqlock.EndWrite(p);
+        p->Adagrad = adagradInitial;
+        p->Stamp = stamp;
+        p->Touch = -1;
+        InsertNew(row, slot);
+        return slot;
     }
 
     /// <summary>Trainer: replace <paramref name="row"/>'s entry by a tombstone.</summary>

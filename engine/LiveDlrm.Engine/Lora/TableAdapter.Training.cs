@@ -138,34 +138,13 @@ public sealed unsafe partial class TableAdapter
                 for (int t = 0; t < _touchedCount; t++)
                 {
                     SlotRecord* p = g.Record(_touched[t]);
-                    float* a = g.APointer(_touched[t]);
-                    float* grad = rg + t * r;
-                    float step = opt.LearningRateA;
-                    if (adagrad)
-                    {
-                        float acc = p->Adagrad + LoraMath.Dot(grad, grad, r) / r;
-                        _newAdagrad[t] = acc;
-                        step /= MathF.Sqrt(acc) + opt.AdagradEpsilon;
-                    }
-                    float* dst = na + t * r;
-                    for (int k = 0; k < r; k++) dst[k] = a[k] - step * grad[k];
+                    _newAdagrad[t] = AdapterUpdateRule.StepRow(opt, g.APointer(_touched[t]), rg + t * r, p->Adagrad, na + t * r, r);
                 }
             }
             if (!LoraMath.AllFinite(_newA.AsSpan(0, _touchedCount * r)) || (adagrad && !LoraMath.AllFinite(_newAdagrad.AsSpan(0, _touchedCount))))
             { RejectedSteps++; return false; }
 
-            var newB = new float[r * dim];
-            var newBAdagrad = adagrad ? new float[r * dim] : g.BAdagrad;
-            for (int i = 0; i < r * dim; i++)
-            {
-                float grad = _dB[i], step = opt.LearningRateB;
-                if (adagrad)
-                {
-                    newBAdagrad[i] = g.BAdagrad[i] + grad * grad;
-                    step /= MathF.Sqrt(newBAdagrad[i]) + opt.AdagradEpsilon;
-                }
-                newB[i] = b[i] - step * grad;
-            }
+            var (newB, newBAdagrad) = AdapterUpdateRule.StepB(opt, b, _dB.AsSpan(0, r * dim), g.BAdagrad);
             if (!LoraMath.AllFinite(newB) || !LoraMath.AllFinite(newBAdagrad)) { RejectedSteps++; return false; }
 
             // Pass 4: publish. Each A row inside its slot's seqlock; B as a new array (one reference write).
