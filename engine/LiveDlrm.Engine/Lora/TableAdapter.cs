@@ -132,7 +132,10 @@ public sealed unsafe partial class TableAdapter : IDisposable
         finally { Unpin(g); }
     }
 
-    /// <summary>The effective row W[row] + A[row]·B as one consistent snapshot. Reader-safe.</summary>
+    /// <summary>The effective row W[row] + A[row]·B as one consistent snapshot. Reader-safe. An adapted row is read
+    /// under its slot's seqlock; a row without a slot is read between two equal, even values of the write epoch,
+    /// because a merge of the row (added and merged again after the probe found no slot) rewrites W with no slot
+    /// section this reader could see. That read waits while a merge batch or a step's publish is in progress.</summary>
     public void ReadEffectiveRow(long row, Span<float> destination)
     {
         CheckRow(row);
@@ -142,17 +145,28 @@ public sealed unsafe partial class TableAdapter : IDisposable
         try
         {
             float[] b = Volatile.Read(ref g.B);
-            int slot = g.Find(row);
             float* a = stackalloc float[g.Rank];
+            var spin = new SpinWait();
             fixed (float* pd = destination)
             fixed (float* pb = b)
             {
-                if (slot < 0 || !ReadSlot(g, slot, row, Table, a, pd))
+                while (true)
                 {
-                    StoredRows.Dequantise(Table, row, pd);
-                    return;
+                    int epoch = Volatile.Read(ref *g.WriteEpochPointer);
+                    int slot = g.Find(row);
+                    if (slot >= 0 && ReadSlot(g, slot, row, Table, a, pd))
+                    {
+                        for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, pd, dim);
+                        return;
+                    }
+                    if ((epoch & 1) == 0)
+                    {
+                        StoredRows.Dequantise(Table, row, pd);
+                        Volatile.ReadBarrier();
+                        if (Volatile.Read(ref *g.WriteEpochPointer) == epoch) return;
+                    }
+                    spin.SpinOnce(sleep1Threshold: -1);
                 }
-                for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, pd, dim);
             }
         }
         finally { Unpin(g); }

@@ -169,11 +169,12 @@ public class LoraLookupTests
         LoraTestData.AssertClose(output, expected, 1e-5, "after the wait");
     }
 
-    /// <summary>The write-epoch tests' setup: an fp32 dim-32 table, a rank-8 adapter with <paramref name="hotRows"/>
-    /// rows set, a Sum batch over them, its dense W + A·B result, an output buffer and a caller-only pool.</summary>
+    /// <summary>The write-epoch tests' setup: an fp32 table whose rows fit the register kernel at the process's ISA
+    /// (dim 32, or 16 at SSE4), a rank-8 adapter with <paramref name="hotRows"/> rows set, a Sum batch over them, its
+    /// dense W + A·B result, an output buffer and a caller-only pool.</summary>
     sealed class EpochFixture : IDisposable
     {
-        public const int Dim = 32;
+        public static readonly int Dim = LoraBagKernel.Fits(EmbeddingKernels.SelectedIsa, 32) ? 32 : 16;
         readonly EmbeddingTable _table;
         public TableAdapter Adapter { get; }
         public LoraTestData.Batch Batch { get; }
