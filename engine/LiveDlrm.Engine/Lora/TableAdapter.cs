@@ -22,7 +22,11 @@ namespace LiveDlrm.Lora;
 /// a new generation, issues a full fence, and waits for the old one's readers to drain before freeing it: readers never
 /// wait for the trainer; the trainer waits at most one batch per rank change.</item>
 /// <item>B updates within a generation replace the B array (never mutate it); readers take one snapshot per batch.</item>
-/// </list></summary>
+/// </list>
+/// This type owns the generation lifecycle, the reader API and the trainer entry points; the parts live apart:
+/// <see cref="SlotSeqlock"/> (the slot seqlock, both sides), <see cref="AdapterGeneration"/> (map, pool, slot
+/// allocation), <see cref="AdapterMerger"/> (merges and eviction), <see cref="AdapterUpdateRule"/> (Adagrad / SGD),
+/// <see cref="RankFactorisation"/> (rank changes), <see cref="AdapterBudget"/> (the budget's shape).</summary>
 public sealed unsafe partial class TableAdapter : IDisposable
 {
     AdapterGeneration? _gen;
