@@ -7,7 +7,7 @@ using LiveDlrm.Embeddings;
 namespace LiveDlrm.Lora;
 
 /// <summary>Serving a resolved block of the LoRA block kernel: the W rows of every bag by the plain kernel's own loop
-/// (<see cref="BagKernel.SumRows{TS, TV, TF, TI, TN}"/>), then each adapted bag's hits summed in rank space, then one
+/// (<see cref="BagKernel.SumRows{TS, TV, TF, TI, TN, TC}"/>), then each adapted bag's hits summed in rank space, then one
 /// rank × dim B product per adapted bag.</summary>
 internal static unsafe class LoraBlockServing
 {
@@ -31,7 +31,7 @@ internal static unsafe class LoraBlockServing
         for (int b = b0; b < b1; b++)
         {
             long start = offsets[b], end = offsets[b + 1];
-            if (!BagKernel.SumRows<TS, TV, TF, long, TN>(in job, start, end, rangeEnd, 0, true, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim))
+            if (!BagKernel.SumRows<TS, TV, TF, long, TN, UncheckedIndices>(in job, start, end, rangeEnd, 0, true, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim))
                 return false;
             // The next block's buckets, a few bags before its probes (see BucketPrefetchLeadBags).
             if (b == Math.Max(b0, b1 - 1 - LoraBagKernel.BucketPrefetchLeadBags) && nextIds != null) LoraSlotResolution.PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
