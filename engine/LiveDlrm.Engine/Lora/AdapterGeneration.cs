@@ -6,39 +6,6 @@ using LiveDlrm.Memory;
 
 namespace LiveDlrm.Lora;
 
-/// <summary>Byte layout of the native slot pool: two arrays indexed by slot, the A vectors first, then the per-slot
-/// records. Readers touch a slot's record only on the per-row path (<see cref="SeqOffset"/>, <see cref="RowOffset"/>);
-/// the block kernel reads nothing but A.
-/// <code>
-/// A array, slot × ABytesFor(rank):  float A[rank], padded to a multiple of 8 floats (32 bytes)
-/// record array, slot × 32 bytes:
-///  0  int32  seq       seqlock counter: odd while the trainer writes the slot (A, owner row, or a merge of W[row])
-///  4  float  adagrad   row-wise Adagrad accumulator (trainer only)
-///  8  int64  row       owning table row, -1 when free
-/// 16  int64  stamp     adapter clock at the last update (LRU order for eviction)
-/// 24  int32  touch     index into the trainer's per-step gradient scratch (validated against the scratch, never trusted)
-/// 28  (pad)
-/// </code>
-/// Why two arrays: A of rank 16 is 64 bytes, so in its own 64-byte-aligned array every A is one cache line. Inside one
-/// 96-byte slot (record, then A) every other A straddled two lines, and a hit in the lookup kernel waited for both.
-/// The trainer reads a record and its A: two lines either way. Same bytes per slot as the single array.</summary>
-internal static class SlotLayout
-{
-    public const int SeqOffset = 0;
-    public const int AdagradOffset = 4;
-    public const int RowOffset = 8;
-    public const int StampOffset = 16;
-    public const int TouchOffset = 24;
-    public const int RecordBytes = 32;
-
-    /// <summary>Bytes of one A vector in the A array: rank floats rounded up to 32 bytes, so the kernels' 8/16-float
-    /// loads stay inside it (lanes ≥ rank are zero and never used).</summary>
-    public static int ABytesFor(int rank) => (rank * sizeof(float) + 31) & ~31;
-
-    /// <summary>Pool bytes per slot: its A vector and its record.</summary>
-    public static int BytesPerSlot(int rank) => ABytesFor(rank) + RecordBytes;
-}
-
 /// <summary>One immutable-shape version of a table's adapter: the open-addressing map row → slot, the slot pool and
 /// B, all for one rank. Shape changes (rank change, map rebuild) create a new generation that is published with one
 /// reference write; readers pin the generation they started with (<see cref="Readers"/>), so they never mix an old
@@ -80,7 +47,7 @@ internal sealed unsafe class AdapterGeneration
     public readonly int FilterShift;
     /// <summary>The pool: the A array at its start (64-byte aligned), the record array after it.</summary>
     public readonly byte* PoolPointer;
-    public readonly byte* RecordPointer;
+    public readonly SlotRecord* RecordPointer;
     public readonly long* MapPointer;
     /// <summary>The generation's write epoch (a table-wide seqlock counter in its own cache line after the map): odd
     /// while the trainer changes what a lookup could read through the map — A rows, merges (W, frees, tombstones).
@@ -117,7 +84,7 @@ internal sealed unsafe class AdapterGeneration
         _mapShift = 64 - BitOperations.Log2((ulong)mapCapacity);
         Pool = pool;
         PoolPointer = pool.Pointer;
-        RecordPointer = pool.Pointer + (long)slotCapacity * AStride;
+        RecordPointer = (SlotRecord*)(pool.Pointer + (long)slotCapacity * AStride);
         Map = NativeBuffer.Allocate(MapBytes(mapCapacity));
         MapPointer = (long*)Map.Pointer;
         WriteEpochPointer = (int*)(MapPointer + mapCapacity);
@@ -134,7 +101,7 @@ internal sealed unsafe class AdapterGeneration
     {
         var pool = NativeBuffer.Allocate((long)slotCapacity * SlotLayout.BytesPerSlot(rank));
         var g = new AdapterGeneration(version, rank, dim, slotCapacity, mapCapacity, pool, b);
-        for (int s = 0; s < slotCapacity; s++) *(long*)(g.SlotRecord(s) + SlotLayout.RowOffset) = -1;
+        for (int s = 0; s < slotCapacity; s++) g.Record(s)->Row = SlotRecord.FreeRow;
         for (int s = 0; s < slotCapacity; s++) g.FreeSlots[s] = slotCapacity - 1 - s;   // pop order 0, 1, 2, ...
         g.FreeCount = slotCapacity;
         return g;
@@ -169,7 +136,7 @@ internal sealed unsafe class AdapterGeneration
         FreeCount = source.FreeCount;
         for (int s = 0; s < SlotCapacity; s++)
         {
-            long row = *(long*)(SlotRecord(s) + SlotLayout.RowOffset);
+            long row = Record(s)->Row;
             if (row >= 0) InsertNew(row, s);
         }
     }
@@ -210,7 +177,7 @@ internal sealed unsafe class AdapterGeneration
     public long Bytes => Pool.Length + Map.Length + Filter.Length + (long)(B.Length + BAdagrad.Length + FreeSlots.Length) * sizeof(float);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* SlotRecord(int slot) => RecordPointer + (long)slot * SlotLayout.RecordBytes;
+    public SlotRecord* Record(int slot) => RecordPointer + slot;
 
     /// <summary>The A vector of <paramref name="slot"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -237,10 +204,9 @@ internal sealed unsafe class AdapterGeneration
     /// probe at the map's half load); a group with neither the key nor an empty entry continues with the scalar walk.
     /// Each 8-byte entry is naturally aligned, so the vector load reads every entry whole. At AVX-512 the matching
     /// entry is taken from that same vector (<c>vpcompressq</c> by the match mask, lane 0), so its slot comes with the
-    /// key that was compared; no match gives -1 through the mask's sign (no branch on hit versus false positive). That
-    /// replaced a second, dependent read of the entry and its key check (about 7 instructions a probe: 0.88–0.92x the
-    /// time at 70 % adapted lookups, 100 k rows, one thread; 0.98–0.99x at 2 %), and the stop test on the two compare
-    /// masks with a miss taken from the compress's merge value another 0.970–0.975x at 70 %. The AVX2 form has no
+    /// key that was compared; no match gives -1 through the mask's sign (no branch on hit versus false positive), instead
+    /// of a second, dependent read of the entry and its key check (about 7 instructions a probe, ~10 % of the LoRA time
+    /// with most lookups adapted); the probe stops on the two compare masks. The AVX2 form has no
     /// compress: it reads the entry picked again and checks its key, so an entry that changed in between gives -1 or
     /// its new, valid slot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -329,6 +295,23 @@ internal sealed unsafe class AdapterGeneration
         Live++;
     }
 
+    /// <summary>Trainer: a free slot for <paramref name="row"/> (known absent; a slot must be free), its A zeroed inside
+    /// the slot's seqlock section so the effective row is unchanged, then mapped.</summary>
+    public int Allocate(long row, long stamp, float adagradInitial)
+    {
+        int slot = FreeSlots[--FreeCount];
+        SlotRecord* p = Record(slot);
+        SlotSeqlock.BeginWrite(p);
+        p->Row = row;
+        new Span<float>(APointer(slot), Rank).Clear();
+        SlotSeqlock.EndWrite(p);
+        p->Adagrad = adagradInitial;
+        p->Stamp = stamp;
+        p->Touch = -1;
+        InsertNew(row, slot);
+        return slot;
+    }
+
     /// <summary>Trainer: replace <paramref name="row"/>'s entry by a tombstone.</summary>
     public void Remove(long row)
     {
@@ -347,23 +330,6 @@ internal sealed unsafe class AdapterGeneration
 
     /// <summary>True when one more insert would push live + tombstones past 3/4 of the map.</summary>
     public bool MapNeedsRebuild => (Live + Tombstones + 1) * 4L > MapCapacity * 3;
-
-    // --- seqlock, writer side (the single trainer thread) ---
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void BeginWrite(byte* slot)
-    {
-        int* seq = (int*)(slot + SlotLayout.SeqOffset);
-        Volatile.Write(ref *seq, *seq + 1);   // odd: readers of this slot retry
-        Volatile.WriteBarrier();              // the odd counter becomes visible before any data store below
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void EndWrite(byte* slot)
-    {
-        int* seq = (int*)(slot + SlotLayout.SeqOffset);
-        Volatile.Write(ref *seq, *seq + 1);   // even again; release: every data store above is visible first
-    }
 
     // --- write epoch, writer side: brackets every batch of slot writes and merges (the per-slot counters still
     // open and close inside it, for the per-row readers) ---

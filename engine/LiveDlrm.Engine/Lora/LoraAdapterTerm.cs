@@ -61,15 +61,16 @@ public static unsafe class LoraAdapterTerm
         // Locals, not ctx-> loads: the JIT cannot prove the stores below leave *ctx alone and would reload per index.
         long* map = ctx->Map;
         int mapShift = ctx->MapShift, aStride = ctx->AStride, filterShift = ctx->FilterShift;
-        byte* records = ctx->Records, aArray = ctx->A;
+        SlotRecord* records = ctx->Records;
+        byte* aArray = ctx->A;
         uint* filter = ctx->Filter;
         float* b = ctx->B;
-        // Rank ≤ 16 (the common case): the bag's Σ w·A lives in two 8-float registers, each A loaded straight from
-        // the A array (which pads A to a multiple of 8 floats, SlotLayout.ABytesFor, so the loads stay inside it; lanes
-        // ≥ rank are never used). Larger ranks copy A out and accumulate in memory.
-        bool vecA = rank <= 16 && Vector256.IsHardwareAccelerated;
+        // Rank ≤ 16 (the common case): the bag's Σ w·A lives in two 8-float registers (see ASnapshot); larger ranks
+        // copy A out and accumulate in memory.
+        bool vecA = ASnapshot.FitsRegisters(rank);
         float* aAcc = stackalloc float[Math.Max(rank, 16)];
         float* aRow = stackalloc float[rank];
+        var snapshot = new ASnapshot { Rank = rank, InRegisters = vecA, Copy = aRow };
         for (int bag = bagBegin; bag < bagEnd; bag++)
         {
             long start = off[bag], end = off[bag + 1];
@@ -82,40 +83,14 @@ public static unsafe class LoraAdapterTerm
                 if (!AdapterGeneration.MayContain(filter, filterShift, row)) continue;
                 int slot = AdapterGeneration.ProbeMap(row, map, mapShift);
                 if (slot < 0) continue;
-                byte* p = records + (long)slot * SlotLayout.RecordBytes;
-                int* seq = (int*)(p + SlotLayout.SeqOffset);
-                float* slotA = (float*)(aArray + (long)slot * aStride);
-                Vector256<float> r0 = default, r1 = default;
-                bool mine;
-                while (true)
-                {
-                    int s1 = Volatile.Read(ref *seq);
-                    if ((s1 & 1) == 0)
-                    {
-                        mine = *(long*)(p + SlotLayout.RowOffset) == row;
-                        if (mine)
-                        {
-                            if (vecA)
-                            {
-                                r0 = Vector256.Load(slotA);
-                                if (rank > 8) r1 = Vector256.Load(slotA + 8);
-                            }
-                            else for (int k = 0; k < rank; k++) aRow[k] = slotA[k];
-                        }
-                        Volatile.ReadBarrier();
-                        if (*seq == s1) break;
-                    }
-                    // The trainer is inside this slot's section (a copy of rank floats or one row merge): wait
-                    // without a call, which would spill the vector accumulators around the whole loop.
-                    if (X86Base.IsSupported) X86Base.Pause();
-                }
-                if (!mine) continue;      // merged or reused since the probe: not adapted for this lookup
+                snapshot.Source = (float*)(aArray + (long)slot * aStride);
+                if (!SlotSeqlock.TryRead(records + slot, row, ref snapshot)) continue;   // merged or reused since the probe
                 float weight = weights == null ? 1f : weights[j];
                 if (vecA)
                 {
                     var vw = Vector256.Create(weight);
-                    sum0 = Vector256.FusedMultiplyAdd(r0, vw, sum0);
-                    if (rank > 8) sum1 = Vector256.FusedMultiplyAdd(r1, vw, sum1);
+                    sum0 = Vector256.FusedMultiplyAdd(snapshot.Low, vw, sum0);
+                    if (rank > 8) sum1 = Vector256.FusedMultiplyAdd(snapshot.High, vw, sum1);
                 }
                 else
                 {

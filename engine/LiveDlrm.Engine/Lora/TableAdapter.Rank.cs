@@ -1,5 +1,3 @@
-using LiveDlrm.Runtime;
-using TorchSharp;
 
 namespace LiveDlrm.Lora;
 
@@ -8,37 +6,6 @@ public sealed unsafe partial class TableAdapter
     /// <summary>Relative energy below which the τ comparison treats a shortfall as round-off, so τ = 1 drops singular
     /// values that are zero up to float precision (a rank-deficient ΔW really shrinks) and nothing else.</summary>
     const double EnergyRoundOff = 1e-10;
-
-    /// <summary>ΔW = A·B over the active rows, factorised without forming the n × dim matrix:
-    /// A = Q·R (thin QR, Q n × m, R m × r, m = min(n, r)), R·B = U·Σ·Vᵀ (m × dim, small), so ΔW = (Q·U)·Σ·Vᵀ is an SVD.</summary>
-    sealed record Factorisation(int[] Slots, int M, double[] QU, double[] S, double[] Vt);
-
-    Factorisation Factorise(AdapterGeneration g)
-    {
-        TorchRuntime.EnsureInitialised();
-        int r = g.Rank, dim = Table.Dim;
-        var slots = new int[g.Live];
-        int n = 0;
-        for (int s = 0; s < g.SlotCapacity && n < slots.Length; s++)
-            if (*(long*)(g.SlotRecord(s) + SlotLayout.RowOffset) >= 0) slots[n++] = s;
-        var a = new double[(long)n * r];
-        for (int i = 0; i < n; i++)
-        {
-            float* src = g.APointer(slots[i]);
-            for (int k = 0; k < r; k++) a[(long)i * r + k] = src[k];
-        }
-        var b = new double[r * dim];
-        for (int i = 0; i < b.Length; i++) b[i] = g.B[i];
-
-        using var scope = torch.NewDisposeScope();
-        var ta = torch.tensor(a, new long[] { n, r }, torch.float64);
-        var tb = torch.tensor(b, new long[] { r, dim }, torch.float64);
-        var (q, rr) = torch.linalg.qr(ta);
-        var (u, s2, vt) = torch.linalg.svd(rr.matmul(tb), fullMatrices: false);
-        var qu = q.matmul(u);
-        int m = (int)s2.shape[0];
-        return new Factorisation(slots, m, qu.contiguous().data<double>().ToArray(), s2.data<double>().ToArray(), vt.contiguous().data<double>().ToArray());
-    }
 
     /// <summary>Trainer: re-chooses the rank from the singular values of ΔW = A·B (see
     /// <see cref="AdapterOptions.EnergyToKeep"/>, <see cref="AdapterOptions.GrowThreshold"/>) and re-parameterises
@@ -60,7 +27,7 @@ public sealed unsafe partial class TableAdapter
         int r = g.Rank, dim = Table.Dim;
         if (g.Live == 0) return Record(r, r, double.NaN, Array.Empty<double>(), 0);
 
-        var f = Factorise(g);
+        var f = RankFactorisation.Of(g);
         double energy = 0;
         foreach (double s in f.S) energy += s * s;
         if (energy == 0) return Record(r, r, double.NaN, f.S, 0);
@@ -86,9 +53,9 @@ public sealed unsafe partial class TableAdapter
         int evicted = 0;
         if (g.Live > slots)
         {
-            evicted = EvictOldest(g.Live - slots, protectTouched: false);
+            evicted = _merger.EvictOldest(g, g.Live - slots, isProtected: null);
             if (g.Live == 0) return Record(r, r, double.NaN, f.S, evicted);
-            f = Factorise(g);     // the merged rows left ΔW; decompose what remains
+            f = RankFactorisation.Of(g);     // the merged rows left ΔW; decompose what remains
             energy = 0;
             foreach (double s in f.S) energy += s * s;
         }
@@ -97,33 +64,10 @@ public sealed unsafe partial class TableAdapter
         double keptEnergy = 0;
         for (int c = 0; c < kept; c++) keptEnergy += f.S[c] * f.S[c];
 
-        // B' = the kept right singular vectors, then random orthonormal-ish rows for any grown directions.
-        // The kept rows keep the old B's scale (rms row norm) and A absorbs the rest: ΔW = A'·B' is the same, and the
-        // optimizer states carried over (per-row Adagrad of A, B's mean accumulator) keep meaning the same step sizes.
-        double bSquares = 0;
-        foreach (float v in g.B) bSquares += (double)v * v;
-        double bScale = bSquares > 0 ? Math.Sqrt(bSquares / r) : 1;
-        var bNew = new double[target * dim];
-        for (int i = 0; i < kept * dim; i++) bNew[i] = f.Vt[i] * bScale;
-        for (int c = kept; c < target; c++)
-        {
-            var v = bNew.AsSpan(c * dim, dim);
-            for (int i = 0; i < dim; i++) v[i] = Normal();
-            for (int pass = 0; pass < 2; pass++)          // twice: classical Gram–Schmidt loses orthogonality once
-                for (int prev = 0; prev < c; prev++)
-                {
-                    var u = bNew.AsSpan(prev * dim, dim);
-                    double dot = 0, norm = 0;
-                    for (int i = 0; i < dim; i++) { dot += v[i] * u[i]; norm += u[i] * u[i]; }
-                    for (int i = 0; i < dim; i++) v[i] -= dot / norm * u[i];
-                }
-            double len = 0;
-            for (int i = 0; i < dim; i++) len += v[i] * v[i];
-            len = Math.Sqrt(len);
-            for (int i = 0; i < dim; i++) v[i] *= Options.BInitScale / len;
-        }
-        var b = new float[target * dim];
-        for (int i = 0; i < b.Length; i++) b[i] = (float)bNew[i];
+        // B' keeps the old B's scale (rms row norm) and A absorbs the rest: ΔW = A'·B' is the same, and the optimizer
+        // states carried over (per-row Adagrad of A, B's mean accumulator) keep meaning the same step sizes.
+        double bScale = RankFactorisation.RmsRowNorm(g.B, r);
+        var b = f.Basis(kept, target, dim, bScale, Options.BInitScale, Normal);
 
         var next = AdapterGeneration.CreateEmpty(++_version, target, dim, slots, mapCapacity, b);
         // B's Adagrad state carries over as its mean: B' spans the old row space (plus new directions), and a zero
@@ -132,14 +76,11 @@ public sealed unsafe partial class TableAdapter
         if (g.BAdagrad.Length > 0) Array.Fill(next.BAdagrad, g.BAdagrad.Average());
         for (int i = 0; i < f.Slots.Length; i++)
         {
-            byte* src = g.SlotRecord(f.Slots[i]);
+            SlotRecord* src = g.Record(f.Slots[i]);
             int slot = next.FreeSlots[--next.FreeCount];
-            byte* dst = next.SlotRecord(slot);
-            long row = *(long*)(src + SlotLayout.RowOffset);
-            *(long*)(dst + SlotLayout.RowOffset) = row;
-            *(long*)(dst + SlotLayout.StampOffset) = *(long*)(src + SlotLayout.StampOffset);
-            *(float*)(dst + SlotLayout.AdagradOffset) = *(float*)(src + SlotLayout.AdagradOffset);
-            *(int*)(dst + SlotLayout.TouchOffset) = -1;
+            SlotRecord* dst = next.Record(slot);
+            long row = src->Row;
+            *dst = *src with { Seq = 0, Touch = -1 };
             float* a = next.APointer(slot);
             for (int c = 0; c < kept; c++) a[c] = (float)(f.QU[(long)i * f.M + c] * f.S[c] / bScale);
             next.InsertNew(row, slot);

@@ -17,17 +17,17 @@ public sealed unsafe partial class TableAdapter
     int[] _slotOf = Array.Empty<int>();   // pass 1's slots of a chunk of indices, from _slotBase
     int _slotBase;
 
-    bool IsTouched(byte* slotPointer, int slot)
+    bool IsTouched(SlotRecord* record, int slot)
     {
-        int t = *(int*)(slotPointer + SlotLayout.TouchOffset);
+        int t = record->Touch;
         return (uint)t < (uint)_touchedCount && _touched[t] == slot;
     }
 
     /// <summary>The scratch index of <paramref name="slot"/> in this step, assigning one (zeroed) on first touch.</summary>
     int Touch(AdapterGeneration g, int slot)
     {
-        byte* p = g.SlotRecord(slot);
-        if (IsTouched(p, slot)) return *(int*)(p + SlotLayout.TouchOffset);
+        SlotRecord* p = g.Record(slot);
+        if (IsTouched(p, slot)) return p->Touch;
         int t = _touchedCount++;
         if (t == _touched.Length)
         {
@@ -42,7 +42,7 @@ public sealed unsafe partial class TableAdapter
         }
         _touched[t] = slot;
         new Span<float>(_rowGrad, t * r, r).Clear();
-        *(int*)(p + SlotLayout.TouchOffset) = t;
+        p->Touch = t;
         return t;
     }
 
@@ -137,35 +137,14 @@ public sealed unsafe partial class TableAdapter
             {
                 for (int t = 0; t < _touchedCount; t++)
                 {
-                    byte* p = g.SlotRecord(_touched[t]);
-                    float* a = g.APointer(_touched[t]);
-                    float* grad = rg + t * r;
-                    float step = opt.LearningRateA;
-                    if (adagrad)
-                    {
-                        float acc = *(float*)(p + SlotLayout.AdagradOffset) + LoraMath.Dot(grad, grad, r) / r;
-                        _newAdagrad[t] = acc;
-                        step /= MathF.Sqrt(acc) + opt.AdagradEpsilon;
-                    }
-                    float* dst = na + t * r;
-                    for (int k = 0; k < r; k++) dst[k] = a[k] - step * grad[k];
+                    SlotRecord* p = g.Record(_touched[t]);
+                    _newAdagrad[t] = AdapterUpdateRule.StepRow(opt, g.APointer(_touched[t]), rg + t * r, p->Adagrad, na + t * r, r);
                 }
             }
             if (!LoraMath.AllFinite(_newA.AsSpan(0, _touchedCount * r)) || (adagrad && !LoraMath.AllFinite(_newAdagrad.AsSpan(0, _touchedCount))))
             { RejectedSteps++; return false; }
 
-            var newB = new float[r * dim];
-            var newBAdagrad = adagrad ? new float[r * dim] : g.BAdagrad;
-            for (int i = 0; i < r * dim; i++)
-            {
-                float grad = _dB[i], step = opt.LearningRateB;
-                if (adagrad)
-                {
-                    newBAdagrad[i] = g.BAdagrad[i] + grad * grad;
-                    step /= MathF.Sqrt(newBAdagrad[i]) + opt.AdagradEpsilon;
-                }
-                newB[i] = b[i] - step * grad;
-            }
+            var (newB, newBAdagrad) = AdapterUpdateRule.StepB(opt, b, _dB.AsSpan(0, r * dim), g.BAdagrad);
             if (!LoraMath.AllFinite(newB) || !LoraMath.AllFinite(newBAdagrad)) { RejectedSteps++; return false; }
 
             // Pass 4: publish. Each A row inside its slot's seqlock; B as a new array (one reference write).
@@ -174,12 +153,12 @@ public sealed unsafe partial class TableAdapter
                 g.BeginEpochWrite();
                 for (int t = 0; t < _touchedCount; t++)
                 {
-                    byte* p = g.SlotRecord(_touched[t]);
-                    AdapterGeneration.BeginWrite(p);
+                    SlotRecord* p = g.Record(_touched[t]);
+                    SlotSeqlock.BeginWrite(p);
                     Buffer.MemoryCopy(na + t * r, g.APointer(_touched[t]), r * sizeof(float), r * sizeof(float));
-                    AdapterGeneration.EndWrite(p);
-                    if (adagrad) *(float*)(p + SlotLayout.AdagradOffset) = _newAdagrad[t];
-                    *(long*)(p + SlotLayout.StampOffset) = _clock;
+                    SlotSeqlock.EndWrite(p);
+                    if (adagrad) p->Adagrad = _newAdagrad[t];
+                    p->Stamp = _clock;
                 }
                 g.EndEpochWrite();
             }
@@ -222,7 +201,7 @@ public sealed unsafe partial class TableAdapter
                 byte* a = (byte*)g.APointer(slot);
                 Sse.Prefetch0(a);
                 Sse.Prefetch0(a + aBytes - 1);
-                Sse.Prefetch0(g.SlotRecord(slot));   // for pass 2's Touch (records are a separate array from A)
+                Sse.Prefetch0(g.Record(slot));   // for pass 2's Touch (records are a separate array from A)
             }
         }
         return lastBag;

@@ -22,7 +22,11 @@ namespace LiveDlrm.Lora;
 /// a new generation, issues a full fence, and waits for the old one's readers to drain before freeing it: readers never
 /// wait for the trainer; the trainer waits at most one batch per rank change.</item>
 /// <item>B updates within a generation replace the B array (never mutate it); readers take one snapshot per batch.</item>
-/// </list></summary>
+/// </list>
+/// This type owns the generation lifecycle, the reader API and the trainer entry points; the parts live apart:
+/// <see cref="SlotSeqlock"/> (the slot seqlock, both sides), <see cref="AdapterGeneration"/> (map, pool, slot
+/// allocation), <see cref="AdapterMerger"/> (merges and eviction), <see cref="AdapterUpdateRule"/> (Adagrad / SGD),
+/// <see cref="RankFactorisation"/> (rank changes), <see cref="AdapterBudget"/> (the budget's shape).</summary>
 public sealed unsafe partial class TableAdapter : IDisposable
 {
     AdapterGeneration? _gen;
@@ -32,8 +36,8 @@ public sealed unsafe partial class TableAdapter : IDisposable
     long _version;
     readonly Random _rng;
     readonly List<RankEvent> _history = new();
-    readonly float[] _rowScratch;
-    IAdapterMergeObserver? _mergeObserver;
+    readonly AdapterMerger _merger;
+    readonly Func<int, bool> _touchedByStep;
 
     public EmbeddingTable Table { get; }
     public AdapterOptions Options { get; }
@@ -41,7 +45,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     public long BudgetBytes { get; }
 
     public long Step { get; private set; }
-    public long MergedRows { get; private set; }
+    public long MergedRows => _merger.MergedRows;
     public long RejectedSteps { get; private set; }
     /// <summary>Row gradients dropped because a single step touched more distinct rows than the pool holds.</summary>
     public long DroppedRowUpdates { get; private set; }
@@ -62,26 +66,13 @@ public sealed unsafe partial class TableAdapter : IDisposable
         if (slots < 1)
             throw new ArgumentException($"table '{table.Name}': the adapter budget of {BudgetBytes} bytes ({Options.BudgetFraction:P3} of {table.ByteSize}) cannot hold B at rank {Options.InitialRank} and one adapter row; raise BudgetFraction or lower InitialRank", nameof(options));
         _rng = new Random(Options.Seed);
-        _rowScratch = new float[table.Dim];
+        _merger = new AdapterMerger(this, table);
+        _touchedByStep = slot => IsTouched(Current.Record(slot), slot);
         _gen = AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, table.Dim));
     }
 
-    /// <summary>Largest slot count (and its map capacity) whose pool + map + filter + B + B optimizer state + free list fit in
-    /// <paramref name="budget"/> bytes at <paramref name="rank"/>, with the map at most half full of live entries.</summary>
-    internal static (int Slots, long MapCapacity) SizeFor(long budget, int rank, int dim)
-    {
-        long fixedBytes = 2L * rank * dim * sizeof(float);
-        long perSlot = SlotLayout.BytesPerSlot(rank) + sizeof(int);
-        long bestSlots = 0, bestCapacity = 0;
-        for (long capacity = AdapterGeneration.GroupEntries; capacity <= 1L << 26; capacity <<= 1)
-        {
-            long rest = budget - fixedBytes - AdapterGeneration.MapBytes(capacity) - AdapterGeneration.FilterBytes(capacity);
-            if (rest < perSlot) break;
-            long n = Math.Min(Math.Min(capacity / 2, rest / perSlot), AdapterGeneration.SlotMask);
-            if (n > bestSlots) { bestSlots = n; bestCapacity = capacity; }
-        }
-        return ((int)bestSlots, bestCapacity);
-    }
+    /// <summary>See <see cref="AdapterBudget.SizeFor"/>.</summary>
+    internal static (int Slots, long MapCapacity) SizeFor(long budget, int rank, int dim) => AdapterBudget.SizeFor(budget, rank, dim);
 
     AdapterGeneration Current => _gen ?? throw new ObjectDisposedException(nameof(TableAdapter), $"adapter of table '{Table.Name}' is disposed");
 
@@ -118,25 +109,12 @@ public sealed unsafe partial class TableAdapter : IDisposable
     /// snapshot and returns true; returns false (W untouched) when the slot was merged or reused meanwhile.</summary>
     internal static bool ReadSlot(AdapterGeneration g, int slot, long row, EmbeddingTable table, float* a, float* w)
     {
-        byte* p = g.SlotRecord(slot);
-        int* seq = (int*)(p + SlotLayout.SeqOffset);
-        var spin = new SpinWait();
-        while (true)
+        var snapshot = new ARowSnapshot
         {
-            int s1 = Volatile.Read(ref *seq);
-            if ((s1 & 1) == 0)
-            {
-                bool mine = *(long*)(p + SlotLayout.RowOffset) == row;
-                if (mine)
-                {
-                    new ReadOnlySpan<float>(g.APointer(slot), g.Rank).CopyTo(new Span<float>(a, g.Rank));
-                    LoraEmbeddingBag.Dequantise(table, row, w);
-                }
-                Volatile.ReadBarrier();
-                if (*seq == s1) return mine;
-            }
-            spin.SpinOnce(sleep1Threshold: -1);
-        }
+            A = new ASnapshot { Source = g.APointer(slot), Copy = a, Rank = g.Rank },
+            Row = table.RowPointer(row), Storage = table.Storage, Dim = table.Dim, W = w,
+        };
+        return SlotSeqlock.TryRead(g.Record(slot), row, ref snapshot);
     }
 
     /// <summary>Copies row <paramref name="row"/>'s A vector (if it has one) into <paramref name="a"/> and returns its
@@ -158,7 +136,10 @@ public sealed unsafe partial class TableAdapter : IDisposable
         finally { Unpin(g); }
     }
 
-    /// <summary>The effective row W[row] + A[row]·B as one consistent snapshot. Reader-safe.</summary>
+    /// <summary>The effective row W[row] + A[row]·B as one consistent snapshot. Reader-safe. An adapted row is read
+    /// under its slot's seqlock; a row without a slot is read between two equal, even values of the write epoch,
+    /// because a merge of the row (added and merged again after the probe found no slot) rewrites W with no slot
+    /// section this reader could see. That read waits while a merge batch or a step's publish is in progress.</summary>
     public void ReadEffectiveRow(long row, Span<float> destination)
     {
         CheckRow(row);
@@ -168,17 +149,28 @@ public sealed unsafe partial class TableAdapter : IDisposable
         try
         {
             float[] b = Volatile.Read(ref g.B);
-            int slot = g.Find(row);
             float* a = stackalloc float[g.Rank];
+            var spin = new SpinWait();
             fixed (float* pd = destination)
             fixed (float* pb = b)
             {
-                if (slot < 0 || !ReadSlot(g, slot, row, Table, a, pd))
+                while (true)
                 {
-                    LoraEmbeddingBag.Dequantise(Table, row, pd);
-                    return;
+                    int epoch = Volatile.Read(ref *g.WriteEpochPointer);
+                    int slot = g.Find(row);
+                    if (slot >= 0 && ReadSlot(g, slot, row, Table, a, pd))
+                    {
+                        for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, pd, dim);
+                        return;
+                    }
+                    if ((epoch & 1) == 0)
+                    {
+                        StoredRows.Dequantise(Table, row, pd);
+                        Volatile.ReadBarrier();
+                        if (Volatile.Read(ref *g.WriteEpochPointer) == epoch) return;
+                    }
+                    spin.SpinOnce(sleep1Threshold: -1);
                 }
-                for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, pd, dim);
             }
         }
         finally { Unpin(g); }
@@ -212,13 +204,13 @@ public sealed unsafe partial class TableAdapter : IDisposable
             _clock++;
             int slot = FindOrAllocate(row, protectTouched: false);
             g = Current;
-            byte* p = g.SlotRecord(slot);
+            SlotRecord* p = g.Record(slot);
             g.BeginEpochWrite();
-            AdapterGeneration.BeginWrite(p);
+            SlotSeqlock.BeginWrite(p);
             a.CopyTo(new Span<float>(g.APointer(slot), g.Rank));
-            AdapterGeneration.EndWrite(p);
+            SlotSeqlock.EndWrite(p);
             g.EndEpochWrite();
-            *(long*)(p + SlotLayout.StampOffset) = _clock;
+            p->Stamp = _clock;
         }
         finally { ExitWriter(); }
     }
@@ -245,14 +237,8 @@ public sealed unsafe partial class TableAdapter : IDisposable
     /// time: setting a second one throws. Set it before training starts; a merge in progress keeps the observer it began with.</summary>
     public IAdapterMergeObserver? MergeObserver
     {
-        get => Volatile.Read(ref _mergeObserver);
-        set
-        {
-            if (value is null) { Volatile.Write(ref _mergeObserver, null); return; }
-            var existing = Interlocked.CompareExchange(ref _mergeObserver, value, null);
-            if (existing is not null && !ReferenceEquals(existing, value))
-                throw new InvalidOperationException($"table '{Table.Name}': the adapter already has a merge observer");
-        }
+        get => _merger.Observer;
+        set => _merger.Observer = value;
     }
 
     /// <summary>Trainer: merges the <paramref name="count"/> least recently updated rows into the base table.
@@ -261,7 +247,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         EnterWriter();
-        try { return EvictOldest(count, protectTouched: false); }
+        try { return _merger.EvictOldest(Current, count, isProtected: null); }
         finally { ExitWriter(); }
     }
 
@@ -274,142 +260,11 @@ public sealed unsafe partial class TableAdapter : IDisposable
         try
         {
             var g = Current;
-            var live = new List<int>(g.Live);
-            for (int s = 0; s < g.SlotCapacity; s++)
-                if (*(long*)(g.SlotRecord(s) + SlotLayout.RowOffset) >= 0) live.Add(s);
-            MergeSlots(g, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(live));
+            _merger.MergeAllLive(g);
             var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, Table.Dim);
             Publish(AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, Table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, Table.Dim)));
         }
         finally { ExitWriter(); }
-    }
-
-    /// <summary>Merges <paramref name="slots"/> as one batch, bracketed by the merge observer's two calls.</summary>
-    void MergeSlots(AdapterGeneration g, ReadOnlySpan<int> slots)
-    {
-        var observer = Volatile.Read(ref _mergeObserver);
-        var rows = observer is null ? null : new long[slots.Length];
-        int merged = 0;
-        observer?.MergeStarting(this);
-        try
-        {
-            g.BeginEpochWrite();
-            try
-            {
-                for (int k = 0; k < slots.Length; k++)
-                {
-                    PrefetchMerge(g, slots, k);
-                    long row = MergeSlot(g, slots[k]);
-                    if (rows is not null) rows[merged++] = row;
-                }
-            }
-            finally { g.EndEpochWrite(); }
-        }
-        finally { observer?.MergeFinished(this, rows.AsSpan(0, merged)); }
-    }
-
-    const int MergeSlotPrefetchDistance = 8, MergeRowPrefetchDistance = 4;
-
-    /// <summary>Evicted rows are the least recently updated: cold slots, W rows and map lines. Profiled on the replay,
-    /// merging waited on those loads one row after the other, with the write epoch odd (readers redo their blocks)
-    /// all along. So, a few merges ahead: the slot (it holds the row), then the row's W lines and its map line.</summary>
-    void PrefetchMerge(AdapterGeneration g, ReadOnlySpan<int> slots, int k)
-    {
-        if (!Sse.IsSupported) return;
-        if (k == 0)
-            for (int j = 0; j < Math.Min(slots.Length, MergeSlotPrefetchDistance); j++) Sse.Prefetch0(g.SlotRecord(slots[j]));
-        if (k + MergeSlotPrefetchDistance < slots.Length) Sse.Prefetch0(g.SlotRecord(slots[k + MergeSlotPrefetchDistance]));
-        int ahead = k == 0 ? 0 : k + MergeRowPrefetchDistance - 1;
-        for (int j = ahead; j < Math.Min(slots.Length, k + MergeRowPrefetchDistance); j++)
-        {
-            byte* p = g.SlotRecord(slots[j]);
-            byte* a = (byte*)g.APointer(slots[j]);
-            Sse.Prefetch0(a);
-            Sse.Prefetch0(a + g.Rank * sizeof(float) - 1);
-            long row = *(long*)(p + SlotLayout.RowOffset);
-            if (row < 0) continue;
-            Sse.Prefetch0(g.MapPointer + g.Bucket(row));
-            byte* w = Table.RowPointer(row);
-            for (int offset = 0; offset < Table.RowStride; offset += 64) Sse.Prefetch0(w + offset);
-            Sse.Prefetch0(w + Table.RowStride - 1);
-        }
-    }
-
-    /// <summary>Folds one slot into W inside the slot's seqlock section, then frees it; returns its row. Readers that
-    /// pinned this generation see old W + A (before the section) or new W with the slot no longer theirs (after): never both.</summary>
-    long MergeSlot(AdapterGeneration g, int slot)
-    {
-        byte* p = g.SlotRecord(slot);
-        long row = *(long*)(p + SlotLayout.RowOffset);
-        int dim = Table.Dim;
-        float[] b = g.B;
-        fixed (float* w = _rowScratch)
-        fixed (float* pb = b)
-        {
-            LoraEmbeddingBag.Dequantise(Table, row, w);
-            float* a = g.APointer(slot);
-            for (int k = 0; k < g.Rank; k++) LoraMath.Axpy(a[k], pb + k * dim, w, dim);
-        }
-        // Computed and checked before the section opens, so a bad value can never leave the slot odd.
-        if (!LoraMath.AllFinite(_rowScratch))
-            throw new InvalidOperationException($"table '{Table.Name}': merging row {row} gives a non-finite value (internal error: adapter values are checked on write)");
-        AdapterGeneration.BeginWrite(p);
-        try
-        {
-            Table.WriteRow(row, _rowScratch);
-            *(long*)(p + SlotLayout.RowOffset) = -1;
-            new Span<float>(g.APointer(slot), g.Rank).Clear();
-        }
-        finally { AdapterGeneration.EndWrite(p); }
-        g.Remove(row);
-        g.FreeSlots[g.FreeCount++] = slot;
-        MergedRows++;
-        return row;
-    }
-
-    /// <summary>Merges up to <paramref name="count"/> live rows with the oldest update stamps (optionally sparing rows
-    /// touched by the step in progress). O(slots) selection, so callers evict in batches.</summary>
-    int EvictOldest(int count, bool protectTouched)
-    {
-        var g = Current;
-        if (count <= 0 || g.Live == 0) return 0;
-        var keys = new long[g.Live];
-        int n = 0;
-        for (int s = 0; s < g.SlotCapacity; s++)
-        {
-            byte* p = g.SlotRecord(s);
-            if (*(long*)(p + SlotLayout.RowOffset) < 0) continue;
-            if (protectTouched && IsTouched(p, s)) continue;
-            keys[n++] = (*(long*)(p + SlotLayout.StampOffset) << AdapterGeneration.SlotBits) | (long)s;
-        }
-        count = Math.Min(count, n);
-        if (count == 0) return 0;
-        var span = keys.AsSpan(0, n);
-        if (count < n) SelectSmallest(span, count);
-        var slots = new int[count];
-        for (int k = 0; k < count; k++) slots[k] = (int)(span[k] & AdapterGeneration.SlotMask);
-        MergeSlots(g, slots);
-        return count;
-    }
-
-    /// <summary>Partially orders <paramref name="keys"/> so its first <paramref name="k"/> entries are the k smallest (quickselect).</summary>
-    static void SelectSmallest(Span<long> keys, int k)
-    {
-        int lo = 0, hi = keys.Length - 1;
-        while (lo < hi)
-        {
-            long pivot = keys[lo + (hi - lo) / 2];
-            int i = lo, j = hi;
-            while (i <= j)
-            {
-                while (keys[i] < pivot) i++;
-                while (keys[j] > pivot) j--;
-                if (i <= j) { (keys[i], keys[j]) = (keys[j], keys[i]); i++; j--; }
-            }
-            if (k - 1 <= j) hi = j;
-            else if (k - 1 >= i) lo = i;
-            else break;
-        }
     }
 
     /// <summary>The slot of <paramref name="row"/>, allocating one (A = 0, so the effective row is unchanged) if it
@@ -423,7 +278,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         {
             // A step that already found every slot protected will find that again: skip the O(slots) scan.
             if (protectTouched && _exhaustedAtClock == _clock) return -1;
-            EvictOldest(Math.Max(1, (int)(g.SlotCapacity * Options.EvictFraction)), protectTouched);
+            _merger.EvictOldest(g, Math.Max(1, (int)(g.SlotCapacity * Options.EvictFraction)), protectTouched ? _touchedByStep : null);
             if (g.FreeCount == 0)
             {
                 if (protectTouched) _exhaustedAtClock = _clock;
@@ -435,17 +290,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
             Publish(g.WithRebuiltMap(++_version));
             g = Current;
         }
-        slot = g.FreeSlots[--g.FreeCount];
-        byte* p = g.SlotRecord(slot);
-        AdapterGeneration.BeginWrite(p);
-        *(long*)(p + SlotLayout.RowOffset) = row;
-        new Span<float>(g.APointer(slot), g.Rank).Clear();
-        AdapterGeneration.EndWrite(p);
-        *(float*)(p + SlotLayout.AdagradOffset) = Options.AdagradInitialAccumulator;
-        *(long*)(p + SlotLayout.StampOffset) = _clock;
-        *(int*)(p + SlotLayout.TouchOffset) = -1;
-        g.InsertNew(row, slot);
-        return slot;
+        return g.Allocate(row, _clock, Options.AdagradInitialAccumulator);
     }
 
     /// <summary>Publishes <paramref name="next"/>, waits for readers of the old generation to drain, frees it.</summary>

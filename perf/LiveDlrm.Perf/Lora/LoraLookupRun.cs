@@ -102,12 +102,12 @@ public sealed class LoraLookupRun : BenchRun
         };
         if (knownSlots)
         {
-            var known = batches.Select(bt => LoraEmbeddingBag.ResolveSlots(adapter, bt.Indices)).ToArray();
+            var known = batches.Select(bt => LoraKnownSlots.Resolve(adapter, bt.Indices)).ToArray();
             LoraEmbeddingBag.Forward(adapter, i0, o0, expected, pool: pool);
-            LoraEmbeddingBag.ForwardWithKnownSlots(adapter, i0, o0, output, known[0], pool);
+            known[0].Forward(adapter, i0, o0, output, pool);
             if (!output.AsSpan().SequenceEqual(expected)) { Console.Error.WriteLine("bench lora: the lookup with known slots differs from the lookup; no numbers reported"); return 1; }
             names.Add("lora_known_slots");
-            contenders.Add(i => LoraEmbeddingBag.ForwardWithKnownSlots(adapter, batches[i].Indices, batches[i].Offsets, output, known[i], pool));
+            contenders.Add(i => known[i].Forward(adapter, batches[i].Indices, batches[i].Offsets, output, pool));
         }
         var rates = LoraBenchSupport.Interleaved(contenders, batchCount, (double)batch * pooling / 1e6, runs, runSeconds, quick ? 0.1 : 1);
         var medians = rates.Select(LoraBenchSupport.Median).ToArray();

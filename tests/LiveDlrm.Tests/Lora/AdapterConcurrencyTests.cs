@@ -34,7 +34,7 @@ public class AdapterConcurrencyTests
         var started = new long[HotRows];
         var done = new long[HotRows];
         using var stop = new CancellationTokenSource(duration);
-        long reads = 0, rankChanges = 0, fullMerges = 0, batchMerges = 0, sets = 0;
+        long reads = 0, rankChanges = 0, fullMerges = 0, batchMerges = 0, sets = 0, fastBlocks = 0, redoneBlocks = 0;
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
 
         var writer = new Thread(() =>
@@ -76,6 +76,18 @@ public class AdapterConcurrencyTests
 
         void Reader(int id)
         {
+            // Counted per reader thread (the kernels' block counts are thread-scoped), summed when the reader stops.
+            using var counts = LoraKernelScopes.CountBlocks();
+            try { ReadUntilStopped(id); }
+            finally
+            {
+                Interlocked.Add(ref fastBlocks, counts.Fast);
+                Interlocked.Add(ref redoneBlocks, counts.Redone);
+            }
+        }
+
+        void ReadUntilStopped(int id)
+        {
             var rng = new Random(100 + id);
             const int bags = 32;
             var indices = new long[bags];
@@ -109,14 +121,12 @@ public class AdapterConcurrencyTests
         }
 
         var readers = Enumerable.Range(0, 2).Select(id => new Thread(() => Reader(id)) { Name = $"stress-reader-{id}" }).ToList();
-        long fastBefore = Interlocked.Read(ref LoraBagKernel.FastBlocks), redoneBefore = Interlocked.Read(ref LoraBagKernel.RedoneBlocks);
         var clock = Stopwatch.StartNew();
         writer.Start();
         readers.ForEach(t => t.Start());
         writer.Join();
         readers.ForEach(t => t.Join());
 
-        long fastBlocks = Interlocked.Read(ref LoraBagKernel.FastBlocks) - fastBefore, redoneBlocks = Interlocked.Read(ref LoraBagKernel.RedoneBlocks) - redoneBefore;
         TestContext.Out.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s: {reads} read batches, {sets} row sets, {batchMerges} LRU merges, {fullMerges} full merges, " +
                                   $"{rankChanges} rank decisions ({adapter.History.Count(h => h.NewRank != h.OldRank)} changes), {adapter.MergedRows} rows merged, version {adapter.Version}; " +
                                   $"kernel blocks: {fastBlocks} served on the fast path, {redoneBlocks} redone row by row");

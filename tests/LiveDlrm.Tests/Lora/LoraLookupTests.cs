@@ -87,14 +87,9 @@ public class LoraLookupTests
             var batch = LoraTestData.RandomBatch(rng, table.Rows, 140, 150, hot, pooling == PoolingMode.WeightedSum);
             var expected = LoraTestData.NaivePooled(LoraTestData.EffectiveRows(adapter), batch, pooling, dim);
             var actual = new float[batch.Bags * dim];
-            bool saved = LoraBagKernel.PerRowOnly;
-            LoraBagKernel.PerRowOnly = perRow;
-            try
-            {
-                using (EmbeddingKernels.Force(isa))
-                    LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, actual, pooling, batch.Weights, callerOnly);
-            }
-            finally { LoraBagKernel.PerRowOnly = saved; }
+            using (perRow ? LoraKernelScopes.ForcePerRow() : null)
+            using (EmbeddingKernels.Force(isa))
+                LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, actual, pooling, batch.Weights, callerOnly);
             // fp32 sums of up to 150 terms of magnitude ~1: 5e-5, not 1e-5. int8 rows: Σ scale·q and Σ bias are summed
             // apart and added once (FBGEMM's fold, as in the plain kernel): two sums of magnitude ~150 that cancel.
             double tolerance = storage == EmbeddingStorage.Int8Rowwise ? 3e-4 : 5e-5;
@@ -117,7 +112,7 @@ public class LoraLookupTests
         long[] hot = LoraTestData.FillAdapter(adapter, rng, 300);
         var batch = LoraTestData.RandomBatch(rng, table.Rows, 300, 40, hot, weighted: false);
         Assert.That(batch.Indices.Length, Is.GreaterThan(EmbeddingBag.ParallelThresholdLookups), "large enough for the pool");
-        var known = LoraEmbeddingBag.ResolveSlots(adapter, batch.Indices);
+        var known = LoraKnownSlots.Resolve(adapter, batch.Indices);
         Assert.That(known.Slots.Count(s => s >= 0), Is.EqualTo(batch.Indices.Count(hot.Contains)), "one slot per adapted index");
         using var pool = new EmbeddingWorkerPool(1);
         var searched = new float[batch.Bags * dim];
@@ -125,15 +120,15 @@ public class LoraLookupTests
         using (EmbeddingKernels.Force(isa))
         {
             LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, searched, pool: pool);
-            LoraEmbeddingBag.ForwardWithKnownSlots(adapter, batch.Indices, batch.Offsets, given, known, pool);
+            known.Forward(adapter, batch.Indices, batch.Offsets, given, pool);
         }
         Assert.That(given, Is.EqualTo(searched), $"{isa} {storage}");
 
         var copy = batch.Indices.ToArray();
-        Assert.Throws<ArgumentException>(() => LoraEmbeddingBag.ForwardWithKnownSlots(adapter, copy, batch.Offsets, given, known, pool));
+        Assert.Throws<ArgumentException>(() => known.Forward(adapter, copy, batch.Offsets, given, pool));
         long fresh = Enumerable.Range(0, (int)table.Rows).First(r => !hot.Contains(r));
         adapter.SetRow(fresh, new float[16]);
-        var e = Assert.Throws<InvalidOperationException>(() => LoraEmbeddingBag.ForwardWithKnownSlots(adapter, batch.Indices, batch.Offsets, given, known, pool));
+        var e = Assert.Throws<InvalidOperationException>(() => known.Forward(adapter, batch.Indices, batch.Offsets, given, pool));
         Assert.That(e!.Message, Does.Contain("resolved for generation"));
     }
 
@@ -156,7 +151,7 @@ public class LoraLookupTests
 
         var g = adapter.Pin();
         int* seq;
-        try { seq = (int*)(g.SlotRecord(g.Find(hot[0])) + SlotLayout.SeqOffset); }
+        try { seq = &g.Record(g.Find(hot[0]))->Seq; }
         finally { TableAdapter.Unpin(g); }
         int before = *seq;
         Assert.That(before % 2, Is.EqualTo(0));
@@ -174,11 +169,12 @@ public class LoraLookupTests
         LoraTestData.AssertClose(output, expected, 1e-5, "after the wait");
     }
 
-    /// <summary>The write-epoch tests' setup: an fp32 dim-32 table, a rank-8 adapter with <paramref name="hotRows"/>
-    /// rows set, a Sum batch over them, its dense W + A·B result, an output buffer and a caller-only pool.</summary>
+    /// <summary>The write-epoch tests' setup: an fp32 table whose rows fit the register kernel at the process's ISA
+    /// (dim 32, or 16 at SSE4), a rank-8 adapter with <paramref name="hotRows"/> rows set, a Sum batch over them, its
+    /// dense W + A·B result, an output buffer and a caller-only pool.</summary>
     sealed class EpochFixture : IDisposable
     {
-        public const int Dim = 32;
+        public static readonly int Dim = LoraBagKernel.Fits(EmbeddingKernels.SelectedIsa, 32) ? 32 : 16;
         readonly EmbeddingTable _table;
         public TableAdapter Adapter { get; }
         public LoraTestData.Batch Batch { get; }
@@ -216,12 +212,12 @@ public class LoraLookupTests
         var g = adapter.Pin();
         try
         {
-            long fast = Interlocked.Read(ref LoraBagKernel.FastBlocks), redone = Interlocked.Read(ref LoraBagKernel.RedoneBlocks);
+            using var counts = LoraKernelScopes.CountBlocks();
             g.BeginEpochWrite();
             try { LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, output, pool: callerOnly); }
             finally { g.EndEpochWrite(); }
-            Assert.That(Interlocked.Read(ref LoraBagKernel.RedoneBlocks) - redone, Is.GreaterThanOrEqualTo(5), "300 bags are at least 5 blocks, all redone");
-            Assert.That(Interlocked.Read(ref LoraBagKernel.FastBlocks) - fast, Is.EqualTo(0),
+            Assert.That(counts.Redone, Is.GreaterThanOrEqualTo(5), "300 bags are at least 5 blocks, all redone");
+            Assert.That(counts.Fast, Is.EqualTo(0),
                         "no block may be served by the fast path while the epoch is odd");
         }
         finally { TableAdapter.Unpin(g); }
@@ -251,11 +247,11 @@ public class LoraLookupTests
         });
         try
         {
-            long redone = Interlocked.Read(ref LoraBagKernel.RedoneBlocks), fast = Interlocked.Read(ref LoraBagKernel.FastBlocks);
+            using var counts = LoraKernelScopes.CountBlocks();
             toggler.Start();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             int lookups = 0;
-            while (clock.Elapsed < TimeSpan.FromSeconds(1.5) || Interlocked.Read(ref LoraBagKernel.RedoneBlocks) - redone < 50 || Interlocked.Read(ref LoraBagKernel.FastBlocks) - fast < 50)
+            while (clock.Elapsed < TimeSpan.FromSeconds(1.5) || counts.Redone < 50 || counts.Fast < 50)
             {
                 Array.Clear(output);
                 LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, output, pool: callerOnly);
@@ -310,19 +306,24 @@ public class LoraLookupTests
         Assert.That(output, Is.All.EqualTo(42f));
     }
 
+    /// <summary>The one fp16 widening every kernel uses (<see cref="HalfBits"/>), at each width, against the
+    /// runtime's Half cast for all 65536 bit patterns.</summary>
     [Test]
     public void VectorHalfConversionMatchesHalfCastForEveryBitPattern()
     {
+        bool wide512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
         for (int start = 0; start < 65536; start += 16)
         {
-            var bits = System.Runtime.Intrinsics.Vector512.Create(Enumerable.Range(start, 16).ToArray());
-            var wide = LoraEmbeddingBag.HalfToSingle(bits);
-            var narrow = LoraEmbeddingBag.HalfToSingle(System.Runtime.Intrinsics.Vector256.Create(Enumerable.Range(start, 8).ToArray()));
+            var bits = Enumerable.Range(start, 16).Select(v => (uint)v).ToArray();
+            var wide = wide512 ? HalfBits.ToSingle(System.Runtime.Intrinsics.Vector512.Create(bits)) : default;
+            var middle = HalfBits.ToSingle(System.Runtime.Intrinsics.Vector256.Create(bits.AsSpan(0, 8)));
+            var narrow = HalfBits.ToSingle(System.Runtime.Intrinsics.Vector128.Create(bits.AsSpan(0, 4)));
             for (int i = 0; i < 16; i++)
             {
                 float expected = (float)BitConverter.UInt16BitsToHalf((ushort)(start + i));
-                Assert.That(SameFloat(wide[i], expected), $"half bits 0x{start + i:x4}: {wide[i]} vs {expected}");
-                if (i < 8) Assert.That(SameFloat(narrow[i], expected), $"half bits 0x{start + i:x4} (256-bit path): {narrow[i]} vs {expected}");
+                if (wide512) Assert.That(SameFloat(wide[i], expected), $"half bits 0x{start + i:x4}: {wide[i]} vs {expected}");
+                if (i < 8) Assert.That(SameFloat(middle[i], expected), $"half bits 0x{start + i:x4} (256-bit path): {middle[i]} vs {expected}");
+                if (i < 4) Assert.That(SameFloat(narrow[i], expected), $"half bits 0x{start + i:x4} (128-bit path): {narrow[i]} vs {expected}");
             }
         }
     }

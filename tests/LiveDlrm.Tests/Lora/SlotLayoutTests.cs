@@ -36,7 +36,7 @@ public class SlotLayoutTests
             {
                 byte* a = (byte*)g.APointer(s);
                 Claim(a, aBytes, 2 * s + 1, $"A of slot {s}");
-                Claim(g.SlotRecord(s), SlotLayout.RecordBytes, 2 * s + 2, $"record of slot {s}");
+                Claim((byte*)g.Record(s), SlotLayout.RecordBytes, 2 * s + 2, $"record of slot {s}");
                 if (aBytes <= 64)
                     Assert.That((nuint)a / 64, Is.EqualTo((nuint)(a + aBytes - 1) / 64), $"rank {rank}: A of slot {s} crosses a cache line");
             }

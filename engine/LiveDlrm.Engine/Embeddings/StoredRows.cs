@@ -1,0 +1,86 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LiveDlrm.Embeddings;
+
+/// <summary>One stored row at a time, dequantised into memory through the kernels' own row formats and SIMD levels
+/// (<see cref="IRowFormat"/>, <see cref="ISimd{TV}"/>): the adapter's snapshots, merges and generic-dim lookups.</summary>
+internal static unsafe class StoredRows
+{
+    /// <summary>acc[0..dim) += w · row, dequantising the stored row.</summary>
+    public static void AddRow(EmbeddingStorage storage, byte* row, float w, float* acc, int dim)
+    {
+        switch (storage)
+        {
+            case EmbeddingStorage.Fp32: AddRow<Fp32Rows>(row, w, acc, dim); break;
+            case EmbeddingStorage.Fp16: AddRow<Fp16Rows>(row, w, acc, dim); break;
+            default: AddRow<Int8RowwiseRows>(row, w, acc, dim); break;
+        }
+    }
+
+    /// <summary>acc[0..dim) += w · row for rows of format <typeparamref name="TF"/>: the weight folds into the row's
+    /// scale and bias once, then Vector512 → Vector256 → scalar columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void AddRow<TF>(byte* row, float w, float* acc, int dim) where TF : IRowFormat
+    {
+        TF.RowFactors(row, dim, w, out float scale, out float bias);
+        int c = 0;
+        if (Avx512F.IsSupported) c = AddColumns<Simd512, Vector512<float>, TF>(row, scale, bias, acc, dim, c);
+        if (Avx2.IsSupported && Fma.IsSupported) c = AddColumns<Simd256, Vector256<float>, TF>(row, scale, bias, acc, dim, c);
+        for (; c < dim; c++) acc[c] = MathF.FusedMultiplyAdd(TF.LoadScalar(row, c), scale, TF.HasBias ? acc[c] + bias : acc[c]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int AddColumns<TS, TV, TF>(byte* row, float scale, float bias, float* acc, int dim, int c)
+        where TS : ISimd<TV> where TV : struct where TF : IRowFormat
+    {
+        TV s = TS.Broadcast(scale), b = TS.Broadcast(bias);
+        for (; c <= dim - TS.Count; c += TS.Count)
+        {
+            TV current = TF.HasBias ? TS.Add(TS.LoadFp32(acc + c), b) : TS.LoadFp32(acc + c);
+            TS.Store(TS.MultiplyAdd(TF.Load<TS, TV>(row, c), s, current), acc + c);
+        }
+        return c;
+    }
+
+    /// <summary>W[row] of <paramref name="table"/> dequantised into <paramref name="destination"/> (dim floats).</summary>
+    public static void Dequantise(EmbeddingTable table, long row, float* destination)
+    {
+        new Span<float>(destination, table.Dim).Clear();
+        AddRow(table.Storage, table.DataPointer + row * table.RowStride, 1f, destination, table.Dim);
+    }
+}
+
+/// <summary>The software prefetch of stored rows, shared by every lookup kernel.</summary>
+internal static unsafe class RowPrefetch
+{
+    /// <summary>Touches every cache line of the <paramref name="stride"/> bytes at <paramref name="row"/>. Rows of
+    /// up to 128 bytes (fp16 and int8 at dim 64) span at most three lines: first, last and the one 64 bytes in are
+    /// touched without a loop.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Row(byte* row, long stride)
+    {
+        if (!Sse.IsSupported) return;
+        if (stride <= 128)
+        {
+            Sse.Prefetch0(row);
+            Sse.Prefetch0(row + stride - 1);
+            if (stride > 64) Sse.Prefetch0(row + 64);
+            return;
+        }
+        byte* line = (byte*)((nuint)row & ~(nuint)63);
+        byte* last = row + stride - 1;
+        for (; line <= last; line += 64) Sse.Prefetch0(line);
+    }
+
+    /// <summary>The row of lookup <paramref name="j"/> + <paramref name="distance"/>, when that lookup is still inside
+    /// this thread's range of the batch (whose indices are all validated).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Ahead<TI>(TI* indices, long j, int distance, long rangeEnd, byte* table, long stride) where TI : unmanaged, System.Numerics.IBinaryInteger<TI>
+    {
+        long p = j + distance;
+        if (p >= rangeEnd) return;
+        Row(table + long.CreateTruncating(indices[p]) * stride, stride);
+    }
+}
