@@ -85,7 +85,7 @@ public static class CommandLineHost
                 if (Interlocked.Exchange(ref s_interrupted, 1) != 0) return;
                 Console.Out.Flush();
                 Terminal.Error(who, $"interrupted ({(context.Signal == PosixSignal.SIGINT ? "SIGINT" : "SIGTERM")})");
-                Environment.Exit(ExitCodes.Interrupted);
+                LiveDlrm.Runtime.ImmediateExit.Now(ExitCodes.Interrupted);
             }
             _registrations = [PosixSignalRegistration.Create(PosixSignal.SIGINT, Handle), PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handle)];
         }

@@ -24,6 +24,10 @@ internal static unsafe partial class LibC
     [LibraryImport(Libraries.LibC, EntryPoint = "gettid")]
     internal static partial int GetTid();
 
+    // void _exit(int status);   ends the process now: no atexit handlers, no static destructors of loaded libraries.
+    [LibraryImport(Libraries.LibC, EntryPoint = "_exit")]
+    internal static partial void Exit(int status);
+
     // int sched_getcpu(void);
     [LibraryImport(Libraries.LibC, EntryPoint = "sched_getcpu", SetLastError = true)]
     internal static partial int SchedGetCpu();
