@@ -1,0 +1,239 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Grpc.Core;
+using Grpc.Net.Client;
+using HdrHistogram;
+using LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Serving.Grpc;
+
+namespace LiveDlrm.Serving.Loadgen;
+
+public sealed record LoadOptions
+{
+    /// <summary>The node's HTTP endpoint (its model shape is read from /v1/model); loopback only.</summary>
+    public required IPEndPoint Target { get; init; }
+    /// <summary>The node's gRPC endpoint; default: the HTTP port + 1.</summary>
+    public IPEndPoint? GrpcTarget { get; init; }
+    public double Qps { get; init; } = 100;
+    public TimeSpan Duration { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Requests scheduled in this first stretch are sent but not recorded.</summary>
+    public TimeSpan Warmup { get; init; } = TimeSpan.FromSeconds(1);
+    public int EventsPerRequest { get; init; } = 16;
+    /// <summary>Fraction of scored events whose label is sent back (the rest are left to the label window).</summary>
+    public double FeedbackRate { get; init; } = 0.1;
+    /// <summary>Fraction of the sent labels that are 1.</summary>
+    public double PositiveRate { get; init; } = 0.5;
+    public TimeSpan FeedbackDelay { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>Requests outstanding at most; an arrival beyond it is not sent and counted as dropped (bounds memory
+    /// and sockets when the node stalls).</summary>
+    public int MaxInFlight { get; init; } = 2048;
+    /// <summary>How long after the last arrival outstanding requests may still complete.</summary>
+    public TimeSpan Drain { get; init; } = TimeSpan.FromSeconds(5);
+    public double ZipfExponent { get; init; } = 1.05;
+    public int Seed { get; init; } = 1;
+
+    public void Validate()
+    {
+        if (!IPAddress.IsLoopback(Target.Address)) throw new ArgumentException($"--target: {Target} is not a loopback address; the load generator only targets this machine");
+        if (GrpcTarget is not null && !IPAddress.IsLoopback(GrpcTarget.Address)) throw new ArgumentException($"--grpc-target: {GrpcTarget} is not a loopback address");
+        if (!(Qps > 0) || Qps > 1_000_000) throw new ArgumentException($"--qps: must be in (0, 1e6], got {Qps}");
+        if (Duration <= TimeSpan.Zero || Duration > TimeSpan.FromHours(1)) throw new ArgumentException($"--seconds: must be in (0, 3600], got {Duration.TotalSeconds}");
+        if (Warmup < TimeSpan.Zero) throw new ArgumentException("--warmup: must be ≥ 0");
+        if (EventsPerRequest is < 1 or > 100_000) throw new ArgumentException($"--batch: must be in [1, 100000], got {EventsPerRequest}");
+        if (FeedbackRate is < 0 or > 1) throw new ArgumentException($"--feedback-rate: must be in [0, 1], got {FeedbackRate}");
+        if (PositiveRate is < 0 or > 1) throw new ArgumentException($"--positive-rate: must be in [0, 1], got {PositiveRate}");
+        if (FeedbackDelay < TimeSpan.Zero) throw new ArgumentException("--feedback-delay: must be ≥ 0");
+        if (MaxInFlight < 1) throw new ArgumentException("--max-in-flight: must be ≥ 1");
+    }
+}
+
+/// <summary>What one load run measured. Latencies in milliseconds from each request's intended send time.</summary>
+public sealed record LoadResult(
+    double OfferedQps, double AchievedQps, long Requests, long Errors, long Dropped, long Events,
+    double P50Ms, double P99Ms, double P999Ms, double MaxMs, double Seconds,
+    long FeedbackSent, long FeedbackJoined, long FeedbackUnknown, long FeedbackLate, string? FirstError)
+{
+    public string Summary() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+        $"{OfferedQps:F0} QPS offered, {AchievedQps:F0} achieved: P50 {P50Ms:F3} ms  P99 {P99Ms:F3} ms  P99.9 {P999Ms:F3} ms  max {MaxMs:F3} ms; " +
+        $"{Requests} requests ({Events} events), {Errors} errors, {Dropped} dropped; feedback {FeedbackSent} sent: {FeedbackJoined} joined, {FeedbackUnknown} unknown, {FeedbackLate} late")
+        + (FirstError is null ? "" : $"; first error: {FirstError}");
+}
+
+/// <summary>
+/// Open-loop load against a live node over gRPC: arrival times are drawn up front from a Poisson process at the
+/// target rate and never wait for responses; each request's latency runs from its intended send time, so when the
+/// sender or the node falls behind the queueing delay is in the figures (no coordinated omission). Events are
+/// synthetic — Zipf-distributed ids per table and normal dense values, shaped by the node's /v1/model — and a
+/// fraction of them get a label back after a delay, streamed. Bounded in time and in outstanding requests.
+/// </summary>
+public static class LoadGenerator
+{
+    const long HighestTrackableMicros = 60_000_000;
+    const int DistinctRequests = 64;
+
+    public static async Task<LoadResult> RunAsync(LoadOptions o, CancellationToken token = default)
+    {
+        o.Validate();
+        var grpcTarget = o.GrpcTarget ?? new IPEndPoint(o.Target.Address, o.Target.Port + 1);
+        using var http = new HttpClient { BaseAddress = new Uri($"http://{o.Target}"), Timeout = TimeSpan.FromSeconds(10) };
+        var shape = await http.GetFromJsonAsync<ModelShape>("/v1/model", ServingHost.Json, token)
+            ?? throw new InvalidOperationException($"{o.Target}/v1/model returned nothing");
+        var requests = MakeRequests(shape, o);
+        using var channel = GrpcChannel.ForAddress($"http://{grpcTarget}", new GrpcChannelOptions
+        {
+            HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true, PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5) },
+        });
+        var client = new LiveNode.LiveNodeClient(channel);
+        // One warm call outside the measurement: connection set-up is not the node's latency.
+        await client.ScoreAsync(requests[0], cancellationToken: token);
+
+        var histogram = new LongHistogram(HighestTrackableMicros, 3);
+        var feedback = new FeedbackSender(client, o);
+        long sent = 0, completed = 0, errors = 0, dropped = 0, events = 0, inFlight = 0;
+        string? firstError = null;
+        var rng = new Random(o.Seed);
+        double freq = Stopwatch.Frequency;
+        long start = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 100;
+        long measureFrom = start + (long)(o.Warmup.TotalSeconds * freq);
+        long end = measureFrom + (long)(o.Duration.TotalSeconds * freq);
+        var outstanding = new List<Task>();
+        // The arrivals are paced on a thread of their own: a sleeping pool thread would delay completions.
+        await Task.Factory.StartNew(() =>
+        {
+            double next = start;
+            int k = 0;
+            while (!token.IsCancellationRequested)
+            {
+                next += -Math.Log(1 - rng.NextDouble()) / o.Qps * freq;
+                long intended = (long)next;
+                if (intended >= end) break;
+                if (Stopwatch.GetTimestamp() < intended) PreciseClock.SleepUntil(intended);
+                bool record = intended >= measureFrom;
+                if (Interlocked.Read(ref inFlight) >= o.MaxInFlight) { if (record) dropped++; continue; }
+                Interlocked.Increment(ref inFlight);
+                if (record) sent++;
+                var request = requests[k++ % requests.Length];
+                outstanding.Add(Send(request, intended, record));
+                if (outstanding.Count > 4096) outstanding.RemoveAll(t => t.IsCompleted);
+            }
+        }, token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        var all = Task.WhenAll(outstanding);
+        await Task.WhenAny(all, Task.Delay(o.Drain, token));
+        long late = Interlocked.Read(ref inFlight);
+        await feedback.FlushAsync(token);
+        double seconds = o.Duration.TotalSeconds;
+        double Ms(double p) => histogram.TotalCount == 0 ? double.NaN : histogram.GetValueAtPercentile(p) / 1000.0;
+        return new LoadResult(o.Qps, completed / seconds, completed, errors, dropped + late, events, Ms(50), Ms(99), Ms(99.9),
+                              histogram.TotalCount == 0 ? double.NaN : histogram.GetMaxValue() / 1000.0, seconds,
+                              feedback.Sent, feedback.Joined, feedback.Unknown, feedback.Late, firstError ?? feedback.FirstError);
+
+        async Task Send(ScoreRequest request, long intended, bool record)
+        {
+            try
+            {
+                var reply = await client.ScoreAsync(request, cancellationToken: token).ConfigureAwait(false);
+                long micros = (long)((Stopwatch.GetTimestamp() - intended) * 1e6 / freq);
+                if (record)
+                {
+                    lock (histogram) histogram.RecordValue(Math.Clamp(micros, 1, HighestTrackableMicros));
+                    Interlocked.Increment(ref completed);
+                    Interlocked.Add(ref events, reply.Scores.Count);
+                }
+                feedback.Schedule(reply.RequestIds);
+            }
+            catch (RpcException e)
+            {
+                if (record) Interlocked.Increment(ref errors);
+                Interlocked.CompareExchange(ref firstError, $"{e.StatusCode}: {e.Status.Detail}", null);
+            }
+            finally { Interlocked.Decrement(ref inFlight); }
+        }
+    }
+
+    sealed record ModelShape(string Fingerprint, int DenseFeatures, TableShape[] Tables);
+    sealed record TableShape(string Name, long Rows);
+
+    static ScoreRequest[] MakeRequests(ModelShape shape, LoadOptions o)
+    {
+        var rng = new Random(o.Seed);
+        int n = DistinctRequests * o.EventsPerRequest;
+        var ids = shape.Tables.Select((t, i) => ZipfIds.Generate(t.Rows, o.ZipfExponent, n, o.Seed + 1 + i)).ToArray();
+        var result = new ScoreRequest[DistinctRequests];
+        for (int r = 0; r < result.Length; r++)
+        {
+            var request = new ScoreRequest();
+            for (int e = 0; e < o.EventsPerRequest; e++)
+            {
+                var ev = new Event();
+                for (int d = 0; d < shape.DenseFeatures; d++) ev.Dense.Add((float)Math.Abs(rng.NextDouble() * 2 - 1));
+                foreach (var tableIds in ids)
+                {
+                    var bag = new Bag();
+                    bag.Ids.Add(tableIds[r * o.EventsPerRequest + e]);
+                    ev.Sparse.Add(bag);
+                }
+                request.Events.Add(ev);
+            }
+            result[r] = request;
+        }
+        return result;
+    }
+
+    /// <summary>Labels for a fraction of the scored events, sent in streams once their delay has passed.</summary>
+    sealed class FeedbackSender
+    {
+        readonly LiveNode.LiveNodeClient _client;
+        readonly LoadOptions _o;
+        readonly Queue<(long Due, long Id, float Label)> _due = new();
+        readonly Random _rng;
+        readonly Timer _timer;
+        int _flushing;
+        public long Sent, Joined, Unknown, Late;
+        public string? FirstError;
+
+        public FeedbackSender(LiveNode.LiveNodeClient client, LoadOptions o)
+        {
+            _client = client; _o = o; _rng = new Random(o.Seed + 7);
+            _timer = new Timer(_ => _ = FlushAsync(CancellationToken.None, onlyDue: true), null, 20, 20);
+        }
+
+        public void Schedule(IReadOnlyList<long> ids)
+        {
+            if (_o.FeedbackRate == 0) return;
+            long due = Stopwatch.GetTimestamp() + (long)(_o.FeedbackDelay.TotalSeconds * Stopwatch.Frequency);
+            lock (_due)
+                foreach (long id in ids)
+                    if (_rng.NextDouble() < _o.FeedbackRate) _due.Enqueue((due, id, _rng.NextDouble() < _o.PositiveRate ? 1f : 0f));
+        }
+
+        public async Task FlushAsync(CancellationToken token, bool onlyDue = false)
+        {
+            if (!onlyDue) _timer.Dispose();
+            while (Interlocked.Exchange(ref _flushing, 1) != 0) { if (onlyDue) return; await Task.Delay(5, token); }
+            try
+            {
+                var batch = new List<FeedbackRequest>();
+                long now = Stopwatch.GetTimestamp();
+                lock (_due)
+                    while (_due.Count > 0 && (!onlyDue || _due.Peek().Due <= now))
+                    {
+                        var (_, id, label) = _due.Dequeue();
+                        batch.Add(new FeedbackRequest { RequestId = id, Label = label });
+                    }
+                if (batch.Count == 0) return;
+                using var call = _client.FeedbackStream(cancellationToken: token);
+                foreach (var f in batch) await call.RequestStream.WriteAsync(f, token);
+                await call.RequestStream.CompleteAsync();
+                var reply = await call.ResponseAsync;
+                Sent += batch.Count; Joined += reply.Joined; Unknown += reply.Unknown; Late += reply.Late;
+            }
+            catch (RpcException e) { FirstError ??= $"feedback: {e.StatusCode}: {e.Status.Detail}"; }
+            finally { Volatile.Write(ref _flushing, 0); }
+        }
+    }
+
+    /// <summary>The result as JSON (the CLI's --json file and the serve benchmark read it).</summary>
+    public static string ToJson(LoadResult r) => JsonSerializer.Serialize(r, new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
+}

@@ -1,0 +1,196 @@
+using System.IO.Hashing;
+using System.Text;
+using LiveDlrm.Interop;
+using LiveDlrm.Lora;
+using LiveDlrm.Serving.Node;
+
+namespace LiveDlrm.Serving.Persistence;
+
+/// <summary>A saved adapter file that cannot be used: damaged, or made for another base model.</summary>
+internal sealed class AdapterStoreException(string message) : Exception(message);
+
+/// <summary>
+/// The live adapters of a node on disk, in one file <c>DIR/adapters.bin</c>:
+/// <code>
+/// "LDADAPT1", format, base-model fingerprint, table count
+/// per table: has-adapter flag, the adapter's state (TableAdapter.WriteState), then the rows its merges wrote into
+///            the base table since the base was loaded (row, raw stored bytes) — a merge moves learning out of the
+///            adapter into the table, so without them a restart would lose it
+/// XxHash3-64 of everything above
+/// </code>
+/// Written whole to a temporary sibling, fsynced, renamed over the old file, and the directory fsynced: a crash at
+/// any point leaves the previous file or the new one, never a mix, so kill -9 loses at most one interval. On start
+/// the file is checked (checksum, base fingerprint, every table's shape) before anything is applied. Nothing is
+/// written outside the directory.
+/// </summary>
+internal sealed class AdapterStore
+{
+    public const string FileName = "adapters.bin";
+    const string Magic = "LDADAPT1";
+    const int Format = 1;
+
+    readonly string _dir;
+    public string FilePath { get; }
+
+    public AdapterStore(string dir)
+    {
+        _dir = Path.GetFullPath(dir);
+        FilePath = Path.Combine(_dir, FileName);
+    }
+
+    /// <summary>Records the rows each adapter merges into its base table (on the trainer thread).</summary>
+    public sealed class MergedRows : IAdapterMergeObserver
+    {
+        readonly Dictionary<TableAdapter, SortedSet<long>> _rows = new();
+
+        public void Track(TableAdapter adapter)
+        {
+            lock (_rows) _rows.TryAdd(adapter, new SortedSet<long>());
+            adapter.MergeObserver = this;
+        }
+
+        public void MergeStarting(TableAdapter adapter) { }
+
+        public void MergeFinished(TableAdapter adapter, ReadOnlySpan<long> rows)
+        {
+            lock (_rows)
+            {
+                var set = _rows[adapter];
+                foreach (long r in rows) set.Add(r);
+            }
+        }
+
+        public long[] Of(TableAdapter adapter) { lock (_rows) return _rows.TryGetValue(adapter, out var s) ? s.ToArray() : []; }
+
+        internal void Add(TableAdapter adapter, long row) { lock (_rows) _rows[adapter].Add(row); }
+    }
+
+    /// <summary>The node's adapter state as the file would hold it (without the checksum). The trainer must be
+    /// quiesced or stopped.</summary>
+    public static byte[] Export(ILiveNode node, MergedRows merged)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
+        {
+            w.Write(Encoding.ASCII.GetBytes(Magic));
+            w.Write(Format);
+            w.Write(node.Fingerprint);
+            var tables = node.Model.Tables;
+            w.Write(tables.Count);
+            for (int t = 0; t < tables.Count; t++)
+            {
+                var adapter = node.Adapters[t];
+                w.Write(adapter is not null);
+                if (adapter is null) continue;
+                adapter.WriteState(w);
+                var rows = merged.Of(adapter);
+                w.Write(rows.Length);
+                foreach (long r in rows)
+                {
+                    w.Write(r);
+                    w.Write(tables[t].StoredRow(r));
+                }
+            }
+        }
+        return ms.ToArray();
+    }
+
+    /// <summary>XxHash3 of an export: equal for equal adapter state, bit for bit.</summary>
+    public static ulong Fingerprint(ReadOnlySpan<byte> export) => XxHash3.HashToUInt64(export);
+
+    /// <summary>Writes <paramref name="export"/> atomically (temp file, fsync, rename, fsync directory).</summary>
+    public void Save(byte[] export)
+    {
+        Directory.CreateDirectory(_dir);
+        string temp = Path.Combine(_dir, $".{FileName}.tmp-{Guid.NewGuid():N}");
+        try
+        {
+            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                f.Write(export);
+                Span<byte> sum = stackalloc byte[8];
+                BitConverter.TryWriteBytes(sum, Fingerprint(export));
+                f.Write(sum);
+                f.Flush(flushToDisk: true);
+            }
+            File.Move(temp, FilePath, overwrite: true);
+            FileSyncInterop.SyncDirectory(_dir);
+        }
+        catch
+        {
+            try { File.Delete(temp); } catch (IOException) { }
+            throw;
+        }
+    }
+
+    public bool Exists => File.Exists(FilePath);
+
+    /// <summary>The saved export (checksum verified), or null when there is no file.</summary>
+    public byte[]? ReadVerified()
+    {
+        if (!File.Exists(FilePath)) return null;
+        var bytes = File.ReadAllBytes(FilePath);
+        if (bytes.Length < 8 + Magic.Length) throw new AdapterStoreException($"{FilePath}: truncated ({bytes.Length} bytes)");
+        var body = bytes.AsSpan(0, bytes.Length - 8);
+        if (BitConverter.ToUInt64(bytes, bytes.Length - 8) != Fingerprint(body))
+            throw new AdapterStoreException($"{FilePath}: checksum mismatch (damaged file); restart with --adapters-reset to start from fresh adapters");
+        return body.ToArray();
+    }
+
+    /// <summary>Applies a verified export to a freshly loaded node (before it serves): base rows first, then each
+    /// adapter. Everything is checked before the first byte changes.</summary>
+    public static void Restore(ILiveNode node, MergedRows merged, byte[] export, string source)
+    {
+        // Pass 1 checks the whole file against the node without changing anything; pass 2 applies it.
+        for (int pass = 0; pass < 2; pass++)
+        {
+            bool apply = pass == 1;
+            using var r = new BinaryReader(new MemoryStream(export), Encoding.UTF8);
+            try
+            {
+                if (Encoding.ASCII.GetString(r.ReadBytes(Magic.Length)) != Magic) throw new AdapterStoreException($"{source}: not a LiveDlrm adapter file");
+                int format = r.ReadInt32();
+                if (format != Format) throw new AdapterStoreException($"{source}: format {format}, this engine reads {Format}");
+                string fingerprint = r.ReadString();
+                if (fingerprint != node.Fingerprint)
+                    throw new AdapterStoreException($"{source}: saved for base model {fingerprint}, the loaded base model is {node.Fingerprint}; restart with --adapters-reset to discard them");
+                int tables = r.ReadInt32();
+                if (tables != node.Model.Tables.Count) throw new AdapterStoreException($"{source}: {tables} tables, the model has {node.Model.Tables.Count}");
+                for (int t = 0; t < tables; t++)
+                {
+                    var table = node.Model.Tables[t];
+                    var adapter = node.Adapters[t];
+                    bool has = r.ReadBoolean();
+                    if (has != adapter is not null) throw new AdapterStoreException($"{source}: table '{table.Name}' {(has ? "has" : "has no")} adapter in the file but {(has ? "none" : "one")} here (different adapter options?)");
+                    if (adapter is null) continue;
+                    if (apply) adapter.ReadState(r);
+                    else
+                    {
+                        // Checked on a throw-away adapter so a bad table cannot leave earlier ones restored.
+                        using var probe = new TableAdapter(table, adapter.Options);
+                        probe.ReadState(r);
+                    }
+                    int rows = r.ReadInt32();
+                    if (rows < 0 || rows > table.Rows) throw new AdapterStoreException($"{source}: table '{table.Name}': {rows} merged rows");
+                    for (int k = 0; k < rows; k++)
+                    {
+                        long row = r.ReadInt64();
+                        var bytes = r.ReadBytes(table.RowStride);
+                        if ((ulong)row >= (ulong)table.Rows || bytes.Length != table.RowStride)
+                            throw new AdapterStoreException($"{source}: table '{table.Name}': merged row {row} is out of range or truncated");
+                        if (apply)
+                        {
+                            bytes.CopyTo(table.StoredRow(row));
+                            merged.Add(adapter, row);
+                        }
+                    }
+                }
+                if (r.BaseStream.Position != export.Length) throw new AdapterStoreException($"{source}: {export.Length - r.BaseStream.Position} bytes after the last table");
+            }
+            catch (Exception e) when (e is EndOfStreamException or InvalidDataException)
+            {
+                throw new AdapterStoreException($"{source}: {e.Message}");
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Text;
+using LiveDlrm.Numa;
+using LiveDlrm.Scheduling;
+using LiveDlrm.Scheduling.Resctrl;
+using LiveDlrm.Serving.Node;
+
+namespace LiveDlrm.Serving.Qos;
+
+/// <summary>
+/// The colocated trainer under QoS in the serving process, driven by the server's own measured request latency:
+/// in <see cref="QosMode.Full"/> the <see cref="ResourcePlan"/> pins the trainer thread to its PUs with its nice
+/// value, resctrl groups separate cache and bandwidth where resctrl is mounted, and a
+/// <see cref="LatencyQosController"/> sets the trainer's duty cycle from the windowed P99 of server-side request
+/// latency; <see cref="QosMode.Throttle"/> keeps only the controller; <see cref="QosMode.Off"/> runs the trainer
+/// unthrottled and unpinned. The mode can change at run time (the trainer restarts under the new treatment).
+/// </summary>
+internal sealed class TrainerQos : IDisposable
+{
+    readonly ResourcePlan _plan;
+    readonly ResctrlSupport _resctrl;
+    readonly double _targetMs;
+    readonly Action<string> _log;
+    readonly object _lock = new();
+    ResctrlGroups? _groups;
+    LatencyQosController? _controller;
+    ILiveNode? _node;
+    long _cutsBefore, _increasesBefore, _pausesBefore, _resumesBefore, _holdsBefore;
+
+    public QosMode Mode { get; private set; }
+    public bool TrainerWanted { get; private set; }
+    public ResourcePlan Plan => _plan;
+
+    public TrainerQos(QosMode mode, double targetMs, Action<string> log, string resctrlRoot = ResctrlSupport.DefaultRoot)
+    {
+        Mode = mode; _targetMs = targetMs; _log = log;
+        var topology = Topology.Detect();
+        _plan = ResourcePlan.Create(topology, new PlanOptions());
+        _resctrl = ResctrlSupport.Detect(resctrlRoot);
+        var sb = new StringBuilder();
+        sb.AppendLine($"qos: mode {mode.ToString().ToLowerInvariant()}, target server-side P99 {targetMs.ToString("G4", CultureInfo.InvariantCulture)} ms");
+        sb.AppendLine($"machine: {topology.Source}, {topology.Nodes.Count} node(s), {topology.Cores.Count} cores, {topology.Pus.Count} PUs");
+        foreach (var line in _plan.Describe().TrimEnd().Split('\n')) sb.AppendLine("plan: " + line);
+        sb.AppendLine(mode == QosMode.Full
+            ? $"applied: trainer pinned per plan{(ThreadAffinity.IsAvailable ? "" : " (NOT AVAILABLE: no libc affinity)")}, resctrl {(_resctrl.IsUsable ? "groups per trainer start" : "absent: " + _resctrl.Reason)}, duty-cycle controller on"
+            : mode == QosMode.Throttle ? "applied: duty-cycle controller only (no pinning, no resctrl)" : "applied: nothing (trainer unthrottled and unpinned)");
+        _log(sb.ToString().TrimEnd());
+    }
+
+    /// <summary>Starts <paramref name="node"/>'s trainer under the current mode.</summary>
+    public void Attach(ILiveNode node)
+    {
+        lock (_lock)
+        {
+            _node = node;
+            TrainerWanted = true;
+            StartLocked();
+        }
+    }
+
+    /// <summary>Stops the attached node's trainer (and the controller); returns the node it was attached to.</summary>
+    public ILiveNode? Detach()
+    {
+        lock (_lock)
+        {
+            StopLocked();
+            TrainerWanted = false;
+            var n = _node;
+            _node = null;
+            return n;
+        }
+    }
+
+    /// <summary>Restarts the trainer under <paramref name="mode"/>; <paramref name="running"/> false leaves it stopped.</summary>
+    public void Set(QosMode mode, bool running)
+    {
+        lock (_lock)
+        {
+            StopLocked();
+            Mode = mode;
+            TrainerWanted = running;
+            if (running && _node is not null) StartLocked();
+        }
+    }
+
+    void StartLocked()
+    {
+        var node = _node!;
+        bool full = Mode == QosMode.Full;
+        node.StartTrainer(full && ThreadAffinity.IsAvailable ? _plan.TrainerThreadStart : null);
+        if (full)
+        {
+            _groups = ResctrlGroups.TryCreate(_resctrl, new ResctrlAllocation(), _log, prefix: $"livedlrm-serve-{Environment.ProcessId}");
+            if (_groups is not null)
+            {
+                var trainer = node.TrainerThreadIds;
+                _groups.AssignTrainer(trainer);
+                _groups.AssignInference(ProcessThreadIds().Except(trainer).ToList());
+            }
+        }
+        if (Mode != QosMode.Off && node.Throttle is { } throttle)
+        {
+            var options = new QosOptions { Target = TimeSpan.FromMilliseconds(_targetMs), MinSamples = 20 };
+            _controller = new LatencyQosController(throttle, options, log: _log);
+            _controller.Start(full && ThreadAffinity.IsAvailable ? _plan.PinToInference : null);
+        }
+    }
+
+    void StopLocked()
+    {
+        if (_controller is { } c)
+        {
+            c.Stop();
+            _cutsBefore += c.Cuts; _increasesBefore += c.Increases; _pausesBefore += c.Pauses; _resumesBefore += c.Resumes; _holdsBefore += c.Holds;
+            _controller = null;
+        }
+        _node?.StopTrainer();
+        _groups?.Dispose();
+        _groups = null;
+    }
+
+    static IEnumerable<int> ProcessThreadIds()
+    {
+        const string dir = "/proc/self/task";
+        if (!Directory.Exists(dir)) return [];
+        return Directory.EnumerateDirectories(dir).Select(Path.GetFileName).Select(n => int.TryParse(n, out int t) ? t : 0).Where(t => t > 0).ToList();
+    }
+
+    /// <summary>One served request's server-side latency (Stopwatch ticks).</summary>
+    public void Record(long ticks) => Volatile.Read(ref _controller)?.RecordStopwatchTicks(ticks);
+
+    public double DutyCycle
+    {
+        get
+        {
+            var t = _node?.Throttle;
+            return t is null ? 0 : t.IsPaused ? 0 : t.DutyCycle;
+        }
+    }
+
+    public IEnumerable<Measurement<long>> Decisions()
+    {
+        var c = _controller;
+        yield return new(_cutsBefore + (c?.Cuts ?? 0), new KeyValuePair<string, object?>("action", "cut"));
+        yield return new(_increasesBefore + (c?.Increases ?? 0), new KeyValuePair<string, object?>("action", "increase"));
+        yield return new(_pausesBefore + (c?.Pauses ?? 0), new KeyValuePair<string, object?>("action", "pause"));
+        yield return new(_resumesBefore + (c?.Resumes ?? 0), new KeyValuePair<string, object?>("action", "resume"));
+        yield return new(_holdsBefore + (c?.Holds ?? 0), new KeyValuePair<string, object?>("action", "hold"));
+    }
+
+    public string Summary() => _controller?.Summary() ?? "no controller";
+
+    public void Dispose()
+    {
+        lock (_lock) StopLocked();
+    }
+}

@@ -1,0 +1,411 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using LiveDlrm.Data;
+using LiveDlrm.Serving.Api;
+using LiveDlrm.Serving.Node;
+using LiveDlrm.Serving.Persistence;
+using LiveDlrm.Serving.Qos;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
+
+namespace LiveDlrm.Serving;
+
+/// <summary>
+/// The composition root of a live inference node: the base model with its adapters and trainer (an
+/// <see cref="ILiveNode"/> in a swappable <see cref="NodeSlot"/>), the label window, the trainer's QoS, adapter
+/// persistence, metrics, and the ASP.NET Core application serving them — HTTP/1.1 on one Kestrel endpoint (JSON API,
+/// /metrics, health, admin: what curl and Prometheus speak) and gRPC over cleartext HTTP/2 on another (h2c needs an
+/// HTTP/2-only endpoint: without TLS there is no ALPN to negotiate it).
+/// </summary>
+public sealed class ServingHost : IAsyncDisposable
+{
+    readonly ServeOptions _options;
+    readonly Action<string> _log;
+    readonly NodeSlot _slot;
+    readonly ServingMetrics _metrics = new();
+    readonly LabelJoin _labels;
+    readonly TrainerQos _qos;
+    readonly AdapterStore? _store;
+    readonly SemaphoreSlim _stateLock = new(1, 1);   // saves, reloads, trainer mode changes and shutdown, one at a time
+    readonly string? _adminToken;
+    readonly Timer? _checkpointTimer;
+    AdapterStore.MergedRows _merged = new();
+    RequestDecoder _decoder;
+    int _inFlight, _draining, _finished;
+    long _lastCheckpointTicks;
+    PosixSignalRegistration? _sighup;
+
+    public WebApplication App { get; }
+    internal ILiveNode Node => _slot.Current;
+    internal TrainerQos Qos => _qos;
+    public bool Draining => Volatile.Read(ref _draining) != 0;
+    internal string ModelPath => _options.Model;
+    internal long MaxRequestBytes => _options.MaxRequestBytes;
+
+    ServingHost(ServeOptions options, Action<string> log, Action<IWebHostBuilder>? configureWebHost)
+    {
+        _options = options;
+        _log = log;
+        _adminToken = ReadToken(options.AdminTokenFile, log);
+        _store = options.Adapters is null ? null : new AdapterStore(options.Adapters);
+
+        var sw = Stopwatch.StartNew();
+        var node = LiveServerNode.Load(options.Model, options.TrainerOptions(), options.RingCapacity);
+        try { RestoreAdapters(node); }
+        catch { node.Dispose(); throw; }
+        _log(F($"model: {options.Model} (base {node.Fingerprint}), {node.Model.Tables.Count} tables, {node.Model.TableBytes >> 20} MiB, loaded in {sw.Elapsed.TotalSeconds:F1} s; adapters on {node.Adapters.Count(a => a is not null)} table(s)"));
+        _slot = new NodeSlot(node);
+        _decoder = new RequestDecoder(node.Layout, options.MaxBatchEvents, options.MaxBagIds);
+        _labels = new LabelJoin(() => _slot.Current, options.Labels, options.LabelWindow, options.RingCapacity, _metrics);
+        _qos = new TrainerQos(options.Qos, options.QosTargetMs, log);
+        if (options.Trainer) _qos.Attach(node);
+        _lastCheckpointTicks = Stopwatch.GetTimestamp();
+        RegisterObservables();
+        App = BuildApp(configureWebHost);
+        if (_store is not null)
+            _checkpointTimer = new Timer(_ => SaveAdapters("interval"), null, options.CheckpointInterval, options.CheckpointInterval);
+    }
+
+    /// <summary>Loads the model, restores adapters, starts the trainer and builds the application (not yet
+    /// listening: <see cref="WebApplication.StartAsync"/> or <see cref="RunAsync"/>). <paramref name="configureWebHost"/>
+    /// lets tests put a TestServer in place of Kestrel.</summary>
+    public static ServingHost Create(ServeOptions options, Action<string> log, Action<IWebHostBuilder>? configureWebHost = null)
+    {
+        options.Validate();
+        return new ServingHost(options, log, configureWebHost);
+    }
+
+    static string? ReadToken(string? file, Action<string> log)
+    {
+        if (file is null) { log("admin: no --admin-token-file, admin endpoints disabled"); return null; }
+        if (!File.Exists(file)) { log($"admin: {file} does not exist, admin endpoints disabled"); return null; }
+        string token = File.ReadAllText(file).Trim();
+        if (token.Length < 16) throw new ArgumentException($"--admin-token-file: the token in '{file}' is shorter than 16 characters");
+        return token;
+    }
+
+    void RestoreAdapters(ILiveNode node)
+    {
+        var merged = new AdapterStore.MergedRows();
+        foreach (var a in node.Adapters) if (a is not null) merged.Track(a);
+        _merged = merged;
+        if (_store is null) return;
+        if (_options.AdaptersReset) { _log($"adapters: --adapters-reset, starting from fresh adapters ({_store.FilePath} is replaced at the next save)"); return; }
+        var export = _store.ReadVerified();
+        if (export is null) { _log($"adapters: no {_store.FilePath} yet, starting from fresh adapters"); return; }
+        AdapterStore.Restore(node, merged, export, _store.FilePath);
+        _log(F($"adapters: restored from {_store.FilePath} ({export.Length} bytes, state {AdapterStore.Fingerprint(export):x16})"));
+    }
+
+    // ------------------------------------------------------------------ application
+
+    WebApplication BuildApp(Action<IWebHostBuilder>? configureWebHost)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = _options.ShutdownTimeout);
+        builder.Services.AddSingleton(this);
+        // /metrics: the OpenTelemetry Prometheus exporter over this server's meter (counter → _total, unit suffixes).
+        builder.Services.AddOpenTelemetry().WithMetrics(m => m
+            .AddMeter(_metrics.Meter.Name)
+            .AddView(ServingMetrics.RequestSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
+            .AddPrometheusExporter(p => p.ScrapeResponseCacheDurationMilliseconds = 0));
+        builder.Services.AddGrpc(g =>
+        {
+            g.MaxReceiveMessageSize = (int)Math.Min(int.MaxValue, _options.MaxRequestBytes);
+            g.EnableDetailedErrors = true;
+        });
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = _options.MaxRequestBytes;
+            k.Listen(_options.HttpEndPoint(), l => l.Protocols = HttpProtocols.Http1);
+            k.Listen(_options.GrpcEndPoint(), l => l.Protocols = HttpProtocols.Http2);
+        });
+        configureWebHost?.Invoke(builder.WebHost);
+        var app = builder.Build();
+        app.Lifetime.ApplicationStopping.Register(Drain);
+        app.MapPrometheusScrapingEndpoint("/metrics");
+        JsonApi.Map(app, this);
+        app.MapGrpcService<GrpcApi>();
+        return app;
+    }
+
+    /// <summary>Runs until SIGTERM/SIGINT (graceful drain, adapters saved) or <paramref name="token"/>.</summary>
+    public async Task RunAsync(CancellationToken token = default)
+    {
+        _sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, ctx =>
+        {
+            ctx.Cancel = true;
+            _log($"SIGHUP: reloading the base model from {_options.Model}");
+            _ = Task.Run(() => ReloadAsync(_options.Model));
+        });
+        await App.StartAsync(token);
+        _log($"serving: HTTP/1.1 {_options.HttpEndPoint()} (JSON, /metrics, /healthz, /readyz, /admin), gRPC h2c {_options.GrpcEndPoint()}");
+        await App.WaitForShutdownAsync(token);
+        await FinishAsync();
+    }
+
+    // ------------------------------------------------------------------ request path
+
+    /// <summary>Counts a request in flight unless the node is draining (then the caller answers 503/UNAVAILABLE).</summary>
+    internal bool Enter()
+    {
+        Interlocked.Increment(ref _inFlight);
+        if (!Draining) return true;
+        Interlocked.Decrement(ref _inFlight);
+        return false;
+    }
+
+    internal void Exit() => Interlocked.Decrement(ref _inFlight);
+
+    internal RequestDecoder Decoder => Volatile.Read(ref _decoder);
+
+    internal readonly record struct Scored(float[] Scores, long[] RequestIds, string Model);
+
+    /// <summary>Scores a validated batch on one node from start to end and opens its label window.</summary>
+    internal Scored Score(EventBatch batch)
+    {
+        using var lease = _slot.Acquire();
+        if (!ReferenceEquals(batch.Layout, lease.Node.Layout) && !SameLayout(batch.Layout, lease.Node.Layout))
+            throw new BadRequestException("events: decoded for a model that was replaced meanwhile; retry");
+        var scores = new float[batch.Count];
+        lease.Node.Serve(batch, scores);
+        _labels.Served(batch.RequestIds);
+        _metrics.Events.Add(batch.Count);
+        return new Scored(scores, batch.RequestIds.ToArray(), lease.Node.Fingerprint);
+    }
+
+    static bool SameLayout(EventBatchLayout a, EventBatchLayout b) =>
+        a.DenseCount == b.DenseCount && a.SparseCount == b.SparseCount && a.Sparse.Zip(b.Sparse).All(p => p.First.Rows == p.Second.Rows);
+
+    internal FeedbackResult Feedback(long requestId, float label) => _labels.Feedback(requestId, label);
+
+    internal void Completed(string api, long startTicks, string? errorKind)
+    {
+        long ticks = Stopwatch.GetTimestamp() - startTicks;
+        var apiTag = new KeyValuePair<string, object?>("api", api);
+        _metrics.Requests.Add(1, apiTag, new KeyValuePair<string, object?>("outcome", errorKind is null ? "ok" : "error"));
+        if (errorKind is not null) { CountError(errorKind); return; }
+        _metrics.RequestSeconds.Record((double)ticks / Stopwatch.Frequency, apiTag);
+        _qos.Record(ticks);
+    }
+
+    internal void CountError(string kind) => _metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", kind));
+
+    internal bool Ready => !Draining && (!_qos.TrainerWanted || _slot.Current.TrainerRunning);
+
+    // ------------------------------------------------------------------ admin
+
+    internal bool AdminEnabled => _adminToken is not null;
+
+    internal bool Authorized(string? header)
+    {
+        if (_adminToken is null || header is null || !header.StartsWith("Bearer ", StringComparison.Ordinal)) return false;
+        var given = System.Text.Encoding.UTF8.GetBytes(header[7..].Trim());
+        var expected = System.Text.Encoding.UTF8.GetBytes(_adminToken);
+        return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(given, expected);
+    }
+
+    /// <summary>Loads <paramref name="checkpoint"/> beside the serving model, then switches: requests in flight
+    /// finish on the old model, new ones start on the new one; the old one is freed when its last request ends.
+    /// Policy: the new base starts with fresh adapters (the old ones were learned against the old base) and they
+    /// are saved for the new base at once; labels still pending for the old model are not trained.</summary>
+    public async Task<(bool Ok, string Message)> ReloadAsync(string checkpoint)
+    {
+        var sw = Stopwatch.StartNew();
+        ILiveNode next;
+        try
+        {
+            next = await Task.Run(() => LiveServerNode.Load(checkpoint, _options.TrainerOptions(), _options.RingCapacity));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "failed"));
+            string m = $"reload of {checkpoint} failed, still serving {_slot.Current.Fingerprint}: {e.Message}";
+            _log(m);
+            return (false, m);
+        }
+        if (!SameLayout(next.Layout, _slot.Current.Layout))
+        {
+            next.Dispose();
+            _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "failed"));
+            return (false, $"reload of {checkpoint} refused: its dense count or tables differ from the serving model's, clients would break");
+        }
+        ILiveNode old;
+        await _stateLock.WaitAsync();
+        try
+        {
+            var merged = new AdapterStore.MergedRows();
+            foreach (var a in next.Adapters) if (a is not null) merged.Track(a);
+            bool trainer = _qos.TrainerWanted;
+            _qos.Detach();
+            Volatile.Write(ref _decoder, new RequestDecoder(next.Layout, _options.MaxBatchEvents, _options.MaxBagIds));
+            var swap = _slot.SwapAsync(next);
+            _merged = merged;
+            if (trainer) _qos.Attach(next);
+            old = await swap;
+            if (_store is not null) SaveLocked("reload");
+        }
+        finally { _stateLock.Release(); }
+        old.Dispose();
+        _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "ok"));
+        string msg = F($"reloaded: now serving {next.Fingerprint} from {checkpoint} (loaded and switched in {sw.Elapsed.TotalSeconds:F1} s; adapters reset)");
+        _log(msg);
+        return (true, msg);
+    }
+
+    /// <summary>Starts or stops the trainer and sets its QoS mode (benchmarks alternate modes in one process).</summary>
+    internal async Task SetTrainerAsync(bool running, QosMode mode)
+    {
+        await _stateLock.WaitAsync();
+        try
+        {
+            if (running && !_qos.TrainerWanted) _qos.Attach(_slot.Current);
+            _qos.Set(mode, running);
+        }
+        finally { _stateLock.Release(); }
+    }
+
+    internal string TrainerDescription()
+    {
+        var s = _slot.Current.Status;
+        return F($"running {_slot.Current.TrainerRunning}, qos {_qos.Mode.ToString().ToLowerInvariant()}, samples {s.Samples}, duty {_qos.DutyCycle:F2}");
+    }
+
+    /// <summary>Saves the adapters now; returns the state fingerprint written, or null when skipped or disabled.</summary>
+    public ulong? SaveAdapters(string why)
+    {
+        if (_store is null || Volatile.Read(ref _finished) != 0) return null;
+        _stateLock.Wait();
+        try { return SaveLocked(why); }
+        finally { _stateLock.Release(); }
+    }
+
+    ulong? SaveLocked(string why)
+    {
+        if (_store is null) return null;
+        var node = _slot.Current;
+        byte[] export;
+        try
+        {
+            using (node.QuiesceTrainer(TimeSpan.FromSeconds(5))) export = AdapterStore.Export(node, _merged);
+        }
+        catch (TimeoutException e)
+        {
+            _metrics.Checkpoints.Add(1, new KeyValuePair<string, object?>("result", "skipped"));
+            _log($"adapters: {why} checkpoint skipped: {e.Message}");
+            return null;
+        }
+        try
+        {
+            _store.Save(export);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _metrics.Checkpoints.Add(1, new KeyValuePair<string, object?>("result", "failed"));
+            _log($"adapters: {why} checkpoint to {_store.FilePath} FAILED: {e.Message}");
+            return null;
+        }
+        Interlocked.Exchange(ref _lastCheckpointTicks, Stopwatch.GetTimestamp());
+        _metrics.Checkpoints.Add(1, new KeyValuePair<string, object?>("result", "saved"));
+        return AdapterStore.Fingerprint(export);
+    }
+
+    /// <summary>Fingerprint of the live adapter state as a save would write it (trainer quiesced while read).</summary>
+    internal ulong AdapterFingerprint()
+    {
+        _stateLock.Wait();
+        try
+        {
+            var node = _slot.Current;
+            using (node.QuiesceTrainer(TimeSpan.FromSeconds(30))) return AdapterStore.Fingerprint(AdapterStore.Export(node, _merged));
+        }
+        finally { _stateLock.Release(); }
+    }
+
+    // ------------------------------------------------------------------ lifecycle
+
+    /// <summary>ApplicationStopping: refuse new requests, wait for those in flight (up to the shutdown timeout).</summary>
+    void Drain()
+    {
+        if (Interlocked.Exchange(ref _draining, 1) != 0) return;
+        var sw = Stopwatch.StartNew();
+        while (Volatile.Read(ref _inFlight) > 0 && sw.Elapsed < _options.ShutdownTimeout) Thread.Sleep(1);
+        _log(F($"drain: {Volatile.Read(ref _inFlight)} request(s) still in flight after {sw.Elapsed.TotalMilliseconds:F0} ms"));
+    }
+
+    /// <summary>After the application stopped: the trainer stops at a step boundary, the adapters are saved.</summary>
+    public async Task FinishAsync()
+    {
+        Drain();
+        await _stateLock.WaitAsync();
+        try
+        {
+            if (Volatile.Read(ref _finished) != 0) return;
+            _checkpointTimer?.Dispose();
+            _qos.Detach();
+            if (_store is not null)
+            {
+                ulong? saved = SaveLocked("shutdown");
+                _log(saved is ulong f ? $"adapters: saved to {_store.FilePath} on shutdown (state {f:x16})" : "adapters: NOT saved on shutdown");
+            }
+            Volatile.Write(ref _finished, 1);
+        }
+        finally { _stateLock.Release(); }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await FinishAsync();
+        _sighup?.Dispose();
+        await App.DisposeAsync();
+        _labels.Dispose();
+        _qos.Dispose();
+        _metrics.Dispose();
+        _slot.Current.Dispose();
+        _stateLock.Dispose();
+    }
+
+    // ------------------------------------------------------------------ metrics
+
+    void RegisterObservables()
+    {
+        var m = _metrics.Meter;
+        m.CreateObservableCounter("livedlrm_trainer_samples", () => _slot.Current.Status.Samples, description: "Labelled events trained on.");
+        m.CreateObservableCounter("livedlrm_trainer_steps", () => _slot.Current.Status.Steps, description: "Optimizer steps applied.");
+        m.CreateObservableCounter("livedlrm_trainer_discarded_steps", () => _slot.Current.Status.Discarded, description: "Steps discarded for a non-finite loss or gradient.");
+        m.CreateObservableCounter("livedlrm_trainer_dropped_events", () => _slot.Current.Status.Drops, description: "Labelled events dropped because the trainer queue was full.");
+        m.CreateObservableCounter("livedlrm_ring_evicted_events", () => _slot.Current.Status.RingExpired, description: "Served events pushed out of the ring before a label or the window's end.");
+        m.CreateObservableGauge("livedlrm_trainer_queue_events", () => _slot.Current.Status.QueueLength, description: "Labelled events waiting for the trainer.");
+        m.CreateObservableGauge("livedlrm_trainer_lag_seconds", () => _slot.Current.Status.LagSeconds, unit: "s", description: "Event time of the newest queued label minus the newest trained one.");
+        m.CreateObservableGauge("livedlrm_trainer_running", () => _slot.Current.TrainerRunning ? 1 : 0, description: "1 while the trainer thread runs.");
+        m.CreateObservableGauge("livedlrm_adapter_memory_ratio", () => PerTable(a => a.MemoryFraction), description: "Adapter bytes / base table bytes, per table.");
+        m.CreateObservableGauge("livedlrm_adapter_rank", () => PerTable(a => a.Rank), description: "Current adapter rank per table.");
+        m.CreateObservableGauge("livedlrm_adapter_rows", () => PerTable(a => a.ActiveRows), description: "Rows holding an adapter update per table.");
+        m.CreateObservableGauge("livedlrm_qos_duty_cycle_ratio", () => _qos.DutyCycle, description: "Trainer duty cycle set by the QoS controller (0 = paused).");
+        m.CreateObservableCounter("livedlrm_qos_decisions", () => _qos.Decisions(), description: "QoS controller decisions by action.");
+        m.CreateObservableGauge("livedlrm_adapter_checkpoint_age_seconds",
+            () => _store is null ? double.NaN : Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastCheckpointTicks)).TotalSeconds, unit: "s",
+            description: "Seconds since the adapters were last saved (NaN without --adapters).");
+    }
+
+    IEnumerable<Measurement<double>> PerTable(Func<LiveDlrm.Lora.TableAdapter, double> value)
+    {
+        var node = _slot.Current;
+        for (int t = 0; t < node.Adapters.Count; t++)
+            if (node.Adapters[t] is { } a)
+                yield return new(value(a), new KeyValuePair<string, object?>("table", node.Model.Tables[t].Name));
+    }
+
+    static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+
+    internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+}
