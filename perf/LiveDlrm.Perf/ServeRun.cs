@@ -1,0 +1,309 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using LiveDlrm.Checkpoints;
+using LiveDlrm.Data;
+using LiveDlrm.Model;
+using LiveDlrm.Numa;
+using LiveDlrm.Runtime;
+using LiveDlrm.Serving.Loadgen;
+using LiveDlrm.Training;
+
+namespace LiveDlrm.Perf;
+
+/// <summary>
+/// <c>./build.sh bench serve</c>: a <c>livedlrm serve</c> child process on loopback and the open-loop load generator
+/// in this process. First the maximum sustainable QPS with the trainer off (the latency harness's criterion: nothing
+/// dropped or failed, median latency ≤ 5 × the light-load median); then at 50 % and 80 % of it the three modes
+/// <c>no-trainer</c>, <c>trainer-unthrottled</c> (QoS off) and <c>trainer-qos</c> (plan, pinning, resctrl if mounted,
+/// the duty-cycle controller defending the no-trainer server-side P99) in interleaved rounds with a rotating order,
+/// so slow drifts of a shared machine fall on every mode alike; the figures are medians over rounds, the ratios
+/// per-round P99(mode) / P99(no-trainer of the same round). Every served event becomes a training sample (labels
+/// for a fraction, implicit negatives for the rest), so the trainer's load follows the traffic.
+/// </summary>
+public sealed class ServeRun : IComparativeRun
+{
+    public string Name => "serve";
+    public string Summary => "a live node under open-loop load: max QPS, then P50/P99/P99.9 and trainer samples/s at 50 % and 80 %, no trainer / unthrottled / QoS, interleaved rounds";
+
+    const string Token = "bench-serve-token-0123456789";
+    static readonly string[] Modes = ["no-trainer", "trainer-unthrottled", "trainer-qos"];
+
+    public int Run(string[] args)
+    {
+        var o = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] is "--help" or "-h")
+            {
+                Console.WriteLine("""
+                    usage: ./build.sh bench serve [options]
+                      --rounds N        interleaved rounds per load (default 8)
+                      --seconds S       measured seconds per mode and round (default 4)
+                      --batch N         events per request (default 16)
+                      --max-qps Q       skip the search and use Q as the maximum sustainable QPS
+                      --out PATH        JSON path (default artifacts/bench/serve.json)
+                    """);
+                return 0;
+            }
+            if (!args[i].StartsWith("--", StringComparison.Ordinal) || i + 1 >= args.Length) { Console.Error.WriteLine($"bench serve: bad argument '{args[i]}'"); return 2; }
+            o[args[i][2..]] = args[++i];
+        }
+        var unknown = o.Keys.Except(["rounds", "seconds", "batch", "max-qps", "out"]).ToList();
+        if (unknown.Count > 0) { Console.Error.WriteLine($"bench serve: unknown option(s) {string.Join(", ", unknown.Select(u => "--" + u))}"); return 2; }
+        int rounds = int.Parse(o.GetValueOrDefault("rounds", "8"), CultureInfo.InvariantCulture);
+        double seconds = double.Parse(o.GetValueOrDefault("seconds", "4"), CultureInfo.InvariantCulture);
+        int batch = int.Parse(o.GetValueOrDefault("batch", "16"), CultureInfo.InvariantCulture);
+        double? givenMax = o.TryGetValue("max-qps", out var m) ? double.Parse(m, CultureInfo.InvariantCulture) : null;
+        string root = Lookup.LookupRun.RepoRoot();
+        string output = o.GetValueOrDefault("out", Path.Combine(root, "artifacts", "bench", "serve.json"));
+        string cli = Path.Combine(root, "engine", "LiveDlrm.Cli", "bin", "Release", "net10.0", "livedlrm.dll");
+        if (!File.Exists(cli)) { Console.Error.WriteLine($"bench serve: {cli} is missing (./build.sh build)"); return 1; }
+        return RunAsync(cli, root, output, rounds, seconds, batch, givenMax).GetAwaiter().GetResult();
+    }
+
+    static async Task<int> RunAsync(string cli, string root, string output, int rounds, double seconds, int batch, double? givenMax)
+    {
+        string work = Path.Combine(root, "artifacts", "bench", "serve-work");
+        if (Directory.Exists(work)) Directory.Delete(work, true);
+        Directory.CreateDirectory(work);
+        string model = Path.Combine(work, "model");
+        Console.WriteLine(BuildModel(model));
+        string tokenFile = Path.Combine(work, "token");
+        File.WriteAllText(tokenFile, Token);
+        int port = FreePortPair();
+        var target = new IPEndPoint(IPAddress.Loopback, port);
+        using var server = StartServer(cli, model, tokenFile, port, Path.Combine(work, "server.log"));
+        using var http = new HttpClient { BaseAddress = new Uri($"http://{target}"), Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            if (!await WaitReady(http, server)) { Console.Error.WriteLine($"bench serve: the server did not start; see {work}/server.log"); return 1; }
+            var topology = Topology.Detect();
+            string machine = topology.Describe().Split('\n')[0];
+
+            // ---- max sustainable QPS, trainer off
+            await SetTrainer(http, "no-trainer", null);
+            var search = new List<object>();
+            var light = await Load(target, 20, 3, batch, 11);
+            double limit = 5 * light.P50Ms;
+            Console.WriteLine(F($"light load 20 QPS: P50 {light.P50Ms:F3} ms, P99 {light.P99Ms:F3} ms → sustainable = no errors or drops and P50 ≤ {limit:F3} ms"));
+            double maxQps = 20;
+            if (givenMax is double g) maxQps = g;
+            else
+            {
+                for (double qps = 40; qps <= 20_000; qps *= 1.5)
+                {
+                    var r = await Load(target, qps, 3, batch, 12 + search.Count);
+                    bool ok = r.Errors == 0 && r.Dropped == 0 && r.AchievedQps >= 0.9 * qps && r.P50Ms <= limit;
+                    search.Add(new { qps, r.AchievedQps, r.P50Ms, r.P99Ms, r.Errors, r.Dropped, sustainable = ok });
+                    Console.WriteLine(F($"search: {qps,7:F0} QPS → achieved {r.AchievedQps:F0}, P50 {r.P50Ms:F3} ms, P99 {r.P99Ms:F3} ms, errors {r.Errors}, dropped {r.Dropped}: {(ok ? "sustainable" : "not sustainable")}"));
+                    if (!ok) break;
+                    maxQps = qps;
+                }
+            }
+            Console.WriteLine(F($"max sustainable QPS: {maxQps:F0} ({batch} events per request)"));
+
+            var loads = new List<object>();
+            foreach (double fraction in new[] { 0.5, 0.8 })
+            {
+                double qps = maxQps * fraction;
+                // The controller defends the no-trainer server-side P99 at this load (calibration run).
+                await SetTrainer(http, "no-trainer", null);
+                var before = await Scrape(http);
+                await Load(target, qps, Math.Max(4, seconds), batch, 99);
+                double targetMs = ServerP99Ms(before, await Scrape(http));
+                Console.WriteLine(F($"load {fraction:P0} = {qps:F0} QPS: no-trainer server-side P99 {targetMs:F3} ms = the QoS target"));
+                // One unrecorded pass through the modes: the first trainer start of a run pays one-off costs.
+                foreach (var mode in Modes)
+                {
+                    await SetTrainer(http, mode, targetMs);
+                    await Load(target, qps, 1, batch, 98);
+                }
+                var perMode = Modes.ToDictionary(x => x, _ => new List<(LoadResult R, double Rate, double Duty)>());
+                var ratios = Modes.ToDictionary(x => x, _ => new List<double>());
+                for (int round = 0; round < rounds; round++)
+                {
+                    var order = Enumerable.Range(0, Modes.Length).Select(i => Modes[(i + round) % Modes.Length]).ToArray();
+                    var p99 = new Dictionary<string, double>();
+                    foreach (var mode in order)
+                    {
+                        await SetTrainer(http, mode, targetMs);
+                        await Task.Delay(500);
+                        double s0 = Samples(await Scrape(http));
+                        var sw = Stopwatch.StartNew();
+                        var r = await Load(target, qps, seconds, batch, 1000 * round + Array.IndexOf(Modes, mode));
+                        var after = await Scrape(http);
+                        double rate = (Samples(after) - s0) / sw.Elapsed.TotalSeconds;
+                        double duty = Value(after, "livedlrm_qos_duty_cycle_ratio");
+                        perMode[mode].Add((r, rate, duty));
+                        p99[mode] = r.P99Ms;
+                        Console.WriteLine(F($"  round {round + 1}/{rounds} {mode,-20} P50 {r.P50Ms,8:F3} ms  P99 {r.P99Ms,8:F3} ms  P99.9 {r.P999Ms,8:F3} ms  trainer {rate,8:F0} samples/s  duty {duty:F2}  errors {r.Errors} dropped {r.Dropped}"));
+                    }
+                    foreach (var mode in Modes) ratios[mode].Add(p99[mode] / p99["no-trainer"]);
+                }
+                double unthrottledRate = Median(perMode["trainer-unthrottled"].Select(x => x.Rate));
+                var modes = Modes.Select(mode => new
+                {
+                    mode,
+                    qps,
+                    p50Ms = Median(perMode[mode].Select(x => x.R.P50Ms)),
+                    p99Ms = Median(perMode[mode].Select(x => x.R.P99Ms)),
+                    p999Ms = Median(perMode[mode].Select(x => x.R.P999Ms)),
+                    maxMs = perMode[mode].Max(x => x.R.MaxMs),
+                    trainerSamplesPerS = mode == "no-trainer" ? (double?)null : Median(perMode[mode].Select(x => x.Rate)),
+                    trainerRateVsUnthrottled = mode == "no-trainer" ? (double?)null : Median(perMode[mode].Select(x => x.Rate)) / unthrottledRate,
+                    trainerDutyCycleMedian = mode == "trainer-qos" ? Median(perMode[mode].Select(x => x.Duty)) : (double?)null,
+                    p99VsNoTrainerPerRound = ratios[mode],
+                    p99VsNoTrainer = Median(ratios[mode]),
+                    p99AddedMsMedian = Median(Enumerable.Range(0, rounds).Select(i => perMode[mode][i].R.P99Ms - perMode["no-trainer"][i].R.P99Ms)),
+                    errors = perMode[mode].Sum(x => x.R.Errors),
+                    dropped = perMode[mode].Sum(x => x.R.Dropped),
+                }).ToList();
+                foreach (var x in modes)
+                    Console.WriteLine(F($"{fraction:P0} {x.mode,-20} median P50 {x.p50Ms:F3} ms  P99 {x.p99Ms:F3} ms  P99.9 {x.p999Ms:F3} ms  P99 ratio (median of rounds) {x.p99VsNoTrainer:F3}  added P99 {x.p99AddedMsMedian:F3} ms  trainer {x.trainerSamplesPerS:F0} samples/s ({x.trainerRateVsUnthrottled:P0} of unthrottled)"));
+                loads.Add(new { loadFraction = fraction, qps, qosTargetMs = targetMs, rounds, secondsPerRun = seconds, modes });
+            }
+            await SetTrainer(http, "no-trainer", null);
+            var report = new
+            {
+                machine,
+                eventsPerRequest = batch,
+                lightLoadP50Ms = light.P50Ms,
+                maxSustainableQps = maxQps,
+                search,
+                loads,
+                goals = "at 50 %: trainer-qos p99VsNoTrainer <= 1.05 with trainerRateVsUnthrottled >= 0.30; at 80 %: trainer-qos p99AddedMsMedian < 20; trainer-qos never worse than trainer-unthrottled",
+            };
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
+            File.WriteAllText(output + ".tmp", JsonSerializer.Serialize(report, new JsonSerializerOptions(JsonSerializerDefaults.Web)
+            {
+                WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+            }));
+            File.Move(output + ".tmp", output, overwrite: true);
+            Console.WriteLine($"wrote {output}");
+            return 0;
+        }
+        finally
+        {
+            // A graceful stop (SIGTERM): the server drains and exits by itself.
+            if (!server.HasExited)
+            {
+                Process.Start("kill", ["-TERM", server.Id.ToString(CultureInfo.InvariantCulture)])?.WaitForExit();
+                if (!server.WaitForExit(20_000)) server.Kill();
+            }
+        }
+    }
+
+    /// <summary>The default synthetic world's DLRM, trained one pass over 50 k events, saved as the served base.</summary>
+    static string BuildModel(string dir)
+    {
+        TorchRuntime.EnsureInitialised();
+        var sw = Stopwatch.StartNew();
+        using var source = new SyntheticEventSource(new SyntheticStreamConfig { Seed = 1 });
+        var config = DlrmConfig.ForLayout(source.Schema.Layout, [32, 16], [64, 32, 1]);
+        using var model = DlrmModel.Create(config, 7);
+        using (var trainer = new DlrmTrainer(model, new DlrmTrainerOptions { Threads = 1 }))
+        {
+            var b = new EventBatch(source.Schema.Layout, 512);
+            for (long seen = 0; seen < 50_000 && source.Read(b) > 0; seen += b.Count) trainer.Step(b);
+        }
+        Checkpoint.Save(model, dir);
+        return F($"model: {config.Tables.Count} tables ({model.TableBytes >> 20} MiB), trained on 50 000 synthetic events in {sw.Elapsed.TotalSeconds:F1} s");
+    }
+
+    static Process StartServer(string cli, string model, string token, int port, string logFile)
+    {
+        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { cli, "serve", "--model", model, "--listen", $"127.0.0.1:{port}", "--admin-token-file", token, "--no-trainer",
+                                  "--label-window", "500ms", "--qos", "full" })
+            psi.ArgumentList.Add(a);
+        var p = Process.Start(psi)!;
+        var log = new StreamWriter(logFile) { AutoFlush = true };
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+    }
+
+    static async Task<bool> WaitReady(HttpClient http, Process server)
+    {
+        for (int i = 0; i < 600 && !server.HasExited; i++)
+        {
+            try { using var r = await http.GetAsync("/readyz"); if (r.IsSuccessStatusCode) return true; }
+            catch (HttpRequestException) { }
+            await Task.Delay(100);
+        }
+        return false;
+    }
+
+    static async Task SetTrainer(HttpClient http, string mode, double? targetMs)
+    {
+        string body = mode switch
+        {
+            "no-trainer" => "{\"running\":false}",
+            "trainer-unthrottled" => "{\"running\":true,\"qos\":\"off\"}",
+            _ => F($"{{\"running\":true,\"qos\":\"full\",\"qosTargetMs\":{targetMs ?? 10:R}}}"),
+        };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/admin/trainer") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Token);
+        using var response = await http.SendAsync(request);
+        if (!response.IsSuccessStatusCode) throw new InvalidOperationException($"/admin/trainer {body}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+    }
+
+    static Task<LoadResult> Load(IPEndPoint target, double qps, double seconds, int batch, int seed) => LoadGenerator.RunAsync(new LoadOptions
+    {
+        Target = target, Qps = qps, Duration = TimeSpan.FromSeconds(seconds), Warmup = TimeSpan.FromSeconds(0.5),
+        EventsPerRequest = batch, FeedbackRate = 0.2, FeedbackDelay = TimeSpan.FromMilliseconds(500), Seed = seed,
+    });
+
+    static async Task<string> Scrape(HttpClient http) => await http.GetStringAsync("/metrics");
+
+    static double Value(string metrics, string name) => metrics.Split('\n')
+        .Where(l => l.StartsWith(name + "{", StringComparison.Ordinal) || l.StartsWith(name + " ", StringComparison.Ordinal))
+        .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
+
+    static double Samples(string metrics) => Value(metrics, "livedlrm_trainer_samples_total");
+
+    /// <summary>The server-side P99 over the requests between two scrapes, from the latency histogram's buckets (the
+    /// upper edge of the bucket holding the 99th percentile: at most √2 above the true value).</summary>
+    static double ServerP99Ms(string before, string after)
+    {
+        Dictionary<double, double> Buckets(string text) => text.Split('\n')
+            .Where(l => l.StartsWith("livedlrm_serve_request_duration_seconds_bucket{", StringComparison.Ordinal) && l.Contains("api=\"grpc\""))
+            .Select(l => (Le: l[(l.IndexOf("le=\"", StringComparison.Ordinal) + 4)..], V: double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture)))
+            .ToDictionary(x => x.Le.StartsWith("+Inf", StringComparison.Ordinal) ? double.PositiveInfinity : double.Parse(x.Le[..x.Le.IndexOf('"')], CultureInfo.InvariantCulture), x => x.V);
+        var a = Buckets(before);
+        var b = Buckets(after);
+        var edges = b.Keys.Order().ToList();
+        double total = b[double.PositiveInfinity] - a.GetValueOrDefault(double.PositiveInfinity);
+        foreach (var le in edges)
+            if (b[le] - a.GetValueOrDefault(le) >= 0.99 * total) return double.IsInfinity(le) ? 1000 : le * 1000;
+        return 1000;
+    }
+
+    static int FreePortPair()
+    {
+        for (int attempt = 0; attempt < 50; attempt++)
+        {
+            var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+            l.Start();
+            int port = ((IPEndPoint)l.LocalEndpoint).Port;
+            l.Stop();
+            try { var n = new System.Net.Sockets.TcpListener(IPAddress.Loopback, port + 1); n.Start(); n.Stop(); return port; }
+            catch (System.Net.Sockets.SocketException) { }
+        }
+        throw new InvalidOperationException("no free pair of loopback ports");
+    }
+
+    static double Median(IEnumerable<double> values)
+    {
+        var v = values.Where(x => !double.IsNaN(x)).Order().ToArray();
+        return v.Length == 0 ? double.NaN : v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    }
+
+    static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}
