@@ -263,13 +263,13 @@ public sealed class ServingHost : IAsyncDisposable
     }
 
     /// <summary>Starts or stops the trainer and sets its QoS mode (benchmarks alternate modes in one process).</summary>
-    internal async Task SetTrainerAsync(bool running, QosMode mode)
+    internal async Task SetTrainerAsync(bool running, QosMode mode, double? targetMs = null)
     {
         await _stateLock.WaitAsync();
         try
         {
-            if (running && !_qos.TrainerWanted) _qos.Attach(_slot.Current);
-            _qos.Set(mode, running);
+            _qos.Set(_slot.Current, mode, running, targetMs);
+            _log($"trainer: {(running ? "running" : "stopped")}, qos {mode.ToString().ToLowerInvariant()}, target {_qos.TargetMs.ToString("G4", CultureInfo.InvariantCulture)} ms");
         }
         finally { _stateLock.Release(); }
     }
@@ -277,7 +277,7 @@ public sealed class ServingHost : IAsyncDisposable
     internal string TrainerDescription()
     {
         var s = _slot.Current.Status;
-        return F($"running {_slot.Current.TrainerRunning}, qos {_qos.Mode.ToString().ToLowerInvariant()}, samples {s.Samples}, duty {_qos.DutyCycle:F2}");
+        return F($"running {_slot.Current.TrainerRunning}, qos {_qos.Mode.ToString().ToLowerInvariant()} target {_qos.TargetMs:G4} ms, samples {s.Samples}, duty {_qos.DutyCycle:F2}; {_qos.Summary()}");
     }
 
     /// <summary>Saves the adapters now; returns the state fingerprint written, or null when skipped or disabled.</summary>

@@ -196,6 +196,7 @@ internal static class JsonApi
         if (doc is null) return;
         bool running;
         QosMode mode;
+        double? target = null;
         using (doc)
         {
             var root = doc.RootElement;
@@ -208,8 +209,13 @@ internal static class JsonApi
                 if (q.ValueKind != JsonValueKind.String || !Enum.TryParse(q.GetString(), ignoreCase: true, out mode) || !Enum.IsDefined(mode))
                 { await Error(ctx, 400, "qos: expected \"off\", \"throttle\" or \"full\""); return; }
             }
+            if (root.TryGetProperty("qosTargetMs", out var t))
+            {
+                if (t.ValueKind != JsonValueKind.Number || !(t.GetDouble() is > 0 and < 60_000)) { await Error(ctx, 400, "qosTargetMs: expected a positive number of milliseconds"); return; }
+                target = t.GetDouble();
+            }
         }
-        await host.SetTrainerAsync(running, mode);
+        await host.SetTrainerAsync(running, mode, target);
         await ctx.Response.WriteAsJsonAsync(new { trainer = host.TrainerDescription() }, ServingHost.Json);
     }
 

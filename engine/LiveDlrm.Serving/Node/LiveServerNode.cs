@@ -21,7 +21,8 @@ internal sealed class LiveServerNode : ILiveNode
     readonly ReaderWriterLockSlim _feed = new();
     readonly object _lifecycle = new();
     LiveServer _server;
-    bool _running, _used, _disposed;
+    volatile bool _running;
+    bool _used, _disposed;
 
     public DlrmModel Model { get; }
     public EventBatchLayout Layout { get; }
@@ -80,7 +81,11 @@ internal sealed class LiveServerNode : ILiveNode
             var server = Volatile.Read(ref _server);
             if (!server.Ring.TryTake(requestId, out var served)) return false;
             lock (_held)
+            {
+                // A stopped trainer would train a stale backlog when it starts again: its labels are dropped, counted.
+                if (!_running) { _droppedStopped++; return true; }
                 if (_holding) { _held.Add((served, label)); return true; }
+            }
             server.Trainer.Enqueue(served, label);
             return true;
         }
@@ -106,7 +111,7 @@ internal sealed class LiveServerNode : ILiveNode
                 if (_used)
                 {
                     var old = _server;
-                    _before = Status;
+                    _before = Status with { Drops = Status.Drops - Interlocked.Read(ref _droppedStopped) };
                     Volatile.Write(ref _server, new LiveServer(new OnlineTrainer(Model, _adapters, _trainerOptions), _ringCapacity));
                     old.Trainer.Dispose();
                 }
@@ -130,6 +135,7 @@ internal sealed class LiveServerNode : ILiveNode
     // While quiesced, joined labels are held here instead of queued, so feedback never waits for a save.
     readonly List<(ServedEvent Served, float Label)> _held = new();
     bool _holding;
+    long _droppedStopped;
     readonly SemaphoreSlim _quiesce = new(1, 1);
 
     public IDisposable QuiesceTrainer(TimeSpan timeout)
@@ -182,7 +188,9 @@ internal sealed class LiveServerNode : ILiveNode
             var s = Volatile.Read(ref _server);
             var t = s.Trainer;
             var b = _before;
-            return new TrainerStatus(b.Samples + t.SamplesProcessed, b.Steps + t.Steps, b.Discarded + t.DiscardedSteps, b.Drops + t.Drops,
+            long stopped;
+            lock (_held) stopped = _droppedStopped;
+            return new TrainerStatus(b.Samples + t.SamplesProcessed, b.Steps + t.Steps, b.Discarded + t.DiscardedSteps, b.Drops + t.Drops + stopped,
                                      t.QueueLength, t.LagSeconds, b.RingExpired + s.Ring.Expired, b.RingStored + s.Ring.Stored);
         }
     }

@@ -20,7 +20,7 @@ internal sealed class TrainerQos : IDisposable
 {
     readonly ResourcePlan _plan;
     readonly ResctrlSupport _resctrl;
-    readonly double _targetMs;
+    double _targetMs;
     readonly Action<string> _log;
     readonly object _lock = new();
     ResctrlGroups? _groups;
@@ -29,6 +29,7 @@ internal sealed class TrainerQos : IDisposable
     long _cutsBefore, _increasesBefore, _pausesBefore, _resumesBefore, _holdsBefore;
 
     public QosMode Mode { get; private set; }
+    public double TargetMs => _targetMs;
     public bool TrainerWanted { get; private set; }
     public ResourcePlan Plan => _plan;
 
@@ -72,15 +73,19 @@ internal sealed class TrainerQos : IDisposable
         }
     }
 
-    /// <summary>Restarts the trainer under <paramref name="mode"/>; <paramref name="running"/> false leaves it stopped.</summary>
-    public void Set(QosMode mode, bool running)
+    /// <summary>Restarts the trainer under <paramref name="mode"/> (and a new controller target, if given);
+    /// <paramref name="running"/> false leaves it stopped.</summary>
+    public void Set(ILiveNode node, QosMode mode, bool running, double? targetMs = null)
     {
+        if (targetMs is double t && !(t > 0 && double.IsFinite(t))) throw new ArgumentOutOfRangeException(nameof(targetMs), t, "QoS target must be positive");
         lock (_lock)
         {
             StopLocked();
+            _node = node;
             Mode = mode;
+            if (targetMs is double target) _targetMs = target;
             TrainerWanted = running;
-            if (running && _node is not null) StartLocked();
+            if (running) StartLocked();
         }
     }
 
