@@ -49,15 +49,16 @@ public sealed record LoadOptions
     }
 }
 
-/// <summary>What one load run measured. Latencies in milliseconds from each request's intended send time.</summary>
+/// <summary>What one load run measured (after the warm-up). <see cref="Sent"/> counts the Poisson arrivals sent,
+/// <see cref="Requests"/> those answered; latencies in milliseconds from each request's intended send time.</summary>
 public sealed record LoadResult(
-    double OfferedQps, double AchievedQps, long Requests, long Errors, long Dropped, long Events,
+    double OfferedQps, double AchievedQps, long Sent, long Requests, long Errors, long Dropped, long Events,
     double P50Ms, double P99Ms, double P999Ms, double MaxMs, double Seconds,
     long FeedbackSent, long FeedbackJoined, long FeedbackUnknown, long FeedbackLate, string? FirstError)
 {
     public string Summary() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
         $"{OfferedQps:F0} QPS offered, {AchievedQps:F0} achieved: P50 {P50Ms:F3} ms  P99 {P99Ms:F3} ms  P99.9 {P999Ms:F3} ms  max {MaxMs:F3} ms; " +
-        $"{Requests} requests ({Events} events), {Errors} errors, {Dropped} dropped; feedback {FeedbackSent} sent: {FeedbackJoined} joined, {FeedbackUnknown} unknown, {FeedbackLate} late")
+        $"{Sent} sent, {Requests} answered ({Events} events), {Errors} errors, {Dropped} dropped; feedback {FeedbackSent} sent: {FeedbackJoined} joined, {FeedbackUnknown} unknown, {FeedbackLate} late")
         + (FirstError is null ? "" : $"; first error: {FirstError}");
 }
 
@@ -125,7 +126,7 @@ public static class LoadGenerator
         await feedback.FlushAsync(token);
         double seconds = o.Duration.TotalSeconds;
         double Ms(double p) => histogram.TotalCount == 0 ? double.NaN : histogram.GetValueAtPercentile(p) / 1000.0;
-        return new LoadResult(o.Qps, completed / seconds, completed, errors, dropped + late, events, Ms(50), Ms(99), Ms(99.9),
+        return new LoadResult(o.Qps, completed / seconds, sent, completed, errors, dropped + late, events, Ms(50), Ms(99), Ms(99.9),
                               histogram.TotalCount == 0 ? double.NaN : histogram.GetMaxValue() / 1000.0, seconds,
                               feedback.Sent, feedback.Joined, feedback.Unknown, feedback.Late, firstError ?? feedback.FirstError);
 
