@@ -175,12 +175,13 @@ public sealed class ServeRun : IComparativeRun
                 maxSustainableQps = maxQps,
                 search,
                 loads,
-                goals = "at 50 %: trainer-qos p99VsNoTrainer <= 1.05 with trainerRateVsUnthrottled >= 0.30; at 80 %: trainer-qos p99AddedMsMedian < 20; trainer-qos never worse than trainer-unthrottled",
+                goals = "at 50 %: trainer-qos p99_vs_no_trainer <= 1.05 with trainer_rate_vs_unthrottled >= 0.30; at 80 %: trainer-qos p99_added_ms_median < 20; trainer-qos never worse than trainer-unthrottled",
             };
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
-            File.WriteAllText(output + ".tmp", JsonSerializer.Serialize(report, new JsonSerializerOptions(JsonSerializerDefaults.Web)
+            // snake_case like latency.json, whose field names these share where they mean the same.
+            File.WriteAllText(output + ".tmp", JsonSerializer.Serialize(report, new JsonSerializerOptions
             {
-                WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+                PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
             }));
             File.Move(output + ".tmp", output, overwrite: true);
             Console.WriteLine($"wrote {output}");
