@@ -41,6 +41,7 @@ public sealed class ServingHost : IAsyncDisposable
     RequestDecoder _decoder;
     int _inFlight, _draining, _finished;
     long _lastCheckpointTicks;
+    long _droppedBefore;   // labels dropped by nodes replaced on reload, so the counter stays monotonic
     PosixSignalRegistration? _sighup;
 
     public WebApplication App { get; }
@@ -58,7 +59,7 @@ public sealed class ServingHost : IAsyncDisposable
         _store = options.Adapters is null ? null : new AdapterStore(options.Adapters);
 
         var sw = Stopwatch.StartNew();
-        var node = LiveServerNode.Load(options.Model, options.TrainerOptions(), options.RingCapacity);
+        var node = LiveModelNode.Load(options.Model, options.TrainerOptions(), options.RingCapacity);
         try { RestoreAdapters(node); }
         catch { node.Dispose(); throw; }
         _log(F($"model: {options.Model} (base {node.Fingerprint}), {node.Model.Tables.Count} tables, {node.Model.TableBytes >> 20} MiB, loaded in {sw.Elapsed.TotalSeconds:F1} s; adapters on {node.Adapters.Count(a => a is not null)} table(s)"));
@@ -115,7 +116,7 @@ public sealed class ServingHost : IAsyncDisposable
         builder.Services.AddSingleton(this);
         // /metrics: the OpenTelemetry Prometheus exporter over this server's meter (counter → _total, unit suffixes).
         builder.Services.AddOpenTelemetry().WithMetrics(m => m
-            .AddMeter(_metrics.Meter.Name)
+            .AddMeter([_metrics.Meter.Name, .. _slot.Current.MeterNames])
             .AddView(ServingMetrics.RequestSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddPrometheusExporter(p => p.ScrapeResponseCacheDurationMilliseconds = 0));
         builder.Services.AddGrpc(g =>
@@ -224,7 +225,7 @@ public sealed class ServingHost : IAsyncDisposable
         ILiveNode next;
         try
         {
-            next = await Task.Run(() => LiveServerNode.Load(checkpoint, _options.TrainerOptions(), _options.RingCapacity));
+            next = await Task.Run(() => LiveModelNode.Load(checkpoint, _options.TrainerOptions(), _options.RingCapacity));
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -255,6 +256,7 @@ public sealed class ServingHost : IAsyncDisposable
             if (_store is not null) SaveLocked("reload");
         }
         finally { _stateLock.Release(); }
+        Interlocked.Add(ref _droppedBefore, old.DroppedWhileStopped);
         old.Dispose();
         _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "ok"));
         string msg = F($"reloaded: now serving {next.Fingerprint} from {checkpoint} (loaded and switched in {sw.Elapsed.TotalSeconds:F1} s; adapters reset)");
@@ -293,17 +295,8 @@ public sealed class ServingHost : IAsyncDisposable
     {
         if (_store is null) return null;
         var node = _slot.Current;
-        byte[] export;
-        try
-        {
-            using (node.QuiesceTrainer(TimeSpan.FromSeconds(5))) export = AdapterStore.Export(node, _merged);
-        }
-        catch (TimeoutException e)
-        {
-            _metrics.Checkpoints.Add(1, new KeyValuePair<string, object?>("result", "skipped"));
-            _log($"adapters: {why} checkpoint skipped: {e.Message}");
-            return null;
-        }
+        var merged = _merged;
+        byte[] export = _qos.WithTrainerPaused(() => AdapterStore.Export(node, merged));
         try
         {
             _store.Save(export);
@@ -326,7 +319,8 @@ public sealed class ServingHost : IAsyncDisposable
         try
         {
             var node = _slot.Current;
-            using (node.QuiesceTrainer(TimeSpan.FromSeconds(30))) return AdapterStore.Fingerprint(AdapterStore.Export(node, _merged));
+            var merged = _merged;
+            return _qos.WithTrainerPaused(() => AdapterStore.Fingerprint(AdapterStore.Export(node, merged)));
         }
         finally { _stateLock.Release(); }
     }
@@ -379,16 +373,10 @@ public sealed class ServingHost : IAsyncDisposable
     void RegisterObservables()
     {
         var m = _metrics.Meter;
-        m.CreateObservableCounter("livedlrm_trainer_samples", () => _slot.Current.Status.Samples, description: "Labelled events trained on.");
-        m.CreateObservableCounter("livedlrm_trainer_steps", () => _slot.Current.Status.Steps, description: "Optimizer steps applied.");
-        m.CreateObservableCounter("livedlrm_trainer_discarded_steps", () => _slot.Current.Status.Discarded, description: "Steps discarded for a non-finite loss or gradient.");
-        m.CreateObservableCounter("livedlrm_trainer_dropped_events", () => _slot.Current.Status.Drops, description: "Labelled events dropped because the trainer queue was full.");
-        m.CreateObservableCounter("livedlrm_ring_evicted_events", () => _slot.Current.Status.RingExpired, description: "Served events pushed out of the ring before a label or the window's end.");
-        m.CreateObservableGauge("livedlrm_trainer_queue_events", () => _slot.Current.Status.QueueLength, description: "Labelled events waiting for the trainer.");
-        m.CreateObservableGauge("livedlrm_trainer_lag_seconds", () => _slot.Current.Status.LagSeconds, unit: "s", description: "Event time of the newest queued label minus the newest trained one.");
+        m.CreateObservableCounter("livedlrm_feedback_dropped_trainer_stopped", () => Interlocked.Read(ref _droppedBefore) + _slot.Current.DroppedWhileStopped,
+            description: "Joined labels not trained because the trainer was stopped.");
         m.CreateObservableGauge("livedlrm_trainer_running", () => _slot.Current.TrainerRunning ? 1 : 0, description: "1 while the trainer thread runs.");
         m.CreateObservableGauge("livedlrm_adapter_memory_ratio", () => PerTable(a => a.MemoryFraction), description: "Adapter bytes / base table bytes, per table.");
-        m.CreateObservableGauge("livedlrm_adapter_rank", () => PerTable(a => a.Rank), description: "Current adapter rank per table.");
         m.CreateObservableGauge("livedlrm_adapter_rows", () => PerTable(a => a.ActiveRows), description: "Rows holding an adapter update per table.");
         m.CreateObservableGauge("livedlrm_qos_duty_cycle_ratio", () => _qos.DutyCycle, description: "Trainer duty cycle set by the QoS controller (0 = paused).");
         m.CreateObservableCounter("livedlrm_qos_decisions", () => _qos.Decisions(), description: "QoS controller decisions by action.");

@@ -9,7 +9,7 @@ using LiveDlrm.Data;
 using LiveDlrm.Model;
 using LiveDlrm.Numa;
 using LiveDlrm.Runtime;
-using LiveDlrm.Serving.Loadgen;
+using LiveDlrm.Harness;
 using LiveDlrm.Training;
 
 namespace LiveDlrm.Perf;

@@ -1,5 +1,5 @@
 using System.Net;
-using LiveDlrm.Serving.Loadgen;
+using LiveDlrm.Harness;
 
 namespace LiveDlrm.Cli.Commands;
 

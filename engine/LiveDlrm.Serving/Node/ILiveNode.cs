@@ -16,6 +16,10 @@ internal interface ILiveNode : IDisposable
     /// <summary>Identifies the base model (its checkpoint's manifest checksum).</summary>
     string Fingerprint { get; }
     IReadOnlyList<TableAdapter?> Adapters { get; }
+    /// <summary>The engine's meters (trainer, ring, adapters) the server exports beside its own.</summary>
+    IEnumerable<string> MeterNames { get; }
+    /// <summary>Joined labels dropped because the trainer was stopped (see <see cref="StopTrainer"/>).</summary>
+    long DroppedWhileStopped { get; }
 
     /// <summary>Scores <paramref name="batch"/> and remembers each event by its request id for a later label.
     /// Thread-safe.</summary>
@@ -26,19 +30,21 @@ internal interface ILiveNode : IDisposable
     bool Forget(long requestId);
 
     bool TrainerRunning { get; }
-    /// <summary>Starts the trainer thread; <paramref name="onThreadStart"/> runs on it first (pinning).</summary>
+    /// <summary>Starts the trainer thread; <paramref name="onThreadStart"/> runs on it first (pinning). Labels held
+    /// while it was stopped are queued.</summary>
     void StartTrainer(Action<int>? onThreadStart);
-    void StopTrainer();
+    /// <summary>Stops the trainer thread after its current step (queued labels stay queued). Until the next start,
+    /// joined labels are held for it (<paramref name="hold"/>: a pause, e.g. to read the adapters) or dropped and
+    /// counted (a stop: a later start must not train a stale backlog).</summary>
+    void StopTrainer(bool hold);
+    /// <summary>The running trainer's throttle (a new one per start), or null.</summary>
     ITrainerThrottle? Throttle { get; }
     IReadOnlyList<int> TrainerThreadIds { get; }
-    /// <summary>Until disposed: no training step runs and joined labels are held back (feedback never waits), so the adapters
-    /// can be read consistently. Throws <see cref="TimeoutException"/> when the queued labels are not trained within
-    /// <paramref name="timeout"/>.</summary>
-    IDisposable QuiesceTrainer(TimeSpan timeout);
 
     TrainerStatus Status { get; }
 }
 
-/// <summary>Counters of a node's trainer and ring, read for /metrics.</summary>
+/// <summary>Counters of a node's trainer and ring (the engine's own meters export them; the server reads them for
+/// its logic and tests).</summary>
 internal readonly record struct TrainerStatus(long Samples, long Steps, long Discarded, long Drops, long QueueLength, long LagSeconds,
                                               long RingExpired, long RingStored);

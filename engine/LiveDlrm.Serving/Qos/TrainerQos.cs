@@ -65,7 +65,7 @@ internal sealed class TrainerQos : IDisposable
     {
         lock (_lock)
         {
-            StopLocked();
+            StopLocked(hold: false);
             TrainerWanted = false;
             var n = _node;
             _node = null;
@@ -80,7 +80,7 @@ internal sealed class TrainerQos : IDisposable
         if (targetMs is double t && !(t > 0 && double.IsFinite(t))) throw new ArgumentOutOfRangeException(nameof(targetMs), t, "QoS target must be positive");
         lock (_lock)
         {
-            StopLocked();
+            StopLocked(hold: false);
             _node = node;
             Mode = mode;
             if (targetMs is double target) _targetMs = target;
@@ -112,7 +112,20 @@ internal sealed class TrainerQos : IDisposable
         }
     }
 
-    void StopLocked()
+    /// <summary>Runs <paramref name="read"/> with the trainer stopped at a step boundary (labels held meanwhile), then
+    /// restarts it as it was: the single-writer adapters can be read whole.</summary>
+    public T WithTrainerPaused<T>(Func<T> read)
+    {
+        lock (_lock)
+        {
+            bool running = TrainerWanted && _node is not null;
+            if (running) StopLocked(hold: true);
+            try { return read(); }
+            finally { if (running) StartLocked(); }
+        }
+    }
+
+    void StopLocked(bool hold)
     {
         if (_controller is { } c)
         {
@@ -120,7 +133,7 @@ internal sealed class TrainerQos : IDisposable
             _cutsBefore += c.Cuts; _increasesBefore += c.Increases; _pausesBefore += c.Pauses; _resumesBefore += c.Resumes; _holdsBefore += c.Holds;
             _controller = null;
         }
-        _node?.StopTrainer();
+        _node?.StopTrainer(hold);
         _groups?.Dispose();
         _groups = null;
     }
@@ -158,6 +171,6 @@ internal sealed class TrainerQos : IDisposable
 
     public void Dispose()
     {
-        lock (_lock) StopLocked();
+        lock (_lock) StopLocked(hold: false);
     }
 }

@@ -37,7 +37,7 @@ public class AdapterStoreTests
     [Test]
     public void RestoredStateExportsTheSameBytesAndScoresTheSame()
     {
-        using var trained = LiveServerNode.Load(_model, Trainer, 4096);
+        using var trained = LiveModelNode.Load(_model, Trainer, 4096);
         var merged = Track(trained);
         trained.StartTrainer(null);
         var batch = new EventBatch(trained.Layout, 256);
@@ -55,14 +55,15 @@ public class AdapterStoreTests
             trained.Serve(batch, scores);
             for (int i = 0; i < 256; i++) trained.Feedback(1 + round * 256 + i, i % 3 == 0 ? 1f : 0f);
         }
-        byte[] export;
-        using (trained.QuiesceTrainer(TimeSpan.FromSeconds(60))) export = AdapterStore.Export(trained, merged);
+        trained.Live.Drain(flush: true);
+        trained.StopTrainer(hold: true);
+        byte[] export = AdapterStore.Export(trained, merged);
         Assert.That(trained.Status.Samples, Is.EqualTo(6 * 256));
         Assert.That(trained.Adapters.Where(a => a is not null).Sum(a => a!.MergedRows), Is.GreaterThan(0), "the test covers rows merged into the base");
 
         var store = new AdapterStore(Path.Combine(_root, "store"));
         store.Save(export);
-        using var restored = LiveServerNode.Load(_model, Trainer, 4096);
+        using var restored = LiveModelNode.Load(_model, Trainer, 4096);
         var restoredMerged = Track(restored);
         AdapterStore.Restore(restored, restoredMerged, store.ReadVerified()!, store.FilePath);
         Assert.That(AdapterStore.Export(restored, restoredMerged), Is.EqualTo(export), "bit for bit");
@@ -76,7 +77,7 @@ public class AdapterStoreTests
     [Test]
     public void DamagedOrForeignFilesAreRefusedBeforeAnythingChanges()
     {
-        using var node = LiveServerNode.Load(_model, Trainer, 64);
+        using var node = LiveModelNode.Load(_model, Trainer, 64);
         var merged = Track(node);
         var store = new AdapterStore(Path.Combine(_root, "damaged"));
         store.Save(AdapterStore.Export(node, merged));
@@ -85,7 +86,7 @@ public class AdapterStoreTests
         File.WriteAllBytes(store.FilePath, bytes);
         Assert.That(() => store.ReadVerified(), Throws.TypeOf<AdapterStoreException>().With.Message.Contains("checksum"));
 
-        using var foreign = LiveServerNode.Load(_other, Trainer, 64);
+        using var foreign = LiveModelNode.Load(_other, Trainer, 64);
         var export = AdapterStore.Export(node, merged);
         var foreignMerged = Track(foreign);
         ulong before = AdapterStore.Fingerprint(AdapterStore.Export(foreign, foreignMerged));

@@ -237,7 +237,7 @@ public class ServingApiTests
             foreach (var model in new[] { _modelB, _modelA, _modelB })
             {
                 var reply = await AdminJsonAsync<JsonElement>(s.Http, HttpMethod.Post, "/admin/reload", token, $"{{\"checkpoint\":{JsonSerializer.Serialize(model)}}}");
-                Assert.That(reply.GetProperty("model").GetString(), Is.EqualTo(LiveDlrm.Serving.Node.LiveServerNode.BaseFingerprint(model)));
+                Assert.That(reply.GetProperty("model").GetString(), Is.EqualTo(LiveDlrm.Serving.Node.LiveModelNode.BaseFingerprint(model)));
                 await Task.Delay(100);
             }
             var b = await ScoreAsync(s.Http, body);
@@ -312,14 +312,16 @@ public class ServingApiTests
         await using var s = await StartAsync(Options(_modelA));
         var scored = await ScoreAsync(s.Http, Body(Enumerable.Range(0, 8).Select(i => Event(500 + i)).ToArray()));
         await FeedbackAsync(s.Http, scored.RequestIds.Select(id => (id, 1f)));
+        Assert.That(await WaitUntilAsync(() => Task.FromResult(s.Host.Node.Status.Samples >= 8)), Is.True);
         var (types, first) = ParseMetrics(await s.Http.GetStringAsync("/metrics"));
         var expected = new Dictionary<string, string>
         {
             ["livedlrm_serve_requests_total"] = "counter", ["livedlrm_serve_events_total"] = "counter",
             ["livedlrm_serve_request_duration_seconds"] = "histogram", ["livedlrm_feedback_labels_total"] = "counter",
             ["livedlrm_trainer_samples_total"] = "counter", ["livedlrm_trainer_steps_total"] = "counter",
-            ["livedlrm_trainer_dropped_events_total"] = "counter", ["livedlrm_trainer_lag_seconds"] = "gauge",
-            ["livedlrm_trainer_queue_events"] = "gauge", ["livedlrm_adapter_memory_ratio"] = "gauge", ["livedlrm_adapter_rank"] = "gauge",
+            ["livedlrm_requests_stored_total"] = "counter", ["livedlrm_trainer_lag_seconds"] = "gauge",
+            ["livedlrm_trainer_queue_length"] = "gauge", ["livedlrm_adapter_memory_ratio"] = "gauge", ["livedlrm_adapter_rank"] = "gauge",
+            ["livedlrm_adapter_memory_bytes"] = "gauge",
             ["livedlrm_qos_duty_cycle_ratio"] = "gauge", ["livedlrm_qos_decisions_total"] = "counter",
             ["livedlrm_adapter_checkpoint_age_seconds"] = "gauge",
         };
@@ -336,7 +338,6 @@ public class ServingApiTests
         Assert.That(Sum(first, "livedlrm_feedback_labels_total", "result=\"joined\""), Is.EqualTo(8));
 
         for (int i = 0; i < 3; i++) await ScoreAsync(s.Http, Body(Event(600 + i)));
-        await WaitUntilAsync(() => Task.FromResult(s.Host.Node.Status.Samples >= 8));
         var second = await ScrapeAsync(s.Http);
         foreach (var counter in types.Where(t => t.Value == "counter").Select(t => t.Key))
             foreach (var sample in first.Where(x => x.Name == counter))

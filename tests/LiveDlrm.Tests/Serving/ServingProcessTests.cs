@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using LiveDlrm.Runtime;
 using LiveDlrm.Serving;
-using LiveDlrm.Serving.Loadgen;
+using LiveDlrm.Harness;
 using LiveDlrm.Serving.Persistence;
 using static LiveDlrm.Tests.Serving.ServingTestSupport;
 

@@ -5,10 +5,10 @@ using System.Text.Json;
 using Grpc.Core;
 using Grpc.Net.Client;
 using HdrHistogram;
-using LiveDlrm.Scheduling.Latency;
+using LiveDlrm.Scheduling;
 using LiveDlrm.Serving.Grpc;
 
-namespace LiveDlrm.Serving.Loadgen;
+namespace LiveDlrm.Harness;
 
 public sealed record LoadOptions
 {
@@ -73,13 +73,14 @@ public static class LoadGenerator
 {
     const long HighestTrackableMicros = 60_000_000;
     const int DistinctRequests = 64;
+    static readonly JsonSerializerOptions JsonWeb = new(JsonSerializerDefaults.Web);
 
     public static async Task<LoadResult> RunAsync(LoadOptions o, CancellationToken token = default)
     {
         o.Validate();
         var grpcTarget = o.GrpcTarget ?? new IPEndPoint(o.Target.Address, o.Target.Port + 1);
         using var http = new HttpClient { BaseAddress = new Uri($"http://{o.Target}"), Timeout = TimeSpan.FromSeconds(10) };
-        var shape = await http.GetFromJsonAsync<ModelShape>("/v1/model", ServingHost.Json, token)
+        var shape = await http.GetFromJsonAsync<ModelShape>("/v1/model", JsonWeb, token)
             ?? throw new InvalidOperationException($"{o.Target}/v1/model returned nothing");
         var requests = MakeRequests(shape, o);
         using var channel = GrpcChannel.ForAddress($"http://{grpcTarget}", new GrpcChannelOptions
