@@ -282,7 +282,7 @@ public sealed class ServingHost : IAsyncDisposable
         return F($"running {_slot.Current.TrainerRunning}, qos {_qos.Mode.ToString().ToLowerInvariant()} target {_qos.TargetMs:G4} ms, samples {s.Samples}, duty {_qos.DutyCycle:F2}; {_qos.Summary()}");
     }
 
-    /// <summary>Saves the adapters now; returns the state fingerprint written, or null when skipped or disabled.</summary>
+    /// <summary>Saves the adapters now; returns the state fingerprint written, or null when it failed or is disabled.</summary>
     public ulong? SaveAdapters(string why)
     {
         if (_store is null || Volatile.Read(ref _finished) != 0) return null;

@@ -36,7 +36,7 @@ internal sealed class ServingMetrics : IDisposable
         Feedback = Meter.CreateCounter<long>("livedlrm_feedback_labels", description: "Labels received, by result: joined (queued for training), unknown, late (after the label window: not trained).");
         ImplicitNegatives = Meter.CreateCounter<long>("livedlrm_feedback_implicit_negatives", description: "Served events with no label within the label window, trained as label 0.");
         ExpiredUnlabelled = Meter.CreateCounter<long>("livedlrm_feedback_expired_unlabelled", description: "Served events with no label within the label window, dropped (implicit negatives off).");
-        Checkpoints = Meter.CreateCounter<long>("livedlrm_adapter_checkpoints", description: "Adapter checkpoints by result (saved, failed, skipped).");
+        Checkpoints = Meter.CreateCounter<long>("livedlrm_adapter_checkpoints", description: "Adapter checkpoints by result (saved, failed).");
         Reloads = Meter.CreateCounter<long>("livedlrm_model_reloads", description: "Base-model reloads by result (ok, failed).");
     }
 
