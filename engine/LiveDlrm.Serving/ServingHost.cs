@@ -201,7 +201,7 @@ public sealed class ServingHost : IAsyncDisposable
 
     internal void CountError(string kind) => _metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", kind));
 
-    internal bool Ready => !Draining && (!_qos.TrainerWanted || _slot.Current.TrainerRunning);
+    internal bool Ready => !Draining && (!_qos.TrainerWanted || _slot.Current.TrainerRunning || _qos.PausedForRead);
 
     // ------------------------------------------------------------------ admin
 

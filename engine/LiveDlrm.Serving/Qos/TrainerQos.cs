@@ -29,6 +29,8 @@ internal sealed class TrainerQos : IDisposable
     long _cutsBefore, _increasesBefore, _pausesBefore, _resumesBefore, _holdsBefore;
 
     public QosMode Mode { get; private set; }
+    /// <summary>True while <see cref="WithTrainerPaused"/> holds the trainer (it is still wanted).</summary>
+    public bool PausedForRead { get; private set; }
     public double TargetMs => _targetMs;
     public bool TrainerWanted { get; private set; }
     public ResourcePlan Plan => _plan;
@@ -119,9 +121,9 @@ internal sealed class TrainerQos : IDisposable
         lock (_lock)
         {
             bool running = TrainerWanted && _node is not null;
-            if (running) StopLocked(hold: true);
+            if (running) { PausedForRead = true; StopLocked(hold: true); }
             try { return read(); }
-            finally { if (running) StartLocked(); }
+            finally { if (running) { StartLocked(); PausedForRead = false; } }
         }
     }
 
