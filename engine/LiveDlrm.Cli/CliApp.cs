@@ -10,8 +10,8 @@ public static class CliApp
     /// <summary>Every verb, in help order.</summary>
     public static IReadOnlyList<CliCommand> CreateCommands() =>
     [
-        new DemoCommand(), new EvalCommand(), new InfoCommand(), new LatencyCommand(), new PimPlanCommand(),
-        new PimServeCommand(), new ReplayCommand(), new SynthCommand(), new TopologyCommand(), new TrainCommand(),
+        new DemoCommand(), new EvalCommand(), new InfoCommand(), new LatencyCommand(), new LoadgenCommand(), new PimPlanCommand(),
+        new PimServeCommand(), new ReplayCommand(), new ServeCommand(), new SynthCommand(), new TopologyCommand(), new TrainCommand(),
     ];
 
     public static RootCommand CreateRoot()

@@ -4,6 +4,10 @@ using System.Runtime.InteropServices;
 
 namespace LiveDlrm.CommandLine;
 
+/// <summary>A command that handles SIGINT/SIGTERM itself (a server's graceful drain, exit code 0) instead of the
+/// host's one line and exit code 3.</summary>
+public interface IHandlesOwnInterrupts { }
+
 /// <summary>
 /// Runs a root command the way both hosts (<c>livedlrm</c>, the bench runner) end: exit code 0, or exactly one line
 /// <c>PROGRAM CMD: message</c> on stderr with code 2 (bad input or usage), 1 (runtime failure) or 3 (interrupted).
@@ -44,7 +48,7 @@ public static class CommandLineHost
             return ExitCodes.BadInput;
         }
 
-        using var interrupt = new InterruptHandler(who);
+        using var interrupt = result.CommandResult.Command is IHandlesOwnInterrupts ? null : new InterruptHandler(who);
         try
         {
             return result.Invoke(new InvocationConfiguration

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
@@ -5,11 +6,12 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using LiveDlrm.Checkpoints;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Data;
+using LiveDlrm.Harness;
 using LiveDlrm.Model;
 using LiveDlrm.Numa;
 using LiveDlrm.Runtime;
-using LiveDlrm.Harness;
 using LiveDlrm.Training;
 
 namespace LiveDlrm.Perf;
@@ -24,45 +26,29 @@ namespace LiveDlrm.Perf;
 /// per-round P99(mode) / P99(no-trainer of the same round). Every served event becomes a training sample (labels
 /// for a fraction, implicit negatives for the rest), so the trainer's load follows the traffic.
 /// </summary>
-public sealed class ServeRun : IComparativeRun
+public sealed class ServeRun : BenchRun
 {
-    public string Name => "serve";
-    public string Summary => "a live node under open-loop load: max QPS, then P50/P99/P99.9 and trainer samples/s at 50 % and 80 %, no trainer / unthrottled / QoS, interleaved rounds";
-
     const string Token = "bench-serve-token-0123456789";
     static readonly string[] Modes = ["no-trainer", "trainer-unthrottled", "trainer-qos"];
 
-    public int Run(string[] args)
+    readonly Option<int> _rounds = Opt.Int("--rounds", "interleaved rounds per load", 8, 1, 1000);
+    readonly Option<double> _seconds = Opt.Double("--seconds", "measured seconds per mode and round", 4, 0.5, 600);
+    readonly Option<int> _batch = Opt.Int("--batch", "events per request", 16, 1, 4096);
+    readonly Option<double?> _maxQps = Opt.OptionalDouble("--max-qps", "skip the search and use Q as the maximum sustainable QPS", 1, 1e6);
+    readonly Option<string?> _out = Opt.Text("--out", "JSON path (default artifacts/bench/serve.json)", helpName: "PATH");
+
+    public ServeRun() : base("serve", "a live node under open-loop load: max QPS, then P50/P99/P99.9 and trainer samples/s at 50 % and 80 %, no trainer / unthrottled / QoS, interleaved rounds")
     {
-        var o = new Dictionary<string, string>(StringComparer.Ordinal);
-        for (int i = 0; i < args.Length; i++)
-        {
-            if (args[i] is "--help" or "-h")
-            {
-                Console.WriteLine("""
-                    usage: ./build.sh bench serve [options]
-                      --rounds N        interleaved rounds per load (default 8)
-                      --seconds S       measured seconds per mode and round (default 4)
-                      --batch N         events per request (default 16)
-                      --max-qps Q       skip the search and use Q as the maximum sustainable QPS
-                      --out PATH        JSON path (default artifacts/bench/serve.json)
-                    """);
-                return 0;
-            }
-            if (!args[i].StartsWith("--", StringComparison.Ordinal) || i + 1 >= args.Length) { Console.Error.WriteLine($"bench serve: bad argument '{args[i]}'"); return 2; }
-            o[args[i][2..]] = args[++i];
-        }
-        var unknown = o.Keys.Except(["rounds", "seconds", "batch", "max-qps", "out"]).ToList();
-        if (unknown.Count > 0) { Console.Error.WriteLine($"bench serve: unknown option(s) {string.Join(", ", unknown.Select(u => "--" + u))}"); return 2; }
-        int rounds = int.Parse(o.GetValueOrDefault("rounds", "8"), CultureInfo.InvariantCulture);
-        double seconds = double.Parse(o.GetValueOrDefault("seconds", "4"), CultureInfo.InvariantCulture);
-        int batch = int.Parse(o.GetValueOrDefault("batch", "16"), CultureInfo.InvariantCulture);
-        double? givenMax = o.TryGetValue("max-qps", out var m) ? double.Parse(m, CultureInfo.InvariantCulture) : null;
+        foreach (var o in new Option[] { _rounds, _seconds, _batch, _maxQps, _out }) Add(o);
+    }
+
+    protected override int Run(ParseResult result)
+    {
         string root = Lookup.LookupRun.RepoRoot();
-        string output = o.GetValueOrDefault("out", Path.Combine(root, "artifacts", "bench", "serve.json"));
+        string output = result.GetValue(_out) ?? Path.Combine(root, "artifacts", "bench", "serve.json");
         string cli = Path.Combine(root, "engine", "LiveDlrm.Cli", "bin", "Release", "net10.0", "livedlrm.dll");
-        if (!File.Exists(cli)) { Console.Error.WriteLine($"bench serve: {cli} is missing (./build.sh build)"); return 1; }
-        return RunAsync(cli, root, output, rounds, seconds, batch, givenMax).GetAwaiter().GetResult();
+        if (!File.Exists(cli)) throw new FileNotFoundException($"{cli} is missing (./build.sh build)", cli);
+        return RunAsync(cli, root, output, result.GetValue(_rounds), result.GetValue(_seconds), result.GetValue(_batch), result.GetValue(_maxQps)).GetAwaiter().GetResult();
     }
 
     static async Task<int> RunAsync(string cli, string root, string output, int rounds, double seconds, int batch, double? givenMax)

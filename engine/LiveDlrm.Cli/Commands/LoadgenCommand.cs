@@ -1,67 +1,61 @@
+using System.CommandLine;
 using System.Net;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Harness;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class LoadgenCommand : ICommand
+public sealed class LoadgenCommand : CliCommand
 {
-    public string Name => "loadgen";
-    public string Summary => "open-loop Poisson load against a live node on this machine: latency from intended send times, labels sent back";
-    public string Usage => """
-          --target ADDR:PORT      the node's HTTP endpoint (loopback only; default 127.0.0.1:7070)
-          --grpc-target ADDR:PORT the node's gRPC endpoint (default: HTTP port + 1)
-          --qps N                 arrival rate (required)
-          --seconds S             measured duration (required, at most 3600)
-          --warmup S              unrecorded lead-in (default 1)
-          --batch N               events per request (default 16)
-          --feedback-rate P       fraction of events whose label is sent back (default 0.1)
-          --positive-rate P       fraction of sent labels that are 1 (default 0.5)
-          --feedback-delay S      label delay in seconds (default 1)
-          --max-in-flight N       outstanding requests at most; more arrivals count as dropped (default 2048)
-          --seed N                (default 1)
-          --json PATH             also write the result as JSON
-        """;
+    static readonly LoadOptions D = new() { Target = new IPEndPoint(IPAddress.Loopback, 7070) };
 
-    public int Run(CommandArgs args)
+    readonly Option<string?> _target = Opt.Text("--target", "the node's HTTP endpoint, loopback only", "127.0.0.1:7070", helpName: "ADDR:PORT");
+    readonly Option<string?> _grpcTarget = Opt.Text("--grpc-target", "the node's gRPC endpoint (default: the HTTP port + 1)", helpName: "ADDR:PORT");
+    readonly Option<double?> _qps = Opt.OptionalDouble("--qps", "Poisson arrival rate (required)", 0.001, 1_000_000);
+    readonly Option<double?> _seconds = Opt.OptionalDouble("--seconds", "measured duration (required)", 0.1, 3600);
+    readonly Option<double> _warmup = Opt.Double("--warmup", "unrecorded lead-in seconds", D.Warmup.TotalSeconds, 0, 600);
+    readonly Option<int> _batch = Opt.Int("--batch", "events per request", D.EventsPerRequest, 1, 100_000);
+    readonly Option<double> _feedbackRate = Opt.Double("--feedback-rate", "fraction of events whose label is sent back", D.FeedbackRate, 0, 1);
+    readonly Option<double> _positiveRate = Opt.Double("--positive-rate", "fraction of the sent labels that are 1", D.PositiveRate, 0, 1);
+    readonly Option<double> _feedbackDelay = Opt.Double("--feedback-delay", "label delay in seconds", D.FeedbackDelay.TotalSeconds, 0, 3600);
+    readonly Option<int> _maxInFlight = Opt.Int("--max-in-flight", "outstanding requests at most; more arrivals count as dropped", D.MaxInFlight, 1, 1 << 20);
+    readonly Option<int> _seed = Opt.Int("--seed", "seed of arrivals and events", D.Seed);
+    readonly Option<string?> _json = Opt.Text("--json", "also write the result as JSON", helpName: "PATH");
+
+    public LoadgenCommand() : base("loadgen", "open-loop Poisson load against a live node on this machine: latency from intended send times, labels sent back")
     {
-        LoadOptions options;
-        try
+        foreach (var o in new Option[] { _target, _grpcTarget, _qps, _seconds, _warmup, _batch, _feedbackRate, _positiveRate, _feedbackDelay, _maxInFlight, _seed, _json })
+            Add(o);
+    }
+
+    protected override int Run(ParseResult result)
+    {
+        static IPEndPoint EndPoint(string option, string text) =>
+            IPEndPoint.TryParse(text, out var e) && e.Port != 0 ? e : throw new UsageException($"{option}: '{text}' is not ADDRESS:PORT");
+        var options = new LoadOptions
         {
-            options = new LoadOptions
-            {
-                Target = IPEndPoint.Parse(args.String("target", "127.0.0.1:7070")),
-                GrpcTarget = args.String("grpc-target") is string g ? IPEndPoint.Parse(g) : null,
-                Qps = args.Double("qps", double.NaN),
-                Duration = TimeSpan.FromSeconds(args.Double("seconds", double.NaN)),
-                Warmup = TimeSpan.FromSeconds(args.Double("warmup", 1, 0, 600)),
-                EventsPerRequest = args.Int("batch", 16, 1, 100_000),
-                FeedbackRate = args.Double("feedback-rate", 0.1, 0, 1),
-                PositiveRate = args.Double("positive-rate", 0.5, 0, 1),
-                FeedbackDelay = TimeSpan.FromSeconds(args.Double("feedback-delay", 1, 0, 3600)),
-                MaxInFlight = args.Int("max-in-flight", 2048, 1, 1 << 20),
-                Seed = args.Int("seed", 1),
-            };
-            if (!args.Has("qps")) throw new UsageException("missing required option --qps");
-            if (!args.Has("seconds")) throw new UsageException("missing required option --seconds");
-            options.Validate();
-        }
-        catch (FormatException e) { throw new UsageException($"--target/--grpc-target: {e.Message}"); }
+            Target = EndPoint("--target", result.GetValue(_target)!),
+            GrpcTarget = result.GetValue(_grpcTarget) is string g ? EndPoint("--grpc-target", g) : null,
+            Qps = result.GetValue(_qps) ?? throw new UsageException("--qps is required"),
+            Duration = TimeSpan.FromSeconds(result.GetValue(_seconds) ?? throw new UsageException("--seconds is required")),
+            Warmup = TimeSpan.FromSeconds(result.GetValue(_warmup)),
+            EventsPerRequest = result.GetValue(_batch),
+            FeedbackRate = result.GetValue(_feedbackRate),
+            PositiveRate = result.GetValue(_positiveRate),
+            FeedbackDelay = TimeSpan.FromSeconds(result.GetValue(_feedbackDelay)),
+            MaxInFlight = result.GetValue(_maxInFlight),
+            Seed = result.GetValue(_seed),
+        };
+        try { options.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
-        string? json = args.String("json");
-        args.EnsureAllUsed();
-        LoadResult result;
-        try { result = LoadGenerator.RunAsync(options).GetAwaiter().GetResult(); }
-        catch (HttpRequestException e)
+        var r = LoadGenerator.RunAsync(options).GetAwaiter().GetResult();
+        Console.WriteLine(r.Summary());
+        if (result.GetValue(_json) is string json)
         {
-            Console.Error.WriteLine($"livedlrm loadgen: {options.Target}: {e.Message}");
-            return 1;
-        }
-        Console.WriteLine(result.Summary());
-        if (json is not null)
-        {
-            File.WriteAllText(json, LoadGenerator.ToJson(result));
+            File.WriteAllText(json + ".tmp", LoadGenerator.ToJson(r));
+            File.Move(json + ".tmp", json, overwrite: true);
             Console.WriteLine($"wrote {Path.GetFullPath(json)}");
         }
-        return result.Errors > 0 ? 1 : 0;
+        return r.Errors > 0 ? ExitCodes.Failure : ExitCodes.Ok;
     }
 }

@@ -1,70 +1,75 @@
+using System.CommandLine;
+using LiveDlrm.CommandLine;
 using LiveDlrm.Serving;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class ServeCommand : ICommand
+/// <summary><c>livedlrm serve</c>: the options map onto <see cref="ServeOptions"/> (over a <c>--config</c> file);
+/// the node itself is <see cref="ServingHost"/>. SIGTERM/SIGINT are the server's: a graceful drain, exit code 0.</summary>
+public sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
 {
-    public string Name => "serve";
-    public string Summary => "a live inference node: gRPC/HTTP scoring and feedback, the trainer under QoS, adapters saved and restored, /metrics";
-    public string Usage => """
-          --model DIR               base model checkpoint (required)
-          --adapters DIR            save live adapters here and restore them on start (the only place the server writes)
-          --listen ADDR:PORT        HTTP/1.1: JSON API, /metrics, /healthz, /readyz, /admin (default 127.0.0.1:7070)
-          --grpc-listen ADDR:PORT   gRPC over h2c (default: the HTTP port + 1)
-          --config FILE             JSON file with a "Serve" section (command-line options win)
-          --admin-token-file FILE   bearer token for /admin/*; absent = admin endpoints disabled
-          --label-window DUR        how long a served request waits for its label (default 2m)
-          --labels POLICY           implicit-negative (default: unlabelled requests train as 0) or off
-          --qos MODE                full (plan, pinning, resctrl, controller; default), throttle (controller), off
-          --qos-target-ms MS        server-side P99 the controller defends (default 10)
-          --checkpoint-interval DUR adapter save interval (default 60s); also saved on SIGTERM/SIGINT
-          --adapters-reset          ignore saved adapters (they are replaced at the next save)
-          --shutdown-timeout DUR    graceful drain limit (default 10s)
-          --no-trainer              serve without starting the trainer
-          --max-batch-events N      events per request at most (default 1024)
-          --max-bag-ids N           ids per bag at most (default 1024)
-          --max-request-bytes N     request body limit (default 4194304)
-          --ring-capacity N         served events kept for their label (default 65536)
-          --trainer-batch N         events per trainer step (default 256)
-        """;
+    readonly Option<string?> _model = Opt.Text("--model", "base model checkpoint directory", helpName: "DIR", required: true);
+    readonly Option<string?> _adapters = Opt.Text("--adapters", "save the live adapters here and restore them on start (the only place the server writes)", helpName: "DIR");
+    readonly Option<string?> _listen = Opt.Text("--listen", "HTTP/1.1 endpoint: JSON API, /metrics, /healthz, /readyz, /admin (default 127.0.0.1:7070)", helpName: "ADDR:PORT");
+    readonly Option<string?> _grpcListen = Opt.Text("--grpc-listen", "gRPC endpoint, cleartext HTTP/2 (default: the HTTP port + 1)", helpName: "ADDR:PORT");
+    readonly Option<string?> _config = Opt.Text("--config", "JSON file with a \"Serve\" section (command-line options win)", helpName: "FILE");
+    readonly Option<string?> _token = Opt.Text("--admin-token-file", "bearer token for /admin/*; absent = admin endpoints disabled", helpName: "FILE");
+    readonly Option<string?> _labelWindow = Opt.Text("--label-window", "how long a served request waits for its label (default 2m)", helpName: "DUR");
+    readonly Option<string> _labels = Opt.Choice("--labels", "what an unlabelled request becomes after the window: a label-0 example, or nothing", "implicit-negative", "implicit-negative", "off");
+    readonly Option<string> _qos = Opt.Choice("--qos", "full: plan, pinning, resctrl, controller; throttle: controller only; off", "full", "full", "throttle", "off");
+    readonly Option<double?> _qosTarget = Opt.OptionalDouble("--qos-target-ms", "server-side P99 the QoS controller defends (default 10)", 0.001, 60_000);
+    readonly Option<string?> _interval = Opt.Text("--checkpoint-interval", "adapter save interval (default 60s); also saved on SIGTERM/SIGINT", helpName: "DUR");
+    readonly Option<bool> _reset = Opt.Flag("--adapters-reset", "ignore saved adapters (they are replaced at the next save)");
+    readonly Option<string?> _shutdown = Opt.Text("--shutdown-timeout", "graceful drain limit (default 10s)", helpName: "DUR");
+    readonly Option<bool> _noTrainer = Opt.Flag("--no-trainer", "serve without starting the trainer");
+    readonly Option<int?> _maxEvents = Opt.OptionalInt("--max-batch-events", "events per request at most (default 1024)", 1, 1 << 20);
+    readonly Option<int?> _maxBag = Opt.OptionalInt("--max-bag-ids", "ids per bag at most (default 1024)", 1, 1 << 20);
+    readonly Option<long?> _maxBytes = Opt.OptionalLong("--max-request-bytes", "request body limit (default 4194304)", 1024, 1L << 31);
+    readonly Option<int?> _ring = Opt.OptionalInt("--ring-capacity", "served events kept for their label (default 65536)", 1, 1 << 26);
+    readonly Option<int?> _trainerBatch = Opt.OptionalInt("--trainer-batch", "events per trainer step (default 256)", 1, 1 << 20);
 
-    public int Run(CommandArgs args)
+    public ServeCommand() : base("serve", "a live inference node: gRPC/HTTP scoring and feedback, the trainer under QoS, adapters saved and restored, /metrics")
+    {
+        foreach (var o in new Option[] { _model, _adapters, _listen, _grpcListen, _config, _token, _labelWindow, _labels, _qos, _qosTarget, _interval, _reset,
+                                         _shutdown, _noTrainer, _maxEvents, _maxBag, _maxBytes, _ring, _trainerBatch })
+            Add(o);
+    }
+
+    protected override int Run(ParseResult result)
     {
         var o = new Dictionary<string, string?>();
-        void Map(string option, string key, Func<string, string>? convert = null)
+        void Set<T>(Option<T> option, string key, Func<T, string>? convert = null)
         {
-            if (args.String(option) is string v) o[key] = convert is null ? v : convert(v);
+            if (!Given(result, option)) return;
+            var v = result.GetValue(option);
+            if (v is not null) o[key] = convert is null ? Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture) : convert(v);
         }
-        string? configFile = args.String("config");
+        ServeOptions options;
         try
         {
-            Map("model", nameof(ServeOptions.Model));
-            Map("adapters", nameof(ServeOptions.Adapters));
-            Map("listen", nameof(ServeOptions.Listen));
-            Map("grpc-listen", nameof(ServeOptions.GrpcListen));
-            Map("admin-token-file", nameof(ServeOptions.AdminTokenFile));
-            Map("label-window", nameof(ServeOptions.LabelWindow), v => ServeConfiguration.Duration("label-window", v));
-            Map("labels", nameof(ServeOptions.Labels), v => v switch
-            {
-                "implicit-negative" => nameof(LabelPolicy.ImplicitNegative),
-                "off" => nameof(LabelPolicy.Off),
-                _ => throw new UsageException($"--labels: '{v}' is not implicit-negative or off"),
-            });
-            Map("qos", nameof(ServeOptions.Qos), v => v is "off" or "throttle" or "full" ? v : throw new UsageException($"--qos: '{v}' is not off, throttle or full"));
-            Map("qos-target-ms", nameof(ServeOptions.QosTargetMs));
-            Map("checkpoint-interval", nameof(ServeOptions.CheckpointInterval), v => ServeConfiguration.Duration("checkpoint-interval", v));
-            Map("shutdown-timeout", nameof(ServeOptions.ShutdownTimeout), v => ServeConfiguration.Duration("shutdown-timeout", v));
-            Map("max-batch-events", nameof(ServeOptions.MaxBatchEvents));
-            Map("max-bag-ids", nameof(ServeOptions.MaxBagIds));
-            Map("max-request-bytes", nameof(ServeOptions.MaxRequestBytes));
-            Map("ring-capacity", nameof(ServeOptions.RingCapacity));
-            Map("trainer-batch", nameof(ServeOptions.TrainerBatch));
-            if (args.Flag("adapters-reset")) o[nameof(ServeOptions.AdaptersReset)] = "true";
-            if (args.Flag("no-trainer")) o[nameof(ServeOptions.Trainer)] = "false";
-            args.EnsureAllUsed();
-            var options = ServeConfiguration.Bind(configFile, o);
-            return ServeRunner.Run(options, Console.Out, Console.Error);
+            Set(_model, nameof(ServeOptions.Model));
+            Set(_adapters, nameof(ServeOptions.Adapters));
+            Set(_listen, nameof(ServeOptions.Listen));
+            Set(_grpcListen, nameof(ServeOptions.GrpcListen));
+            Set(_token, nameof(ServeOptions.AdminTokenFile));
+            Set(_labelWindow, nameof(ServeOptions.LabelWindow), v => ServeConfiguration.Duration("label-window", v!));
+            Set(_labels, nameof(ServeOptions.Labels), v => v == "off" ? nameof(LabelPolicy.Off) : nameof(LabelPolicy.ImplicitNegative));
+            Set(_qos, nameof(ServeOptions.Qos));
+            Set(_qosTarget, nameof(ServeOptions.QosTargetMs));
+            Set(_interval, nameof(ServeOptions.CheckpointInterval), v => ServeConfiguration.Duration("checkpoint-interval", v!));
+            Set(_shutdown, nameof(ServeOptions.ShutdownTimeout), v => ServeConfiguration.Duration("shutdown-timeout", v!));
+            Set(_maxEvents, nameof(ServeOptions.MaxBatchEvents));
+            Set(_maxBag, nameof(ServeOptions.MaxBagIds));
+            Set(_maxBytes, nameof(ServeOptions.MaxRequestBytes));
+            Set(_ring, nameof(ServeOptions.RingCapacity));
+            Set(_trainerBatch, nameof(ServeOptions.TrainerBatch));
+            if (result.GetValue(_reset)) o[nameof(ServeOptions.AdaptersReset)] = "true";
+            if (result.GetValue(_noTrainer)) o[nameof(ServeOptions.Trainer)] = "false";
+            options = ServeConfiguration.Bind(result.GetValue(_config), o);
+            options.Validate();
         }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
+        ServeRunner.Run(options, Console.Out);
+        return ExitCodes.Ok;
     }
 }

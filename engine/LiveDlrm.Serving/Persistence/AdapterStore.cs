@@ -2,12 +2,14 @@ using System.IO.Hashing;
 using System.Text;
 using LiveDlrm.Interop;
 using LiveDlrm.Lora;
+using LiveDlrm.Runtime;
 using LiveDlrm.Serving.Node;
 
 namespace LiveDlrm.Serving.Persistence;
 
-/// <summary>A saved adapter file that cannot be used: damaged, or made for another base model.</summary>
-internal sealed class AdapterStoreException(string message) : Exception(message);
+/// <summary>A saved adapter file that cannot be used: damaged, or made for another base model (bad input: the
+/// message names the file and <c>--adapters-reset</c>).</summary>
+internal sealed class AdapterStoreException(string message) : UserInputException(message);
 
 /// <summary>
 /// The live adapters of a node on disk, in one file <c>DIR/adapters.bin</c>:

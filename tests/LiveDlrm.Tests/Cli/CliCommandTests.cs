@@ -13,10 +13,12 @@ public class CliCommandTests
         ["demo"] = "--batch --dim --dist --isa --no-hugepages --pooling --prefetch --rows --seconds --self-check --storage --sweep-prefetch --threads --zipf",
         ["eval"] = "--bad-lines --batch --cache --data --drift --events --events-per-second --json --model --schema --seed --skip",
         ["info"] = "",
+        ["loadgen"] = "--batch --feedback-delay --feedback-rate --grpc-target --json --max-in-flight --positive-rate --qps --seconds --seed --target --warmup",
         ["latency"] = "--base-events --batch --dim --json --load --max-qps --pooling --qos-target-ms --quick --rows --seconds --slo-factor --tables --trainer-rows --trainer-tables --trainer-threads --trial-seconds --warmup --workload",
         ["pim-plan"] = "--bags --batches --dpus --model --pooling --seed --tables --trace --zipf",
         ["pim-serve"] = "--backend --batch --dpus --events --ids --model --seed --strategy --zipf",
         ["replay"] = "--adagrad-init --lr --bad-lines --base-epochs --base-prefix --batch --budget --budget-scope --burst-boost --burst-minutes --bursts-per-hour --cache --data --dense-lr --dim --drift --energy --events --events-per-second --grow-threshold --hashed-rows --items --label-delay --last-layer --last-layer-lr --live-backend --lr-a --lr-b --max-rank --min-rank --mode --model --new-items --no-plots --no-reuse --online-batch --optimizer --out --pim-dpus --rank --rank-interval --schema --seed --small-table-budget --sync-delay --sync-interval --users --window",
+        ["serve"] = "--adapters --adapters-reset --admin-token-file --checkpoint-interval --config --grpc-listen --label-window --labels --listen --max-bag-ids --max-batch-events --max-request-bytes --model --no-trainer --qos --qos-target-ms --ring-capacity --shutdown-timeout --trainer-batch",
         ["synth"] = "--burst-boost --burst-minutes --bursts-per-hour --drift --events --events-per-second --hashed-rows --items --new-items --out --seed --users",
         ["topology"] = "--hide --resctrl-root --sys-root --trainer-share",
         ["train"] = "--bad-lines --batch --cache --config --data --drift --epochs --events --events-per-second --lr-dense --lr-emb --model-seed --optimizer --out --schema --seed --storage --threads",
@@ -65,6 +67,8 @@ public class CliCommandTests
     [TestCase("pim-serve", "--events", "1", "--events: 1 is outside")]
     [TestCase("topology", "--trainer-share", "1", "--trainer-share: 1 is outside")]
     [TestCase("latency", "--load", "0", "--load: 0 is outside")]
+    [TestCase("serve", "--qos", "fast", "--qos: 'fast' is not one of full, throttle, off")]
+    [TestCase("loadgen", "--batch", "0", "--batch: 0 is outside")]
     public void BadValueNamesTheOption(string command, string option, string value, string expected)
     {
         var (message, _) = CliRun.AssertBadInput(command, option, value);

@@ -108,13 +108,15 @@ public class ServingProcessTests
             Assert.That(Convert.ToUInt64(restored.State, 16), Is.EqualTo(savedState), "restored adapters equal the last saved ones bit for bit");
             Assert.That(Sum(await ScrapeAsync(http), "livedlrm_adapter_rows"), Is.GreaterThan(0), "and they hold trained rows");
             Assert.That(second.Output(), Does.Contain("adapters: restored from"));
+            Assert.That(second.Terminate(TimeSpan.FromSeconds(30)), Is.Zero, "SIGTERM: graceful drain, exit code 0\n" + second.Output());
+            Assert.That(second.Output(), Does.Contain("adapters: saved to"));
         }
         finally { second.Kill(); }
 
         // A different base model refuses these adapters with one line, unless told to reset them.
         string other = SaveCheckpoint(Path.Combine(_root, "other"), seed: 4);
         var refused = RunCli($"serve --model {other} --adapters {adapters} --listen 127.0.0.1:{port} --qos off", TimeSpan.FromSeconds(60));
-        Assert.That(refused.ExitCode, Is.EqualTo(1), refused.Output);
+        Assert.That(refused.ExitCode, Is.EqualTo(2), refused.Output + refused.Error);
         Assert.That(refused.Error.Trim(), Does.StartWith("livedlrm serve: ").And.Contain("--adapters-reset").And.Not.Contain("\n"), refused.Error);
     }
 
@@ -138,9 +140,22 @@ public class ServingProcessTests
         /// <summary>SIGKILL: no drain, no final save.</summary>
         public void Kill()
         {
-            if (!process.HasExited) process.Kill(entireProcessTree: false);
-            process.WaitForExit(10_000);
+            try
+            {
+                if (!process.HasExited) process.Kill(entireProcessTree: false);
+                process.WaitForExit(10_000);
+            }
+            catch (InvalidOperationException) { }   // already disposed
             process.Dispose();
+        }
+
+        /// <summary>SIGTERM, then the exit code (or -1 if it did not exit in time).</summary>
+        public int Terminate(TimeSpan timeout)
+        {
+            using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
+            if (!process.WaitForExit(timeout)) return -1;
+            process.WaitForExit();   // the output readers drain
+            return process.ExitCode;
         }
     }
 
