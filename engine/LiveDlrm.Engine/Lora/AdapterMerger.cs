@@ -14,7 +14,7 @@ internal sealed unsafe class AdapterMerger(TableAdapter owner, EmbeddingTable ta
     IAdapterMergeObserver? _mergeObserver;
 
     /// <summary>Rows merged into the base so far.</summary>
-    public long MergedRows { get; private set; }
+    public long MergedRows { get; internal set; }   // internal set: restored with a saved adapter
 
     /// <summary>The observer told about every merge batch (see <see cref="IAdapterMergeObserver"/>), or null. One at a
     /// time: setting a second one throws. Set it before training starts; a merge in progress keeps the observer it began with.</summary>

@@ -34,13 +34,12 @@ public sealed unsafe partial class TableAdapter
             w.Write(g.Live);
             for (int s = 0; s < g.SlotCapacity; s++)
             {
-                byte* p = g.SlotRecord(s);
-                long row = *(long*)(p + SlotLayout.RowOffset);
-                if (row < 0) continue;
+                SlotRecord* p = g.Record(s);
+                if (!p->IsLive) continue;
                 w.Write(s);
-                w.Write(row);
-                w.Write(*(float*)(p + SlotLayout.AdagradOffset));
-                w.Write(*(long*)(p + SlotLayout.StampOffset));
+                w.Write(p->Row);
+                w.Write(p->Adagrad);
+                w.Write(p->Stamp);
                 w.Write(new ReadOnlySpan<byte>(g.APointer(s), g.Rank * sizeof(float)));
             }
         }
@@ -94,11 +93,11 @@ public sealed unsafe partial class TableAdapter
                     if ((ulong)row >= (ulong)Table.Rows || next.Find(row) >= 0) throw new InvalidDataException($"{where}: row {row} is out of range or given twice");
                     if (!LoraMath.AllFinite(a) || !float.IsFinite(adagrad)) throw new InvalidDataException($"{where}: row {row} has a non-finite value");
                     used[s] = true;
-                    byte* p = next.SlotRecord(s);
-                    *(long*)(p + SlotLayout.RowOffset) = row;
-                    *(float*)(p + SlotLayout.AdagradOffset) = adagrad;
-                    *(long*)(p + SlotLayout.StampOffset) = stamp;
-                    *(int*)(p + SlotLayout.TouchOffset) = -1;
+                    SlotRecord* p = next.Record(s);
+                    p->Row = row;
+                    p->Adagrad = adagrad;
+                    p->Stamp = stamp;
+                    p->Touch = -1;
                     a.CopyTo(new Span<float>(next.APointer(s), rank));
                     next.InsertNew(row, s);
                 }
@@ -116,7 +115,7 @@ public sealed unsafe partial class TableAdapter
             Publish(next);
             _clock = clock;
             Step = step;
-            MergedRows = merged;
+            _merger.MergedRows = merged;
             RejectedSteps = rejected;
             DroppedRowUpdates = dropped;
         }
