@@ -68,7 +68,7 @@ public sealed class ServeRun : BenchRun
         {
             if (!await WaitReady(http, server)) { Console.Error.WriteLine($"bench serve: the server did not start; see {work}/server.log"); return 1; }
             var topology = Topology.Detect();
-            string machine = topology.Describe().Split('\n')[0];
+            string machine = F($"{topology.Source}: {topology.Nodes.Count} node(s), {topology.Cores.Count} cores, {topology.Pus.Count} PUs, {Environment.ProcessorCount} processors visible");
 
             // ---- max sustainable QPS, trainer off
             await SetTrainer(http, "no-trainer", null);
