@@ -2,9 +2,11 @@
 # Checks native/pim against a UPMEM SDK install tree (SDK_DIR: include/dpu, lib/libdpu.so, share/upmem/include):
 #   1. the host shim compiles with -std=c11 -Wall -Wextra -Werror against the SDK's <dpu.h>, with the flags the
 #      SDK's dpu-pkg-config gives, and links against libdpu with no undefined symbol;
-#   2. every DPU kernel passes clang -fsyntax-only -Wall -Wextra -Werror on a 32-bit target against the SDK's
-#      syslib/stdlib headers, with the three DPU builtins those headers call declared by a stub (the real compiler
-#      is dpu-upmem-dpurte-clang; this checks the sources against the real headers and their diagnose_if rules).
+#   2. every DPU kernel passes clang -fsyntax-only -Wall -Wextra -Werror on a 32-bit target with the DPU's data
+#      model (32-bit int and pointers, 64-bit long: clang's "spir" target has exactly that, i386 has a 32-bit long)
+#      against the SDK's syslib/stdlib headers, with the three DPU builtins those headers call declared by a stub
+#      (the real compiler is dpu-upmem-dpurte-clang; this checks the sources against the real headers and their
+#      diagnose_if rules on DMA sizes).
 # Not part of CI: the SDK is not redistributable. Usage: native/pim/check-sdk.sh SDK_DIR
 set -euo pipefail
 
@@ -41,8 +43,31 @@ for sym in $imported; do
 done
 echo "links: $(echo "$imported" | wc -l) dpu_* symbols, all exported by $(basename "$(readlink -f "$SDK/lib/libdpu.so")"): $(echo $imported)"
 
-echo "== DPU kernels: clang -fsyntax-only --target=i386-unknown-none -Wall -Wextra -Werror against the syslib headers"
+echo "== emulated <dpu.h> against the SDK's: every dpu_error_t value, struct dpu_set_t and iterator layouts"
+names="$(grep -oE '^ *DPU_(OK|ERR_[A-Z_]+)' "$HERE/emu/include/dpu.h" | tr -d ' ' | grep -v ASYNC_JOBS)"
+{
+  echo '#include <dpu.h>'
+  echo '#include <stddef.h>'
+  echo '#include <stdio.h>'
+  echo 'int main(void) {'
+  for n in $names; do echo "  printf(\"_Static_assert($n == %d, \\\"$n\\\");\\n\", (int)$n);"; done
+  for e in 'sizeof(struct dpu_set_t)' 'offsetof(struct dpu_set_t, list.nr_ranks)' 'offsetof(struct dpu_set_t, list.ranks)' \
+           'offsetof(struct dpu_set_t, dpu)' 'sizeof(struct dpu_set_dpu_iterator_t)' 'offsetof(struct dpu_set_dpu_iterator_t, next)' \
+           'sizeof(struct dpu_set_rank_iterator_t)' 'DPU_SET_RANKS' 'DPU_SET_DPU' 'DPU_XFER_ASYNC' 'DPU_SYNCHRONOUS' 'DPU_XFER_FROM_DPU'; do
+    echo "  printf(\"_Static_assert($e == %d, \\\"$e\\\");\\n\", (int)($e));"
+  done
+  echo '  return 0; }'
+} > "$WORK/emu_values.c"
+"$CC" -std=c11 -Wall -Wextra -Werror -I"$HERE/emu/include" "$WORK/emu_values.c" -o "$WORK/emu_values"
+{ echo '#include <dpu.h>'; echo '#include <stddef.h>'; "$WORK/emu_values"; } > "$WORK/sdk_asserts.c"
+# shellcheck disable=SC2086
+"$CC" -std=c11 -Wall -Wextra -Werror -fsyntax-only $DPU_CFLAGS "$WORK/sdk_asserts.c"
+echo "same: $(echo "$names" | wc -l) error values and 12 layout facts"
+
+echo "== DPU kernels: clang -fsyntax-only --target=spir (ILP32, 64-bit long) -Wall -Wextra -Werror against the syslib headers"
 cat > "$WORK/dpu_builtins.h" <<'STUB'
+/* The DPU's data model, which the SDK's stdint.h assumes (uint64_t is unsigned long). */
+_Static_assert(sizeof(int) == 4 && sizeof(void *) == 4 && sizeof(long) == 8, "not the DPU data model");
 /* Declarations of the DPU builtins the syslib headers call (the DPU compiler provides them). */
 unsigned int dpu_check_tid(void);
 void dpu_check_ldma(void *to, const __attribute__((address_space(255))) void *from, unsigned int n);
@@ -50,6 +75,8 @@ void dpu_check_sdma(const void *from, __attribute__((address_space(255))) void *
 #define __builtin_dpu_tid dpu_check_tid
 #define __builtin_dpu_ldma dpu_check_ldma
 #define __builtin_dpu_sdma dpu_check_sdma
+/* defs.h declares check_stack() without a prototype, which the spir target refuses; give it one first. */
+int check_stack(void);
 STUB
 S="$SDK/share/upmem/include"
 status=0
@@ -57,7 +84,7 @@ for kernel in "$HERE"/dpu/*.c; do
   for chip in v1A v1B; do
     defs=(-DNR_TASKLETS=16 -DSTACK_SIZE_DEFAULT=1024)
     [ "$chip" = v1B ] && defs+=(-D__dpu_v1B__)
-    if clang -fsyntax-only --target=i386-unknown-none -std=gnu11 -nostdinc -I"$S/stdlib" -I"$S/syslib" -I"$HERE/common" \
+    if clang -fsyntax-only --target=spir -std=gnu11 -nostdinc -I"$S/stdlib" -I"$S/syslib" -I"$HERE/common" \
          -include "$WORK/dpu_builtins.h" "${defs[@]}" -Wall -Wextra -Werror "$kernel" 2>"$WORK/dpu.log"; then
       echo "ok   $(basename "$kernel") ($chip)"
     else

@@ -8,24 +8,46 @@ namespace LiveDlrm.Pim;
 /// and DPUs can be allocated, else the SDK's simulator (SDK build) or the project's emulation (emulated build).</summary>
 public enum PimBackendKind { Auto, Hardware, Simulator, Emulated }
 
-/// <summary>Cumulative counters of one device (one DPU set).</summary>
-public readonly record struct PimStats(PimBackendKind Backend, int Dpus, long Batches, long BytesToDpu, long BytesFromDpu, long Items,
-                                       long CacheItems, TimeSpan ToDpu, TimeSpan Kernel, TimeSpan FromDpu, TimeSpan HostReduce);
+/// <summary>How a table's vectors are stored and summed on the DPUs. <see cref="Fp32"/>: as on the host (each add is a
+/// soft-float call on a DPU, which has no FPU). <see cref="Int32"/>: fixed point with one scale per table chosen from its
+/// range (2·max|w| ↦ 2^23), summed exactly in integers on the DPU and in int64 on the host, converted back once; error
+/// ≤ half a scale step per lookup, independent of summation order. Weighted sums need <see cref="Fp32"/>.</summary>
+public enum PimPrecision { Fp32, Int32 }
 
-/// <summary>One DPU set holding one table according to a <see cref="PimPlan"/>: loads it, serves batches, pushes
-/// changed rows. Not thread-safe (one caller at a time; <see cref="PimEmbeddingBackend"/> locks).</summary>
+/// <summary>Cumulative counters of one device (one DPU set, shared by its tables).</summary>
+public readonly record struct PimStats(PimBackendKind Backend, int Dpus, long Batches, long BytesToDpu, long BytesFromDpu, long Items,
+                                       long CacheItems, TimeSpan ToDpu, TimeSpan Kernel, TimeSpan FromDpu, TimeSpan HostReduce,
+                                       long Launches = 0, long UpdateLaunches = 0, long UpdatedVectors = 0, TimeSpan Update = default);
+
+/// <summary>One table's batch in a multi-table lookup on one <see cref="PimDevice"/>: Σ rows (Σ weight·row with weights) per bag.</summary>
+public readonly record struct PimTableLookup(int TableId, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, Memory<float> Output,
+                                             ReadOnlyMemory<float> Weights = default);
+
+/// <summary>One DPU set holding up to <see cref="PimLayout.MaxTables"/> tables, each placed by a <see cref="PimPlan"/> over
+/// the set's DPUs: loads them, serves batches (several tables in one launch), pushes changed rows. Not thread-safe (one
+/// caller at a time; <see cref="PimEmbeddingBackend"/> locks).</summary>
 public sealed unsafe class PimDevice : IDisposable
 {
+    sealed class Placed(EmbeddingTable table, PimPlan plan, PimPrecision precision)
+    {
+        public readonly EmbeddingTable Table = table;
+        public readonly PimPlan Plan = plan;
+        public readonly PimPrecision Precision = precision;
+        public readonly PimRouter Router = new(plan);
+        public PimRoutedBatch? Routed;
+    }
+
     readonly PimContextHandle _handle;
-    PimPlan? _plan;
-    PimRouter? _router;
-    PimRoutedBatch? _routed;
+    readonly Placed?[] _tables = new Placed?[PimLayout.MaxTables];
 
     public PimBackendKind Backend { get; }
     public int DpuCount { get; }
-    public PimPlan? Plan => _plan;
+    /// <summary>The plan of table 0 (the single-table use).</summary>
+    public PimPlan? Plan => _tables[0]?.Plan;
     /// <summary>The native context, for tests that drive the C ABI directly.</summary>
     internal PimContextHandle Handle => _handle;
+    /// <summary>Reloads forced by int32 range overflow (merged rows outgrowing the table's scale).</summary>
+    public int RangeReloads { get; private set; }
 
     PimDevice(PimContextHandle handle, PimBackendKind backend, int dpus) { _handle = handle; Backend = backend; DpuCount = dpus; }
 
@@ -39,48 +61,61 @@ public sealed unsafe class PimDevice : IDisposable
         : throw new DllNotFoundException("liblivedlrm_pim.so not found (build native/ with ./build.sh build; it is copied next to the app)");
 
     /// <summary>Allocates <paramref name="dpus"/> DPUs of the chosen backend and loads the kernel
-    /// (<paramref name="kernelPath"/> null: the one next to the library). <paramref name="log"/> hears the choice.</summary>
-    public static PimDevice Open(int dpus, PimBackendKind kind = PimBackendKind.Auto, string? kernelPath = null, Action<string>? log = null)
+    /// (<paramref name="kernelPath"/> null: the one next to the library). <paramref name="log"/> hears the choice.
+    /// <paramref name="emulation"/>: extra emulation profile keys ("emuChip=v1A", "emuYield=SEED"), ignored by the SDK build.</summary>
+    public static PimDevice Open(int dpus, PimBackendKind kind = PimBackendKind.Auto, string? kernelPath = null, Action<string>? log = null,
+                                 string? emulation = null)
     {
         RequireLibrary();
         if (dpus <= 0) throw new ArgumentOutOfRangeException(nameof(dpus), dpus, "at least one DPU");
         bool sdk = Native.BuildKind() == 1;
         if (!sdk && dpus > Native.MaxDpus())
             throw new ArgumentOutOfRangeException(nameof(dpus), dpus, $"the emulation allows at most {Native.MaxDpus()} DPUs per process");
-        PimBackendKind[] attempts = kind switch
-        {
-            PimBackendKind.Auto => sdk ? [PimBackendKind.Hardware, PimBackendKind.Simulator] : [PimBackendKind.Emulated],
-            _ => [kind],
-        };
         if (!sdk && kind is PimBackendKind.Hardware or PimBackendKind.Simulator)
             throw new PimException(Native.StatusDpu, $"PIM backend {kind} requested, but liblivedlrm_pim was built against the project's emulation " +
                                                   "(the UPMEM SDK was not found at build time); use Emulated or Auto");
         if (sdk && kind == PimBackendKind.Emulated)
             throw new PimException(Native.StatusDpu, "PIM backend Emulated requested, but liblivedlrm_pim was built against the UPMEM SDK " +
                                                   "(rebuild native/ with -DLIVEDLRM_PIM_FORCE_EMULATION=ON for the emulation)");
-        Exception? last = null;
-        foreach (var attempt in attempts)
+        // Auto on an SDK build: the hardware when the machine has DPU ranks (busy or too few ranks is an error, not a
+        // silent switch to the functional simulator); the simulator only on a machine without any.
+        var attempt = kind switch
         {
-            string profile = attempt switch { PimBackendKind.Simulator => "backend=simulator", PimBackendKind.Emulated => "backend=emulated", _ => "" };
-            int status = Native.Open((uint)dpus, profile, kernelPath, out var handle);
-            if (status == Native.StatusOk)
-            {
-                log?.Invoke($"pim: {dpus} DPUs on backend {attempt}{(kind == PimBackendKind.Auto ? " (auto)" : "")}");
-                return new PimDevice(handle, attempt, dpus);
-            }
+            PimBackendKind.Auto when !sdk => PimBackendKind.Emulated,
+            PimBackendKind.Auto => HasDpuRanks() ? PimBackendKind.Hardware : PimBackendKind.Simulator,
+            _ => kind,
+        };
+        string profile = attempt switch { PimBackendKind.Simulator => "backend=simulator", PimBackendKind.Emulated => "backend=emulated" + (emulation is null ? "" : "," + emulation), _ => "" };
+        int status = Native.Open((uint)dpus, profile, kernelPath, out var handle);
+        if (status != Native.StatusOk)
+        {
             handle.Dispose();
-            try { Native.Check(status, $"pim_open({dpus} DPUs, backend {attempt})"); }
-            catch (Exception e) when (kind == PimBackendKind.Auto && attempt != attempts[^1]) { last = e; log?.Invoke($"pim: backend {attempt} unavailable: {e.Message}"); }
+            string why = kind == PimBackendKind.Auto && attempt == PimBackendKind.Hardware
+                ? " (this machine has UPMEM ranks, so Auto does not fall back to the simulator: free ranks, ask for fewer DPUs, or choose Simulator)" : "";
+            Native.Check(status, $"pim_open({dpus} DPUs, backend {attempt}){why}");
         }
-        throw last ?? new InvalidOperationException("unreachable");
+        string reason = kind != PimBackendKind.Auto ? "" : attempt switch
+        {
+            PimBackendKind.Simulator => " (auto: no UPMEM ranks in /sys/class/dpu_rank, the SDK's functional simulator)",
+            _ => " (auto)",
+        };
+        log?.Invoke($"pim: {dpus} DPUs on backend {attempt}{reason}");
+        return new PimDevice(handle, attempt, dpus);
     }
 
-    /// <summary>Loads <paramref name="table"/> (fp32) as <paramref name="plan"/> places it. Fails before any transfer on
-    /// bad input; a failed transfer leaves the device without a table.</summary>
-    public void Load(EmbeddingTable table, PimPlan plan)
+    static bool HasDpuRanks() => Directory.Exists("/sys/class/dpu_rank") && Directory.EnumerateFileSystemEntries("/sys/class/dpu_rank").Any();
+
+    /// <summary>Loads <paramref name="table"/> as table 0 (the single-table use).</summary>
+    public void Load(EmbeddingTable table, PimPlan plan) => Load(0, table, plan);
+
+    /// <summary>Loads <paramref name="table"/> (fp32 on the host) as table <paramref name="id"/> of the set, placed as
+    /// <paramref name="plan"/> says and stored as <paramref name="precision"/>. Fails before any transfer on bad input; a
+    /// failed transfer leaves this table unloaded; the set's other tables keep serving either way.</summary>
+    public void Load(int id, EmbeddingTable table, PimPlan plan, PimPrecision precision = PimPrecision.Fp32)
     {
         ArgumentNullException.ThrowIfNull(table);
         ArgumentNullException.ThrowIfNull(plan);
+        CheckId(id);
         RequireFp32(table);
         if (plan.Rows != table.Rows || plan.Dim != table.Dim)
             throw new ArgumentException($"plan for {plan.Rows} x {plan.Dim} does not match table '{table.Name}' ({table.Rows} x {table.Dim})");
@@ -103,37 +138,108 @@ public sealed unsafe class PimDevice : IDisposable
         fixed (PimSlotDesc* s = slots)
         fixed (uint* per = slotsPerDpu)
         fixed (PimSlotDesc* cp = cache)
-            status = Native.LoadTable(_handle, (float*)table.DataPointer, (ulong)table.Rows, (uint)table.Dim, (ulong)(table.RowStride / sizeof(float)),
-                                      (uint)plan.SliceFloats, s, per, cp, (uint)cache.Length);
-        // Rejected input leaves the previous table on the DPUs (the shim validates before transferring); any other
-        // failure happened mid-transfer, and the shim has dropped its table.
-        if (status is not (Native.StatusOk or Native.StatusArgument or Native.StatusCapacity)) { _plan = null; _router = null; }
+            status = Native.LoadTable(_handle, (uint)id, (float*)table.DataPointer, (ulong)table.Rows, (uint)table.Dim, (ulong)(table.RowStride / sizeof(float)),
+                                      (uint)plan.SliceFloats, precision == PimPrecision.Int32 ? Native.FormatInt32 : Native.FormatFp32,
+                                      s, per, cp, (uint)cache.Length);
+        // Rejected input leaves the previous copy on the DPUs (the shim validates before transferring); any other
+        // failure happened mid-transfer, and the shim has dropped the table.
+        if (status is not (Native.StatusOk or Native.StatusArgument or Native.StatusCapacity)) _tables[id] = null;
         Native.Check(status, $"loading table '{table.Name}' onto {DpuCount} DPUs");
-        _plan = plan;
-        _router = new PimRouter(plan);
+        _tables[id] = new Placed(table, plan, precision);
     }
 
-    /// <summary>Σ of each bag's rows (Σ weight·row when <paramref name="weights"/>, one per index, are given) into
-    /// <paramref name="output"/> (bags × dim). The batch must already be validated against the table.</summary>
-    public void LookupSum(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output, ReadOnlySpan<float> weights = default)
+    /// <summary>The plan of table <paramref name="id"/>, or null.</summary>
+    public PimPlan? PlanOf(int id) { CheckId(id); return _tables[id]?.Plan; }
+
+    /// <summary>The fixed-point step of an <see cref="PimPrecision.Int32"/> table (value = q · scale); 1 for fp32.</summary>
+    public double Scale(int id)
     {
-        var plan = _plan ?? throw new InvalidOperationException("no table is loaded on this PIM device");
-        _routed = _router!.Route(indices, offsets, _routed, weights);
-        var r = _routed;
+        CheckId(id);
+        Native.Check(Native.TableScale(_handle, (uint)id, out double scale), "pim_table_scale");
+        return scale;
+    }
+
+    /// <summary>Σ of each bag's rows of table 0 into <paramref name="output"/> (bags × dim).</summary>
+    public void LookupSum(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output, ReadOnlySpan<float> weights = default)
+        => LookupSum(0, indices, offsets, output, weights);
+
+    /// <summary>Σ of each bag's rows (Σ weight·row when <paramref name="weights"/>, one per index, are given) of table
+    /// <paramref name="id"/> into <paramref name="output"/> (bags × dim). The batch must already be validated against the table.</summary>
+    public void LookupSum(int id, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output, ReadOnlySpan<float> weights = default)
+    {
+        var p = Require(id);
+        p.Routed = p.Router.Route(indices, offsets, p.Routed, weights);
+        var r = p.Routed;
         fixed (PimHostSegment* segs = r.Segments)
         fixed (uint* spd = r.SegmentsPerDpu)
         fixed (uint* items = r.Items)
         fixed (float* w = r.Weights)
         fixed (uint* ipd = r.ItemsPerDpu)
         fixed (float* o = output)
-            Native.Check(Native.Lookup(_handle, segs, spd, items, w, ipd, (uint)r.Bags, o, (ulong)output.Length), "pim_lookup");
+        {
+            var batch = new PimTableBatch
+            {
+                Table = (uint)id, NrBags = (uint)r.Bags, Segs = segs, SegsPerDpu = spd, Items = items, Weights = w, ItemsPerDpu = ipd,
+                Output = o, OutputFloats = (ulong)output.Length,
+            };
+            Native.Check(Native.LookupTables(_handle, &batch, 1), "pim_lookup");
+        }
     }
 
-    /// <summary>Pushes the current values of <paramref name="rows"/> (every replica, cache copy and pair sum that
-    /// contains them) from <paramref name="table"/>, e.g. after LoRA adapters were merged into the weights.</summary>
-    public void UpdateRows(EmbeddingTable table, ReadOnlySpan<long> rows)
+    /// <summary>Several tables' batches in one launch (one push, one launch, one pull). Each batch must already be
+    /// validated against its table; each table appears once.</summary>
+    public void LookupTables(ReadOnlySpan<PimTableLookup> lookups)
     {
-        var plan = _plan ?? throw new InvalidOperationException("no table is loaded on this PIM device");
+        int n = lookups.Length;
+        if (n == 0) return;
+        var batches = new PimTableBatch[n];
+        var pins = new List<System.Buffers.MemoryHandle>(n * 6);
+        try
+        {
+            for (int k = 0; k < n; k++)
+            {
+                var q = lookups[k];
+                var p = Require(q.TableId);
+                for (int j = 0; j < k; j++)
+                    if (lookups[j].TableId == q.TableId) throw new ArgumentException($"table {q.TableId} appears twice in one multi-table lookup");
+                // Each table keeps its own routed buffers, so all stay valid until the launch.
+                p.Routed = p.Router.Route(q.Indices.Span, q.Offsets.Span, p.Routed, q.Weights.Span);
+                var r = p.Routed;
+                var hSegs = new Memory<PimHostSegment>(r.Segments).Pin();
+                var hSpd = new Memory<uint>(r.SegmentsPerDpu).Pin();
+                var hItems = new Memory<uint>(r.Items).Pin();
+                var hIpd = new Memory<uint>(r.ItemsPerDpu).Pin();
+                var hOut = q.Output.Pin();
+                pins.AddRange([hSegs, hSpd, hItems, hIpd, hOut]);
+                float* w = null;
+                if (r.Weights is { } weights) { var hW = new Memory<float>(weights).Pin(); pins.Add(hW); w = (float*)hW.Pointer; }
+                batches[k] = new PimTableBatch
+                {
+                    Table = (uint)q.TableId, NrBags = (uint)r.Bags, Segs = (PimHostSegment*)hSegs.Pointer, SegsPerDpu = (uint*)hSpd.Pointer,
+                    Items = (uint*)hItems.Pointer, Weights = w, ItemsPerDpu = (uint*)hIpd.Pointer, Output = (float*)hOut.Pointer,
+                    OutputFloats = (ulong)q.Output.Length,
+                };
+            }
+            fixed (PimTableBatch* b = batches)
+                Native.Check(Native.LookupTables(_handle, b, (uint)n), $"pim_lookup_tables ({n} tables)");
+        }
+        finally
+        {
+            foreach (var h in pins) h.Dispose();
+        }
+    }
+
+    /// <summary>Pushes the current values of <paramref name="rows"/> of table 0.</summary>
+    public void UpdateRows(EmbeddingTable table, ReadOnlySpan<long> rows) => UpdateRows(0, table, rows);
+
+    /// <summary>Pushes the current values of <paramref name="rows"/> (every replica, cache copy and pair sum that
+    /// contains them) of table <paramref name="id"/> from <paramref name="table"/>, e.g. after LoRA adapters were merged
+    /// into the weights: batched (one push and one launch per round) unless <paramref name="perSlot"/> (one transfer call
+    /// per vector, the baseline the bench compares with). An int32 table whose rows outgrew its scale is reloaded.</summary>
+    public void UpdateRows(int id, EmbeddingTable table, ReadOnlySpan<long> rows, bool perSlot = false)
+    {
+        var placed = Require(id);
+        var plan = placed.Plan;
         RequireFp32(table);
         if (table.Rows != plan.Rows || table.Dim != plan.Dim)
             throw new ArgumentException($"table '{table.Name}' ({table.Rows} x {table.Dim}) is not the loaded {plan.Rows} x {plan.Dim}");
@@ -144,6 +250,7 @@ public sealed unsafe class PimDevice : IDisposable
             if ((ulong)r >= (ulong)plan.Rows) throw new ArgumentOutOfRangeException(nameof(rows), r, $"table '{table.Name}': row {r} outside [0, {plan.Rows})");
             set.Add(r);
         }
+        var pairsDone = new HashSet<int>();
         foreach (long r in set)
         {
             for (int x = plan.ReplicaStart[r]; x < plan.ReplicaStart[r + 1]; x++)
@@ -155,14 +262,33 @@ public sealed unsafe class PimDevice : IDisposable
             if (plan.PairIndex.TryGetValue(r, out var partners))
                 foreach (var (_, p) in partners)
                 {
+                    if (!pairsDone.Add(p)) continue;   // both rows of a pair changed: one write (a launch never names a slot twice)
                     var (a, b, k, s) = plan.Pairs[p];
                     for (int t = 0; t < plan.Tiles; t++) writes.Add(new PimSlotDesc(a, b, (uint)t, (uint)plan.DpuOf(k, t), (uint)s));
                 }
         }
         var array = writes.ToArray();
+        int status;
         fixed (PimSlotDesc* w = array)
-            Native.Check(Native.UpdateRows(_handle, (float*)table.DataPointer, (ulong)table.Rows, (ulong)(table.RowStride / sizeof(float)), w, (uint)array.Length),
-                      $"pushing {set.Count} rows of '{table.Name}'");
+            status = Native.UpdateRows(_handle, (uint)id, (float*)table.DataPointer, (ulong)table.Rows, (ulong)(table.RowStride / sizeof(float)),
+                                       w, (uint)array.Length, perSlot ? Native.UpdatePerSlot : 0);
+        if (status == Native.StatusRange)
+        {
+            // Nothing was sent; a reload picks a scale for the current values.
+            RangeReloads++;
+            Load(id, table, plan, placed.Precision);
+            return;
+        }
+        if (status != Native.StatusOk && status is not (Native.StatusArgument or Native.StatusCapacity)) _tables[id] = null;
+        Native.Check(status, $"pushing {set.Count} rows of '{table.Name}'");
+    }
+
+    /// <summary>The kernel's cycle counter of the last launch, largest over the DPUs: measured with perfcounter on
+    /// hardware; on the emulation the model's DMA cycles only.</summary>
+    public long KernelCycles()
+    {
+        Native.Check(Native.KernelCycles(_handle, out ulong cycles), "pim_kernel_cycles");
+        return (long)cycles;
     }
 
     public PimStats Stats()
@@ -171,8 +297,20 @@ public sealed unsafe class PimDevice : IDisposable
         var backend = s.Backend switch { 1 => PimBackendKind.Hardware, 2 => PimBackendKind.Simulator, _ => PimBackendKind.Emulated };
         return new PimStats(backend,
                             (int)s.NrDpus, (long)s.Batches, (long)s.BytesToDpu, (long)s.BytesFromDpu, (long)s.Items, (long)s.CacheItems,
-                            Ns(s.NsToDpu), Ns(s.NsKernel), Ns(s.NsFromDpu), Ns(s.NsHostReduce));
+                            Ns(s.NsToDpu), Ns(s.NsKernel), Ns(s.NsFromDpu), Ns(s.NsHostReduce),
+                            (long)s.Launches, (long)s.UpdateLaunches, (long)s.UpdatedVectors, Ns(s.NsUpdate));
         static TimeSpan Ns(ulong ns) => TimeSpan.FromTicks((long)(ns / 100));
+    }
+
+    Placed Require(int id)
+    {
+        CheckId(id);
+        return _tables[id] ?? throw new InvalidOperationException(id == 0 ? "no table is loaded on this PIM device" : $"table {id} is not loaded on this PIM device");
+    }
+
+    static void CheckId(int id)
+    {
+        if ((uint)id >= PimLayout.MaxTables) throw new ArgumentOutOfRangeException(nameof(id), id, $"a DPU set holds tables 0..{PimLayout.MaxTables - 1}");
     }
 
     static void RequireFp32(EmbeddingTable table)

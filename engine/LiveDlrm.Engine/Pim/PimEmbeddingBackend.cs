@@ -6,25 +6,36 @@ namespace LiveDlrm.Pim;
 public sealed record PimBackendOptions
 {
     public PimBackendKind Backend { get; init; } = PimBackendKind.Auto;
-    /// <summary>DPUs per table (each table gets its own DPU set).</summary>
+    /// <summary>DPUs of the set for tables that are not loaded explicitly (tables loaded with plans over the same DPU
+    /// count share one set and one launch).</summary>
     public int DpusPerTable { get; init; } = 64;
     /// <summary>Strategy for tables that are not loaded explicitly with <see cref="PimEmbeddingBackend.Load"/>.
     /// Without an access profile only the uniform strategies apply.</summary>
     public PimStrategy DefaultStrategy { get; init; } = PimStrategy.UniformRowWise;
+    /// <summary>How tables are stored and summed on the DPUs (weighted sums need <see cref="PimPrecision.Fp32"/>).</summary>
+    public PimPrecision Precision { get; init; } = PimPrecision.Fp32;
     public string? KernelPath { get; init; }
+    /// <summary>Extra emulation profile keys ("emuChip=v1A", "emuYield=SEED"); ignored by the SDK build.</summary>
+    public string? Emulation { get; init; }
     /// <summary>Hears which backend was chosen and what was loaded.</summary>
     public Action<string>? Log { get; init; }
 }
 
-/// <summary>Embedding lookups on UPMEM DPUs (or the emulation): each table lives on its own DPU set, placed by a
-/// <see cref="PimPlan"/>; a batch is grouped per DPU on the host, summed on the DPUs, reduced on the host.
-/// Returns Σ W[i] of the DPUs' copy (Sum; Mean divides on the host). As an <see cref="IBaseCopyBackend"/> it tells
-/// <c>Online.AdapterEmbeddingBackend</c> to add LoRA adapter terms on the host and to push merged rows here
-/// (<see cref="UpdateBaseRows"/>). Weighted sums send one fp32 weight per item and skip pair sums; fp16/int8 tables are refused.</summary>
+/// <summary>One table's batch in <see cref="PimEmbeddingBackend.ForwardTables"/>.</summary>
+public readonly record struct PimLookupRequest(EmbeddingTable Table, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, Memory<float> Output,
+                                               PoolingMode Pooling = PoolingMode.Sum, ReadOnlyMemory<float> Weights = default);
+
+/// <summary>Embedding lookups on UPMEM DPUs (or the emulation). Tables whose plans use the same number of DPUs share one
+/// DPU set (up to <see cref="PimLayout.MaxTables"/> per set), each placed by its <see cref="PimPlan"/>; a batch is grouped
+/// per DPU on the host, summed on the DPUs, reduced on the host, and <see cref="ForwardTables"/> serves several tables in one
+/// launch per set. Returns Σ W[i] of the DPUs' copy (Sum; Mean divides on the host). As an <see cref="IBaseCopyBackend"/>
+/// it tells <c>Online.AdapterEmbeddingBackend</c> to add LoRA adapter terms on the host and to push merged rows here
+/// (<see cref="UpdateBaseRows"/>). Weighted sums send one fp32 weight per item and skip pair sums; fp16/int8 host tables are refused.</summary>
 public sealed class PimEmbeddingBackend : IBaseCopyBackend
 {
     readonly PimBackendOptions _options;
-    readonly Dictionary<EmbeddingTable, PimDevice> _devices = new(ReferenceEqualityComparer.Instance);
+    readonly List<PimDevice> _devices = [];
+    readonly Dictionary<EmbeddingTable, (PimDevice Device, int Id)> _placed = new(ReferenceEqualityComparer.Instance);
     readonly Lock _lock = new();
     bool _disposed;
 
@@ -40,11 +51,12 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
         get
         {
             lock (_lock)
-                return "pim-" + (_devices.Values.FirstOrDefault()?.Backend ?? _options.Backend).ToString().ToLowerInvariant();
+                return "pim-" + (_devices.FirstOrDefault()?.Backend ?? _options.Backend).ToString().ToLowerInvariant();
         }
     }
 
-    /// <summary>Places <paramref name="table"/> on a new DPU set with <paramref name="plan"/> (replacing any previous placement).</summary>
+    /// <summary>Places <paramref name="table"/> with <paramref name="plan"/> on the DPU set of that size (replacing any
+    /// previous placement); the set's other tables keep serving.</summary>
     public void Load(EmbeddingTable table, PimPlan plan)
     {
         ArgumentNullException.ThrowIfNull(table);
@@ -52,13 +64,45 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            var device = PimDevice.Open(plan.DpuCount, _options.Backend, _options.KernelPath, _options.Log);
-            try { device.Load(table, plan); }
-            catch { device.Dispose(); throw; }
-            if (_devices.Remove(table, out var old)) old.Dispose();
-            _devices[table] = device;
-            _options.Log?.Invoke($"pim: table '{table.Name}' loaded, {plan.Strategy} over {plan.DpuCount} DPUs ({plan.Tiles} tiles of {plan.SliceFloats} floats, {plan.CachedRows.Length} cached rows)");
+            _placed.TryGetValue(table, out var old);
+            PimDevice device;
+            int id;
+            if (old.Device is not null && old.Device.DpuCount == plan.DpuCount) (device, id) = old;
+            else
+            {
+                device = _devices.FirstOrDefault(d => d.DpuCount == plan.DpuCount && FreeId(d) >= 0)
+                         ?? OpenDevice(plan.DpuCount);
+                id = FreeId(device);
+            }
+            device.Load(id, table, plan, _options.Precision);
+            _placed[table] = (device, id);
+            _options.Log?.Invoke($"pim: table '{table.Name}' loaded as table {id} of a {device.DpuCount}-DPU set, {plan.Strategy} ({plan.Tiles} tiles of " +
+                                 $"{plan.SliceFloats} {(_options.Precision == PimPrecision.Int32 ? "int32" : "fp32")}, {plan.CachedRows.Length} cached rows)");
         }
+    }
+
+    PimDevice OpenDevice(int dpus)
+    {
+        var device = PimDevice.Open(dpus, _options.Backend, _options.KernelPath, _options.Log, _options.Emulation);
+        _devices.Add(device);
+        return device;
+    }
+
+    int FreeId(PimDevice device)
+    {
+        for (int id = 0; id < PimLayout.MaxTables; id++)
+            if (!_placed.Values.Any(p => p.Device == device && p.Id == id)) return id;
+        return -1;
+    }
+
+    (PimDevice Device, int Id) Placement(EmbeddingTable table)
+    {
+        if (!_placed.TryGetValue(table, out var p))
+        {
+            Load(table, PimPartitioner.Build(_options.DefaultStrategy, AccessProfile.Uniform(table.Rows, 1, 1, 1), table.Dim, _options.DpusPerTable));
+            p = _placed[table];
+        }
+        return p;
     }
 
     public void Forward(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
@@ -68,31 +112,63 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (!_devices.TryGetValue(table, out var device))
-            {
-                Load(table, PimPartitioner.Build(_options.DefaultStrategy, AccessProfile.Uniform(table.Rows, 1, 1, 1), table.Dim, _options.DpusPerTable));
-                device = _devices[table];
-            }
-            device.LookupSum(indices, offsets, output[..(bags * table.Dim)], pooling == PoolingMode.WeightedSum ? weights : default);
+            var (device, id) = Placement(table);
+            device.LookupSum(id, indices, offsets, output[..(bags * table.Dim)], pooling == PoolingMode.WeightedSum ? weights : default);
         }
-        if (pooling == PoolingMode.Mean)
-            for (int b = 0; b < bags; b++)
-            {
-                long n = offsets[b + 1] - offsets[b];
-                if (n == 0) continue;
-                float inv = 1f / n;
-                foreach (ref float v in output.Slice(b * table.Dim, table.Dim)) v *= inv;
-            }
+        if (pooling == PoolingMode.Mean) DivideByCount(offsets, output, bags, table.Dim);
     }
 
-    /// <summary>Pushes the current values of <paramref name="rows"/> of a loaded table to its DPUs.</summary>
-    public void UpdateRows(EmbeddingTable table, ReadOnlySpan<long> rows)
+    /// <summary>Several tables' batches: one launch per DPU set (all tables of one set in one push, launch and pull).
+    /// Every request is validated before anything is sent; each table at most once.</summary>
+    public void ForwardTables(IReadOnlyList<PimLookupRequest> requests)
+    {
+        ArgumentNullException.ThrowIfNull(requests);
+        var bags = new int[requests.Count];
+        for (int k = 0; k < requests.Count; k++)
+        {
+            var q = requests[k];
+            bags[k] = EmbeddingBagValidation.Validate(q.Table, q.Indices.Span, q.Offsets.Span, q.Output.Length, q.Pooling, q.Weights.Span);
+            for (int j = 0; j < k; j++)
+                if (ReferenceEquals(requests[j].Table, q.Table)) throw new ArgumentException($"table '{q.Table.Name}' appears twice in one ForwardTables call");
+        }
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var groups = new Dictionary<PimDevice, List<PimTableLookup>>();
+            for (int k = 0; k < requests.Count; k++)
+            {
+                var q = requests[k];
+                var (device, id) = Placement(q.Table);
+                if (!groups.TryGetValue(device, out var list)) groups[device] = list = [];
+                list.Add(new PimTableLookup(id, q.Indices, q.Offsets, q.Output[..(bags[k] * q.Table.Dim)],
+                                            q.Pooling == PoolingMode.WeightedSum ? q.Weights : default));
+            }
+            foreach (var (device, list) in groups) device.LookupTables(list.ToArray());
+        }
+        for (int k = 0; k < requests.Count; k++)
+            if (requests[k].Pooling == PoolingMode.Mean) DivideByCount(requests[k].Offsets.Span, requests[k].Output.Span, bags[k], requests[k].Table.Dim);
+    }
+
+    static void DivideByCount(ReadOnlySpan<long> offsets, Span<float> output, int bags, int dim)
+    {
+        for (int b = 0; b < bags; b++)
+        {
+            long n = offsets[b + 1] - offsets[b];
+            if (n == 0) continue;
+            float inv = 1f / n;
+            foreach (ref float v in output.Slice(b * dim, dim)) v *= inv;
+        }
+    }
+
+    /// <summary>Pushes the current values of <paramref name="rows"/> of a loaded table to its DPUs (batched: one push and
+    /// one launch per round; <paramref name="perSlot"/>: one transfer call per stored vector).</summary>
+    public void UpdateRows(EmbeddingTable table, ReadOnlySpan<long> rows, bool perSlot = false)
     {
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (!_devices.TryGetValue(table, out var device)) throw new InvalidOperationException($"table '{table.Name}' is not loaded on PIM");
-            device.UpdateRows(table, rows);
+            if (!_placed.TryGetValue(table, out var p)) throw new InvalidOperationException($"table '{table.Name}' is not loaded on PIM");
+            p.Device.UpdateRows(p.Id, table, rows, perSlot);
         }
     }
 
@@ -105,21 +181,32 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_devices.TryGetValue(table, out var device)) device.UpdateRows(table, rows);
+            if (_placed.TryGetValue(table, out var p)) p.Device.UpdateRows(p.Id, table, rows);
         }
     }
 
-    /// <summary>Counters of the DPU set holding <paramref name="table"/> (its Backend field says what was chosen).</summary>
+    /// <summary>Counters of the DPU set holding <paramref name="table"/>, shared with the set's other tables (its Backend
+    /// field says what was chosen).</summary>
     public PimStats Stats(EmbeddingTable table)
     {
         lock (_lock)
-            return _devices.TryGetValue(table, out var d) ? d.Stats() : throw new InvalidOperationException($"table '{table.Name}' is not loaded on PIM");
+            return _placed.TryGetValue(table, out var p) ? p.Device.Stats() : throw new InvalidOperationException($"table '{table.Name}' is not loaded on PIM");
     }
 
     public PimPlan? PlanOf(EmbeddingTable table)
     {
-        lock (_lock) return _devices.TryGetValue(table, out var d) ? d.Plan : null;
+        lock (_lock) return _placed.TryGetValue(table, out var p) ? p.Device.PlanOf(p.Id) : null;
     }
+
+    /// <summary>The fixed-point step of <paramref name="table"/> when stored as <see cref="PimPrecision.Int32"/> (1 for fp32).</summary>
+    public double ScaleOf(EmbeddingTable table)
+    {
+        lock (_lock)
+            return _placed.TryGetValue(table, out var p) ? p.Device.Scale(p.Id) : throw new InvalidOperationException($"table '{table.Name}' is not loaded on PIM");
+    }
+
+    /// <summary>DPU sets in use (tables with plans over the same DPU count share one).</summary>
+    public int DeviceCount { get { lock (_lock) return _devices.Count; } }
 
     public void Dispose()
     {
@@ -127,8 +214,9 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (var d in _devices.Values) d.Dispose();
+            foreach (var d in _devices) d.Dispose();
             _devices.Clear();
+            _placed.Clear();
         }
     }
 }

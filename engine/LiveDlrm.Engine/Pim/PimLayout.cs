@@ -15,6 +15,12 @@ public static class PimLayout
     /// <summary>Items the kernel fetches per mram_read of an item list.</summary>
     public const int ItemChunk = 64;
     public const int BatchHeaderBytes = 16;
-    public const int SegmentBytes = 8;
+    /// <summary>A DPU-side segment: item range, table id, output offset.</summary>
+    public const int SegmentBytes = 16;
+    /// <summary>Tables one DPU set holds (one launch serves them all).</summary>
+    public const int MaxTables = 32;
+    /// <summary>int32 tables: stored |q| ≤ 2^IntBits; a DPU partial sums at most IntSegmentItems items.</summary>
+    public const int IntBits = 23;
+    public const int IntSegmentItems = 127;
     public const uint ItemCacheBit = 0x80000000u;
 }

@@ -41,9 +41,9 @@
 /* pim_update.table: this bit set means the slot is a WRAM cache vector. */
 #define PIM_UPDATE_CACHE     0x80000000u
 /* Integer tables: stored values have |q| <= 2^PIM_INT_BITS, so a DPU partial sum of up to
- * PIM_INT_SEGMENT_ITEMS items cannot leave int32 (the shim splits longer segments). */
+ * PIM_INT_SEGMENT_ITEMS items (a pair slot holds up to 2^(BITS+1)) cannot leave int32; the shim splits longer segments. */
 #define PIM_INT_BITS          23u
-#define PIM_INT_SEGMENT_ITEMS 255u
+#define PIM_INT_SEGMENT_ITEMS 127u
 /* Kernel binaries (the SDK build: DPU ELF files; the emulated build: descriptor files naming a built-in kernel). */
 #define PIM_KERNEL_FILE      "livedlrm_pim_kernel.dpu"
 #define PIM_PROBE_KERNEL_FILE "livedlrm_pim_dma_probe.dpu"

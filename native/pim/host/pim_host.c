@@ -359,12 +359,12 @@ PIM_API int pim_load_table(struct pim_ctx *ctx, uint32_t id, const float *table,
     uint32_t slot_bytes = probe.slot_bytes;
     uint64_t total = 0, max_slots = 0;
     for (uint32_t d = 0; d < ctx->nr_dpus; d++) {
+        if ((uint64_t)slots_per_dpu[d] * slot_bytes > PIM_MRAM_TABLE_BYTES)
+            return set_error(PIM_E_CAPACITY, "DPU %u: %u slots x %u B = %llu B exceed its MRAM table region of %u B",
+                             d, slots_per_dpu[d], slot_bytes, (unsigned long long)slots_per_dpu[d] * slot_bytes, PIM_MRAM_TABLE_BYTES);
         total += slots_per_dpu[d];
         if (slots_per_dpu[d] > max_slots) max_slots = slots_per_dpu[d];
     }
-    if (max_slots * slot_bytes > PIM_MRAM_TABLE_BYTES)
-        return set_error(PIM_E_CAPACITY, "a DPU holds %llu slots x %u B = %llu B, more than its MRAM table region of %u B",
-                         (unsigned long long)max_slots, slot_bytes, (unsigned long long)max_slots * slot_bytes, PIM_MRAM_TABLE_BYTES);
     if (total && !slots) return set_error(PIM_E_ARGUMENT, "pim_load_table: null slots");
     for (uint64_t i = 0; i < total; i++) {
         int rc = check_slot(&probe, rows, &slots[i], "slots", i);
@@ -853,9 +853,9 @@ PIM_API int pim_kernel_cycles(struct pim_ctx *ctx, uint64_t *max_cycles)
 
 /* ------------------------------------------------------------------------------------------ test probes */
 
-/* Loads a test kernel (kernel_path) on one DPU and, when args is given, writes probe_args and launches it.
- * For the tests of the emulation's DMA-rule and WRAM-budget enforcement. */
-PIM_API int pim_run_probe(const char *kernel_path, const char *profile, const pim_probe_args *args)
+/* Loads a test kernel (kernel_path) on one DPU and, when args is given, writes probe_args and launches it; with
+ * launch_only set, launches it without arguments. For the tests of the emulation's rule enforcement. */
+static int run_probe(const char *kernel_path, const char *profile, const pim_probe_args *args, int launch_only)
 {
     if (!kernel_path) return set_error(PIM_E_ARGUMENT, "pim_run_probe: null kernel path");
     struct pim_ctx probe;
@@ -869,7 +869,41 @@ PIM_API int pim_run_probe(const char *kernel_path, const char *profile, const pi
         pim_probe_args copy = *args;
         PIM_TRY(ctx, dpu_copy_to(ctx->set, "probe_args", 0, &copy, sizeof copy), "dpu_copy_to (probe_args)");
         PIM_TRY(ctx, dpu_launch(ctx->set, DPU_SYNCHRONOUS), "dpu_launch");
-    }
+    } else if (launch_only)
+        PIM_TRY(ctx, dpu_launch(ctx->set, DPU_SYNCHRONOUS), "dpu_launch");
+done:
+    if (ctx->allocated) dpu_free(ctx->set);
+    return rc;
+}
+
+PIM_API int pim_run_probe(const char *kernel_path, const char *profile, const pim_probe_args *args)
+{
+    return run_probe(kernel_path, profile, args, 0);
+}
+
+PIM_API int pim_run_kernel(const char *kernel_path, const char *profile)
+{
+    return run_probe(kernel_path, profile, NULL, 1);
+}
+
+/* Runs the race test kernel (kernel_path) on one DPU: every tasklet increments a shared counter, guarded by a mutex
+ * or not; count receives the final value (NR_TASKLETS when no update was lost). */
+PIM_API int pim_run_race_probe(const char *kernel_path, const char *profile, uint32_t guarded, uint32_t *count)
+{
+    if (!kernel_path || !count) return set_error(PIM_E_ARGUMENT, "pim_run_race_probe: null argument");
+    struct pim_ctx probe;
+    memset(&probe, 0, sizeof probe);
+    struct pim_ctx *ctx = &probe;
+    int rc = PIM_OK;
+    uint32_t zero = 0;
+    PIM_TRY(ctx, dpu_alloc(1, profile && *profile ? profile : NULL, &ctx->set), "dpu_alloc");
+    ctx->allocated = 1;
+    PIM_TRY(ctx, dpu_load(ctx->set, kernel_path, NULL), "dpu_load");
+    PIM_TRY(ctx, dpu_copy_to(ctx->set, "race_guarded", 0, &guarded, sizeof guarded), "dpu_copy_to (race_guarded)");
+    PIM_TRY(ctx, dpu_copy_to(ctx->set, "race_count", 0, &zero, sizeof zero), "dpu_copy_to (race_count)");
+    PIM_TRY(ctx, dpu_launch(ctx->set, DPU_SYNCHRONOUS), "dpu_launch");
+    struct dpu_set_t dpu;
+    DPU_FOREACH(ctx->set, dpu) PIM_TRY(ctx, dpu_copy_from(dpu, "race_count", 0, count, sizeof *count), "dpu_copy_from (race_count)");
 done:
     if (ctx->allocated) dpu_free(ctx->set);
     return rc;

@@ -53,7 +53,7 @@ public class PimBadInputTests
         int status;
         fixed (uint* p = perDpu)
         fixed (PimSlotDesc* s = slots)
-            status = LiveDlrm.Interop.Pim.LoadTable(device.Handle, (float*)table.DataPointer, 64, 8, 8, 8, s, p, null, 0);
+            status = LiveDlrm.Interop.Pim.LoadTable(device.Handle, 0, (float*)table.DataPointer, 64, 8, 8, 8, LiveDlrm.Interop.Pim.FormatFp32, s, p, null, 0);
         Assert.That(status, Is.EqualTo(LiveDlrm.Interop.Pim.StatusCapacity));
         Assert.That(LiveDlrm.Interop.Pim.LastError, Does.Contain("DPU 1").And.Contain("exceed its MRAM table region"));
         var output = new float[8];

@@ -56,7 +56,7 @@ public unsafe class PimEmulationTests
         PimTestSupport.RequireLibrary();
         int status = Native.RunProbe(Path.Combine(PimTestSupport.KernelDir, "livedlrm_pim_wram_hog.dpu"), null, null);
         Assert.That(status, Is.EqualTo(Native.StatusDpu));
-        Assert.That(Native.LastError, Does.Contain("dpu_load").And.Contain("does not fit WRAM").And.Contain("16 tasklets x 1024 B stack"));
+        Assert.That(Native.LastError, Does.Contain("dpu_load").And.Contain("does not fit v1B WRAM").And.Contain("16 tasklets x 1024 B stack"));
     }
 
     [Test]
@@ -79,5 +79,68 @@ public unsafe class PimEmulationTests
         var args = new PimProbeArgs { Size = 8 };
         Assert.That(Native.RunProbe(Probe, "backend=hw", &args), Is.EqualTo(Native.StatusDpu));
         Assert.That(Native.LastError, Does.Contain("invalid profile").And.Contain("emulation"));
+    }
+}
+
+/// <summary>The emulation is no looser than the hardware: chip limits, stack budget, MRAM size, tasklet interleavings.</summary>
+public class PimEmulationLimitTests
+{
+    [SetUp]
+    public void OnlyOnTheEmulation() => PimTestSupport.RequireEmulation();
+
+    static string Kernel(string name) => Path.Combine(PimTestSupport.KernelDir, $"livedlrm_pim_{name}.dpu");
+
+    [Test]
+    public unsafe void TheWramBudgetFollowsTheChosenChip([Values("v1A", "v1B")] string chip)
+    {
+        // Both refuse the 56 KiB hog; the message names the chip's WRAM and the runtime's share.
+        Assert.That(Native.RunProbe(Kernel("wram_hog"), $"backend=emulated,emuChip={chip}", null), Is.EqualTo(Native.StatusDpu));
+        Assert.That(Native.LastError, Does.Contain($"does not fit {chip} WRAM").And.Contain("runtime 336 B")
+                                              .And.Contain(chip == "v1A" ? "> 65536 B" : "> 63488 B"));
+        // The embedding kernel (16 tasklets) fits both.
+        var args = new PimProbeArgs { Size = 8 };
+        Assert.That(Native.RunProbe(Kernel("kernel"), $"backend=emulated,emuChip={chip}", null), Is.EqualTo(Native.StatusOk), Native.LastError);
+        Assert.That(Native.RunProbe(Kernel("dma_probe"), $"backend=emulated,emuChip={chip}", &args), Is.EqualTo(Native.StatusOk), Native.LastError);
+    }
+
+    [Test]
+    public void AnUnknownChipIsRefused()
+    {
+        Assert.That(Native.RunRaceProbe(Kernel("race_probe"), "backend=emulated,emuChip=v2", 0, out _), Is.EqualTo(Native.StatusDpu));
+        Assert.That(Native.LastError, Does.Contain("emuChip=v2"));
+    }
+
+    [Test]
+    public unsafe void MramArraysOverSixtyFourMegabytesAreRefusedAtLoad()
+    {
+        Assert.That(Native.RunProbe(Kernel("mram_hog"), null, null), Is.EqualTo(Native.StatusDpu));
+        Assert.That(Native.LastError, Does.Contain("dpu_load").And.Contain("MRAM arrays").And.Contain("a DPU has 67108864 B"));
+    }
+
+    [Test]
+    public void AStackOverItsBudgetFaultsTheDpu()
+    {
+        int status = Native.RunKernel(Kernel("stack_hog"), null);
+        Assert.That(status, Is.EqualTo(Native.StatusDpu));
+        Assert.That(Native.LastError, Does.Contain("DPU fault").And.Contain("exceeds the tasklet's budget of 1024 B"));
+    }
+
+    /// <summary>The deterministic schedule switches tasklets only at barriers and mutexes, so an unguarded
+    /// read-modify-write around an MRAM read looks correct; the randomised mode switches at DMA transfers and loses
+    /// updates for some seed; the mutex makes every seed correct.</summary>
+    [Test]
+    public void RandomisedYieldsExposeARaceThatTheDeterministicScheduleHides()
+    {
+        Assert.That(Native.RunRaceProbe(Kernel("race_probe"), null, 0, out uint count), Is.EqualTo(Native.StatusOk), Native.LastError);
+        Assert.That(count, Is.EqualTo(16));
+        int lost = 0;
+        for (int seed = 1; seed <= 20; seed++)
+        {
+            Assert.That(Native.RunRaceProbe(Kernel("race_probe"), $"backend=emulated,emuYield={seed}", 0, out uint racy), Is.EqualTo(Native.StatusOk), Native.LastError);
+            if (racy < 16) lost++;
+            Assert.That(Native.RunRaceProbe(Kernel("race_probe"), $"backend=emulated,emuYield={seed}", 1, out uint guarded), Is.EqualTo(Native.StatusOk), Native.LastError);
+            Assert.That(guarded, Is.EqualTo(16), $"seed {seed}: the mutex must make the count exact");
+        }
+        Assert.That(lost, Is.GreaterThan(0), "no seed out of 20 lost an update");
     }
 }

@@ -74,12 +74,12 @@ public class PimPartitionTests
         // One bag of 3 rows on a 2-DPU uniform plan: DPU 0 gets rows 0 and 1, DPU 1 row 3.
         var profile = new AccessProfile(4, [new PimBatch([0, 1, 3], [0, 3])], "tiny");
         var report = PimPlanReport.Evaluate(PimPartitioner.UniformRowWise(4, 8, 2, profile), profile);
-        // In: header 16 + 1 segment 8 = 24, items padded to even (2) + 1 spare = 3 x 4 = 12 → 36 → 40 B per DPU, x 2 DPUs.
-        Assert.That(report.HostToDpuBytesPerBatch, Is.EqualTo(80));
+        // In: header 16 + 1 segment 16 = 32, items padded to even (2) + 1 spare = 3 x 4 = 12 → 44 → 48 B per DPU, x 2 DPUs.
+        Assert.That(report.HostToDpuBytesPerBatch, Is.EqualTo(96));
         // Out: one partial of 8 floats per DPU, x 2.
         Assert.That(report.DpuToHostBytesPerBatch, Is.EqualTo(64));
-        // MRAM reads: DPU 0 16 + 8 + 8 (2 items) + 2 x 32; DPU 1 16 + 8 + 8 (1 item, padded) + 32.
-        Assert.That(report.MramBytesReadPerBatch, Is.EqualTo(96 + 64));
+        // MRAM reads: DPU 0 16 + 16 + 8 (2 items) + 2 x 32; DPU 1 16 + 16 + 8 (1 item, padded) + 32.
+        Assert.That(report.MramBytesReadPerBatch, Is.EqualTo(104 + 72));
         Assert.That(report.ModelBatchSeconds, Is.GreaterThan(0));
     }
 }

@@ -38,7 +38,7 @@ public class PimServeCommandTests
             Assert.That(output, Does.Contain("256 requests in 4 batches, 2 tables on pim-").And.Contain("(CacheAware, 4 DPUs each)"));
             Assert.That(output, Does.Contain("max |score difference| PIM vs CPU"));
             Assert.That(output, Does.Contain("  users ").And.Contain("  items "));
-            Assert.That(output, Does.Contain("table 'users' loaded, CacheAware over 4 DPUs"));
+            Assert.That(output, Does.Contain("table 'users' loaded as table 0 of a 4-DPU set, CacheAware"));
 
             BadInput("--model", config, "--strategy", "diagonal");
             BadInput("--model", config, "--backend", "quantum");
