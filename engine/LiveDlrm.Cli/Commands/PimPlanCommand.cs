@@ -22,10 +22,13 @@ public sealed class PimPlanCommand : CliCommand
     readonly Option<int> _bags = Opt.Int("--bags", "bags per batch", 256, 1, 1 << 20);
     readonly Option<int> _pooling = Opt.Int("--pooling", "synthetic ids per bag", 20, 1, 10_000);
     readonly Option<int> _seed = Opt.Int("--seed", "synthetic seed", 1);
+    readonly Option<int> _serverDpus = Opt.Int("--server-dpus", "DPUs of the whole-model server estimate printed last (2560: 40 ranks)", 2560, 1, 1 << 16);
+    readonly Option<bool> _noCpu = Opt.Flag("--no-cpu", "skip the CPU kernel measurement beside the server estimate");
 
     public PimPlanCommand() : base("pim-plan", "compare UPMEM PIM partitionings (uniform, non-uniform, cache-aware) of embedding tables: placement, traffic, cost model")
     {
         Add(_model); Add(_tables); Add(_dpus); Add(_trace); Add(_zipf); Add(_batches); Add(_bags); Add(_pooling); Add(_seed);
+        Add(_serverDpus); Add(_noCpu);
     }
 
     protected override int Run(ParseResult result)
@@ -39,10 +42,13 @@ public sealed class PimPlanCommand : CliCommand
         int bags = result.GetValue(_bags);
         int pooling = result.GetValue(_pooling);
         int seed = result.GetValue(_seed);
+        int serverDpus = result.GetValue(_serverDpus);
+        bool noCpu = result.GetValue(_noCpu);
 
         if ((modelArg is null) == (tablesArg is null)) throw new UsageException("give either --model PATH or --tables ROWS:DIM[,...] (exactly one)");
         var tables = modelArg is not null ? TablesOfModel(modelArg) : ParseTables(tablesArg!);
         var traces = AssignTraces(trace, tables, modelArg is not null);
+        var server = new List<PimServerTable>();
         foreach (var table in tables)
         {
             long rows = table.Rows;
@@ -70,7 +76,11 @@ public sealed class PimPlanCommand : CliCommand
                 catch (ArgumentException e) { Console.WriteLine($"  {strategy}: {e.Message}"); }
             }
             if (reports.Count > 0) Console.WriteLine(PimPlanReport.Format(reports));
+            server.Add(new PimServerTable(table.Name, rows, dim, planOn, evaluateOn));
         }
+        // Last, every table on one server-sized set: the cost model's ESTIMATE beside the CPU kernel MEASURED here.
+        try { Console.WriteLine(PimServerEstimate.Evaluate(server, serverDpus, noCpu ? 0 : 1L << 30).Format()); }
+        catch (ArgumentException e) { Console.WriteLine($"whole-model server estimate: {e.Message}"); }
         return 0;
     }
 

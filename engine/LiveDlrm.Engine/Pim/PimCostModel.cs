@@ -1,30 +1,48 @@
 namespace LiveDlrm.Pim;
 
 /// <summary>COST MODEL (an estimate, not a measurement) of what a batch would take on real UPMEM hardware. Every
-/// constant lives here. Sources: ../shared/reference/upmem.md (PrIM paper, UPMEM documentation) except where marked
-/// ASSUMPTION.</summary>
+/// constant lives here, with its source: ../shared/reference/upmem.md (UPMEM documentation; Gómez-Luna et al.,
+/// "Benchmarking a New Paradigm", arXiv 2105.03814, the PrIM measurements), or ASSUMPTION where no published figure
+/// was found — those are the ones a run on a UPMEM server should replace (the kernel's <c>pim_cycles</c> counter,
+/// <see cref="PimDevice.KernelCycles"/>, measures the kernel with perfcounter there).</summary>
 public static class PimCostModel
 {
-    /// <summary>DPU clock (upmem.md: 267–350 MHz; the model takes the top).</summary>
+    /// <summary>DPU clock (upmem.md: 267–350 MHz; the model takes the top of the v1A range).</summary>
     public const double DpuClockHz = 350e6;
-    /// <summary>MRAM→WRAM DMA: α + β·bytes cycles (upmem.md: α ≈ 77 read / 61 write, β ≈ 0.5 cycle/byte).</summary>
+    /// <summary>MRAM→WRAM DMA: α + β·bytes cycles (upmem.md, PrIM: α ≈ 77 read / 61 write, β ≈ 0.5 cycle/byte).</summary>
     public const double MramReadAlphaCycles = 77;
     public const double MramWriteAlphaCycles = 61;
     public const double MramBetaCyclesPerByte = 0.5;
-    /// <summary>Host↔DPU bandwidth of one 64-DPU rank with parallel transfers (upmem.md: ~6.7 GB/s to, ~4.7 GB/s from).</summary>
+    /// <summary>Host↔DPU bandwidth of one 64-DPU rank with parallel transfers (upmem.md, PrIM: ~6.7 GB/s to, ~4.7 GB/s from).</summary>
     public const double HostToDpuBytesPerSecondPerRank = 6.7e9;
     public const double DpuToHostBytesPerSecondPerRank = 4.7e9;
+    /// <summary>ASSUMPTION: host↔PIM bandwidth of the whole server. The per-rank figures do not add up over 40 ranks:
+    /// every byte is copied (and transposed) by host threads through the host's memory channels, and NUMA placement
+    /// alone moves host–PIM transfer throughput by up to 2.9x ("UPMEM Unleashed: Software Secrets for Speed", arXiv 2510.15927). No
+    /// published whole-server figure was found; the model caps at about three ranks' worth until one is measured.</summary>
+    public const double SystemHostToDpuBytesPerSecond = 20e9;
+    public const double SystemDpuToHostBytesPerSecond = 14e9;
+    /// <summary>ASSUMPTION: fixed host cost of one <c>dpu_launch</c> of a set (boot every rank, poll for completion).</summary>
+    public const double LaunchFixedSeconds = 20e-6;
+    /// <summary>ASSUMPTION: fixed host cost of one transfer call (<c>dpu_push_xfer</c>, <c>dpu_broadcast_to</c>, <c>dpu_copy_to</c>).</summary>
+    public const double TransferCallFixedSeconds = 10e-6;
     public const int DpusPerRank = 64;
     /// <summary>Tasklets needed to keep the 14-stage pipeline issuing one instruction per cycle (upmem.md: ≥ 11).</summary>
     public const int TaskletsToFillPipeline = 11;
     /// <summary>Tasklets the kernel runs (native/pim CMakeLists NR_TASKLETS).</summary>
     public const int KernelTasklets = 16;
-    /// <summary>ASSUMPTION (not in the reference sheet): cycles for one fp32 accumulate (load, add, store) on a DPU.
-    /// DPUs have no FPU, fp32 add is a runtime software routine, so this is an order-of-magnitude figure to be
-    /// replaced by a hardware measurement; the report shows DMA and compute cycles separately for that reason.</summary>
+    /// <summary>ASSUMPTION: cycles for one fp32 accumulate (load, soft-float <c>__addsf3</c>, store) on a DPU, which has no FPU.</summary>
     public const double Fp32AccumulateCycles = 40;
+    /// <summary>ASSUMPTION: extra cycles of the soft-float <c>__mulsf3</c> per element of a weighted sum (the DPU multiplies
+    /// 8 x 8 bits per instruction).</summary>
+    public const double Fp32MultiplyCycles = 60;
+    /// <summary>One int32 accumulate: load, add, store — three instructions, one per cycle with ≥ 11 tasklets.</summary>
+    public const double Int32AccumulateCycles = 3;
     /// <summary>ASSUMPTION: kernel instructions per item outside the vector loop (decode, branch, loop).</summary>
     public const double PerItemOverheadCycles = 20;
+    /// <summary>UpDLRM (DAC'24): up to 4.6x faster than CPU-only embedding lookups on six real datasets — the published
+    /// anchor an estimate here can be compared with.</summary>
+    public const double UpDlrmReportedSpeedup = 4.6;
 
     public static double DmaReadCycles(long bytes) => MramReadAlphaCycles + MramBetaCyclesPerByte * bytes;
     public static double DmaWriteCycles(long bytes) => MramWriteAlphaCycles + MramBetaCyclesPerByte * bytes;
@@ -32,11 +50,21 @@ public static class PimCostModel
     /// <summary>Instruction throughput factor: below 11 tasklets the pipeline issues less than one per cycle.</summary>
     public static double PipelineFactor(int tasklets) => Math.Max(1.0, (double)TaskletsToFillPipeline / tasklets);
 
-    /// <summary>Seconds to move <paramref name="bytesPerDpu"/> to (or from) each of <paramref name="dpus"/> DPUs in one
-    /// parallel transfer: ranks work in parallel, a rank moves its DPUs' bytes at the rank bandwidth.</summary>
+    /// <summary>Kernel cycles (pipeline-issued instructions) to sum <paramref name="items"/> vectors of
+    /// <paramref name="sliceFloats"/> elements.</summary>
+    public static double ComputeCycles(long items, int sliceFloats, PimPrecision precision = PimPrecision.Fp32, bool weighted = false)
+    {
+        double perElement = precision == PimPrecision.Int32 ? Int32AccumulateCycles : Fp32AccumulateCycles + (weighted ? Fp32MultiplyCycles : 0);
+        return items * (sliceFloats * perElement + PerItemOverheadCycles) * PipelineFactor(KernelTasklets);
+    }
+
+    /// <summary>Seconds of one parallel transfer of <paramref name="bytesPerDpu"/> to (or from) each of <paramref name="dpus"/>
+    /// DPUs: ranks in parallel at the rank bandwidth, capped by the server's, plus the call's fixed cost.</summary>
     public static double TransferSeconds(long bytesPerDpu, int dpus, bool toDpu)
     {
-        double perRank = (double)bytesPerDpu * Math.Min(dpus, DpusPerRank);
-        return perRank / (toDpu ? HostToDpuBytesPerSecondPerRank : DpuToHostBytesPerSecondPerRank);
+        int ranks = (dpus + DpusPerRank - 1) / DpusPerRank;
+        double bandwidth = Math.Min(ranks * (toDpu ? HostToDpuBytesPerSecondPerRank : DpuToHostBytesPerSecondPerRank),
+                                    toDpu ? SystemHostToDpuBytesPerSecond : SystemDpuToHostBytesPerSecond);
+        return TransferCallFixedSeconds + (double)bytesPerDpu * dpus / bandwidth;
     }
 }

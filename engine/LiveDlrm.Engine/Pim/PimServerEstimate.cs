@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using LiveDlrm.Embeddings;
+
+namespace LiveDlrm.Pim;
+
+/// <summary>One table of a <see cref="PimServerEstimate"/>: its shape and the trace to plan from and to evaluate on.</summary>
+public sealed record PimServerTable(string Name, long Rows, int Dim, AccessProfile PlanOn, AccessProfile EvaluateOn);
+
+/// <summary>A whole model on one UPMEM server next to the CPU kernel on this machine: every table placed cache-aware
+/// on the same <see cref="Dpus"/>-DPU set (sharing its WRAM cache), each batch of all tables one push, one launch and
+/// one pull. The PIM side is the COST MODEL's ESTIMATE (<see cref="PimCostModel"/>); the CPU side is a MEASUREMENT of
+/// the project's embedding-bag kernel on this machine, one thread, on tables of the same shapes. UpDLRM's published
+/// "up to 4.6x over CPU-only" is the anchor to read the ratio against.</summary>
+public sealed record PimServerEstimate
+{
+    public required int Dpus { get; init; }
+    public required int Tables { get; init; }
+    public required int Batches { get; init; }
+    public required double LookupsPerBatch { get; init; }
+    /// <summary>ESTIMATE, seconds per batch (all tables).</summary>
+    public required double ToDpuSeconds { get; init; }
+    public required double KernelFp32Seconds { get; init; }
+    public required double KernelInt32Seconds { get; init; }
+    public required double FromDpuSeconds { get; init; }
+    public double LaunchSeconds => PimCostModel.LaunchFixedSeconds;
+    public double Fp32Seconds => ToDpuSeconds + LaunchSeconds + KernelFp32Seconds + FromDpuSeconds;
+    public double Int32Seconds => ToDpuSeconds + LaunchSeconds + KernelInt32Seconds + FromDpuSeconds;
+    /// <summary>MEASURED, seconds per batch (all tables) of the CPU kernel on this machine; null when not measured.</summary>
+    public double? CpuSeconds { get; init; }
+    public required string CpuNote { get; init; }
+
+    /// <summary>Plans and routes every table on <paramref name="dpus"/> DPUs and, unless the tables would take more
+    /// than <paramref name="cpuBudgetBytes"/> (0: never), measures the CPU kernel on random tables of the same shapes.</summary>
+    public static PimServerEstimate Evaluate(IReadOnlyList<PimServerTable> tables, int dpus = 2560, long cpuBudgetBytes = 1L << 30)
+    {
+        if (tables.Count == 0) throw new ArgumentException("no tables to estimate");
+        if (tables.Count > PimLayout.MaxTables) throw new ArgumentException($"{tables.Count} tables; one DPU set holds {PimLayout.MaxTables}");
+        int cacheShare = PimLayout.WramCacheBytes / tables.Count / 8 * 8;
+        var plans = tables.Select(t => PimPartitioner.CacheAware(t.PlanOn, t.Dim, dpus, new PimPlanOptions { CacheBytes = cacheShare })).ToArray();
+        var routers = plans.Select(p => new PimRouter(p)).ToArray();
+        var routed = new PimRoutedBatch?[tables.Count];
+        int batches = tables.Min(t => t.EvaluateOn.Batches.Count);
+        if (batches == 0) throw new ArgumentException("the traces have no batches to evaluate");
+        double to = 0, from = 0, kernelFp = 0, kernelInt = 0, lookups = 0;
+        var dma = new double[dpus];
+        var fp = new double[dpus];
+        var ip = new double[dpus];
+        var inBytes = new long[dpus];
+        var outBytes = new long[dpus];
+        for (int k = 0; k < batches; k++)
+        {
+            Array.Clear(dma); Array.Clear(fp); Array.Clear(ip); Array.Clear(inBytes); Array.Clear(outBytes);
+            for (int t = 0; t < tables.Count; t++)
+            {
+                var batch = tables[t].EvaluateOn.Batches[k];
+                lookups += batch.Indices.Length;
+                routed[t] = routers[t].Route(batch.Indices, batch.Offsets, routed[t]);
+                var costs = PimPlanReport.CostPerDpu(plans[t], routed[t]!);
+                for (int d = 0; d < dpus; d++)
+                {
+                    // One launch: a DPU works through every table's segments; one header per DPU, not per table.
+                    dma[d] += costs[d].DmaCycles - (t > 0 ? PimCostModel.DmaReadCycles(PimLayout.BatchHeaderBytes) : 0);
+                    fp[d] += costs[d].Fp32Cycles;
+                    ip[d] += costs[d].Int32Cycles;
+                    inBytes[d] += costs[d].InBytes - (t > 0 ? PimLayout.BatchHeaderBytes : 0);
+                    outBytes[d] += costs[d].OutBytes;
+                }
+            }
+            double worstFp = 0, worstInt = 0;
+            for (int d = 0; d < dpus; d++)
+            {
+                worstFp = Math.Max(worstFp, Math.Max(dma[d], fp[d]));
+                worstInt = Math.Max(worstInt, Math.Max(dma[d], ip[d]));
+            }
+            kernelFp += worstFp / PimCostModel.DpuClockHz;
+            kernelInt += worstInt / PimCostModel.DpuClockHz;
+            to += PimCostModel.TransferSeconds(inBytes.Max(), dpus, toDpu: true);
+            from += PimCostModel.TransferSeconds(outBytes.Max(), dpus, toDpu: false);
+        }
+        var (cpu, note) = MeasureCpu(tables, batches, cpuBudgetBytes);
+        return new PimServerEstimate
+        {
+            Dpus = dpus, Tables = tables.Count, Batches = batches, LookupsPerBatch = lookups / batches,
+            ToDpuSeconds = to / batches, KernelFp32Seconds = kernelFp / batches, KernelInt32Seconds = kernelInt / batches, FromDpuSeconds = from / batches,
+            CpuSeconds = cpu, CpuNote = note,
+        };
+    }
+
+    /// <summary>Seconds per batch of <see cref="EmbeddingBag.Forward"/> over all tables, one thread: a warm-up pass, then
+    /// the median of three runs of at least 0.2 s each.</summary>
+    static (double? Seconds, string Note) MeasureCpu(IReadOnlyList<PimServerTable> tables, int batches, long budgetBytes)
+    {
+        long bytes = tables.Sum(t => t.Rows * t.Dim * sizeof(float));
+        if (budgetBytes <= 0) return (null, "not measured (--no-cpu)");
+        if (bytes > budgetBytes)
+            return (null, string.Format(CultureInfo.InvariantCulture, "not measured: the tables take {0:F0} MiB, more than the {1:F0} MiB allowed here",
+                                        bytes / 1048576.0, budgetBytes / 1048576.0));
+        var rng = new Random(1);
+        var owned = new List<EmbeddingTable>();
+        try
+        {
+            foreach (var t in tables)
+            {
+                var values = new float[t.Rows * t.Dim];
+                for (long i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+                owned.Add(EmbeddingTable.FromFp32(t.Name, values, t.Dim, EmbeddingStorage.Fp32));
+            }
+            using var inline = new EmbeddingWorkerPool(0);
+            var output = new float[tables.Max(t => t.EvaluateOn.Batches.Take(batches).Max(b => b.Bags) * t.Dim)];
+            void Pass()
+            {
+                for (int k = 0; k < batches; k++)
+                    for (int t = 0; t < tables.Count; t++)
+                    {
+                        var b = tables[t].EvaluateOn.Batches[k];
+                        EmbeddingBag.Forward(owned[t], b.Indices, b.Offsets, output.AsSpan(0, b.Bags * tables[t].Dim), pool: inline);
+                    }
+            }
+            Pass();
+            var runs = new double[3];
+            for (int r = 0; r < runs.Length; r++)
+            {
+                int passes = 0;
+                long start = Stopwatch.GetTimestamp();
+                do { Pass(); passes++; } while (Stopwatch.GetElapsedTime(start).TotalSeconds < 0.2);
+                runs[r] = Stopwatch.GetElapsedTime(start).TotalSeconds / (passes * (double)batches);
+            }
+            Array.Sort(runs);
+            return (runs[1], $"{EmbeddingKernels.CurrentIsa} kernel, 1 thread, median of 3 runs");
+        }
+        finally
+        {
+            foreach (var t in owned) t.Dispose();
+        }
+    }
+
+    public string Format()
+    {
+        var ci = CultureInfo.InvariantCulture;
+        var sb = new StringBuilder();
+        sb.AppendLine(string.Format(ci, "whole model on a {0}-DPU UPMEM server: {1} tables in one DPU set, one launch per batch, {2} batches of {3:F0} lookups",
+                                    Dpus, Tables, Batches, LookupsPerBatch));
+        sb.AppendLine(string.Format(ci, "  ESTIMATE (cost model, not a measurement) fp32 storage:  {0,10:F1} us/batch  (to DPUs {1:F1}, launch {2:F1}, kernel {3:F1}, from DPUs {4:F1})",
+                                    Fp32Seconds * 1e6, ToDpuSeconds * 1e6, LaunchSeconds * 1e6, KernelFp32Seconds * 1e6, FromDpuSeconds * 1e6));
+        sb.AppendLine(string.Format(ci, "  ESTIMATE (cost model, not a measurement) int32 storage: {0,10:F1} us/batch  (kernel {1:F1})",
+                                    Int32Seconds * 1e6, KernelInt32Seconds * 1e6));
+        if (CpuSeconds is double cpu)
+        {
+            sb.AppendLine(string.Format(ci, "  MEASURED CPU embedding-bag kernel on this machine:      {0,10:F1} us/batch  ({1})", cpu * 1e6, CpuNote));
+            sb.AppendLine(string.Format(ci, "  estimate / measurement: fp32 {0:F2}x, int32 {1:F2}x faster than this CPU; UpDLRM reports up to {2}x over CPU-only (its CPU, its datasets)",
+                                        cpu / Fp32Seconds, cpu / Int32Seconds, PimCostModel.UpDlrmReportedSpeedup));
+        }
+        else sb.AppendLine($"  CPU kernel: {CpuNote}");
+        sb.Append(PimPlanReport.Legend());
+        return sb.ToString();
+    }
+}
