@@ -16,7 +16,7 @@ namespace LiveDlrm.Perf;
 /// Writes artifacts/bench/pim.json.</summary>
 public sealed class PimRun : BenchRun
 {
-    sealed record PimBenchOptions(long Rows, int Dim, int Dpus, double Zipf, int Batches, int Bags, int Pooling, int Runs, double RunSeconds, string? Out);
+    sealed record PimBenchOptions(long Rows, int Dim, int Dpus, double Zipf, int Batches, int Bags, int Pooling, int Runs, double RunSeconds, int MergeRows, string? Out);
 
     readonly Option<long> _rows = Opt.Long("--rows", "table rows (--quick: 20000)", 200_000, 1);
     readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);
@@ -28,18 +28,19 @@ public sealed class PimRun : BenchRun
     readonly Option<int> _runs = Opt.Int("--runs", "timed runs, median reported (--quick: 1)", 3, 1, 10_000);
     readonly Option<double> _runSeconds = Opt.Double("--run-seconds", "length of one timed run (--quick: 0.2)", 1.0, 1e-3, 3600);
     readonly Option<bool> _quick = Opt.Flag("--quick", "small table and short runs (smoke test; numbers are not meaningful)");
+    readonly Option<int> _mergeRows = Opt.Int("--merge-rows", "rows of the merge whose push is timed (batched vs per slot)", 4096, 1, 1 << 20);
     readonly Option<string?> _out = Opt.Text("--out", "JSON output (default artifacts/bench/pim.json)", helpName: "PATH");
 
     public PimRun() : base("pim", "UPMEM PIM partitionings: imbalance, MRAM/host bytes per batch, modelled DPU time, emulated throughput")
     {
-        foreach (var o in new Option[] { _rows, _dim, _dpus, _zipf, _batches, _bags, _pooling, _runs, _runSeconds, _quick, _out }) Add(o);
+        foreach (var o in new Option[] { _rows, _dim, _dpus, _zipf, _batches, _bags, _pooling, _runs, _runSeconds, _quick, _mergeRows, _out }) Add(o);
     }
 
     protected override int Run(ParseResult r)
     {
         bool quick = r.GetValue(_quick);
         var o = new PimBenchOptions(Pick(r, _rows, quick, 20_000), r.GetValue(_dim), r.GetValue(_dpus), r.GetValue(_zipf), Pick(r, _batches, quick, 4),
-                            r.GetValue(_bags), r.GetValue(_pooling), Pick(r, _runs, quick, 1), Pick(r, _runSeconds, quick, 0.2), r.GetValue(_out));
+                            r.GetValue(_bags), r.GetValue(_pooling), Pick(r, _runs, quick, 1), Pick(r, _runSeconds, quick, 0.2), r.GetValue(_mergeRows), r.GetValue(_out));
         if (!PimDevice.IsAvailable) throw new IOException("liblivedlrm_pim.so not found (./build.sh build)");
 
         Console.WriteLine($"table {o.Rows} x {o.Dim} fp32, {o.Dpus} DPUs, Zipf({o.Zipf.ToString(CultureInfo.InvariantCulture)}), " +
@@ -75,6 +76,12 @@ public sealed class PimRun : BenchRun
         }
         Console.WriteLine();
         Console.WriteLine(PimPlanReport.Format(reports));
+        var stall = TimeMergeStall(table, planOn, evaluateOn, o);
+        if (stall is null) return 1;
+        Console.WriteLine($"merge of {stall.Rows} rows ({stall.Vectors} stored vectors, CacheAware, {o.Dpus} DPUs): PIM lookups of the table wait for the push — " +
+                          $"batched {stall.BatchedSecondsMedian * 1e3:F2} ms vs per-slot {stall.PerSlotSecondsMedian * 1e3:F2} ms on the emulation " +
+                          $"(median per-round ratio {stall.PerSlotOverBatchedMedian:F1}x over {stall.BatchedSeconds.Length} interleaved rounds); " +
+                          $"MODEL for hardware: batched {stall.ModelBatchedSeconds * 1e3:F2} ms vs per-slot {stall.ModelPerSlotSeconds * 1e3:F2} ms");
         var term = TimeAdapterTerm(table, planOn, evaluateOn, o);
         if (term is null) return 1;
         Console.WriteLine($"host side of LoRA over PIM (rank {term.Rank}, {term.AdaptedRows} adapted rows = hottest, {term.AdaptedLookupShare:P1} of lookups; one thread, median of {o.Runs}): " +
@@ -90,8 +97,13 @@ public sealed class PimRun : BenchRun
                 ["host_to_dpu_bytes_per_second_per_rank"] = PimCostModel.HostToDpuBytesPerSecondPerRank,
                 ["dpu_to_host_bytes_per_second_per_rank"] = PimCostModel.DpuToHostBytesPerSecondPerRank,
                 ["kernel_tasklets"] = PimCostModel.KernelTasklets, ["fp32_accumulate_cycles_assumption"] = PimCostModel.Fp32AccumulateCycles,
+                ["int32_accumulate_cycles"] = PimCostModel.Int32AccumulateCycles,
+                ["system_host_to_dpu_bytes_per_second_assumption"] = PimCostModel.SystemHostToDpuBytesPerSecond,
+                ["system_dpu_to_host_bytes_per_second_assumption"] = PimCostModel.SystemDpuToHostBytesPerSecond,
+                ["launch_fixed_seconds_assumption"] = PimCostModel.LaunchFixedSeconds,
+                ["transfer_call_fixed_seconds_assumption"] = PimCostModel.TransferCallFixedSeconds,
             },
-            records, term);
+            records, stall, term);
         string path = Path.GetFullPath(o.Out ?? Path.Combine(RepoRoot(), "artifacts", "bench", "pim.json"));
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         File.WriteAllText(path, JsonSerializer.Serialize(result, JsonOptions));
@@ -120,6 +132,55 @@ public sealed class PimRun : BenchRun
                     return $"bag {b} column {d}: {actual[b * table.Dim + d]} vs reference {expected[b * table.Dim + d]}";
         }
         return "";
+    }
+
+    /// <summary>A merge of <c>MergeRows</c> distinct rows (hot ones included, so replicas, cache copies and pair sums are
+    /// rewritten too) pushed batched and per slot in interleaved rounds on one emulated set; lookups are checked
+    /// against the reference after each push. The push is what PIM lookups of the table wait for during a merge.</summary>
+    static MergeStallRecord? TimeMergeStall(EmbeddingTable table, AccessProfile planOn, AccessProfile evaluateOn, PimBenchOptions o)
+    {
+        var plan = PimPartitioner.Build(PimStrategy.CacheAware, planOn, o.Dim, o.Dpus);
+        using var backend = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimBackendKind.Emulated });
+        backend.Load(table, plan);
+        var rng = new Random(11);
+        var hot = Enumerable.Range(0, (int)planOn.Rows).OrderByDescending(r => planOn.Counts[r]).Take(o.MergeRows / 4).Select(r => (long)r);
+        var rows = hot.Concat(Enumerable.Range(0, o.MergeRows * 2).Select(_ => rng.NextInt64(table.Rows))).Distinct().Take(o.MergeRows).ToArray();
+        var row = new float[table.Dim];
+        const int rounds = 9;
+        var batched = new double[rounds];
+        var perSlot = new double[rounds];
+        long vectors = 0, launches = 0;
+        for (int r = 0; r < rounds; r++)
+        {
+            foreach (bool slotwise in r % 2 == 0 ? new[] { false, true } : [true, false])
+            {
+                foreach (long x in rows)
+                {
+                    for (int d = 0; d < row.Length; d++) row[d] = (float)(rng.NextDouble() * 2 - 1);
+                    table.WriteRow(x, row);
+                }
+                var before = backend.Stats(table);
+                long start = Stopwatch.GetTimestamp();
+                backend.UpdateRows(table, rows, slotwise);
+                double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+                var after = backend.Stats(table);
+                (slotwise ? perSlot : batched)[r] = seconds;
+                vectors = after.UpdatedVectors - before.UpdatedVectors;
+                if (!slotwise) launches = after.UpdateLaunches - before.UpdateLaunches;
+                string check = CheckAgainstReference(backend, table, evaluateOn.Batches[0]);
+                if (check.Length > 0) { Console.Error.WriteLine($"bench pim: after a {(slotwise ? "per-slot" : "batched")} merge push: {check}"); return null; }
+            }
+        }
+        var ratios = Enumerable.Range(0, rounds).Select(r => perSlot[r] / batched[r]).ToArray();
+        // Hardware estimate. Per slot: one call each, serial single-DPU bandwidth (upmem.md: ~0.33 GB/s to one DPU).
+        double modelPerSlot = vectors * (PimCostModel.TransferCallFixedSeconds + plan.SlotBytes / 0.33e9);
+        // Batched: one push of the longest DPU's records and vectors to all DPUs, a launch, the DPU rewriting them.
+        long perDpuMost = Math.Max(1, (long)Math.Ceiling((double)vectors / Math.Max(1, plan.UsedDpus)) + plan.CacheVectors);
+        long len = PimLayout.BatchHeaderBytes + perDpuMost * (16 + plan.SlotBytes);
+        double dpuCycles = perDpuMost * (PimCostModel.DmaReadCycles(16) + PimCostModel.DmaReadCycles(plan.SlotBytes) + PimCostModel.DmaWriteCycles(plan.SlotBytes));
+        double modelBatched = PimCostModel.TransferSeconds(len, o.Dpus, toDpu: true) + PimCostModel.LaunchFixedSeconds + dpuCycles / PimCostModel.DpuClockHz;
+        return new MergeStallRecord("emulation on this CPU (wall time of the push); model = cost model estimate for hardware", rows.Length, vectors,
+                                    Median(batched), Median(perSlot), Median(ratios), batched, perSlot, launches, modelBatched, modelPerSlot);
     }
 
     /// <summary>What the host still computes when PIM pools the base: the adapter term (<see cref="LoraAdapterTerm"/>)
@@ -231,7 +292,11 @@ public sealed class PimRun : BenchRun
     };
 
     sealed record PimBenchRecord(string Run, string Utc, string Host, TableRecord Table, Dictionary<string, double> CostModelConstants, List<StrategyRecord> Strategies,
-                                 AdapterTermRecord HostAdapterTerm);
+                                 MergeStallRecord MergeStall, AdapterTermRecord HostAdapterTerm);
+    /// <summary>How long one merge push holds PIM lookups of the table (the merge lock), batched rounds vs one transfer
+    /// call per stored vector: emulated wall time (interleaved rounds) and the cost model's hardware estimate.</summary>
+    sealed record MergeStallRecord(string Label, int Rows, long Vectors, double BatchedSecondsMedian, double PerSlotSecondsMedian, double PerSlotOverBatchedMedian,
+                                   double[] BatchedSeconds, double[] PerSlotSeconds, long BatchedLaunches, double ModelBatchedSeconds, double ModelPerSlotSeconds);
     /// <summary>Seconds per batch of the host's work on the LoRA-over-PIM path and of the CPU-only alternatives.</summary>
     sealed record AdapterTermRecord(string Label, int Rank, int AdaptedRows, double AdaptedLookupShare, double AdapterTermSecondsPerBatch,
                                     double FusedLoraSecondsPerBatch, double PlainSecondsPerBatch);
