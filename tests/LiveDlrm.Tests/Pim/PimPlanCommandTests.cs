@@ -70,7 +70,12 @@ public class PimPlanCommandTests
             Assert.That(output, Does.Contain("table 'users' 4000 x 16 fp32").And.Contain("zipf(1.05) over 4000 rows"));
             Assert.That(output, Does.Contain("table 'items' 2500 x 16 fp32").And.Contain("[host stores Fp16; the DPU kernel reads fp32]").And.Contain("trace items.trace"));
             Assert.That(output, Does.Contain("table 'hours' 24 x 16").And.Contain("host stores Int8Rowwise"));
-            Assert.That(output.Split("MODEL total us / batch").Length - 1, Is.EqualTo(3), "one comparison per table");
+            Assert.That(System.Text.RegularExpressions.Regex.Matches(output, @"^MODEL total us / batch\s+\d", System.Text.RegularExpressions.RegexOptions.Multiline).Count,
+                        Is.EqualTo(3), "one comparison per table");
+            // Last, the whole model on one server-sized set: the model's estimate beside the CPU kernel measured here.
+            Assert.That(output, Does.Contain("whole model on a 2560-DPU UPMEM server: 3 tables in one DPU set"));
+            Assert.That(output, Does.Contain("ESTIMATE (cost model, not a measurement) fp32").And.Contain("ESTIMATE (cost model, not a measurement) int32"));
+            Assert.That(output, Does.Contain("MEASURED CPU embedding-bag kernel on this machine").And.Contain("UpDLRM reports up to 4.6x"));
 
             BadInput("--model", config, "--trace", trace);                       // which table?
             BadInput("--model", config, "--trace", $"movies={trace}");            // no such table
