@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LiveDlrm.Embeddings;
+using LiveDlrm.Interop;
 using LiveDlrm.Pim;
 
 namespace LiveDlrm.Tests.Pim;
@@ -173,6 +174,24 @@ public class PimSetTests
         var output = new float[8];
         device.LookupSum(0, [7, 7], [0, 2], output);
         Assert.That(output, Is.All.EqualTo(80f).Within(1e-3));
+    }
+
+    /// <summary>A push that fails after every DPU's buffer was prepared leaves them prepared (SDK semantics); the shim
+    /// must clear them, or the next transfer fails with DPU_ERR_TRANSFER_ALREADY_SET instead of its own error.</summary>
+    [Test]
+    public void AFailedPushClearsThePreparedBuffers()
+    {
+        PimTestSupport.RequireEmulation();
+        using var table = PimTestSupport.RandomTable("clear", 64, 8);
+        // The DMA probe kernel has no pim_table: the table push fails after the buffers were prepared.
+        using var device = PimDevice.Open(2, PimBackendKind.Emulated, Path.Combine(PimTestSupport.KernelDir, "livedlrm_pim_dma_probe.dpu"));
+        var plan = PimPartitioner.UniformRowWise(64, 8, 2);
+        for (int attempt = 0; attempt < 2; attempt++)
+        {
+            var e = Assert.Throws<PimException>(() => device.Load(table, plan))!;
+            Assert.That(e.Message, Does.Contain("dpu_push_xfer (table)").And.Contain("unknown symbol").And.Contain("pim_table"), $"attempt {attempt}");
+            Assert.That(e.Message, Does.Not.Contain("already prepared"));
+        }
     }
 
     [Test]
