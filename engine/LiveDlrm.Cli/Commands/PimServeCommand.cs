@@ -90,7 +90,7 @@ public sealed class PimServeCommand : CliCommand
         }
 
         var inv = CultureInfo.InvariantCulture;
-        Console.WriteLine(string.Create(inv, $"{events} requests in {batches.Count} batches, {config.Tables.Count} tables on {onPim.Backend.Name} ({strategy}, {dpus} DPUs each)"));
+        Console.WriteLine(string.Create(inv, $"{events} requests in {batches.Count} batches, {config.Tables.Count} tables on {onPim.Backend.Name} ({strategy}, one set of {dpus} DPUs shared by the tables)"));
         Console.WriteLine(string.Create(inv, $"max |score difference| PIM vs CPU: {maxDiff:E2}"));
         string label = onPim.Backend.Name.EndsWith("emulated", StringComparison.Ordinal) ? " (PIM = the emulation on this CPU, not hardware)" : "";
         Console.WriteLine(string.Create(inv, $"wall: PIM {events / pimWatch.Elapsed.TotalSeconds:F0} requests/s, CPU {events / cpuWatch.Elapsed.TotalSeconds:F0} requests/s{label}"));

@@ -35,7 +35,7 @@ public class PimServeCommandTests
             var (code, output) = Run("--model", config, "--backend", PimTestSupport.Backend.ToString(), "--dpus", "4", "--strategy", "cacheaware",
                                      "--events", "256", "--batch", "64");
             Assert.That(code, Is.Zero, output);
-            Assert.That(output, Does.Contain("256 requests in 4 batches, 2 tables on pim-").And.Contain("(CacheAware, 4 DPUs each)"));
+            Assert.That(output, Does.Contain("256 requests in 4 batches, 2 tables on pim-").And.Contain("(CacheAware, one set of 4 DPUs shared by the tables)"));
             Assert.That(output, Does.Contain("max |score difference| PIM vs CPU"));
             Assert.That(output, Does.Contain("  users ").And.Contain("  items "));
             Assert.That(output, Does.Contain("table 'users' loaded as table 0 of a 4-DPU set, CacheAware"));
