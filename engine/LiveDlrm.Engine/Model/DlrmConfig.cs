@@ -24,6 +24,9 @@ public sealed record DlrmTableConfig(string Name, long Rows, int Dim, PoolingMod
 /// <c>bottomMlp</c> lists layer output widths (its input is <c>denseFeatures</c>; the last width is d);
 /// <c>topMlp</c> likewise (input = d + number of pairs; the last width must be 1). As in dlrm_s_pytorch.py every
 /// bottom layer is followed by ReLU, every top layer but the last too (the last gives the logit).
+/// <para>Id-only streams: <c>"denseFeatures": 0, "bottomMlp": []</c> is the model without a bottom MLP — the
+/// interaction runs over the table vectors alone and the top MLP's input is just the pairs (d comes from the
+/// tables' <c>dim</c>).</para>
 /// </summary>
 public sealed class DlrmConfig
 {
@@ -33,12 +36,15 @@ public sealed class DlrmConfig
     public bool SelfInteraction { get; }
     public IReadOnlyList<DlrmTableConfig> Tables { get; }
 
-    /// <summary>Embedding dim = bottom MLP output width.</summary>
-    public int Dim => BottomMlp[^1];
-    /// <summary>Vectors entering the interaction: the bottom output plus one per table.</summary>
-    public int InteractionVectors => Tables.Count + 1;
+    /// <summary>Embedding dim = bottom MLP output width (= every table's dim).</summary>
+    public int Dim => Tables[0].Dim;
+    /// <summary>False for the id-only shape: no dense features, no bottom MLP.</summary>
+    public bool HasBottom => BottomMlp.Count > 0;
+    /// <summary>Vectors entering the interaction: the bottom output (when there is one) plus one per table.</summary>
+    public int InteractionVectors => Tables.Count + (HasBottom ? 1 : 0);
     public int InteractionPairs => SelfInteraction ? InteractionVectors * (InteractionVectors + 1) / 2 : InteractionVectors * (InteractionVectors - 1) / 2;
-    public int TopInput => Dim + InteractionPairs;
+    /// <summary>Top MLP input: the bottom output (when there is one) followed by the pairs.</summary>
+    public int TopInput => (HasBottom ? Dim : 0) + InteractionPairs;
     public long TableBytes => Tables.Sum(t => t.Rows * EmbeddingTable.StrideOf(t.Dim, t.Storage));
 
     public DlrmConfig(int denseFeatures, IReadOnlyList<int> bottomMlp, IReadOnlyList<int> topMlp, IReadOnlyList<DlrmTableConfig> tables,
@@ -47,8 +53,9 @@ public sealed class DlrmConfig
         ArgumentNullException.ThrowIfNull(bottomMlp);
         ArgumentNullException.ThrowIfNull(topMlp);
         ArgumentNullException.ThrowIfNull(tables);
-        if (denseFeatures < 1) throw new DlrmConfigException($"denseFeatures: {denseFeatures} must be at least 1 (the bottom MLP needs an input)");
-        if (bottomMlp.Count == 0) throw new DlrmConfigException("bottomMlp: needs at least one layer (its last width is the embedding dim)");
+        if (denseFeatures < 0) throw new DlrmConfigException($"denseFeatures: {denseFeatures} must be at least 0");
+        if (denseFeatures > 0 && bottomMlp.Count == 0) throw new DlrmConfigException("bottomMlp: needs at least one layer when there are dense features (its last width is the embedding dim)");
+        if (denseFeatures == 0 && bottomMlp.Count > 0) throw new DlrmConfigException("bottomMlp: must be empty when denseFeatures is 0 (there is no dense input to feed it)");
         for (int i = 0; i < bottomMlp.Count; i++)
             if (bottomMlp[i] < 1) throw new DlrmConfigException($"bottomMlp[{i}]: width {bottomMlp[i]} must be at least 1");
         if (topMlp.Count == 0) throw new DlrmConfigException("topMlp: needs at least one layer (the last, of width 1, gives the logit)");
@@ -56,7 +63,11 @@ public sealed class DlrmConfig
             if (topMlp[i] < 1) throw new DlrmConfigException($"topMlp[{i}]: width {topMlp[i]} must be at least 1");
         if (topMlp[^1] != 1) throw new DlrmConfigException($"topMlp[{topMlp.Count - 1}]: the last layer gives the logit, so its width must be 1 (got {topMlp[^1]})");
         if (tables.Count == 0) throw new DlrmConfigException("tables: needs at least one embedding table");
-        int d = bottomMlp[^1];
+        int d = bottomMlp.Count > 0 ? bottomMlp[^1] : tables[0]?.Dim ?? 0;
+        if (d < 1) throw new DlrmConfigException($"tables[0].dim: {d} must be at least 1");
+        int vectors = tables.Count + (bottomMlp.Count > 0 ? 1 : 0);
+        if (vectors == 1 && !selfInteraction)
+            throw new DlrmConfigException("tables: one table and no dense features leave the dot interaction no pair; set selfInteraction or add a table");
         var names = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < tables.Count; i++)
         {
@@ -66,7 +77,9 @@ public sealed class DlrmConfig
                 throw new DlrmConfigException($"tables[{i}].name: '{t.Name}' cannot be used (it names the table's checkpoint file)");
             if (!names.Add(t.Name)) throw new DlrmConfigException($"tables[{i}].name: '{t.Name}' appears twice");
             if (t.Rows < 1) throw new DlrmConfigException($"tables[{i}].rows: {t.Rows} must be at least 1");
-            if (t.Dim != d) throw new DlrmConfigException($"tables[{i}].dim: {t.Dim} differs from the bottom MLP output width {d} (the dot interaction needs one dim for all)");
+            if (t.Dim != d) throw new DlrmConfigException(bottomMlp.Count > 0
+                ? $"tables[{i}].dim: {t.Dim} differs from the bottom MLP output width {d} (the dot interaction needs one dim for all)"
+                : $"tables[{i}].dim: {t.Dim} differs from tables[0].dim {d} (the dot interaction needs one dim for all)");
             if (!Enum.IsDefined(t.Pooling)) throw new DlrmConfigException($"tables[{i}].pooling: unknown value {t.Pooling}");
             if (t.Pooling == PoolingMode.WeightedSum)
                 throw new DlrmConfigException($"tables[{i}].pooling: weighted pooling needs per-index weights, which event batches do not carry; use sum or mean");
@@ -80,7 +93,8 @@ public sealed class DlrmConfig
     }
 
     /// <summary>Pairs (i, j) of the interaction in the output order of dlrm_s_pytorch.py: for i in 0..n, j &lt; i
-    /// (j ≤ i with self-interaction). Vector 0 is the bottom output, vector 1 + t is table t.</summary>
+    /// (j ≤ i with self-interaction). Vector 0 is the bottom output and vector 1 + t is table t; without a bottom
+    /// MLP vector t is table t (see <see cref="TableVector"/>).</summary>
     public IReadOnlyList<(int I, int J)> PairOrder()
     {
         var pairs = new List<(int, int)>(InteractionPairs);
@@ -89,6 +103,9 @@ public sealed class DlrmConfig
             for (int j = 0; j < i + offset; j++) pairs.Add((i, j));
         return pairs;
     }
+
+    /// <summary>Index of table <paramref name="table"/>'s vector in the interaction.</summary>
+    public int TableVector(int table) => table + (HasBottom ? 1 : 0);
 
     /// <summary>Checks that batches of <paramref name="layout"/> fit this model: same dense width, one sparse
     /// feature per table with the table's name, feature rows within the table's rows.</summary>
@@ -111,10 +128,13 @@ public sealed class DlrmConfig
 
     /// <summary>A config whose tables follow a stream layout (names and rows), everything else given.</summary>
     public static DlrmConfig ForLayout(EventBatchLayout layout, IReadOnlyList<int> bottomMlp, IReadOnlyList<int> topMlp,
-                                       PoolingMode pooling = PoolingMode.Sum, EmbeddingStorage storage = EmbeddingStorage.Fp32, bool selfInteraction = false)
+                                       PoolingMode pooling = PoolingMode.Sum, EmbeddingStorage storage = EmbeddingStorage.Fp32, bool selfInteraction = false,
+                                       int dim = 0)
     {
         ArgumentNullException.ThrowIfNull(layout);
-        int d = bottomMlp.Count > 0 ? bottomMlp[^1] : 0;
+        // Without dense features there is no bottom MLP; the tables' dim is then given (or the bottom's last width).
+        if (layout.DenseCount == 0) { dim = dim > 0 ? dim : bottomMlp.Count > 0 ? bottomMlp[^1] : 0; bottomMlp = []; }
+        int d = bottomMlp.Count > 0 ? bottomMlp[^1] : dim;
         var tables = layout.Sparse.Select(s => new DlrmTableConfig(s.Table, s.Rows, d, pooling, storage)).ToArray();
         return new DlrmConfig(layout.DenseCount, bottomMlp, topMlp, tables, selfInteraction);
     }
@@ -166,7 +186,8 @@ public sealed class DlrmConfig
             RejectUnknown(t, ["name", "rows", "dim", "pooling", "storage"], at + ".");
             string name = OptString(t, "name", at + ".name") ?? throw new DlrmConfigException($"{at}.name: missing");
             long rows = ReqLong(t, "rows", at + ".rows");
-            int dim = t.TryGetProperty("dim", out _) ? ReqInt(t, "dim", at + ".dim") : (bottom.Length > 0 ? bottom[^1] : 0);
+            int dim = t.TryGetProperty("dim", out _) ? ReqInt(t, "dim", at + ".dim")
+                    : bottom.Length > 0 ? bottom[^1] : throw new DlrmConfigException($"{at}.dim: missing (there is no bottom MLP to take it from)");
             string p = OptString(t, "pooling", at + ".pooling") ?? "sum";
             var pooling = p switch
             {

@@ -15,7 +15,7 @@ namespace LiveDlrm.Model;
 /// </summary>
 public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
 {
-    readonly Sequential _bottom;
+    readonly Sequential? _bottom;   // null for the id-only shape (no dense features)
     readonly Sequential _top;
     readonly Linear[] _bottomLinears;
     readonly Linear[] _topLinears;
@@ -31,9 +31,13 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
     public DlrmDenseNet(DlrmConfig config) : base("DlrmDenseNet")
     {
         Config = config ?? throw new ArgumentNullException(nameof(config));
-        (_bottom, _bottomLinears) = Mlp(config.DenseFeatures, config.BottomMlp, reluAfterLast: true);
+        if (config.HasBottom)
+        {
+            (_bottom, _bottomLinears) = Mlp(config.DenseFeatures, config.BottomMlp, reluAfterLast: true);
+            register_module("bot_l", _bottom);
+        }
+        else _bottomLinears = [];
         (_top, _topLinears) = Mlp(config.TopInput, config.TopMlp, reluAfterLast: false);
-        register_module("bot_l", _bottom);
         register_module("top_l", _top);
         _vectors = config.InteractionVectors;
         _pairIndex = tensor(config.PairOrder().Select(p => (long)(p.I * _vectors + p.J)).ToArray()).DetachFromDisposeScope();
@@ -54,8 +58,8 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
         return (nn.Sequential(modules), linears);
     }
 
-    /// <summary>Bottom MLP output [B, d].</summary>
-    public Tensor Bottom(Tensor dense) => _bottom.forward(dense);
+    /// <summary>Bottom MLP output [B, d] ([B, 0] for the id-only shape).</summary>
+    public Tensor Bottom(Tensor dense) => _bottom is null ? empty(dense.shape[0], 0L) : _bottom.forward(dense);
 
     /// <summary>An additive update of the top MLP's last layer that every forward of this net applies (the live
     /// model's last-layer adapter), or null. Owning it here keeps one scoring path: Predict, serving and the
@@ -65,7 +69,7 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
     public override Tensor forward(Tensor dense, Tensor pooled) => Forward(dense, pooled, null, out _, LastLayerDelta?.Tensors());
 
     /// <summary>The same forward, also returning what a backward through the frozen dense part needs without
-    /// re-running it: the bottom-MLP output [B, d] and each top hidden layer's output after its ReLU
+    /// re-running it: the bottom-MLP output [B, d] ([B, 0] without a bottom MLP) and each top hidden layer's output after its ReLU
     /// (<paramref name="topHidden"/>[l] is [B, TopMlp[l]], l &lt; TopMlp.Count − 1). Used by the online trainer's
     /// data reuse (the serving forward keeps them with the request).</summary>
     public Tensor ForwardKeepingActivations(Tensor dense, Tensor pooled, out Tensor bottom, out Tensor[] topHidden)
@@ -90,12 +94,21 @@ public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
     Tensor Forward(Tensor dense, Tensor pooled, Tensor[]? topHidden, out Tensor bottom, (Tensor Weight, Tensor Bias)? delta)
     {
         long batch = dense.shape[0];
-        var x = _bottom.forward(dense);                                      // [B, d]
-        bottom = x;
-        var vectors = cat([x.unsqueeze(0), pooled], 0).transpose(0, 1);     // [B, n, d]
+        Tensor vectors, r;
+        if (_bottom is not null)
+        {
+            var x = _bottom.forward(dense);                                  // [B, d]
+            bottom = x;
+            vectors = cat([x.unsqueeze(0), pooled], 0).transpose(0, 1);     // [B, n, d]
+        }
+        else
+        {
+            bottom = empty(batch, 0L);
+            vectors = pooled.transpose(0, 1);                                // [B, T, d]
+        }
         var z = bmm(vectors, vectors.transpose(1, 2));                      // [B, n, n]
         var pairs = z.reshape(batch, (long)_vectors * _vectors).index_select(1, _pairIndex);
-        var r = cat([x, pairs], 1);                                         // [B, d + pairs]
+        r = _bottom is not null ? cat([bottom, pairs], 1) : pairs;          // [B, d + pairs] / [B, pairs]
         // Layer by layer, as the Sequential does (Linear, ReLU between layers, none after the last), so every
         // caller runs the same ops whether or not it keeps the activations or adds a last-layer update.
         var h = r;
