@@ -14,6 +14,13 @@ public sealed record DlrmTrainerOptions
     /// <summary>Row-wise Adagrad learning rate of the embedding rows.</summary>
     public float EmbeddingLearningRate { get; init; } = 0.05f;
     public float EmbeddingEpsilon { get; init; } = 1e-8f;
+    /// <summary>L2 penalty per occurrence of a row (the gradient gains λ·w/B for each of its k bags in a batch of
+    /// B): rows seen rarely stay near zero instead of memorising their few events.</summary>
+    public float EmbeddingWeightDecay { get; init; } = 0f;
+    /// <summary>Starting value of every row's Adagrad accumulator. Zero makes a row's first step lr-sized whatever
+    /// its gradient (Adagrad normalises it away), which lets one event move a rare row as far as a hundred move a
+    /// common one; a positive start scales the early steps by the gradient instead.</summary>
+    public float EmbeddingInitialAccumulator { get; init; } = 0f;
     public DenseOptimizerKind DenseOptimizer { get; init; } = DenseOptimizerKind.Adagrad;
     public double DenseLearningRate { get; init; } = 0.02;
     /// <summary>Threads for the sparse embedding update (work is split by table). 1 = on the calling thread.</summary>
@@ -73,6 +80,9 @@ public sealed unsafe class DlrmTrainer : IDisposable
         DenseBytes = parameters.Sum(p => p.numel()) * sizeof(float);
         // One fp32 accumulator per row, in native memory (a 10 M-row table needs 40 MB of state, not 40·d MB).
         _accumulators = model.Tables.Select(t => NativeBuffer.Allocate(t.Rows * sizeof(float))).ToArray();
+        if (_options.EmbeddingInitialAccumulator > 0)
+            for (int t = 0; t < _accumulators.Length; t++)
+                for (long r = 0; r < model.Tables[t].Rows; r++) ((float*)_accumulators[t].Pointer)[r] = _options.EmbeddingInitialAccumulator;
         _work = model.Tables.Select(t => new TableWork(t.Dim)).ToArray();
         Changes = new ChangeTracker(model.Tables);
     }
@@ -184,10 +194,16 @@ public sealed unsafe class DlrmTrainer : IDisposable
             long row = work.Rows[j];
             if ((ulong)row >= (ulong)table.Rows) throw new ArgumentOutOfRangeException(nameof(batch), row, $"table '{table.Name}': index {row} is outside [0, {table.Rows})");
             gradient.Clear();
-            for (; j < n && work.Rows[j] == row; j++)
+            int occurrences = 0;
+            for (; j < n && work.Rows[j] == row; j++, occurrences++)
             {
                 int k = work.Order[j];
                 RowwiseAdagrad.Axpy(gradient, new ReadOnlySpan<float>(pooledGradient + (long)work.Bags[k] * dim, dim), work.Scales[k]);
+            }
+            if (_options.EmbeddingWeightDecay > 0)
+            {
+                table.ReadRow(row, work.RowScratch);
+                RowwiseAdagrad.Axpy(gradient, work.RowScratch, _options.EmbeddingWeightDecay * occurrences / batch.Count);
             }
             RowwiseAdagrad.Update(table, row, gradient, ref accumulators[row], _options.EmbeddingLearningRate, _options.EmbeddingEpsilon, work.RowScratch);
             Changes.Mark(t, row);

@@ -10,58 +10,117 @@ namespace LiveDlrm.Training;
 public readonly record struct TrainingProgress(int Epoch, long Events, double Seconds, double EventsPerSecond, double RunningAuc, double RunningLogLoss);
 
 /// <summary>Outcome of a training run. The progressive metrics score every event with the model as it was before
-/// learning from it ("predict, then learn"), over the last epoch.</summary>
-public sealed record TrainingSummary(long Events, int Epochs, double Seconds, double EventsPerSecond, MetricSummary Progressive, long SkippedSteps);
+/// learning from it ("predict, then learn"), over the last epoch run. With a validation split,
+/// <see cref="Validation"/> holds the held-out tail's metrics after each epoch run, <see cref="BestEpoch"/> the
+/// epoch whose weights the model keeps (lowest validation logloss) and <see cref="StoppedEarly"/> whether later
+/// epochs were skipped because validation logloss rose.</summary>
+public sealed record TrainingSummary(long Events, int Epochs, double Seconds, double EventsPerSecond, MetricSummary Progressive, long SkippedSteps,
+                                     long TrainEvents = 0, long ValidationEvents = 0, IReadOnlyList<MetricSummary>? Validation = null,
+                                     int BestEpoch = 0, bool StoppedEarly = false);
 
 /// <summary>Reading a stream in minibatches into a <see cref="DlrmTrainer"/>, and evaluating a model on a stream.</summary>
 public static class TrainingLoop
 {
     /// <summary>The default model for a stream: bottom MLP [64, 16] (d = 16), top MLP [64, 32, 1], sum pooling, fp32
-    /// tables sized by the stream's schema. For the synthetic stream (4 dense, 6 tables, 70 k rows) a few hundred
-    /// thousand events train in seconds on 2 cores.</summary>
+    /// tables sized by the schema (no bottom MLP for an id-only schema). For the synthetic stream (4 dense, 6 tables,
+    /// 70 k rows) a few hundred thousand events train in seconds on 2 cores.</summary>
     public static DlrmConfig DefaultConfig(EventBatchLayout layout, EmbeddingStorage storage = EmbeddingStorage.Fp32) =>
         DlrmConfig.ForLayout(layout, [64, 16], [64, 32, 1], PoolingMode.Sum, storage);
 
+    /// <summary>Trainer options for offline training (<c>livedlrm train</c>): embedding lr 0.1 with every row's Adagrad
+    /// accumulator starting at 1e-4, so a rare row's first steps scale with its gradient instead of being
+    /// normalised to the full learning rate. On the stationary synthetic world (300 k events) this lifts held-out
+    /// AUC by about 0.006 over the plain row-wise Adagrad defaults, which the online replay keeps.</summary>
+    public static DlrmTrainerOptions OfflineTrainerOptions => new() { EmbeddingLearningRate = 0.1f, EmbeddingInitialAccumulator = 1e-4f };
+
+    /// <summary>Trains on <paramref name="source"/> for up to <paramref name="epochs"/> passes. With
+    /// <paramref name="validationFraction"/> &gt; 0 the stream's time-ordered tail of that share is held out (never
+    /// trained on) and scored after every epoch; training stops at the first epoch whose validation logloss is not
+    /// lower than the best so far, and the model is put back to the best epoch's weights (an in-memory copy of the
+    /// tables and dense parameters, kept only while more epochs may follow). Counting the events for the split costs
+    /// one extra read of the stream.</summary>
     public static TrainingSummary Train(DlrmTrainer trainer, IEventSource source, int batchSize, int epochs = 1,
-                                        Action<TrainingProgress>? progress = null, int runningWindow = 100_000)
+                                        Action<TrainingProgress>? progress = null, int runningWindow = 100_000, double validationFraction = 0)
     {
         ArgumentNullException.ThrowIfNull(trainer);
         ArgumentNullException.ThrowIfNull(source);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(epochs, 1);
+        if (!(validationFraction >= 0 && validationFraction < 1)) throw new ArgumentOutOfRangeException(nameof(validationFraction), validationFraction, "must be in [0, 1)");
         trainer.Model.Config.CheckLayout(source.Schema.Layout);
+        long trainLimit = long.MaxValue, validationEvents = 0;
+        if (validationFraction > 0)
+        {
+            long total = Skip(source, long.MaxValue);
+            source.Reset();
+            validationEvents = (long)Math.Round(total * validationFraction);
+            trainLimit = total - validationEvents;
+            if (validationEvents < 1 || trainLimit < 1)
+                throw new ArgumentException($"a validation share of {validationFraction} of {total} events leaves {trainLimit} to train on and {validationEvents} to validate on; both need at least one", nameof(validationFraction));
+        }
         var batch = new EventBatch(source.Schema.Layout, batchSize, 2);
         var predictions = new float[batchSize];
         var epochMetrics = new MetricAccumulator();
         var running = new MetricAccumulator();
+        var validation = new List<MetricSummary>();
+        ModelSnapshot? best = null;
+        int bestEpoch = 0, epochsRun = 0;
+        bool stoppedEarly = false;
         var clock = Stopwatch.StartNew();
         double nextReport = 1.0;
         long events = 0;
-        for (int epoch = 1; epoch <= epochs; epoch++)
+        try
         {
-            if (epoch > 1) source.Reset();
-            epochMetrics.Reset();
-            while (source.Read(batch) > 0)
+            for (int epoch = 1; epoch <= epochs; epoch++)
             {
-                var step = trainer.Step(batch, predictions);
-                events += batch.Count;
-                if (step.Applied)
+                if (epoch > 1 || validationFraction > 0) source.Reset();
+                epochMetrics.Reset();
+                epochsRun = epoch;
+                long remaining = trainLimit;
+                while (remaining > 0)
                 {
-                    epochMetrics.Add(predictions.AsSpan(0, batch.Count), batch.Labels);
-                    if (running.Count >= runningWindow) running.Reset();
-                    running.Add(predictions.AsSpan(0, batch.Count), batch.Labels);
+                    // Reads never exceed a batch's capacity, so a last batch capped at what remains stops exactly at
+                    // the validation tail.
+                    var into = remaining >= batch.Capacity ? batch : new EventBatch(source.Schema.Layout, (int)remaining, 2);
+                    if (source.Read(into) == 0) break;
+                    remaining -= into.Count;
+                    var step = trainer.Step(into, predictions);
+                    events += into.Count;
+                    if (step.Applied)
+                    {
+                        epochMetrics.Add(predictions.AsSpan(0, into.Count), into.Labels);
+                        if (running.Count >= runningWindow) running.Reset();
+                        running.Add(predictions.AsSpan(0, into.Count), into.Labels);
+                    }
+                    if (progress is not null && clock.Elapsed.TotalSeconds >= nextReport)
+                    {
+                        double s = clock.Elapsed.TotalSeconds;
+                        progress(new TrainingProgress(epoch, events, s, events / s, running.Auc(), running.LogLoss));
+                        nextReport = s + 1.0;
+                    }
                 }
-                if (progress is not null && clock.Elapsed.TotalSeconds >= nextReport)
+                if (validationFraction == 0) continue;
+                var held = Evaluate(trainer.Model, source, Math.Max(batchSize, 4096), out _);
+                validation.Add(held);
+                if (bestEpoch == 0 || held.LogLoss < validation[bestEpoch - 1].LogLoss)
                 {
-                    double s = clock.Elapsed.TotalSeconds;
-                    progress(new TrainingProgress(epoch, events, s, events / s, running.Auc(), running.LogLoss));
-                    nextReport = s + 1.0;
+                    bestEpoch = epoch;
+                    if (epoch < epochs) (best ??= new ModelSnapshot(trainer.Model)).Capture();
+                }
+                else
+                {
+                    // Validation logloss rose: the epoch memorised more than it learned. Keep the best weights.
+                    best!.Restore();
+                    stoppedEarly = epoch < epochs;
+                    break;
                 }
             }
         }
+        finally { best?.Dispose(); }
         double seconds = clock.Elapsed.TotalSeconds;
-        progress?.Invoke(new TrainingProgress(epochs, events, seconds, events / Math.Max(seconds, 1e-9), running.Auc(), running.LogLoss));
-        return new TrainingSummary(events, epochs, seconds, events / Math.Max(seconds, 1e-9), epochMetrics.Summary(), trainer.SkippedSteps);
+        progress?.Invoke(new TrainingProgress(epochsRun, events, seconds, events / Math.Max(seconds, 1e-9), running.Auc(), running.LogLoss));
+        return new TrainingSummary(events, epochsRun, seconds, events / Math.Max(seconds, 1e-9), epochMetrics.Summary(), trainer.SkippedSteps,
+                                   validationFraction > 0 ? trainLimit : events / epochsRun, validationEvents, validation, bestEpoch, stoppedEarly);
     }
 
     /// <summary>Reads and discards exactly <paramref name="events"/> events (e.g. a training prefix before held-out

@@ -37,10 +37,12 @@ public class DlrmTrainerTests
     }
 
     /// <summary>The trainer's scatter (duplicates summed, mean pooling scaled by 1/len) followed by row-wise Adagrad
-    /// equals the same computed naively from autograd's dL/d(pooled) on an identical model.</summary>
-    [TestCase(EmbeddingStorage.Fp32)]
-    [TestCase(EmbeddingStorage.Fp16)]
-    public void SparseUpdateEqualsNaiveScatterOfPooledGradient(EmbeddingStorage storage)
+    /// equals the same computed naively from autograd's dL/d(pooled) on an identical model — also with the
+    /// per-occurrence weight decay and a non-zero starting accumulator.</summary>
+    [TestCase(EmbeddingStorage.Fp32, 0f, 0f)]
+    [TestCase(EmbeddingStorage.Fp16, 0f, 0f)]
+    [TestCase(EmbeddingStorage.Fp32, 0.3f, 1e-4f)]
+    public void SparseUpdateEqualsNaiveScatterOfPooledGradient(EmbeddingStorage storage, float weightDecay, float initialAccumulator)
     {
         var config = TinyDlrm.SmallConfig(storage);
         using var trained = DlrmModel.Create(config, 21);
@@ -58,6 +60,7 @@ public class DlrmTrainerTests
             for (int t = 0; t < config.Tables.Count; t++)
             {
                 var grads = new Dictionary<long, double[]>();
+                var occurrences = new Dictionary<long, int>();
                 var g = pass.PooledGradient(t).ToArray();
                 for (int bag = 0; bag < batch.Count; bag++)
                 {
@@ -65,6 +68,7 @@ public class DlrmTrainerTests
                     double scale = config.Tables[t].Pooling == PoolingMode.Mean ? 1.0 / rows.Length : 1.0;
                     foreach (long r in rows)
                     {
+                        occurrences[r] = occurrences.GetValueOrDefault(r) + 1;
                         if (!grads.TryGetValue(r, out var acc)) grads[r] = acc = new double[config.Dim];
                         for (int k = 0; k < config.Dim; k++) acc[k] += scale * g[bag * config.Dim + k];
                     }
@@ -73,14 +77,18 @@ public class DlrmTrainerTests
                 {
                     var values = new float[config.Dim];
                     reference.Tables[t].ReadRow(row, values);
-                    float accumulator = 0;
+                    for (int k = 0; k < config.Dim; k++) gd[k] += weightDecay * occurrences[row] / batch.Count * values[k];
+                    float accumulator = initialAccumulator;
                     RowwiseAdagrad.UpdateReference(values, gd.Select(x => (float)x).ToArray(), ref accumulator, lr, eps);
                     expected[(t, row)] = values;
                 }
             }
         }
 
-        using var trainer = new DlrmTrainer(trained, new DlrmTrainerOptions { EmbeddingLearningRate = lr, EmbeddingEpsilon = eps, Threads = 2 });
+        using var trainer = new DlrmTrainer(trained, new DlrmTrainerOptions
+        {
+            EmbeddingLearningRate = lr, EmbeddingEpsilon = eps, Threads = 2, EmbeddingWeightDecay = weightDecay, EmbeddingInitialAccumulator = initialAccumulator,
+        });
         var result = trainer.Step(batch);
         Assert.That(result.Applied, Is.True);
         Assert.That(result.RowsUpdated, Is.EqualTo(expected.Count));
