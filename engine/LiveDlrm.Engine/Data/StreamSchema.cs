@@ -42,7 +42,8 @@ public sealed class SchemaException(string message) : Exception(message);
 /// <code>
 /// { "name": "criteo", "delimiter": "\t", "header": false,
 ///   "columns": ["label", "I1", ..., "C26"],           // file column order; unreferenced columns are ignored
-///   "label": "label", "timestamp": null,               // timestamp column: unix seconds (integer)
+///   "label": "label", "timestamp": null,               // timestamp column: unix time (integer)
+///   "timestampUnit": "s",                              // "s" | "ms" | "us": read as seconds (floored)
 ///   "eventsPerSecond": 1000, "startTime": 0,           // without a timestamp: time = startTime + line / eventsPerSecond
 ///   "trueProbability": null,                           // optional column with the generator's click probability
 ///   "dense":  [ { "name": "I1", "transform": "log1p" } ],
@@ -58,6 +59,10 @@ public sealed class StreamSchema
     public IReadOnlyList<string> Columns { get; }
     public string Label { get; }
     public string? Timestamp { get; }
+    /// <summary>Unit of the timestamp column: "s", "ms" or "us"; values are converted to whole seconds on read.</summary>
+    public string TimestampUnit { get; }
+    /// <summary>Timestamp column values per second (1, 1 000 or 1 000 000).</summary>
+    public long TimestampUnitsPerSecond => TimestampUnit switch { "ms" => 1_000, "us" => 1_000_000, _ => 1 };
     public double EventsPerSecond { get; }
     public long StartTime { get; }
     public string? TrueProbability { get; }
@@ -67,8 +72,11 @@ public sealed class StreamSchema
 
     public StreamSchema(string name, IReadOnlyList<string> columns, string label, IReadOnlyList<DenseColumn> dense,
                         IReadOnlyList<SparseColumn> sparse, string? timestamp = null, double eventsPerSecond = 1000,
-                        long startTime = 0, string? trueProbability = null, char delimiter = '\t', bool header = false)
+                        long startTime = 0, string? trueProbability = null, char delimiter = '\t', bool header = false,
+                        string timestampUnit = "s")
     {
+        TimestampUnit = timestampUnit is "s" or "ms" or "us" ? timestampUnit
+            : throw new SchemaException($"timestampUnit: '{timestampUnit}' is not one of s, ms, us");
         Name = string.IsNullOrWhiteSpace(name) ? throw new SchemaException("name: must not be empty") : name;
         Columns = columns?.ToArray() ?? throw new SchemaException("columns: missing");
         Label = label;
@@ -180,7 +188,7 @@ public sealed class StreamSchema
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new SchemaException("the schema must be a JSON object");
-            var known = new HashSet<string> { "name", "delimiter", "header", "columns", "label", "timestamp", "eventsPerSecond", "startTime", "trueProbability", "dense", "sparse" };
+            var known = new HashSet<string> { "name", "delimiter", "header", "columns", "label", "timestamp", "timestampUnit", "eventsPerSecond", "startTime", "trueProbability", "dense", "sparse" };
             RejectUnknown(root, known, "");
 
             string name = OptString(root, "name", "name") ?? "stream";
@@ -190,6 +198,7 @@ public sealed class StreamSchema
             var columns = ReqArray(root, "columns", "columns").Select((c, i) => c.ValueKind == JsonValueKind.String ? c.GetString()! : throw new SchemaException($"columns[{i}]: must be a string")).ToArray();
             string label = OptString(root, "label", "label") ?? throw new SchemaException("label: missing (the name of the 0/1 click column)");
             string? timestamp = OptString(root, "timestamp", "timestamp");
+            string timestampUnit = OptString(root, "timestampUnit", "timestampUnit") ?? "s";
             double eps = OptNumber(root, "eventsPerSecond", "eventsPerSecond") ?? 1000;
             long startTime = OptLong(root, "startTime", "startTime") ?? 0;
             string? trueProbability = OptString(root, "trueProbability", "trueProbability");
@@ -241,7 +250,7 @@ public sealed class StreamSchema
                     vocabulary = Path.GetFullPath(Path.Combine(baseDirectory, vocabulary));
                 sparse.Add(new SparseColumn(sn, table, rows, mapping, seed, separator, vocabulary));
             }
-            return new StreamSchema(name, columns, label, dense, sparse, timestamp, eps, startTime, trueProbability, delimiterText[0], header);
+            return new StreamSchema(name, columns, label, dense, sparse, timestamp, eps, startTime, trueProbability, delimiterText[0], header, timestampUnit);
         }
     }
 
@@ -268,6 +277,7 @@ public sealed class StreamSchema
             w.WriteEndArray();
             w.WriteString("label", Label);
             if (Timestamp is null) w.WriteNull("timestamp"); else w.WriteString("timestamp", Timestamp);
+            if (TimestampUnit != "s") w.WriteString("timestampUnit", TimestampUnit);
             w.WriteNumber("eventsPerSecond", EventsPerSecond);
             w.WriteNumber("startTime", StartTime);
             if (TrueProbability is null) w.WriteNull("trueProbability"); else w.WriteString("trueProbability", TrueProbability);

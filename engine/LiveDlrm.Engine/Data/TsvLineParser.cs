@@ -105,11 +105,11 @@ internal sealed class TsvLineParser
         return $"label '{Show(field)}' is not 0 or 1";
     }
 
-    static string? ParseTimestamp(ReadOnlySpan<byte> field, int row, EventBatch batch)
+    string? ParseTimestamp(ReadOnlySpan<byte> field, int row, EventBatch batch)
     {
         if (field.Length == 0) return "empty timestamp";
-        if (!TryParseInteger(field, out long v)) return $"timestamp '{Show(field)}' is not an integer (unix seconds)";
-        batch.SetTimestamp(row, v);
+        if (!TryParseInteger(field, out long v)) return $"timestamp '{Show(field)}' is not an integer (unix time in {_schema.TimestampUnit})";
+        batch.SetTimestamp(row, Math.DivRem(v, _schema.TimestampUnitsPerSecond) is var (q, r) && r < 0 ? q - 1 : q);
         return null;
     }
 

@@ -24,12 +24,14 @@ public sealed class FrozenDenseBackward
                                    // layer 0 holds only the columns of the needed interaction pairs
     readonly int[] _inPad;         // those row widths, multiples of Vector<float>.Count
     readonly int[] _pairColumns;   // interaction pairs whose gradient reaches a needed table, in pair order
-    readonly bool[] _neededVector; // per interaction vector: 0 = bottom MLP (never), t + 1 = table t
+    readonly bool[] _neededVector; // per interaction vector (DlrmConfig.TableVector): the bottom MLP's never
     readonly float[] _lastWeight;  // the last layer's single output row
     readonly float _lastBias;
     readonly int[] _widths;        // top layer output widths
     readonly (int I, int J)[] _pairs;
     readonly int _dim, _tables, _topInput;
+    readonly int _bottomWidth;     // d, or 0 for the id-only shape (no bottom vector, no bottom columns)
+    readonly DlrmConfig _config;
     readonly int[] _hiddenOffset;  // offset of hidden layer l's output in an event's activations
     float[] _gradA = [], _gradB = [], _pairWeights = [];
 
@@ -52,14 +54,16 @@ public sealed class FrozenDenseBackward
         ArgumentNullException.ThrowIfNull(dense);
         var config = dense.Config;
         if (!Supports(config)) throw new ArgumentException($"top MLP [{string.Join(", ", config.TopMlp)}]: the reuse backward needs ≥ 2 layers ending in 1 output", nameof(dense));
+        _config = config;
         _dim = config.Dim;
+        _bottomWidth = config.HasBottom ? config.Dim : 0;
         _tables = config.Tables.Count;
         _topInput = config.TopInput;
         _widths = config.TopMlp.ToArray();
         _pairs = config.PairOrder().ToArray();
         if (tablesNeeded is not null && tablesNeeded.Count != _tables) throw new ArgumentException($"tablesNeeded has {tablesNeeded.Count} entries for {_tables} tables", nameof(tablesNeeded));
-        _neededVector = new bool[_tables + 1];
-        for (int t = 0; t < _tables; t++) _neededVector[t + 1] = tablesNeeded?[t] ?? true;
+        _neededVector = new bool[config.InteractionVectors];
+        for (int t = 0; t < _tables; t++) _neededVector[config.TableVector(t)] = tablesNeeded?[t] ?? true;
         _pairColumns = Enumerable.Range(0, _pairs.Length).Where(p => _neededVector[_pairs[p].I] || _neededVector[_pairs[p].J]).ToArray();
         using var scope = NewDisposeScope();
         int vc = Vector<float>.Count;
@@ -74,14 +78,14 @@ public sealed class FrozenDenseBackward
             _weights[l] = new float[outW * _inPad[l]];
             for (int o = 0; o < outW; o++)
                 if (l == 0)
-                    for (int q = 0; q < kept; q++) _weights[l][o * _inPad[l] + q] = w[o * inW + _dim + _pairColumns[q]];
+                    for (int q = 0; q < kept; q++) _weights[l][o * _inPad[l] + q] = w[o * inW + _bottomWidth + _pairColumns[q]];
                 else
                     w.Slice(o * inW, inW).CopyTo(_weights[l].AsSpan(o * _inPad[l], inW));
         }
         _lastWeight = TensorMemory.Span(dense.TopLayers[^1].weight!.detach().contiguous()).ToArray();
         _lastBias = TensorMemory.Span(dense.TopLayers[^1].bias!.detach().contiguous())[0];
         _hiddenOffset = new int[_widths.Length - 1];
-        int offset = _dim;
+        int offset = _bottomWidth;
         for (int l = 0; l < _hiddenOffset.Length; l++) { _hiddenOffset[l] = offset; offset += _widths[l]; }
         ActivationLength = offset;
     }
@@ -101,7 +105,7 @@ public sealed class FrozenDenseBackward
         var needed = _neededVector;
         int maxWidth = Math.Max(_inPad.Max(), _widths.Max());
         if (_gradA.Length < maxWidth) { _gradA = new float[maxWidth]; _gradB = new float[maxWidth]; }
-        int vectors = _tables + 1;
+        int vectors = _config.InteractionVectors;
         if (_pairWeights.Length < vectors * vectors) _pairWeights = new float[vectors * vectors];
 
         Span<float> wEff = stackalloc float[lastIn];
@@ -170,10 +174,10 @@ public sealed class FrozenDenseBackward
             fixed (float* w = weights)
             fixed (float* gp = gradPooled)
             {
-                v[0] = bottom;
-                for (int t = 0; t < _tables; t++) v[t + 1] = tables + t * d;
+                if (_bottomWidth > 0) v[0] = bottom;
+                for (int t = 0; t < _tables; t++) v[_config.TableVector(t)] = tables + t * d;
                 for (int t = 0; t < _tables; t++)
-                    if (needed[t + 1]) CombineVectors(w + (t + 1) * vectors, v, vectors, d, gp + (t * b + e) * d);
+                    if (needed[_config.TableVector(t)]) CombineVectors(w + _config.TableVector(t) * vectors, v, vectors, d, gp + (t * b + e) * d);
             }
         }
         gradLastBias = (float)gradBias;

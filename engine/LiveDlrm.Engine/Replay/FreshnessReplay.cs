@@ -45,9 +45,11 @@ public sealed class FreshnessReplay
         using var source = _open();
         var layout = source.Schema.Layout;
 
-        var (total, prefix) = CountPrefix(source);
+        var (total, prefix, replayFirst, last) = CountPrefix(source);
         if (total - prefix < 1) throw new ArgumentException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
-        Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0}");
+        _windowSeconds = _options.WindowSeconds > 0 ? _options.WindowSeconds : ReplayWindows.AutoWindowSeconds(last - replayFirst);
+        Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0} over {ReplayWindows.Describe(Math.Max(1, last - replayFirst))}" +
+                    $" in windows of {ReplayWindows.Describe(_windowSeconds)}{(_options.WindowSeconds == 0 ? " (auto)" : "")}");
 
         DlrmModel? baseModel = null;
         DlrmTrainer? baseTrainer = null;
@@ -112,6 +114,7 @@ public sealed class FreshnessReplay
             ReplayEvents = total - prefix,
             ReplayStart = first.Windows.Count > 0 ? first.Windows[0].Start : 0,
             ReplayEnd = first.Windows.Count > 0 ? first.Windows[^1].End : 0,
+            WindowSeconds = _windowSeconds,
             BaseTrainEvents = baseEvents,
             BaseTrainSeconds = baseSeconds,
             OptimumAuc = _optimumAuc,
@@ -121,12 +124,15 @@ public sealed class FreshnessReplay
     }
 
     double _optimumAuc = double.NaN;
+    long _windowSeconds;
 
-    (long Total, long Prefix) CountPrefix(IEventSource source)
+    /// <summary>Counts the stream and its base prefix; also the first replayed and the last timestamp.</summary>
+    (long Total, long Prefix, long ReplayFirst, long Last) CountPrefix(IEventSource source)
     {
         source.Reset();
         var batch = new EventBatch(source.Schema.Layout, 4096);
-        long total = 0, beforeTime = 0, previous = long.MinValue;
+        long total = 0, beforeTime = 0, previous = long.MinValue, firstTime = 0;
+        var times = new List<long>();   // one timestamp per batch read, to find the first replayed one afterwards
         while (source.Read(batch) > 0)
         {
             var ts = batch.Timestamps;
@@ -137,12 +143,22 @@ public sealed class FreshnessReplay
                 previous = ts[i];
                 if (_options.BasePrefixTime is { } cut && ts[i] < cut) beforeTime++;
             }
+            if (total == 0 && batch.Count > 0) firstTime = ts[0];
             total += batch.Count;
         }
         long prefix = _options.BasePrefixTime is not null ? beforeTime
                     : _options.BasePrefixFraction is { } f ? (long)Math.Floor(f * total)
                     : 0;
-        return (total, prefix);
+        if (total > 0 && ReplayWindows.ImplausibleSpan(firstTime, previous, source.Schema.TimestampUnit) is { } error)
+            throw new DataFormatException($"{_dataName}: {error}");
+        long replayFirst = prefix < total ? TimestampAt(source, prefix) : previous;
+        return (total, prefix, replayFirst, previous);
+    }
+
+    static long TimestampAt(IEventSource source, long index)
+    {
+        foreach (var batch in Batches(source, index, index + 1, 1)) return batch.Timestamps[0];
+        return 0;
     }
 
     /// <summary>Events [<paramref name="from"/>, <paramref name="to"/>) of the stream in batches of
@@ -185,23 +201,30 @@ public sealed class FreshnessReplay
         var pending = new Queue<(long Due, EventBatch Batch)>();
         var spare = new Stack<EventBatch>();
         var scores = new float[_options.ServeBatch];
-        long start = long.MinValue, windowStart = 0, done = 0;
+        long start = long.MinValue, windowStart = 0, windowEnd = 0, done = 0, positives = 0;
+        long length = _windowSeconds;
         int lastPercent = -1;
 
-        void CloseWindow()
+        // A window closes at its end only with enough events and both labels (else its AUC is undefined or noise);
+        // otherwise it runs on to the next boundary. The rule reads only the events, so every mode gets the same
+        // windows. A thin last window is kept if its AUC is defined.
+        bool TryCloseWindow(long end, bool last)
         {
-            if (window.Count == 0) return;
-            var w = new WindowResult(windowStart, windowStart + _options.WindowSeconds, window.Summary(),
-                                     hasTruth ? windowTruth.Auc() : double.NaN);
+            long n = window.Count;
+            bool bothLabels = positives > 0 && positives < n;
+            if (!bothLabels || (n < _options.MinWindowEvents && !last)) return false;
+            var w = new WindowResult(windowStart, end, window.Summary(), hasTruth ? windowTruth.Auc() : double.NaN);
             windows.Add(runner.Describe(w));
             window.Reset();
             windowTruth.Reset();
+            positives = 0;
+            return true;
         }
 
         foreach (var batch in Batches(source, prefix, long.MaxValue, _options.ServeBatch))
         {
             long now = batch.Timestamps[0];
-            if (start == long.MinValue) { start = now; windowStart = now; }
+            if (start == long.MinValue) { start = now; windowStart = now; windowEnd = now + length; }
             // Labels that have arrived by now train first, then syncs due by now land: the model that scores this
             // batch is the one the mode would serve at this event time.
             while (pending.Count > 0 && pending.Peek().Due <= now)
@@ -218,8 +241,15 @@ public sealed class FreshnessReplay
             var truth = batch.TrueProbabilities;
             for (int i = 0; i < batch.Count; i++)
             {
-                while (ts[i] >= windowStart + _options.WindowSeconds) { CloseWindow(); windowStart += _options.WindowSeconds; }
+                if (ts[i] >= windowEnd)
+                {
+                    // Boundaries crossed at once: empty windows in a gap are skipped arithmetically, not one by one.
+                    long crossed = (ts[i] - windowEnd) / length + 1;
+                    if (window.Count == 0 || TryCloseWindow(windowEnd, last: false)) windowStart = windowEnd + (crossed - 1) * length;
+                    windowEnd += crossed * length;
+                }
                 window.Add(scores[i], labels[i]);
+                if (labels[i] > 0.5f) positives++;
                 overall.Add(scores[i], labels[i]);
                 if (hasTruth) { windowTruth.Add(truth[i], labels[i]); overallTruth.Add(truth[i], labels[i]); }
             }
@@ -233,7 +263,7 @@ public sealed class FreshnessReplay
             int percent = (int)(100 * done / Math.Max(1, replayEvents));
             if (percent != lastPercent) { lastPercent = percent; Progress?.Invoke(mode, (double)done / replayEvents); }
         }
-        CloseWindow();
+        if (window.Count > 0) TryCloseWindow(windowEnd, last: true);
         if (hasTruth) _optimumAuc = overallTruth.Auc();
         var result = runner.Finish(new ModeResult(mode, overall.Summary(), windows, runner.Cost, 0));
         result = result with { WallSeconds = sw.Elapsed.TotalSeconds };

@@ -35,9 +35,12 @@ sealed class StaleRunner(DlrmModel baseModel) : ModeRunner
 
 /// <summary>
 /// Delta updates: a full-parameter <see cref="DlrmTrainer"/> (the "training cluster") learns on the labelled
-/// stream; every sync interval of event time its changed rows (as stored bytes) and all dense parameters are
-/// snapshotted and shipped, landing on the serving copy a sync delay later. Cost: shipped bytes; CPU of the
-/// trainer's steps, of taking the snapshot and of applying it (thread CPU clocks).
+/// stream; at each sync point (every sync interval of event time) what changed since the previous one — the
+/// changed rows as stored bytes with their int64 ids, the dense parameters only if a step ran — is snapshotted and
+/// shipped, landing on the serving copy a sync delay later. A sync point with no change ships nothing; sync points
+/// passed without an event in between are one snapshot (nothing can have changed between them), so the cost grows
+/// with events, not with elapsed event time. Cost: shipped bytes = Σ rows × (row bytes + 8) + dense bytes × syncs
+/// with a step; CPU of the trainer's steps, of taking the snapshot and of applying it (thread CPU clocks).
 /// </summary>
 sealed class DeltaRunner : ModeRunner
 {
@@ -48,11 +51,12 @@ sealed class DeltaRunner : ModeRunner
     readonly ReplayOptions _options;
     readonly Queue<Shipment> _inFlight = new();
     long _nextSync = long.MinValue;
+    long _stepsShipped;
     long _bytes, _rows;
     int _syncs;
     double _trainerCpu, _applyCpu;
 
-    sealed record Shipment(long Arrival, long[][] Rows, byte[][] Bytes, DlrmDenseNet Dense);
+    sealed record Shipment(long Arrival, long[][] Rows, byte[][] Bytes, DlrmDenseNet? Dense);
 
     /// <param name="baseTrainer">The trainer that made the base model, continued (null: a new trainer on a copy).</param>
     public DeltaRunner(DlrmModel baseModel, DlrmTrainer? baseTrainer, ReplayOptions options)
@@ -70,6 +74,7 @@ sealed class DeltaRunner : ModeRunner
             _ownsTrainer = true;
         }
         _trainer.Changes.TakeChanges();   // rows the base training changed are already on the server
+        _stepsShipped = _trainer.Steps;
     }
 
     public override void Score(EventBatch batch, Span<float> scores) => _serving.Predict(batch, scores);
@@ -84,10 +89,12 @@ sealed class DeltaRunner : ModeRunner
     public override void AdvanceTo(long now)
     {
         if (_nextSync == long.MinValue) _nextSync = now + _options.SyncIntervalSeconds;
-        while (now >= _nextSync)
+        if (now >= _nextSync)
         {
+            // The first sync point passed takes everything learned so far; later ones passed in the same gap would
+            // find nothing new, so they are skipped arithmetically.
             Snapshot(_nextSync + _options.SyncDelaySeconds);
-            _nextSync += _options.SyncIntervalSeconds;
+            _nextSync += ((now - _nextSync) / _options.SyncIntervalSeconds + 1) * _options.SyncIntervalSeconds;
         }
         while (_inFlight.Count > 0 && _inFlight.Peek().Arrival <= now) Apply(_inFlight.Dequeue());
     }
@@ -96,6 +103,8 @@ sealed class DeltaRunner : ModeRunner
     {
         double c0 = ThreadCpuClock.Now();
         var changes = _trainer.Changes.TakeChanges();
+        bool denseChanged = _trainer.Steps != _stepsShipped;
+        if (changes.RowCount == 0 && !denseChanged) { _applyCpu += ThreadCpuClock.Now() - c0; return; }
         var tables = _trainer.Model.Tables;
         var bytes = new byte[tables.Count][];
         for (int t = 0; t < tables.Count; t++)
@@ -105,10 +114,15 @@ sealed class DeltaRunner : ModeRunner
             var buffer = bytes[t] = new byte[rows.Length * stride];
             for (int i = 0; i < rows.Length; i++) tables[t].StoredRow(rows[i]).CopyTo(buffer.AsSpan(i * stride, stride));
         }
-        var dense = new DlrmDenseNet(_trainer.Model.Config);
-        dense.CopyFrom(_trainer.Model.Dense);
+        DlrmDenseNet? dense = null;
+        if (denseChanged)
+        {
+            dense = new DlrmDenseNet(_trainer.Model.Config);
+            dense.CopyFrom(_trainer.Model.Dense);
+            _stepsShipped = _trainer.Steps;
+        }
         _inFlight.Enqueue(new Shipment(arrival, changes.Rows.ToArray(), bytes, dense));
-        _bytes += changes.Bytes + _trainer.DenseBytes;
+        _bytes += changes.Bytes + changes.RowCount * sizeof(long) + (denseChanged ? _trainer.DenseBytes : 0);
         _rows += changes.RowCount;
         _syncs++;
         _applyCpu += ThreadCpuClock.Now() - c0;
@@ -124,8 +138,11 @@ sealed class DeltaRunner : ModeRunner
             var rows = s.Rows[t];
             for (int i = 0; i < rows.Length; i++) s.Bytes[t].AsSpan(i * stride, stride).CopyTo(tables[t].StoredRow(rows[i]));
         }
-        _serving.Dense.CopyFrom(s.Dense);
-        s.Dense.Dispose();
+        if (s.Dense is not null)
+        {
+            _serving.Dense.CopyFrom(s.Dense);
+            s.Dense.Dispose();
+        }
         _applyCpu += ThreadCpuClock.Now() - c0;
     }
 
@@ -136,7 +153,7 @@ sealed class DeltaRunner : ModeRunner
 
     public override void Dispose()
     {
-        while (_inFlight.Count > 0) _inFlight.Dequeue().Dense.Dispose();
+        while (_inFlight.Count > 0) _inFlight.Dequeue().Dense?.Dispose();
         if (_ownsTrainer) _trainer.Dispose();
         _ownTrainerModel?.Dispose();
         _serving.Dispose();

@@ -39,7 +39,12 @@ public sealed record ReplayOptions
     public int ServeBatch { get; init; } = 256;
     /// <summary>Event-time seconds after an event until its label can be used for training.</summary>
     public long LabelDelaySeconds { get; init; } = 60;
-    public long WindowSeconds { get; init; } = 3600;
+    /// <summary>Report window in event seconds; 0 = automatic (<see cref="ReplayWindows.AutoWindowSeconds"/>: 20–48
+    /// windows over the replayed span).</summary>
+    public long WindowSeconds { get; init; } = 0;
+    /// <summary>Fewest events (with both labels present) a window must hold to be reported on its own; thinner
+    /// windows are merged into the next one.</summary>
+    public int MinWindowEvents { get; init; } = ReplayWindows.DefaultMinEvents;
     public long SyncIntervalSeconds { get; init; } = 600;
     public long SyncDelaySeconds { get; init; } = 300;
 
@@ -81,7 +86,8 @@ public sealed record ReplayOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(BaseEpochs, 1, nameof(BaseEpochs));
         ArgumentOutOfRangeException.ThrowIfLessThan(ServeBatch, 1, nameof(ServeBatch));
         ArgumentOutOfRangeException.ThrowIfNegative(LabelDelaySeconds, nameof(LabelDelaySeconds));
-        ArgumentOutOfRangeException.ThrowIfLessThan(WindowSeconds, 1, nameof(WindowSeconds));
+        ArgumentOutOfRangeException.ThrowIfNegative(WindowSeconds, nameof(WindowSeconds));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MinWindowEvents, 1, nameof(MinWindowEvents));
         ArgumentOutOfRangeException.ThrowIfLessThan(SyncIntervalSeconds, 1, nameof(SyncIntervalSeconds));
         ArgumentOutOfRangeException.ThrowIfNegative(SyncDelaySeconds, nameof(SyncDelaySeconds));
         FullTrainer.Validate();

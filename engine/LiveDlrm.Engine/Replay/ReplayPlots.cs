@@ -3,7 +3,8 @@ using ScottPlot;
 namespace LiveDlrm.Replay;
 
 /// <summary>PNG plots of a replay (ScottPlot): AUC per window per mode; live adapter rank per table and adapter
-/// memory over time. Time axis = hours since the replay's start.</summary>
+/// memory over time. Time axis = event time since the replay's start in the span's natural unit (hours, days,
+/// months or years: <see cref="ReplayWindows.Unit"/>).</summary>
 public static class ReplayPlots
 {
     /// <summary>Writes the plots into <paramref name="directory"/>; returns the files written.</summary>
@@ -11,12 +12,14 @@ public static class ReplayPlots
     {
         ArgumentNullException.ThrowIfNull(report);
         var files = new List<string>();
-        double Hours(long t) => (t - report.ReplayStart) / 3600.0;
+        var (unit, unitSeconds) = ReplayWindows.Unit(report.ReplayEnd - report.ReplayStart);
+        double Since(long t) => (t - report.ReplayStart) / unitSeconds;
+        string axis = $"event time since replay start ({unit})";
 
         var auc = new Plot();
         foreach (var m in report.Modes)
         {
-            var xs = m.Windows.Select(w => Hours(w.End)).ToArray();
+            var xs = m.Windows.Select(w => Since(w.End)).ToArray();
             var ys = m.Windows.Select(w => w.Metrics.Auc).ToArray();
             var s = auc.Add.Scatter(xs, ys);
             s.LegendText = m.Name;
@@ -24,12 +27,12 @@ public static class ReplayPlots
         if (report.Modes.Count > 0 && report.Modes[0].Windows.Any(w => double.IsFinite(w.OptimumAuc)))
         {
             var w0 = report.Modes[0].Windows;
-            var s = auc.Add.Scatter(w0.Select(w => Hours(w.End)).ToArray(), w0.Select(w => w.OptimumAuc).ToArray());
+            var s = auc.Add.Scatter(w0.Select(w => Since(w.End)).ToArray(), w0.Select(w => w.OptimumAuc).ToArray());
             s.LegendText = "optimum (true p)";
             s.LinePattern = LinePattern.Dashed;
         }
         auc.Title("AUC per window (progressive evaluation)");
-        auc.XLabel("event time since replay start (h)");
+        auc.XLabel(axis);
         auc.YLabel("AUC");
         auc.ShowLegend(ScottPlot.Edge.Right);
         files.Add(Save(auc, directory, "auc.png"));
@@ -42,14 +45,14 @@ public static class ReplayPlots
             foreach (var table in tables)
             {
                 var pts = live.Windows.Where(w => w.Ranks is not null && w.Ranks.ContainsKey(table)).ToList();
-                var s = rank.Add.Scatter(pts.Select(w => Hours(w.End)).ToArray(), pts.Select(w => (double)w.Ranks![table]).ToArray());
+                var s = rank.Add.Scatter(pts.Select(w => Since(w.End)).ToArray(), pts.Select(w => (double)w.Ranks![table]).ToArray());
                 s.LegendText = "rank " + table;
             }
-            var mem = rank.Add.Scatter(live.Windows.Select(w => Hours(w.End)).ToArray(), live.Windows.Select(w => (w.AdapterMemoryPct ?? 0) * 10).ToArray());
+            var mem = rank.Add.Scatter(live.Windows.Select(w => Since(w.End)).ToArray(), live.Windows.Select(w => (w.AdapterMemoryPct ?? 0) * 10).ToArray());
             mem.LegendText = "adapter memory (‰ of table bytes)";
             mem.LinePattern = LinePattern.Dashed;
             rank.Title("Live adapters: rank per table and memory");
-            rank.XLabel("event time since replay start (h)");
+            rank.XLabel(axis);
             rank.YLabel("rank  /  memory ‰");
             rank.ShowLegend(ScottPlot.Edge.Right); // outside the data: the rank lines fill the whole area
             files.Add(Save(rank, directory, "live-rank-memory.png"));

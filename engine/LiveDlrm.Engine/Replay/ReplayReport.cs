@@ -73,6 +73,8 @@ public sealed record ReplayReport
     public long ReplayEvents { get; init; }
     public long ReplayStart { get; init; }
     public long ReplayEnd { get; init; }
+    /// <summary>The window length used (the option, or the automatic one).</summary>
+    public long WindowSeconds { get; init; }
     public long BaseTrainEvents { get; init; }
     public double BaseTrainSeconds { get; init; }
     public double OptimumAuc { get; init; } = double.NaN;
@@ -105,7 +107,9 @@ public sealed record ReplayReport
             w.WriteStartObject("options");
             w.WriteNumber("serve_batch", Options.ServeBatch);
             w.WriteNumber("label_delay_seconds", Options.LabelDelaySeconds);
-            w.WriteNumber("window_seconds", Options.WindowSeconds);
+            w.WriteNumber("window_seconds", WindowSeconds);
+            w.WriteBoolean("window_auto", Options.WindowSeconds == 0);
+            w.WriteNumber("min_window_events", Options.MinWindowEvents);
             w.WriteNumber("sync_interval_seconds", Options.SyncIntervalSeconds);
             w.WriteNumber("sync_delay_seconds", Options.SyncDelaySeconds);
             w.WriteString("base_bottom_mlp", string.Join(",", Options.BottomMlp));

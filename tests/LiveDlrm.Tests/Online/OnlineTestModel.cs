@@ -18,7 +18,8 @@ sealed class OnlineTestModel : IDisposable
 
     /// <summary>The same tables and dense features with a deeper top MLP ([72, 8, 1]): two ReLU layers to backpropagate
     /// through, one wide enough (72 inputs to the next) for the reuse backward's four-vector register blocks and a remainder.</summary>
-    public static DlrmConfig DeepConfig(bool selfInteraction = false) => new(3, [8, 8], [72, 8, 1], Config().Tables, selfInteraction);
+    public static DlrmConfig DeepConfig(bool selfInteraction = false, bool idOnly = false) =>
+        idOnly ? new(0, [], [72, 8, 1], Config().Tables, selfInteraction) : new(3, [8, 8], [72, 8, 1], Config().Tables, selfInteraction);
 
     public static DlrmConfig Config() => new(3, [8, 8], [8, 1],
         [new DlrmTableConfig("big", 400, 8, PoolingMode.Sum, EmbeddingStorage.Fp32),
@@ -41,14 +42,14 @@ sealed class OnlineTestModel : IDisposable
             new LiveModelOptions { Trainer = options ?? Options(), RingCapacity = ringCapacity, BaseBackend = ModelCopy.InlineCpuBackend });
     }
 
-    public static EventBatchLayout Layout() =>
-        new(3, Config().Tables.Select(t => new SparseFeatureLayout(t.Name, t.Name, t.Rows)).ToArray());
+    public static EventBatchLayout Layout(int dense = 3) =>
+        new(dense, Config().Tables.Select(t => new SparseFeatureLayout(t.Name, t.Name, t.Rows)).ToArray());
 
     /// <summary>Events whose label is decided by the "big" row (even row = click), so an adapter can learn it.</summary>
-    public static EventBatch Batch(int count, int seed, long firstRequest = 0)
+    public static EventBatch Batch(int count, int seed, long firstRequest = 0, int dense = 3)
     {
         var random = new Random(seed);
-        var batch = new EventBatch(Layout(), count, 2);
+        var batch = new EventBatch(Layout(dense), count, 2);
         for (int e = 0; e < count; e++)
         {
             long big = random.Next(40);
