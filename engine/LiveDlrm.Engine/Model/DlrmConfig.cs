@@ -132,8 +132,10 @@ public sealed class DlrmConfig
                                        int dim = 0)
     {
         ArgumentNullException.ThrowIfNull(layout);
-        // Without dense features there is no bottom MLP; the tables' dim is then given (or the bottom's last width).
-        if (layout.DenseCount == 0) { dim = dim > 0 ? dim : bottomMlp.Count > 0 ? bottomMlp[^1] : 0; bottomMlp = []; }
+        // Without dense features there is no bottom MLP; the tables' dim is then given (or the bottom's last width),
+        // and the interaction keeps the self-pairs ‖e_t‖²: with table × table pairs alone a per-id bias, the
+        // strongest signal of most id-only logs, would have no input to come from.
+        if (layout.DenseCount == 0) { dim = dim > 0 ? dim : bottomMlp.Count > 0 ? bottomMlp[^1] : 0; bottomMlp = []; selfInteraction = true; }
         int d = bottomMlp.Count > 0 ? bottomMlp[^1] : dim;
         var tables = layout.Sparse.Select(s => new DlrmTableConfig(s.Table, s.Rows, d, pooling, storage)).ToArray();
         return new DlrmConfig(layout.DenseCount, bottomMlp, topMlp, tables, selfInteraction);
