@@ -39,7 +39,8 @@ public sealed class ReplayCommand : CliCommand
     readonly Option<long> _syncInterval = Opt.Long("--sync-interval", "delta: seconds of event time between syncs", D.SyncIntervalSeconds, 1);
     readonly Option<long> _syncDelay = Opt.Long("--sync-delay", "delta: seconds until a sync lands on the server", D.SyncDelaySeconds, 0);
     readonly Option<long> _labelDelay = Opt.Long("--label-delay", "seconds of event time until a label can be used", D.LabelDelaySeconds, 0);
-    readonly Option<long> _window = Opt.Long("--window", "report window in event seconds", D.WindowSeconds, 1);
+    readonly Option<string?> _window = Opt.Text("--window", "report window: auto = 20-48 round windows over the replayed span, or event seconds", "auto", "auto|SECONDS");
+    readonly Option<int> _minWindowEvents = Opt.Int("--min-window-events", "windows with fewer events (or one label class) merge into the next", D.MinWindowEvents, 1);
     readonly Option<int> _batch = Opt.Int("--batch", "events scored together, and the delta trainer's minibatch", D.ServeBatch, 1, 1 << 20);
     readonly Option<int> _onlineBatch = Opt.Int("--online-batch", "live trainer minibatch", D.OnlineTrainer.BatchSize, 1, 1 << 20);
     readonly Option<int> _rank = Opt.Int("--rank", "live adapters: initial rank", D.OnlineTrainer.Adapter.InitialRank, 1, 1024);
@@ -73,7 +74,7 @@ public sealed class ReplayCommand : CliCommand
     {
         Add(_mode);
         _data.AddTo(this);
-        foreach (var o in new Option[] { _basePrefix, _model, _baseEpochs, _syncInterval, _syncDelay, _labelDelay, _window, _batch, _onlineBatch,
+        foreach (var o in new Option[] { _basePrefix, _model, _baseEpochs, _syncInterval, _syncDelay, _labelDelay, _window, _minWindowEvents, _batch, _onlineBatch,
                                          _rank, _minRank, _maxRank, _rankInterval, _energy, _growThreshold, _budget, _lrA, _lrB, _dim, _budgetScope,
                                          _smallTableBudget, _adagradInit, _optimizer, _noReuse, _lastLayer, _lastLayerLr, _lr, _denseLr })
             Add(o);
@@ -145,7 +146,10 @@ public sealed class ReplayCommand : CliCommand
             SyncIntervalSeconds = result.GetValue(_syncInterval),
             SyncDelaySeconds = result.GetValue(_syncDelay),
             LabelDelaySeconds = result.GetValue(_labelDelay),
-            WindowSeconds = result.GetValue(_window),
+            WindowSeconds = result.GetValue(_window) is "auto" or null ? 0
+                : long.TryParse(result.GetValue(_window), NumberStyles.Integer, CultureInfo.InvariantCulture, out long w) && w >= 1 ? w
+                : throw new UsageException($"--window: '{result.GetValue(_window)}' is not auto or a whole number of seconds ≥ 1"),
+            MinWindowEvents = result.GetValue(_minWindowEvents),
             ServeBatch = result.GetValue(_batch),
             FullTrainer = full,
             OnlineTrainer = defaults.OnlineTrainer with
@@ -212,7 +216,8 @@ public sealed class ReplayCommand : CliCommand
     {
         var inv = CultureInfo.InvariantCulture;
         Console.WriteLine();
-        Console.WriteLine($"{r.ReplayEvents:N0} events replayed over {(r.ReplayEnd - r.ReplayStart) / 3600.0:F1} h of event time" +
+        var (unit, unitSeconds) = ReplayWindows.Unit(r.ReplayEnd - r.ReplayStart);
+        Console.WriteLine($"{r.ReplayEvents:N0} events replayed over {((r.ReplayEnd - r.ReplayStart) / unitSeconds).ToString("F1", inv)} {unit} of event time, windows of {ReplayWindows.Describe(r.WindowSeconds)}" +
                           (double.IsFinite(r.OptimumAuc) ? $"; optimum AUC (true probabilities) {r.OptimumAuc.ToString("F4", inv)}" : ""));
         Console.WriteLine($"{"mode",-6} {"AUC",8} {"logloss",8} {"calib",6} {"net MB",8} {"cpu s",7} {"adapter %",9} {"drops",6} {"wall s",7}");
         foreach (var m in r.Modes)
@@ -222,20 +227,11 @@ public sealed class ReplayCommand : CliCommand
             Console.WriteLine($"{m.Name,-6} {m.Overall.Auc.ToString("F4", inv),8} {m.Overall.LogLoss.ToString("F4", inv),8} {m.Overall.Calibration.ToString("F3", inv),6} " +
                               $"{(m.Cost.NetworkBytes / 1e6).ToString("F2", inv),8} {m.Cost.CpuSeconds.ToString("F2", inv),7} {mem,9} {drops,6} {m.WallSeconds.ToString("F1", inv),7}");
         }
-        var windows = r.Modes.Max(m => m.Windows.Count);
-        if (windows > 0)
+        var table = ReplayWindows.ConsoleTable(r);
+        if (table.Count > 0)
         {
             Console.WriteLine();
-            Console.Write($"{"window (h)",10}");
-            foreach (var m in r.Modes) Console.Write($" {m.Name,8}");
-            Console.WriteLine($" {"optimum",8}");
-            for (int i = 0; i < windows; i++)
-            {
-                var w0 = r.Modes[0].Windows.ElementAtOrDefault(i);
-                Console.Write($"{((w0?.Start ?? 0) - r.ReplayStart) / 3600.0,10:F0}");
-                foreach (var m in r.Modes) Console.Write($" {(m.Windows.ElementAtOrDefault(i)?.Metrics.Auc ?? double.NaN).ToString("F4", inv),8}");
-                Console.WriteLine($" {(w0?.OptimumAuc ?? double.NaN).ToString("F4", inv),8}");
-            }
+            foreach (var line in table) Console.WriteLine(line);
         }
         var stale = r.Mode(UpdateMode.Stale);
         var delta = r.Mode(UpdateMode.Delta);

@@ -5,6 +5,7 @@ using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Model;
 using LiveDlrm.Runtime;
+using LiveDlrm.Tests.Cli;
 
 namespace LiveDlrm.Tests.Checkpoints;
 
@@ -160,6 +161,27 @@ public class PyTorchInteropTests
         using var model = PyTorchStateDict.Import(file, named);
         Assert.That(model.Tables.Select(t => t.Name), Is.EqualTo(new[] { "c0", "c1", "c2" }));
         Assert.That(model.Tables.All(t => t.Storage == EmbeddingStorage.Fp16), Is.True);
+    }
+
+    [Test]
+    public void ImportAndExportCommandsRoundTripThroughPyTorch()
+    {
+        string dir = Written("id-only", IdOnly);
+        string ckpt = Path.Combine(dir, "ckpt"), exported = Path.Combine(dir, "cli-export.pt"), scores = Path.Combine(dir, "cli-scores.json");
+        var import = CliRun.Invoke("import-pytorch", Path.Combine(dir, "model.pt"), "--out", ckpt, "--arch", ":16-8-1");
+        Assert.That(import.Code, Is.Zero, import.Output);
+        var export = CliRun.Invoke("export-pytorch", "--model", ckpt, "--out", exported);
+        Assert.That(export.Code, Is.Zero, export.Output);
+        RunPython("score", exported, Path.Combine(dir, "spec.json"), Path.Combine(dir, "inputs.json"), scores);
+        // PyTorch scores the re-exported weights exactly as it scored its own.
+        double delta = MaxDifference(ReadScores(scores), ReadScores(Path.Combine(dir, "scores.json")));
+        TestContext.Out.WriteLine($"import-pytorch → export-pytorch → PyTorch forward: max |Δ score| = {delta:E2}");
+        Assert.That(delta, Is.LessThan(Tolerance));
+
+        Assert.That(CliRun.AssertBadInput("import-pytorch", Path.Combine(dir, "model.pt"), "--out", ckpt + "2", "--arch", "4-8-8:16-8-1").Message,
+                    Does.Contain("the file's bottom MLP is absent (no dense features), --arch says 4-8-8"));
+        Assert.That(CliRun.AssertBadInput("export-pytorch", "--model", ckpt, "--out", exported).Message, Does.Contain("exists"));
+        Assert.That(Directory.Exists(ckpt + "2"), Is.False, "nothing written on a refused import");
     }
 
     [Test]
