@@ -10,20 +10,26 @@ namespace LiveDlrm.Cli.Commands;
 
 public sealed class ImportPyTorchCommand : CliCommand
 {
-    readonly Argument<string> _file = new("FILE") { Description = "torch.save file: dlrm_s_pytorch.py --save-model's dict, or a bare DLRM_Net state_dict" };
+    // Takes every loose token, so an unknown option is reported by name rather than the token after it.
+    readonly Argument<string[]> _file = new("FILE") { Description = "torch.save file: dlrm_s_pytorch.py --save-model's dict, or a bare DLRM_Net state_dict", Arity = ArgumentArity.OneOrMore };
     readonly Option<string?> _out = Opt.Text("--out", "checkpoint directory to write (replaced atomically if it is a checkpoint)", helpName: "DIR", required: true);
     readonly Option<string?> _arch = Opt.Text("--arch", "expected architecture: a model config JSON (also gives table names, pooling, storage) or dlrm_s_pytorch.py's --arch-mlp-bot:--arch-mlp-top, e.g. 13-512-256-64-16:512-256-1", helpName: "CONFIG|BOT:TOP");
     readonly Option<string> _storage = Opt.Choice("--storage", "table storage when --arch is not a config", "fp32", "fp32", "fp16", "int8");
 
     public ImportPyTorchCommand() : base("import-pytorch", "convert a PyTorch DLRM checkpoint (facebookresearch/dlrm layout) into a LiveDlrm checkpoint")
     {
+        _file.Validators.Add(r =>
+        {
+            if (r.Tokens.FirstOrDefault(t => t.Value.StartsWith('-')) is { } option) r.AddError($"Unrecognized option '{option.Value}'");
+            else if (r.Tokens.Count > 1) r.AddError($"one FILE expected, got {r.Tokens.Count}: {string.Join(" ", r.Tokens.Select(t => t.Value))}");
+        });
         Arguments.Add(_file);
         Add(_out); Add(_arch); Add(_storage);
     }
 
     protected override int Run(ParseResult result)
     {
-        string file = result.GetValue(_file)!;
+        string file = result.GetValue(_file)![0];
         string output = result.GetValue(_out)!;
         string? arch = result.GetValue(_arch);
         if (!File.Exists(file)) throw new UsageException(Directory.Exists(file) ? $"'{file}' is a directory, not a torch.save file" : $"file '{file}' does not exist");

@@ -11,6 +11,8 @@ public class CliCommandTests
     static readonly Dictionary<string, string> FormerOptions = new()
     {
         ["demo"] = "--batch --dim --dist --isa --no-hugepages --pooling --prefetch --rows --seconds --self-check --storage --sweep-prefetch --threads --zipf",
+        ["export-pytorch"] = "",
+        ["import-pytorch"] = "",
         ["eval"] = "--bad-lines --batch --cache --data --drift --events --events-per-second --json --model --schema --seed --skip",
         ["info"] = "",
         ["loadgen"] = "--batch --feedback-delay --feedback-rate --grpc-target --json --max-in-flight --positive-rate --qps --seconds --seed --target --warmup",
