@@ -48,7 +48,7 @@ public sealed class FreshnessReplay
         var (total, prefix, replayFirst, last) = CountPrefix(source);
         if (total - prefix < 1) throw new ArgumentException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
         _windowSeconds = _options.WindowSeconds > 0 ? _options.WindowSeconds : ReplayWindows.AutoWindowSeconds(last - replayFirst);
-        Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0} over {ReplayWindows.Describe(Math.Max(1, last - replayFirst))}" +
+        Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0} over {SpanText(last - replayFirst)}" +
                     $" in windows of {ReplayWindows.Describe(_windowSeconds)}{(_options.WindowSeconds == 0 ? " (auto)" : "")}");
 
         DlrmModel? baseModel = null;
@@ -125,6 +125,12 @@ public sealed class FreshnessReplay
 
     double _optimumAuc = double.NaN;
     long _windowSeconds;
+
+    static string SpanText(long seconds)
+    {
+        var (unit, unitSeconds) = ReplayWindows.Unit(seconds);
+        return $"{(seconds / unitSeconds).ToString("F1", System.Globalization.CultureInfo.InvariantCulture)} {unit}";
+    }
 
     /// <summary>Counts the stream and its base prefix; also the first replayed and the last timestamp.</summary>
     (long Total, long Prefix, long ReplayFirst, long Last) CountPrefix(IEventSource source)
