@@ -8,7 +8,7 @@ namespace LiveDlrm.Cli;
 /// its own default event count (and rate, for the replay).</summary>
 public sealed class DataSourceArgs
 {
-    public Option<string?> Data { get; } = Opt.Text("--data", "events: the embedded drifting stream, the id-only 20-year session world, or a TSV file", DataSourceOptions.Synthetic, "synthetic|sessions|PATH");
+    public Option<string?> Data { get; } = Opt.Text("--data", "events: the embedded drifting stream, the id-only 20-year visit world, or a TSV file", DataSourceOptions.Synthetic, "synthetic|visits|PATH");
     public Option<string?> Schema { get; } = Opt.Text("--schema", "schema JSON of the file (default: FILE.schema.json beside it, else Criteo)", helpName: "PATH");
     public Option<long> Events { get; }
     public Option<ulong> Seed { get; } = Opt.ULong("--seed", "synthetic seed; the same seed gives the same stream", 1);
@@ -37,7 +37,7 @@ public sealed class DataSourceArgs
         string? schema = r.GetValue(Schema);
         if (data == DataSourceOptions.Synthetic && schema is not null)
             throw new UsageException("--schema applies to a data file, not to --data synthetic");
-        if (data != DataSourceOptions.Synthetic && data != DataSourceOptions.Sessions && !File.Exists(data))
+        if (data != DataSourceOptions.Synthetic && data != DataSourceOptions.Visits && !File.Exists(data))
             throw new UsageException(Directory.Exists(data) ? $"--data: '{data}' is a directory, not a data file" : $"--data: file '{data}' does not exist (or use --data synthetic)");
         if (schema is not null && !File.Exists(schema)) throw new UsageException($"--schema: file '{schema}' does not exist");
         return new DataSourceOptions

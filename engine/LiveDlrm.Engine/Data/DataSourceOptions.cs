@@ -1,16 +1,16 @@
 namespace LiveDlrm.Data;
 
 /// <summary>
-/// Where a command's events come from: <c>synthetic</c> (the embedded drifting stream), <c>sessions</c> (the
-/// id-only session world, <see cref="SessionEventSource"/>) or a delimited file with a schema. The CLI fills it from <c>--data synthetic|PATH --schema PATH --events N --seed S --drift X</c> (see
+/// Where a command's events come from: <c>synthetic</c> (the embedded drifting stream), <c>visits</c> (the
+/// id-only visit world, <see cref="VisitEventSource"/>) or a delimited file with a schema. The CLI fills it from <c>--data synthetic|PATH --schema PATH --events N --seed S --drift X</c> (see
 /// LiveDlrm.Cli's DataSourceArgs).
 /// </summary>
 public sealed record DataSourceOptions
 {
     public const string Synthetic = "synthetic";
     public const long DefaultSyntheticEvents = 1_000_000;
-    public const string Sessions = "sessions";
-    public const int DefaultSessionEvents = 100_000;
+    public const string Visits = "visits";
+    public const int DefaultVisitEvents = 100_000;
 
     /// <summary><c>synthetic</c> or a file path.</summary>
     public string Data { get; init; } = Synthetic;
@@ -26,7 +26,7 @@ public sealed record DataSourceOptions
     public CacheMode Cache { get; init; } = CacheMode.Off;
 
     public bool IsSynthetic => Data == Synthetic;
-    public bool IsSessions => Data == Sessions;
+    public bool IsVisits => Data == Visits;
 
     public SyntheticStreamConfig SyntheticConfig()
     {
@@ -38,7 +38,7 @@ public sealed record DataSourceOptions
     public (string? Path, string Description) ResolveSchema()
     {
         if (IsSynthetic) return (null, "synthetic stream schema");
-        if (IsSessions) return (null, "session world schema (id-only)");
+        if (IsVisits) return (null, "visit world schema (id-only)");
         if (SchemaPath is not null) return (SchemaPath, $"schema {SchemaPath}");
         string beside = Path.ChangeExtension(Data, ".schema.json");
         if (File.Exists(beside)) return (beside, $"schema {beside} (beside the data)");
@@ -51,8 +51,8 @@ public sealed record DataSourceOptions
     {
         if (IsSynthetic)
             return new SyntheticEventSource(SyntheticConfig(), Events ?? DefaultSyntheticEvents);
-        if (IsSessions)
-            return new SessionEventSource(new SessionStreamConfig { Seed = Seed }, checked((int)(Events ?? DefaultSessionEvents)));
+        if (IsVisits)
+            return new VisitEventSource(new VisitStreamConfig { Seed = Seed }, checked((int)(Events ?? DefaultVisitEvents)));
         var (path, _) = ResolveSchema();
         var schema = path is null ? StreamSchema.Criteo() : StreamSchema.Load(path);
         IEventSource source = new TsvEventSource(Data, schema, new TsvReaderOptions { OnBadLine = OnBadLine, Cache = Cache, Log = log });

@@ -1,7 +1,7 @@
 namespace LiveDlrm.Data;
 
-/// <summary>Configuration of the session world (<see cref="SessionEventSource"/>).</summary>
-public sealed record SessionStreamConfig
+/// <summary>Configuration of the visit world (<see cref="VisitEventSource"/>).</summary>
+public sealed record VisitStreamConfig
 {
     public ulong Seed { get; init; } = 1;
     /// <summary>Event-time span the events are spread over.</summary>
@@ -13,9 +13,9 @@ public sealed record SessionStreamConfig
     public int NewItems { get; init; } = 8_000;
     /// <summary>Zipf exponent of user activity and of item popularity.</summary>
     public double ZipfExponent { get; init; } = 1.05;
-    /// <summary>Mean events per session (geometric), one every <see cref="SecondsBetweenSessionEvents"/>.</summary>
-    public double MeanSessionEvents { get; init; } = 6;
-    public int SecondsBetweenSessionEvents { get; init; } = 45;
+    /// <summary>Mean events per visit (geometric), one every <see cref="SecondsBetweenVisitEvents"/>.</summary>
+    public double MeanVisitEvents { get; init; } = 6;
+    public int SecondsBetweenVisitEvents { get; init; } = 45;
     /// <summary>Share of events on one of the <see cref="NewReleaseItems"/> newest items (new releases get exposure).</summary>
     public double NewReleaseShare { get; init; } = 0.3;
     public int NewReleaseItems { get; init; } = 300;
@@ -35,12 +35,12 @@ public sealed record SessionStreamConfig
     {
         if (!(SpanYears > 0 && SpanYears <= 100)) throw new ArgumentOutOfRangeException(nameof(SpanYears), SpanYears, "must be in (0, 100]");
         if (Users < 1 || InitialItems < 1 || NewItems < 0 || LatentDim < 1) throw new ArgumentException("users, initial items and latent dim must be at least 1, new items at least 0");
-        if (!(ZipfExponent > 0) || !(MeanSessionEvents >= 1) || SecondsBetweenSessionEvents < 1) throw new ArgumentException("Zipf exponent > 0, mean session events ≥ 1, seconds between session events ≥ 1");
+        if (!(ZipfExponent > 0) || !(MeanVisitEvents >= 1) || SecondsBetweenVisitEvents < 1) throw new ArgumentException("Zipf exponent > 0, mean visit events ≥ 1, seconds between visit events ≥ 1");
         if (!(NewReleaseShare >= 0 && NewReleaseShare <= 1) || NewReleaseItems < 1) throw new ArgumentException("new-release share in [0, 1], new-release items ≥ 1");
     }
 
     /// <summary>Id-only: label, timestamp, the true probability and the two ids.</summary>
-    public StreamSchema Schema() => new("sessions", ["label", "timestamp", "p_true", "user_id", "item_id"], "label", [],
+    public StreamSchema Schema() => new("visits", ["label", "timestamp", "p_true", "user_id", "item_id"], "label", [],
         [new SparseColumn("user_id", "user_id", Users, SparseMapping.Integer),
          new SparseColumn("item_id", "item_id", InitialItems + NewItems, SparseMapping.Integer)],
         timestamp: "timestamp", trueProbability: "p_true");
@@ -48,17 +48,17 @@ public sealed record SessionStreamConfig
 
 /// <summary>
 /// The second synthetic world, shaped like a public rating log rather than an ad stream: id-only (user, item), a
-/// long span (default 20 years), Zipf user activity and item popularity, users arriving in sessions of a few events
+/// long span (default 20 years), Zipf user activity and item popularity, users arriving in visits of a few events
 /// a minute apart with long gaps between, items born over the whole span (new releases take a share of exposure and
 /// get a novelty boost that decays over weeks), and slowly turning user tastes. The click model
 /// <code>logit = Intercept + b_u + b_i + ⟨v_u(t), w_i⟩ + NoveltyBoost · exp(−age / NoveltyDays)</code>
 /// is emitted with each event (<see cref="EventBatch.TrueProbabilities"/>), so the optimum AUC is known as in the
 /// default world. All draws come from the seed; <see cref="Reset"/> replays the same events.
 /// </summary>
-public sealed class SessionEventSource : IEventSource
+public sealed class VisitEventSource : IEventSource
 {
     const double YearSeconds = 31_556_952;
-    readonly SessionStreamConfig _c;
+    readonly VisitStreamConfig _c;
     readonly int _events, _k;
     readonly long[] _times;     // event times, sorted
     readonly int[] _users;      // the user of each event
@@ -70,9 +70,9 @@ public sealed class SessionEventSource : IEventSource
 
     public StreamSchema Schema { get; }
 
-    public SessionEventSource(SessionStreamConfig? config = null, int events = 100_000)
+    public VisitEventSource(VisitStreamConfig? config = null, int events = 100_000)
     {
-        _c = config ?? new SessionStreamConfig();
+        _c = config ?? new VisitStreamConfig();
         _c.Validate();
         ArgumentOutOfRangeException.ThrowIfLessThan(events, 1);
         _events = events;
@@ -96,10 +96,10 @@ public sealed class SessionEventSource : IEventSource
         double cumulative = 0;
         for (int r = 0; r < _c.Users; r++) { cumulative += Math.Pow(r + 1, -_c.ZipfExponent); _userZipf[r] = cumulative; }
 
-        // Sessions: a user, a start uniform over the span, a geometric number of events a fixed gap apart.
+        // Visits: a user, a start uniform over the span, a geometric number of events a fixed gap apart.
         _times = new long[events];
         _users = new int[events];
-        double stop = 1 / _c.MeanSessionEvents;
+        double stop = 1 / _c.MeanVisitEvents;
         for (int e = 0; e < events;)
         {
             int user = order[Draw(_userZipf, rng.NextDouble() * cumulative)];
@@ -108,7 +108,7 @@ public sealed class SessionEventSource : IEventSource
             {
                 _times[e] = start;
                 _users[e] = user;
-                start += _c.SecondsBetweenSessionEvents;
+                start += _c.SecondsBetweenVisitEvents;
                 e++;
             } while (e < events && rng.NextDouble() >= stop);
         }
@@ -133,7 +133,7 @@ public sealed class SessionEventSource : IEventSource
     {
         ArgumentNullException.ThrowIfNull(batch);
         if (batch.DenseCount != 0 || batch.SparseCount != 2 || !batch.Layout.HasTrueProbabilities)
-            throw new ArgumentException("batch layout is not the session stream's (use Schema.Layout)", nameof(batch));
+            throw new ArgumentException("batch layout is not the visit stream's (use Schema.Layout)", nameof(batch));
         batch.Clear();
         while (!batch.IsFull && _next < _events)
         {

@@ -3,28 +3,28 @@ using LiveDlrm.Metrics;
 
 namespace LiveDlrm.Tests.Data;
 
-public class SessionStreamTests
+public class VisitStreamTests
 {
-    static (EventBatch Batch, int Read) ReadAll(SessionEventSource source, int events)
+    static (EventBatch Batch, int Read) ReadAll(VisitEventSource source, int events)
     {
         var batch = new EventBatch(source.Schema.Layout, events + 1);
         return (batch, source.Read(batch));
     }
 
     [Test]
-    public void IdOnlyTimeOrderedLongSpanWithSessionsAndItemsBornOverTime()
+    public void IdOnlyTimeOrderedLongSpanWithVisitsAndItemsBornOverTime()
     {
-        var config = new SessionStreamConfig { Seed = 4, Users = 2_000, InitialItems = 300, NewItems = 1_200 };
+        var config = new VisitStreamConfig { Seed = 4, Users = 2_000, InitialItems = 300, NewItems = 1_200 };
         const int events = 20_000;
-        using var source = new SessionEventSource(config, events);
+        using var source = new VisitEventSource(config, events);
         Assert.That(source.Schema.Layout.DenseCount, Is.Zero);
         var (batch, read) = ReadAll(source, events);
         Assert.That(read, Is.EqualTo(events));
         var ts = batch.Timestamps.ToArray();
         for (int i = 1; i < ts.Length; i++) Assert.That(ts[i], Is.GreaterThanOrEqualTo(ts[i - 1]));
         Assert.That((ts[^1] - ts[0]) / 31_556_952.0, Is.InRange(19.0, 20.0), "spread over the 20-year span");
-        // Sessions: many consecutive events of one user a session gap apart.
-        int sameUserNext = Enumerable.Range(1, read - 1).Count(i => batch.Bag(0, i)[0] == batch.Bag(0, i - 1)[0] && ts[i] - ts[i - 1] == config.SecondsBetweenSessionEvents);
+        // Visits: many consecutive events of one user a visit gap apart.
+        int sameUserNext = Enumerable.Range(1, read - 1).Count(i => batch.Bag(0, i)[0] == batch.Bag(0, i - 1)[0] && ts[i] - ts[i - 1] == config.SecondsBetweenVisitEvents);
         Assert.That(sameUserNext, Is.GreaterThan(read / 2));
         // No event on an item before its birth (born evenly over the span), and the catalogue grows: the last tenth
         // of the stream shows more distinct items than the first.
