@@ -1,3 +1,4 @@
+using LiveDlrm.Files;
 using System.Diagnostics;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
@@ -37,6 +38,9 @@ public sealed class FreshnessReplay
         _dataName = dataName;
     }
 
+    /// <summary>Report windows one jump of event time may open; more means a bad timestamp, not a quiet hour.</summary>
+    const long MaxWindowJump = 1_000_000;
+
     public ReplayReport Run()
     {
         TorchRuntime.EnsureInitialised();
@@ -46,7 +50,10 @@ public sealed class FreshnessReplay
         var layout = source.Schema.Layout;
 
         var (total, prefix) = CountPrefix(source);
-        if (total - prefix < 1) throw new ArgumentException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
+        if (total == 0) throw new NoResultException("the stream has no valid events: nothing to replay");
+        if (_options.ModelPath is null && prefix < 1)
+            throw new NoResultException($"the base prefix selects 0 of the stream's {total} events: no events to train the base model on (use a larger --base-prefix, or --model)");
+        if (total - prefix < 1) throw new NoResultException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
         Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0}");
 
         DlrmModel? baseModel = null;
@@ -191,7 +198,7 @@ public sealed class FreshnessReplay
         void CloseWindow()
         {
             if (window.Count == 0) return;
-            var w = new WindowResult(windowStart, windowStart + _options.WindowSeconds, window.Summary(),
+            var w = new WindowResult(windowStart, SaturatingMath.Add(windowStart, _options.WindowSeconds), window.Summary(),
                                      hasTruth ? windowTruth.Auc() : double.NaN);
             windows.Add(runner.Describe(w));
             window.Reset();
@@ -218,7 +225,9 @@ public sealed class FreshnessReplay
             var truth = batch.TrueProbabilities;
             for (int i = 0; i < batch.Count; i++)
             {
-                while (ts[i] >= windowStart + _options.WindowSeconds) { CloseWindow(); windowStart += _options.WindowSeconds; }
+                if (ts[i] > windowStart && ts[i] - windowStart > SaturatingMath.Multiply(MaxWindowJump, _options.WindowSeconds))
+                    throw new DataFormatException($"event time jumps from {windowStart} to {ts[i]}: more than {MaxWindowJump} report windows of {_options.WindowSeconds} s (a bad timestamp, or use a larger --window)");
+                while (ts[i] >= SaturatingMath.Add(windowStart, _options.WindowSeconds)) { CloseWindow(); windowStart = SaturatingMath.Add(windowStart, _options.WindowSeconds); }
                 window.Add(scores[i], labels[i]);
                 overall.Add(scores[i], labels[i]);
                 if (hasTruth) { windowTruth.Add(truth[i], labels[i]); overallTruth.Add(truth[i], labels[i]); }
@@ -227,7 +236,7 @@ public sealed class FreshnessReplay
             var copy = spare.Count > 0 ? spare.Pop() : new EventBatch(layout, _options.ServeBatch);
             copy.Clear();
             copy.AppendRange(batch, 0, batch.Count);
-            pending.Enqueue((ts[^1] + _options.LabelDelaySeconds, copy));
+            pending.Enqueue((SaturatingMath.Add(ts[^1], _options.LabelDelaySeconds), copy));
 
             done += batch.Count;
             int percent = (int)(100 * done / Math.Max(1, replayEvents));

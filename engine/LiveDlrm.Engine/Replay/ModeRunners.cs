@@ -1,3 +1,4 @@
+using LiveDlrm.Runtime;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
@@ -83,11 +84,11 @@ sealed class DeltaRunner : ModeRunner
 
     public override void AdvanceTo(long now)
     {
-        if (_nextSync == long.MinValue) _nextSync = now + _options.SyncIntervalSeconds;
-        while (now >= _nextSync)
+        if (_nextSync == long.MinValue) _nextSync = SaturatingMath.Add(now, _options.SyncIntervalSeconds);
+        while (now >= _nextSync && _nextSync != long.MaxValue)
         {
-            Snapshot(_nextSync + _options.SyncDelaySeconds);
-            _nextSync += _options.SyncIntervalSeconds;
+            Snapshot(SaturatingMath.Add(_nextSync, _options.SyncDelaySeconds));
+            _nextSync = SaturatingMath.Add(_nextSync, _options.SyncIntervalSeconds);
         }
         while (_inFlight.Count > 0 && _inFlight.Peek().Arrival <= now) Apply(_inFlight.Dequeue());
     }
