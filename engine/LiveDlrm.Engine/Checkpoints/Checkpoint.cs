@@ -126,6 +126,7 @@ public static unsafe class Checkpoint
             try
             {
                 if (!published && Directory.Exists(temp)) fs.DeleteDirectory(temp);
+                if (published && aside is not null && Directory.Exists(aside)) fs.DeleteDirectory(aside);
             }
             catch (Exception) { /* left for recovery */ }
             throw;
@@ -271,6 +272,18 @@ public static unsafe class Checkpoint
                 long bytes = tc.Rows * stride;
                 if (Long(entry, "bytes", manifestPath) != bytes || Long(entry, "rowStride", manifestPath) != stride || Long(entry, "rows", manifestPath) != tc.Rows)
                     throw new CheckpointException(manifestPath, $"tables[{i}] sizes do not match the config ({tc.Rows} rows × {stride} bytes)");
+                // Sizes first, memory second, allocation last: a manifest claiming a huge table is refused before
+                // anything is allocated for it.
+                string tablePath = Path.Combine(dir, file);
+                if (!File.Exists(tablePath)) throw new CheckpointException(tablePath, "missing");
+                long actualBytes = new FileInfo(tablePath).Length;
+                if (actualBytes != bytes)
+                    throw new CheckpointException(tablePath, actualBytes < bytes ? $"truncated: {actualBytes} bytes, the config needs {bytes}" : $"{actualBytes} bytes, the config needs {bytes} (file does not match the model config)");
+                if (i == 0)
+                {
+                    try { config.CheckMemory(); }
+                    catch (ResourceLimitException e) { throw new CheckpointException(manifestPath, e.Message, e); }
+                }
                 var table = EmbeddingTable.Create(tc.Name, tc.Rows, tc.Dim, tc.Storage);
                 tables.Add(table);
                 ReadVerified(Path.Combine(dir, file), table.DataPointer, bytes, Str(entry, "xxh3", manifestPath));
@@ -278,7 +291,8 @@ public static unsafe class Checkpoint
             }
 
             var denseEl = Prop(root, "dense", manifestPath);
-            string densePath = Path.Combine(dir, Str(denseEl, "file", manifestPath));
+            if (Str(denseEl, "file", manifestPath) != DenseFile) throw new CheckpointException(manifestPath, $"dense.file must be '{DenseFile}'");
+            string densePath = Path.Combine(dir, DenseFile);
             long denseLength = Long(denseEl, "bytes", manifestPath);
             dense = new DlrmDenseNet(config);
             var parameters = dense.NamedParameters();
@@ -296,12 +310,15 @@ public static unsafe class Checkpoint
                 foreach (var t in tensorsEl.EnumerateArray())
                 {
                     var (name, param) = parameters[k++];
-                    long[] shape = Prop(t, "shape", manifestPath).EnumerateArray().Select(s => s.GetInt64()).ToArray();
+                    var shapeEl = Prop(t, "shape", manifestPath);
+                    if (shapeEl.ValueKind != JsonValueKind.Array || shapeEl.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.Number || !e.TryGetInt64(out _)))
+                        throw new CheckpointException(manifestPath, $"dense tensor {k - 1}: 'shape' must be an array of integers");
+                    long[] shape = shapeEl.EnumerateArray().Select(e => e.GetInt64()).ToArray();
                     long offset = Long(t, "offset", manifestPath);
                     if (Str(t, "name", manifestPath) != name || !shape.SequenceEqual(param.shape))
                         throw new CheckpointException(manifestPath, $"dense tensor {k - 1} is '{Str(t, "name", manifestPath)}' [{string.Join(", ", shape)}], the config's is '{name}' [{string.Join(", ", param.shape)}]");
                     long count = param.numel();
-                    if (offset < 0 || offset + count * sizeof(float) > denseLength)
+                    if (offset < 0 || offset > denseLength - count * sizeof(float))
                         throw new CheckpointException(manifestPath, $"dense tensor '{name}' offset {offset} is outside dense.bin");
                     var values = new float[count];
                     for (int e = 0; e < values.Length; e++)
@@ -312,10 +329,12 @@ public static unsafe class Checkpoint
             }
             return new DlrmModel(config, tables, dense, backend, ownsBackend);
         }
-        catch
+        catch (Exception e)
         {
             foreach (var t in tables) t.Dispose();
             dense?.Dispose();
+            // A manifest string System.Text.Json cannot transcode (a lone surrogate escape) surfaces as this type.
+            if (e is InvalidOperationException && e.Source == "System.Text.Json") throw new CheckpointException(manifestPath, $"invalid text in the JSON: {e.Message}", e);
             throw;
         }
     }
@@ -357,6 +376,7 @@ public static unsafe class Checkpoint
         string actual = Hex(XxHash3.HashToUInt64(bytes));
         if (!string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase))
             throw new CheckpointException(manifestPath, $"checksum mismatch (xxh3 {actual}, {checksumPath} says '{Truncate(expected)}'): the manifest is corrupted");
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new CheckpointException(manifestPath, "not valid UTF-8 text");
         try { return JsonDocument.Parse(bytes); }
         catch (JsonException e) { throw new CheckpointException(manifestPath, $"not valid JSON: {e.Message}", e); }
     }
@@ -364,6 +384,13 @@ public static unsafe class Checkpoint
     static string Truncate(string s) => s.Length <= 40 ? s : s[..40] + "...";
 
     internal static Manifest ManifestOf(JsonElement root, string manifestPath)
+    {
+        // System.Text.Json reports a string it cannot transcode (invalid UTF-8, a lone surrogate escape) this way.
+        try { return ManifestOfChecked(root, manifestPath); }
+        catch (InvalidOperationException e) { throw new CheckpointException(manifestPath, $"invalid text in the JSON: {e.Message}", e); }
+    }
+
+    static Manifest ManifestOfChecked(JsonElement root, string manifestPath)
     {
         if (root.ValueKind != JsonValueKind.Object) throw new CheckpointException(manifestPath, "must be a JSON object");
         string format = Str(root, "format", manifestPath);

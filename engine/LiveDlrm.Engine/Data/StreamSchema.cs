@@ -174,6 +174,13 @@ public sealed class StreamSchema
     /// <summary>Parses the JSON form; vocabulary paths are resolved against <paramref name="baseDirectory"/>.</summary>
     public static StreamSchema Parse(string json, string? baseDirectory = null)
     {
+        // System.Text.Json reports a string it cannot transcode (a lone surrogate escape) this way.
+        try { return ParseChecked(json, baseDirectory); }
+        catch (InvalidOperationException e) { throw new SchemaException($"invalid text in the JSON: {e.Message}"); }
+    }
+
+    static StreamSchema ParseChecked(string json, string? baseDirectory)
+    {
         ArgumentNullException.ThrowIfNull(json);
         json = json.TrimStart('\uFEFF'); // a byte order mark some editors write
         JsonDocument doc;

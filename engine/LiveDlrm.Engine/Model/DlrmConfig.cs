@@ -172,6 +172,13 @@ public sealed class DlrmConfig
 
     public static DlrmConfig FromJson(JsonElement root)
     {
+        // System.Text.Json reports a string it cannot transcode (invalid UTF-8, a lone surrogate escape) this way.
+        try { return FromJsonChecked(root); }
+        catch (InvalidOperationException e) { throw new DlrmConfigException($"invalid text in the JSON: {e.Message}"); }
+    }
+
+    static DlrmConfig FromJsonChecked(JsonElement root)
+    {
         if (root.ValueKind != JsonValueKind.Object) throw new DlrmConfigException("the model config must be a JSON object");
         RejectUnknown(root, ["denseFeatures", "bottomMlp", "topMlp", "interaction", "selfInteraction", "tables"], "");
         int dense = ReqInt(root, "denseFeatures", "denseFeatures");
