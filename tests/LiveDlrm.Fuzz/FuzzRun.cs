@@ -17,13 +17,15 @@ public static class FuzzRun
 {
     /// <summary>Runs <paramref name="target"/> for <paramref name="seconds"/> (or <paramref name="iterations"/>)
     /// on one thread, collecting unexpected exceptions instead of stopping at the first.</summary>
-    public static FuzzResult Collect(FuzzTarget target, string scratch, int seconds = -1, long iterations = -1)
+    public static FuzzResult Collect(FuzzTarget target, string scratch, int seconds = -1, long iterations = -1, string? lastInput = null)
     {
         var (seeds, run) = target.Setup(scratch);
         var result = new FuzzResult();
         Mutator.Of(seeds).Sample(input =>
         {
             Interlocked.Increment(ref result.Executions);
+            // A native crash kills the process before anything is reported: the input is on disk first.
+            if (lastInput is not null) File.WriteAllBytes(lastInput, input);
             try { run(input); }
             catch (Exception e) when (target.IsAllowed(e)) { Interlocked.Increment(ref result.AllowedExceptions); }
             catch (Exception e) { result.Unexpected.TryAdd(Signature(e), (e, input)); }

@@ -7,6 +7,7 @@ namespace LiveDlrm.Fuzz;
 /// <c>livedlrm-fuzz [TARGET|all] [--seconds N] [--corpus DIR]</c>: runs the fuzz properties for N seconds each
 /// (default 60) and prints executions and unexpected exceptions per target. Each unexpected exception's first input
 /// is saved under DIR/TARGET/ (the regression corpus the unit tests replay). Exit 1 when any was found.
+/// <c>--last-input FILE</c> writes each input to FILE before running it, to catch what a native crash ran on.
 /// </summary>
 public static class Program
 {
@@ -14,7 +15,7 @@ public static class Program
     {
         string which = "all";
         int seconds = 60;
-        string? corpus = null;
+        string? corpus = null, lastInput = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -23,6 +24,8 @@ public static class Program
                     seconds = s; i++; break;
                 case "--corpus" when i + 1 < args.Length:
                     corpus = args[++i]; break;
+                case "--last-input" when i + 1 < args.Length:
+                    lastInput = args[++i]; break;
                 case "--help" or "-h":
                     Console.WriteLine("usage: fuzz [TARGET|all] [--seconds N] [--corpus DIR]");
                     foreach (var t in FuzzTargets.All) Console.WriteLine($"  {t.Name,-9} {t.Description}");
@@ -43,7 +46,7 @@ public static class Program
             try
             {
                 var sw = Stopwatch.StartNew();
-                var r = FuzzRun.Collect(target, scratch, seconds);
+                var r = FuzzRun.Collect(target, scratch, seconds, lastInput: lastInput);
                 Console.WriteLine($"fuzz {target.Name}: {r.Executions} executions in {sw.Elapsed.TotalSeconds:F0} s ({r.Executions / sw.Elapsed.TotalSeconds:F0}/s), " +
                                   $"{r.AllowedExceptions} documented errors, {r.Unexpected.Count} unexpected exception{(r.Unexpected.Count == 1 ? "" : "s")}");
                 foreach (var (signature, (error, input)) in r.Unexpected)

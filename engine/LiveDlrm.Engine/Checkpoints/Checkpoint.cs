@@ -61,6 +61,9 @@ public static unsafe class Checkpoint
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(path);
         string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        // A symlink is written through: the checkpoint replaces its target, and the link keeps pointing at it.
+        if (FileStatusInterop.Stat(full, followLinks: false).Kind == FileKind.Symlink)
+            full = OutputTarget.RealPath(full) ?? full;
         string parent = Path.GetDirectoryName(full) ?? throw new ArgumentException($"{path}: a checkpoint cannot be the root directory");
         string name = Path.GetFileName(full);
         fs.CreateDirectory(parent);

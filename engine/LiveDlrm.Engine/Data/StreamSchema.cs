@@ -276,7 +276,7 @@ public sealed class StreamSchema
     public void Save(string path)
     {
         string full = Path.GetFullPath(path);
-        string tmp = full + ".tmp";
+        string tmp = Path.Combine(Path.GetDirectoryName(full)!, Files.TempOwner.Name(Path.GetFileName(full), "tmp"));
         File.WriteAllText(tmp, ToJson(Path.GetDirectoryName(full)));
         File.Move(tmp, full, overwrite: true);
     }
