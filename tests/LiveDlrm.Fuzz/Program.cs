@@ -7,7 +7,7 @@ namespace LiveDlrm.Fuzz;
 /// <c>livedlrm-fuzz [TARGET|all] [--seconds N] [--corpus DIR]</c>: runs the fuzz properties for N seconds each
 /// (default 60) and prints executions and unexpected exceptions per target. Each unexpected exception's first input
 /// is saved under DIR/TARGET/ (the regression corpus the unit tests replay). Exit 1 when any was found.
-/// <c>--last-input FILE</c> writes each input to FILE before running it, to catch what a native crash ran on.
+/// <c>TARGET --replay FILE</c> runs one saved input. <c>--last-input FILE</c> writes each input to FILE before running it, to catch what a native crash ran on.
 /// </summary>
 public static class Program
 {
@@ -15,7 +15,7 @@ public static class Program
     {
         string which = "all";
         int seconds = 60;
-        string? corpus = null, lastInput = null;
+        string? corpus = null, lastInput = null, replay = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -26,6 +26,8 @@ public static class Program
                     corpus = args[++i]; break;
                 case "--last-input" when i + 1 < args.Length:
                     lastInput = args[++i]; break;
+                case "--replay" when i + 1 < args.Length:
+                    replay = args[++i]; break;
                 case "--help" or "-h":
                     Console.WriteLine("usage: fuzz [TARGET|all] [--seconds N] [--corpus DIR]");
                     foreach (var t in FuzzTargets.All) Console.WriteLine($"  {t.Name,-9} {t.Description}");
@@ -38,6 +40,15 @@ public static class Program
         IReadOnlyList<FuzzTarget> targets;
         try { targets = which == "all" ? FuzzTargets.All : [FuzzTargets.Get(which)]; }
         catch (ArgumentException e) { Console.Error.WriteLine($"fuzz: {e.Message}"); return 2; }
+
+        if (replay is not null)
+        {
+            string dir = Directory.CreateTempSubdirectory("livedlrm-fuzz-replay-").FullName;
+            var error = FuzzRun.Replay(targets[0], dir, File.ReadAllBytes(replay));
+            Directory.Delete(dir, recursive: true);
+            Console.WriteLine(error is null ? $"fuzz {targets[0].Name}: {replay} runs clean" : $"fuzz {targets[0].Name}: {replay}: {error}");
+            return error is null ? 0 : 1;
+        }
 
         int found = 0;
         foreach (var target in targets)

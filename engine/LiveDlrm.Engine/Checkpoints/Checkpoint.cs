@@ -298,6 +298,8 @@ public static unsafe class Checkpoint
             string densePath = Path.Combine(dir, DenseFile);
             long denseLength = Long(denseEl, "bytes", manifestPath);
             dense = new DlrmDenseNet(config);
+            // The parameter wrappers are freed here, not left to the finalizer thread.
+            using var parameterScope = NewDisposeScope();
             var parameters = dense.NamedParameters();
             long expectedDense = parameters.Sum(p => p.Parameter.numel()) * sizeof(float);
             if (denseLength != expectedDense)
