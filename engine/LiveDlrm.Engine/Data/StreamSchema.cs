@@ -166,7 +166,7 @@ public sealed class StreamSchema
 
     public static StreamSchema Load(string path)
     {
-        if (!Files.SmallFile.TryReadText(path, out string text, out string? error)) throw new SchemaException($"{path}: schema file {error}");
+        if (!Files.SmallFile.TryReadText(path, out string text, out string? error)) throw new SchemaException($"{path}: cannot read schema: the file {error}");
         try { return Parse(text, Path.GetDirectoryName(Path.GetFullPath(path))); }
         catch (SchemaException e) { throw new SchemaException($"{path}: {e.Message}"); }
     }

@@ -155,7 +155,7 @@ public sealed class DlrmConfig
 
     public static DlrmConfig Load(string path)
     {
-        if (!Files.SmallFile.TryReadText(path, out string text, out string? error)) throw new DlrmConfigException($"{path}: model config file {error}");
+        if (!Files.SmallFile.TryReadText(path, out string text, out string? error)) throw new DlrmConfigException($"{path}: cannot read model config: the file {error}");
         try { return Parse(text); }
         catch (DlrmConfigException e) { throw new DlrmConfigException($"{path}: {e.Message}"); }
     }

@@ -29,11 +29,26 @@ public static class Fx
     };
 
     /// <summary>data.schema.json with <paramref name="from"/> replaced by <paramref name="to"/>, as NAME.</summary>
-    public static Setup Schema(string name, string from, string to, string prefix = "") => (s, lib) =>
+    public static Setup Schema(string name, string from, string to, string prefix = "") => Schema(name, prefix, (from, to));
+
+    public static Setup Schema(string name, string prefix, params (string From, string To)[] edits) => (s, lib) =>
     {
         string json = File.ReadAllText(Path.Combine(lib, "data.schema.json"));
-        if (!json.Contains(from)) throw new InvalidOperationException($"schema fixture has no '{from}'");
-        File.WriteAllText(Path.Combine(s, name), prefix + json.Replace(from, to));
+        foreach (var (from, to) in edits)
+        {
+            if (!json.Contains(from)) throw new InvalidOperationException($"schema fixture has no '{from}'");
+            json = json.Replace(from, to);
+        }
+        File.WriteAllText(Path.Combine(s, name), prefix + json);
+    };
+
+    /// <summary>data.schema.json without dense features (the dense columns become ignored columns), as NAME.</summary>
+    public static Setup SchemaWithoutDense(string name) => (s, lib) =>
+    {
+        var schema = LiveDlrm.Data.StreamSchema.Load(Path.Combine(lib, "data.schema.json"));
+        var bare = new LiveDlrm.Data.StreamSchema(schema.Name, schema.Columns, schema.Label, [], schema.Sparse, schema.Timestamp, schema.EventsPerSecond,
+                                                  schema.StartTime, schema.TrueProbability, schema.Delimiter, schema.Header);
+        File.WriteAllText(Path.Combine(s, name), bare.ToJson());
     };
 
     public static Setup ModelEdit(string file, Func<byte[], byte[]> edit) => (s, lib) =>
@@ -175,10 +190,10 @@ public static class HostileCliCases
             Fx.Do(s => Directory.CreateDirectory(Path.Combine(s, "sub"))), Fx.Schema("sub/s.json", "\"rows\": 4,\n      \"mapping\": \"integer\"", "\"rows\": 4,\n      \"mapping\": \"vocabulary\", \"vocabulary\": \"../v.txt\"")),
         Bad("schema-vocab-directory", $"{T} --data data.tsv --schema s.json --out m", "vocabulary", Fx.Data, Fx.Notes, Fx.Schema("s.json", "\"rows\": 4,\n      \"mapping\": \"integer\"", "\"rows\": 4,\n      \"mapping\": \"vocabulary\", \"vocabulary\": \"notes\"")),
         Bad("schema-vocab-missing", $"{T} --data data.tsv --schema s.json --out m", "vocabulary", Fx.Data, Fx.Schema("s.json", "\"rows\": 4,\n      \"mapping\": \"integer\"", "\"rows\": 4,\n      \"mapping\": \"vocabulary\", \"vocabulary\": \"nope.txt\"")),
-        Bad("schema-no-dense", $"{T} --data data.tsv --schema s.json --out m", "dense", Fx.Data, Fx.Schema("s.json", "\"dense\": [", "\"dense\": [], \"unusedDense\": [")),
+        Bad("schema-no-dense", $"{T} --data data.tsv --schema s.json --out m", "schema", Fx.Data, Fx.SchemaWithoutDense("s.json")),
         Bad("schema-delimiter-long", $"{T} --data data.tsv --schema s.json --out m", "delimiter", Fx.Data, Fx.Schema("s.json", "\"delimiter\": \"\\t\"", "\"delimiter\": \"ab\"")),
         Bad("schema-label-missing-column", $"{T} --data data.tsv --schema s.json --out m", "label", Fx.Data, Fx.Schema("s.json", "\"label\": \"label\"", "\"label\": \"click\"")),
-        Bad("schema-eps-negative", $"{T} --data data.tsv --schema s.json --out m", "eventsPerSecond", Fx.Data, Fx.Schema("s.json", "\"timestamp\": \"timestamp\"", "\"timestamp\": null"), Fx.Schema("s2.json", "\"eventsPerSecond\": 20", "\"eventsPerSecond\": -1")),
+        Bad("schema-eps-negative", $"{T} --data data.tsv --schema s.json --out m", "eventsPerSecond", Fx.Data, Fx.Schema("s.json", "", ("\"timestamp\": \"timestamp\"", "\"timestamp\": null"), ("\"eventsPerSecond\": 20", "\"eventsPerSecond\": -1"))),
         Ok("schema-bom", $"{T} --data data.tsv --schema s.json --out m", ["m"], Fx.Data, Fx.Schema("s.json", "\"name\"", "\"name\"", prefix: "\uFEFF")),
 
         // ---------------------------------------------------------------- train: config and options
@@ -186,7 +201,7 @@ public static class HostileCliCases
         Bad("config-not-json", $"{T} --config c.json --out m", "c.json", Fx.Text("c.json", "nope")),
         Bad("config-dev-zero", $"{T} --config /dev/zero --out m", "/dev/zero"),
         Bad("config-directory", $"{T} --config notes --out m", "notes", Fx.Notes),
-        Bad("config-unknown-field", $"{T} --config c.json --out m", "denseFeatures", Fx.Text("c.json", "{\"denseFeatures\": 4, \"bottomMlp\": [8, 4], \"topMlp\": [4, 1], \"tables\": [], \"extra\": 1}")),
+        Bad("config-unknown-field", $"{T} --config c.json --out m", "extra", Fx.Text("c.json", "{\"denseFeatures\": 4, \"bottomMlp\": [8, 4], \"topMlp\": [4, 1], \"tables\": [], \"extra\": 1}")),
         Bad("config-no-tables", $"{T} --config c.json --out m", "tables", Fx.Text("c.json", "{\"denseFeatures\": 4, \"bottomMlp\": [8, 4], \"topMlp\": [4, 1], \"tables\": []}")),
         Bad("config-width-huge", $"{T} --config c.json --out m", "bottomMlp", Fx.Text("c.json", "{\"denseFeatures\": 4, \"bottomMlp\": [2000000000, 4], \"topMlp\": [4, 1], \"tables\": [{\"name\": \"t\", \"rows\": 10, \"dim\": 4}]}")),
         Bad("config-rows-huge", $"{T} --config c.json --out m", "rows", Fx.Text("c.json", "{\"denseFeatures\": 4, \"bottomMlp\": [8, 4], \"topMlp\": [4, 1], \"tables\": [{\"name\": \"t\", \"rows\": 4611686018427387903, \"dim\": 4}]}")),
