@@ -8,7 +8,7 @@ namespace LiveDlrm.Tests.Checkpoints;
 
 /// <summary>
 /// Fault injection around <see cref="Checkpoint.Save(DlrmModel, string, IReadOnlyDictionary{string, string}?, bool)"/>:
-/// a crash (this step and every later one fail, like kill -9: no cleanup runs), ENOSPC or EIO (this one step fails,
+/// a crash (this step and every later one fail, like kill -9: no cleanup runs), ENOSPC, EIO or EXDEV (this one step fails,
 /// cleanup runs) before each filesystem step of a save, with and without the one-step exchange. After each, the path
 /// must load as the complete old or the complete new checkpoint (after recovery for a crash), and nothing is left over.
 /// </summary>
@@ -28,7 +28,7 @@ public class CheckpointFaultTests
     static readonly DlrmConfig Config = new(2, [4, 4], [4, 1],
         [new DlrmTableConfig("a", 16, 4, PoolingMode.Sum, EmbeddingStorage.Fp32), new DlrmTableConfig("b", 8, 4, PoolingMode.Sum, EmbeddingStorage.Fp16)]);
 
-    public enum Fault { Crash, NoSpace, IoError }
+    public enum Fault { Crash, NoSpace, IoError, CrossDevice }
 
     sealed class FaultyFileSystem(int failAt, Fault fault, bool exchange) : CheckpointFileSystem
     {
@@ -44,7 +44,13 @@ public class CheckpointFaultTests
             if (_dead) throw new IOException("process is dead");
             if (n != failAt) return;
             if (fault == Fault.Crash) { _dead = true; throw new IOException("killed"); }
-            throw new IOException(fault == Fault.NoSpace ? "No space left on device" : "Input/output error", fault == Fault.NoSpace ? 28 : 5);
+            var (message, errno) = fault switch
+            {
+                Fault.NoSpace => ("No space left on device", 28),
+                Fault.CrossDevice => ("Invalid cross-device link", 18),
+                _ => ("Input/output error", 5),
+            };
+            throw new IOException(message, errno);
         }
 
         public override void CreateDirectory(string path) { Step("mkdir"); base.CreateDirectory(path); }

@@ -53,7 +53,7 @@ public class OutputSafetyTests
         Assert.That(() => OutputTarget.CheckFile("--json", P("dir")), Throws.TypeOf<OutputException>().With.Message.Contains("directory"));
         Assert.That(() => OutputTarget.CheckFile("--json", P("nope/r.json")), Throws.TypeOf<OutputException>().With.Message.Contains("does not exist"));
         Assert.That(() => OutputTarget.CheckFile("--json", P("ckpt/manifest.json")), Throws.TypeOf<OutputException>().With.Message.Contains("checkpoint"));
-        Assert.That(() => OutputTarget.CheckFile("--json", "/dev/null"), Throws.TypeOf<OutputException>().With.Message.Contains("regular"));
+        Assert.That(() => OutputTarget.CheckFile("--json", "/dev/zero"), Throws.TypeOf<OutputException>().With.Message.Contains("regular"));
     }
 
     [Test]
