@@ -11,6 +11,8 @@ public static class Fx
 
     public static Setup Text(string name, string content) => (s, _) => { Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(s, name))!); File.WriteAllText(Path.Combine(s, name), content); };
     public static Setup Bytes(string name, byte[] content) => (s, _) => File.WriteAllBytes(Path.Combine(s, name), content);
+    /// <summary>data.schema.json copied as NAME.schema.json beside the data file NAME (so it is used, not Criteo's).</summary>
+    public static Setup SchemaFor(string name) => (s, lib) => File.Copy(Path.Combine(lib, "data.schema.json"), Path.Combine(s, Path.ChangeExtension(name, ".schema.json")));
     public static Setup Dir(string name) => (s, _) => Directory.CreateDirectory(Path.Combine(s, name));
     public static Setup Link(string name, string target) => (s, _) => File.CreateSymbolicLink(Path.Combine(s, name), target);
     public static Setup HardLink(string name, string target) => (s, _) =>
@@ -154,8 +156,8 @@ public static class HostileCliCases
         // ---------------------------------------------------------------- train: data
         Bad("train-data-missing", $"{T} --data missing.tsv --out m", "missing.tsv"),
         Bad("train-data-directory", $"{T} --data notes --out m", "notes", Fx.Notes),
-        Bad("train-data-empty", $"{T} --data empty.tsv --out model", "events", Fx.Model, Fx.Text("empty.tsv", "")),
-        Bad("train-data-garbage", $"{T} --data junk.tsv --out model", "events", Fx.Model, Fx.Bytes("junk.tsv", Enumerable.Range(0, 4000).Select(i => (byte)(i * 37 % 251)).ToArray())),
+        Bad("train-data-empty", $"{T} --data empty.tsv --out model", "events", Fx.Model, Fx.Text("empty.tsv", ""), Fx.SchemaFor("empty.tsv")),
+        Bad("train-data-garbage", $"{T} --data junk.tsv --out model", "events", Fx.Model, Fx.Bytes("junk.tsv", Enumerable.Range(0, 4000).Select(i => (byte)(i * 37 % 251)).ToArray()), Fx.SchemaFor("junk.tsv")),
         Bad("train-data-all-bad", $"{T} --data bad.tsv --out model", "events", Fx.Model, Fx.Lines("bad.tsv", (i, l) => "x" + l)),
         Bad("train-data-all-bad-fail", $"{T} --data bad.tsv --out model --bad-lines fail", "line 1", Fx.Model, Fx.Lines("bad.tsv", (i, l) => "x" + l)),
         Bad("train-data-line3-fail", $"{T} --data bad.tsv --out model --bad-lines fail", "line 3", Fx.Model, Fx.Lines("bad.tsv", (i, l) => i == 2 ? "oops" : l)),
