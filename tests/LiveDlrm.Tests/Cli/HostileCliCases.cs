@@ -96,7 +96,7 @@ public static class HostileCliCases
         Bad("synth-missing-out", "synth --events 10", "--out"),
         Bad("pim-serve-missing-model", "pim-serve", "--model"),
         Bad("info-unknown-option", "info --nope", "--nope"),
-        Bad("flag-with-value", "replay --no-plots maybe", "--no-plots"),
+        Bad("flag-with-value", "replay --no-plots maybe", "maybe"),
 
         // ---------------------------------------------------------------- synth
         Bad("synth-events-0", "synth --out x.tsv --events 0", "--events"),
@@ -274,7 +274,7 @@ public static class HostileCliCases
         Bad("replay-out-missing-parent", $"{R} --out nope/r", "nope"),
         Bad("replay-model-notes", $"{R} --model notes", "notes", Fx.Notes),
         Bad("replay-model-missing", $"{R} --model nope", "nope"),
-        Bad("replay-model-corrupt", $"{R} --model model", "checksum", Fx.ModelEdit("tables/000-user_id.bin", b => { b[5] ^= 0x40; return b; })),
+        Bad("replay-model-corrupt", $"{R} --model model --out r", "checksum", Fx.ModelEdit("tables/000-user_id.bin", b => { b[5] ^= 0x40; return b; })),
         Bad("replay-rank-0", "replay --rank 0", "--rank"),
         Bad("replay-rank-huge", "replay --rank 5000", "--rank"),
         Bad("replay-rank-above-max", "replay --rank 8 --max-rank 4", "--max-rank"),
@@ -285,7 +285,7 @@ public static class HostileCliCases
         Bad("replay-live-backend", "replay --live-backend gpu", "--live-backend"),
         Bad("replay-pim-dpus-0", "replay --pim-dpus 0", "--pim-dpus"),
         Bad("replay-world-with-file", "replay --data data.tsv --users 5", "--users", Fx.Data),
-        Bad("replay-data-empty", $"{R} --data empty.tsv --schema data.schema.json", "events", Fx.Data, Fx.Text("empty.tsv", "")),
+        Bad("replay-data-empty", $"{R} --data empty.tsv --schema data.schema.json --out r", "events", Fx.Data, Fx.Text("empty.tsv", "")),
         Bad("replay-last-layer", "replay --last-layer maybe", "--last-layer"),
         Bad("replay-budget-scope", "replay --budget-scope all", "--budget-scope"),
         Bad("replay-optimizer", "replay --optimizer adam", "--optimizer"),
