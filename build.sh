@@ -4,6 +4,7 @@
 #   test           everything needed, then all tests; ends with "N passed, N failed[, N skipped]"
 #   cli ARGS...    build if needed, then run the livedlrm host with ARGS
 #   bench [NAME]   comparative benchmark runs (perf/), results in artifacts/bench/
+#   fuzz [TARGET] [--seconds N]  fuzz the parsers (tests/LiveDlrm.Fuzz) N s per target (default 60); finds go to its corpus/
 #   build          native + managed build only
 #   clean          remove build outputs
 set -euo pipefail
@@ -104,6 +105,7 @@ case "$verb" in
   test)  run_tests "$@" ;;
   cli)   run_cli "$@" ;;
   bench) build_all; cd "$CALLER_DIR"; exec dotnet "$ROOT/perf/LiveDlrm.Perf/bin/$CONFIG/net10.0/LiveDlrm.Perf.dll" "$@" ;;
+  fuzz)  build_all; exec dotnet "$ROOT/tests/LiveDlrm.Fuzz/bin/$CONFIG/net10.0/LiveDlrm.Fuzz.dll" "$@" --corpus "$ROOT/tests/LiveDlrm.Fuzz/corpus" ;;
   build) build_all ;;
   clean) rm -rf artifacts; find engine interop tests perf -type d \( -name bin -o -name obj \) -prune -exec rm -rf {} + ;;
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$verb" ] || [ "$verb" = help ] || exit 2 ;;

@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using LiveDlrm.CommandLine;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
+using LiveDlrm.Files;
 using LiveDlrm.Runtime;
 using LiveDlrm.Training;
 
@@ -32,10 +33,11 @@ public sealed class EvalCommand : CliCommand
         int batchSize = result.GetValue(_batch);
         long? skipArg = result.GetValue(_skip);
         var data = _data.Get(result);
+        if (jsonPath is not null) jsonPath = OutputTarget.CheckFile("--json", jsonPath, [.. data.InputPaths(), modelPath]);
 
         TorchRuntime.EnsureInitialised();
         Checkpoint.Manifest manifest;
-        try { manifest = Checkpoint.ReadManifest(modelPath); }
+        try { manifest = Checkpoint.ReadManifest(modelPath, log: Console.Error.WriteLine); }
         catch (CheckpointException e) { throw new UsageException($"--model: {e.Message}"); }
         var inv = CultureInfo.InvariantCulture;
         long skip = skipArg ?? 0;
@@ -50,7 +52,7 @@ public sealed class EvalCommand : CliCommand
         if (data.IsSynthetic) data = data with { Events = skip + (data.Events ?? DefaultEvents) };
         else if (data.Events is long n) data = data with { Events = skip + n };
 
-        using var model = Checkpoint.Load(modelPath);
+        using var model = Checkpoint.Load(modelPath, log: Console.Error.WriteLine);
         using var source = data.Open(Console.Error.WriteLine);
         try { model.Config.CheckLayout(source.Schema.Layout); }
         catch (ArgumentException e) { throw new UsageException($"the checkpoint does not fit the data: {e.Message}"); }

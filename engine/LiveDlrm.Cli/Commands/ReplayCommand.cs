@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using LiveDlrm.CommandLine;
+using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
 using LiveDlrm.Lora;
 using LiveDlrm.Replay;
@@ -36,9 +37,11 @@ public sealed class ReplayCommand : CliCommand
     readonly Option<string?> _basePrefix = Opt.Text("--base-prefix", "base model trained on this first fraction of the stream, or on the events before a unix time", D.BasePrefixFraction?.ToString(CultureInfo.InvariantCulture), "F|UNIXTIME");
     readonly Option<string?> _model = Opt.Text("--model", "serve this checkpoint as the base instead (replays the whole stream unless --base-prefix)", helpName: "DIR");
     readonly Option<int> _baseEpochs = Opt.Int("--base-epochs", "passes over the prefix for the base model", 1, 1, 100);
-    readonly Option<long> _syncInterval = Opt.Long("--sync-interval", "delta: seconds of event time between syncs", D.SyncIntervalSeconds, 1);
-    readonly Option<long> _syncDelay = Opt.Long("--sync-delay", "delta: seconds until a sync lands on the server", D.SyncDelaySeconds, 0);
-    readonly Option<long> _labelDelay = Opt.Long("--label-delay", "seconds of event time until a label can be used", D.LabelDelaySeconds, 0);
+    // Durations of event time: at most ten years (sums with event times saturate in the engine regardless).
+    const long MaxSeconds = 10L * 366 * 86400;
+    readonly Option<long> _syncInterval = Opt.Long("--sync-interval", "delta: seconds of event time between syncs", D.SyncIntervalSeconds, 1, MaxSeconds);
+    readonly Option<long> _syncDelay = Opt.Long("--sync-delay", "delta: seconds until a sync lands on the server", D.SyncDelaySeconds, 0, MaxSeconds);
+    readonly Option<long> _labelDelay = Opt.Long("--label-delay", "seconds of event time until a label can be used", D.LabelDelaySeconds, 0, MaxSeconds);
     readonly Option<string?> _window = Opt.Text("--window", "report window: auto = 20-48 round windows over the replayed span, or event seconds", "auto", "auto|SECONDS");
     readonly Option<int> _minWindowEvents = Opt.Int("--min-window-events", "windows with fewer events (or one label class) merge into the next", D.MinWindowEvents, 1);
     readonly Option<int> _batch = Opt.Int("--batch", "events scored together, and the delta trainer's minibatch", D.ServeBatch, 1, 1 << 20);
@@ -98,6 +101,10 @@ public sealed class ReplayCommand : CliCommand
         var world = _world.Apply(result, DefaultWorld);
         string? model = result.GetValue(_model);
         if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
+        // The checkpoint's manifest is checked now: a bad --model fails before the stream is read.
+        if (model is not null)
+            try { Checkpoint.ReadManifest(model, log: Console.Error.WriteLine); }
+            catch (CheckpointException e) { throw new UsageException($"--model: {e.Message}"); }
 
         double? prefixFraction = model is null ? D.BasePrefixFraction : null;
         long? prefixTime = null;
@@ -180,7 +187,13 @@ public sealed class ReplayCommand : CliCommand
         try { options.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
 
-        Directory.CreateDirectory(outDir);
+        // A folder the user names is checked now (existing parent, not a file, not inside a checkpoint); the default
+        // (artifacts/replay) is ours and created with its parents. Either is created only once there is a report.
+        if (result.GetResult(_out) is { Implicit: false })
+        {
+            outDir = LiveDlrm.Files.OutputTarget.CheckDirectory("--out", outDir);
+            if (Directory.Exists(outDir)) LiveDlrm.Files.OutputTarget.CheckFile("--out", Path.Combine(outDir, "report.json"), data.InputPaths());
+        }
         string dataName = data.IsSynthetic ? $"synthetic (events {data.Events}, seed {data.Seed}, drift {data.Drift}, {data.EventsPerSecond} events/s, {world.Users} users, {world.InitialItems}+{world.MaxNewItems} items)" : data.Data;
         Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
         Func<IEventSource> open = data.IsSynthetic
@@ -203,6 +216,7 @@ public sealed class ReplayCommand : CliCommand
             return result;
         });
 
+        Directory.CreateDirectory(outDir);
         string json = Path.Combine(outDir, "report.json");
         report.WriteJson(json);
         PrintTable(report);

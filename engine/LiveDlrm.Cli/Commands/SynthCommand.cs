@@ -2,6 +2,7 @@ using System.CommandLine;
 using LiveDlrm.CommandLine;
 using System.Globalization;
 using LiveDlrm.Data;
+using LiveDlrm.Files;
 
 namespace LiveDlrm.Cli.Commands;
 
@@ -32,6 +33,11 @@ public sealed class SynthCommand : CliCommand
             EventsPerSecond = result.GetValue(_eventsPerSecond),
         };
         config = _world.Apply(result, config);
+        output = OutputTarget.CheckFile("--out", output);
+        OutputTarget.CheckFile("--out", SyntheticStreamFiles.SchemaPathFor(output));
+        OutputTarget.CheckFile("--out", SyntheticStreamFiles.OptimumPathFor(output));
+        try { config.Validate(); }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
 
         var s = SyntheticStreamFiles.Write(output, config, events);
         var inv = CultureInfo.InvariantCulture;

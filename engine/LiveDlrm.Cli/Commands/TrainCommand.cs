@@ -4,6 +4,7 @@ using LiveDlrm.CommandLine;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
+using LiveDlrm.Files;
 using LiveDlrm.Model;
 using LiveDlrm.Runtime;
 using LiveDlrm.Training;
@@ -28,12 +29,13 @@ public sealed class TrainCommand : CliCommand
     readonly Option<double> _validation = Opt.Double("--validation", "share of the stream's time-ordered tail held out for early stopping (0 = none)", 0.1, 0, 0.5);
     readonly Option<int> _modelSeed = Opt.Int("--model-seed", "model initialisation seed", 1);
     readonly Option<int> _threads = Opt.Int("--threads", "threads of the sparse update (default: cores)", Defaults.Threads, 1, 1024);
+    readonly Option<bool> _force = Opt.Flag("--force", "replace an --out directory that is not a checkpoint (never the current directory or one holding an input)");
     readonly DataSourceArgs _data = new(DefaultEvents);
 
     public TrainCommand() : base("train", "train a DLRM on a stream (full-parameter trainer) and write a checkpoint")
     {
         Add(_out); Add(_config); Add(_storage); Add(_batch); Add(_epochs); Add(_optimizer); Add(_lrDense); Add(_lrEmb);
-        Add(_embAccumulator); Add(_embL2); Add(_validation); Add(_modelSeed); Add(_threads);
+        Add(_embAccumulator); Add(_embL2); Add(_validation); Add(_modelSeed); Add(_threads); Add(_force);
         _data.AddTo(this);
     }
 
@@ -62,18 +64,22 @@ public sealed class TrainCommand : CliCommand
         int modelSeed = result.GetValue(_modelSeed);
         double validation = result.GetValue(_validation);
         var data = _data.Get(result);
+        bool force = result.GetValue(_force);
+        // Checked before any work: a bad --out fails in a moment, not after a training pass.
+        output = CheckpointTarget.Check("--out", output, [.. data.InputPaths(), .. configPath is null ? Array.Empty<string>() : [configPath]], force);
 
         TorchRuntime.EnsureInitialised();
         using var source = data.Open(Console.Error.WriteLine);
         DlrmConfig config;
         try { config = configPath is null ? TrainingLoop.DefaultConfig(source.Schema.Layout, storage) : DlrmConfig.Load(configPath); }
-        catch (DlrmConfigException e) { throw new UsageException($"--config: {e.Message}"); }
+        catch (DlrmConfigException e) { throw new UsageException(configPath is null ? $"the schema's layout gives no valid default model: {e.Message}" : $"--config: {e.Message}"); }
         try { config.CheckLayout(source.Schema.Layout); }
         catch (ArgumentException e) { throw new UsageException($"the model config does not fit the data: {e.Message}"); }
 
         var inv = CultureInfo.InvariantCulture;
         Console.WriteLine($"data     {(data.IsSynthetic ? $"synthetic (seed {data.Seed}, drift {data.Drift.ToString(inv)}, {data.Events:N0} events)" : data.Data)}; {data.ResolveSchema().Description}");
         Console.WriteLine($"model    {config.Tables.Count} tables ({config.TableBytes / 1e6:F1} MB), d = {config.Dim}, bottom [{string.Join(", ", config.BottomMlp)}], top [{string.Join(", ", config.TopMlp)}]");
+        config.CheckMemory();
         using var model = DlrmModel.Create(config, modelSeed);
         using var trainer = new DlrmTrainer(model, options);
         // A synthetic stream has a known length; a file's is known only when --events caps it below its size.
@@ -113,8 +119,8 @@ public sealed class TrainCommand : CliCommand
             metadata["syntheticDrift"] = data.Drift.ToString("R", inv);
             metadata["syntheticEvents"] = (data.Events ?? DefaultEvents).ToString(inv);
         }
-        Checkpoint.Save(model, output, metadata);
-        Console.WriteLine($"wrote    {Path.GetFullPath(output)}");
+        Checkpoint.Save(model, output, metadata, replaceAnyDirectory: force);
+        Console.WriteLine($"wrote    {output}");
         return 0;
     }
 }

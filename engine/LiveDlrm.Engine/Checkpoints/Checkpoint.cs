@@ -4,6 +4,7 @@ using System.Reflection;
 using System.Text;
 using System.Text.Json;
 using LiveDlrm.Embeddings;
+using LiveDlrm.Files;
 using LiveDlrm.Interop;
 using LiveDlrm.Model;
 using LiveDlrm.Runtime;
@@ -43,64 +44,102 @@ public static unsafe class Checkpoint
     public const string ManifestFile = "manifest.json";
     public const string ManifestChecksumFile = "manifest.xxh3";
     public const string DenseFile = "dense.bin";
+    public const string TablesFolder = "tables";
     const int ChunkBytes = 64 << 20;
 
-    static string TableFile(int index, string name) => $"tables/{index:D3}-{name}.bin";
+    static string TableFile(int index, string name) => $"{TablesFolder}/{index:D3}-{name}.bin";
 
-    /// <summary>Writes <paramref name="model"/> to the directory <paramref name="path"/> (replacing it if it exists).
+    /// <summary>Writes <paramref name="model"/> to the directory <paramref name="path"/>, replacing the checkpoint there
+    /// if there is one (see <see cref="CheckpointTarget"/> for what a command may replace; a non-empty directory that
+    /// is not a checkpoint is refused unless <paramref name="replaceAnyDirectory"/>).
     /// <paramref name="metadata"/> is stored as strings in the manifest (e.g. events trained on, data source).</summary>
-    public static void Save(DlrmModel model, string path, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Save(DlrmModel model, string path, IReadOnlyDictionary<string, string>? metadata = null, bool replaceAnyDirectory = false) =>
+        Save(model, path, metadata, replaceAnyDirectory, CheckpointFileSystem.Real);
+
+    internal static void Save(DlrmModel model, string path, IReadOnlyDictionary<string, string>? metadata, bool replaceAnyDirectory, CheckpointFileSystem fs)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(path);
         string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        // A symlink is written through: the checkpoint replaces its target, and the link keeps pointing at it.
+        if (FileStatusInterop.Stat(full, followLinks: false).Kind == FileKind.Symlink)
+            full = OutputTarget.RealPath(full) ?? full;
         string parent = Path.GetDirectoryName(full) ?? throw new ArgumentException($"{path}: a checkpoint cannot be the root directory");
         string name = Path.GetFileName(full);
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{name}.tmp-{Guid.NewGuid():N}");
+        fs.CreateDirectory(parent);
+        CheckpointRecovery.Recover(full, fs, TempOwner.OwnerAlive, log: null);
+        if (File.Exists(full)) throw new CheckpointException(full, "exists and is a file, not a checkpoint directory");
+        if (Directory.Exists(full) && !replaceAnyDirectory && CheckpointTarget.WhyNotCheckpoint(full) is { } why)
+            throw new CheckpointException(full, $"is not a checkpoint ({why}); refusing to replace it");
+        string temp = Path.Combine(parent, TempOwner.Name(name, CheckpointRecovery.TempKind));
+        string? aside = null;
+        bool published = false;
         try
         {
-            Directory.CreateDirectory(Path.Combine(temp, "tables"));
+            fs.CreateDirectory(Path.Combine(temp, TablesFolder));
             var tableEntries = new List<(string File, ulong Hash, long Bytes)>();
             for (int i = 0; i < model.Tables.Count; i++)
             {
                 var table = model.Tables[i];
                 string file = TableFile(i, table.Name);
-                tableEntries.Add((file, WriteRaw(Path.Combine(temp, file), table.DataPointer, table.ByteSize), table.ByteSize));
+                tableEntries.Add((file, WriteRaw(fs, Path.Combine(temp, file), table.DataPointer, table.ByteSize), table.ByteSize));
             }
             var (denseBytes, tensors) = DenseBytes(model.Dense);
             ulong denseHash;
-            fixed (byte* p = denseBytes) denseHash = WriteRaw(Path.Combine(temp, DenseFile), p, denseBytes.Length);
+            fixed (byte* p = denseBytes) denseHash = WriteRaw(fs, Path.Combine(temp, DenseFile), p, denseBytes.Length);
 
             byte[] manifest = ManifestJson(model, tableEntries, denseHash, denseBytes.Length, tensors, metadata);
-            fixed (byte* p = manifest) WriteRaw(Path.Combine(temp, ManifestFile), p, manifest.Length);
+            fixed (byte* p = manifest) WriteRaw(fs, Path.Combine(temp, ManifestFile), p, manifest.Length);
             byte[] manifestHash = Encoding.ASCII.GetBytes(Hex(XxHash3.HashToUInt64(manifest)) + "\n");
-            fixed (byte* p = manifestHash) WriteRaw(Path.Combine(temp, ManifestChecksumFile), p, manifestHash.Length);
-            FileSyncInterop.SyncDirectory(Path.Combine(temp, "tables"));
-            FileSyncInterop.SyncDirectory(temp);
+            fixed (byte* p = manifestHash) WriteRaw(fs, Path.Combine(temp, ManifestChecksumFile), p, manifestHash.Length);
+            fs.SyncDirectory(Path.Combine(temp, TablesFolder));
+            fs.SyncDirectory(temp);
 
-            string? aside = null;
+            // Publish. Preferred: swap the complete new directory with the old one in one step (renameat2
+            // RENAME_EXCHANGE), so the path always holds a complete checkpoint. Without it: move the old one aside,
+            // then the new one in; a crash between the two leaves both complete, and CheckpointRecovery rolls forward.
             if (Directory.Exists(full))
             {
-                aside = Path.Combine(parent, $".{name}.old-{Guid.NewGuid():N}");
-                Directory.Move(full, aside);
+                if (fs.TryExchange(temp, full)) { published = true; aside = temp; }
+                else
+                {
+                    aside = Path.Combine(parent, TempOwner.Name(name, CheckpointRecovery.OldKind));
+                    fs.Move(full, aside);
+                    fs.Move(temp, full);
+                    published = true;
+                }
             }
-            else if (File.Exists(full)) throw new CheckpointException(full, "exists and is a file, not a checkpoint directory");
-            Directory.Move(temp, full);
-            FileSyncInterop.SyncDirectory(parent);
-            if (aside is not null) Directory.Delete(aside, recursive: true);
+            else
+            {
+                fs.Move(temp, full);
+                published = true;
+            }
+            fs.SyncDirectory(parent);
+            if (aside is not null) fs.DeleteDirectory(aside);
         }
         catch
         {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            // Best effort, and each step on its own: after a failed rename the old checkpoint goes back in place;
+            // the unpublished temporary goes. What cannot be undone here, CheckpointRecovery does at the next use.
+            try
+            {
+                if (!published && aside is not null && !Directory.Exists(full) && Directory.Exists(aside)) fs.Move(aside, full);
+            }
+            catch (Exception) { /* left for recovery */ }
+            try
+            {
+                if (!published && Directory.Exists(temp)) fs.DeleteDirectory(temp);
+                if (published && aside is not null && Directory.Exists(aside)) fs.DeleteDirectory(aside);
+            }
+            catch (Exception) { /* left for recovery */ }
             throw;
         }
     }
 
-    static ulong WriteRaw(string file, byte* data, long length)
+    static ulong WriteRaw(CheckpointFileSystem fs, string file, byte* data, long length)
     {
         var hash = new XxHash3();
-        using (var stream = new FileStream(file, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.None))
+        using (var stream = fs.CreateFile(file))
         {
             for (long offset = 0; offset < length; offset += ChunkBytes)
             {
@@ -108,7 +147,7 @@ public static unsafe class Checkpoint
                 hash.Append(chunk);
                 stream.Write(chunk);
             }
-            stream.Flush(flushToDisk: true);
+            fs.SyncFile(stream);
         }
         return hash.GetCurrentHashAsUInt64();
     }
@@ -191,19 +230,25 @@ public static unsafe class Checkpoint
     /// <summary>What a checkpoint's manifest says, read and checked without loading the tables.</summary>
     public sealed record Manifest(DlrmConfig Config, IReadOnlyDictionary<string, string> Metadata, string Engine, DateTime Created);
 
-    public static Manifest ReadManifest(string path)
+    /// <summary>Reads and checks the manifest at <paramref name="path"/>. With <paramref name="recover"/>, an
+    /// interrupted save is first resolved (see <see cref="CheckpointRecovery"/>) and what was done goes to <paramref name="log"/>.</summary>
+    public static Manifest ReadManifest(string path, bool recover = true, Action<string>? log = null)
     {
-        string dir = Path.GetFullPath(path);
+        string dir = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        if (recover) CheckpointRecovery.Recover(dir, CheckpointFileSystem.Real, TempOwner.OwnerAlive, log);
         if (!Directory.Exists(dir)) throw new CheckpointException(dir, "checkpoint directory does not exist");
         using var doc = ParseManifest(dir);
         return ManifestOf(doc.RootElement, Path.Combine(dir, ManifestFile));
     }
 
-    /// <summary>Loads the checkpoint at <paramref name="path"/> into a new model (see the class remarks for the checks).</summary>
-    public static DlrmModel Load(string path, IEmbeddingBackend? backend = null, bool ownsBackend = true)
+    /// <summary>Loads the checkpoint at <paramref name="path"/> into a new model (see the class remarks for the checks).
+    /// An interrupted save is resolved first (see <see cref="CheckpointRecovery"/>); what was recovered goes to
+    /// <paramref name="log"/>.</summary>
+    public static DlrmModel Load(string path, IEmbeddingBackend? backend = null, bool ownsBackend = true, Action<string>? log = null)
     {
         TorchRuntime.EnsureInitialised();
-        string dir = Path.GetFullPath(path);
+        string dir = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        CheckpointRecovery.Recover(dir, CheckpointFileSystem.Real, TempOwner.OwnerAlive, log);
         if (!Directory.Exists(dir)) throw new CheckpointException(dir, "checkpoint directory does not exist");
         using var doc = ParseManifest(dir);
         var root = doc.RootElement;
@@ -230,6 +275,18 @@ public static unsafe class Checkpoint
                 long bytes = tc.Rows * stride;
                 if (Long(entry, "bytes", manifestPath) != bytes || Long(entry, "rowStride", manifestPath) != stride || Long(entry, "rows", manifestPath) != tc.Rows)
                     throw new CheckpointException(manifestPath, $"tables[{i}] sizes do not match the config ({tc.Rows} rows × {stride} bytes)");
+                // Sizes first, memory second, allocation last: a manifest claiming a huge table is refused before
+                // anything is allocated for it.
+                string tablePath = Path.Combine(dir, file);
+                if (!File.Exists(tablePath)) throw new CheckpointException(tablePath, "missing");
+                long actualBytes = new FileInfo(tablePath).Length;
+                if (actualBytes != bytes)
+                    throw new CheckpointException(tablePath, actualBytes < bytes ? $"truncated: {actualBytes} bytes, the config needs {bytes}" : $"{actualBytes} bytes, the config needs {bytes} (file does not match the model config)");
+                if (i == 0)
+                {
+                    try { config.CheckMemory(); }
+                    catch (ResourceLimitException e) { throw new CheckpointException(manifestPath, e.Message, e); }
+                }
                 var table = EmbeddingTable.Create(tc.Name, tc.Rows, tc.Dim, tc.Storage);
                 tables.Add(table);
                 ReadVerified(Path.Combine(dir, file), table.DataPointer, bytes, Str(entry, "xxh3", manifestPath));
@@ -237,9 +294,12 @@ public static unsafe class Checkpoint
             }
 
             var denseEl = Prop(root, "dense", manifestPath);
-            string densePath = Path.Combine(dir, Str(denseEl, "file", manifestPath));
+            if (Str(denseEl, "file", manifestPath) != DenseFile) throw new CheckpointException(manifestPath, $"dense.file must be '{DenseFile}'");
+            string densePath = Path.Combine(dir, DenseFile);
             long denseLength = Long(denseEl, "bytes", manifestPath);
             dense = new DlrmDenseNet(config);
+            // The parameter wrappers are freed here, not left to the finalizer thread.
+            using var parameterScope = NewDisposeScope();
             var parameters = dense.NamedParameters();
             long expectedDense = parameters.Sum(p => p.Parameter.numel()) * sizeof(float);
             if (denseLength != expectedDense)
@@ -255,12 +315,15 @@ public static unsafe class Checkpoint
                 foreach (var t in tensorsEl.EnumerateArray())
                 {
                     var (name, param) = parameters[k++];
-                    long[] shape = Prop(t, "shape", manifestPath).EnumerateArray().Select(s => s.GetInt64()).ToArray();
+                    var shapeEl = Prop(t, "shape", manifestPath);
+                    if (shapeEl.ValueKind != JsonValueKind.Array || shapeEl.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.Number || !e.TryGetInt64(out _)))
+                        throw new CheckpointException(manifestPath, $"dense tensor {k - 1}: 'shape' must be an array of integers");
+                    long[] shape = shapeEl.EnumerateArray().Select(e => e.GetInt64()).ToArray();
                     long offset = Long(t, "offset", manifestPath);
                     if (Str(t, "name", manifestPath) != name || !shape.SequenceEqual(param.shape))
                         throw new CheckpointException(manifestPath, $"dense tensor {k - 1} is '{Str(t, "name", manifestPath)}' [{string.Join(", ", shape)}], the config's is '{name}' [{string.Join(", ", param.shape)}]");
                     long count = param.numel();
-                    if (offset < 0 || offset + count * sizeof(float) > denseLength)
+                    if (offset < 0 || offset > denseLength - count * sizeof(float))
                         throw new CheckpointException(manifestPath, $"dense tensor '{name}' offset {offset} is outside dense.bin");
                     var values = new float[count];
                     for (int e = 0; e < values.Length; e++)
@@ -271,13 +334,17 @@ public static unsafe class Checkpoint
             }
             return new DlrmModel(config, tables, dense, backend, ownsBackend);
         }
-        catch
+        catch (Exception e)
         {
             foreach (var t in tables) t.Dispose();
             dense?.Dispose();
+            // A manifest string System.Text.Json cannot transcode (a lone surrogate escape) surfaces as this type.
+            if (e is InvalidOperationException && e.Source == "System.Text.Json") throw new CheckpointException(manifestPath, $"invalid text in the JSON: {e.Message}", e);
             throw;
         }
     }
+
+    internal static JsonDocument ParseManifestOf(string dir) => ParseManifest(dir);
 
     static JsonDocument ParseManifest(string dir)
     {
@@ -285,16 +352,50 @@ public static unsafe class Checkpoint
         string checksumPath = Path.Combine(dir, ManifestChecksumFile);
         if (!File.Exists(manifestPath)) throw new CheckpointException(manifestPath, "missing (not a checkpoint directory, or an incomplete one)");
         if (!File.Exists(checksumPath)) throw new CheckpointException(checksumPath, "missing: the manifest cannot be verified");
-        byte[] bytes = File.ReadAllBytes(manifestPath);
-        string expected = File.ReadAllText(checksumPath).Trim();
+        byte[] bytes = ReadBounded(manifestPath, MaxManifestBytes);
+        return ParseManifest(bytes, ReadBounded(checksumPath, 1024), manifestPath);
+    }
+
+    /// <summary>A manifest is a few KB; a larger one is not ours (and is not read into memory whole).</summary>
+    const int MaxManifestBytes = 16 << 20;
+
+    static byte[] ReadBounded(string path, int max)
+    {
+        try
+        {
+            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
+            var buffer = new byte[max + 1];
+            int n = f.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+            if (n > max) throw new CheckpointException(path, $"larger than {max} bytes: not a checkpoint manifest");
+            return buffer[..n];
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException(path, $"cannot read: {e.Message}", e); }
+    }
+
+    /// <summary>Checks and parses manifest bytes against the checksum file's bytes; every problem is a
+    /// <see cref="CheckpointException"/> naming <paramref name="manifestPath"/>.</summary>
+    internal static JsonDocument ParseManifest(byte[] bytes, byte[] checksumBytes, string manifestPath)
+    {
+        string checksumPath = Path.Combine(Path.GetDirectoryName(manifestPath) ?? "", ManifestChecksumFile);
+        string expected = Encoding.ASCII.GetString(checksumBytes).Trim();
         string actual = Hex(XxHash3.HashToUInt64(bytes));
         if (!string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase))
-            throw new CheckpointException(manifestPath, $"checksum mismatch (xxh3 {actual}, {ManifestChecksumFile} says {expected}): the manifest is corrupted");
+            throw new CheckpointException(manifestPath, $"checksum mismatch (xxh3 {actual}, {checksumPath} says '{Truncate(expected)}'): the manifest is corrupted");
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new CheckpointException(manifestPath, "not valid UTF-8 text");
         try { return JsonDocument.Parse(bytes); }
         catch (JsonException e) { throw new CheckpointException(manifestPath, $"not valid JSON: {e.Message}", e); }
     }
 
-    static Manifest ManifestOf(JsonElement root, string manifestPath)
+    static string Truncate(string s) => s.Length <= 40 ? s : s[..40] + "...";
+
+    internal static Manifest ManifestOf(JsonElement root, string manifestPath)
+    {
+        // System.Text.Json reports a string it cannot transcode (invalid UTF-8, a lone surrogate escape) this way.
+        try { return ManifestOfChecked(root, manifestPath); }
+        catch (InvalidOperationException e) { throw new CheckpointException(manifestPath, $"invalid text in the JSON: {e.Message}", e); }
+    }
+
+    static Manifest ManifestOfChecked(JsonElement root, string manifestPath)
     {
         if (root.ValueKind != JsonValueKind.Object) throw new CheckpointException(manifestPath, "must be a JSON object");
         string format = Str(root, "format", manifestPath);

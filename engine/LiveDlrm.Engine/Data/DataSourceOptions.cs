@@ -45,6 +45,19 @@ public sealed record DataSourceOptions
         return (null, "Criteo default schema (no --schema and no FILE.schema.json)");
     }
 
+    /// <summary>The files this source reads (data file, schema, vocabularies): what a command's outputs must not be.</summary>
+    public IReadOnlyList<string> InputPaths()
+    {
+        if (IsSynthetic) return [];
+        var paths = new List<string> { Data };
+        var (schema, _) = ResolveSchema();
+        if (schema is null) return paths;
+        paths.Add(schema);
+        try { paths.AddRange(StreamSchema.Load(schema).Sparse.Select(s => s.VocabularyFile).OfType<string>()); }
+        catch (SchemaException) { /* reported when the source is opened */ }
+        return paths;
+    }
+
     /// <summary>Opens the source. Throws <see cref="FileNotFoundException"/>/<see cref="SchemaException"/> for a
     /// missing file or bad schema.</summary>
     public IEventSource Open(Action<string>? log = null)

@@ -6,12 +6,43 @@ using System.Runtime.Intrinsics;
 namespace LiveDlrm.Data;
 
 /// <summary>What identifies the source a cache was built from: a cache whose key differs is stale.</summary>
-public readonly record struct EventCacheKey(ulong SchemaHash, long SourceLength, long SourceWriteTicks)
+public readonly record struct EventCacheKey(ulong SchemaHash, long SourceLength, long SourceWriteTicks, ulong SourceSample)
 {
     public static EventCacheKey For(StreamSchema schema, string sourcePath)
     {
         var info = new FileInfo(sourcePath);
-        return new EventCacheKey(schema.ContentHash(), info.Length, info.LastWriteTimeUtc.Ticks);
+        return new EventCacheKey(schema.ContentHash(), info.Length, info.LastWriteTimeUtc.Ticks, SampleHash(sourcePath));
+    }
+
+    const int EdgeBytes = 1 << 20, Samples = 16, SampleBytes = 64 << 10;
+
+    /// <summary>XxHash3 over the first and last MiB of the file and 16 blocks of 64 KiB spread evenly between them
+    /// (the whole file when it is smaller): an edit that keeps the length and restores the mtime is caught when
+    /// it touches one of these ~3 MiB, at the cost of reading them.</summary>
+    public static ulong SampleHash(string path)
+    {
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.RandomAccess);
+        long length = f.Length;
+        var hash = new XxHash3();
+        var buffer = new byte[EdgeBytes];
+        void Block(long offset, int count)
+        {
+            f.Position = offset;
+            int n = f.ReadAtLeast(buffer.AsSpan(0, count), count, throwOnEndOfStream: false);
+            hash.Append(buffer.AsSpan(0, n));
+        }
+        if (length <= 2L * EdgeBytes + Samples * SampleBytes)
+        {
+            for (long at = 0; at < length; at += EdgeBytes) Block(at, (int)Math.Min(EdgeBytes, length - at));
+        }
+        else
+        {
+            Block(0, EdgeBytes);
+            long span = length - 2L * EdgeBytes - SampleBytes;
+            for (int i = 0; i < Samples; i++) Block(EdgeBytes + span * i / (Samples - 1), SampleBytes);
+            Block(length - EdgeBytes, EdgeBytes);
+        }
+        return hash.GetCurrentHashAsUInt64();
     }
 }
 
@@ -21,13 +52,17 @@ public readonly record struct EventCacheKey(ulong SchemaHash, long SourceLength,
 /// probabilities, dense row-major, then per sparse feature int32 offsets and int32/int64 indices).
 /// <code>
 /// header (128 bytes): "LDLMEVC1" | version u32 | indexWidth u32 | schemaHash u64 | sourceLength i64 | sourceTicks i64
-///                     | denseCount i32 | sparseCount i32 | hasTrueProbabilities i32 | pad i32 | events i64 | groups i64
-///                     | lines i64 | badLines i64 | fileLength i64 | ...zero... | headerChecksum u64 (XxHash3 of bytes 0..120)
+///                     | denseCount i32 | sparseCount i32 | hasTrueProbabilities i32 | badLinePolicy i32 | events i64
+///                     | groups i64 | lines i64 | badLines i64 | fileLength i64 | sourceSample u64 | ...zero...
+///                     | headerChecksum u64 (XxHash3 of bytes 0..120)
 /// group: "GRP1" u32 | count i32 | payloadLength i64 | payloadChecksum u64 (XxHash3) | payload
 /// payload: flags u32 | pad u32 | singleValuedMask u64 | requestIdBase i64 | timestampBase i64 | sections (see GroupSections)
 /// </code>
 /// Written to a temporary file, fsynced, then renamed over the target: a reader never sees a half-written cache.
-/// Header problems (wrong magic, version, key, length, checksum) make the cache stale (rebuild); a group whose
+/// Header problems (wrong magic, version, key, length, checksum) make the cache stale (rebuild); a cache that
+/// skipped bad lines is not used under <see cref="BadLinePolicy.Fail"/> (the source is parsed, so the first bad line
+/// is reported with its number). Not detected: an edit of the source that keeps its length, restores its mtime
+/// and touches none of the sampled bytes (see <see cref="EventCacheKey.SampleHash"/>). A group whose
 /// checksum fails while reading is a <see cref="DataFormatException"/> naming the file and group.
 /// </summary>
 public static class EventCache
@@ -35,7 +70,7 @@ public static class EventCache
     public const int GroupEvents = 16384;
     internal const int HeaderSize = 128;
     internal const int GroupHeaderSize = 24;
-    internal const uint Version = 2;
+    internal const uint Version = 3;
     internal static ReadOnlySpan<byte> Magic => "LDLMEVC1"u8;
     internal const uint GroupMagic = 0x31505247; // "GRP1"
 
@@ -61,10 +96,11 @@ public static class EventCache
         header = new CacheHeader(
             Version: BinaryPrimitives.ReadUInt32LittleEndian(b[8..]),
             IndexWidth: BinaryPrimitives.ReadInt32LittleEndian(b[12..]),
-            Key: new EventCacheKey(BinaryPrimitives.ReadUInt64LittleEndian(b[16..]), BinaryPrimitives.ReadInt64LittleEndian(b[24..]), BinaryPrimitives.ReadInt64LittleEndian(b[32..])),
+            Key: new EventCacheKey(BinaryPrimitives.ReadUInt64LittleEndian(b[16..]), BinaryPrimitives.ReadInt64LittleEndian(b[24..]), BinaryPrimitives.ReadInt64LittleEndian(b[32..]), BinaryPrimitives.ReadUInt64LittleEndian(b[96..])),
             DenseCount: BinaryPrimitives.ReadInt32LittleEndian(b[40..]),
             SparseCount: BinaryPrimitives.ReadInt32LittleEndian(b[44..]),
             HasTrueProbabilities: BinaryPrimitives.ReadInt32LittleEndian(b[48..]) != 0,
+            Policy: (BadLinePolicy)BinaryPrimitives.ReadInt32LittleEndian(b[52..]),
             Events: BinaryPrimitives.ReadInt64LittleEndian(b[56..]),
             Groups: BinaryPrimitives.ReadInt64LittleEndian(b[64..]),
             Lines: BinaryPrimitives.ReadInt64LittleEndian(b[72..]),
@@ -74,17 +110,19 @@ public static class EventCache
     }
 
     internal readonly record struct CacheHeader(uint Version, int IndexWidth, EventCacheKey Key, int DenseCount, int SparseCount,
-                                                bool HasTrueProbabilities, long Events, long Groups, long Lines, long BadLines, long FileLength)
+                                                bool HasTrueProbabilities, BadLinePolicy Policy, long Events, long Groups, long Lines, long BadLines, long FileLength)
     {
         public string? Mismatch(EventCacheKey key, EventBatchLayout layout, long actualLength)
         {
             if (Version != EventCache.Version) return $"cache format version {Version}, this build reads {EventCache.Version}";
             if (Key.SchemaHash != key.SchemaHash) return "cache was built under a different schema";
-            if (Key.SourceLength != key.SourceLength || Key.SourceWriteTicks != key.SourceWriteTicks) return "source file changed since the cache was built";
+            if (Key.SourceLength != key.SourceLength || Key.SourceWriteTicks != key.SourceWriteTicks || Key.SourceSample != key.SourceSample) return "source file changed since the cache was built";
             if (DenseCount != layout.DenseCount || SparseCount != layout.SparseCount || HasTrueProbabilities != layout.HasTrueProbabilities)
                 return "cache layout differs from the schema's";
             if (IndexWidth is not (4 or 8)) return $"bad index width {IndexWidth}";
             if (FileLength != actualLength) return $"cache is {actualLength} bytes, header says {FileLength} (truncated or appended to)";
+            if (Events < 0 || Groups < 0 || Lines < 0 || BadLines < 0 || Events > Lines || Groups > FileLength / GroupHeaderSize || !Enum.IsDefined(Policy))
+                return "implausible counts in the cache header (corrupt)";
             return null;
         }
     }
@@ -102,11 +140,13 @@ public static class EventCache
         BinaryPrimitives.WriteInt32LittleEndian(b[40..], h.DenseCount);
         BinaryPrimitives.WriteInt32LittleEndian(b[44..], h.SparseCount);
         BinaryPrimitives.WriteInt32LittleEndian(b[48..], h.HasTrueProbabilities ? 1 : 0);
+        BinaryPrimitives.WriteInt32LittleEndian(b[52..], (int)h.Policy);
         BinaryPrimitives.WriteInt64LittleEndian(b[56..], h.Events);
         BinaryPrimitives.WriteInt64LittleEndian(b[64..], h.Groups);
         BinaryPrimitives.WriteInt64LittleEndian(b[72..], h.Lines);
         BinaryPrimitives.WriteInt64LittleEndian(b[80..], h.BadLines);
         BinaryPrimitives.WriteInt64LittleEndian(b[88..], h.FileLength);
+        BinaryPrimitives.WriteUInt64LittleEndian(b[96..], h.Key.SourceSample);
         BinaryPrimitives.WriteUInt64LittleEndian(b[120..], XxHash3.HashToUInt64(b[..120]));
         s.Write(b);
     }
@@ -163,10 +203,15 @@ internal sealed class EventCacheWriter : IDisposable
     long _events, _groups;
     bool _done;
 
-    public EventCacheWriter(string path, EventBatchLayout layout, EventCacheKey key)
+    readonly BadLinePolicy _policy;
+
+    public EventCacheWriter(string path, EventBatchLayout layout, EventCacheKey key, BadLinePolicy policy)
     {
         _path = Path.GetFullPath(path);
-        _tempPath = $"{_path}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        _policy = policy;
+        string folder = Path.GetDirectoryName(_path)!, name = Path.GetFileName(_path);
+        RemoveStaleTemporaries(folder, name);
+        _tempPath = Path.Combine(folder, Files.TempOwner.Name(name, "tmp"));
         _layout = layout;
         _key = key;
         _indexWidth = EventCache.IndexWidthFor(layout);
@@ -271,11 +316,22 @@ internal sealed class EventCacheWriter : IDisposable
         long length = _file.Length;
         _file.Position = 0;
         EventCache.WriteHeader(_file, new EventCache.CacheHeader(EventCache.Version, _indexWidth, _key, _layout.DenseCount, _layout.SparseCount,
-                                                                _layout.HasTrueProbabilities, _events, _groups, lines, badLines, length));
+                                                                _layout.HasTrueProbabilities, _policy, _events, _groups, lines, badLines, length));
         _file.Flush(flushToDisk: true);
         _file.Dispose();
         File.Move(_tempPath, _path, overwrite: true);
         _done = true;
+    }
+
+    /// <summary>Deletes temporary caches of <paramref name="name"/> whose writer process is no longer running.</summary>
+    static void RemoveStaleTemporaries(string folder, string name)
+    {
+        try
+        {
+            foreach (string f in Directory.GetFiles(folder, $".{name}.tmp-*"))
+                if (!Files.TempOwner.OwnerAlive(Path.GetFileName(f), "tmp")) File.Delete(f);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* tried again by the next writer */ }
     }
 
     public void Dispose()

@@ -15,6 +15,9 @@ public sealed class SparseTokenMapper
     readonly Dictionary<string, long>.AlternateLookup<ReadOnlySpan<char>> _lookup;
     char[] _chars = new char[64];
 
+    /// <summary>A vocabulary is held in memory as a dictionary; a file larger than this is refused, not read.</summary>
+    public const long MaxVocabularyBytes = 256L << 20;
+
     public SparseColumn Column => _column;
     /// <summary>Number of vocabulary entries (the out-of-vocabulary row is this value); 0 for other mappings.</summary>
     public long VocabularySize => _vocabulary?.Count ?? 0;
@@ -27,16 +30,34 @@ public sealed class SparseTokenMapper
         if (column.Mapping == SparseMapping.Vocabulary)
         {
             string path = column.VocabularyFile!;
-            if (!File.Exists(path)) throw new SchemaException($"{field}.vocabulary: file '{path}' does not exist");
+            var stat = Interop.FileStatusInterop.Stat(path);
+            if (stat.Kind == Interop.FileKind.Missing) throw new SchemaException($"{field}.vocabulary: file '{path}' does not exist");
+            if (stat.Kind != Interop.FileKind.Regular) throw new SchemaException($"{field}.vocabulary: '{path}' is not a regular file");
+            if (stat.Size > MaxVocabularyBytes) throw new SchemaException($"{field}.vocabulary: '{path}' is {stat.Size} bytes, more than the {MaxVocabularyBytes} a vocabulary may have");
             _vocabulary = new Dictionary<string, long>(StringComparer.Ordinal);
             long line = 0;
-            foreach (string raw in File.ReadLines(path, Encoding.UTF8))
+            string text;
+            try
+            {
+                using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
+                var bytes = new byte[Math.Min(stat.Size, MaxVocabularyBytes) + 1];
+                int n = f.ReadAtLeast(bytes, bytes.Length, throwOnEndOfStream: false);
+                if (n > MaxVocabularyBytes) throw new SchemaException($"{field}.vocabulary: '{path}' grew past {MaxVocabularyBytes} bytes while read");
+                text = new UTF8Encoding(false, false).GetString(bytes, 0, n).TrimStart('\uFEFF');
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new SchemaException($"{field}.vocabulary: cannot read '{path}' ({e.Message})");
+            }
+            var lines = text.Split('\n');
+            if (lines.Length > 0 && lines[^1].Length == 0) lines = lines[..^1];
+            foreach (string raw in lines)
             {
                 line++;
                 string token = raw.TrimEnd('\r');
                 if (token.Length == 0) throw new SchemaException($"{field}.vocabulary: {path} line {line} is empty");
                 if (!_vocabulary.TryAdd(token, _vocabulary.Count))
-                    throw new SchemaException($"{field}.vocabulary: {path} line {line}: token '{token}' appears twice");
+                    throw new SchemaException($"{field}.vocabulary: {path} line {line}: token '{EscapedText.Of(token)}' appears twice");
             }
             if (column.Rows <= _vocabulary.Count)
                 throw new SchemaException($"{field}.rows: {column.Rows} rows cannot hold the {_vocabulary.Count} vocabulary entries of {path} plus the out-of-vocabulary row (need >= {_vocabulary.Count + 1})");
@@ -57,7 +78,7 @@ public sealed class SparseTokenMapper
             case SparseMapping.Integer:
                 if (!Utf8Parser.TryParse(token, out long v, out int consumed) || consumed != token.Length)
                 {
-                    row = 0; error = $"'{Encoding.UTF8.GetString(token)}' is not an integer row"; return false;
+                    row = 0; error = $"'{EscapedText.Of(token)}' is not an integer row"; return false;
                 }
                 if ((ulong)v >= _rows)
                 {

@@ -48,7 +48,8 @@ public sealed class SchemaException(string message) : Exception(message);
 ///   "trueProbability": null,                           // optional column with the generator's click probability
 ///   "dense":  [ { "name": "I1", "transform": "log1p" } ],
 ///   "sparse": [ { "name": "C1", "table": "C1", "rows": 1000000, "mapping": "hash", "hashSeed": 0,
-///                 "separator": null, "vocabulary": null } ] }
+///                 "separator": null, "vocabulary": null } ],
+///   "filesOutsideSchemaFolder": false }                // vocabulary files must lie in the schema's folder unless true
 /// </code>
 /// </summary>
 public sealed class StreamSchema
@@ -69,6 +70,8 @@ public sealed class StreamSchema
     public IReadOnlyList<DenseColumn> Dense { get; }
     public IReadOnlyList<SparseColumn> Sparse { get; }
     public EventBatchLayout Layout { get; }
+    /// <summary>The schema allows vocabulary files outside its own folder (explicitly, <c>"filesOutsideSchemaFolder": true</c>).</summary>
+    public bool FilesOutsideSchemaFolder { get; init; }
 
     public StreamSchema(string name, IReadOnlyList<string> columns, string label, IReadOnlyList<DenseColumn> dense,
                         IReadOnlyList<SparseColumn> sparse, string? timestamp = null, double eventsPerSecond = 1000,
@@ -162,7 +165,7 @@ public sealed class StreamSchema
         var h = new XxHash64(0x5EED_CAC4E);
         h.Append(Encoding.UTF8.GetBytes(ToJson(relativeTo: null)));
         foreach (var s in Sparse)
-            if (s.VocabularyFile is not null && File.Exists(s.VocabularyFile))
+            if (s.VocabularyFile is not null && Interop.FileStatusInterop.Stat(s.VocabularyFile).Kind == Interop.FileKind.Regular)
                 using (var f = File.OpenRead(s.VocabularyFile)) h.Append(f);
         return h.GetCurrentHashAsUInt64();
     }
@@ -171,9 +174,7 @@ public sealed class StreamSchema
 
     public static StreamSchema Load(string path)
     {
-        string text;
-        try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new SchemaException($"{path}: cannot read schema ({e.Message})"); }
+        if (!Files.SmallFile.TryReadText(path, out string text, out string? error)) throw new SchemaException($"{path}: cannot read schema: the file {error}");
         try { return Parse(text, Path.GetDirectoryName(Path.GetFullPath(path))); }
         catch (SchemaException e) { throw new SchemaException($"{path}: {e.Message}"); }
     }
@@ -181,6 +182,15 @@ public sealed class StreamSchema
     /// <summary>Parses the JSON form; vocabulary paths are resolved against <paramref name="baseDirectory"/>.</summary>
     public static StreamSchema Parse(string json, string? baseDirectory = null)
     {
+        // System.Text.Json reports a string it cannot transcode (a lone surrogate escape) this way.
+        try { return ParseChecked(json, baseDirectory); }
+        catch (InvalidOperationException e) { throw new SchemaException($"invalid text in the JSON: {e.Message}"); }
+    }
+
+    static StreamSchema ParseChecked(string json, string? baseDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        json = json.TrimStart('\uFEFF'); // a byte order mark some editors write
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }); }
         catch (JsonException e) { throw new SchemaException($"not valid JSON: {e.Message}"); }
@@ -188,13 +198,14 @@ public sealed class StreamSchema
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new SchemaException("the schema must be a JSON object");
-            var known = new HashSet<string> { "name", "delimiter", "header", "columns", "label", "timestamp", "timestampUnit", "eventsPerSecond", "startTime", "trueProbability", "dense", "sparse" };
+            var known = new HashSet<string> { "name", "delimiter", "header", "columns", "label", "timestamp", "timestampUnit", "eventsPerSecond", "startTime", "trueProbability", "dense", "sparse", "filesOutsideSchemaFolder" };
             RejectUnknown(root, known, "");
 
             string name = OptString(root, "name", "name") ?? "stream";
             string delimiterText = OptString(root, "delimiter", "delimiter") ?? "\t";
             if (delimiterText.Length != 1) throw new SchemaException($"delimiter: must be exactly one character (got '{delimiterText}')");
             bool header = OptBool(root, "header", "header") ?? false;
+            bool outside = OptBool(root, "filesOutsideSchemaFolder", "filesOutsideSchemaFolder") ?? false;
             var columns = ReqArray(root, "columns", "columns").Select((c, i) => c.ValueKind == JsonValueKind.String ? c.GetString()! : throw new SchemaException($"columns[{i}]: must be a string")).ToArray();
             string label = OptString(root, "label", "label") ?? throw new SchemaException("label: missing (the name of the 0/1 click column)");
             string? timestamp = OptString(root, "timestamp", "timestamp");
@@ -246,18 +257,35 @@ public sealed class StreamSchema
                         throw new SchemaException($"{at}.hashSeed: must be a non-negative integer");
                 string? separator = OptString(s, "separator", at + ".separator");
                 string? vocabulary = OptString(s, "vocabulary", at + ".vocabulary");
-                if (vocabulary is not null && baseDirectory is not null && !Path.IsPathRooted(vocabulary))
+                if (vocabulary is not null && baseDirectory is not null)
+                {
+                    if (vocabulary.Length == 0 || vocabulary.Contains('\0')) throw new SchemaException($"{at}.vocabulary: not a valid path");
                     vocabulary = Path.GetFullPath(Path.Combine(baseDirectory, vocabulary));
+                    if (!outside && !Inside(baseDirectory, vocabulary))
+                        throw new SchemaException($"{at}.vocabulary: '{vocabulary}' is outside the schema's folder {baseDirectory} (set \"filesOutsideSchemaFolder\": true to allow it)");
+                }
                 sparse.Add(new SparseColumn(sn, table, rows, mapping, seed, separator, vocabulary));
             }
-            return new StreamSchema(name, columns, label, dense, sparse, timestamp, eps, startTime, trueProbability, delimiterText[0], header, timestampUnit);
+            return new StreamSchema(name, columns, label, dense, sparse, timestamp, eps, startTime, trueProbability, delimiterText[0], header, timestampUnit)
+            {
+                FilesOutsideSchemaFolder = outside,
+            };
         }
+    }
+
+    /// <summary>Whether <paramref name="path"/> lies under <paramref name="folder"/> once symlinks are resolved
+    /// (a link inside the folder pointing out of it is outside).</summary>
+    static bool Inside(string folder, string path)
+    {
+        string f = Files.OutputTarget.RealPath(folder) ?? folder;
+        string p = Files.OutputTarget.RealPath(path) ?? path;
+        return p.StartsWith(f.TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
     }
 
     public void Save(string path)
     {
         string full = Path.GetFullPath(path);
-        string tmp = full + ".tmp";
+        string tmp = Path.Combine(Path.GetDirectoryName(full)!, Files.TempOwner.Name(Path.GetFileName(full), "tmp"));
         File.WriteAllText(tmp, ToJson(Path.GetDirectoryName(full)));
         File.Move(tmp, full, overwrite: true);
     }
@@ -305,6 +333,7 @@ public sealed class StreamSchema
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            if (FilesOutsideSchemaFolder) w.WriteBoolean("filesOutsideSchemaFolder", true);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(ms.ToArray());

@@ -1,3 +1,4 @@
+using LiveDlrm.Runtime;
 using System.Buffers.Text;
 using System.Globalization;
 
@@ -77,7 +78,15 @@ public sealed record SyntheticStreamConfig
         Positive(TrendBurstMinutes, nameof(TrendBurstMinutes));
         if (HashedRows < 0) throw new ArgumentOutOfRangeException(nameof(HashedRows), HashedRows, "HashedRows must be >= 0 (0 = integer mapping)");
         if (LatentDim > 64) throw new ArgumentOutOfRangeException(nameof(LatentDim), LatentDim, "LatentDim must be <= 64");
+        if (ItemRows > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(MaxNewItems), ItemRows, $"InitialItems + MaxNewItems must be <= {int.MaxValue}");
+        if (Categories > 1 << 20 || Segments > 1 << 20) throw new ArgumentOutOfRangeException(nameof(Categories), "Categories and Segments must be <= 2^20");
     }
+
+    /// <summary>Bytes the generator's per-user and per-item state takes (checked against available memory before
+    /// it is allocated: <c>--users 2000000000</c> is refused with a message, not an out-of-memory crash).</summary>
+    public long StateBytes => SaturatingMath.Add(
+        SaturatingMath.Multiply(Users, 16L + 4L * LatentDim + 8),
+        SaturatingMath.Multiply(ItemRows, 32L + 8L * LatentDim + 8));
 
     public long ItemRows => (long)InitialItems + MaxNewItems;
     internal const ulong UserHashSeed = 0x05E2, ItemHashSeed = 0x17E3;
@@ -185,6 +194,7 @@ public sealed class SyntheticEventSource : IEventSource
     {
         _c = config ?? new SyntheticStreamConfig();
         _c.Validate();
+        Memory.MemoryBudget.Check($"the synthetic world ({_c.Users} users, {_c.ItemRows} items)", _c.StateBytes);
         ArgumentOutOfRangeException.ThrowIfNegative(events);
         _events = events;
         _k = _c.LatentDim;

@@ -33,7 +33,10 @@ public static class SyntheticStreamFiles
         string tsv = Path.GetFullPath(tsvPath);
         Directory.CreateDirectory(Path.GetDirectoryName(tsv)!);
         string schemaPath = SchemaPathFor(tsv), optimumPath = OptimumPathFor(tsv);
-        string tmp = $"{tsv}.tmp-{Environment.ProcessId}";
+        string tmp = Path.Combine(Path.GetDirectoryName(tsv)!, Files.TempOwner.Name(Path.GetFileName(tsv), "tmp"));
+        // The optimum AUC needs every event's true probability and label in memory.
+        Memory.MemoryBudget.Check($"{events} events (their true probabilities and labels are kept for the optimum AUC)", Runtime.SaturatingMath.Multiply(events, 2 * sizeof(float)));
+        if (events > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(events), events, $"at most {Array.MaxLength} events");
         var watch = Stopwatch.StartNew();
         using var source = new SyntheticEventSource(config, events);
         var batch = new EventBatch(source.Schema.Layout, batchSize);
@@ -78,18 +81,20 @@ public static class SyntheticStreamFiles
 
     static void WriteOptimum(string path, SyntheticStreamSummary s, SyntheticStreamConfig c)
     {
-        string tmp = path + ".tmp";
+        string tmp = Path.Combine(Path.GetDirectoryName(path)!, Files.TempOwner.Name(Path.GetFileName(path), "tmp"));
+        // A stream too short for both labels has no AUC: written as null, not as an invalid JSON number.
+        static void Number(Utf8JsonWriter w, string name, double v) { if (double.IsFinite(v)) w.WriteNumber(name, v); else w.WriteNull(name); }
         using (var f = File.Create(tmp))
         using (var w = new Utf8JsonWriter(f, new JsonWriterOptions { Indented = true }))
         {
             w.WriteStartObject();
             w.WriteNumber("events", s.Events);
             w.WriteNumber("seed", c.Seed);
-            w.WriteNumber("drift", c.Drift);
-            w.WriteNumber("optimum_auc", s.OptimumAuc);
-            w.WriteNumber("expected_optimum_auc", s.ExpectedOptimumAuc);
-            w.WriteNumber("click_rate", s.ClickRate);
-            w.WriteNumber("mean_true_probability", s.MeanTrueProbability);
+            Number(w, "drift", c.Drift);
+            Number(w, "optimum_auc", s.OptimumAuc);
+            Number(w, "expected_optimum_auc", s.ExpectedOptimumAuc);
+            Number(w, "click_rate", s.ClickRate);
+            Number(w, "mean_true_probability", s.MeanTrueProbability);
             w.WriteNumber("first_timestamp", s.FirstTimestamp);
             w.WriteNumber("last_timestamp", s.LastTimestamp);
             w.WriteNumber("new_items_born", s.NewItemsBorn);

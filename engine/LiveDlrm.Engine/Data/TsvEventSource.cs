@@ -73,7 +73,7 @@ public sealed class TsvEventSource : IEventSource
     readonly string _path;
     readonly TsvReaderOptions _options;
     readonly TsvLineParser _parser;
-    readonly string? _cachePath;
+    string? _cachePath;
     readonly EventCacheKey _cacheKey;
     Stream? _stream;
     byte[] _buffer;
@@ -84,6 +84,8 @@ public sealed class TsvEventSource : IEventSource
     EventCacheWriter? _cacheWriter;
     EventCacheReader? _cacheReader;
     bool _forceRebuild;
+
+    static ReadOnlySpan<byte> Utf8Bom => [0xEF, 0xBB, 0xBF];
 
     public StreamSchema Schema { get; }
     public string Path => _path;
@@ -117,7 +119,16 @@ public sealed class TsvEventSource : IEventSource
             string? problem = _forceRebuild ? "rebuild requested" : EventCache.CheckUsable(_cachePath, _cacheKey, Schema.Layout);
             if (problem is null)
             {
-                _cacheReader = new EventCacheReader(_cachePath, Schema.Layout, _cacheKey);
+                var reader = new EventCacheReader(_cachePath, Schema.Layout, _cacheKey);
+                if (_options.OnBadLine == BadLinePolicy.Fail && reader.BadLines > 0)
+                {
+                    problem = $"it skipped {reader.BadLines} bad lines when built, and --bad-lines fail must report the first";
+                    reader.Dispose();
+                }
+                else _cacheReader = reader;
+            }
+            if (problem is null && _cacheReader is not null)
+            {
                 Report.FromCache = true;
                 Report.Lines = _cacheReader.Lines;
                 Report.BadLines = _cacheReader.BadLines;
@@ -125,7 +136,18 @@ public sealed class TsvEventSource : IEventSource
                 return;
             }
             if (problem != "no cache file") _options.Log?.Invoke($"cache {_cachePath} not used: {problem}; rebuilding it during this pass");
-            _cacheWriter = new EventCacheWriter(_cachePath, Schema.Layout, _cacheKey);
+            string folder = System.IO.Path.GetDirectoryName(_cachePath)!;
+            try
+            {
+                if (!Interop.FileRenameInterop.IsWritable(folder)) throw new UnauthorizedAccessException($"folder {folder} is not writable");
+                _cacheWriter = new EventCacheWriter(_cachePath, Schema.Layout, _cacheKey, _options.OnBadLine);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // A cache is an optimisation: without a writable folder the source is read as it is, every pass.
+                _options.Log?.Invoke($"warning: cannot write cache {_cachePath} ({e.Message}); reading without a cache");
+                _cachePath = null;
+            }
             _forceRebuild = false;
         }
         _stream = new FileStream(_path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
@@ -138,10 +160,8 @@ public sealed class TsvEventSource : IEventSource
         string text = Encoding.UTF8.GetString(line);
         string expected = string.Join(Schema.Delimiter, Schema.Columns);
         if (text != expected)
-            throw new DataFormatException($"{_path} line 1: header '{Truncate(text)}' does not match the schema's columns '{Truncate(expected)}'");
+            throw new DataFormatException($"{_path} line 1: header '{EscapedText.Of(text)}' does not match the schema's columns '{EscapedText.Of(expected)}'");
     }
-
-    static string Truncate(string s) => s.Length <= 200 ? s : s[..200] + "...";
 
     public int Read(EventBatch batch)
     {
@@ -214,6 +234,8 @@ public sealed class TsvEventSource : IEventSource
         _lineNumber++;
         Report.Bytes += consumed;
         var line = _buffer.AsSpan(start, length);
+        // A UTF-8 byte order mark (as some editors write) belongs to no column: dropped, so line 1 is read.
+        if (_lineNumber == 1 && line.StartsWith(Utf8Bom)) line = line[Utf8Bom.Length..];
         return line.Length > 0 && line[^1] == (byte)'\r' ? line[..^1] : line;
     }
 

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 
 namespace LiveDlrm.Data;
 
@@ -180,6 +179,5 @@ internal sealed class TsvLineParser
         return true;
     }
 
-    static string Show(ReadOnlySpan<byte> field) =>
-        field.Length <= 40 ? Encoding.UTF8.GetString(field) : Encoding.UTF8.GetString(field[..40]) + "...";
+    static string Show(ReadOnlySpan<byte> field) => EscapedText.Of(field);
 }

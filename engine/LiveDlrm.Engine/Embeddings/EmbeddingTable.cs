@@ -29,7 +29,8 @@ public sealed unsafe class EmbeddingTable : IDisposable
         Dim = dim;
         Storage = storage;
         RowStride = StrideOf(dim, storage);
-        long bytes = checked(rows * RowStride);
+        long bytes = rows > long.MaxValue / RowStride ? -1 : rows * RowStride;
+        Memory.MemoryBudget.Check($"table '{name}' ({rows} rows × {RowStride} bytes)", bytes);
         _buffer = NativeBuffer.Allocate(bytes);
     }
 

@@ -45,7 +45,24 @@ public sealed class DlrmConfig
     public int InteractionPairs => SelfInteraction ? InteractionVectors * (InteractionVectors + 1) / 2 : InteractionVectors * (InteractionVectors - 1) / 2;
     /// <summary>Top MLP input: the bottom output (when there is one) followed by the pairs.</summary>
     public int TopInput => (HasBottom ? Dim : 0) + InteractionPairs;
+    /// <summary>Widest layer (and embedding dim) accepted.</summary>
+    public const int MaxWidth = 1 << 20;
+
+    /// <summary>Bytes of all tables (validated by the constructor not to overflow).</summary>
     public long TableBytes => Tables.Sum(t => t.Rows * EmbeddingTable.StrideOf(t.Dim, t.Storage));
+
+    /// <summary>Throws <see cref="Files.ResourceLimitException"/> naming the largest table when the tables need more
+    /// memory than is available; <paramref name="copies"/> models of this shape are to be held at once.</summary>
+    public void CheckMemory(int copies = 1)
+    {
+        long bytes = TableBytes;
+        long total = bytes > long.MaxValue / Math.Max(copies, 1) ? -1 : bytes * Math.Max(copies, 1);
+        int largest = 0;
+        for (int i = 1; i < Tables.Count; i++)
+            if (Tables[i].Rows * EmbeddingTable.StrideOf(Tables[i].Dim, Tables[i].Storage) > Tables[largest].Rows * EmbeddingTable.StrideOf(Tables[largest].Dim, Tables[largest].Storage)) largest = i;
+        var t = Tables[largest];
+        Memory.MemoryBudget.Check($"the model's {Tables.Count} embedding tables{(copies > 1 ? $" × {copies} copies" : "")} (largest: tables[{largest}] '{t.Name}', {t.Rows} rows × {EmbeddingTable.StrideOf(t.Dim, t.Storage)} bytes)", total);
+    }
 
     public DlrmConfig(int denseFeatures, IReadOnlyList<int> bottomMlp, IReadOnlyList<int> topMlp, IReadOnlyList<DlrmTableConfig> tables,
                       bool selfInteraction = false)
@@ -56,11 +73,12 @@ public sealed class DlrmConfig
         if (denseFeatures < 0) throw new DlrmConfigException($"denseFeatures: {denseFeatures} must be at least 0");
         if (denseFeatures > 0 && bottomMlp.Count == 0) throw new DlrmConfigException("bottomMlp: needs at least one layer when there are dense features (its last width is the embedding dim)");
         if (denseFeatures == 0 && bottomMlp.Count > 0) throw new DlrmConfigException("bottomMlp: must be empty when denseFeatures is 0 (there is no dense input to feed it)");
+        if (denseFeatures > MaxWidth) throw new DlrmConfigException($"denseFeatures: {denseFeatures} is more than {MaxWidth}");
         for (int i = 0; i < bottomMlp.Count; i++)
-            if (bottomMlp[i] < 1) throw new DlrmConfigException($"bottomMlp[{i}]: width {bottomMlp[i]} must be at least 1");
+            if (bottomMlp[i] is < 1 or > MaxWidth) throw new DlrmConfigException($"bottomMlp[{i}]: width {bottomMlp[i]} must be in [1, {MaxWidth}]");
         if (topMlp.Count == 0) throw new DlrmConfigException("topMlp: needs at least one layer (the last, of width 1, gives the logit)");
         for (int i = 0; i < topMlp.Count; i++)
-            if (topMlp[i] < 1) throw new DlrmConfigException($"topMlp[{i}]: width {topMlp[i]} must be at least 1");
+            if (topMlp[i] is < 1 or > MaxWidth) throw new DlrmConfigException($"topMlp[{i}]: width {topMlp[i]} must be in [1, {MaxWidth}]");
         if (topMlp[^1] != 1) throw new DlrmConfigException($"topMlp[{topMlp.Count - 1}]: the last layer gives the logit, so its width must be 1 (got {topMlp[^1]})");
         if (tables.Count == 0) throw new DlrmConfigException("tables: needs at least one embedding table");
         int d = bottomMlp.Count > 0 ? bottomMlp[^1] : tables[0]?.Dim ?? 0;
@@ -68,7 +86,9 @@ public sealed class DlrmConfig
         int vectors = tables.Count + (bottomMlp.Count > 0 ? 1 : 0);
         if (vectors == 1 && !selfInteraction)
             throw new DlrmConfigException("tables: one table and no dense features leave the dot interaction no pair; set selfInteraction or add a table");
+        if (tables.Count > 4096) throw new DlrmConfigException($"tables: {tables.Count} tables, more than the 4096 supported");
         var names = new HashSet<string>(StringComparer.Ordinal);
+        long totalTableBytes = 0;
         for (int i = 0; i < tables.Count; i++)
         {
             var t = tables[i] ?? throw new DlrmConfigException($"tables[{i}]: is null");
@@ -84,7 +104,19 @@ public sealed class DlrmConfig
             if (t.Pooling == PoolingMode.WeightedSum)
                 throw new DlrmConfigException($"tables[{i}].pooling: weighted pooling needs per-index weights, which event batches do not carry; use sum or mean");
             if (!Enum.IsDefined(t.Storage)) throw new DlrmConfigException($"tables[{i}].storage: unknown value {t.Storage}");
+            long tableBytes = (Int128)t.Rows * EmbeddingTable.StrideOf(t.Dim, t.Storage) is var b && b <= long.MaxValue / 2 ? (long)b : -1;
+            if (tableBytes < 0 || (totalTableBytes += tableBytes) > long.MaxValue / 2)
+                throw new DlrmConfigException($"tables[{i}].rows: {t.Rows} rows of dim {t.Dim} overflow a 64-bit byte count");
         }
+        // The dense net is held in one array by a checkpoint: its parameters must fit one.
+        Int128 parameters = 0;
+        int width = denseFeatures;
+        foreach (int w in bottomMlp) { parameters += (Int128)width * w + w; width = w; }
+        int pairs = selfInteraction ? (tables.Count + 1) * (tables.Count + 2) / 2 : tables.Count * (tables.Count + 1) / 2;
+        width = d + pairs;
+        foreach (int w in topMlp) { parameters += (Int128)width * w + w; width = w; }
+        if (parameters * sizeof(float) > Array.MaxLength)
+            throw new DlrmConfigException($"bottomMlp/topMlp: {parameters} dense parameters, more than the {Array.MaxLength / sizeof(float)} a model may have");
         DenseFeatures = denseFeatures;
         BottomMlp = bottomMlp.ToArray();
         TopMlp = topMlp.ToArray();
@@ -145,15 +177,15 @@ public sealed class DlrmConfig
 
     public static DlrmConfig Load(string path)
     {
-        string text;
-        try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new DlrmConfigException($"{path}: cannot read model config ({e.Message})"); }
+        if (!Files.SmallFile.TryReadText(path, out string text, out string? error)) throw new DlrmConfigException($"{path}: cannot read model config: the file {error}");
         try { return Parse(text); }
         catch (DlrmConfigException e) { throw new DlrmConfigException($"{path}: {e.Message}"); }
     }
 
     public static DlrmConfig Parse(string json)
     {
+        ArgumentNullException.ThrowIfNull(json);
+        json = json.TrimStart('\uFEFF');
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }); }
         catch (JsonException e) { throw new DlrmConfigException($"not valid JSON: {e.Message}"); }
@@ -161,6 +193,13 @@ public sealed class DlrmConfig
     }
 
     public static DlrmConfig FromJson(JsonElement root)
+    {
+        // System.Text.Json reports a string it cannot transcode (invalid UTF-8, a lone surrogate escape) this way.
+        try { return FromJsonChecked(root); }
+        catch (InvalidOperationException e) { throw new DlrmConfigException($"invalid text in the JSON: {e.Message}"); }
+    }
+
+    static DlrmConfig FromJsonChecked(JsonElement root)
     {
         if (root.ValueKind != JsonValueKind.Object) throw new DlrmConfigException("the model config must be a JSON object");
         RejectUnknown(root, ["denseFeatures", "bottomMlp", "topMlp", "interaction", "selfInteraction", "tables"], "");

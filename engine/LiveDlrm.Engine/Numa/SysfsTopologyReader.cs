@@ -15,7 +15,7 @@ public static partial class SysfsTopologyReader
     {
         var notes = new List<string>(earlierNotes);
         string cpuDir = Path.Combine(root, "devices", "system", "cpu");
-        if (!Directory.Exists(cpuDir)) throw new IOException($"{cpuDir} does not exist");
+        if (!Directory.Exists(cpuDir)) throw new DirectoryNotFoundException($"{cpuDir} does not exist (not a sysfs tree)");
 
         string onlinePath = Path.Combine(cpuDir, "online");
         List<int> cpus = File.Exists(onlinePath)

@@ -1,3 +1,4 @@
+using LiveDlrm.Files;
 using System.Diagnostics;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
@@ -37,6 +38,8 @@ public sealed class FreshnessReplay
         _dataName = dataName;
     }
 
+    /// <summary>Report windows one jump of event time may open; more means a bad timestamp, not a quiet hour.</summary>
+
     public ReplayReport Run()
     {
         TorchRuntime.EnsureInitialised();
@@ -46,7 +49,10 @@ public sealed class FreshnessReplay
         var layout = source.Schema.Layout;
 
         var (total, prefix, replayFirst, last) = CountPrefix(source);
-        if (total - prefix < 1) throw new ArgumentException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
+        if (total == 0) throw new NoResultException("the stream has no valid events: nothing to replay");
+        if (_options.ModelPath is null && prefix < 1)
+            throw new NoResultException($"the base prefix selects 0 of the stream's {total} events: no events to train the base model on (use a larger --base-prefix, or --model)");
+        if (total - prefix < 1) throw new NoResultException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
         _windowSeconds = _options.WindowSeconds > 0 ? _options.WindowSeconds : ReplayWindows.AutoWindowSeconds(last - replayFirst);
         Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0} over {SpanText(last - replayFirst)}" +
                     $" in windows of {ReplayWindows.Describe(_windowSeconds)}{(_options.WindowSeconds == 0 ? " (auto)" : "")}");
@@ -263,7 +269,7 @@ public sealed class FreshnessReplay
             var copy = spare.Count > 0 ? spare.Pop() : new EventBatch(layout, _options.ServeBatch);
             copy.Clear();
             copy.AppendRange(batch, 0, batch.Count);
-            pending.Enqueue((ts[^1] + _options.LabelDelaySeconds, copy));
+            pending.Enqueue((SaturatingMath.Add(ts[^1], _options.LabelDelaySeconds), copy));
 
             done += batch.Count;
             int percent = (int)(100 * done / Math.Max(1, replayEvents));

@@ -1,3 +1,4 @@
+using LiveDlrm.Runtime;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
@@ -88,13 +89,13 @@ sealed class DeltaRunner : ModeRunner
 
     public override void AdvanceTo(long now)
     {
-        if (_nextSync == long.MinValue) _nextSync = now + _options.SyncIntervalSeconds;
-        if (now >= _nextSync)
+        if (_nextSync == long.MinValue) _nextSync = SaturatingMath.Add(now, _options.SyncIntervalSeconds);
+        if (now >= _nextSync && _nextSync != long.MaxValue)
         {
             // The first sync point passed takes everything learned so far; later ones passed in the same gap would
             // find nothing new, so they are skipped arithmetically.
-            Snapshot(_nextSync + _options.SyncDelaySeconds);
-            _nextSync += ((now - _nextSync) / _options.SyncIntervalSeconds + 1) * _options.SyncIntervalSeconds;
+            Snapshot(SaturatingMath.Add(_nextSync, _options.SyncDelaySeconds));
+            _nextSync = SaturatingMath.Add(_nextSync, SaturatingMath.Multiply((now - _nextSync) / _options.SyncIntervalSeconds + 1, _options.SyncIntervalSeconds));
         }
         while (_inFlight.Count > 0 && _inFlight.Peek().Arrival <= now) Apply(_inFlight.Dequeue());
     }

@@ -1,3 +1,4 @@
+using LiveDlrm.Files;
 using System.Diagnostics;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
@@ -117,6 +118,7 @@ public static class TrainingLoop
             }
         }
         finally { best?.Dispose(); }
+        if (events == 0) throw new NoResultException($"no valid events to train on{Describe(source)}; nothing was trained or written");
         double seconds = clock.Elapsed.TotalSeconds;
         progress?.Invoke(new TrainingProgress(epochsRun, events, seconds, events / Math.Max(seconds, 1e-9), running.Auc(), running.LogLoss));
         return new TrainingSummary(events, epochsRun, seconds, events / Math.Max(seconds, 1e-9), epochMetrics.Summary(), trainer.SkippedSteps,
@@ -159,7 +161,15 @@ public static class TrainingLoop
             metrics.Add(scores.AsSpan(0, batch.Count), batch.Labels);
             best?.Add(batch.TrueProbabilities, batch.Labels);
         }
+        if (metrics.Count == 0) throw new NoResultException($"no valid events to evaluate{Describe(source)}");
         optimum = best?.Auc() ?? double.NaN;
         return metrics.Summary();
+    }
+
+    /// <summary>" (N lines read, M bad; first: ...)" for a file source, so an empty result says why.</summary>
+    static string Describe(IEventSource source)
+    {
+        while (source is LimitedEventSource limited) source = limited.Inner;
+        return source is TsvEventSource tsv ? $" ({tsv.Path}: {tsv.Report})" : "";
     }
 }

@@ -12,6 +12,7 @@ public class InterruptTests
         string dll = Path.Combine(AppContext.BaseDirectory, "livedlrm.dll");
         Assert.That(File.Exists(dll), Is.True, dll);
         string dir = Path.Combine(Path.GetTempPath(), $"livedlrm-interrupt-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir); // --out's folder must exist
         var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet")
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,

@@ -64,7 +64,7 @@ public class TopologyTests
 
     [Test]
     public void MissingTreeIsAnIOException() =>
-        Assert.Throws<IOException>(() => SysfsTopologyReader.Read(Path.Combine(Path.GetTempPath(), "no-such-sysfs-" + Guid.NewGuid())));
+        Assert.That(() => SysfsTopologyReader.Read(Path.Combine(Path.GetTempPath(), "no-such-sysfs-" + Guid.NewGuid())), Throws.InstanceOf<IOException>());
 
     [TestCase("0-3,8,10-11", new[] { 0, 1, 2, 3, 8, 10, 11 })]
     [TestCase("  \n", new int[0])]
