@@ -2,6 +2,7 @@ using System.Globalization;
 using System.CommandLine;
 using System.Text.Json.Serialization;
 using LiveDlrm.CommandLine;
+using LiveDlrm.Reports;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
 using LiveDlrm.Runtime;
