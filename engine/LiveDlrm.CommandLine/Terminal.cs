@@ -5,8 +5,8 @@ namespace LiveDlrm.CommandLine;
 
 /// <summary>
 /// How the CLI talks to a person: coloured one-line errors and live progress bars when stderr is a terminal;
-/// plain text otherwise (pipes, CI logs), with <c>--no-color</c> or with <c>NO_COLOR</c> set. Results always go
-/// to stdout as plain lines, so they stay parseable either way.
+/// plain text otherwise (pipes, CI logs), with <c>--no-color</c> or with <c>NO_COLOR</c> set. Results go to stdout:
+/// tables with borders when stdout is a terminal, plain padded lines otherwise, so they stay parseable.
 /// </summary>
 public static class Terminal
 {
@@ -26,6 +26,37 @@ public static class Terminal
         ColorSystem = Rich ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
         Interactive = Rich ? InteractionSupport.Detect : InteractionSupport.No,
     });
+
+    /// <summary>True when stdout is a terminal and colour is allowed: result tables are drawn with borders.</summary>
+    public static bool RichOut => !_noColor && !Console.IsOutputRedirected
+                                  && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR"))
+                                  && Environment.GetEnvironmentVariable("TERM") is not "dumb";
+
+    /// <summary>A result column: its header and its plain-text width (negative = left-aligned, as in a format string).</summary>
+    public readonly record struct Column(string Header, int Width);
+
+    /// <summary>Writes a result table to stdout: a Spectre.Console table on a terminal; otherwise one line per row,
+    /// cells padded to the columns' widths and separated by one space, so scripts can split it.</summary>
+    public static void WriteTable(IReadOnlyList<Column> columns, IEnumerable<IReadOnlyList<string>> rows)
+    {
+        if (!RichOut)
+        {
+            Console.WriteLine(PlainRow(columns, columns.Select(c => c.Header).ToList()));
+            foreach (var row in rows) Console.WriteLine(PlainRow(columns, row));
+            return;
+        }
+        var table = new Table().Border(TableBorder.Rounded);
+        foreach (var c in columns)
+        {
+            var column = new TableColumn(Markup.Escape(c.Header));
+            table.AddColumn(c.Width < 0 ? column.LeftAligned() : column.RightAligned());
+        }
+        foreach (var row in rows) table.AddRow(row.Select(cell => Markup.Escape(cell)).ToArray());
+        AnsiConsole.Write(table);
+    }
+
+    static string PlainRow(IReadOnlyList<Column> columns, IReadOnlyList<string> cells) =>
+        string.Join(' ', cells.Select((cell, i) => columns[i].Width < 0 ? cell.PadRight(-columns[i].Width) : cell.PadLeft(columns[i].Width)));
 
     /// <summary>The one line a failed run ends with: <c>livedlrm CMD: message</c>.</summary>
     public static void Error(string who, string message)

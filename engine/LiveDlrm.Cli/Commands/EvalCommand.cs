@@ -62,10 +62,11 @@ public sealed class EvalCommand : CliCommand
         }
         var summary = TrainingLoop.Evaluate(model, source, batchSize, out double optimum);
 
-        Console.WriteLine($"events       {summary.Events:N0}");
-        Console.WriteLine($"AUC          {summary.Auc.ToString("F4", inv)}" + (double.IsNaN(optimum) ? "" : $"   (optimum on these events: {optimum.ToString("F4", inv)}, gap {(optimum - summary.Auc).ToString("F4", inv)})"));
-        Console.WriteLine($"logloss      {summary.LogLoss.ToString("F4", inv)}");
-        Console.WriteLine($"calibration  {summary.Calibration.ToString("F3", inv)}   (mean prediction {summary.MeanPrediction.ToString("F4", inv)} / observed CTR {summary.ObservedCtr.ToString("F4", inv)})");
+        Terminal.WriteTable(
+            [new("events", 12), new("AUC", 8), new("optimum", 8), new("logloss", 8), new("calibration", 11), new("mean pred", 9), new("CTR", 8)],
+            [[summary.Events.ToString(inv), summary.Auc.ToString("F4", inv), double.IsNaN(optimum) ? "-" : optimum.ToString("F4", inv),
+              summary.LogLoss.ToString("F4", inv), summary.Calibration.ToString("F3", inv), summary.MeanPrediction.ToString("F4", inv),
+              summary.ObservedCtr.ToString("F4", inv)]]);
         if (jsonPath is not null)
             ReportJson.Write(new EvalReport(summary.Events, summary.Auc, summary.LogLoss, summary.Calibration, summary.MeanPrediction, summary.ObservedCtr,
                                             optimum, skip, Path.GetFullPath(modelPath), data.Data), jsonPath, CliJsonContext.Default.EvalReport);

@@ -214,28 +214,27 @@ public sealed class ReplayCommand : CliCommand
         Console.WriteLine();
         Console.WriteLine($"{r.ReplayEvents:N0} events replayed over {(r.ReplayEnd - r.ReplayStart) / 3600.0:F1} h of event time" +
                           (double.IsFinite(r.OptimumAuc) ? $"; optimum AUC (true probabilities) {r.OptimumAuc.ToString("F4", inv)}" : ""));
-        Console.WriteLine($"{"mode",-6} {"AUC",8} {"logloss",8} {"calib",6} {"net MB",8} {"cpu s",7} {"adapter %",9} {"drops",6} {"wall s",7}");
-        foreach (var m in r.Modes)
-        {
-            string mem = m.Live is { } l ? l.AdapterMemoryPctMax.ToString("F3", inv) : "-";
-            string drops = m.Live is { } l2 ? l2.Drops.ToString(inv) : "-";
-            Console.WriteLine($"{m.Name,-6} {m.Overall.Auc.ToString("F4", inv),8} {m.Overall.LogLoss.ToString("F4", inv),8} {m.Overall.Calibration.ToString("F3", inv),6} " +
-                              $"{(m.Cost.NetworkBytes / 1e6).ToString("F2", inv),8} {m.Cost.CpuSeconds.ToString("F2", inv),7} {mem,9} {drops,6} {m.WallSeconds.ToString("F1", inv),7}");
-        }
+        Terminal.WriteTable(
+            [new("mode", -6), new("AUC", 8), new("logloss", 8), new("calib", 6), new("net MB", 8), new("cpu s", 7), new("adapter %", 9), new("drops", 6), new("wall s", 7)],
+            r.Modes.Select(m => (IReadOnlyList<string>)[
+                m.Name, m.Overall.Auc.ToString("F4", inv), m.Overall.LogLoss.ToString("F4", inv), m.Overall.Calibration.ToString("F3", inv),
+                (m.Cost.NetworkBytes / 1e6).ToString("F2", inv), m.Cost.CpuSeconds.ToString("F2", inv),
+                m.Live is { } l ? l.AdapterMemoryPctMax.ToString("F3", inv) : "-", m.Live is { } l2 ? l2.Drops.ToString(inv) : "-",
+                m.WallSeconds.ToString("F1", inv)]));
         var windows = r.Modes.Max(m => m.Windows.Count);
         if (windows > 0)
         {
             Console.WriteLine();
-            Console.Write($"{"window (h)",10}");
-            foreach (var m in r.Modes) Console.Write($" {m.Name,8}");
-            Console.WriteLine($" {"optimum",8}");
-            for (int i = 0; i < windows; i++)
-            {
-                var w0 = r.Modes[0].Windows.ElementAtOrDefault(i);
-                Console.Write($"{((w0?.Start ?? 0) - r.ReplayStart) / 3600.0,10:F0}");
-                foreach (var m in r.Modes) Console.Write($" {(m.Windows.ElementAtOrDefault(i)?.Metrics.Auc ?? double.NaN).ToString("F4", inv),8}");
-                Console.WriteLine($" {(w0?.OptimumAuc ?? double.NaN).ToString("F4", inv),8}");
-            }
+            Terminal.WriteTable(
+                [new("window (h)", 10), .. r.Modes.Select(m => new Terminal.Column(m.Name, 8)), new("optimum", 8)],
+                Enumerable.Range(0, windows).Select(i =>
+                {
+                    var w0 = r.Modes[0].Windows.ElementAtOrDefault(i);
+                    return (IReadOnlyList<string>)[
+                        (((w0?.Start ?? 0) - r.ReplayStart) / 3600.0).ToString("F0", inv),
+                        .. r.Modes.Select(m => (m.Windows.ElementAtOrDefault(i)?.Metrics.Auc ?? double.NaN).ToString("F4", inv)),
+                        (w0?.OptimumAuc ?? double.NaN).ToString("F4", inv)];
+                }));
         }
         var stale = r.Mode(UpdateMode.Stale);
         var delta = r.Mode(UpdateMode.Delta);
