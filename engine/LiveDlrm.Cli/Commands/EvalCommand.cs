@@ -60,7 +60,21 @@ public sealed class EvalCommand : CliCommand
             long skipped = TrainingLoop.Skip(source, skip);
             if (skipped < skip) throw new UsageException($"--skip {skip}: the data has only {skipped} events");
         }
-        var summary = TrainingLoop.Evaluate(model, source, batchSize, out double optimum);
+        long? total = data.IsSynthetic && data.Events is long all ? all - skip : null;
+        double optimum = double.NaN;
+        var summary = Terminal.WithProgress(progress =>
+        {
+            var task = progress.Task("eval", total, "events");
+            long nextLine = 1_000_000;   // a file of unknown length: a plain line per million events, not per batch
+            var result = TrainingLoop.Evaluate(model, source, batchSize, out optimum, n =>
+            {
+                bool line = total is not null || n >= nextLine;
+                if (n >= nextLine) nextLine += 1_000_000;
+                task.Report(n, line ? $"eval {n,12:N0} events" : null);
+            });
+            task.Complete();
+            return result;
+        });
 
         Terminal.WriteTable(
             [new("events", 12), new("AUC", 8), new("optimum", 8), new("logloss", 8), new("calibration", 11), new("mean pred", 9), new("CTR", 8)],

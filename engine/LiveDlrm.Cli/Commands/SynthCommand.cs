@@ -33,7 +33,13 @@ public sealed class SynthCommand : CliCommand
         };
         config = _world.Apply(result, config);
 
-        var s = SyntheticStreamFiles.Write(output, config, events);
+        var s = Terminal.WithProgress(progress =>
+        {
+            var task = progress.Task("synth", events, "events");
+            var summary = SyntheticStreamFiles.Write(output, config, events, progress: n => task.Report(n, $"synth {n,12:N0} of {events:N0} events"));
+            task.Complete();
+            return summary;
+        });
         var inv = CultureInfo.InvariantCulture;
         Console.WriteLine($"wrote {s.TsvPath} ({s.Events:N0} events, {s.TsvBytes / 1e6:F1} MB) in {s.Seconds:F1} s ({s.Events / s.Seconds / 1e6:F2} M events/s)");
         Console.WriteLine($"      {s.SchemaPath}");
