@@ -58,6 +58,36 @@ public static class Terminal
     static string PlainRow(IReadOnlyList<Column> columns, IReadOnlyList<string> cells) =>
         string.Join(' ', cells.Select((cell, i) => columns[i].Width < 0 ? cell.PadRight(-columns[i].Width) : cell.PadLeft(columns[i].Width)));
 
+    /// <summary>The console of the live progress display while one is drawn (log lines must go through it).</summary>
+    static volatile IAnsiConsole? s_live;
+
+    /// <summary>A log line on stderr: through the live progress display when one is drawn, coloured by level on a
+    /// terminal, else plain (warnings and errors prefixed with their level).</summary>
+    public static void LogLine(Microsoft.Extensions.Logging.LogLevel level, string message)
+    {
+        string? tag = level switch
+        {
+            Microsoft.Extensions.Logging.LogLevel.Warning => "warning",
+            Microsoft.Extensions.Logging.LogLevel.Error or Microsoft.Extensions.Logging.LogLevel.Critical => "error",
+            _ => null,
+        };
+        if (s_live is { } live) { live.MarkupLine(Styled(level, tag, message)); return; }
+        if (!Rich) { Console.Error.WriteLine(tag is null ? "  " + message : $"  {tag}: {message}"); return; }
+        ErrorConsole().MarkupLine(Styled(level, tag, message));
+    }
+
+    static string Styled(Microsoft.Extensions.Logging.LogLevel level, string? tag, string message)
+    {
+        string text = Markup.Escape(tag is null ? "  " + message : $"  {tag}: {message}");
+        return level switch
+        {
+            Microsoft.Extensions.Logging.LogLevel.Warning => $"[yellow]{text}[/]",
+            >= Microsoft.Extensions.Logging.LogLevel.Error => $"[red]{text}[/]",
+            <= Microsoft.Extensions.Logging.LogLevel.Debug => $"[grey]{text}[/]",
+            _ => text,
+        };
+    }
+
     /// <summary>The one line a failed run ends with: <c>livedlrm CMD: message</c>.</summary>
     public static void Error(string who, string message)
     {
@@ -78,7 +108,12 @@ public static class Terminal
             .HideCompleted(false)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RateColumn(units),
                      new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-            .Start(ctx => { result = work(new LiveReporter(ctx, console, units)); });
+            .Start(ctx =>
+            {
+                s_live = console;
+                try { result = work(new LiveReporter(ctx, console, units)); }
+                finally { s_live = null; }
+            });
         return result;
     }
 

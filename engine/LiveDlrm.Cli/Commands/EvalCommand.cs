@@ -52,7 +52,7 @@ public sealed class EvalCommand : CliCommand
         else if (data.Events is long n) data = data with { Events = skip + n };
 
         using var model = Checkpoint.Load(modelPath);
-        using var source = data.Open(Console.Error.WriteLine);
+        using var source = data.Open(CliLogging.For("eval"));
         try { model.Config.CheckLayout(source.Schema.Layout); }
         catch (ArgumentException e) { throw new UsageException($"the checkpoint does not fit the data: {e.Message}"); }
         if (skip > 0)

@@ -58,7 +58,7 @@ public sealed class TrainCommand : CliCommand
         var data = _data.Get(result);
 
         TorchRuntime.EnsureInitialised();
-        using var source = data.Open(Console.Error.WriteLine);
+        using var source = data.Open(CliLogging.For("train"));
         DlrmConfig config;
         try { config = configPath is null ? TrainingLoop.DefaultConfig(source.Schema.Layout, storage) : DlrmConfig.Load(configPath); }
         catch (DlrmConfigException e) { throw new UsageException($"--config: {e.Message}"); }

@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
 namespace LiveDlrm.Data;
 
 /// <summary>
@@ -43,13 +46,13 @@ public sealed record DataSourceOptions
 
     /// <summary>Opens the source. Throws <see cref="FileNotFoundException"/>/<see cref="SchemaException"/> for a
     /// missing file or bad schema.</summary>
-    public IEventSource Open(Action<string>? log = null)
+    public IEventSource Open(ILogger? logger = null)
     {
         if (IsSynthetic)
             return new SyntheticEventSource(SyntheticConfig(), Events ?? DefaultSyntheticEvents);
         var (path, _) = ResolveSchema();
         var schema = path is null ? StreamSchema.Criteo() : StreamSchema.Load(path);
-        IEventSource source = new TsvEventSource(Data, schema, new TsvReaderOptions { OnBadLine = OnBadLine, Cache = Cache, Log = log });
+        IEventSource source = new TsvEventSource(Data, schema, new TsvReaderOptions { OnBadLine = OnBadLine, Cache = Cache, Logger = logger ?? NullLogger.Instance });
         return Events is long n ? new LimitedEventSource(source, n) : source;
     }
 }
