@@ -111,19 +111,17 @@ public static class Terminal
             .Start(ctx =>
             {
                 s_live = console;
-                try { result = work(new LiveReporter(ctx, console, units)); }
+                try { result = work(new LiveReporter(ctx, units)); }
                 finally { s_live = null; }
             });
         return result;
     }
 
-    /// <summary>Progress of named tasks; log lines written through it do not tear the live display.</summary>
+    /// <summary>Progress of named tasks; log lines (<see cref="CliLogging"/>) go through the live display while it is drawn.</summary>
     public interface IProgressReporter
     {
         /// <summary>A task of <paramref name="total"/> units (null = unknown length).</summary>
         IProgressTask Task(string name, double? total, string unit);
-        /// <summary>A line for the user (to stderr while bars are live, else stdout).</summary>
-        void Log(string line);
     }
 
     public interface IProgressTask
@@ -137,7 +135,6 @@ public static class Terminal
     sealed class PlainReporter : IProgressReporter
     {
         public IProgressTask Task(string name, double? total, string unit) => new PlainTask(total);
-        public void Log(string line) => Console.WriteLine(line);
 
         sealed class PlainTask(double? total) : IProgressTask
         {
@@ -159,7 +156,7 @@ public static class Terminal
         }
     }
 
-    sealed class LiveReporter(ProgressContext ctx, IAnsiConsole console, System.Collections.Concurrent.ConcurrentDictionary<int, string> units) : IProgressReporter
+    sealed class LiveReporter(ProgressContext ctx, System.Collections.Concurrent.ConcurrentDictionary<int, string> units) : IProgressReporter
     {
         public IProgressTask Task(string name, double? total, string unit)
         {
@@ -168,8 +165,6 @@ public static class Terminal
             units[task.Id] = unit;
             return new LiveTask(task);
         }
-
-        public void Log(string line) => console.WriteLine(line);
 
         sealed class LiveTask(ProgressTask task) : IProgressTask
         {
