@@ -35,6 +35,7 @@ public static class CommandLineHost
         string who = result.CommandResult.Command is RootCommand ? program : $"{program} {result.CommandResult.Command.Name}";
         bool verbose = result.GetValue(Verbose);
         Terminal.Configure(result.GetValue(NoColor));
+        using var logging = CliLogging.Configure(verbose);
 
         // Help, version and the [suggest] directive run even when the rest of the line has errors; only a parse
         // error action means the line was wrong.

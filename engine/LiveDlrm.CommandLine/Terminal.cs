@@ -5,8 +5,8 @@ namespace LiveDlrm.CommandLine;
 
 /// <summary>
 /// How the CLI talks to a person: coloured one-line errors and live progress bars when stderr is a terminal;
-/// plain text otherwise (pipes, CI logs), with <c>--no-color</c> or with <c>NO_COLOR</c> set. Results always go
-/// to stdout as plain lines, so they stay parseable either way.
+/// plain text otherwise (pipes, CI logs), with <c>--no-color</c> or with <c>NO_COLOR</c> set. Results go to stdout:
+/// tables with borders when stdout is a terminal, plain padded lines otherwise, so they stay parseable.
 /// </summary>
 public static class Terminal
 {
@@ -26,6 +26,67 @@ public static class Terminal
         ColorSystem = Rich ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
         Interactive = Rich ? InteractionSupport.Detect : InteractionSupport.No,
     });
+
+    /// <summary>True when stdout is a terminal and colour is allowed: result tables are drawn with borders.</summary>
+    public static bool RichOut => !_noColor && !Console.IsOutputRedirected
+                                  && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR"))
+                                  && Environment.GetEnvironmentVariable("TERM") is not "dumb";
+
+    /// <summary>A result column: its header and its plain-text width (negative = left-aligned, as in a format string).</summary>
+    public readonly record struct Column(string Header, int Width);
+
+    /// <summary>Writes a result table to stdout: a Spectre.Console table on a terminal; otherwise one line per row,
+    /// cells padded to the columns' widths and separated by one space, so scripts can split it.</summary>
+    public static void WriteTable(IReadOnlyList<Column> columns, IEnumerable<IReadOnlyList<string>> rows)
+    {
+        if (!RichOut)
+        {
+            Console.WriteLine(PlainRow(columns, columns.Select(c => c.Header).ToList()));
+            foreach (var row in rows) Console.WriteLine(PlainRow(columns, row));
+            return;
+        }
+        var table = new Table().Border(TableBorder.Rounded);
+        foreach (var c in columns)
+        {
+            var column = new TableColumn(Markup.Escape(c.Header));
+            table.AddColumn(c.Width < 0 ? column.LeftAligned() : column.RightAligned());
+        }
+        foreach (var row in rows) table.AddRow(row.Select(cell => Markup.Escape(cell)).ToArray());
+        AnsiConsole.Write(table);
+    }
+
+    static string PlainRow(IReadOnlyList<Column> columns, IReadOnlyList<string> cells) =>
+        string.Join(' ', cells.Select((cell, i) => columns[i].Width < 0 ? cell.PadRight(-columns[i].Width) : cell.PadLeft(columns[i].Width)));
+
+    /// <summary>The console of the live progress display while one is drawn (log lines must go through it).</summary>
+    static volatile IAnsiConsole? s_live;
+
+    /// <summary>A log line on stderr: through the live progress display when one is drawn, coloured by level on a
+    /// terminal, else plain (warnings and errors prefixed with their level).</summary>
+    public static void LogLine(Microsoft.Extensions.Logging.LogLevel level, string message)
+    {
+        string? tag = level switch
+        {
+            Microsoft.Extensions.Logging.LogLevel.Warning => "warning",
+            Microsoft.Extensions.Logging.LogLevel.Error or Microsoft.Extensions.Logging.LogLevel.Critical => "error",
+            _ => null,
+        };
+        if (s_live is { } live) { live.MarkupLine(Styled(level, tag, message)); return; }
+        if (!Rich) { Console.Error.WriteLine(tag is null ? "  " + message : $"  {tag}: {message}"); return; }
+        ErrorConsole().MarkupLine(Styled(level, tag, message));
+    }
+
+    static string Styled(Microsoft.Extensions.Logging.LogLevel level, string? tag, string message)
+    {
+        string text = Markup.Escape(tag is null ? "  " + message : $"  {tag}: {message}");
+        return level switch
+        {
+            Microsoft.Extensions.Logging.LogLevel.Warning => $"[yellow]{text}[/]",
+            >= Microsoft.Extensions.Logging.LogLevel.Error => $"[red]{text}[/]",
+            <= Microsoft.Extensions.Logging.LogLevel.Debug => $"[grey]{text}[/]",
+            _ => text,
+        };
+    }
 
     /// <summary>The one line a failed run ends with: <c>livedlrm CMD: message</c>.</summary>
     public static void Error(string who, string message)
@@ -47,17 +108,20 @@ public static class Terminal
             .HideCompleted(false)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RateColumn(units),
                      new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-            .Start(ctx => { result = work(new LiveReporter(ctx, console, units)); });
+            .Start(ctx =>
+            {
+                s_live = console;
+                try { result = work(new LiveReporter(ctx, units)); }
+                finally { s_live = null; }
+            });
         return result;
     }
 
-    /// <summary>Progress of named tasks; log lines written through it do not tear the live display.</summary>
+    /// <summary>Progress of named tasks; log lines (<see cref="CliLogging"/>) go through the live display while it is drawn.</summary>
     public interface IProgressReporter
     {
         /// <summary>A task of <paramref name="total"/> units (null = unknown length).</summary>
         IProgressTask Task(string name, double? total, string unit);
-        /// <summary>A line for the user (to stderr while bars are live, else stdout).</summary>
-        void Log(string line);
     }
 
     public interface IProgressTask
@@ -71,7 +135,6 @@ public static class Terminal
     sealed class PlainReporter : IProgressReporter
     {
         public IProgressTask Task(string name, double? total, string unit) => new PlainTask(total);
-        public void Log(string line) => Console.WriteLine(line);
 
         sealed class PlainTask(double? total) : IProgressTask
         {
@@ -93,7 +156,7 @@ public static class Terminal
         }
     }
 
-    sealed class LiveReporter(ProgressContext ctx, IAnsiConsole console, System.Collections.Concurrent.ConcurrentDictionary<int, string> units) : IProgressReporter
+    sealed class LiveReporter(ProgressContext ctx, System.Collections.Concurrent.ConcurrentDictionary<int, string> units) : IProgressReporter
     {
         public IProgressTask Task(string name, double? total, string unit)
         {
@@ -102,8 +165,6 @@ public static class Terminal
             units[task.Id] = unit;
             return new LiveTask(task);
         }
-
-        public void Log(string line) => console.WriteLine(line);
 
         sealed class LiveTask(ProgressTask task) : IProgressTask
         {

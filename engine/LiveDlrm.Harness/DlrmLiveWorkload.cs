@@ -8,6 +8,7 @@ using LiveDlrm.Runtime;
 using LiveDlrm.Training;
 
 using LiveDlrm.Scheduling;
+using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Harness;
 
@@ -65,7 +66,7 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
 
     /// <param name="poolThreads">Dedicated embedding pool workers; the dispatch thread works too.</param>
     /// <param name="onWorkerStart">The plan's pinning hook for pool worker i.</param>
-    public DlrmLiveWorkload(DlrmWorkloadOptions options, int poolThreads, Action<int>? onWorkerStart = null, Action<string>? log = null)
+    public DlrmLiveWorkload(DlrmWorkloadOptions options, int poolThreads, Action<int>? onWorkerStart = null, ILogger? logger = null)
     {
         options.Validate();
         Options = options;
@@ -82,7 +83,7 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
         {
             using (var baseModel = DlrmModel.Create(config, options.ModelSeed, new CpuEmbeddingBackend(_pool, ownsPool: false)))
             {
-                baseDescription = TrainBase(baseModel, source, log);
+                baseDescription = TrainBase(baseModel, source, logger);
                 _live = LiveModel.FromBase(baseModel, new LiveModelOptions
                 {
                     Trainer = options.OnlineTrainer,
@@ -122,7 +123,7 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
                       $"on {adapted} table(s), {_pool.ThreadCount + 1} embedding thread(s) per request";
     }
 
-    string TrainBase(DlrmModel model, SyntheticEventSource source, Action<string>? log)
+    string TrainBase(DlrmModel model, SyntheticEventSource source, ILogger? logger)
     {
         if (Options.BaseTrainEvents == 0) return "base model randomly initialised";
         var sw = Stopwatch.StartNew();
@@ -142,7 +143,7 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
             steps++;
         }
         string text = $"base model trained one pass over {seen:N0} prefix events in {sw.Elapsed.TotalSeconds:F1} s (mean loss {loss / Math.Max(1, steps):F4})";
-        log?.Invoke("dlrm-live: " + text);
+        logger?.LogInformation("dlrm-live: {Text}", text);
         return text;
     }
 

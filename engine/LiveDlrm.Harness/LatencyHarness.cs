@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using LiveDlrm.Numa;
 using LiveDlrm.Scheduling.Resctrl;
+using Microsoft.Extensions.Logging;
 
 using LiveDlrm.Scheduling;
 
@@ -67,8 +68,10 @@ public static class LatencyHarness
 {
     public const string ModeNoTrainer = "no-trainer", ModeUnthrottled = "trainer-unthrottled", ModeQos = "trainer-qos";
 
-    public static LatencyReport Run(LatencyHarnessOptions o, Action<string> log)
+    public static LatencyReport Run(LatencyHarnessOptions o, ILogger logger)
     {
+        // The harness narrates its run as finished lines (plan, search trials, one line per mode).
+        void log(string line) => logger.LogInformation("{Line}", line);
         if (!(o.LoadFraction is > 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(o), o.LoadFraction, "LoadFraction must be in (0, 1]");
         if (o.SloFactor <= 1) throw new ArgumentOutOfRangeException(nameof(o), o.SloFactor, "SloFactor must be above 1");
         if (o.MaxQps is <= 0) throw new ArgumentOutOfRangeException(nameof(o), o.MaxQps, "MaxQps must be positive");
@@ -87,7 +90,7 @@ public static class LatencyHarness
         IEnumerable<(Embeddings.EmbeddingTable Table, TableUser User)> tables;
         if (o.Kind == LatencyWorkloadKind.DlrmLive)
         {
-            var live = new DlrmLiveWorkload(o.Dlrm, poolThreads, pinPoolWorker, log);
+            var live = new DlrmLiveWorkload(o.Dlrm, poolThreads, pinPoolWorker, logger);
             (workload, trainer) = (live, live.Trainer);
             // The online trainer merges into the served tables: they are inference memory, shared.
             tables = live.Tables.Select(t => (t, TableUser.Inference));
@@ -172,14 +175,14 @@ public static class LatencyHarness
         // (3) trainer under QoS: pinned per plan, resctrl if present, AIMD controller
         var target = o.QosTarget ?? TimeSpan.FromMilliseconds(baseline.P99Ms);
         var support = ResctrlSupport.Detect(o.ResctrlRoot);
-        using var groups = ResctrlGroups.TryCreate(support, new ResctrlAllocation(), log);
+        using var groups = ResctrlGroups.TryCreate(support, new ResctrlAllocation(), logger);
         trainer.Start(trainerThreads, canPin ? plan.TrainerThreadStart : null);
         groups?.AssignTrainer(trainer.ThreadIds);
         groups?.AssignInference(workload.ThreadIds);
         // A P99 needs samples: the window spans ≥ 200 expected requests (1–5 s), a decision needs half of them.
         var window = TimeSpan.FromSeconds(Math.Clamp(200 / qps, 1, 5));
         var qosOptions = new QosOptions { Target = target, Window = window, MinSamples = Math.Max(20, (long)(0.5 * qps * window.TotalSeconds)) };
-        var controller = new LatencyQosController(trainer.Throttle, qosOptions, log: log);
+        var controller = new LatencyQosController(trainer.Throttle, qosOptions, logger: logger);
         int dispatcherTid = 0;
         controller.Start(pinDispatcher);
         var (qos, qosRate) = Measure(() => OpenLoopLoad.Run(workload, qps, o.ModeDuration, o.Warmup, drain, o.Seed + 300,

@@ -3,7 +3,7 @@ using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
-using System.Text.Json;
+using LiveDlrm.Reports;
 using LiveDlrm.Data;
 
 namespace LiveDlrm.Perf;
@@ -30,7 +30,7 @@ public sealed class DataRun : BenchRun
         int reps = result.GetValue(_reps);
         string dir = result.GetValue(_dir)!;
         Directory.CreateDirectory(dir);
-        var results = new Dictionary<string, object>();
+        double generatorRate, generatorCpuRate;
 
         // 1. Generator straight into batches.
         var config = new SyntheticStreamConfig();
@@ -49,25 +49,23 @@ public sealed class DataRun : BenchRun
                 cpuTimes.Add(CpuNow() - cpu);
             }
             double median = Median(times), medianCpu = Median(cpuTimes);
-            results["generator_events_per_s"] = events / median;
-            results["generator_events_per_cpu_s"] = events / medianCpu;
+            generatorRate = events / median;
+            generatorCpuRate = events / medianCpu;
             Console.WriteLine($"generator         {events / median / 1e6,8:F2} M events/s   ({events / medianCpu / 1e6:F2} M per CPU-second; median of {reps}, {events:N0} events)");
         }
 
         // 2. TSV parse vs cache, on the synthetic stream and on a Criteo-shaped file.
         string synthTsv = Path.Combine(dir, "synthetic.tsv");
         SyntheticStreamFiles.Write(synthTsv, config, events);
-        results["synthetic"] = ParseVsCache("synthetic", synthTsv, StreamSchema.Load(SyntheticStreamFiles.SchemaPathFor(synthTsv)), reps);
+        var synthetic = ParseVsCache("synthetic", synthTsv, StreamSchema.Load(SyntheticStreamFiles.SchemaPathFor(synthTsv)), reps);
 
         string criteoTsv = Path.Combine(dir, "criteo-shaped.tsv");
         WriteCriteoShaped(criteoTsv, events, seed: 7);
-        results["criteo"] = ParseVsCache("criteo", criteoTsv, StreamSchema.Criteo(), reps);
+        var criteo = ParseVsCache("criteo", criteoTsv, StreamSchema.Criteo(), reps);
 
-        string outPath = Path.Combine("artifacts", "bench", "data.json");
-        results["events"] = events;
-        results["reps"] = reps;
-        results["machine"] = $"{Environment.ProcessorCount} cpu, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.FrameworkDescription}";
-        File.WriteAllText(outPath, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+        string outPath = ReportJson.Write(new DataBenchReport(generatorRate, generatorCpuRate, synthetic, criteo, events, reps,
+                $"{Environment.ProcessorCount} cpu, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.FrameworkDescription}"),
+            Path.Combine("artifacts", "bench", "data.json"), BenchJsonContext.Default.DataBenchReport);
         Directory.Delete(dir, recursive: true); // the generated inputs are hundreds of MB and cheap to regenerate
         Console.WriteLine($"wrote {outPath}");
         return 0;

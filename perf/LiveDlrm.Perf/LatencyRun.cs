@@ -22,7 +22,7 @@ public sealed class LatencyRun : BenchRun
         var options = _args.Get(result);
         string output = result.GetValue(_out) ?? Path.Combine(RepoRoot(), "artifacts", "bench", "latency.json");
 
-        var report = LatencyHarness.Run(options, Console.WriteLine);
+        var report = LatencyHarness.Run(options, CliLogging.For("latency"));
         LatencyHarness.PrintSummary(report, Console.Out);
         LatencyReportJson.Write(report, output);
         Console.WriteLine($"wrote {Path.GetFullPath(output)}");

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using LiveDlrm.CommandLine;
 using System.Diagnostics;
-using System.Text.Json;
+using LiveDlrm.Reports;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Model;
@@ -38,18 +38,7 @@ public sealed class ModelRun : BenchRun
         using var model = DlrmModel.Create(config, 1);
         Console.WriteLine($"model: {config.Tables.Count} tables ({config.TableBytes / 1e6:F1} MB fp32), d = {config.Dim}, bottom [{string.Join(", ", config.BottomMlp)}], top [{string.Join(", ", config.TopMlp)}]; backend {model.Backend.Name}; torch threads {TorchSharp.torch.get_num_threads()}");
 
-        var results = new Dictionary<string, object>
-        {
-            ["machine"] = $"{Environment.ProcessorCount} cores",
-            ["backend"] = model.Backend.Name,
-            ["tables"] = config.Tables.Count,
-            ["table_bytes"] = config.TableBytes,
-            ["dim"] = config.Dim,
-            ["bottom_mlp"] = config.BottomMlp,
-            ["top_mlp"] = config.TopMlp,
-        };
-
-        var inference = new List<Dictionary<string, object>>();
+        var inference = new List<ModelInferenceCase>();
         foreach (int batchSize in new[] { 1, 64, 512 })
         {
             var batches = Generate(world, batchSize, Math.Max(64, 100_000 / batchSize));
@@ -75,14 +64,10 @@ public sealed class ModelRun : BenchRun
             latencies.Sort();
             double p50 = latencies[latencies.Count / 2], p99 = latencies[Math.Min(latencies.Count - 1, (int)(latencies.Count * 0.99))];
             Console.WriteLine($"predict batch {batchSize,4}: {samples / elapsed,12:N0} samples/s   P50 {p50,9:F1} µs   P99 {p99,9:F1} µs   ({latencies.Count:N0} calls)");
-            inference.Add(new Dictionary<string, object>
-            {
-                ["batch"] = batchSize, ["samples_per_second"] = samples / elapsed, ["p50_us"] = p50, ["p99_us"] = p99, ["calls"] = latencies.Count,
-            });
+            inference.Add(new ModelInferenceCase(batchSize, samples / elapsed, p50, p99, latencies.Count));
         }
-        results["inference"] = inference;
 
-        var training = new List<Dictionary<string, object>>();
+        var training = new List<ModelTrainingCase>();
         foreach (int batchSize in new[] { 256, 512 })
         {
             var batches = Generate(world, batchSize, Math.Max(1, trainEvents / batchSize));
@@ -94,13 +79,12 @@ public sealed class ModelRun : BenchRun
             foreach (var b in batches.Skip(1)) { trainer.Step(b); events += b.Count; }
             double s = clock.Elapsed.TotalSeconds;
             Console.WriteLine($"train batch {batchSize,4}: {events / s,12:N0} samples/s   ({events:N0} events in {s:F1} s, {trainer.Options.Threads} update threads)");
-            training.Add(new Dictionary<string, object> { ["batch"] = batchSize, ["samples_per_second"] = events / s, ["events"] = events, ["seconds"] = s });
+            training.Add(new ModelTrainingCase(batchSize, events / s, events, s));
         }
-        results["training"] = training;
 
-        Directory.CreateDirectory(Path.Combine("artifacts", "bench"));
-        string outPath = Path.Combine("artifacts", "bench", "model.json");
-        File.WriteAllText(outPath, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+        string outPath = ReportJson.Write(new ModelBenchReport($"{Environment.ProcessorCount} cores", model.Backend.Name, config.Tables.Count, config.TableBytes,
+                                                               config.Dim, config.BottomMlp, config.TopMlp, inference, training),
+                                          Path.Combine("artifacts", "bench", "model.json"), BenchJsonContext.Default.ModelBenchReport);
         Console.WriteLine($"wrote {outPath}");
         return 0;
     }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.CommandLine;
 using System.Text.Json.Serialization;
 using LiveDlrm.CommandLine;
+using LiveDlrm.Reports;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.Data;
 using LiveDlrm.Files;
@@ -53,7 +54,7 @@ public sealed class EvalCommand : CliCommand
         else if (data.Events is long n) data = data with { Events = skip + n };
 
         using var model = Checkpoint.Load(modelPath, log: Console.Error.WriteLine);
-        using var source = data.Open(Console.Error.WriteLine);
+        using var source = data.Open(CliLogging.For("eval"));
         try { model.Config.CheckLayout(source.Schema.Layout); }
         catch (ArgumentException e) { throw new UsageException($"the checkpoint does not fit the data: {e.Message}"); }
         if (skip > 0)
@@ -61,12 +62,27 @@ public sealed class EvalCommand : CliCommand
             long skipped = TrainingLoop.Skip(source, skip);
             if (skipped < skip) throw new UsageException($"--skip {skip}: the data has only {skipped} events");
         }
-        var summary = TrainingLoop.Evaluate(model, source, batchSize, out double optimum);
+        long? total = data.IsSynthetic && data.Events is long all ? all - skip : null;
+        double optimum = double.NaN;
+        var summary = Terminal.WithProgress(progress =>
+        {
+            var task = progress.Task("eval", total, "events");
+            long nextLine = 1_000_000;   // a file of unknown length: a plain line per million events, not per batch
+            var result = TrainingLoop.Evaluate(model, source, batchSize, out optimum, n =>
+            {
+                bool line = total is not null || n >= nextLine;
+                if (n >= nextLine) nextLine += 1_000_000;
+                task.Report(n, line ? $"eval {n,12:N0} events" : null);
+            });
+            task.Complete();
+            return result;
+        });
 
-        Console.WriteLine($"events       {summary.Events:N0}");
-        Console.WriteLine($"AUC          {summary.Auc.ToString("F4", inv)}" + (double.IsNaN(optimum) ? "" : $"   (optimum on these events: {optimum.ToString("F4", inv)}, gap {(optimum - summary.Auc).ToString("F4", inv)})"));
-        Console.WriteLine($"logloss      {summary.LogLoss.ToString("F4", inv)}");
-        Console.WriteLine($"calibration  {summary.Calibration.ToString("F3", inv)}   (mean prediction {summary.MeanPrediction.ToString("F4", inv)} / observed CTR {summary.ObservedCtr.ToString("F4", inv)})");
+        Terminal.WriteTable(
+            [new("events", 12), new("AUC", 8), new("optimum", 8), new("logloss", 8), new("calibration", 11), new("mean pred", 9), new("CTR", 8)],
+            [[summary.Events.ToString(inv), summary.Auc.ToString("F4", inv), double.IsNaN(optimum) ? "-" : optimum.ToString("F4", inv),
+              summary.LogLoss.ToString("F4", inv), summary.Calibration.ToString("F3", inv), summary.MeanPrediction.ToString("F4", inv),
+              summary.ObservedCtr.ToString("F4", inv)]]);
         if (jsonPath is not null)
             ReportJson.Write(new EvalReport(summary.Events, summary.Auc, summary.LogLoss, summary.Calibration, summary.MeanPrediction, summary.ObservedCtr,
                                             optimum, skip, Path.GetFullPath(modelPath), data.Data), jsonPath, CliJsonContext.Default.EvalReport);

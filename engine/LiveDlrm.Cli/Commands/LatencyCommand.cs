@@ -20,7 +20,7 @@ public sealed class LatencyCommand : CliCommand
         var options = _args.Get(result);
         string? json = result.GetValue(_json);
         if (json is not null) json = LiveDlrm.Files.OutputTarget.CheckFile("--json", json);
-        var report = LatencyHarness.Run(options, Console.WriteLine);
+        var report = LatencyHarness.Run(options, CliLogging.For("latency"));
         LatencyHarness.PrintSummary(report, Console.Out);
         if (json is not null) { LatencyReportJson.Write(report, json); Console.WriteLine($"wrote {Path.GetFullPath(json)}"); }
         return 0;

@@ -45,8 +45,7 @@ public sealed class PimServeCommand : CliCommand
         if (!PimDevice.IsAvailable) throw new UsageException("liblivedlrm_pim.so is not next to livedlrm: build native/ with ./build.sh build");
 
         TorchRuntime.EnsureInitialised();
-        var log = new List<string>();
-        var pim = new PimEmbeddingBackend(new PimBackendOptions { Backend = backendKind, DpusPerTable = dpus, Log = log.Add });
+        var pim = new PimEmbeddingBackend(new PimBackendOptions { Backend = backendKind, DpusPerTable = dpus, Logger = CliLogging.For("pim") });
         using var onCpu = Open(path, seed, null);
         using var onPim = Open(path, seed, pim);
         var config = onPim.Config;
@@ -69,7 +68,6 @@ public sealed class PimServeCommand : CliCommand
             }
             catch (ArgumentException e) { throw new UsageException($"table '{table.Name}': {e.Message}"); }
         }
-        foreach (string line in log) Console.WriteLine(line);
 
         onCpu.Predict(batches[0]);     // warm-up (JIT, first-touch), untimed and not in the stats below
         onPim.Predict(batches[0]);

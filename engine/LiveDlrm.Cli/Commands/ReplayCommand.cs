@@ -168,7 +168,7 @@ public sealed class ReplayCommand : CliCommand
                 SmallTableBudgetMultiple = result.GetValue(_smallTableBudget),
                 JointBudget = result.GetValue(_budgetScope) == "joint",
                 Adapter = adapter,
-                Log = line => Console.Error.WriteLine("  " + line),
+                Logger = CliLogging.For("replay"),
             },
         };
         int pimDpus = result.GetValue(_pimDpus);
@@ -179,7 +179,7 @@ public sealed class ReplayCommand : CliCommand
                 LiveBaseBackend = () => new LiveDlrm.Pim.PimEmbeddingBackend(new LiveDlrm.Pim.PimBackendOptions
                 {
                     Backend = LiveDlrm.Pim.PimBackendKind.Auto, DpusPerTable = pimDpus,
-                    Log = line => Console.Error.WriteLine("  " + line),
+                    Logger = CliLogging.For("pim"),
                 }),
             };
         string outDir = result.GetValue(_out)!;
@@ -198,13 +198,13 @@ public sealed class ReplayCommand : CliCommand
         Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
         Func<IEventSource> open = data.IsSynthetic
             ? () => new SyntheticEventSource(world with { Seed = data.Seed, Drift = data.Drift, EventsPerSecond = data.EventsPerSecond ?? DefaultEventsPerSecond }, data.Events ?? DefaultEvents)
-            : () => data.Open(line => Console.Error.WriteLine("  " + line));
+            : () => data.Open(CliLogging.For("replay"));
         var report = Terminal.WithProgress(progress =>
         {
             var tasks = new Dictionary<UpdateMode, Terminal.IProgressTask>();
             var replay = new FreshnessReplay(open, options, dataName)
             {
-                Log = progress.Log,
+                Logger = CliLogging.For("replay"),
                 Progress = (mode, fraction) =>
                 {
                     if (!tasks.TryGetValue(mode, out var task)) tasks[mode] = task = progress.Task(mode.ToString().ToLowerInvariant(), 100, "");

@@ -39,7 +39,13 @@ public sealed class SynthCommand : CliCommand
         try { config.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
 
-        var s = SyntheticStreamFiles.Write(output, config, events);
+        var s = Terminal.WithProgress(progress =>
+        {
+            var task = progress.Task("synth", events, "events");
+            var summary = SyntheticStreamFiles.Write(output, config, events, progress: n => task.Report(n, $"synth {n,12:N0} of {events:N0} events"));
+            task.Complete();
+            return summary;
+        });
         var inv = CultureInfo.InvariantCulture;
         Console.WriteLine($"wrote {s.TsvPath} ({s.Events:N0} events, {s.TsvBytes / 1e6:F1} MB) in {s.Seconds:F1} s ({s.Events / s.Seconds / 1e6:F2} M events/s)");
         Console.WriteLine($"      {s.SchemaPath}");

@@ -69,7 +69,7 @@ public sealed class TrainCommand : CliCommand
         output = CheckpointTarget.Check("--out", output, [.. data.InputPaths(), .. configPath is null ? Array.Empty<string>() : [configPath]], force);
 
         TorchRuntime.EnsureInitialised();
-        using var source = data.Open(Console.Error.WriteLine);
+        using var source = data.Open(CliLogging.For("train"));
         DlrmConfig config;
         try { config = configPath is null ? TrainingLoop.DefaultConfig(source.Schema.Layout, storage) : DlrmConfig.Load(configPath); }
         catch (DlrmConfigException e) { throw new UsageException(configPath is null ? $"the schema's layout gives no valid default model: {e.Message}" : $"--config: {e.Message}"); }

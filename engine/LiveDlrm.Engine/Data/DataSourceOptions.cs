@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
 namespace LiveDlrm.Data;
 
 /// <summary>
@@ -60,7 +63,7 @@ public sealed record DataSourceOptions
 
     /// <summary>Opens the source. Throws <see cref="FileNotFoundException"/>/<see cref="SchemaException"/> for a
     /// missing file or bad schema.</summary>
-    public IEventSource Open(Action<string>? log = null)
+    public IEventSource Open(ILogger? logger = null)
     {
         if (IsSynthetic)
             return new SyntheticEventSource(SyntheticConfig(), Events ?? DefaultSyntheticEvents);
@@ -68,7 +71,7 @@ public sealed record DataSourceOptions
             return new VisitEventSource(new VisitStreamConfig { Seed = Seed }, checked((int)(Events ?? DefaultVisitEvents)));
         var (path, _) = ResolveSchema();
         var schema = path is null ? StreamSchema.Criteo() : StreamSchema.Load(path);
-        IEventSource source = new TsvEventSource(Data, schema, new TsvReaderOptions { OnBadLine = OnBadLine, Cache = Cache, Log = log });
+        IEventSource source = new TsvEventSource(Data, schema, new TsvReaderOptions { OnBadLine = OnBadLine, Cache = Cache, Logger = logger ?? NullLogger.Instance });
         return Events is long n ? new LimitedEventSource(source, n) : source;
     }
 }

@@ -27,7 +27,9 @@ public static class SyntheticStreamFiles
     public static string SchemaPathFor(string tsvPath) => Path.ChangeExtension(tsvPath, ".schema.json");
     public static string OptimumPathFor(string tsvPath) => Path.ChangeExtension(tsvPath, ".optimum.json");
 
-    public static SyntheticStreamSummary Write(string tsvPath, SyntheticStreamConfig config, long events, int batchSize = 4096)
+    /// <summary>Writes <paramref name="events"/> events as TSV with their schema and optimum files beside;
+    /// <paramref name="progress"/> gets the events written so far after each batch.</summary>
+    public static SyntheticStreamSummary Write(string tsvPath, SyntheticStreamConfig config, long events, int batchSize = 4096, Action<long>? progress = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(events, 1);
         string tsv = Path.GetFullPath(tsvPath);
@@ -60,6 +62,7 @@ public static class SyntheticStreamFiles
                         if (n == 0) first = batch.Timestamps[0];
                         last = batch.Timestamps[^1];
                         n += batch.Count;
+                        progress?.Invoke(n);
                     }
                 file.Flush(flushToDisk: true);
             }

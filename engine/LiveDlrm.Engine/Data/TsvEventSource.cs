@@ -1,4 +1,6 @@
 using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LiveDlrm.Data;
 
@@ -31,8 +33,8 @@ public sealed record TsvReaderOptions
     public CacheMode Cache { get; init; } = CacheMode.Off;
     /// <summary>Cache file; default <c>SOURCE.ldcache</c> beside the source.</summary>
     public string? CachePath { get; init; }
-    /// <summary>Receives one-line notices: bad lines skipped, cache used / stale / built.</summary>
-    public Action<string>? Log { get; init; }
+    /// <summary>Hears one-line notices: bad lines skipped, cache used / stale / built.</summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
 }
 
 public sealed record BadLine(long LineNumber, string Reason);
@@ -132,10 +134,10 @@ public sealed class TsvEventSource : IEventSource
                 Report.FromCache = true;
                 Report.Lines = _cacheReader.Lines;
                 Report.BadLines = _cacheReader.BadLines;
-                _options.Log?.Invoke($"reading {_cachePath} ({_cacheReader.Events} events, {_cacheReader.BadLines} bad lines skipped when built)");
+                _options.Logger.LogInformation("reading {Cache} ({Events} events, {BadLines} bad lines skipped when built)", _cachePath, _cacheReader.Events, _cacheReader.BadLines);
                 return;
             }
-            if (problem != "no cache file") _options.Log?.Invoke($"cache {_cachePath} not used: {problem}; rebuilding it during this pass");
+            if (problem != "no cache file") _options.Logger.LogInformation("cache {Cache} not used: {Problem}; rebuilding it during this pass", _cachePath, problem);
             string folder = System.IO.Path.GetDirectoryName(_cachePath)!;
             try
             {
@@ -145,7 +147,7 @@ public sealed class TsvEventSource : IEventSource
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 // A cache is an optimisation: without a writable folder the source is read as it is, every pass.
-                _options.Log?.Invoke($"warning: cannot write cache {_cachePath} ({e.Message}); reading without a cache");
+                _options.Logger.LogWarning("cannot write cache {Cache} ({Reason}); reading without a cache", _cachePath, e.Message);
                 _cachePath = null;
             }
             _forceRebuild = false;
@@ -187,7 +189,7 @@ public sealed class TsvEventSource : IEventSource
                 throw new DataFormatException($"{_path} line {_lineNumber}: {error}");
             Report.AddBad(new BadLine(_lineNumber, error), _options.MaxRecordedBadLines);
             if (Report.BadLines <= _options.MaxRecordedBadLines)
-                _options.Log?.Invoke($"{_path} line {_lineNumber}: skipped: {error}");
+                _options.Logger.LogWarning("{Path} line {Line}: skipped: {Error}", _path, _lineNumber, error);
         }
         _cacheWriter?.Append(batch);
         if (batch.Count == 0) FinishPass();
@@ -200,9 +202,9 @@ public sealed class TsvEventSource : IEventSource
         {
             _cacheWriter.Commit(Report.Lines, Report.BadLines);
             _cacheWriter = null;
-            _options.Log?.Invoke($"wrote cache {_cachePath}");
+            _options.Logger.LogInformation("wrote cache {Cache}", _cachePath);
         }
-        if (Report.BadLines > 0) _options.Log?.Invoke($"{_path}: {Report}");
+        if (Report.BadLines > 0) _options.Logger.LogWarning("{Path}: {Report}", _path, Report);
         _stream?.Dispose();
         _stream = null;
     }

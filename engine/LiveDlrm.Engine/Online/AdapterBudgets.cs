@@ -1,6 +1,7 @@
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
 using LiveDlrm.Model;
+using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Online;
 
@@ -32,7 +33,8 @@ static class AdapterBudgets
                 var (slots, _) = ao.BudgetFraction > 0 ? TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim) : (0, 0);
                 if (slots < Math.Min(options.MinAdapterRows, table.Rows))
                 {
-                    options.Log?.Invoke($"table '{table.Name}' ({table.ByteSize} bytes): a {ao.BudgetFraction:P2} budget holds {slots} adapter rows at rank {ao.InitialRank} (< {options.MinAdapterRows}); not adapted");
+                    options.Logger.LogInformation("table '{Table}' ({Bytes} bytes): a {Budget} budget holds {Rows} adapter rows at rank {Rank} (< {MinRows}); not adapted",
+                        table.Name, table.ByteSize, ao.BudgetFraction.ToString("P2", System.Globalization.CultureInfo.InvariantCulture), slots, ao.InitialRank, options.MinAdapterRows);
                     continue;
                 }
                 result[t] = new TableAdapter(table, ao);

@@ -3,7 +3,6 @@ using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
 using LiveDlrm.Model;
-using LiveDlrm.Replay;
 
 namespace LiveDlrm.Online;
 

@@ -4,6 +4,7 @@ using LiveDlrm.Lora;
 using LiveDlrm.Model;
 using LiveDlrm.Scheduling;
 using TorchSharp;
+using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Online;
 
@@ -215,7 +216,7 @@ public sealed class OnlineTrainer : ITrainerHost
         catch (Exception e)
         {
             lock (_lock) { _failure = e; _busy = false; Monitor.PulseAll(_lock); }
-            _options.Log?.Invoke($"online trainer thread failed: {e}");
+            _options.Logger.LogError(e, "online trainer thread failed");
         }
     }
 

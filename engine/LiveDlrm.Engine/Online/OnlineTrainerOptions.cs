@@ -1,4 +1,6 @@
 using LiveDlrm.Lora;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LiveDlrm.Online;
 
@@ -36,8 +38,8 @@ public sealed record OnlineTrainerOptions
     /// its own bytes. An adapter needs B (rank × dim) besides its rows, so a 16-row table cannot hold one within its
     /// own size; its bytes are still a rounding error of the total (docs/replay.md).</summary>
     public double SmallTableBudgetMultiple { get; init; } = 1;
-    /// <summary>Receives log lines (discarded steps, tables without an adapter); null = silent.</summary>
-    public Action<string>? Log { get; init; }
+    /// <summary>Hears discarded steps, tables without an adapter and a failed trainer thread.</summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
 
     public void Validate()
     {

@@ -3,6 +3,7 @@ using LiveDlrm.Lora;
 using LiveDlrm.Model;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Online;
 
@@ -169,7 +170,8 @@ sealed class TrainerStep
         if (_logged < 10 || n % 1000 == 0)
         {
             _logged++;
-            _options.Log?.Invoke($"online trainer: step {_stats.Steps + n} discarded ({why}; {samples.Count} events from request {samples[0].RequestId}); {n} discarded so far");
+            _options.Logger.LogWarning("online trainer: step {Step} discarded ({Reason}; {Events} events from request {RequestId}); {Discarded} discarded so far",
+                _stats.Steps + n, why, samples.Count, samples[0].RequestId, n);
         }
         return false;
     }

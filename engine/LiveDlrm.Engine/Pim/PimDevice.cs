@@ -1,5 +1,6 @@
 using LiveDlrm.Embeddings;
 using LiveDlrm.Interop;
+using Microsoft.Extensions.Logging;
 using Native = LiveDlrm.Interop.Pim;
 
 namespace LiveDlrm.Pim;
@@ -61,9 +62,9 @@ public sealed unsafe class PimDevice : IDisposable
         : throw new DllNotFoundException("liblivedlrm_pim.so not found (build native/ with ./build.sh build; it is copied next to the app)");
 
     /// <summary>Allocates <paramref name="dpus"/> DPUs of the chosen backend and loads the kernel
-    /// (<paramref name="kernelPath"/> null: the one next to the library). <paramref name="log"/> hears the choice.
+    /// (<paramref name="kernelPath"/> null: the one next to the library). <paramref name="logger"/> hears the choice.
     /// <paramref name="emulation"/>: extra emulation profile keys ("emuChip=v1A", "emuYield=SEED"), ignored by the SDK build.</summary>
-    public static PimDevice Open(int dpus, PimBackendKind kind = PimBackendKind.Auto, string? kernelPath = null, Action<string>? log = null,
+    public static PimDevice Open(int dpus, PimBackendKind kind = PimBackendKind.Auto, string? kernelPath = null, ILogger? logger = null,
                                  string? emulation = null)
     {
         RequireLibrary();
@@ -99,7 +100,7 @@ public sealed unsafe class PimDevice : IDisposable
             PimBackendKind.Simulator => " (auto: no UPMEM ranks in /sys/class/dpu_rank, the SDK's functional simulator)",
             _ => " (auto)",
         };
-        log?.Invoke($"pim: {dpus} DPUs on backend {attempt}{reason}");
+        logger?.LogInformation("pim: {Dpus} DPUs on backend {Backend}{Reason}", dpus, attempt, reason);
         return new PimDevice(handle, attempt, dpus);
     }
 

@@ -1,4 +1,6 @@
 using LiveDlrm.Embeddings;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LiveDlrm.Pim;
 
@@ -18,7 +20,7 @@ public sealed record PimBackendOptions
     /// <summary>Extra emulation profile keys ("emuChip=v1A", "emuYield=SEED"); ignored by the SDK build.</summary>
     public string? Emulation { get; init; }
     /// <summary>Hears which backend was chosen and what was loaded.</summary>
-    public Action<string>? Log { get; init; }
+    public ILogger Logger { get; init; } = NullLogger.Instance;
 }
 
 /// <summary>One table's batch in <see cref="PimEmbeddingBackend.ForwardTables"/>.</summary>
@@ -76,14 +78,14 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
             }
             device.Load(id, table, plan, _options.Precision);
             _placed[table] = (device, id);
-            _options.Log?.Invoke($"pim: table '{table.Name}' loaded as table {id} of a {device.DpuCount}-DPU set, {plan.Strategy} ({plan.Tiles} tiles of " +
-                                 $"{plan.SliceFloats} {(_options.Precision == PimPrecision.Int32 ? "int32" : "fp32")}, {plan.CachedRows.Length} cached rows)");
+            _options.Logger.LogInformation("pim: table '{Table}' loaded as table {Id} of a {Dpus}-DPU set, {Strategy} ({Tiles} tiles of {SliceFloats} {Precision}, {CachedRows} cached rows)",
+                table.Name, id, device.DpuCount, plan.Strategy, plan.Tiles, plan.SliceFloats, _options.Precision == PimPrecision.Int32 ? "int32" : "fp32", plan.CachedRows.Length);
         }
     }
 
     PimDevice OpenDevice(int dpus)
     {
-        var device = PimDevice.Open(dpus, _options.Backend, _options.KernelPath, _options.Log, _options.Emulation);
+        var device = PimDevice.Open(dpus, _options.Backend, _options.KernelPath, _options.Logger, _options.Emulation);
         _devices.Add(device);
         return device;
     }

@@ -7,6 +7,8 @@ using LiveDlrm.Model;
 using LiveDlrm.Online;
 using LiveDlrm.Runtime;
 using LiveDlrm.Training;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LiveDlrm.Replay;
 
@@ -26,7 +28,7 @@ public sealed class FreshnessReplay
     readonly ReplayOptions _options;
     readonly string _dataName;
 
-    public Action<string>? Log { get; init; }
+    public ILogger Logger { get; init; } = NullLogger.Instance;
     /// <summary>Progress per mode: (mode, fraction of the replayed events done).</summary>
     public Action<UpdateMode, double>? Progress { get; init; }
 
@@ -54,8 +56,8 @@ public sealed class FreshnessReplay
             throw new NoResultException($"the base prefix selects 0 of the stream's {total} events: no events to train the base model on (use a larger --base-prefix, or --model)");
         if (total - prefix < 1) throw new NoResultException($"the stream has {total} events and the base prefix takes {prefix}: nothing left to replay");
         _windowSeconds = _options.WindowSeconds > 0 ? _options.WindowSeconds : ReplayWindows.AutoWindowSeconds(last - replayFirst);
-        Log?.Invoke($"stream: {total:N0} events; base prefix {prefix:N0}, replaying {total - prefix:N0} over {SpanText(last - replayFirst)}" +
-                    $" in windows of {ReplayWindows.Describe(_windowSeconds)}{(_options.WindowSeconds == 0 ? " (auto)" : "")}");
+        Logger.LogInformation("stream: {Total:N0} events; base prefix {Prefix:N0}, replaying {Replayed:N0} over {Span} in windows of {Window}{Auto}",
+                              total, prefix, total - prefix, SpanText(last - replayFirst), ReplayWindows.Describe(_windowSeconds), _options.WindowSeconds == 0 ? " (auto)" : "");
 
         DlrmModel? baseModel = null;
         DlrmTrainer? baseTrainer = null;
@@ -69,7 +71,7 @@ public sealed class FreshnessReplay
             {
                 baseModel = Checkpoint.Load(path, ModelCopy.InlineCpuBackend());
                 baseModel.Config.CheckLayout(layout);
-                Log?.Invoke($"base model: {path}");
+                Logger.LogInformation("base model: {Path}", path);
             }
             else
             {
@@ -87,7 +89,7 @@ public sealed class FreshnessReplay
                         acc.Add(scores.AsSpan(0, batch.Count), batch.Labels);
                         baseEvents += batch.Count;
                     }
-                    Log?.Invoke($"base model: epoch {epoch + 1}/{_options.BaseEpochs} on {prefix:N0} events, progressive AUC {acc.Auc():F4}");
+                    Logger.LogInformation("base model: epoch {Epoch}/{Epochs} on {Events:N0} events, progressive AUC {Auc:F4}", epoch + 1, _options.BaseEpochs, prefix, acc.Auc());
                 }
             }
             baseSeconds = sw.Elapsed.TotalSeconds;
@@ -279,7 +281,7 @@ public sealed class FreshnessReplay
         if (hasTruth) _optimumAuc = overallTruth.Auc();
         var result = runner.Finish(new ModeResult(mode, overall.Summary(), windows, runner.Cost, 0));
         result = result with { WallSeconds = sw.Elapsed.TotalSeconds };
-        Log?.Invoke($"{result.Name,-6} {result.Overall}  cpu {result.Cost.CpuSeconds:F2} s  network {result.Cost.NetworkBytes / 1e6:F2} MB  ({result.WallSeconds:F1} s wall)");
+        Logger.LogInformation("{Mode,-6} {Overall}  cpu {Cpu:F2} s  network {NetworkMb:F2} MB  ({Wall:F1} s wall)", result.Name, result.Overall, result.Cost.CpuSeconds, result.Cost.NetworkBytes / 1e6, result.WallSeconds);
         return result;
     }
 }

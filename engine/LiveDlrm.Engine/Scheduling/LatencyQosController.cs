@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
 using HdrHistogram;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LiveDlrm.Scheduling;
 
@@ -68,7 +70,7 @@ public sealed class LatencyQosController : IDisposable
 
     readonly ITrainerThrottle _throttle;
     readonly TimeProvider _time;
-    readonly Action<string>? _log;
+    readonly ILogger _logger;
     readonly LongHistogram[] _ring;
     readonly long[] _overTarget;   // per sub-window: requests slower than the target
     readonly long _targetMicros;
@@ -91,10 +93,10 @@ public sealed class LatencyQosController : IDisposable
     public long Holds => Interlocked.Read(ref _holds);
     public QosDecision? Last { get; private set; }
 
-    public LatencyQosController(ITrainerThrottle throttle, QosOptions options, TimeProvider? time = null, Action<string>? log = null)
+    public LatencyQosController(ITrainerThrottle throttle, QosOptions options, TimeProvider? time = null, ILogger? logger = null)
     {
         options.Validate();
-        _throttle = throttle; Options = options; _time = time ?? TimeProvider.System; _log = log;
+        _throttle = throttle; Options = options; _time = time ?? TimeProvider.System; _logger = logger ?? NullLogger.Instance;
         _ring = Enumerable.Range(0, options.SubWindows).Select(_ => new LongHistogram(HighestTrackableMicros, 2)).ToArray();
         _merged = new LongHistogram(HighestTrackableMicros, 2);
         _overTarget = new long[options.SubWindows];
@@ -216,8 +218,10 @@ public sealed class LatencyQosController : IDisposable
         var decision = new QosDecision(action, _throttle.IsPaused ? 0 : duty, p, n);
         Last = decision;
         if (action is QosAction.Cut or QosAction.Pause or QosAction.Resume)
-            _log?.Invoke(string.Create(CultureInfo.InvariantCulture,
-                $"qos: P{Options.Percentile:G3} {p:F2} ms vs target {target:F2} ms, {over} of {n} requests over → {action.ToString().ToLowerInvariant()}, trainer duty {decision.DutyCycle:P0}"));
+            _logger.LogInformation("qos: P{Percentile} {Latency} ms vs target {Target} ms, {Over} of {Requests} requests over → {Action}, trainer duty {Duty}",
+                Options.Percentile.ToString("G3", CultureInfo.InvariantCulture), p.ToString("F2", CultureInfo.InvariantCulture),
+                target.ToString("F2", CultureInfo.InvariantCulture), over, n, action.ToString().ToLowerInvariant(),
+                decision.DutyCycle.ToString("P0", CultureInfo.InvariantCulture));
         return decision;
     }
 

@@ -145,8 +145,9 @@ public static class TrainingLoop
 
     /// <summary>AUC, logloss and calibration of <paramref name="model"/> over the rest of <paramref name="source"/>.
     /// When the stream carries true probabilities, <paramref name="optimum"/> receives their AUC on the same events
-    /// (the best any model can reach on these labels); NaN otherwise.</summary>
-    public static MetricSummary Evaluate(DlrmModel model, IEventSource source, int batchSize, out double optimum)
+    /// (the best any model can reach on these labels); NaN otherwise. <paramref name="progress"/> gets the events
+    /// scored so far after each batch.</summary>
+    public static MetricSummary Evaluate(DlrmModel model, IEventSource source, int batchSize, out double optimum, Action<long>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(source);
@@ -155,11 +156,13 @@ public static class TrainingLoop
         var scores = new float[batchSize];
         var metrics = new MetricAccumulator();
         var best = source.Schema.Layout.HasTrueProbabilities ? new MetricAccumulator() : null;
+        long events = 0;
         while (source.Read(batch) > 0)
         {
             model.Predict(batch, scores);
             metrics.Add(scores.AsSpan(0, batch.Count), batch.Labels);
             best?.Add(batch.TrueProbabilities, batch.Labels);
+            progress?.Invoke(events += batch.Count);
         }
         if (metrics.Count == 0) throw new NoResultException($"no valid events to evaluate{Describe(source)}");
         optimum = best?.Auc() ?? double.NaN;

@@ -98,7 +98,7 @@ internal sealed class TrainerQos : IDisposable
         node.StartTrainer(full && ThreadAffinity.IsAvailable ? _plan.TrainerThreadStart : null);
         if (full)
         {
-            _groups = ResctrlGroups.TryCreate(_resctrl, new ResctrlAllocation(), _log, prefix: $"livedlrm-serve-{Environment.ProcessId}");
+            _groups = ResctrlGroups.TryCreate(_resctrl, new ResctrlAllocation(), new LineLogger(_log), prefix: $"livedlrm-serve-{Environment.ProcessId}");
             if (_groups is not null)
             {
                 var trainer = node.TrainerThreadIds;
@@ -109,7 +109,7 @@ internal sealed class TrainerQos : IDisposable
         if (Mode != QosMode.Off && node.Throttle is { } throttle)
         {
             var options = new QosOptions { Target = TimeSpan.FromMilliseconds(_targetMs), MinSamples = 20 };
-            _controller = new LatencyQosController(throttle, options, log: _log);
+            _controller = new LatencyQosController(throttle, options, logger: new LineLogger(_log));
             _controller.Start(full && ThreadAffinity.IsAvailable ? _plan.PinToInference : null);
         }
     }
@@ -174,5 +174,17 @@ internal sealed class TrainerQos : IDisposable
     public void Dispose()
     {
         lock (_lock) StopLocked(hold: false);
+    }
+
+    /// <summary>The engine's QoS parts log through an ILogger; the serving host still writes plain lines.</summary>
+    sealed class LineLogger(Action<string> write) : Microsoft.Extensions.Logging.ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => logLevel >= Microsoft.Extensions.Logging.LogLevel.Information;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception,
+                                Func<TState, Exception?, string> formatter)
+        {
+            if (IsEnabled(logLevel)) write(formatter(state, exception));
+        }
     }
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LiveDlrm.CommandLine;
+using LiveDlrm.Reports;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -328,9 +329,3 @@ sealed class LookupRecord
     /// <summary>Every timed run of every contender (M lookups/s), for the spread behind each median.</summary>
     public Dictionary<string, double[]> RunMlookups { get; init; } = new();
 }
-
-/// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,
-                             DefaultIgnoreCondition = JsonIgnoreCondition.Never, Converters = [typeof(NonFiniteAsNullConverter)])]
-[JsonSerializable(typeof(List<LookupRecord>))]
-internal sealed partial class BenchJsonContext : JsonSerializerContext;

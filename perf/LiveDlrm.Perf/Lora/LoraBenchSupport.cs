@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
 
 namespace LiveDlrm.Perf.Lora;
 
@@ -37,15 +36,9 @@ static class LoraBenchSupport
         return result;
     }
 
-    public static string WriteJson(object record, string? outPath, string name)
-    {
-        string path = Path.GetFullPath(outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", name + ".json"));
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, JsonSerializer.Serialize(record, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
-        File.Move(tmp, path, overwrite: true);
-        return path;
-    }
+    /// <summary>Writes a bench report to <paramref name="outPath"/> (default artifacts/bench/NAME.json under the repository).</summary>
+    public static string WriteJson<T>(T record, string? outPath, string name, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo) =>
+        Reports.ReportJson.Write(record, outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", name + ".json"), typeInfo);
 
     /// <summary>The folder holding LiveDlrm.slnx above the working directory or the binary, else the working directory.</summary>
     static string RepoRoot()

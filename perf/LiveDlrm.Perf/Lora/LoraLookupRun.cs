@@ -122,18 +122,11 @@ public sealed class LoraLookupRun : BenchRun
         if (knownPerRound is double kpr)
             Console.WriteLine($"  with every slot given ahead (no filter, no probes): {kpr:F3} of the plain time per round; the search's share: {perRound - kpr:F3}");
 
-        var record = new
-        {
-            rows, dim, pooling, batch, rank, threads, storage = storage.ToString(), budget_fraction = budget,
-            active_rows = adapter.ActiveRows, adapter_bytes = adapter.AllocatedBytes, adapter_memory_pct = adapter.MemoryFraction * 100,
-            adapted_hit_fraction = hitFraction, runs, run_seconds = runSeconds, quick,
-            livedlrm_mlookups = medians[0], livedlrm_lora_mlookups = medians[1], lora_empty_adapter_mlookups = medians[2],
-            lora_time_ratio = ratio, lora_time_ratio_per_round = perRound, empty_adapter_time_ratio_per_round = emptyPerRound,
-            known_slots_time_ratio_per_round = knownPerRound,
-            runs_mlookups = names.Select((n, c) => (n, rates[c])).ToDictionary(x => x.n, x => x.Item2),
-            machine = new { processors = Environment.ProcessorCount, os = System.Runtime.InteropServices.RuntimeInformation.OSDescription },
-        };
-        Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "lora")}");
+        var record = new LoraBenchReport(rows, dim, pooling, batch, rank, threads, storage.ToString(), budget,
+            adapter.ActiveRows, adapter.AllocatedBytes, adapter.MemoryFraction * 100, hitFraction, runs, runSeconds, quick,
+            medians[0], medians[1], medians[2], ratio, perRound, emptyPerRound, knownPerRound,
+            names.Select((n, c) => (n, rates[c])).ToDictionary(x => x.n, x => x.Item2), BenchMachine.Current);
+        Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "lora", BenchJsonContext.Default.LoraBenchReport)}");
         return 0;
     }
 

@@ -83,7 +83,7 @@ public sealed class TrainRun : BenchRun
             })).ToList();
             // every case has the same number of distinct steps; units = row updates per call
             var rates = LoraBenchSupport.Interleaved(contenders, cases[0].Steps.Length, bags * (double)pooling / 1e6, runs, runSeconds, quick ? 0.1 : 1);
-            var results = new Dictionary<string, object>();
+            var results = new Dictionary<string, TrainBenchCase>();
             for (int c = 0; c < cases.Count; c++)
             {
                 double median = LoraBenchSupport.Median(rates[c]);
@@ -91,21 +91,12 @@ public sealed class TrainRun : BenchRun
                 var ad = cases[c].Adapter;
                 Console.WriteLine($"  {cases[c].Name,-17} {median,6:F2} M row updates/s ({distinctRate,5:F2} M distinct rows/s, {cases[c].DistinctPerStep:F0} distinct of {bags * pooling} per step)  " +
                                   $"merged {ad.MergedRows}, active {ad.ActiveRows}   runs: {string.Join(" ", rates[c].Select(x => x.ToString("F2")))}");
-                results[cases[c].Name] = new
-                {
-                    mrow_updates_per_s = median, mdistinct_rows_per_s = distinctRate, distinct_rows_per_step = cases[c].DistinctPerStep,
-                    merged_rows = ad.MergedRows, active_rows = ad.ActiveRows, runs = rates[c],
-                };
+                results[cases[c].Name] = new TrainBenchCase(median, distinctRate, cases[c].DistinctPerStep, ad.MergedRows, ad.ActiveRows, rates[c]);
             }
             double headline = LoraBenchSupport.Median(rates[0]);
             Console.WriteLine($"  target ≥ 2 M adapter-row updates/s per core: resident_adagrad {headline:F2} M/s");
-            var record = new
-            {
-                rows, dim, rank, bags, pooling, budget_fraction = budget, threads = 1, runs, run_seconds = runSeconds, quick,
-                livedlrm_mrow_updates_per_s_per_core = headline, cases = results,
-                machine = new { processors = Environment.ProcessorCount, os = System.Runtime.InteropServices.RuntimeInformation.OSDescription },
-            };
-            Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "train")}");
+            var record = new TrainBenchReport(rows, dim, rank, bags, pooling, budget, 1, runs, runSeconds, quick, headline, results, BenchMachine.Current);
+            Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "train", BenchJsonContext.Default.TrainBenchReport)}");
             return 0;
         }
         finally

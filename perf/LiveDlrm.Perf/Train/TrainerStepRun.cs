@@ -72,30 +72,22 @@ public sealed class TrainerStepRun : BenchRun
             })).ToList();
             // Both cases hold the same events cut the same way: units = thousands of events per call.
             var rates = LoraBenchSupport.Interleaved(contenders, cases[0].Steps.Count, batch / 1e3, runs, runSeconds, quick ? 0.1 : 1);
-            var results = new Dictionary<string, object>();
+            var results = new Dictionary<string, StepBenchCase>();
             for (int c = 0; c < cases.Count; c++)
             {
                 double median = LoraBenchSupport.Median(rates[c]);
                 var t = cases[c].Trainer;
                 Console.WriteLine($"  {cases[c].Name,-9} {median,7:F1} k events/s ({1e3 / median,6:F1} µs/event)  steps {cases[c].Calls}, rejected {cases[c].Rejected}, " +
                                   $"active rows {t.Adapters.Sum(x => x?.ActiveRows ?? 0)}, merged {t.Adapters.Sum(x => x?.MergedRows ?? 0)}   runs: {string.Join(" ", rates[c].Select(x => x.ToString("F1")))}");
-                results[cases[c].Name] = new
-                {
-                    kevents_per_s = median, us_per_event = 1e3 / median, steps = cases[c].Calls, rejected_steps = cases[c].Rejected,
-                    active_rows = t.Adapters.Sum(x => x?.ActiveRows ?? 0), merged_rows = t.Adapters.Sum(x => x?.MergedRows ?? 0), runs = rates[c],
-                };
+                results[cases[c].Name] = new StepBenchCase(median, 1e3 / median, cases[c].Calls, cases[c].Rejected,
+                    t.Adapters.Sum(x => x?.ActiveRows ?? 0), t.Adapters.Sum(x => x?.MergedRows ?? 0), rates[c]);
             }
             // Per round, so the host's drift between rounds cancels.
             double saving = LoraBenchSupport.Median(rates[1].Zip(rates[0], (off, on) => off / on).ToArray());
             Console.WriteLine($"  reuse on / off time per event: {saving:F2} (per-round median)");
             if (cases.Any(c => c.Rejected > 0)) Console.WriteLine("  WARNING: some steps were rejected (non-finite values); their time is still counted");
-            var record = new
-            {
-                events, batch, threads = 1, runs, run_seconds = runSeconds, quick,
-                reuse_kevents_per_s = LoraBenchSupport.Median(rates[0]), reuse_time_ratio = saving, cases = results,
-                machine = new { processors = Environment.ProcessorCount, os = System.Runtime.InteropServices.RuntimeInformation.OSDescription },
-            };
-            Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "step")}");
+            var record = new StepBenchReport(events, batch, 1, runs, runSeconds, quick, LoraBenchSupport.Median(rates[0]), saving, results, BenchMachine.Current);
+            Console.WriteLine($"wrote {LoraBenchSupport.WriteJson(record, outPath, "step", BenchJsonContext.Default.StepBenchReport)}");
             return 0;
         }
         finally

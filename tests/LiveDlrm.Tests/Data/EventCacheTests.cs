@@ -42,7 +42,7 @@ public class EventCacheTests
 
     EventBatch Read(CacheMode mode, out DataReadReport report, List<string>? log = null, int batch = 1000)
     {
-        using var source = new TsvEventSource(_tsv, _schema, new TsvReaderOptions { Cache = mode, Log = log is null ? null : log.Add });
+        using var source = new TsvEventSource(_tsv, _schema, new TsvReaderOptions { Cache = mode, Logger = log is null ? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance : new ListLogger(log) });
         var all = EventBatchAssert.Drain(source, batch);
         report = source.Report;
         return all;

@@ -106,7 +106,7 @@ public class TsvReaderTests
             "0\t\t0\t0\ta\tb\t1\n" +       // 7 empty timestamp
             "0\t8\t1\t1\ta\tb\t2\n";       // 8 good
         var log = new List<string>();
-        using var source = new TsvEventSource(Write("bad.tsv", text), SmallSchema(), new TsvReaderOptions { Log = log.Add });
+        using var source = new TsvEventSource(Write("bad.tsv", text), SmallSchema(), new TsvReaderOptions { Logger = new ListLogger(log) });
         var batches = ReadAll(source, 3);
         Assert.That(batches.Sum(b => b.Count), Is.EqualTo(2));
         Assert.That(batches.SelectMany(b => b.Timestamps.ToArray()), Is.EqualTo(new[] { 1L, 8L }));

@@ -90,6 +90,8 @@ public class DocsTests
             Assert.That(CheckBuildCommand(Words("run --no-such-option")), Is.Not.Empty, "unknown replay option");
             Assert.That(CheckBuildCommand(Words("bench frobnicate")), Is.Not.Empty, "unknown bench");
             Assert.That(CheckBuildCommand(Words("bench lookup --no-such-option")), Is.Not.Empty, "unknown bench option");
+            foreach (string bench in new[] { "data", "model", "pim" })
+                Assert.That(CheckBuildCommand(Words($"bench {bench} --no-such-option")), Is.Not.Empty, $"unknown {bench} bench option");
 
             var files = RepoFiles();
             Assert.That(PathTokens("see `engine/LiveDlrm.Engine/Lora/LoraBagKernel.cs` and `Lora/TableAdapter.cs`").All(t => PathExists(t, files)), Is.True);
@@ -125,10 +127,7 @@ public class DocsTests
                 if (rest.Count == 0 || IsPlaceholder(rest[0]) || rest[0].StartsWith('-')) yield break;
                 if (rest[0] == "bdn") yield break;   // BenchmarkDotNet's own arguments
                 if (!BenchNames().Contains(rest[0])) { yield return $"the perf runner has no bench '{rest[0]}'"; yield break; }
-                // A bench without its own --help (it rejects the option) cannot be checked option by option yet: only its
-                // name is checked. Every bench gets a --help once the runner's options are declared in one place.
-                if (BenchHelp(rest[0]) is string help)
-                    foreach (string p in CheckOptions(rest.Skip(1).ToList(), help)) yield return p;
+                foreach (string p in CheckOptions(rest.Skip(1).ToList(), BenchHelp(rest[0]))) yield return p;
                 break;
         }
     }
@@ -188,18 +187,16 @@ public class DocsTests
         }
     }
 
-    /// <summary>The bench's own <c>--help</c> text: its output when it exits 0 or prints a usage (some print it while
-    /// refusing the option); null when it has none today (it only rejects the option).</summary>
-    static string? BenchHelp(string bench)
+    /// <summary>The bench's own <c>--help</c> text; every bench has one (its options are System.CommandLine
+    /// definitions), so a bench whose <c>--help</c> fails is itself a failure.</summary>
+    static string BenchHelp(string bench)
     {
         lock (HelpCache)
         {
-            if (HelpCache.TryGetValue("bench " + bench, out var h)) return h.Length == 0 ? null : h;
+            if (HelpCache.TryGetValue("bench " + bench, out var h)) return h;
             var (exit, output) = Run(PerfDll(), bench, "--help");
-            bool usable = exit == 0 || output.Contains("usage:", StringComparison.OrdinalIgnoreCase);
-            if (!usable) TestContext.Out.WriteLine($"bench {bench} has no --help (exit {exit}); only its name is checked");
-            HelpCache["bench " + bench] = usable ? output : "";
-            return usable ? output : null;
+            Assert.That(exit, Is.EqualTo(0), $"bench {bench} --help failed:\n{output}");
+            return HelpCache["bench " + bench] = output;
         }
     }
 

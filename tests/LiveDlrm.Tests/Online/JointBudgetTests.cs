@@ -2,7 +2,6 @@ using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
 using LiveDlrm.Model;
 using LiveDlrm.Online;
-using LiveDlrm.Replay;
 using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Tests.Online;

@@ -21,7 +21,7 @@ public class OnlineTrainerTests
     public void ServingGoesThroughTheTrainedAdapters()
     {
         var logs = new List<string>();
-        using var m = new OnlineTestModel(OnlineTestModel.Options() with { Log = logs.Add });
+        using var m = new OnlineTestModel(OnlineTestModel.Options() with { Logger = new ListLogger(logs) });
         var batch = OnlineTestModel.Batch(64, 1);
         for (int i = 0; i < 5; i++)
         {
@@ -187,7 +187,7 @@ public class OnlineTrainerTests
     public void NonFiniteStepIsDiscardedAndTheModelUnchanged()
     {
         var logs = new List<string>();
-        using var m = new OnlineTestModel(OnlineTestModel.Options() with { Log = l => { lock (logs) logs.Add(l); } });
+        using var m = new OnlineTestModel(OnlineTestModel.Options() with { Logger = new ListLogger(logs) });
         var batch = OnlineTestModel.Batch(16, 8);
         var before = Pool(m, batch);
         var b0 = m.Adapters[0]!.CopyB(out _);

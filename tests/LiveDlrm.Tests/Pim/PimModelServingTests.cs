@@ -15,7 +15,7 @@ public class PimModelServingTests
         var config = TinyDlrm.SmallConfig();
         var batch = TinyDlrm.RandomBatch(config, 64, 3);
         var log = new List<string>();
-        using var pim = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend, DpusPerTable = 4, Log = log.Add });
+        using var pim = new PimEmbeddingBackend(new PimBackendOptions { Backend = PimTestSupport.Backend, DpusPerTable = 4, Logger = new ListLogger(log) });
         using var onCpu = DlrmModel.Create(config, 7);
         using var onPim = DlrmModel.Create(config, 7, pim, ownsBackend: false);
 

@@ -199,7 +199,7 @@ public class PimSetTests
     {
         PimTestSupport.RequireEmulation();
         var log = new List<string>();
-        using var device = PimDevice.Open(2, PimBackendKind.Auto, log: log.Add);
+        using var device = PimDevice.Open(2, PimBackendKind.Auto, logger: new ListLogger(log));
         Assert.That(device.Backend, Is.EqualTo(PimBackendKind.Emulated));
         Assert.That(log, Has.Some.Contains("backend Emulated (auto)"));
     }

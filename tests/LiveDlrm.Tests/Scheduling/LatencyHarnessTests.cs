@@ -143,7 +143,7 @@ public class LatencyHarnessTests
             ModeDuration = TimeSpan.FromSeconds(0.6), Warmup = TimeSpan.FromSeconds(0.1), SearchTrial = TimeSpan.FromSeconds(0.2), MaxQps = 200,
         };
         var log = new List<string>();
-        var report = LatencyHarness.Run(options, l => { lock (log) log.Add(l); });
+        var report = LatencyHarness.Run(options, new ListLogger(log));
         Assert.That(report.Modes.Select(m => m.Mode), Is.EqualTo(new[] { LatencyHarness.ModeNoTrainer, LatencyHarness.ModeUnthrottled, LatencyHarness.ModeQos }));
         Assert.That(report.Modes.Select(m => m.Qps), Is.All.EqualTo(100.0), "50 % of the given maximum");
         Assert.That(report.Modes[0].TrainerSamplesPerS, Is.Null);
@@ -173,7 +173,7 @@ public class LatencyHarnessTests
         };
         Assert.That(options.Kind, Is.EqualTo(LatencyWorkloadKind.DlrmLive), "the real workload is the default");
         var log = new List<string>();
-        var report = LatencyHarness.Run(options, l => { lock (log) log.Add(l); });
+        var report = LatencyHarness.Run(options, new ListLogger(log));
         Assert.That(report.Modes.Select(m => m.Mode), Is.EqualTo(new[] { LatencyHarness.ModeNoTrainer, LatencyHarness.ModeUnthrottled, LatencyHarness.ModeQos }));
         Assert.That(report.Modes.Select(m => m.Workload), Is.All.EqualTo(DlrmLiveWorkload.WorkloadName));
         Assert.That(report.Modes[0].TrainerSamplesPerS, Is.Null);

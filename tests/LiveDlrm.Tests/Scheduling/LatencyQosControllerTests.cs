@@ -38,7 +38,7 @@ public class LatencyQosControllerTests
         var clock = new ManualClock();
         var gate = new DutyCycleGate();
         var log = new List<string>();
-        var c = new LatencyQosController(gate, Options, clock, log.Add);
+        var c = new LatencyQosController(gate, Options, clock, new ListLogger(log));
         Assert.That(gate.DutyCycle, Is.EqualTo(0.5));
 
         // Under target: +0.1 per decision up to 1.0, then stays there.

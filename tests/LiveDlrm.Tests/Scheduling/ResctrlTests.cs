@@ -62,7 +62,7 @@ public class ResctrlTests
     public void TryCreateOnAnAbsentMountSaysSoAndReturnsNull()
     {
         var log = new List<string>();
-        var groups = ResctrlGroups.TryCreate(ResctrlSupport.Detect(Path.Combine(_root, "nope")), new ResctrlAllocation(), log.Add);
+        var groups = ResctrlGroups.TryCreate(ResctrlSupport.Detect(Path.Combine(_root, "nope")), new ResctrlAllocation(), new ListLogger(log));
         Assert.That(groups, Is.Null);
         // "Once per process": another test may have been first, so at most one line here.
         Assert.That(log, Has.Count.LessThanOrEqualTo(1));

@@ -290,9 +290,12 @@ public class ServingApiTests
                 }
             })).ToArray();
             await Task.Delay(200);
-            ulong live = s.Host.AdapterFingerprint();
             await s.Host.App.StopAsync();
             Assert.That(s.Host.Draining, Is.True);
+            // The trainer runs until the finish (it stops there, then the adapters are saved): the state to compare
+            // with is the one the node stopped with, not one read while it was still training.
+            await s.Host.FinishAsync();
+            ulong live = s.Host.AdapterFingerprint();
             stop.Cancel();
             await Task.WhenAll(loops);
             await s.DisposeAsync();

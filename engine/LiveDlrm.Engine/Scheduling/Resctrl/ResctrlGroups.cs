@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Scheduling.Resctrl;
 
@@ -83,11 +84,11 @@ public sealed class ResctrlGroups : IDisposable
 
     /// <summary>Creates the groups where resctrl is usable; otherwise reports why through <paramref name="log"/> once
     /// per process and returns null so the caller continues with software QoS only.</summary>
-    public static ResctrlGroups? TryCreate(ResctrlSupport support, ResctrlAllocation allocation, Action<string> log, string prefix = "livedlrm")
+    public static ResctrlGroups? TryCreate(ResctrlSupport support, ResctrlAllocation allocation, ILogger logger, string prefix = "livedlrm")
     {
         if (!support.IsUsable)
         {
-            if (Interlocked.Exchange(ref _reportedAbsent, 1) == 0) log($"resctrl: {support.Reason}; hardware QoS off, software QoS only");
+            if (Interlocked.Exchange(ref _reportedAbsent, 1) == 0) logger.LogInformation("resctrl: {Reason}; hardware QoS off, software QoS only", support.Reason);
             return null;
         }
         return Create(support, allocation, prefix);

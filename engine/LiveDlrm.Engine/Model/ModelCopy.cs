@@ -1,9 +1,9 @@
 using LiveDlrm.Embeddings;
-using LiveDlrm.Model;
 
-namespace LiveDlrm.Replay;
+namespace LiveDlrm.Model;
 
-/// <summary>Independent copies of a model, so every replay mode starts from the same base.</summary>
+/// <summary>Independent copies of a model: every replay mode and every live model built from a trained base starts
+/// from the same weights without sharing memory with it.</summary>
 public static unsafe class ModelCopy
 {
     /// <summary>A deep copy of <paramref name="source"/> (tables byte for byte, dense parameters) serving through
@@ -35,7 +35,7 @@ public static unsafe class ModelCopy
         }
     }
 
-    /// <summary>The CPU kernels on the calling thread only (a worker pool of 0 threads): replay costs are measured
-    /// with thread CPU clocks, so no lookup work may hide on other threads.</summary>
+    /// <summary>The CPU kernels on the calling thread only (a worker pool of 0 threads): costs measured with thread
+    /// CPU clocks (the replay) must not have lookup work hiding on other threads.</summary>
     public static IEmbeddingBackend InlineCpuBackend() => new CpuEmbeddingBackend(new EmbeddingWorkerPool(0), ownsPool: true);
 }

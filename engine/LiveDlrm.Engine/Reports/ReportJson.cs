@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
 
-namespace LiveDlrm.CommandLine;
+namespace LiveDlrm.Reports;
 
 /// <summary>A metric that could not be computed (AUC of one class, a ratio over zero) is NaN in memory and null in
 /// a report: JSON has no NaN, and a reader should see "no value", not a made-up number.</summary>
@@ -20,7 +20,8 @@ public sealed class NonFiniteAsNullConverter : JsonConverter<double>
     }
 }
 
-/// <summary>Report files written by the hosts, through source-generated serializers (snake_case, NaN as null).</summary>
+/// <summary>Report files (replay, eval, benchmarks), written through source-generated serializers (snake_case, NaN
+/// as null): each writer declares a <c>JsonSerializerContext</c> with <see cref="NonFiniteAsNullConverter"/>.</summary>
 public static class ReportJson
 {
     /// <summary>Writes <paramref name="value"/> to a temporary file beside <paramref name="path"/>, then renames it

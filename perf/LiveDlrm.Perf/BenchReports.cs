@@ -1,0 +1,61 @@
+using System.Runtime.InteropServices;
+using System.Text.Json.Serialization;
+using LiveDlrm.Perf.Lookup;
+using LiveDlrm.Reports;
+
+namespace LiveDlrm.Perf;
+
+/// <summary>The machine a bench ran on, as every bench report states it.</summary>
+public sealed record BenchMachine(int Processors, string Os)
+{
+    public static BenchMachine Current => new(Environment.ProcessorCount, RuntimeInformation.OSDescription);
+}
+
+/// <summary>lora.json: LoRA-augmented lookup against the plain lookup.</summary>
+public sealed record LoraBenchReport(
+    long Rows, int Dim, int Pooling, int Batch, int Rank, int Threads, string Storage, double BudgetFraction,
+    long ActiveRows, long AdapterBytes, double AdapterMemoryPct, double AdaptedHitFraction, int Runs, double RunSeconds, bool Quick,
+    double LivedlrmMlookups, double LivedlrmLoraMlookups, double LoraEmptyAdapterMlookups,
+    double LoraTimeRatio, double LoraTimeRatioPerRound, double EmptyAdapterTimeRatioPerRound, double? KnownSlotsTimeRatioPerRound,
+    Dictionary<string, double[]> RunsMlookups, BenchMachine Machine);
+
+/// <summary>One case of train.json.</summary>
+public sealed record TrainBenchCase(double MrowUpdatesPerS, double MdistinctRowsPerS, double DistinctRowsPerStep, long MergedRows, long ActiveRows, double[] Runs);
+
+/// <summary>train.json: the adapters' sparse optimizer step on one thread.</summary>
+public sealed record TrainBenchReport(
+    long Rows, int Dim, int Rank, int Bags, int Pooling, double BudgetFraction, int Threads, int Runs, double RunSeconds, bool Quick,
+    double LivedlrmMrowUpdatesPerSPerCore, Dictionary<string, TrainBenchCase> Cases, BenchMachine Machine);
+
+/// <summary>One case of step.json.</summary>
+public sealed record StepBenchCase(double KeventsPerS, double UsPerEvent, long Steps, long RejectedSteps, long ActiveRows, long MergedRows, double[] Runs);
+
+/// <summary>step.json: the online trainer's whole step, reuse on and off.</summary>
+public sealed record StepBenchReport(
+    int Events, int Batch, int Threads, int Runs, double RunSeconds, bool Quick,
+    double ReuseKeventsPerS, double ReuseTimeRatio, Dictionary<string, StepBenchCase> Cases, BenchMachine Machine);
+
+/// <summary>data.json: generator rate, TSV parse against cache read (per input: the figures by name).</summary>
+public sealed record DataBenchReport(
+    double GeneratorEventsPerS, double GeneratorEventsPerCpuS, Dictionary<string, double> Synthetic, Dictionary<string, double> Criteo,
+    long Events, int Reps, string Machine);
+
+public sealed record ModelInferenceCase(int Batch, double SamplesPerSecond, double P50Us, double P99Us, int Calls);
+
+public sealed record ModelTrainingCase(int Batch, double SamplesPerSecond, long Events, double Seconds);
+
+/// <summary>model.json: DLRM inference latency and throughput per batch size, and training throughput.</summary>
+public sealed record ModelBenchReport(
+    string Machine, string Backend, int Tables, long TableBytes, int Dim, IReadOnlyList<int> BottomMlp, IReadOnlyList<int> TopMlp,
+    List<ModelInferenceCase> Inference, List<ModelTrainingCase> Training);
+
+/// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,
+                             DefaultIgnoreCondition = JsonIgnoreCondition.Never, Converters = [typeof(NonFiniteAsNullConverter)])]
+[JsonSerializable(typeof(List<LookupRecord>))]
+[JsonSerializable(typeof(LoraBenchReport))]
+[JsonSerializable(typeof(TrainBenchReport))]
+[JsonSerializable(typeof(StepBenchReport))]
+[JsonSerializable(typeof(DataBenchReport))]
+[JsonSerializable(typeof(ModelBenchReport))]
+internal sealed partial class BenchJsonContext : JsonSerializerContext;
