@@ -154,8 +154,8 @@ public sealed class ReplayCommand : CliCommand
             SyncDelaySeconds = result.GetValue(_syncDelay),
             LabelDelaySeconds = result.GetValue(_labelDelay),
             WindowSeconds = result.GetValue(_window) is "auto" or null ? 0
-                : long.TryParse(result.GetValue(_window), NumberStyles.Integer, CultureInfo.InvariantCulture, out long w) && w >= 1 ? w
-                : throw new UsageException($"--window: '{result.GetValue(_window)}' is not auto or a whole number of seconds ≥ 1"),
+                : long.TryParse(result.GetValue(_window), NumberStyles.Integer, CultureInfo.InvariantCulture, out long w) && w >= 1 && w <= MaxSeconds ? w
+                : throw new UsageException($"--window: '{result.GetValue(_window)}' is not auto or a whole number of seconds in [1, {MaxSeconds}]"),
             MinWindowEvents = result.GetValue(_minWindowEvents),
             ServeBatch = result.GetValue(_batch),
             FullTrainer = full,

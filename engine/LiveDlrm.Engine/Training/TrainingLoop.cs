@@ -56,8 +56,9 @@ public static class TrainingLoop
             source.Reset();
             validationEvents = (long)Math.Round(total * validationFraction);
             trainLimit = total - validationEvents;
+            if (total == 0) throw new NoResultException($"no valid events to train on{Describe(source)}; nothing was trained or written");
             if (validationEvents < 1 || trainLimit < 1)
-                throw new ArgumentException($"a validation share of {validationFraction} of {total} events leaves {trainLimit} to train on and {validationEvents} to validate on; both need at least one", nameof(validationFraction));
+                throw new LiveDlrm.Runtime.UserInputException($"--validation: a share of {validationFraction} of {total} events leaves {trainLimit} to train on and {validationEvents} to validate on; both need at least one");
         }
         var batch = new EventBatch(source.Schema.Layout, batchSize, 2);
         var predictions = new float[batchSize];

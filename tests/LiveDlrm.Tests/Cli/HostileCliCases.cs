@@ -192,7 +192,6 @@ public static class HostileCliCases
             Fx.Do(s => Directory.CreateDirectory(Path.Combine(s, "sub"))), Fx.Schema("sub/s.json", "\"rows\": 4,\n      \"mapping\": \"integer\"", "\"rows\": 4,\n      \"mapping\": \"vocabulary\", \"vocabulary\": \"../v.txt\"")),
         Bad("schema-vocab-directory", $"{T} --data data.tsv --schema s.json --out m", "vocabulary", Fx.Data, Fx.Notes, Fx.Schema("s.json", "\"rows\": 4,\n      \"mapping\": \"integer\"", "\"rows\": 4,\n      \"mapping\": \"vocabulary\", \"vocabulary\": \"notes\"")),
         Bad("schema-vocab-missing", $"{T} --data data.tsv --schema s.json --out m", "vocabulary", Fx.Data, Fx.Schema("s.json", "\"rows\": 4,\n      \"mapping\": \"integer\"", "\"rows\": 4,\n      \"mapping\": \"vocabulary\", \"vocabulary\": \"nope.txt\"")),
-        Bad("schema-no-dense", $"{T} --data data.tsv --schema s.json --out m", "schema", Fx.Data, Fx.SchemaWithoutDense("s.json")),
         Bad("schema-delimiter-long", $"{T} --data data.tsv --schema s.json --out m", "delimiter", Fx.Data, Fx.Schema("s.json", "\"delimiter\": \"\\t\"", "\"delimiter\": \"ab\"")),
         Bad("schema-label-missing-column", $"{T} --data data.tsv --schema s.json --out m", "label", Fx.Data, Fx.Schema("s.json", "\"label\": \"label\"", "\"label\": \"click\"")),
         Bad("schema-eps-negative", $"{T} --data data.tsv --schema s.json --out m", "eventsPerSecond", Fx.Data, Fx.Schema("s.json", "", ("\"timestamp\": \"timestamp\"", "\"timestamp\": null"), ("\"eventsPerSecond\": 20", "\"eventsPerSecond\": -1"))),
