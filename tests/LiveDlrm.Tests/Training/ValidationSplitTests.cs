@@ -50,6 +50,8 @@ public class ValidationSplitTests
         using var source = new SyntheticEventSource(World, 5_000);
         var summary = TrainingLoop.Train(trainer, source, 256, epochs: 2);
         Assert.That((summary.Events, summary.Epochs, summary.TrainEvents, summary.Validation!.Count), Is.EqualTo((10_000L, 2, 5_000L, 0)));
-        Assert.That(() => TrainingLoop.Train(trainer, source, 256, validationFraction: 0.9999), Throws.ArgumentException.With.Message.Contains("both need at least one"));
+        source.Reset();
+        Assert.That(() => TrainingLoop.Train(trainer, source, 256, validationFraction: 0.9999),
+                    Throws.InstanceOf<LiveDlrm.Runtime.UserInputException>().With.Message.Contains("both need at least one"));
     }
 }
