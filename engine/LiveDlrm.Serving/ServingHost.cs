@@ -4,9 +4,9 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using LiveDlrm.Data;
+using LiveDlrm.Online.Persistence;
 using LiveDlrm.Serving.Api;
 using LiveDlrm.Serving.Node;
-using LiveDlrm.Serving.Persistence;
 using LiveDlrm.Serving.Qos;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -56,7 +56,7 @@ public sealed class ServingHost : IAsyncDisposable
         _options = options;
         _log = log;
         _adminToken = ReadToken(options.AdminTokenFile, log);
-        _store = options.Adapters is null ? null : new AdapterStore(options.Adapters);
+        _store = options.Adapters is null ? null : new AdapterStore(options.Adapters, DiscardHint);
 
         var sw = Stopwatch.StartNew();
         var node = LiveModelNode.Load(options.Model, options.TrainerOptions(), options.RingCapacity);
@@ -93,16 +93,17 @@ public sealed class ServingHost : IAsyncDisposable
         return token;
     }
 
+    const string DiscardHint = "restart with --adapters-reset to start from fresh adapters";
+
     void RestoreAdapters(ILiveNode node)
     {
-        var merged = new AdapterStore.MergedRows();
-        foreach (var a in node.Adapters) if (a is not null) merged.Track(a);
+        var merged = AdapterStore.MergedRows.Track(node.Live);
         _merged = merged;
         if (_store is null) return;
         if (_options.AdaptersReset) { _log($"adapters: --adapters-reset, starting from fresh adapters ({_store.FilePath} is replaced at the next save)"); return; }
         var export = _store.ReadVerified();
         if (export is null) { _log($"adapters: no {_store.FilePath} yet, starting from fresh adapters"); return; }
-        AdapterStore.Restore(node, merged, export, _store.FilePath);
+        AdapterStore.Restore(node.Live, node.Fingerprint, merged, export, _store.FilePath, DiscardHint);
         _log(F($"adapters: restored from {_store.FilePath} ({export.Length} bytes, state {AdapterStore.Fingerprint(export):x16})"));
     }
 
@@ -244,8 +245,7 @@ public sealed class ServingHost : IAsyncDisposable
         await _stateLock.WaitAsync();
         try
         {
-            var merged = new AdapterStore.MergedRows();
-            foreach (var a in next.Adapters) if (a is not null) merged.Track(a);
+            var merged = AdapterStore.MergedRows.Track(next.Live);
             bool trainer = _qos.TrainerWanted;
             _qos.Detach();
             Volatile.Write(ref _decoder, new RequestDecoder(next.Layout, _options.MaxBatchEvents, _options.MaxBagIds));
@@ -296,7 +296,7 @@ public sealed class ServingHost : IAsyncDisposable
         if (_store is null) return null;
         var node = _slot.Current;
         var merged = _merged;
-        byte[] export = _qos.WithTrainerPaused(() => AdapterStore.Export(node, merged));
+        byte[] export = _qos.WithTrainerPaused(() => AdapterStore.Export(node.Live, node.Fingerprint, merged));
         try
         {
             _store.Save(export);
@@ -320,7 +320,7 @@ public sealed class ServingHost : IAsyncDisposable
         {
             var node = _slot.Current;
             var merged = _merged;
-            return _qos.WithTrainerPaused(() => AdapterStore.Fingerprint(AdapterStore.Export(node, merged)));
+            return _qos.WithTrainerPaused(() => AdapterStore.Fingerprint(AdapterStore.Export(node.Live, node.Fingerprint, merged)));
         }
         finally { _stateLock.Release(); }
     }

@@ -1,6 +1,7 @@
 using LiveDlrm.Data;
 using LiveDlrm.Lora;
 using LiveDlrm.Model;
+using LiveDlrm.Online;
 using LiveDlrm.Scheduling;
 
 namespace LiveDlrm.Serving.Node;
@@ -10,6 +11,8 @@ namespace LiveDlrm.Serving.Node;
 /// engine's composition root can change behind it.</summary>
 internal interface ILiveNode : IDisposable
 {
+    /// <summary>The engine's live model behind this node (its adapters are what <c>AdapterStore</c> saves).</summary>
+    LiveModel Live { get; }
     DlrmModel Model { get; }
     /// <summary>The layout requests must have (the model's dense count and tables).</summary>
     EventBatchLayout Layout { get; }

@@ -302,8 +302,8 @@ public class ServingApiTests
             Assert.That(errors, Is.Empty);
             Assert.That(statuses, Has.All.EqualTo(HttpStatusCode.OK).Or.EqualTo(HttpStatusCode.ServiceUnavailable), "in-flight requests finish; new ones get 503");
             Assert.That(statuses.Count(c => c == HttpStatusCode.OK), Is.GreaterThan(0));
-            var store = new LiveDlrm.Serving.Persistence.AdapterStore(options.Adapters!);
-            Assert.That(LiveDlrm.Serving.Persistence.AdapterStore.Fingerprint(store.ReadVerified()!), Is.EqualTo(live), "the adapters were saved on shutdown");
+            var store = new LiveDlrm.Online.Persistence.AdapterStore(options.Adapters!);
+            Assert.That(LiveDlrm.Online.Persistence.AdapterStore.Fingerprint(store.ReadVerified()!), Is.EqualTo(live), "the adapters were saved on shutdown");
             Assert.That(Directory.GetFiles(options.Adapters!), Has.Length.EqualTo(1), "no temporary file left behind");
         }
         finally { Directory.Delete(dir, true); }

@@ -3,7 +3,7 @@ using System.Net;
 using LiveDlrm.Runtime;
 using LiveDlrm.Serving;
 using LiveDlrm.Harness;
-using LiveDlrm.Serving.Persistence;
+using LiveDlrm.Online.Persistence;
 using static LiveDlrm.Tests.Serving.ServingTestSupport;
 
 namespace LiveDlrm.Tests.Serving;

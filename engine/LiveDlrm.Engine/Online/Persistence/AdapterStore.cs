@@ -3,16 +3,16 @@ using System.Text;
 using LiveDlrm.Interop;
 using LiveDlrm.Lora;
 using LiveDlrm.Runtime;
-using LiveDlrm.Serving.Node;
 
-namespace LiveDlrm.Serving.Persistence;
+namespace LiveDlrm.Online.Persistence;
 
 /// <summary>A saved adapter file that cannot be used: damaged, or made for another base model (bad input: the
-/// message names the file and <c>--adapters-reset</c>).</summary>
-internal sealed class AdapterStoreException(string message) : UserInputException(message);
+/// message names the file and how to start from fresh adapters instead).</summary>
+public sealed class AdapterStoreException(string message) : UserInputException(message);
 
 /// <summary>
-/// The live adapters of a node on disk, in one file <c>DIR/adapters.bin</c>:
+/// The live adapters of a <see cref="LiveModel"/> on disk, in one file <c>DIR/adapters.bin</c>, so a process that
+/// restarts on the same base model continues from what it had learned:
 /// <code>
 /// "LDADAPT1", format, base-model fingerprint, table count
 /// per table: has-adapter flag, the adapter's state (TableAdapter.WriteState), then the rows its merges wrote into
@@ -25,25 +25,42 @@ internal sealed class AdapterStoreException(string message) : UserInputException
 /// the file is checked (checksum, base fingerprint, every table's shape) before anything is applied. Nothing is
 /// written outside the directory.
 /// </summary>
-internal sealed class AdapterStore
+public sealed class AdapterStore
 {
     public const string FileName = "adapters.bin";
     const string Magic = "LDADAPT1";
     const int Format = 1;
 
+    /// <summary>What an error about an unusable file tells the user to do, unless the host says it better (the
+    /// CLI names its <c>--adapters-reset</c>).</summary>
+    public const string DefaultDiscardHint = "delete the file to start from fresh adapters";
+
     readonly string _dir;
+    readonly string _discardHint;
     public string FilePath { get; }
 
-    public AdapterStore(string dir)
+    public AdapterStore(string dir, string discardHint = DefaultDiscardHint)
     {
+        ArgumentException.ThrowIfNullOrWhiteSpace(dir);
         _dir = Path.GetFullPath(dir);
+        _discardHint = discardHint;
         FilePath = Path.Combine(_dir, FileName);
     }
 
-    /// <summary>Records the rows each adapter merges into its base table (on the trainer thread).</summary>
+    /// <summary>Records the rows each adapter merges into its base table (on the trainer thread). Create it with
+    /// <see cref="Track(LiveModel)"/> before the trainer starts: rows merged before tracking are not saved.</summary>
     public sealed class MergedRows : IAdapterMergeObserver
     {
         readonly Dictionary<TableAdapter, SortedSet<long>> _rows = new();
+
+        /// <summary>Tracks every adapter of <paramref name="live"/>.</summary>
+        public static MergedRows Track(LiveModel live)
+        {
+            ArgumentNullException.ThrowIfNull(live);
+            var merged = new MergedRows();
+            foreach (var a in live.Adapters) if (a is not null) merged.Track(a);
+            return merged;
+        }
 
         public void Track(TableAdapter adapter)
         {
@@ -67,21 +84,25 @@ internal sealed class AdapterStore
         internal void Add(TableAdapter adapter, long row) { lock (_rows) _rows[adapter].Add(row); }
     }
 
-    /// <summary>The node's adapter state as the file would hold it (without the checksum). The trainer must be
-    /// quiesced or stopped.</summary>
-    public static byte[] Export(ILiveNode node, MergedRows merged)
+    /// <summary>The live model's adapter state as the file would hold it (without the checksum).
+    /// <paramref name="baseFingerprint"/> identifies the base model (e.g. its checkpoint's manifest checksum); a
+    /// restore checks it. The trainer must be stopped or paused.</summary>
+    public static byte[] Export(LiveModel live, string baseFingerprint, MergedRows merged)
     {
+        ArgumentNullException.ThrowIfNull(live);
+        ArgumentNullException.ThrowIfNull(baseFingerprint);
+        ArgumentNullException.ThrowIfNull(merged);
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
         {
             w.Write(Encoding.ASCII.GetBytes(Magic));
             w.Write(Format);
-            w.Write(node.Fingerprint);
-            var tables = node.Model.Tables;
+            w.Write(baseFingerprint);
+            var tables = live.Model.Tables;
             w.Write(tables.Count);
             for (int t = 0; t < tables.Count; t++)
             {
-                var adapter = node.Adapters[t];
+                var adapter = live.Adapters[t];
                 w.Write(adapter is not null);
                 if (adapter is null) continue;
                 adapter.WriteState(w);
@@ -135,14 +156,21 @@ internal sealed class AdapterStore
         if (bytes.Length < 8 + Magic.Length) throw new AdapterStoreException($"{FilePath}: truncated ({bytes.Length} bytes)");
         var body = bytes.AsSpan(0, bytes.Length - 8);
         if (BitConverter.ToUInt64(bytes, bytes.Length - 8) != Fingerprint(body))
-            throw new AdapterStoreException($"{FilePath}: checksum mismatch (damaged file); restart with --adapters-reset to start from fresh adapters");
+            throw new AdapterStoreException($"{FilePath}: checksum mismatch (damaged file); {_discardHint}");
         return body.ToArray();
     }
 
-    /// <summary>Applies a verified export to a freshly loaded node (before it serves): base rows first, then each
-    /// adapter. Everything is checked before the first byte changes.</summary>
-    public static void Restore(ILiveNode node, MergedRows merged, byte[] export, string source)
+    /// <summary>Applies a verified export to a freshly loaded live model on the base identified by
+    /// <paramref name="baseFingerprint"/>, before it serves and with its trainer stopped: base rows first, then each
+    /// adapter. Everything is checked before the first byte changes; <paramref name="source"/> names the file in
+    /// errors, <paramref name="discardHint"/> what to do about a file saved for another base.</summary>
+    public static void Restore(LiveModel live, string baseFingerprint, MergedRows merged, byte[] export, string source,
+                               string discardHint = DefaultDiscardHint)
     {
+        ArgumentNullException.ThrowIfNull(live);
+        ArgumentNullException.ThrowIfNull(baseFingerprint);
+        ArgumentNullException.ThrowIfNull(merged);
+        ArgumentNullException.ThrowIfNull(export);
         // Pass 1 checks the whole file against the node without changing anything; pass 2 applies it.
         for (int pass = 0; pass < 2; pass++)
         {
@@ -154,14 +182,14 @@ internal sealed class AdapterStore
                 int format = r.ReadInt32();
                 if (format != Format) throw new AdapterStoreException($"{source}: format {format}, this engine reads {Format}");
                 string fingerprint = r.ReadString();
-                if (fingerprint != node.Fingerprint)
-                    throw new AdapterStoreException($"{source}: saved for base model {fingerprint}, the loaded base model is {node.Fingerprint}; restart with --adapters-reset to discard them");
+                if (fingerprint != baseFingerprint)
+                    throw new AdapterStoreException($"{source}: saved for base model {fingerprint}, the loaded base model is {baseFingerprint}; {discardHint}");
                 int tables = r.ReadInt32();
-                if (tables != node.Model.Tables.Count) throw new AdapterStoreException($"{source}: {tables} tables, the model has {node.Model.Tables.Count}");
+                if (tables != live.Model.Tables.Count) throw new AdapterStoreException($"{source}: {tables} tables, the model has {live.Model.Tables.Count}");
                 for (int t = 0; t < tables; t++)
                 {
-                    var table = node.Model.Tables[t];
-                    var adapter = node.Adapters[t];
+                    var table = live.Model.Tables[t];
+                    var adapter = live.Adapters[t];
                     bool has = r.ReadBoolean();
                     if (has != adapter is not null) throw new AdapterStoreException($"{source}: table '{table.Name}' {(has ? "has" : "has no")} adapter in the file but {(has ? "none" : "one")} here (different adapter options?)");
                     if (adapter is null) continue;
