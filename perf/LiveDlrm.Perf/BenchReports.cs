@@ -58,4 +58,5 @@ public sealed record ModelBenchReport(
 [JsonSerializable(typeof(StepBenchReport))]
 [JsonSerializable(typeof(DataBenchReport))]
 [JsonSerializable(typeof(ModelBenchReport))]
+[JsonSerializable(typeof(PimRun.PimBenchRecord))]
 internal sealed partial class BenchJsonContext : JsonSerializerContext;

@@ -2,11 +2,10 @@ using System.CommandLine;
 using LiveDlrm.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
 using LiveDlrm.Pim;
+using LiveDlrm.Reports;
 
 namespace LiveDlrm.Perf;
 
@@ -105,8 +104,7 @@ public sealed class PimRun : BenchRun
             },
             records, stall, term);
         string path = Path.GetFullPath(o.Out ?? Path.Combine(RepoRoot(), "artifacts", "bench", "pim.json"));
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, JsonSerializer.Serialize(result, JsonOptions));
+        ReportJson.Write(result, path, BenchJsonContext.Default.PimBenchRecord);
         Console.WriteLine($"wrote {path}");
         return 0;
     }
@@ -277,35 +275,21 @@ public sealed class PimRun : BenchRun
         return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
 
-    static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "LiveDlrm.slnx"))) return dir.FullName;
-        return Directory.GetCurrentDirectory();
-    }
-
-    static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
-
-    sealed record PimBenchRecord(string Run, string Utc, string Host, TableRecord Table, Dictionary<string, double> CostModelConstants, List<StrategyRecord> Strategies,
+    internal sealed record PimBenchRecord(string Run, string Utc, string Host, TableRecord Table, Dictionary<string, double> CostModelConstants, List<StrategyRecord> Strategies,
                                  MergeStallRecord MergeStall, AdapterTermRecord HostAdapterTerm);
     /// <summary>How long one merge push holds PIM lookups of the table (the merge lock), batched rounds vs one transfer
     /// call per stored vector: emulated wall time (interleaved rounds) and the cost model's hardware estimate.</summary>
-    sealed record MergeStallRecord(string Label, int Rows, long Vectors, double BatchedSecondsMedian, double PerSlotSecondsMedian, double PerSlotOverBatchedMedian,
+    internal sealed record MergeStallRecord(string Label, int Rows, long Vectors, double BatchedSecondsMedian, double PerSlotSecondsMedian, double PerSlotOverBatchedMedian,
                                    double[] BatchedSeconds, double[] PerSlotSeconds, long BatchedLaunches, double ModelBatchedSeconds, double ModelPerSlotSeconds);
     /// <summary>Seconds per batch of the host's work on the LoRA-over-PIM path and of the CPU-only alternatives.</summary>
-    sealed record AdapterTermRecord(string Label, int Rank, int AdaptedRows, double AdaptedLookupShare, double AdapterTermSecondsPerBatch,
+    internal sealed record AdapterTermRecord(string Label, int Rank, int AdaptedRows, double AdaptedLookupShare, double AdapterTermSecondsPerBatch,
                                     double FusedLoraSecondsPerBatch, double PlainSecondsPerBatch);
-    sealed record TableRecord(long Rows, int Dim, int Dpus, string Profile, int BagsPerBatch, int Pooling, int EvaluationBatches);
-    sealed record StrategyRecord(string Strategy, double ExpectedImbalance, double BatchImbalance, double CacheHitRate, long MramBytesPerDpuMax,
+    internal sealed record TableRecord(long Rows, int Dim, int Dpus, string Profile, int BagsPerBatch, int Pooling, int EvaluationBatches);
+    internal sealed record StrategyRecord(string Strategy, double ExpectedImbalance, double BatchImbalance, double CacheHitRate, long MramBytesPerDpuMax,
                                  double MramBytesReadPerBatch, double HostToDpuBytesPerBatch, double DpuToHostBytesPerBatch,
                                  ModelRecord CostModelPerBatch, EmulationRecord Emulated);
     /// <summary>Seconds per batch on real hardware according to <see cref="PimCostModel"/> (a model, not a measurement).</summary>
-    sealed record ModelRecord(double DmaSeconds, double ComputeSeconds, double KernelSeconds, double ToDpuSeconds, double FromDpuSeconds, double TotalSeconds);
-    sealed record EmulationRecord(string Label, double LookupsPerSecondMedian, double[] LookupsPerSecondRuns, int BatchesPerRun, string Backend,
+    internal sealed record ModelRecord(double DmaSeconds, double ComputeSeconds, double KernelSeconds, double ToDpuSeconds, double FromDpuSeconds, double TotalSeconds);
+    internal sealed record EmulationRecord(string Label, double LookupsPerSecondMedian, double[] LookupsPerSecondRuns, int BatchesPerRun, string Backend,
                                   double ToDpuSecondsPerBatch, double KernelSecondsPerBatch, double FromDpuSecondsPerBatch, double HostReduceSecondsPerBatch);
 }

@@ -2,6 +2,8 @@ using System.Globalization;
 using System.IO.Hashing;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
+using LiveDlrm.Files;
 
 namespace LiveDlrm.Data;
 
@@ -182,96 +184,75 @@ public sealed class StreamSchema
     /// <summary>Parses the JSON form; vocabulary paths are resolved against <paramref name="baseDirectory"/>.</summary>
     public static StreamSchema Parse(string json, string? baseDirectory = null)
     {
-        // System.Text.Json reports a string it cannot transcode (a lone surrogate escape) this way.
-        try { return ParseChecked(json, baseDirectory); }
-        catch (InvalidOperationException e) { throw new SchemaException($"invalid text in the JSON: {e.Message}"); }
-    }
-
-    static StreamSchema ParseChecked(string json, string? baseDirectory)
-    {
         ArgumentNullException.ThrowIfNull(json);
-        json = json.TrimStart('\uFEFF'); // a byte order mark some editors write
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }); }
-        catch (JsonException e) { throw new SchemaException($"not valid JSON: {e.Message}"); }
-        using (doc)
+        var doc = JsonFieldReader.Read(json.TrimStart('\uFEFF'), SchemaJsonContext.Default.StreamSchemaJson, "the schema", Error); // a byte order mark some editors write
+        string name = doc.Name ?? "stream";
+        string delimiterText = doc.Delimiter ?? "\t";
+        if (delimiterText.Length != 1) throw new SchemaException($"delimiter: must be exactly one character (got '{delimiterText}')");
+        bool outside = doc.FilesOutsideSchemaFolder ?? false;
+        var columnsJson = doc.Columns ?? throw new SchemaException("columns: missing");
+        var columns = columnsJson.Select((c, i) => c ?? throw new SchemaException($"columns[{i}]: must be a string")).ToArray();
+        string label = doc.Label ?? throw new SchemaException("label: missing (the name of the 0/1 click column)");
+
+        var dense = new List<DenseColumn>();
+        for (int i = 0; i < (doc.Dense?.Count ?? 0); i++)
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new SchemaException("the schema must be a JSON object");
-            var known = new HashSet<string> { "name", "delimiter", "header", "columns", "label", "timestamp", "timestampUnit", "eventsPerSecond", "startTime", "trueProbability", "dense", "sparse", "filesOutsideSchemaFolder" };
-            RejectUnknown(root, known, "");
-
-            string name = OptString(root, "name", "name") ?? "stream";
-            string delimiterText = OptString(root, "delimiter", "delimiter") ?? "\t";
-            if (delimiterText.Length != 1) throw new SchemaException($"delimiter: must be exactly one character (got '{delimiterText}')");
-            bool header = OptBool(root, "header", "header") ?? false;
-            bool outside = OptBool(root, "filesOutsideSchemaFolder", "filesOutsideSchemaFolder") ?? false;
-            var columns = ReqArray(root, "columns", "columns").Select((c, i) => c.ValueKind == JsonValueKind.String ? c.GetString()! : throw new SchemaException($"columns[{i}]: must be a string")).ToArray();
-            string label = OptString(root, "label", "label") ?? throw new SchemaException("label: missing (the name of the 0/1 click column)");
-            string? timestamp = OptString(root, "timestamp", "timestamp");
-            string timestampUnit = OptString(root, "timestampUnit", "timestampUnit") ?? "s";
-            double eps = OptNumber(root, "eventsPerSecond", "eventsPerSecond") ?? 1000;
-            long startTime = OptLong(root, "startTime", "startTime") ?? 0;
-            string? trueProbability = OptString(root, "trueProbability", "trueProbability");
-
-            var dense = new List<DenseColumn>();
-            int di = 0;
-            foreach (var d in OptArray(root, "dense", "dense"))
+            var d = doc.Dense![i];
+            string at = $"dense[{i}]";
+            if (d.ValueKind == JsonValueKind.String)
             {
-                string at = $"dense[{di++}]";
-                if (d.ValueKind == JsonValueKind.String) { dense.Add(new DenseColumn(d.GetString()!, DenseTransform.None)); continue; }
-                if (d.ValueKind != JsonValueKind.Object) throw new SchemaException($"{at}: must be a column name or an object");
-                RejectUnknown(d, ["name", "transform"], at + ".");
-                string dn = OptString(d, "name", at + ".name") ?? throw new SchemaException($"{at}.name: missing");
-                string t = OptString(d, "transform", at + ".transform") ?? "none";
-                var transform = t switch
-                {
-                    "none" => DenseTransform.None,
-                    "log1p" => DenseTransform.Log1p,
-                    _ => throw new SchemaException($"{at}.transform: '{t}' is not one of none, log1p"),
-                };
-                dense.Add(new DenseColumn(dn, transform));
+                // A string the reader cannot transcode (a lone surrogate escape) is reported like any other bad field.
+                try { dense.Add(new DenseColumn(d.GetString()!, DenseTransform.None)); }
+                catch (InvalidOperationException) { throw new SchemaException($"{at}: must be a string of valid text"); }
+                continue;
             }
-
-            var sparse = new List<SparseColumn>();
-            int si = 0;
-            foreach (var s in OptArray(root, "sparse", "sparse"))
+            if (d.ValueKind != JsonValueKind.Object) throw new SchemaException($"{at}: must be a column name or an object");
+            var column = JsonFieldReader.Read(d, SchemaJsonContext.Default.DenseColumnJson, at, "the schema", Error);
+            string dn = column.Name ?? throw new SchemaException($"{at}.name: missing");
+            string t = column.Transform ?? "none";
+            var transform = t switch
             {
-                string at = $"sparse[{si++}]";
-                if (s.ValueKind != JsonValueKind.Object) throw new SchemaException($"{at}: must be an object");
-                RejectUnknown(s, ["name", "table", "rows", "mapping", "hashSeed", "separator", "vocabulary"], at + ".");
-                string sn = OptString(s, "name", at + ".name") ?? throw new SchemaException($"{at}.name: missing");
-                string table = OptString(s, "table", at + ".table") ?? sn;
-                long rows = OptLong(s, "rows", at + ".rows") ?? throw new SchemaException($"{at}.rows: missing (the table's row count)");
-                string m = OptString(s, "mapping", at + ".mapping") ?? "hash";
-                var mapping = m switch
-                {
-                    "hash" => SparseMapping.Hash,
-                    "integer" => SparseMapping.Integer,
-                    "vocabulary" => SparseMapping.Vocabulary,
-                    _ => throw new SchemaException($"{at}.mapping: '{m}' is not one of hash, integer, vocabulary"),
-                };
-                ulong seed = 0;
-                if (s.TryGetProperty("hashSeed", out var seedEl) && seedEl.ValueKind != JsonValueKind.Null)
-                    if (seedEl.ValueKind != JsonValueKind.Number || !seedEl.TryGetUInt64(out seed))
-                        throw new SchemaException($"{at}.hashSeed: must be a non-negative integer");
-                string? separator = OptString(s, "separator", at + ".separator");
-                string? vocabulary = OptString(s, "vocabulary", at + ".vocabulary");
-                if (vocabulary is not null && baseDirectory is not null)
-                {
-                    if (vocabulary.Length == 0 || vocabulary.Contains('\0')) throw new SchemaException($"{at}.vocabulary: not a valid path");
-                    vocabulary = Path.GetFullPath(Path.Combine(baseDirectory, vocabulary));
-                    if (!outside && !Inside(baseDirectory, vocabulary))
-                        throw new SchemaException($"{at}.vocabulary: '{vocabulary}' is outside the schema's folder {baseDirectory} (set \"filesOutsideSchemaFolder\": true to allow it)");
-                }
-                sparse.Add(new SparseColumn(sn, table, rows, mapping, seed, separator, vocabulary));
-            }
-            return new StreamSchema(name, columns, label, dense, sparse, timestamp, eps, startTime, trueProbability, delimiterText[0], header, timestampUnit)
-            {
-                FilesOutsideSchemaFolder = outside,
+                "none" => DenseTransform.None,
+                "log1p" => DenseTransform.Log1p,
+                _ => throw new SchemaException($"{at}.transform: '{t}' is not one of none, log1p"),
             };
+            dense.Add(new DenseColumn(dn, transform));
         }
+
+        var sparse = new List<SparseColumn>();
+        for (int i = 0; i < (doc.Sparse?.Count ?? 0); i++)
+        {
+            string at = $"sparse[{i}]";
+            var s = doc.Sparse![i] ?? throw new SchemaException($"{at}: must be an object");
+            string sn = s.Name ?? throw new SchemaException($"{at}.name: missing");
+            string table = s.Table ?? sn;
+            long rows = s.Rows ?? throw new SchemaException($"{at}.rows: missing (the table's row count)");
+            string m = s.Mapping ?? "hash";
+            var mapping = m switch
+            {
+                "hash" => SparseMapping.Hash,
+                "integer" => SparseMapping.Integer,
+                "vocabulary" => SparseMapping.Vocabulary,
+                _ => throw new SchemaException($"{at}.mapping: '{m}' is not one of hash, integer, vocabulary"),
+            };
+            string? vocabulary = s.Vocabulary;
+            if (vocabulary is not null && baseDirectory is not null)
+            {
+                if (vocabulary.Length == 0 || vocabulary.Contains('\0')) throw new SchemaException($"{at}.vocabulary: not a valid path");
+                vocabulary = Path.GetFullPath(Path.Combine(baseDirectory, vocabulary));
+                if (!outside && !Inside(baseDirectory, vocabulary))
+                    throw new SchemaException($"{at}.vocabulary: '{vocabulary}' is outside the schema's folder {baseDirectory} (set \"filesOutsideSchemaFolder\": true to allow it)");
+            }
+            sparse.Add(new SparseColumn(sn, table, rows, mapping, s.HashSeed ?? 0, s.Separator, vocabulary));
+        }
+        return new StreamSchema(name, columns, label, dense, sparse, doc.Timestamp, doc.EventsPerSecond ?? 1000, doc.StartTime ?? 0,
+                                doc.TrueProbability, delimiterText[0], doc.Header ?? false, doc.TimestampUnit ?? "s")
+        {
+            FilesOutsideSchemaFolder = outside,
+        };
     }
+
+    static SchemaException Error(string message) => new(message);
 
     /// <summary>Whether <paramref name="path"/> lies under <paramref name="folder"/> once symlinks are resolved
     /// (a link inside the folder pointing out of it is outside).</summary>
@@ -291,85 +272,77 @@ public sealed class StreamSchema
     }
 
     /// <summary>The JSON form; vocabulary paths are written relative to <paramref name="relativeTo"/> when given.</summary>
-    public string ToJson(string? relativeTo = null)
+    public string ToJson(string? relativeTo = null) => JsonSerializer.Serialize(new StreamSchemaJson
     {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        Name = Name,
+        Delimiter = Delimiter.ToString(),
+        Header = Header,
+        Columns = Columns.ToList()!,
+        Label = Label,
+        Timestamp = Timestamp,
+        TimestampUnit = TimestampUnit == "s" ? null : TimestampUnit,
+        EventsPerSecond = EventsPerSecond,
+        StartTime = StartTime,
+        TrueProbability = TrueProbability,
+        Dense = Dense.Select(d => JsonSerializer.SerializeToElement(
+            new DenseColumnJson { Name = d.Name, Transform = d.Transform.ToString().ToLowerInvariant() }, SchemaJsonContext.Default.DenseColumnJson)).ToList(),
+        Sparse = Sparse.Select(s => (SparseColumnJson?)new SparseColumnJson
         {
-            w.WriteStartObject();
-            w.WriteString("name", Name);
-            w.WriteString("delimiter", Delimiter.ToString());
-            w.WriteBoolean("header", Header);
-            w.WriteStartArray("columns");
-            foreach (var c in Columns) w.WriteStringValue(c);
-            w.WriteEndArray();
-            w.WriteString("label", Label);
-            if (Timestamp is null) w.WriteNull("timestamp"); else w.WriteString("timestamp", Timestamp);
-            if (TimestampUnit != "s") w.WriteString("timestampUnit", TimestampUnit);
-            w.WriteNumber("eventsPerSecond", EventsPerSecond);
-            w.WriteNumber("startTime", StartTime);
-            if (TrueProbability is null) w.WriteNull("trueProbability"); else w.WriteString("trueProbability", TrueProbability);
-            w.WriteStartArray("dense");
-            foreach (var d in Dense)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", d.Name);
-                w.WriteString("transform", d.Transform.ToString().ToLowerInvariant());
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteStartArray("sparse");
-            foreach (var s in Sparse)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", s.Name);
-                w.WriteString("table", s.Table);
-                w.WriteNumber("rows", s.Rows);
-                w.WriteString("mapping", s.Mapping.ToString().ToLowerInvariant());
-                if (s.Mapping == SparseMapping.Hash) w.WriteNumber("hashSeed", s.HashSeed);
-                if (s.Separator is null) w.WriteNull("separator"); else w.WriteString("separator", s.Separator);
-                if (s.VocabularyFile is not null)
-                    w.WriteString("vocabulary", relativeTo is null ? s.VocabularyFile : Path.GetRelativePath(relativeTo, s.VocabularyFile));
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            if (FilesOutsideSchemaFolder) w.WriteBoolean("filesOutsideSchemaFolder", true);
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(ms.ToArray());
-    }
-
-    static void RejectUnknown(JsonElement obj, IReadOnlyCollection<string> known, string prefix)
-    {
-        foreach (var p in obj.EnumerateObject())
-            if (!known.Contains(p.Name)) throw new SchemaException($"{prefix}{p.Name}: unknown field (known: {string.Join(", ", known)})");
-    }
-
-    static string? OptString(JsonElement obj, string key, string field) =>
-        !obj.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.String ? v.GetString() : throw new SchemaException($"{field}: must be a string (got {v.ValueKind})");
-
-    static bool? OptBool(JsonElement obj, string key, string field) =>
-        !obj.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : throw new SchemaException($"{field}: must be true or false");
-
-    static double? OptNumber(JsonElement obj, string key, string field) =>
-        !obj.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new SchemaException($"{field}: must be a number");
-
-    static long? OptLong(JsonElement obj, string key, string field) =>
-        !obj.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? null
-        : v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long l) ? l
-        : throw new SchemaException($"{field}: must be an integer (got {v.GetRawText()})");
-
-    static List<JsonElement> ReqArray(JsonElement obj, string key, string field) =>
-        obj.TryGetProperty(key, out var v) ? v.ValueKind == JsonValueKind.Array ? v.EnumerateArray().ToList() : throw new SchemaException($"{field}: must be an array")
-        : throw new SchemaException($"{field}: missing");
-
-    static List<JsonElement> OptArray(JsonElement obj, string key, string field) =>
-        !obj.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null ? []
-        : v.ValueKind == JsonValueKind.Array ? v.EnumerateArray().ToList() : throw new SchemaException($"{field}: must be an array");
+            Name = s.Name,
+            Table = s.Table,
+            Rows = s.Rows,
+            Mapping = s.Mapping.ToString().ToLowerInvariant(),
+            HashSeed = s.Mapping == SparseMapping.Hash ? s.HashSeed : null,
+            Separator = s.Separator,
+            Vocabulary = s.VocabularyFile is null ? null : relativeTo is null ? s.VocabularyFile : Path.GetRelativePath(relativeTo, s.VocabularyFile),
+        }).ToList(),
+        FilesOutsideSchemaFolder = FilesOutsideSchemaFolder ? true : null,
+    }, SchemaJsonContext.Default.StreamSchemaJson);
 
     public override string ToString() => $"{Name}: {Dense.Count} dense, {Sparse.Count} sparse, label '{Label}'" +
         (Timestamp is null ? $", time = line / {EventsPerSecond.ToString(CultureInfo.InvariantCulture)} per s" : $", timestamp '{Timestamp}'");
 }
+
+/// <summary>The JSON form of <see cref="StreamSchema"/> as the serializer sees it: every field optional, so that a
+/// missing one gets its own message. A dense entry is a column name or an object, hence read as an element.</summary>
+internal sealed class StreamSchemaJson
+{
+    public string? Name { get; set; }
+    public string? Delimiter { get; set; }
+    public bool? Header { get; set; }
+    public List<string?>? Columns { get; set; }
+    public string? Label { get; set; }
+    public string? Timestamp { get; set; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? TimestampUnit { get; set; }
+    public double? EventsPerSecond { get; set; }
+    public long? StartTime { get; set; }
+    public string? TrueProbability { get; set; }
+    public List<JsonElement>? Dense { get; set; }
+    public List<SparseColumnJson?>? Sparse { get; set; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public bool? FilesOutsideSchemaFolder { get; set; }
+}
+
+internal sealed class DenseColumnJson
+{
+    public string? Name { get; set; }
+    public string? Transform { get; set; }
+}
+
+internal sealed class SparseColumnJson
+{
+    public string? Name { get; set; }
+    public string? Table { get; set; }
+    public long? Rows { get; set; }
+    public string? Mapping { get; set; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public ulong? HashSeed { get; set; }
+    public string? Separator { get; set; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Vocabulary { get; set; }
+}
+
+/// <summary>Source-generated reader and writer of the schema (camelCase; an unknown field is an error; comments and
+/// trailing commas are allowed in a hand-written file).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true, AllowTrailingCommas = true,
+                             ReadCommentHandling = JsonCommentHandling.Skip, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
+[JsonSerializable(typeof(StreamSchemaJson))]
+[JsonSerializable(typeof(DenseColumnJson))]
+internal sealed partial class SchemaJsonContext : JsonSerializerContext;

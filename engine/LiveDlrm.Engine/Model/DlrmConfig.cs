@@ -1,7 +1,8 @@
-using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
+using LiveDlrm.Files;
 
 namespace LiveDlrm.Model;
 
@@ -185,51 +186,34 @@ public sealed class DlrmConfig
     public static DlrmConfig Parse(string json)
     {
         ArgumentNullException.ThrowIfNull(json);
-        json = json.TrimStart('\uFEFF');
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }); }
-        catch (JsonException e) { throw new DlrmConfigException($"not valid JSON: {e.Message}"); }
-        using (doc) return FromJson(doc.RootElement);
+        return FromDocument(JsonFieldReader.Read(json.TrimStart('\uFEFF'), ModelJsonContext.Default.DlrmConfigJson, "the model config", Error));
     }
 
-    public static DlrmConfig FromJson(JsonElement root)
-    {
-        // System.Text.Json reports a string it cannot transcode (invalid UTF-8, a lone surrogate escape) this way.
-        try { return FromJsonChecked(root); }
-        catch (InvalidOperationException e) { throw new DlrmConfigException($"invalid text in the JSON: {e.Message}"); }
-    }
+    /// <summary>The config held in a larger document (a checkpoint's manifest).</summary>
+    public static DlrmConfig FromJson(JsonElement root) =>
+        FromDocument(JsonFieldReader.Read(root, ModelJsonContext.Default.DlrmConfigJson, "", "the model config", Error));
 
-    static DlrmConfig FromJsonChecked(JsonElement root)
+    static DlrmConfigException Error(string message) => new(message);
+
+    static DlrmConfig FromDocument(DlrmConfigJson doc)
     {
-        if (root.ValueKind != JsonValueKind.Object) throw new DlrmConfigException("the model config must be a JSON object");
-        RejectUnknown(root, ["denseFeatures", "bottomMlp", "topMlp", "interaction", "selfInteraction", "tables"], "");
-        int dense = ReqInt(root, "denseFeatures", "denseFeatures");
-        int[] bottom = ReqIntArray(root, "bottomMlp");
-        int[] top = ReqIntArray(root, "topMlp");
-        string interaction = OptString(root, "interaction", "interaction") ?? "dot";
+        long dense = doc.DenseFeatures ?? throw new DlrmConfigException("denseFeatures: missing");
+        if (dense is < int.MinValue or > int.MaxValue) throw new DlrmConfigException($"denseFeatures: {dense} is out of range");
+        int[] bottom = doc.BottomMlp ?? throw new DlrmConfigException("bottomMlp: missing or not an array of layer widths");
+        int[] top = doc.TopMlp ?? throw new DlrmConfigException("topMlp: missing or not an array of layer widths");
+        string interaction = doc.Interaction ?? "dot";
         if (interaction != "dot") throw new DlrmConfigException($"interaction: '{interaction}' is not supported (only \"dot\")");
-        bool self = false;
-        if (root.TryGetProperty("selfInteraction", out var selfEl) && selfEl.ValueKind != JsonValueKind.Null)
-            self = selfEl.ValueKind switch
-            {
-                JsonValueKind.True => true,
-                JsonValueKind.False => false,
-                _ => throw new DlrmConfigException("selfInteraction: must be true or false"),
-            };
-        if (!root.TryGetProperty("tables", out var tablesEl) || tablesEl.ValueKind != JsonValueKind.Array)
-            throw new DlrmConfigException("tables: missing or not an array");
-        var tables = new List<DlrmTableConfig>();
-        int i = 0;
-        foreach (var t in tablesEl.EnumerateArray())
+        var tablesJson = doc.Tables ?? throw new DlrmConfigException("tables: missing or not an array");
+        var tables = new List<DlrmTableConfig>(tablesJson.Count);
+        for (int i = 0; i < tablesJson.Count; i++)
         {
-            string at = $"tables[{i++}]";
-            if (t.ValueKind != JsonValueKind.Object) throw new DlrmConfigException($"{at}: must be an object");
-            RejectUnknown(t, ["name", "rows", "dim", "pooling", "storage"], at + ".");
-            string name = OptString(t, "name", at + ".name") ?? throw new DlrmConfigException($"{at}.name: missing");
-            long rows = ReqLong(t, "rows", at + ".rows");
-            int dim = t.TryGetProperty("dim", out _) ? ReqInt(t, "dim", at + ".dim")
-                    : bottom.Length > 0 ? bottom[^1] : throw new DlrmConfigException($"{at}.dim: missing (there is no bottom MLP to take it from)");
-            string p = OptString(t, "pooling", at + ".pooling") ?? "sum";
+            string at = $"tables[{i}]";
+            var t = tablesJson[i] ?? throw new DlrmConfigException($"{at}: must be an object");
+            string name = t.Name ?? throw new DlrmConfigException($"{at}.name: missing");
+            long rows = t.Rows ?? throw new DlrmConfigException($"{at}.rows: missing");
+            long dim = t.Dim ?? (bottom.Length > 0 ? bottom[^1] : throw new DlrmConfigException($"{at}.dim: missing (there is no bottom MLP to take it from)"));
+            if (dim is < int.MinValue or > int.MaxValue) throw new DlrmConfigException($"{at}.dim: {dim} is out of range");
+            string p = t.Pooling ?? "sum";
             var pooling = p switch
             {
                 "sum" => PoolingMode.Sum,
@@ -237,7 +221,7 @@ public sealed class DlrmConfig
                 "weighted" or "weightedSum" => PoolingMode.WeightedSum,
                 _ => throw new DlrmConfigException($"{at}.pooling: '{p}' is not one of sum, mean"),
             };
-            string s = OptString(t, "storage", at + ".storage") ?? "fp32";
+            string s = t.Storage ?? "fp32";
             var storage = s switch
             {
                 "fp32" => EmbeddingStorage.Fp32,
@@ -245,83 +229,60 @@ public sealed class DlrmConfig
                 "int8" or "int8rowwise" => EmbeddingStorage.Int8Rowwise,
                 _ => throw new DlrmConfigException($"{at}.storage: '{s}' is not one of fp32, fp16, int8"),
             };
-            tables.Add(new DlrmTableConfig(name, rows, dim, pooling, storage));
+            tables.Add(new DlrmTableConfig(name, rows, (int)dim, pooling, storage));
         }
-        return new DlrmConfig(dense, bottom, top, tables, self);
+        return new DlrmConfig((int)dense, bottom, top, tables, doc.SelfInteraction ?? false);
     }
 
-    public string ToJson()
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
-            WriteJson(w);
-        return Encoding.UTF8.GetString(ms.ToArray());
-    }
+    public string ToJson() => JsonSerializer.Serialize(ToDocument(), ModelJsonContext.Default.DlrmConfigJson);
 
-    public void WriteJson(Utf8JsonWriter w)
+    public void WriteJson(Utf8JsonWriter w) => JsonSerializer.Serialize(w, ToDocument(), ModelJsonContext.Default.DlrmConfigJson);
+
+    DlrmConfigJson ToDocument() => new()
     {
-        w.WriteStartObject();
-        w.WriteNumber("denseFeatures", DenseFeatures);
-        w.WriteStartArray("bottomMlp"); foreach (int x in BottomMlp) w.WriteNumberValue(x); w.WriteEndArray();
-        w.WriteStartArray("topMlp"); foreach (int x in TopMlp) w.WriteNumberValue(x); w.WriteEndArray();
-        w.WriteString("interaction", "dot");
-        w.WriteBoolean("selfInteraction", SelfInteraction);
-        w.WriteStartArray("tables");
-        foreach (var t in Tables)
+        DenseFeatures = DenseFeatures,
+        BottomMlp = BottomMlp.ToArray(),
+        TopMlp = TopMlp.ToArray(),
+        Interaction = "dot",
+        SelfInteraction = SelfInteraction,
+        Tables = Tables.Select(t => (DlrmTableJson?)new DlrmTableJson
         {
-            w.WriteStartObject();
-            w.WriteString("name", t.Name);
-            w.WriteNumber("rows", t.Rows);
-            w.WriteNumber("dim", t.Dim);
-            w.WriteString("pooling", t.Pooling switch { PoolingMode.Sum => "sum", PoolingMode.Mean => "mean", _ => "weighted" });
-            w.WriteString("storage", t.Storage switch { EmbeddingStorage.Fp32 => "fp32", EmbeddingStorage.Fp16 => "fp16", _ => "int8" });
-            w.WriteEndObject();
-        }
-        w.WriteEndArray();
-        w.WriteEndObject();
-    }
+            Name = t.Name,
+            Rows = t.Rows,
+            Dim = t.Dim,
+            Pooling = t.Pooling switch { PoolingMode.Sum => "sum", PoolingMode.Mean => "mean", _ => "weighted" },
+            Storage = t.Storage switch { EmbeddingStorage.Fp32 => "fp32", EmbeddingStorage.Fp16 => "fp16", _ => "int8" },
+        }).ToList(),
+    };
 
     /// <summary>Two configs describe the same model shape (used to match a checkpoint against its files).</summary>
     public bool SameShape(DlrmConfig other) => ToJson() == other.ToJson();
-
-    static void RejectUnknown(JsonElement obj, string[] known, string prefix)
-    {
-        foreach (var p in obj.EnumerateObject())
-            if (Array.IndexOf(known, p.Name) < 0)
-                throw new DlrmConfigException($"{prefix}{p.Name}: unknown field (known: {string.Join(", ", known)})");
-    }
-
-    static string? OptString(JsonElement obj, string name, string at)
-    {
-        if (!obj.TryGetProperty(name, out var el) || el.ValueKind == JsonValueKind.Null) return null;
-        return el.ValueKind == JsonValueKind.String ? el.GetString() : throw new DlrmConfigException($"{at}: must be a string");
-    }
-
-    static long ReqLong(JsonElement obj, string name, string at)
-    {
-        if (!obj.TryGetProperty(name, out var el)) throw new DlrmConfigException($"{at}: missing");
-        if (el.ValueKind != JsonValueKind.Number || !el.TryGetInt64(out long v)) throw new DlrmConfigException($"{at}: must be an integer");
-        return v;
-    }
-
-    static int ReqInt(JsonElement obj, string name, string at)
-    {
-        long v = ReqLong(obj, name, at);
-        if (v is < int.MinValue or > int.MaxValue) throw new DlrmConfigException($"{at}: {v} is out of range");
-        return (int)v;
-    }
-
-    static int[] ReqIntArray(JsonElement obj, string name)
-    {
-        if (!obj.TryGetProperty(name, out var el) || el.ValueKind != JsonValueKind.Array) throw new DlrmConfigException($"{name}: missing or not an array of layer widths");
-        var list = new List<int>();
-        int i = 0;
-        foreach (var x in el.EnumerateArray())
-        {
-            if (x.ValueKind != JsonValueKind.Number || !x.TryGetInt32(out int v)) throw new DlrmConfigException($"{name}[{i}]: must be an integer");
-            list.Add(v);
-            i++;
-        }
-        return list.ToArray();
-    }
 }
+
+/// <summary>The JSON form of <see cref="DlrmConfig"/> as the serializer sees it. Every field is optional here so that
+/// a missing one gets its own message; the values are checked by <see cref="DlrmConfig"/>'s constructor.</summary>
+internal sealed class DlrmConfigJson
+{
+    public long? DenseFeatures { get; set; }
+    public int[]? BottomMlp { get; set; }
+    public int[]? TopMlp { get; set; }
+    public string? Interaction { get; set; }
+    public bool? SelfInteraction { get; set; }
+    public List<DlrmTableJson?>? Tables { get; set; }
+}
+
+internal sealed class DlrmTableJson
+{
+    public string? Name { get; set; }
+    public long? Rows { get; set; }
+    public long? Dim { get; set; }
+    public string? Pooling { get; set; }
+    public string? Storage { get; set; }
+}
+
+/// <summary>Source-generated reader and writer of the model config (camelCase; an unknown field is an error;
+/// comments and trailing commas are allowed in a hand-written file).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true, AllowTrailingCommas = true,
+                             ReadCommentHandling = JsonCommentHandling.Skip, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
+[JsonSerializable(typeof(DlrmConfigJson))]
+internal sealed partial class ModelJsonContext : JsonSerializerContext;

@@ -70,6 +70,9 @@ public class StreamSchemaTests
         yield return Case("\"rows\": 10", "\"rows\": 10, \"separator\": \"\\t\"", "sparse[0].separator");
         yield return Case("\"rows\": 10", "\"rows\": 10, \"mapping\": \"vocabulary\"", "sparse[0].vocabulary");
         yield return Case("\"rows\": 10", "\"rows\": 10, \"bogus\": 1", "sparse[0].bogus");
+        yield return Case("\"rows\": 10", "\"rows\": 10, \"hashSeed\": -1", "sparse[0].hashSeed");
+        yield return Case("\"log1p\"", "\"log1p\", \"scale\": 2", "dense[0].scale");
+        yield return Case("\"log1p\"", "7", "dense[0].transform: must be a string");
         yield return Case("\"label\": \"label\",", "\"label\": \"label\", \"colums\": [],", "colums");
         yield return Case("[\"label\", \"x\", \"c\"]", "[\"label\", \"x\", \"x\", \"c\"]", "columns[2]");
         yield return Case("\"label\": \"label\",", "\"label\": \"label\", \"eventsPerSecond\": 0,", "eventsPerSecond");

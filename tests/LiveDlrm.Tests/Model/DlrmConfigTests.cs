@@ -36,6 +36,13 @@ public class DlrmConfigTests
     [TestCase("\"interaction\": \"dot\"", "\"interaction\": \"cat\"", "interaction")]
     [TestCase("\"selfInteraction\": false", "\"selfInteraction\": false, \"extra\": 1", "extra")]
     [TestCase("\"rows\": 10", "\"rows\": \"ten\"", "tables[0].rows")]
+    [TestCase("\"bottomMlp\": [8, 4]", "\"bottomMlp\": [8, 4.5]", "bottomMlp[1]")]
+    [TestCase("\"bottomMlp\": [8, 4]", "\"bottomMlp\": 8", "bottomMlp")]
+    [TestCase("\"rows\": 5", "\"rows\": 5, \"colour\": 1", "tables[1].colour: unknown field")]
+    [TestCase("\"selfInteraction\": false", "\"selfInteraction\": false, \"odd name\": 1", "odd name: unknown field")]
+    [TestCase("\"selfInteraction\": false", "\"selfInteraction\": 1", "selfInteraction")]
+    [TestCase("{ \"name\": \"b\"", "7, { \"name\": \"b\"", "tables[1]: must be an object")]
+    [TestCase("\"name\": \"b\"", "\"name\": \"b\\uD800\"", "tables[1].name")]
     public void InvalidFieldIsNamed(string from, string to, string field)
     {
         string json = Valid.Replace(from, to);
