@@ -38,7 +38,7 @@ public sealed class EvalCommand : CliCommand
 
         TorchRuntime.EnsureInitialised();
         Checkpoint.Manifest manifest;
-        try { manifest = Checkpoint.ReadManifest(modelPath, log: Console.Error.WriteLine); }
+        try { manifest = Checkpoint.ReadManifest(modelPath, logger: CliLogging.For("eval")); }
         catch (CheckpointException e) { throw new UsageException($"--model: {e.Message}"); }
         var inv = CultureInfo.InvariantCulture;
         long skip = skipArg ?? 0;
@@ -53,7 +53,7 @@ public sealed class EvalCommand : CliCommand
         if (data.IsSynthetic) data = data with { Events = skip + (data.Events ?? DefaultEvents) };
         else if (data.Events is long n) data = data with { Events = skip + n };
 
-        using var model = Checkpoint.Load(modelPath, log: Console.Error.WriteLine);
+        using var model = Checkpoint.Load(modelPath, logger: CliLogging.For("eval"));
         using var source = data.Open(CliLogging.For("eval"));
         try { model.Config.CheckLayout(source.Schema.Layout); }
         catch (ArgumentException e) { throw new UsageException($"the checkpoint does not fit the data: {e.Message}"); }

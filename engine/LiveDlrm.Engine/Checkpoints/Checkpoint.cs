@@ -3,6 +3,7 @@ using System.IO.Hashing;
 using System.Reflection;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 using LiveDlrm.Embeddings;
 using LiveDlrm.Files;
 using LiveDlrm.Interop;
@@ -67,7 +68,7 @@ public static unsafe class Checkpoint
         string parent = Path.GetDirectoryName(full) ?? throw new ArgumentException($"{path}: a checkpoint cannot be the root directory");
         string name = Path.GetFileName(full);
         fs.CreateDirectory(parent);
-        CheckpointRecovery.Recover(full, fs, TempOwner.OwnerAlive, log: null);
+        CheckpointRecovery.Recover(full, fs, TempOwner.OwnerAlive, logger: null);
         if (File.Exists(full)) throw new CheckpointException(full, "exists and is a file, not a checkpoint directory");
         if (Directory.Exists(full) && !replaceAnyDirectory && CheckpointTarget.WhyNotCheckpoint(full) is { } why)
             throw new CheckpointException(full, $"is not a checkpoint ({why}); refusing to replace it");
@@ -231,11 +232,11 @@ public static unsafe class Checkpoint
     public sealed record Manifest(DlrmConfig Config, IReadOnlyDictionary<string, string> Metadata, string Engine, DateTime Created);
 
     /// <summary>Reads and checks the manifest at <paramref name="path"/>. With <paramref name="recover"/>, an
-    /// interrupted save is first resolved (see <see cref="CheckpointRecovery"/>) and what was done goes to <paramref name="log"/>.</summary>
-    public static Manifest ReadManifest(string path, bool recover = true, Action<string>? log = null)
+    /// interrupted save is first resolved (see <see cref="CheckpointRecovery"/>) and what was done goes to <paramref name="logger"/>.</summary>
+    public static Manifest ReadManifest(string path, bool recover = true, ILogger? logger = null)
     {
         string dir = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
-        if (recover) CheckpointRecovery.Recover(dir, CheckpointFileSystem.Real, TempOwner.OwnerAlive, log);
+        if (recover) CheckpointRecovery.Recover(dir, CheckpointFileSystem.Real, TempOwner.OwnerAlive, logger);
         if (!Directory.Exists(dir)) throw new CheckpointException(dir, "checkpoint directory does not exist");
         using var doc = ParseManifest(dir);
         return ManifestOf(doc.RootElement, Path.Combine(dir, ManifestFile));
@@ -243,12 +244,12 @@ public static unsafe class Checkpoint
 
     /// <summary>Loads the checkpoint at <paramref name="path"/> into a new model (see the class remarks for the checks).
     /// An interrupted save is resolved first (see <see cref="CheckpointRecovery"/>); what was recovered goes to
-    /// <paramref name="log"/>.</summary>
-    public static DlrmModel Load(string path, IEmbeddingBackend? backend = null, bool ownsBackend = true, Action<string>? log = null)
+    /// <paramref name="logger"/>.</summary>
+    public static DlrmModel Load(string path, IEmbeddingBackend? backend = null, bool ownsBackend = true, ILogger? logger = null)
     {
         TorchRuntime.EnsureInitialised();
         string dir = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
-        CheckpointRecovery.Recover(dir, CheckpointFileSystem.Real, TempOwner.OwnerAlive, log);
+        CheckpointRecovery.Recover(dir, CheckpointFileSystem.Real, TempOwner.OwnerAlive, logger);
         if (!Directory.Exists(dir)) throw new CheckpointException(dir, "checkpoint directory does not exist");
         using var doc = ParseManifest(dir);
         var root = doc.RootElement;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Checkpoints;
 
@@ -17,8 +18,9 @@ internal static class CheckpointRecovery
 {
     public const string TempKind = "tmp", OldKind = "old";
 
-    /// <summary>Returns what was done (also sent to <paramref name="log"/>), empty when nothing needed doing.</summary>
-    public static IReadOnlyList<string> Recover(string full, CheckpointFileSystem fs, Func<string, string, bool> ownerAlive, Action<string>? log)
+    /// <summary>Returns what was done (also logged as warnings to <paramref name="logger"/>: a recovery means a save was
+    /// cut short), empty when nothing needed doing.</summary>
+    public static IReadOnlyList<string> Recover(string full, CheckpointFileSystem fs, Func<string, string, bool> ownerAlive, ILogger? logger)
     {
         var done = new List<string>();
         string? parent = Path.GetDirectoryName(full);
@@ -44,13 +46,13 @@ internal static class CheckpointRecovery
             if (forward is not null)
             {
                 fs.Move(forward, full);
-                Note(done, log, $"{full}: a save was interrupted; recovered the new checkpoint it had completed ({Path.GetFileName(forward)})");
+                Note(done, logger, $"{full}: a save was interrupted; recovered the new checkpoint it had completed ({Path.GetFileName(forward)})");
                 deadTemps.Remove(forward);
             }
             else if (back is not null)
             {
                 fs.Move(back, full);
-                Note(done, log, $"{full}: a save was interrupted; restored the previous checkpoint ({Path.GetFileName(back)})");
+                Note(done, logger, $"{full}: a save was interrupted; restored the previous checkpoint ({Path.GetFileName(back)})");
                 deadOlds.Remove(back);
             }
             fs.SyncDirectory(parent);
@@ -61,17 +63,17 @@ internal static class CheckpointRecovery
             try
             {
                 fs.DeleteDirectory(leftover);
-                Note(done, log, $"{full}: removed {Path.GetFileName(leftover)} left by an interrupted save");
+                Note(done, logger, $"{full}: removed {Path.GetFileName(leftover)} left by an interrupted save");
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* retried at the next use */ }
         }
         return done;
     }
 
-    static void Note(List<string> done, Action<string>? log, string message)
+    static void Note(List<string> done, ILogger? logger, string message)
     {
         done.Add(message);
-        log?.Invoke(message);
+        logger?.LogWarning("checkpoint recovery: {Action}", message);
     }
 
     static List<string> Leftovers(string parent, string name, string kind) =>

@@ -157,7 +157,7 @@ public class CheckpointFaultTests
         string temp = Path.Combine(_root, ".model.tmp-4194305-1-deadbeef");
         Directory.Move(dir, temp);
         var log = new List<string>();
-        using var loaded = Checkpoint.Load(dir, log: log.Add);
+        using var loaded = Checkpoint.Load(dir, logger: new ListLogger(log));
         Assert.That(FirstWeight(loaded), Is.EqualTo(FirstWeight(model)));
         Assert.That(log, Has.One.Contains("recovered the new checkpoint"));
         Assert.That(Directory.Exists(temp), Is.False);
