@@ -103,7 +103,7 @@ public sealed class ReplayCommand : CliCommand
         if (model is not null && !Directory.Exists(model)) throw new UsageException($"--model: directory '{model}' does not exist");
         // The checkpoint's manifest is checked now: a bad --model fails before the stream is read.
         if (model is not null)
-            try { Checkpoint.ReadManifest(model, log: Console.Error.WriteLine); }
+            try { Checkpoint.ReadManifest(model, logger: CliLogging.For("replay")); }
             catch (CheckpointException e) { throw new UsageException($"--model: {e.Message}"); }
 
         double? prefixFraction = model is null ? D.BasePrefixFraction : null;
@@ -233,14 +233,15 @@ public sealed class ReplayCommand : CliCommand
         var (unit, unitSeconds) = ReplayWindows.Unit(r.ReplayEnd - r.ReplayStart);
         Console.WriteLine($"{r.ReplayEvents:N0} events replayed over {((r.ReplayEnd - r.ReplayStart) / unitSeconds).ToString("F1", inv)} {unit} of event time, windows of {ReplayWindows.Describe(r.WindowSeconds)}" +
                           (double.IsFinite(r.OptimumAuc) ? $"; optimum AUC (true probabilities) {r.OptimumAuc.ToString("F4", inv)}" : ""));
-        Console.WriteLine($"{"mode",-6} {"AUC",8} {"logloss",8} {"calib",6} {"net MB",8} {"cpu s",7} {"adapter %",9} {"drops",6} {"wall s",7}");
-        foreach (var m in r.Modes)
-        {
-            string mem = m.Live is { } l ? l.AdapterMemoryPctMax.ToString("F3", inv) : "-";
-            string drops = m.Live is { } l2 ? l2.Drops.ToString(inv) : "-";
-            Console.WriteLine($"{m.Name,-6} {m.Overall.Auc.ToString("F4", inv),8} {m.Overall.LogLoss.ToString("F4", inv),8} {m.Overall.Calibration.ToString("F3", inv),6} " +
-                              $"{(m.Cost.NetworkBytes / 1e6).ToString("F2", inv),8} {m.Cost.CpuSeconds.ToString("F2", inv),7} {mem,9} {drops,6} {m.WallSeconds.ToString("F1", inv),7}");
-        }
+        Terminal.WriteTable(
+            [new("mode", -6), new("AUC", 8), new("logloss", 8), new("calib", 6), new("net MB", 8), new("cpu s", 7), new("adapter %", 9), new("drops", 6), new("wall s", 7)],
+            r.Modes.Select(m => (IReadOnlyList<string>)
+            [
+                m.Name, m.Overall.Auc.ToString("F4", inv), m.Overall.LogLoss.ToString("F4", inv), m.Overall.Calibration.ToString("F3", inv),
+                (m.Cost.NetworkBytes / 1e6).ToString("F2", inv), m.Cost.CpuSeconds.ToString("F2", inv),
+                m.Live is { } l ? l.AdapterMemoryPctMax.ToString("F3", inv) : "-", m.Live is { } l2 ? l2.Drops.ToString(inv) : "-",
+                m.WallSeconds.ToString("F1", inv),
+            ]));
         var table = ReplayWindows.ConsoleTable(r);
         if (table.Count > 0)
         {
