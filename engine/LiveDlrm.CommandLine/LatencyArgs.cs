@@ -36,6 +36,17 @@ public sealed class LatencyArgs
 
     public void AddTo(Command command) { foreach (var o in All) command.Options.Add(o); }
 
+    /// <summary>Runs the harness with the parsed options, prints its summary and, when <paramref name="jsonPath"/> is
+    /// given, writes the JSON report there (both the CLI command and the bench run end this way).</summary>
+    public void RunAndReport(ParseResult r, string? jsonPath)
+    {
+        var report = LatencyHarness.Run(Get(r), CliLogging.For("latency"));
+        LatencyHarness.PrintSummary(report, Console.Out);
+        if (jsonPath is null) return;
+        LatencyReportJson.Write(report, jsonPath);
+        Console.WriteLine($"wrote {Path.GetFullPath(jsonPath)}");
+    }
+
     static bool Given(ParseResult r, Option o) => r.GetResult(o) is { Implicit: false };
 
     public LatencyHarnessOptions Get(ParseResult r)

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using LiveDlrm.CommandLine;
-using LiveDlrm.Harness;
 
 namespace LiveDlrm.Perf;
 
@@ -19,20 +18,7 @@ public sealed class LatencyRun : BenchRun
 
     protected override int Run(ParseResult result)
     {
-        var options = _args.Get(result);
-        string output = result.GetValue(_out) ?? Path.Combine(RepoRoot(), "artifacts", "bench", "latency.json");
-
-        var report = LatencyHarness.Run(options, CliLogging.For("latency"));
-        LatencyHarness.PrintSummary(report, Console.Out);
-        LatencyReportJson.Write(report, output);
-        Console.WriteLine($"wrote {Path.GetFullPath(output)}");
+        _args.RunAndReport(result, result.GetValue(_out) ?? Path.Combine(RepoRoot(), "artifacts", "bench", "latency.json"));
         return 0;
-    }
-
-    static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "LiveDlrm.slnx"))) return dir.FullName;
-        return Directory.GetCurrentDirectory();
     }
 }

@@ -23,6 +23,16 @@ public abstract class BenchRun(string name, string description) : CliCommand(nam
         return parts.Select(p => parse(p) ?? throw new UsageException($"{option}: '{p}' is not {what}")).Distinct().ToArray();
     }
 
+    /// <summary>The repository root (the folder holding LiveDlrm.slnx) above the working directory or the binary,
+    /// else the working directory: bench reports go to its artifacts/bench/.</summary>
+    internal static string RepoRoot()
+    {
+        foreach (string start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "LiveDlrm.slnx"))) return dir.FullName;
+        return Environment.CurrentDirectory;
+    }
+
     protected static long? PositiveLong(string s) =>
         long.TryParse(s.Replace("_", ""), NumberStyles.Integer, CultureInfo.InvariantCulture, out long v) && v > 0 ? v : null;
 
@@ -42,7 +52,7 @@ public static class Program
         if (args.Length > 0 && args[0] == "bdn")
         {
             // BenchmarkDotNet classes: ./build.sh bench bdn --filter '*EmbeddingBag*'; reports land next to lookup.json.
-            var config = DefaultConfig.Instance.WithArtifactsPath(Path.Combine(Lookup.LookupRun.RepoRoot(), "artifacts", "bench", "bdn"));
+            var config = DefaultConfig.Instance.WithArtifactsPath(Path.Combine(BenchRun.RepoRoot(), "artifacts", "bench", "bdn"));
             BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..], config);
             return 0;
         }

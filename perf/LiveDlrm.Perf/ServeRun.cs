@@ -44,7 +44,7 @@ public sealed class ServeRun : BenchRun
 
     protected override int Run(ParseResult result)
     {
-        string root = Lookup.LookupRun.RepoRoot();
+        string root = RepoRoot();
         string output = result.GetValue(_out) ?? Path.Combine(root, "artifacts", "bench", "serve.json");
         string cli = Path.Combine(root, "engine", "LiveDlrm.Cli", "bin", "Release", "net10.0", "livedlrm.dll");
         if (!File.Exists(cli)) throw new FileNotFoundException($"{cli} is missing (./build.sh build)", cli);

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using LiveDlrm.CommandLine;
-using LiveDlrm.Harness;
 
 namespace LiveDlrm.Cli.Commands;
 
@@ -17,12 +16,9 @@ public sealed class LatencyCommand : CliCommand
 
     protected override int Run(ParseResult result)
     {
-        var options = _args.Get(result);
         string? json = result.GetValue(_json);
         if (json is not null) json = LiveDlrm.Files.OutputTarget.CheckFile("--json", json);
-        var report = LatencyHarness.Run(options, CliLogging.For("latency"));
-        LatencyHarness.PrintSummary(report, Console.Out);
-        if (json is not null) { LatencyReportJson.Write(report, json); Console.WriteLine($"wrote {Path.GetFullPath(json)}"); }
+        _args.RunAndReport(result, json);
         return 0;
     }
 }

@@ -248,13 +248,11 @@ public sealed class SyntheticEventSource : IEventSource
             _itemBirth[i] = i < _c.InitialItems ? -(long)((7 + 83 * rng.NextDouble()) * 86400) : long.MaxValue;
         }
 
-        _rankCdf = new double[_c.InitialItems];
-        cumulative = 0;
-        for (int r = 0; r < _rankCdf.Length; r++) { cumulative += Math.Pow(r + 1, -_c.ZipfExponent); _rankCdf[r] = cumulative; }
+        _rankCdf = SyntheticDraws.ZipfCumulative(_c.InitialItems, _c.ZipfExponent);
+        cumulative = _rankCdf[^1];
         for (int r = 0; r < _rankCdf.Length; r++) _rankCdf[r] /= cumulative;
         _rankSampler = new AliasTable(Enumerable.Range(0, _rankCdf.Length).Select(r => Math.Pow(r + 1, -_c.ZipfExponent)).ToArray());
-        _initialRankItem = Enumerable.Range(0, _c.InitialItems).ToArray();
-        for (int r = _initialRankItem.Length - 1; r > 0; r--) { int j = rng.NextInt(r + 1); (_initialRankItem[r], _initialRankItem[j]) = (_initialRankItem[j], _initialRankItem[r]); }
+        _initialRankItem = SyntheticDraws.RandomPermutation(ref rng, _c.InitialItems);
 
         _userRow = IdRows(_c.Users, _c.HashedRows, SyntheticStreamConfig.UserHashSeed);
         _itemRow = IdRows(items, _c.HashedRows, SyntheticStreamConfig.ItemHashSeed);

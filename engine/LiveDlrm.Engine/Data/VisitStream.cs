@@ -90,11 +90,9 @@ public sealed class VisitEventSource : IEventSource
         for (int i = 0; i < items; i++)
             _birth[i] = _c.StartTime + (i < _c.InitialItems ? 0 : (long)(span * (i - _c.InitialItems + 1) / (_c.NewItems + 1)));
         // Users by Zipf activity: a fixed random order of users over the activity ranks.
-        var order = Enumerable.Range(0, _c.Users).ToArray();
-        for (int i = order.Length - 1; i > 0; i--) { int j = rng.NextInt(i + 1); (order[i], order[j]) = (order[j], order[i]); }
-        _userZipf = new double[_c.Users];
-        double cumulative = 0;
-        for (int r = 0; r < _c.Users; r++) { cumulative += Math.Pow(r + 1, -_c.ZipfExponent); _userZipf[r] = cumulative; }
+        var order = SyntheticDraws.RandomPermutation(ref rng, _c.Users);
+        _userZipf = SyntheticDraws.ZipfCumulative(_c.Users, _c.ZipfExponent);
+        double cumulative = _userZipf[^1];
 
         // Visits: a user, a start uniform over the span, a geometric number of events a fixed gap apart.
         _times = new long[events];

@@ -266,16 +266,6 @@ public sealed class LookupRun : BenchRun
 
     static string WriteJson(List<LookupRecord> records, string? outPath)
         => ReportJson.Write(records, outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", "lookup.json"), BenchJsonContext.Default.ListLookupRecord);
-
-    /// <summary>The repository root (the folder holding LiveDlrm.slnx) above the working directory or the binary,
-    /// else the working directory.</summary>
-    internal static string RepoRoot()
-    {
-        foreach (string start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-                if (File.Exists(Path.Combine(dir.FullName, "LiveDlrm.slnx"))) return dir.FullName;
-        return Environment.CurrentDirectory;
-    }
 }
 
 /// <summary>One line of artifacts/bench/lookup.json (snake_case names; null = not applicable or not measured).</summary>

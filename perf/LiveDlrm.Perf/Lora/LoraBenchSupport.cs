@@ -38,14 +38,5 @@ static class LoraBenchSupport
 
     /// <summary>Writes a bench report to <paramref name="outPath"/> (default artifacts/bench/NAME.json under the repository).</summary>
     public static string WriteJson<T>(T record, string? outPath, string name, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo) =>
-        Reports.ReportJson.Write(record, outPath ?? Path.Combine(RepoRoot(), "artifacts", "bench", name + ".json"), typeInfo);
-
-    /// <summary>The folder holding LiveDlrm.slnx above the working directory or the binary, else the working directory.</summary>
-    static string RepoRoot()
-    {
-        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
-                if (File.Exists(Path.Combine(d.FullName, "LiveDlrm.slnx"))) return d.FullName;
-        return Directory.GetCurrentDirectory();
-    }
+        Reports.ReportJson.Write(record, outPath ?? Path.Combine(BenchRun.RepoRoot(), "artifacts", "bench", name + ".json"), typeInfo);
 }
