@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Grpc.Core;
 using Grpc.Net.Client;
 using HdrHistogram;
@@ -237,5 +238,12 @@ public static class LoadGenerator
     }
 
     /// <summary>The result as JSON (the CLI's --json file and the serve benchmark read it).</summary>
-    public static string ToJson(LoadResult r) => JsonSerializer.Serialize(r, new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals });
+    public static string ToJson(LoadResult r) => JsonSerializer.Serialize(r, LoadJsonContext.Default.LoadResult);
 }
+
+/// <summary>Source-generated writer of <see cref="LoadResult"/> (camelCase like the node's own API; a figure that
+/// could not be measured is null).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true,
+                             Converters = [typeof(LiveDlrm.Reports.NonFiniteAsNullConverter)])]
+[JsonSerializable(typeof(LoadResult))]
+internal sealed partial class LoadJsonContext : JsonSerializerContext;

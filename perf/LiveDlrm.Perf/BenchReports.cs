@@ -49,6 +49,21 @@ public sealed record ModelBenchReport(
     string Machine, string Backend, int Tables, long TableBytes, int Dim, IReadOnlyList<int> BottomMlp, IReadOnlyList<int> TopMlp,
     List<ModelInferenceCase> Inference, List<ModelTrainingCase> Training);
 
+/// <summary>serve.json: one max-QPS search step (trainer off).</summary>
+public sealed record ServeSearchStep(double Qps, double AchievedQps, double P50Ms, double P99Ms, long Errors, long Dropped, bool Sustainable);
+
+/// <summary>serve.json: one mode at one load, medians over the interleaved rounds.</summary>
+public sealed record ServeModeResult(
+    string Mode, double Qps, double P50Ms, double P99Ms, double P999Ms, double MaxMs, double? TrainerSamplesPerS, double? TrainerRateVsUnthrottled,
+    double? TrainerDutyCycleMedian, List<double> P99VsNoTrainerPerRound, double P99VsNoTrainer, double P99AddedMsMedian, long Errors, long Dropped);
+
+/// <summary>serve.json: one load (a fraction of the max sustainable QPS) and its modes.</summary>
+public sealed record ServeLoadCase(double LoadFraction, double Qps, double QosTargetMs, int Rounds, double SecondsPerRun, List<ServeModeResult> Modes);
+
+/// <summary>serve.json: the served node under the online trainer, without it and under QoS.</summary>
+public sealed record ServeBenchReport(
+    string Machine, int EventsPerRequest, double LightLoadP50Ms, double MaxSustainableQps, List<ServeSearchStep> Search, List<ServeLoadCase> Loads, string Goals);
+
 /// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,
                              DefaultIgnoreCondition = JsonIgnoreCondition.Never, Converters = [typeof(NonFiniteAsNullConverter)])]
@@ -59,4 +74,5 @@ public sealed record ModelBenchReport(
 [JsonSerializable(typeof(DataBenchReport))]
 [JsonSerializable(typeof(ModelBenchReport))]
 [JsonSerializable(typeof(PimRun.PimBenchRecord))]
+[JsonSerializable(typeof(ServeBenchReport))]
 internal sealed partial class BenchJsonContext : JsonSerializerContext;

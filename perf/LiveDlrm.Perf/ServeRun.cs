@@ -3,8 +3,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using LiveDlrm.Checkpoints;
 using LiveDlrm.CommandLine;
 using LiveDlrm.Data;
@@ -72,7 +70,7 @@ public sealed class ServeRun : BenchRun
 
             // ---- max sustainable QPS, trainer off
             await SetTrainer(http, "no-trainer", null);
-            var search = new List<object>();
+            var search = new List<ServeSearchStep>();
             var light = await Load(target, 20, 3, batch, 11);
             double limit = 5 * light.P50Ms;
             Console.WriteLine(F($"light load 20 QPS: P50 {light.P50Ms:F3} ms, P99 {light.P99Ms:F3} ms → sustainable = no errors or drops and P50 ≤ {limit:F3} ms"));
@@ -84,7 +82,7 @@ public sealed class ServeRun : BenchRun
                 {
                     var r = await Load(target, qps, 3, batch, 12 + search.Count);
                     bool ok = r.Errors == 0 && r.Dropped == 0 && r.Requests == r.Sent && r.P50Ms <= limit;
-                    search.Add(new { qps, r.AchievedQps, r.P50Ms, r.P99Ms, r.Errors, r.Dropped, sustainable = ok });
+                    search.Add(new ServeSearchStep(qps, r.AchievedQps, r.P50Ms, r.P99Ms, r.Errors, r.Dropped, ok));
                     Console.WriteLine(F($"search: {qps,7:F0} QPS → achieved {r.AchievedQps:F0}, P50 {r.P50Ms:F3} ms, P99 {r.P99Ms:F3} ms, errors {r.Errors}, dropped {r.Dropped}: {(ok ? "sustainable" : "not sustainable")}"));
                     if (!ok) break;
                     maxQps = qps;
@@ -92,7 +90,7 @@ public sealed class ServeRun : BenchRun
             }
             Console.WriteLine(F($"max sustainable QPS: {maxQps:F0} ({batch} events per request)"));
 
-            var loads = new List<object>();
+            var loads = new List<ServeLoadCase>();
             foreach (double fraction in new[] { 0.5, 0.8 })
             {
                 double qps = maxQps * fraction;
@@ -131,45 +129,30 @@ public sealed class ServeRun : BenchRun
                     foreach (var mode in Modes) ratios[mode].Add(p99[mode] / p99["no-trainer"]);
                 }
                 double unthrottledRate = Median(perMode["trainer-unthrottled"].Select(x => x.Rate));
-                var modes = Modes.Select(mode => new
-                {
+                var modes = Modes.Select(mode => new ServeModeResult(
                     mode,
                     qps,
-                    p50Ms = Median(perMode[mode].Select(x => x.R.P50Ms)),
-                    p99Ms = Median(perMode[mode].Select(x => x.R.P99Ms)),
-                    p999Ms = Median(perMode[mode].Select(x => x.R.P999Ms)),
-                    maxMs = perMode[mode].Max(x => x.R.MaxMs),
-                    trainerSamplesPerS = mode == "no-trainer" ? (double?)null : Median(perMode[mode].Select(x => x.Rate)),
-                    trainerRateVsUnthrottled = mode == "no-trainer" ? (double?)null : Median(perMode[mode].Select(x => x.Rate)) / unthrottledRate,
-                    trainerDutyCycleMedian = mode == "trainer-qos" ? Median(perMode[mode].Select(x => x.Duty)) : (double?)null,
-                    p99VsNoTrainerPerRound = ratios[mode],
-                    p99VsNoTrainer = Median(ratios[mode]),
-                    p99AddedMsMedian = Median(Enumerable.Range(0, rounds).Select(i => perMode[mode][i].R.P99Ms - perMode["no-trainer"][i].R.P99Ms)),
-                    errors = perMode[mode].Sum(x => x.R.Errors),
-                    dropped = perMode[mode].Sum(x => x.R.Dropped),
-                }).ToList();
+                    P50Ms: Median(perMode[mode].Select(x => x.R.P50Ms)),
+                    P99Ms: Median(perMode[mode].Select(x => x.R.P99Ms)),
+                    P999Ms: Median(perMode[mode].Select(x => x.R.P999Ms)),
+                    MaxMs: perMode[mode].Max(x => x.R.MaxMs),
+                    TrainerSamplesPerS: mode == "no-trainer" ? null : Median(perMode[mode].Select(x => x.Rate)),
+                    TrainerRateVsUnthrottled: mode == "no-trainer" ? null : Median(perMode[mode].Select(x => x.Rate)) / unthrottledRate,
+                    TrainerDutyCycleMedian: mode == "trainer-qos" ? Median(perMode[mode].Select(x => x.Duty)) : null,
+                    P99VsNoTrainerPerRound: ratios[mode],
+                    P99VsNoTrainer: Median(ratios[mode]),
+                    P99AddedMsMedian: Median(Enumerable.Range(0, rounds).Select(i => perMode[mode][i].R.P99Ms - perMode["no-trainer"][i].R.P99Ms)),
+                    Errors: perMode[mode].Sum(x => x.R.Errors),
+                    Dropped: perMode[mode].Sum(x => x.R.Dropped))).ToList();
                 foreach (var x in modes)
-                    Console.WriteLine(F($"{fraction:P0} {x.mode,-20} median P50 {x.p50Ms:F3} ms  P99 {x.p99Ms:F3} ms  P99.9 {x.p999Ms:F3} ms  P99 ratio (median of rounds) {x.p99VsNoTrainer:F3}  added P99 {x.p99AddedMsMedian:F3} ms  trainer {x.trainerSamplesPerS:F0} samples/s ({x.trainerRateVsUnthrottled:P0} of unthrottled)"));
-                loads.Add(new { loadFraction = fraction, qps, qosTargetMs = targetMs, rounds, secondsPerRun = seconds, modes });
+                    Console.WriteLine(F($"{fraction:P0} {x.Mode,-20} median P50 {x.P50Ms:F3} ms  P99 {x.P99Ms:F3} ms  P99.9 {x.P999Ms:F3} ms  P99 ratio (median of rounds) {x.P99VsNoTrainer:F3}  added P99 {x.P99AddedMsMedian:F3} ms  trainer {x.TrainerSamplesPerS:F0} samples/s ({x.TrainerRateVsUnthrottled:P0} of unthrottled)"));
+                loads.Add(new ServeLoadCase(fraction, qps, targetMs, rounds, seconds, modes));
             }
             await SetTrainer(http, "no-trainer", null);
-            var report = new
-            {
-                machine,
-                eventsPerRequest = batch,
-                lightLoadP50Ms = light.P50Ms,
-                maxSustainableQps = maxQps,
-                search,
-                loads,
-                goals = "at 50 %: trainer-qos p99_vs_no_trainer <= 1.05 with trainer_rate_vs_unthrottled >= 0.30; at 80 %: trainer-qos p99_added_ms_median < 20; trainer-qos never worse than trainer-unthrottled",
-            };
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
+            var report = new ServeBenchReport(machine, batch, light.P50Ms, maxQps, search, loads,
+                "at 50 %: trainer-qos p99_vs_no_trainer <= 1.05 with trainer_rate_vs_unthrottled >= 0.30; at 80 %: trainer-qos p99_added_ms_median < 20; trainer-qos never worse than trainer-unthrottled");
             // snake_case like latency.json, whose field names these share where they mean the same.
-            File.WriteAllText(output + ".tmp", JsonSerializer.Serialize(report, new JsonSerializerOptions
-            {
-                PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-            }));
-            File.Move(output + ".tmp", output, overwrite: true);
+            Reports.ReportJson.Write(report, output, BenchJsonContext.Default.ServeBenchReport);
             Console.WriteLine($"wrote {output}");
             return 0;
         }
