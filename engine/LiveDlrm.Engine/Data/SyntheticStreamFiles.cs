@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using LiveDlrm.Metrics;
 
 namespace LiveDlrm.Data;
@@ -86,25 +87,20 @@ public static class SyntheticStreamFiles
     {
         string tmp = Path.Combine(Path.GetDirectoryName(path)!, Files.TempOwner.Name(Path.GetFileName(path), "tmp"));
         // A stream too short for both labels has no AUC: written as null, not as an invalid JSON number.
-        static void Number(Utf8JsonWriter w, string name, double v) { if (double.IsFinite(v)) w.WriteNumber(name, v); else w.WriteNull(name); }
-        using (var f = File.Create(tmp))
-        using (var w = new Utf8JsonWriter(f, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteNumber("events", s.Events);
-            w.WriteNumber("seed", c.Seed);
-            Number(w, "drift", c.Drift);
-            Number(w, "optimum_auc", s.OptimumAuc);
-            Number(w, "expected_optimum_auc", s.ExpectedOptimumAuc);
-            Number(w, "click_rate", s.ClickRate);
-            Number(w, "mean_true_probability", s.MeanTrueProbability);
-            w.WriteNumber("first_timestamp", s.FirstTimestamp);
-            w.WriteNumber("last_timestamp", s.LastTimestamp);
-            w.WriteNumber("new_items_born", s.NewItemsBorn);
-            w.WriteNumber("new_item_events", s.NewItemEvents);
-            w.WriteString("note", "optimum_auc = AUC of the generator's true click probabilities (column p_true) against the drawn labels");
-            w.WriteEndObject();
-        }
+        var optimum = new SyntheticOptimum(s.Events, c.Seed, c.Drift, s.OptimumAuc, s.ExpectedOptimumAuc, s.ClickRate, s.MeanTrueProbability,
+            s.FirstTimestamp, s.LastTimestamp, s.NewItemsBorn, s.NewItemEvents,
+            "optimum_auc = AUC of the generator's true click probabilities (column p_true) against the drawn labels");
+        using (var f = File.Create(tmp)) JsonSerializer.Serialize(f, optimum, SyntheticJsonContext.Default.SyntheticOptimum);
         File.Move(tmp, path, overwrite: true);
     }
 }
+
+/// <summary>NAME.optimum.json: what a model can at best score on a written synthetic stream.</summary>
+internal sealed record SyntheticOptimum(long Events, ulong Seed, double Drift, double OptimumAuc, double ExpectedOptimumAuc, double ClickRate,
+                                        double MeanTrueProbability, long FirstTimestamp, long LastTimestamp, long NewItemsBorn, long NewItemEvents,
+                                        string Note);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,
+                             Converters = [typeof(Reports.NonFiniteAsNullConverter)])]
+[JsonSerializable(typeof(SyntheticOptimum))]
+internal sealed partial class SyntheticJsonContext : JsonSerializerContext;
