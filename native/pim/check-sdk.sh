@@ -20,7 +20,9 @@ for need in "$SDK/include/dpu/dpu.h" "$SDK/lib/libdpu.so" "$SDK/share/upmem/incl
   [ -e "$need" ] || { echo "check-sdk: $need is missing: not an UPMEM SDK install tree" >&2; exit 2; }
 done
 command -v pkg-config >/dev/null || { echo "check-sdk: pkg-config is needed (dpu-pkg-config calls it)" >&2; exit 2; }
-command -v clang >/dev/null || { echo "check-sdk: clang is needed for the DPU kernel check (apt-get install clang)" >&2; exit 2; }
+# $CLANG, else clang on PATH, else the newest versioned one (Debian's clang-NN packages install no plain clang).
+CLANG="${CLANG:-$(command -v clang || ls /usr/bin/clang-[0-9]* 2>/dev/null | grep -E '/clang-[0-9]+$' | sort -V | tail -n 1 || true)}"
+[ -n "$CLANG" ] && command -v "$CLANG" >/dev/null || { echo "check-sdk: clang is needed for the DPU kernel check (apt-get install clang, or set CLANG)" >&2; exit 2; }
 CC="${CC:-cc}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -64,7 +66,7 @@ names="$(grep -oE '^ *DPU_(OK|ERR_[A-Z_]+)' "$HERE/emu/include/dpu.h" | tr -d ' 
 "$CC" -std=c11 -Wall -Wextra -Werror -fsyntax-only $DPU_CFLAGS "$WORK/sdk_asserts.c"
 echo "same: $(echo "$names" | wc -l) error values and 12 layout facts"
 
-echo "== DPU kernels: clang -fsyntax-only --target=spir (ILP32, 64-bit long) -Wall -Wextra -Werror against the syslib headers"
+echo "== DPU kernels: $("$CLANG" --version | head -n 1): -fsyntax-only --target=spir (ILP32, 64-bit long) -Wall -Wextra -Werror against the syslib headers"
 cat > "$WORK/dpu_builtins.h" <<'STUB'
 /* The DPU's data model, which the SDK's stdint.h assumes (uint64_t is unsigned long). */
 _Static_assert(sizeof(int) == 4 && sizeof(void *) == 4 && sizeof(long) == 8, "not the DPU data model");
@@ -84,7 +86,7 @@ for kernel in "$HERE"/dpu/*.c; do
   for chip in v1A v1B; do
     defs=(-DNR_TASKLETS=16 -DSTACK_SIZE_DEFAULT=1024)
     [ "$chip" = v1B ] && defs+=(-D__dpu_v1B__)
-    if clang -fsyntax-only --target=spir -std=gnu11 -nostdinc -I"$S/stdlib" -I"$S/syslib" -I"$HERE/common" \
+    if "$CLANG" -fsyntax-only --target=spir -std=gnu11 -nostdinc -I"$S/stdlib" -I"$S/syslib" -I"$HERE/common" \
          -include "$WORK/dpu_builtins.h" "${defs[@]}" -Wall -Wextra -Werror "$kernel" 2>"$WORK/dpu.log"; then
       echo "ok   $(basename "$kernel") ($chip)"
     else
