@@ -107,6 +107,9 @@ public sealed class EventBatch
     public ReadOnlySpan<long> Indices(int feature) => _indices[feature].AsSpan(0, (int)_offsets[feature][Count]);
     /// <summary>CSR offsets of sparse feature <paramref name="feature"/>: length <c>Count + 1</c>, starting at 0.</summary>
     public ReadOnlySpan<long> Offsets(int feature) => _offsets[feature].AsSpan(0, Count + 1);
+    /// <summary><see cref="Indices"/> and <see cref="Offsets"/> as memory, for lookups handed over for several tables at once.</summary>
+    public ReadOnlyMemory<long> IndicesMemory(int feature) => _indices[feature].AsMemory(0, (int)_offsets[feature][Count]);
+    public ReadOnlyMemory<long> OffsetsMemory(int feature) => _offsets[feature].AsMemory(0, Count + 1);
     /// <summary>Indices of one event's bag for one feature.</summary>
     public ReadOnlySpan<long> Bag(int feature, int row)
     {

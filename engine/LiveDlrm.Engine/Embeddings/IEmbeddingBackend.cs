@@ -12,4 +12,16 @@ public interface IEmbeddingBackend : IDisposable
 
     void Forward(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
                  PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default);
+
+    /// <summary>Pools several tables' batches, each into its own range of <paramref name="output"/>
+    /// (<see cref="TableLookup.OutputStart"/>, <c>bags × dim</c> floats): how a model pools all its tables for one batch.
+    /// Every lookup is validated before any output is written. This default runs <see cref="Forward"/> per table; a
+    /// backend that gains from seeing the tables together overrides it (PIM: one push, launch and pull per DPU set
+    /// instead of one per table).</summary>
+    void ForwardTables(IReadOnlyList<TableLookup> lookups, Span<float> output)
+    {
+        TableLookup.Validate(lookups, output.Length);
+        foreach (var q in lookups)
+            Forward(q.Table, q.Indices.Span, q.Offsets.Span, output[q.OutputStart..], q.Pooling, q.Weights.Span);
+    }
 }

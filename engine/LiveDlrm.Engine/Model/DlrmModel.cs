@@ -101,8 +101,11 @@ public sealed unsafe class DlrmModel : IDisposable
         int b = batch.Count, d = Config.Dim;
         long needed = (long)_tables.Length * b * d;
         if (pooled.Length < needed) throw new ArgumentException($"pooled holds {pooled.Length} floats, {_tables.Length} tables × {b} events × dim {d} need {needed}", nameof(pooled));
+        // All tables in one call: a backend that serves them together (PIM: one launch per DPU set) gets the whole batch.
+        var lookups = new TableLookup[_tables.Length];
         for (int t = 0; t < _tables.Length; t++)
-            Backend.Forward(_tables[t], batch.Indices(t), batch.Offsets(t), pooled.Slice(t * b * d, b * d), Config.Tables[t].Pooling);
+            lookups[t] = new TableLookup(_tables[t], batch.IndicesMemory(t), batch.OffsetsMemory(t), t * b * d, Config.Tables[t].Pooling);
+        Backend.ForwardTables(lookups, pooled[..(int)needed]);
     }
 
     // ---------------------------------------------------------------- inference

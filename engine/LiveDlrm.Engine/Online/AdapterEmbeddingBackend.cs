@@ -65,6 +65,45 @@ public sealed class AdapterEmbeddingBackend : IEmbeddingBackend
             _inner.Forward(table, indices, offsets, output, pooling, weights);
     }
 
+    /// <summary>Several tables at once: every table the inner backend pools (those without an adapter, and adapted tables
+    /// over a base-copy backend) goes to it in ONE <see cref="IEmbeddingBackend.ForwardTables"/> call — over PIM one
+    /// launch for the batch — and the adapter terms are added after it, under each adapted table's read lock held across
+    /// both (so a merge is seen whole or not at all, as in <see cref="Forward"/>). Tables pooled by the fused CPU kernel
+    /// run after the inner call.</summary>
+    public void ForwardTables(IReadOnlyList<TableLookup> lookups, Span<float> output)
+    {
+        var bags = TableLookup.Validate(lookups, output.Length);
+        var inner = new List<TableLookup>(lookups.Count);
+        var held = new List<BaseCopyAdapterPath>();
+        try
+        {
+            foreach (var q in lookups)
+            {
+                if (_baseCopyPaths.TryGetValue(q.Table, out var path))
+                {
+                    if (!held.Contains(path)) { path.EnterLookup(); held.Add(path); }   // the lock does not recurse
+                    inner.Add(q);
+                }
+                else if (!_adapters.ContainsKey(q.Table)) inner.Add(q);
+            }
+            if (inner.Count > 0) _inner.ForwardTables(inner, output);
+            for (int k = 0; k < lookups.Count; k++)
+                if (_baseCopyPaths.TryGetValue(lookups[k].Table, out var path))
+                    path.AddAdapterTerm(lookups[k].Indices.Span, lookups[k].Offsets.Span, Range(output, lookups[k], bags[k]),
+                                        lookups[k].Pooling, lookups[k].Weights.Span, _pool);
+        }
+        finally
+        {
+            foreach (var path in held) path.ExitLookup();
+        }
+        for (int k = 0; k < lookups.Count; k++)
+            if (!_baseCopyPaths.ContainsKey(lookups[k].Table) && _adapters.TryGetValue(lookups[k].Table, out var adapter))
+                LoraEmbeddingBag.Forward(adapter, lookups[k].Indices.Span, lookups[k].Offsets.Span, Range(output, lookups[k], bags[k]),
+                                         lookups[k].Pooling, lookups[k].Weights.Span, _pool);
+
+        static Span<float> Range(Span<float> output, TableLookup q, int bags) => output.Slice(q.OutputStart, bags * q.Table.Dim);
+    }
+
     /// <summary>Disposes the inner backend (if owned) and detaches from the adapters' merges; the adapters belong to
     /// whoever created them.</summary>
     public void Dispose()

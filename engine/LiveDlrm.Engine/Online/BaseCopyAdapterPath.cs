@@ -45,6 +45,17 @@ internal sealed class BaseCopyAdapterPath : IAdapterMergeObserver, IDisposable
         finally { _gate.ExitReadLock(); }
     }
 
+    /// <summary>For a multi-table lookup: hold the read lock across the inner backend's pooling of this table (done
+    /// together with other tables) and <see cref="AddAdapterTerm"/>, then <see cref="ExitLookup"/>.</summary>
+    public void EnterLookup() => _gate.EnterReadLock();
+    public void ExitLookup() => _gate.ExitReadLock();
+
+    /// <summary>Adds the adapter term to a base pooling already in <paramref name="output"/>; only between
+    /// <see cref="EnterLookup"/> and <see cref="ExitLookup"/>, with the base pooled under the same hold.</summary>
+    public void AddAdapterTerm(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
+                               PoolingMode pooling, ReadOnlySpan<float> weights, EmbeddingWorkerPool? pool)
+        => LoraAdapterTerm.Add(Adapter, indices, offsets, output, pooling, weights, pool);
+
     public void MergeStarting(TableAdapter adapter) => _gate.EnterWriteLock();
 
     public void MergeFinished(TableAdapter adapter, ReadOnlySpan<long> rows)

@@ -20,8 +20,9 @@ public readonly record struct PimStats(PimBackendKind Backend, int Dpus, long Ba
                                        long CacheItems, TimeSpan ToDpu, TimeSpan Kernel, TimeSpan FromDpu, TimeSpan HostReduce,
                                        long Launches = 0, long UpdateLaunches = 0, long UpdatedVectors = 0, TimeSpan Update = default);
 
-/// <summary>One table's batch in a multi-table lookup on one <see cref="PimDevice"/>: Σ rows (Σ weight·row with weights) per bag.</summary>
-public readonly record struct PimTableLookup(int TableId, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, Memory<float> Output,
+/// <summary>One table's batch in a multi-table lookup on one <see cref="PimDevice"/>: Σ rows (Σ weight·row with weights) per
+/// bag into <c>bags × dim</c> floats of the call's output from <see cref="OutputStart"/>.</summary>
+public readonly record struct PimTableLookup(int TableId, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, int OutputStart,
                                              ReadOnlyMemory<float> Weights = default);
 
 /// <summary>One DPU set holding up to <see cref="PimLayout.MaxTables"/> tables, each placed by a <see cref="PimPlan"/> over
@@ -187,42 +188,48 @@ public sealed unsafe class PimDevice : IDisposable
         }
     }
 
-    /// <summary>Several tables' batches in one launch (one push, one launch, one pull). Each batch must already be
-    /// validated against its table; each table appears once.</summary>
-    public void LookupTables(ReadOnlySpan<PimTableLookup> lookups)
+    /// <summary>Several tables' batches in one launch (one push, one launch, one pull), each into its range of
+    /// <paramref name="output"/>. Each batch must already be validated against its table (output ranges included); each
+    /// table appears once.</summary>
+    public void LookupTables(ReadOnlySpan<PimTableLookup> lookups, Span<float> output)
     {
         int n = lookups.Length;
         if (n == 0) return;
         var batches = new PimTableBatch[n];
-        var pins = new List<System.Buffers.MemoryHandle>(n * 6);
+        var pins = new List<System.Buffers.MemoryHandle>(n * 5);
         try
         {
-            for (int k = 0; k < n; k++)
+            fixed (float* o = output)
             {
-                var q = lookups[k];
-                var p = Require(q.TableId);
-                for (int j = 0; j < k; j++)
-                    if (lookups[j].TableId == q.TableId) throw new ArgumentException($"table {q.TableId} appears twice in one multi-table lookup");
-                // Each table keeps its own routed buffers, so all stay valid until the launch.
-                p.Routed = p.Router.Route(q.Indices.Span, q.Offsets.Span, p.Routed, q.Weights.Span);
-                var r = p.Routed;
-                var hSegs = new Memory<PimHostSegment>(r.Segments).Pin();
-                var hSpd = new Memory<uint>(r.SegmentsPerDpu).Pin();
-                var hItems = new Memory<uint>(r.Items).Pin();
-                var hIpd = new Memory<uint>(r.ItemsPerDpu).Pin();
-                var hOut = q.Output.Pin();
-                pins.AddRange([hSegs, hSpd, hItems, hIpd, hOut]);
-                float* w = null;
-                if (r.Weights is { } weights) { var hW = new Memory<float>(weights).Pin(); pins.Add(hW); w = (float*)hW.Pointer; }
-                batches[k] = new PimTableBatch
+                for (int k = 0; k < n; k++)
                 {
-                    Table = (uint)q.TableId, NrBags = (uint)r.Bags, Segs = (PimHostSegment*)hSegs.Pointer, SegsPerDpu = (uint*)hSpd.Pointer,
-                    Items = (uint*)hItems.Pointer, Weights = w, ItemsPerDpu = (uint*)hIpd.Pointer, Output = (float*)hOut.Pointer,
-                    OutputFloats = (ulong)q.Output.Length,
-                };
+                    var q = lookups[k];
+                    var p = Require(q.TableId);
+                    for (int j = 0; j < k; j++)
+                        if (lookups[j].TableId == q.TableId) throw new ArgumentException($"table {q.TableId} appears twice in one multi-table lookup");
+                    // Each table keeps its own routed buffers, so all stay valid until the launch.
+                    p.Routed = p.Router.Route(q.Indices.Span, q.Offsets.Span, p.Routed, q.Weights.Span);
+                    var r = p.Routed;
+                    long floats = (long)r.Bags * p.Plan.Dim;
+                    if (q.OutputStart < 0 || q.OutputStart + floats > output.Length)
+                        throw new ArgumentException($"table {q.TableId}: {r.Bags} bags × dim {p.Plan.Dim} from {q.OutputStart} do not fit an output of {output.Length} floats");
+                    var hSegs = new Memory<PimHostSegment>(r.Segments).Pin();
+                    var hSpd = new Memory<uint>(r.SegmentsPerDpu).Pin();
+                    var hItems = new Memory<uint>(r.Items).Pin();
+                    var hIpd = new Memory<uint>(r.ItemsPerDpu).Pin();
+                    pins.AddRange([hSegs, hSpd, hItems, hIpd]);
+                    float* w = null;
+                    if (r.Weights is { } weights) { var hW = new Memory<float>(weights).Pin(); pins.Add(hW); w = (float*)hW.Pointer; }
+                    batches[k] = new PimTableBatch
+                    {
+                        Table = (uint)q.TableId, NrBags = (uint)r.Bags, Segs = (PimHostSegment*)hSegs.Pointer, SegsPerDpu = (uint*)hSpd.Pointer,
+                        Items = (uint*)hItems.Pointer, Weights = w, ItemsPerDpu = (uint*)hIpd.Pointer, Output = o + q.OutputStart,
+                        OutputFloats = (ulong)floats,
+                    };
+                }
+                fixed (PimTableBatch* b = batches)
+                    Native.Check(Native.LookupTables(_handle, b, (uint)n), $"pim_lookup_tables ({n} tables)");
             }
-            fixed (PimTableBatch* b = batches)
-                Native.Check(Native.LookupTables(_handle, b, (uint)n), $"pim_lookup_tables ({n} tables)");
         }
         finally
         {

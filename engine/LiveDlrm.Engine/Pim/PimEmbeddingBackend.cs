@@ -23,14 +23,10 @@ public sealed record PimBackendOptions
     public ILogger Logger { get; init; } = NullLogger.Instance;
 }
 
-/// <summary>One table's batch in <see cref="PimEmbeddingBackend.ForwardTables"/>.</summary>
-public readonly record struct PimLookupRequest(EmbeddingTable Table, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, Memory<float> Output,
-                                               PoolingMode Pooling = PoolingMode.Sum, ReadOnlyMemory<float> Weights = default);
-
 /// <summary>Embedding lookups on UPMEM DPUs (or the emulation). Tables whose plans use the same number of DPUs share one
 /// DPU set (up to <see cref="PimLayout.MaxTables"/> per set), each placed by its <see cref="PimPlan"/>; a batch is grouped
-/// per DPU on the host, summed on the DPUs, reduced on the host, and <see cref="ForwardTables"/> serves several tables in one
-/// launch per set. Returns Σ W[i] of the DPUs' copy (Sum; Mean divides on the host). As an <see cref="IBaseCopyBackend"/>
+/// per DPU on the host, summed on the DPUs, reduced on the host, and <see cref="ForwardTables"/> (what <c>DlrmModel.Pool</c>
+/// calls) serves several tables in one launch per set. Returns Σ W[i] of the DPUs' copy (Sum; Mean divides on the host). As an <see cref="IBaseCopyBackend"/>
 /// it tells <c>Online.AdapterEmbeddingBackend</c> to add LoRA adapter terms on the host and to push merged rows here
 /// (<see cref="UpdateBaseRows"/>). Weighted sums send one fp32 weight per item and skip pair sums; fp16/int8 host tables are refused.</summary>
 public sealed class PimEmbeddingBackend : IBaseCopyBackend
@@ -120,35 +116,34 @@ public sealed class PimEmbeddingBackend : IBaseCopyBackend
         if (pooling == PoolingMode.Mean) DivideByCount(offsets, output, bags, table.Dim);
     }
 
-    /// <summary>Several tables' batches: one launch per DPU set (all tables of one set in one push, launch and pull).
-    /// Every request is validated before anything is sent; each table at most once.</summary>
-    public void ForwardTables(IReadOnlyList<PimLookupRequest> requests)
+    /// <summary>Several tables' batches: one launch per DPU set (all of a set's tables in one push, launch and pull), so
+    /// a model whose tables share a set pools a whole batch in one launch. Every lookup is validated before anything is
+    /// sent. A table listed twice is served in a second launch (a launch names each table once).</summary>
+    public void ForwardTables(IReadOnlyList<TableLookup> lookups, Span<float> output)
     {
-        ArgumentNullException.ThrowIfNull(requests);
-        var bags = new int[requests.Count];
-        for (int k = 0; k < requests.Count; k++)
-        {
-            var q = requests[k];
-            bags[k] = EmbeddingBagValidation.Validate(q.Table, q.Indices.Span, q.Offsets.Span, q.Output.Length, q.Pooling, q.Weights.Span);
-            for (int j = 0; j < k; j++)
-                if (ReferenceEquals(requests[j].Table, q.Table)) throw new ArgumentException($"table '{q.Table.Name}' appears twice in one ForwardTables call");
-        }
+        var bags = TableLookup.Validate(lookups, output.Length);
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            var groups = new Dictionary<PimDevice, List<PimTableLookup>>();
-            for (int k = 0; k < requests.Count; k++)
+            // Rounds: round r holds the r-th occurrence of each table; in each round one launch per set.
+            var rounds = new List<Dictionary<PimDevice, List<PimTableLookup>>>();
+            var seen = new Dictionary<EmbeddingTable, int>(ReferenceEqualityComparer.Instance);
+            for (int k = 0; k < lookups.Count; k++)
             {
-                var q = requests[k];
+                var q = lookups[k];
                 var (device, id) = Placement(q.Table);
-                if (!groups.TryGetValue(device, out var list)) groups[device] = list = [];
-                list.Add(new PimTableLookup(id, q.Indices, q.Offsets, q.Output[..(bags[k] * q.Table.Dim)],
-                                            q.Pooling == PoolingMode.WeightedSum ? q.Weights : default));
+                int round = seen.TryGetValue(q.Table, out int r) ? r + 1 : 0;
+                seen[q.Table] = round;
+                if (round == rounds.Count) rounds.Add([]);
+                if (!rounds[round].TryGetValue(device, out var list)) rounds[round][device] = list = [];
+                list.Add(new PimTableLookup(id, q.Indices, q.Offsets, q.OutputStart, q.Pooling == PoolingMode.WeightedSum ? q.Weights : default));
             }
-            foreach (var (device, list) in groups) device.LookupTables(list.ToArray());
+            foreach (var groups in rounds)
+                foreach (var (device, list) in groups) device.LookupTables(list.ToArray(), output);
         }
-        for (int k = 0; k < requests.Count; k++)
-            if (requests[k].Pooling == PoolingMode.Mean) DivideByCount(requests[k].Offsets.Span, requests[k].Output.Span, bags[k], requests[k].Table.Dim);
+        for (int k = 0; k < lookups.Count; k++)
+            if (lookups[k].Pooling == PoolingMode.Mean)
+                DivideByCount(lookups[k].Offsets.Span, output.Slice(lookups[k].OutputStart, bags[k] * lookups[k].Table.Dim), bags[k], lookups[k].Table.Dim);
     }
 
     static void DivideByCount(ReadOnlySpan<long> offsets, Span<float> output, int bags, int dim)

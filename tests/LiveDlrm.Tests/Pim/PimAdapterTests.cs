@@ -131,6 +131,10 @@ public class PimAdapterTests
         }
         Assert.That(pim.Adapters.Select(a => a.ActiveRows), Is.All.GreaterThan(10), "training must have adapted rows");
         AssertScoresMatch(cpu.Model.Predict(batch), pim.Model.Predict(batch), "trained adapters");
+        var inner = (PimEmbeddingBackend)pim.Inner;
+        long launches = inner.Stats(pim.Model.Tables[0]).Launches;
+        pim.Model.Predict(batch);
+        Assert.That(inner.Stats(pim.Model.Tables[0]).Launches - launches, Is.EqualTo(1), "two adapted tables and a plain one, one launch");
 
         cpu.Adapters[0].MergeOldest(10);
         pim.Adapters[0].MergeOldest(10);
@@ -228,8 +232,11 @@ public class PimAdapterTests
         public AdapterEmbeddingBackend Backend { get; }
         public List<TableAdapter> Adapters { get; } = new();
 
+        public IEmbeddingBackend Inner { get; }
+
         public Twin(DlrmConfig config, IEmbeddingBackend inner)
         {
+            Inner = inner;
             Backend = new AdapterEmbeddingBackend(inner);
             Model = DlrmModel.Create(config, 7, Backend);
             foreach (var t in Model.Tables.Where(t => t.Rows > 10))

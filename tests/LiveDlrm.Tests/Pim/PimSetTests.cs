@@ -28,26 +28,47 @@ public class PimSetTests
         var batches = tables.Select((t, i) => Zipf(t.Rows, 10 + i).Batches[0]).ToArray();
         var rng = new Random(5);
         var weights = batches[2].Indices.Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-        var outputs = tables.Select((t, i) => new float[batches[i].Bags * t.Dim]).ToArray();
-        var requests = new List<PimLookupRequest>
+        var starts = new int[3];
+        for (int i = 1; i < 3; i++) starts[i] = starts[i - 1] + batches[i - 1].Bags * tables[i - 1].Dim;
+        var output = new float[starts[2] + batches[2].Bags * c.Dim];
+        var lookups = new List<TableLookup>
         {
-            new(a, batches[0].Indices, batches[0].Offsets, outputs[0]),
-            new(b, batches[1].Indices, batches[1].Offsets, outputs[1], PoolingMode.Mean),
-            new(c, batches[2].Indices, batches[2].Offsets, outputs[2], PoolingMode.WeightedSum, weights),
+            new(a, batches[0].Indices, batches[0].Offsets, starts[0]),
+            new(b, batches[1].Indices, batches[1].Offsets, starts[1], PoolingMode.Mean),
+            new(c, batches[2].Indices, batches[2].Offsets, starts[2], PoolingMode.WeightedSum, weights),
         };
         long launches = backend.Stats(a).Launches;
-        backend.ForwardTables(requests);
+        backend.ForwardTables(lookups, output);
         Assert.That(backend.Stats(a).Launches - launches, Is.EqualTo(1), "three tables, one launch");
         var modes = new[] { PoolingMode.Sum, PoolingMode.Mean, PoolingMode.WeightedSum };
         for (int i = 0; i < 3; i++)
         {
-            var expected = new float[outputs[i].Length];
+            var actual = output.AsSpan(starts[i], batches[i].Bags * tables[i].Dim).ToArray();
+            var expected = new float[actual.Length];
             EmbeddingBagReference.Forward(tables[i], batches[i].Indices, batches[i].Offsets, expected, modes[i], i == 2 ? weights : default);
-            if (modes[i] == PoolingMode.Mean) Assert.That(outputs[i], Is.EqualTo(expected).Within(1e-5), "Mean");
-            else PimTestSupport.AssertSumsMatch(tables[i], batches[i].Indices, batches[i].Offsets, outputs[i], expected, tables[i].Name, i == 2 ? weights : default);
+            if (modes[i] == PoolingMode.Mean) Assert.That(actual, Is.EqualTo(expected).Within(1e-5), "Mean");
+            else PimTestSupport.AssertSumsMatch(tables[i], batches[i].Indices, batches[i].Offsets, actual, expected, tables[i].Name, i == 2 ? weights : default);
         }
-        // The same table twice in one call is refused before anything is sent.
-        Assert.Throws<ArgumentException>(() => backend.ForwardTables([requests[0], requests[0]]));
+
+        // The same table twice: a second launch, same sums.
+        var twice = new float[2 * batches[0].Bags * a.Dim];
+        launches = backend.Stats(a).Launches;
+        backend.ForwardTables([lookups[0], lookups[0] with { OutputStart = batches[0].Bags * a.Dim }], twice);
+        Assert.That(backend.Stats(a).Launches - launches, Is.EqualTo(2), "a launch names each table once");
+        Assert.That(twice.AsSpan(batches[0].Bags * a.Dim).ToArray(), Is.EqualTo(twice.AsSpan(0, batches[0].Bags * a.Dim).ToArray()));
+        Assert.That(twice.AsSpan(0, batches[0].Bags * a.Dim).ToArray(), Is.EqualTo(output.AsSpan(0, batches[0].Bags * a.Dim).ToArray()));
+
+        // Bad input in the last lookup: refused before anything is sent or written.
+        var badIndices = batches[2].Indices.ToArray();
+        badIndices[^1] = c.Rows;
+        var untouched = Enumerable.Repeat(7f, output.Length).ToArray();
+        launches = backend.Stats(a).Launches;
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => backend.ForwardTables([lookups[0], lookups[1], lookups[2] with { Indices = badIndices }], untouched));
+        Assert.That(error!.Message, Does.Contain("'c'"));
+        Assert.That(untouched, Is.All.EqualTo(7f));
+        Assert.That(backend.Stats(a).Launches, Is.EqualTo(launches));
+        // Overlapping output ranges are refused too.
+        Assert.Throws<ArgumentException>(() => backend.ForwardTables([lookups[0], lookups[1] with { OutputStart = 1 }], output));
     }
 
     /// <summary>Σ of the tables' fixed-point values, converted once: what the int32 kernel must return bit for bit.</summary>
