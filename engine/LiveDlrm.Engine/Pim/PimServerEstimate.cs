@@ -27,6 +27,14 @@ public sealed record PimServerEstimate
     public double LaunchSeconds => PimCostModel.LaunchFixedSeconds;
     public double Fp32Seconds => ToDpuSeconds + LaunchSeconds + KernelFp32Seconds + FromDpuSeconds;
     public double Int32Seconds => ToDpuSeconds + LaunchSeconds + KernelInt32Seconds + FromDpuSeconds;
+    /// <summary>Bytes per batch the pull moves from each DPU (every DPU at the longest DPU's length: one length per
+    /// transfer), the mean of what the DPUs actually hold, and the pooled output those partial sums reduce to.</summary>
+    public required double PullBytesPerDpu { get; init; }
+    public required double PartialBytesPerDpuMean { get; init; }
+    public required double PooledBytes { get; init; }
+    /// <summary>ESTIMATE with every DPU at the mean of the DPUs' bytes and int32 cycles (perfect balance, nothing padded):
+    /// a bound on what balancing the placement and an unpadded transfer could give, not a design that exists.</summary>
+    public required double BalancedInt32Seconds { get; init; }
     /// <summary>MEASURED, seconds per batch (all tables) of the CPU kernel on this machine; null when not measured.</summary>
     public double? CpuSeconds { get; init; }
     public required string CpuNote { get; init; }
@@ -43,7 +51,7 @@ public sealed record PimServerEstimate
         var routed = new PimRoutedBatch?[tables.Count];
         int batches = tables.Min(t => t.EvaluateOn.Batches.Count);
         if (batches == 0) throw new ArgumentException("the traces have no batches to evaluate");
-        double to = 0, from = 0, kernelFp = 0, kernelInt = 0, lookups = 0;
+        double to = 0, from = 0, kernelFp = 0, kernelInt = 0, lookups = 0, pull = 0, partialMean = 0, pooled = 0, balanced = 0;
         var dma = new double[dpus];
         var fp = new double[dpus];
         var ip = new double[dpus];
@@ -56,6 +64,7 @@ public sealed record PimServerEstimate
             {
                 var batch = tables[t].EvaluateOn.Batches[k];
                 lookups += batch.Indices.Length;
+                pooled += (double)batch.Bags * tables[t].Dim * sizeof(float);
                 routed[t] = routers[t].Route(batch.Indices, batch.Offsets, routed[t]);
                 var costs = PimPlanReport.CostPerDpu(plans[t], routed[t]!);
                 for (int d = 0; d < dpus; d++)
@@ -78,12 +87,19 @@ public sealed record PimServerEstimate
             kernelInt += worstInt / PimCostModel.DpuClockHz;
             to += PimCostModel.TransferSeconds(inBytes.Max(), dpus, toDpu: true);
             from += PimCostModel.TransferSeconds(outBytes.Max(), dpus, toDpu: false);
+            pull += outBytes.Max();
+            partialMean += outBytes.Average();
+            double meanInt = 0;
+            for (int d = 0; d < dpus; d++) meanInt += Math.Max(dma[d], ip[d]) / dpus;
+            balanced += PimCostModel.TransferSeconds((long)Math.Ceiling(inBytes.Average()), dpus, toDpu: true) + PimCostModel.LaunchFixedSeconds
+                        + meanInt / PimCostModel.DpuClockHz + PimCostModel.TransferSeconds((long)Math.Ceiling(outBytes.Average()), dpus, toDpu: false);
         }
         var (cpu, note) = MeasureCpu(tables, batches, cpuBudgetBytes);
         return new PimServerEstimate
         {
             Dpus = dpus, Tables = tables.Count, Batches = batches, LookupsPerBatch = lookups / batches,
             ToDpuSeconds = to / batches, KernelFp32Seconds = kernelFp / batches, KernelInt32Seconds = kernelInt / batches, FromDpuSeconds = from / batches,
+            BalancedInt32Seconds = balanced / batches, PullBytesPerDpu = pull / batches, PartialBytesPerDpuMean = partialMean / batches, PooledBytes = pooled / batches,
             CpuSeconds = cpu, CpuNote = note,
         };
     }
@@ -153,6 +169,17 @@ public sealed record PimServerEstimate
                                         cpu / Fp32Seconds, cpu / Int32Seconds, PimCostModel.UpDlrmReportedSpeedup));
         }
         else sb.AppendLine($"  CPU kernel: {CpuNote}");
+        // Where the estimate goes: the pull moves every DPU's partial sums, padded to the longest DPU, while the pooled
+        // result is far smaller; and what a batch would have to take for UpDLRM's ratio against this CPU.
+        sb.AppendLine(string.Format(ci, "  pull per batch: {0:F1} KiB from each of {1} DPUs (their partial sums: mean {2:F1} KiB, padded to the longest) = {3:F0} KiB, " +
+                                        "for {4:F0} KiB of pooled output ({5:F0}x)",
+                                    PullBytesPerDpu / 1024, Dpus, PartialBytesPerDpuMean / 1024, PullBytesPerDpu * Dpus / 1024, PooledBytes / 1024,
+                                    PullBytesPerDpu * Dpus / Math.Max(1, PooledBytes)));
+        sb.AppendLine(string.Format(ci, "  ESTIMATE bound, int32, every DPU at the mean (balanced, nothing padded): {0,10:F1} us/batch", BalancedInt32Seconds * 1e6));
+        if (CpuSeconds is double measured)
+            sb.AppendLine(string.Format(ci, "  {0}x over this CPU would need <= {1:F1} us/batch in all: the fixed launch and two transfer calls alone are {2:F1} us",
+                                        PimCostModel.UpDlrmReportedSpeedup, measured / PimCostModel.UpDlrmReportedSpeedup * 1e6,
+                                        (PimCostModel.LaunchFixedSeconds + 2 * PimCostModel.TransferCallFixedSeconds) * 1e6));
         sb.Append(PimPlanReport.Legend());
         return sb.ToString();
     }
