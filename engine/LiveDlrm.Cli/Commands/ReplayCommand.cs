@@ -61,6 +61,7 @@ public sealed class ReplayCommand : CliCommand
     readonly Option<double> _adagradInit = Opt.Double("--adagrad-init", "live: Adagrad accumulator a new adapter row starts with", F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator), 0, 1e6);
     readonly Option<string> _optimizer = Opt.Choice("--optimizer", "live: adapter optimizer", "adagrad", "adagrad", "sgd");
     readonly Option<bool> _noReuse = Opt.Flag("--no-reuse", "live: re-pool and re-run the dense forward under autograd at training time instead of reusing the serving forward (the reference path)");
+    readonly Option<string> _rowState = Opt.Choice("--row-state", "live: an adapter row starts from its base row's Adagrad state (base) or from --adagrad-init (fresh)", D.WarmRowState ? "base" : "fresh", "base", "fresh");
     readonly Option<string> _lastLayer = Opt.Choice("--last-layer", "live: also learn an additive update of the top MLP's last layer", D.OnlineTrainer.AdaptLastLayer ? "on" : "off", "on", "off");
     readonly Option<double> _lastLayerLr = Opt.Double("--last-layer-lr", "live: its Adagrad learning rate", F(D.OnlineTrainer.LastLayerLearningRate), 1e-9, 10);
     readonly Option<double> _lr = Opt.Double("--lr", "base + delta trainer: embedding learning rate", F(D.FullTrainer.EmbeddingLearningRate), 1e-9, 100);
@@ -79,7 +80,7 @@ public sealed class ReplayCommand : CliCommand
         _data.AddTo(this);
         foreach (var o in new Option[] { _basePrefix, _model, _baseEpochs, _syncInterval, _syncDelay, _labelDelay, _window, _minWindowEvents, _batch, _onlineBatch,
                                          _rank, _minRank, _maxRank, _rankInterval, _energy, _growThreshold, _budget, _lrA, _lrB, _dim, _budgetScope,
-                                         _smallTableBudget, _adagradInit, _optimizer, _noReuse, _lastLayer, _lastLayerLr, _lr, _denseLr })
+                                         _smallTableBudget, _adagradInit, _optimizer, _noReuse, _rowState, _lastLayer, _lastLayerLr, _lr, _denseLr })
             Add(o);
         _world.AddTo(this);
         Add(_liveBackend); Add(_pimDpus); Add(_out); Add(_noPlots);
@@ -159,6 +160,7 @@ public sealed class ReplayCommand : CliCommand
             MinWindowEvents = result.GetValue(_minWindowEvents),
             ServeBatch = result.GetValue(_batch),
             FullTrainer = full,
+            WarmRowState = result.GetValue(_rowState) == "base",
             OnlineTrainer = defaults.OnlineTrainer with
             {
                 BatchSize = result.GetValue(_onlineBatch),

@@ -116,6 +116,7 @@ internal sealed unsafe class AdapterMerger(TableAdapter owner, EmbeddingTable ta
             new Span<float>(g.APointer(slot), g.Rank).Clear();
         }
         finally { SlotSeqlock.EndWrite(p); }
+        if (_owner.RowState is { } state) state[row] = p->Adagrad;   // a re-admitted row continues its state
         g.Remove(row);
         g.FreeSlots[g.FreeCount++] = slot;
         MergedRows++;

@@ -50,6 +50,10 @@ public sealed record AdapterOptions
     /// With 0, a row's first step has size LearningRateA whatever its gradient's scale, and rows that are merged and
     /// later re-added restart from 0 each time, so frequently evicted rows keep taking full-size steps.</summary>
     public float AdagradInitialAccumulator { get; init; } = 0f;
+    /// <summary>Element-wise Adagrad accumulator B starts with. With 0, B's first steps are LearningRateB per entry
+    /// whatever the gradient, against entries of about BInitScale/√dim: the first few steps turn the basis every
+    /// adapter row is expressed in, which on a sparse stream scrambles rows trained long ago (docs/replay.md).</summary>
+    public float BAdagradInitialAccumulator { get; init; } = 0f;
 
     /// <summary>Scale of B's initial rows and of rows added by growth (entries ~ N(0, scale²/dim), so a row's norm
     /// is about scale). B must be nonzero for gradients to reach A, since new A rows start at zero.</summary>
@@ -82,6 +86,8 @@ public sealed record AdapterOptions
         if (!(float.IsFinite(AdagradEpsilon) && AdagradEpsilon > 0)) throw new ArgumentOutOfRangeException(nameof(AdagradEpsilon), AdagradEpsilon, Where("AdagradEpsilon must be finite and > 0"));
         if (!(float.IsFinite(AdagradInitialAccumulator) && AdagradInitialAccumulator >= 0))
             throw new ArgumentOutOfRangeException(nameof(AdagradInitialAccumulator), AdagradInitialAccumulator, Where("AdagradInitialAccumulator must be finite and ≥ 0"));
+        if (!(float.IsFinite(BAdagradInitialAccumulator) && BAdagradInitialAccumulator >= 0))
+            throw new ArgumentOutOfRangeException(nameof(BAdagradInitialAccumulator), BAdagradInitialAccumulator, Where("BAdagradInitialAccumulator must be finite and ≥ 0"));
         if (!(float.IsFinite(BInitScale) && BInitScale > 0)) throw new ArgumentOutOfRangeException(nameof(BInitScale), BInitScale, Where("BInitScale must be finite and > 0"));
     }
 }

@@ -44,6 +44,22 @@ public sealed unsafe partial class TableAdapter : IDisposable
     /// <summary>Maximum adapter bytes: BudgetFraction × table bytes.</summary>
     public long BudgetBytes { get; }
 
+    /// <summary>Per-row optimizer state carried across slots (see <see cref="RowAccumulators"/>), or null: a row
+    /// that gets a slot starts from its stored accumulator instead of <see cref="AdapterOptions.AdagradInitialAccumulator"/>
+    /// (a row the base never trained starts from 0 and takes the large first steps the base trainer would give it),
+    /// and a merged row stores its accumulator back. Set before training starts.</summary>
+    public RowAccumulators? RowState
+    {
+        get => _rowState;
+        set
+        {
+            if (value is not null && value.Rows != Table.Rows)
+                throw new ArgumentException($"table '{Table.Name}': row state holds {value.Rows} rows, the table has {Table.Rows}", nameof(value));
+            _rowState = value;
+        }
+    }
+    RowAccumulators? _rowState;
+
     public long Step { get; private set; }
     public long MergedRows => _merger.MergedRows;
     public long RejectedSteps { get; private set; }
@@ -68,7 +84,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
         _rng = new Random(Options.Seed);
         _merger = new AdapterMerger(this, table);
         _touchedByStep = slot => IsTouched(Current.Record(slot), slot);
-        _gen = AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, table.Dim));
+        _gen = NewGeneration(slots, mapCapacity);
     }
 
     /// <summary>See <see cref="AdapterBudget.SizeFor"/>.</summary>
@@ -262,7 +278,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
             var g = Current;
             _merger.MergeAllLive(g);
             var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, Table.Dim);
-            Publish(AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, Table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, Table.Dim)));
+            Publish(NewGeneration(slots, mapCapacity));
         }
         finally { ExitWriter(); }
     }
@@ -290,7 +306,9 @@ public sealed unsafe partial class TableAdapter : IDisposable
             Publish(g.WithRebuiltMap(++_version));
             g = Current;
         }
-        return g.Allocate(row, _clock, Options.AdagradInitialAccumulator);
+        float initial = Options.AdagradInitialAccumulator;
+        if (_rowState is { } state) initial = state[row];
+        return g.Allocate(row, _clock, initial);
     }
 
     /// <summary>Publishes <paramref name="next"/>, waits for readers of the old generation to drain, frees it.</summary>
@@ -302,6 +320,15 @@ public sealed unsafe partial class TableAdapter : IDisposable
         var spin = new SpinWait();
         while (Volatile.Read(ref old.Readers) != 0) spin.SpinOnce();
         old.Free();
+    }
+
+    /// <summary>An empty generation at the initial rank with a random B whose Adagrad state starts at
+    /// <see cref="AdapterOptions.BAdagradInitialAccumulator"/>.</summary>
+    AdapterGeneration NewGeneration(int slots, long mapCapacity)
+    {
+        var g = AdapterGeneration.CreateEmpty(++_version, Options.InitialRank, Table.Dim, slots, mapCapacity, RandomB(Options.InitialRank, Table.Dim));
+        Array.Fill(g.BAdagrad, Options.BAdagradInitialAccumulator);
+        return g;
     }
 
     float[] RandomB(int rank, int dim)

@@ -101,7 +101,7 @@ public sealed class FreshnessReplay
                 using ModeRunner runner = mode switch
                 {
                     UpdateMode.Stale => new StaleRunner(baseModel),
-                    UpdateMode.Live => new LiveRunner(baseModel, _options),
+                    UpdateMode.Live => new LiveRunner(baseModel, baseTrainer, _options),
                     _ => new DeltaRunner(baseModel, baseTrainer, _options),
                 };
                 results.Add(RunMode(source, mode, runner, prefix, total - prefix));

@@ -180,7 +180,12 @@ sealed class LiveRunner : ModeRunner
     double _memoryPctMax;
     long _maxLag;
 
-    public LiveRunner(DlrmModel baseModel, ReplayOptions options)
+    /// <summary>Bytes of the per-row optimizer state kept beside the adapted tables (0 without warm row state).</summary>
+    public long RowStateBytes { get; }
+
+    /// <param name="baseTrainer">The trainer that made the base model (null for a loaded checkpoint): with
+    /// <see cref="ReplayOptions.WarmRowState"/> each adapter row starts from its base row's Adagrad state.</param>
+    public LiveRunner(DlrmModel baseModel, DlrmTrainer? baseTrainer, ReplayOptions options)
     {
         _live = LiveModel.FromBase(baseModel, new LiveModelOptions
         {
@@ -194,6 +199,13 @@ sealed class LiveRunner : ModeRunner
         _totalBudget = (long)Math.Floor(options.OnlineTrainer.Adapter.BudgetFraction * _tableBytes);
         _maxBytes = new long[_adapters.Count];
         _seenHistory = new int[_adapters.Count];
+        if (options.WarmRowState && baseTrainer is not null)
+            for (int t = 0; t < _adapters.Count; t++)
+                if (_adapters[t] is { } a)
+                {
+                    a.RowState = new RowAccumulators(baseTrainer.CopyAccumulators(t));
+                    RowStateBytes += a.RowState.Bytes;
+                }
         _live.Start();
         ObserveMemory();
     }

@@ -65,7 +65,7 @@ public sealed record ReplayOptions
         Adapter = new OnlineTrainerOptions().Adapter with
         {
             InitialRank = 8, MaxRank = 16, RankAdaptInterval = 200, EnergyToKeep = 0.999,
-            LearningRateA = 0.1f, LearningRateB = 0.1f, AdagradInitialAccumulator = 0.001f,
+            LearningRateA = 0.1f, LearningRateB = 0.1f, AdagradInitialAccumulator = 0.001f, BAdagradInitialAccumulator = 1e-5f,
         },
     };
 
@@ -73,6 +73,10 @@ public sealed record ReplayOptions
     /// such as <c>PimEmbeddingBackend</c> the base sums come from it and the host adds the adapter term; merges are
     /// pushed to it (docs/pim.md). The other modes always serve on the CPU.</summary>
     public Func<LiveDlrm.Embeddings.IEmbeddingBackend>? LiveBaseBackend { get; init; }
+    /// <summary>Live: each adapter row starts from the base trainer's row-wise Adagrad accumulator of its row and
+    /// merged rows keep theirs (<see cref="LiveDlrm.Lora.RowAccumulators"/>); off = every row from
+    /// <see cref="LiveDlrm.Lora.AdapterOptions.AdagradInitialAccumulator"/>. Needs a base trained in the replay.</summary>
+    public bool WarmRowState { get; init; } = true;
 
     public void Validate()
     {

@@ -25,7 +25,8 @@ static class ReplayReportJson
                 R(a.BudgetFraction), o.OnlineTrainer.JointBudget ? "joint" : "table", R(a.AdagradInitialAccumulator), a.RankAdaptInterval,
                 R(a.EnergyToKeep), R(a.GrowThreshold), R(o.OnlineTrainer.SmallTableBudgetMultiple), o.OnlineTrainer.AdaptLastLayer,
                 R(o.OnlineTrainer.LastLayerLearningRate), R(a.LearningRateA), R(a.LearningRateB), a.Optimizer.ToString().ToLowerInvariant(),
-                R(o.FullTrainer.EmbeddingLearningRate), R(o.FullTrainer.DenseLearningRate)),
+                R(o.FullTrainer.EmbeddingLearningRate), R(o.FullTrainer.DenseLearningRate),
+                o.WarmRowState && o.ModelPath is null ? "base" : "fresh", R(a.BAdagradInitialAccumulator)),
             r.Modes.ToDictionary(m => m.Name, Mode),
             live is not null && (stale is not null || delta is not null)
                 ? new Comparison(stale is null ? null : R(live.Overall.Auc - stale.Overall.Auc),
@@ -70,7 +71,7 @@ static class ReplayReportJson
         int OnlineBatch, bool ReuseForward, int AdapterInitialRank, int AdapterMaxRank, double AdapterBudgetFraction, string AdapterBudgetScope,
         double AdapterAdagradInitialAccumulator, int RankAdaptInterval, double RankEnergyToKeep, double RankGrowThreshold,
         double SmallTableBudgetMultiple, bool AdaptLastLayer, double LastLayerLr, double AdapterLrA, double AdapterLrB, string AdapterOptimizer,
-        double FullTrainerEmbeddingLr, double FullTrainerDenseLr);
+        double FullTrainerEmbeddingLr, double FullTrainerDenseLr, string AdapterRowState, double AdapterBAdagradInitialAccumulator);
 
     public sealed record MetricFacts(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double Ctr);
 

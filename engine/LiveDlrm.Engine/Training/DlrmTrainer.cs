@@ -87,6 +87,15 @@ public sealed unsafe class DlrmTrainer : IDisposable
         Changes = new ChangeTracker(model.Tables);
     }
 
+    /// <summary>A copy of table <paramref name="table"/>'s row-wise Adagrad accumulators, one per row (what an online
+    /// learner continuing this model starts its rows from: <see cref="LiveDlrm.Lora.RowAccumulators"/>).</summary>
+    public float[] CopyAccumulators(int table)
+    {
+        var values = new float[_model.Tables[table].Rows];
+        new ReadOnlySpan<float>((float*)_accumulators[table].Pointer, values.Length).CopyTo(values);
+        return values;
+    }
+
     /// <summary>Row-wise Adagrad accumulator of one row (for tests and checkpoints of the optimizer state).</summary>
     public float Accumulator(int table, long row)
     {
