@@ -25,8 +25,8 @@ public sealed record RankRecord(long Time, string Table, long Step, int OldRank,
 public sealed record UpdateCost
 {
     public long NetworkBytes { get; init; }
-    /// <summary>Trainer + apply CPU-seconds (thread CPU clocks).</summary>
-    public double CpuSeconds => TrainerCpuSeconds + ApplyCpuSeconds;
+    /// <summary>Update CPU-seconds (thread CPU clocks): trainer + apply, and for live the extra serving CPU.</summary>
+    public double CpuSeconds => TrainerCpuSeconds + ApplyCpuSeconds + ServingExtraCpuSeconds;
     public double TrainerCpuSeconds { get; init; }
     /// <summary>Delta: CPU-seconds to snapshot changed rows and dense parameters and to apply them on the server.</summary>
     public double ApplyCpuSeconds { get; init; }
@@ -34,6 +34,12 @@ public sealed record UpdateCost
     public long LocalBytesWritten { get; init; }
     public int Syncs { get; init; }
     public long RowsShipped { get; init; }
+    /// <summary>CPU-seconds of scoring the replayed events on the replay thread (every mode; not an update cost by itself).</summary>
+    public double ServeCpuSeconds { get; init; }
+    /// <summary>Live: what serving through the adapters and keeping each request's activations cost beyond plain
+    /// serving — its <see cref="ServeCpuSeconds"/> minus stale's on the same events in the same run (0 when stale
+    /// did not run).</summary>
+    public double ServingExtraCpuSeconds { get; init; }
 }
 
 /// <summary>Everything measured for one mode.</summary>

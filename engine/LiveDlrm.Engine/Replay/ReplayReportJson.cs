@@ -42,7 +42,8 @@ static class ReplayReportJson
         var l = m.Live;
         return new ModeFacts(
             Metrics(m.Overall), R(m.WallSeconds),
-            new CostFacts(c.NetworkBytes, R(c.CpuSeconds), R(c.TrainerCpuSeconds), R(c.ApplyCpuSeconds), c.LocalBytesWritten, c.Syncs, c.RowsShipped),
+            new CostFacts(c.NetworkBytes, R(c.CpuSeconds), R(c.TrainerCpuSeconds), R(c.ApplyCpuSeconds), c.LocalBytesWritten, c.Syncs, c.RowsShipped,
+                          R(c.ServeCpuSeconds), R(c.ServingExtraCpuSeconds)),
             m.Windows.Select(w => new WindowFacts(w.Start, w.End, w.Metrics.Events, R(w.Metrics.Auc), R(w.Metrics.LogLoss), R(w.Metrics.Calibration),
                                                   R(w.Metrics.MeanPrediction), R(w.Metrics.ObservedCtr), R(w.OptimumAuc), w.NetworkBytes, R(w.CpuSeconds),
                                                   w.AdapterMemoryPct is { } pct ? R(pct) : null, w.Ranks, w.TrainerLagSeconds, w.TrainerDrops)).ToList(),
@@ -76,7 +77,7 @@ static class ReplayReportJson
     public sealed record MetricFacts(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double Ctr);
 
     public sealed record CostFacts(long NetworkBytes, double CpuSeconds, double TrainerCpuSeconds, double ApplyCpuSeconds, long LocalBytesWritten,
-                                   int Syncs, long RowsShipped);
+                                   int Syncs, long RowsShipped, double ServeCpuSeconds, double ServingExtraCpuSeconds);
 
     public sealed record WindowFacts(
         long Start, long End, long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double Ctr, double OptimumAuc,
