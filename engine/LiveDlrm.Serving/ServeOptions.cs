@@ -49,6 +49,8 @@ public sealed class ServeOptions
     /// the oldest is dropped unlabelled, so this bounds the label window in events.</summary>
     public int RingCapacity { get; set; } = 1 << 16;
     public int TrainerBatch { get; set; } = 256;
+    /// <summary>Also train an additive update of the top MLP's last layer (saved with the adapters).</summary>
+    public bool AdaptLastLayer { get; set; }
     /// <summary>Labelled events waiting for the trainer at most (oldest dropped beyond, counted).</summary>
     public int TrainerQueue { get; set; } = 8192;
 
@@ -56,6 +58,7 @@ public sealed class ServeOptions
     {
         BatchSize = TrainerBatch,
         QueueCapacity = Math.Max(TrainerQueue, TrainerBatch),
+        AdaptLastLayer = AdaptLastLayer,
     };
 
     public IPEndPoint HttpEndPoint() => ParseEndPoint(Listen, "listen");

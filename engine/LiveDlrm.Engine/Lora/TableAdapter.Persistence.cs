@@ -3,13 +3,15 @@ namespace LiveDlrm.Lora;
 /// <summary>Saving and restoring an adapter's trained state, for a serving node that must survive a restart.</summary>
 public sealed unsafe partial class TableAdapter
 {
-    const int StateFormat = 1;
+    const int StateFormat = 2;
+    const long MaxRngDraws = 1L << 36;   // far above any real count (a B draw is rank × dim values); bounds the replay
 
     /// <summary>Trainer: writes everything training has changed — rank, B and its Adagrad state, every live slot
     /// (slot number, row, row-wise Adagrad accumulator, update stamp, A) and the step counters — so that
-    /// <see cref="ReadState"/> on an adapter with the same table shape and options continues bit for bit. Not
-    /// written: the random generator of B's growth directions (a restored adapter draws new ones from its seed)
-    /// and <see cref="History"/>. Rows already merged into the base table are the table's business, not this one.
+    /// <see cref="ReadState"/> on an adapter with the same table shape and options continues bit for bit, including
+    /// the random generator of B's growth directions (as the count of values drawn from its seed: a restore replays
+    /// them) and the order of the free slots. Not written: <see cref="History"/>. Rows already merged into the base table are the table's business,
+    /// not this one.
     /// Must not run concurrently with training (the single-writer guard refuses it).</summary>
     public void WriteState(BinaryWriter w)
     {
@@ -29,6 +31,7 @@ public sealed unsafe partial class TableAdapter
             w.Write(MergedRows);
             w.Write(RejectedSteps);
             w.Write(DroppedRowUpdates);
+            w.Write(_rngDraws);
             WriteFloats(w, g.B);
             WriteFloats(w, g.BAdagrad);
             w.Write(g.Live);
@@ -42,6 +45,10 @@ public sealed unsafe partial class TableAdapter
                 w.Write(p->Stamp);
                 w.Write(new ReadOnlySpan<byte>(g.APointer(s), g.Rank * sizeof(float)));
             }
+            // The free list in pop order: which slot the next new row takes decides the order of later sums over
+            // slots, so a restore that continues bit for bit needs it.
+            w.Write(g.FreeCount);
+            for (int k = 0; k < g.FreeCount; k++) w.Write(g.FreeSlots[k]);
         }
         finally { ExitWriter(); }
     }
@@ -58,7 +65,7 @@ public sealed unsafe partial class TableAdapter
         {
             string where = $"adapter state of table '{Table.Name}'";
             int format = r.ReadInt32();
-            if (format != StateFormat) throw new InvalidDataException($"{where}: format {format}, this engine reads {StateFormat}");
+            if (format != StateFormat) throw new InvalidDataException($"{where}: format {format}, this engine reads {StateFormat} (saved by another version: start from fresh adapters)");
             string name = r.ReadString();
             long rows = r.ReadInt64();
             int dim = r.ReadInt32();
@@ -72,6 +79,8 @@ public sealed unsafe partial class TableAdapter
             if (slots != slotCapacity)
                 throw new InvalidDataException($"{where}: {slotCapacity} slots at rank {rank}, this adapter's budget gives {slots} (different budget options?)");
             long clock = r.ReadInt64(), step = r.ReadInt64(), merged = r.ReadInt64(), rejected = r.ReadInt64(), dropped = r.ReadInt64();
+            long draws = r.ReadInt64();
+            if (draws < 0 || draws > MaxRngDraws || draws % 2 != 0) throw new InvalidDataException($"{where}: {draws} random draws is not a generator state");
             var b = ReadFloats(r, rank * dim, where + ": B");
             var bAdagrad = ReadFloats(r, rank * dim, where + ": B Adagrad state");
             int live = r.ReadInt32();
@@ -101,10 +110,16 @@ public sealed unsafe partial class TableAdapter
                     a.CopyTo(new Span<float>(next.APointer(s), rank));
                     next.InsertNew(row, s);
                 }
-                // Free slots pop in ascending order, as in a fresh generation.
-                next.FreeCount = 0;
-                for (int s = slotCapacity - 1; s >= 0; s--)
-                    if (!used[s]) next.FreeSlots[next.FreeCount++] = s;
+                int free = r.ReadInt32();
+                if (free != slotCapacity - live) throw new InvalidDataException($"{where}: {free} free slots beside {live} live ones in a pool of {slotCapacity}");
+                for (int k = 0; k < free; k++)
+                {
+                    int s = r.ReadInt32();
+                    if ((uint)s >= (uint)slotCapacity || used[s]) throw new InvalidDataException($"{where}: free slot {s} is out of range, live or given twice");
+                    used[s] = true;
+                    next.FreeSlots[k] = s;
+                }
+                next.FreeCount = free;
             }
             catch
             {
@@ -118,6 +133,9 @@ public sealed unsafe partial class TableAdapter
             _merger.MergedRows = merged;
             RejectedSteps = rejected;
             DroppedRowUpdates = dropped;
+            _rng = new Random(Options.Seed);
+            for (long d = 0; d < draws; d++) _rng.NextDouble();
+            _rngDraws = draws;
         }
         finally { ExitWriter(); }
     }

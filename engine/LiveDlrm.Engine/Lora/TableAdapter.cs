@@ -34,7 +34,8 @@ public sealed unsafe partial class TableAdapter : IDisposable
     long _clock;
     long _exhaustedAtClock = -1;
     long _version;
-    readonly Random _rng;
+    Random _rng;
+    long _rngDraws;   // values drawn from _rng since it was seeded: the generator's whole state, for persistence
     readonly List<RankEvent> _history = new();
     readonly AdapterMerger _merger;
     readonly Func<int, bool> _touchedByStep;
@@ -342,6 +343,7 @@ public sealed unsafe partial class TableAdapter : IDisposable
     double Normal()
     {
         double u1 = 1.0 - _rng.NextDouble(), u2 = _rng.NextDouble();
+        _rngDraws += 2;
         return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
     }
 

@@ -91,4 +91,52 @@ public sealed class LastLayerAdapter : ILastLayerDelta
         Volatile.Write(ref _current, new Snapshot(weight, bias, old.Version + 1));
         return true;
     }
+
+    const int StateFormat = 1;
+
+    /// <summary>Writes the current update (ΔW, Δb, version), the Adagrad accumulators and the rejected-step count, so
+    /// <see cref="ReadState"/> on a layer of the same shape and learning rate serves and continues bit for bit. The
+    /// trainer (the only writer) must be stopped or paused.</summary>
+    public void WriteState(BinaryWriter w)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        var s = Current;
+        w.Write(StateFormat);
+        w.Write(Inputs);
+        w.Write(s.Version);
+        w.Write(s.Bias);
+        w.Write(_accumulatorB);
+        w.Write(RejectedSteps);
+        foreach (float x in s.Weight) w.Write(x);
+        foreach (float x in _accumulatorW) w.Write(x);
+    }
+
+    /// <summary>Reads what <see cref="WriteState"/> wrote; throws <see cref="InvalidDataException"/> naming what does
+    /// not fit (another shape, a non-finite value) before anything changes. <paramref name="apply"/> false only checks.
+    /// The trainer must be stopped.</summary>
+    public void ReadState(BinaryReader r, bool apply = true)
+    {
+        ArgumentNullException.ThrowIfNull(r);
+        const string where = "last-layer update";
+        int format = r.ReadInt32();
+        if (format != StateFormat) throw new InvalidDataException($"{where}: format {format}, this engine reads {StateFormat}");
+        int inputs = r.ReadInt32();
+        if (inputs != Inputs) throw new InvalidDataException($"{where}: saved for {inputs} inputs, the model's last layer has {Inputs}");
+        long version = r.ReadInt64();
+        float bias = r.ReadSingle();
+        double accB = r.ReadDouble();
+        long rejected = r.ReadInt64();
+        var weight = new float[inputs];
+        var accW = new float[inputs];
+        for (int k = 0; k < inputs; k++) weight[k] = r.ReadSingle();
+        for (int k = 0; k < inputs; k++) accW[k] = r.ReadSingle();
+        if (!float.IsFinite(bias) || !double.IsFinite(accB) || accB < 0 || version < 0 || rejected < 0
+            || !weight.All(float.IsFinite) || !accW.All(x => float.IsFinite(x) && x >= 0))
+            throw new InvalidDataException($"{where}: a value is not finite or out of range");
+        if (!apply) return;
+        accW.CopyTo(_accumulatorW, 0);
+        _accumulatorB = accB;
+        Interlocked.Exchange(ref _rejected, rejected);
+        Volatile.Write(ref _current, new Snapshot(weight, bias, version));
+    }
 }

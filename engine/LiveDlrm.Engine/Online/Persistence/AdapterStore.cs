@@ -15,9 +15,10 @@ public sealed class AdapterStoreException(string message) : UserInputException(m
 /// restarts on the same base model continues from what it had learned:
 /// <code>
 /// "LDADAPT1", format, base-model fingerprint, table count
-/// per table: has-adapter flag, the adapter's state (TableAdapter.WriteState), then the rows its merges wrote into
-///            the base table since the base was loaded (row, raw stored bytes) — a merge moves learning out of the
-///            adapter into the table, so without them a restart would lose it
+/// per table: has-adapter flag, the adapter's state (TableAdapter.WriteState, including its random generator),
+///            then the rows its merges wrote into the base table since the base was loaded (row, raw stored bytes) —
+///            a merge moves learning out of the adapter into the table, so without them a restart would lose it
+/// has-last-layer flag, the last-layer update's state (LastLayerAdapter.WriteState)
 /// XxHash3-64 of everything above
 /// </code>
 /// Written whole to a temporary sibling, fsynced, renamed over the old file, and the directory fsynced: a crash at
@@ -29,7 +30,7 @@ public sealed class AdapterStore
 {
     public const string FileName = "adapters.bin";
     const string Magic = "LDADAPT1";
-    const int Format = 1;
+    const int Format = 2;   // 2 added the last-layer update and the adapters' random generators
 
     /// <summary>What an error about an unusable file tells the user to do, unless the host says it better (the
     /// CLI names its <c>--adapters-reset</c>).</summary>
@@ -114,6 +115,8 @@ public sealed class AdapterStore
                     w.Write(tables[t].StoredRow(r));
                 }
             }
+            w.Write(live.LastLayer is not null);
+            live.LastLayer?.WriteState(w);
         }
         return ms.ToArray();
     }
@@ -180,7 +183,7 @@ public sealed class AdapterStore
             {
                 if (Encoding.ASCII.GetString(r.ReadBytes(Magic.Length)) != Magic) throw new AdapterStoreException($"{source}: not a LiveDlrm adapter file");
                 int format = r.ReadInt32();
-                if (format != Format) throw new AdapterStoreException($"{source}: format {format}, this engine reads {Format}");
+                if (format != Format) throw new AdapterStoreException($"{source}: adapter file format {format}, this engine reads {Format}; {discardHint}");
                 string fingerprint = r.ReadString();
                 if (fingerprint != baseFingerprint)
                     throw new AdapterStoreException($"{source}: saved for base model {fingerprint}, the loaded base model is {baseFingerprint}; {discardHint}");
@@ -215,6 +218,10 @@ public sealed class AdapterStore
                         }
                     }
                 }
+                bool hasLast = r.ReadBoolean();
+                if (hasLast != live.LastLayer is not null)
+                    throw new AdapterStoreException($"{source}: {(hasLast ? "has" : "has no")} last-layer update but the model {(hasLast ? "adapts no last layer" : "adapts its last layer")} (different trainer options?)");
+                live.LastLayer?.ReadState(r, apply);
                 if (r.BaseStream.Position != export.Length) throw new AdapterStoreException($"{source}: {export.Length - r.BaseStream.Position} bytes after the last table");
             }
             catch (Exception e) when (e is EndOfStreamException or InvalidDataException)
