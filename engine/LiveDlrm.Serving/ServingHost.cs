@@ -28,11 +28,12 @@ namespace LiveDlrm.Serving;
 public sealed class ServingHost : IAsyncDisposable
 {
     readonly ServeOptions _options;
-    readonly Action<string> _log;
+    readonly ILogger _log;
     readonly NodeSlot _slot;
     readonly ServingMetrics _metrics = new();
     readonly LabelJoin _labels;
     readonly TrainerQos _qos;
+    readonly PoolWaitProbe _poolWait;
     readonly AdapterStore? _store;
     readonly SemaphoreSlim _stateLock = new(1, 1);   // saves, reloads, trainer mode changes and shutdown, one at a time
     readonly string? _adminToken;
@@ -51,7 +52,7 @@ public sealed class ServingHost : IAsyncDisposable
     internal string ModelPath => _options.Model;
     internal long MaxRequestBytes => _options.MaxRequestBytes;
 
-    ServingHost(ServeOptions options, Action<string> log, Action<IWebHostBuilder>? configureWebHost)
+    ServingHost(ServeOptions options, ILogger log, Action<IWebHostBuilder>? configureWebHost)
     {
         _options = options;
         _log = log;
@@ -62,7 +63,8 @@ public sealed class ServingHost : IAsyncDisposable
         var node = LiveModelNode.Load(options.Model, options.TrainerOptions(), options.RingCapacity);
         try { RestoreAdapters(node); }
         catch { node.Dispose(); throw; }
-        _log(F($"model: {options.Model} (base {node.Fingerprint}), {node.Model.Tables.Count} tables, {node.Model.TableBytes >> 20} MiB, loaded in {sw.Elapsed.TotalSeconds:F1} s; adapters on {node.Adapters.Count(a => a is not null)} table(s)"));
+        _log.LogInformation("model: {Model} (base {Fingerprint}), {Tables} tables, {MiB} MiB, loaded in {Seconds} s; adapters on {Adapted} table(s)",
+            options.Model, node.Fingerprint, node.Model.Tables.Count, node.Model.TableBytes >> 20, F($"{sw.Elapsed.TotalSeconds:F1}"), node.Adapters.Count(a => a is not null));
         _slot = new NodeSlot(node);
         _decoder = new RequestDecoder(node.Layout, options.MaxBatchEvents, options.MaxBagIds);
         _labels = new LabelJoin(() => _slot.Current, options.Labels, options.LabelWindow, options.RingCapacity, _metrics);
@@ -71,6 +73,7 @@ public sealed class ServingHost : IAsyncDisposable
         _lastCheckpointTicks = Stopwatch.GetTimestamp();
         RegisterObservables();
         App = BuildApp(configureWebHost);
+        _poolWait = new PoolWaitProbe();
         if (_store is not null)
             _checkpointTimer = new Timer(_ => SaveAdapters("interval"), null, options.CheckpointInterval, options.CheckpointInterval);
     }
@@ -78,16 +81,16 @@ public sealed class ServingHost : IAsyncDisposable
     /// <summary>Loads the model, restores adapters, starts the trainer and builds the application (not yet
     /// listening: <see cref="WebApplication.StartAsync"/> or <see cref="RunAsync"/>). <paramref name="configureWebHost"/>
     /// lets tests put a TestServer in place of Kestrel.</summary>
-    public static ServingHost Create(ServeOptions options, Action<string> log, Action<IWebHostBuilder>? configureWebHost = null)
+    public static ServingHost Create(ServeOptions options, ILogger log, Action<IWebHostBuilder>? configureWebHost = null)
     {
         options.Validate();
         return new ServingHost(options, log, configureWebHost);
     }
 
-    static string? ReadToken(string? file, Action<string> log)
+    static string? ReadToken(string? file, ILogger log)
     {
-        if (file is null) { log("admin: no --admin-token-file, admin endpoints disabled"); return null; }
-        if (!File.Exists(file)) { log($"admin: {file} does not exist, admin endpoints disabled"); return null; }
+        if (file is null) { log.LogInformation("admin: no --admin-token-file, admin endpoints disabled"); return null; }
+        if (!File.Exists(file)) { log.LogWarning("admin: {File} does not exist, admin endpoints disabled", file); return null; }
         string token = File.ReadAllText(file).Trim();
         if (token.Length < 16) throw new ArgumentException($"--admin-token-file: the token in '{file}' is shorter than 16 characters");
         return token;
@@ -100,11 +103,11 @@ public sealed class ServingHost : IAsyncDisposable
         var merged = AdapterStore.MergedRows.Track(node.Live);
         _merged = merged;
         if (_store is null) return;
-        if (_options.AdaptersReset) { _log($"adapters: --adapters-reset, starting from fresh adapters ({_store.FilePath} is replaced at the next save)"); return; }
+        if (_options.AdaptersReset) { _log.LogInformation("adapters: --adapters-reset, starting from fresh adapters ({File} is replaced at the next save)", _store.FilePath); return; }
         var export = _store.ReadVerified();
-        if (export is null) { _log($"adapters: no {_store.FilePath} yet, starting from fresh adapters"); return; }
+        if (export is null) { _log.LogInformation("adapters: no {File} yet, starting from fresh adapters", _store.FilePath); return; }
         AdapterStore.Restore(node.Live, node.Fingerprint, merged, export, _store.FilePath, DiscardHint);
-        _log(F($"adapters: restored from {_store.FilePath} ({export.Length} bytes, state {AdapterStore.Fingerprint(export):x16})"));
+        _log.LogInformation("adapters: restored from {File} ({Bytes} bytes, state {State})", _store.FilePath, export.Length, F($"{AdapterStore.Fingerprint(export):x16}"));
     }
 
     // ------------------------------------------------------------------ application
@@ -119,6 +122,7 @@ public sealed class ServingHost : IAsyncDisposable
         builder.Services.AddOpenTelemetry().WithMetrics(m => m
             .AddMeter([_metrics.Meter.Name, .. _slot.Current.MeterNames])
             .AddView(ServingMetrics.RequestSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
+            .AddView(ServingMetrics.QosLatencySecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddPrometheusExporter(p => p.ScrapeResponseCacheDurationMilliseconds = 0));
         builder.Services.AddGrpc(g =>
         {
@@ -146,11 +150,11 @@ public sealed class ServingHost : IAsyncDisposable
         _sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, ctx =>
         {
             ctx.Cancel = true;
-            _log($"SIGHUP: reloading the base model from {_options.Model}");
+            _log.LogInformation("SIGHUP: reloading the base model from {Model}", _options.Model);
             _ = Task.Run(() => ReloadAsync(_options.Model));
         });
         await App.StartAsync(token);
-        _log($"serving: HTTP/1.1 {_options.HttpEndPoint()} (JSON, /metrics, /healthz, /readyz, /admin), gRPC h2c {_options.GrpcEndPoint()}");
+        _log.LogInformation("serving: HTTP/1.1 {Http} (JSON, /metrics, /healthz, /readyz, /admin), gRPC h2c {Grpc}", _options.HttpEndPoint(), _options.GrpcEndPoint());
         await App.WaitForShutdownAsync(token);
         await FinishAsync();
     }
@@ -197,7 +201,11 @@ public sealed class ServingHost : IAsyncDisposable
         _metrics.Requests.Add(1, apiTag, new KeyValuePair<string, object?>("outcome", errorKind is null ? "ok" : "error"));
         if (errorKind is not null) { CountError(errorKind); return; }
         _metrics.RequestSeconds.Record((double)ticks / Stopwatch.Frequency, apiTag);
-        _qos.Record(ticks);
+        // The controller defends handler time plus the pool's current queueing delay: the wait a request had before
+        // its handler ran is invisible to the handler, and under load it is most of the tail.
+        long observed = ticks + _poolWait.RecentWaitTicks;
+        _metrics.QosLatencySeconds.Record((double)observed / Stopwatch.Frequency, apiTag);
+        _qos.Record(observed);
     }
 
     internal void CountError(string kind) => _metrics.Errors.Add(1, new KeyValuePair<string, object?>("kind", kind));
@@ -232,7 +240,7 @@ public sealed class ServingHost : IAsyncDisposable
         {
             _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "failed"));
             string m = $"reload of {checkpoint} failed, still serving {_slot.Current.Fingerprint}: {e.Message}";
-            _log(m);
+            _log.LogError("{Message}", m);
             return (false, m);
         }
         if (!SameLayout(next.Layout, _slot.Current.Layout))
@@ -260,7 +268,7 @@ public sealed class ServingHost : IAsyncDisposable
         old.Dispose();
         _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "ok"));
         string msg = F($"reloaded: now serving {next.Fingerprint} from {checkpoint} (loaded and switched in {sw.Elapsed.TotalSeconds:F1} s; adapters reset)");
-        _log(msg);
+        _log.LogInformation("{Message}", msg);
         return (true, msg);
     }
 
@@ -271,7 +279,7 @@ public sealed class ServingHost : IAsyncDisposable
         try
         {
             _qos.Set(_slot.Current, mode, running, targetMs);
-            _log($"trainer: {(running ? "running" : "stopped")}, qos {mode.ToString().ToLowerInvariant()}, target {_qos.TargetMs.ToString("G4", CultureInfo.InvariantCulture)} ms");
+            _log.LogInformation("trainer: {State}, qos {Mode}, target {Target} ms", running ? "running" : "stopped", mode.ToString().ToLowerInvariant(), _qos.TargetMs.ToString("G4", CultureInfo.InvariantCulture));
         }
         finally { _stateLock.Release(); }
     }
@@ -304,7 +312,7 @@ public sealed class ServingHost : IAsyncDisposable
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             _metrics.Checkpoints.Add(1, new KeyValuePair<string, object?>("result", "failed"));
-            _log($"adapters: {why} checkpoint to {_store.FilePath} FAILED: {e.Message}");
+            _log.LogError("adapters: {Why} checkpoint to {File} FAILED: {Error}", why, _store.FilePath, e.Message);
             return null;
         }
         Interlocked.Exchange(ref _lastCheckpointTicks, Stopwatch.GetTimestamp());
@@ -333,7 +341,7 @@ public sealed class ServingHost : IAsyncDisposable
         if (Interlocked.Exchange(ref _draining, 1) != 0) return;
         var sw = Stopwatch.StartNew();
         while (Volatile.Read(ref _inFlight) > 0 && sw.Elapsed < _options.ShutdownTimeout) Thread.Sleep(1);
-        _log(F($"drain: {Volatile.Read(ref _inFlight)} request(s) still in flight after {sw.Elapsed.TotalMilliseconds:F0} ms"));
+        _log.LogInformation("drain: {InFlight} request(s) still in flight after {Ms} ms", Volatile.Read(ref _inFlight), F($"{sw.Elapsed.TotalMilliseconds:F0}"));
     }
 
     /// <summary>After the application stopped: the trainer stops at a step boundary, the adapters are saved.</summary>
@@ -349,7 +357,8 @@ public sealed class ServingHost : IAsyncDisposable
             if (_store is not null)
             {
                 ulong? saved = SaveLocked("shutdown");
-                _log(saved is ulong f ? $"adapters: saved to {_store.FilePath} on shutdown (state {f:x16})" : "adapters: NOT saved on shutdown");
+                if (saved is ulong f) _log.LogInformation("adapters: saved to {File} on shutdown (state {State})", _store.FilePath, F($"{f:x16}"));
+                else _log.LogError("adapters: NOT saved on shutdown");
             }
             Volatile.Write(ref _finished, 1);
         }
@@ -363,6 +372,7 @@ public sealed class ServingHost : IAsyncDisposable
         await App.DisposeAsync();
         _labels.Dispose();
         _qos.Dispose();
+        _poolWait.Dispose();
         _metrics.Dispose();
         _slot.Current.Dispose();
         _stateLock.Dispose();

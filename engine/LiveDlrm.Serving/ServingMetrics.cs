@@ -10,12 +10,14 @@ internal sealed class ServingMetrics : IDisposable
 {
     public const string MeterName = "LiveDlrm.Serving";
     public const string RequestSecondsName = "livedlrm_serve_request_duration";
+    public const string QosLatencySecondsName = "livedlrm_qos_request_latency";
 
     public Meter Meter { get; }
     public Counter<long> Requests { get; }
     public Counter<long> Events { get; }
     public Counter<long> Errors { get; }
     public Histogram<double> RequestSeconds { get; }
+    public Histogram<double> QosLatencySeconds { get; }
     public Counter<long> Feedback { get; }
     public Counter<long> ImplicitNegatives { get; }
     public Counter<long> ExpiredUnlabelled { get; }
@@ -33,6 +35,7 @@ internal sealed class ServingMetrics : IDisposable
         Events = Meter.CreateCounter<long>("livedlrm_serve_events", description: "Events scored.");
         Errors = Meter.CreateCounter<long>("livedlrm_serve_errors", description: "Failed requests by kind (invalid_argument, too_large, unauthenticated, unavailable, internal).");
         RequestSeconds = Meter.CreateHistogram<double>(RequestSecondsName, unit: "s", description: "Server-side latency of score requests (decode, score, encode).");
+        QosLatencySeconds = Meter.CreateHistogram<double>(QosLatencySecondsName, unit: "s", description: "Server-side latency of score requests plus the thread-pool wait at their arrival: what the QoS controller defends.");
         Feedback = Meter.CreateCounter<long>("livedlrm_feedback_labels", description: "Labels received, by result: joined (queued for training), unknown, late (after the label window: not trained).");
         ImplicitNegatives = Meter.CreateCounter<long>("livedlrm_feedback_implicit_negatives", description: "Served events with no label within the label window, trained as label 0.");
         ExpiredUnlabelled = Meter.CreateCounter<long>("livedlrm_feedback_expired_unlabelled", description: "Served events with no label within the label window, dropped (implicit negatives off).");

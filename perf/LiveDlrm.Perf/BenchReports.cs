@@ -62,7 +62,7 @@ public sealed record ServeLoadCase(double LoadFraction, double Qps, double QosTa
 
 /// <summary>serve.json: the served node under the online trainer, without it and under QoS.</summary>
 public sealed record ServeBenchReport(
-    string Machine, int EventsPerRequest, double LightLoadP50Ms, double MaxSustainableQps, List<ServeSearchStep> Search, List<ServeLoadCase> Loads, string Goals);
+    string Machine, string LoadAverageStart, string LoadAverageEnd, int EventsPerRequest, double LightLoadP50Ms, double MaxSustainableQps, List<ServeSearchStep> Search, List<ServeLoadCase> Loads, string Goals);
 
 /// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,

@@ -66,6 +66,8 @@ public sealed class ServeRun : BenchRun
         {
             if (!await WaitReady(http, server)) { Console.Error.WriteLine($"bench serve: the server did not start; see {work}/server.log"); return 1; }
             var topology = Topology.Detect();
+            string loadStart = LoadAverage();
+            Console.WriteLine($"load average: {loadStart}");
             string machine = F($"{topology.Source}: {topology.Nodes.Count} node(s), {topology.Cores.Count} cores, {topology.Pus.Count} PUs, {Environment.ProcessorCount} processors visible");
 
             // ---- max sustainable QPS, trainer off
@@ -99,7 +101,7 @@ public sealed class ServeRun : BenchRun
                 var before = await Scrape(http);
                 await Load(target, qps, Math.Max(4, seconds), batch, 99);
                 double targetMs = ServerP99Ms(before, await Scrape(http));
-                Console.WriteLine(F($"load {fraction:P0} = {qps:F0} QPS: no-trainer server-side P99 {targetMs:F3} ms = the QoS target"));
+                Console.WriteLine(F($"load {fraction:P0} = {qps:F0} QPS: no-trainer server-side P99 (with pool wait) {targetMs:F3} ms = the QoS target"));
                 // One unrecorded pass through the modes: the first trainer start of a run pays one-off costs.
                 foreach (var mode in Modes)
                 {
@@ -149,7 +151,7 @@ public sealed class ServeRun : BenchRun
                 loads.Add(new ServeLoadCase(fraction, qps, targetMs, rounds, seconds, modes));
             }
             await SetTrainer(http, "no-trainer", null);
-            var report = new ServeBenchReport(machine, batch, light.P50Ms, maxQps, search, loads,
+            var report = new ServeBenchReport(machine, loadStart, LoadAverage(), batch, light.P50Ms, maxQps, search, loads,
                 "at 50 %: trainer-qos p99_vs_no_trainer <= 1.05 with trainer_rate_vs_unthrottled >= 0.30; at 80 %: trainer-qos p99_added_ms_median < 20; trainer-qos never worse than trainer-unthrottled");
             // snake_case like latency.json, whose field names these share where they mean the same.
             Reports.ReportJson.Write(report, output, BenchJsonContext.Default.ServeBenchReport);
@@ -238,12 +240,13 @@ public sealed class ServeRun : BenchRun
 
     static double Samples(string metrics) => Value(metrics, "livedlrm_trainer_samples_total");
 
-    /// <summary>The server-side P99 over the requests between two scrapes, from the latency histogram's buckets (the
-    /// upper edge of the bucket holding the 99th percentile: at most √2 above the true value).</summary>
+    /// <summary>The P99 of the latency the QoS controller watches (handler time plus the pool's queueing delay) over
+    /// the requests between two scrapes, from its histogram's buckets (the upper edge of the bucket holding the 99th
+    /// percentile: at most √2 above the true value).</summary>
     static double ServerP99Ms(string before, string after)
     {
         Dictionary<double, double> Buckets(string text) => text.Split('\n')
-            .Where(l => l.StartsWith("livedlrm_serve_request_duration_seconds_bucket{", StringComparison.Ordinal) && l.Contains("api=\"grpc\""))
+            .Where(l => l.StartsWith("livedlrm_qos_request_latency_seconds_bucket{", StringComparison.Ordinal) && l.Contains("api=\"grpc\""))
             .Select(l => (Le: l[(l.IndexOf("le=\"", StringComparison.Ordinal) + 4)..], V: double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture)))
             .ToDictionary(x => x.Le.StartsWith("+Inf", StringComparison.Ordinal) ? double.PositiveInfinity : double.Parse(x.Le[..x.Le.IndexOf('"')], CultureInfo.InvariantCulture), x => x.V);
         var a = Buckets(before);
@@ -254,6 +257,9 @@ public sealed class ServeRun : BenchRun
             if (b[le] - a.GetValueOrDefault(le) >= 0.99 * total) return double.IsInfinity(le) ? 1000 : le * 1000;
         return 1000;
     }
+
+    /// <summary>The 1, 5 and 15 minute load averages (/proc/loadavg): the figures mean little without them on a shared machine.</summary>
+    static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
 
     static int FreePortPair()
     {

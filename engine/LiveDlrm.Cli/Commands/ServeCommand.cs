@@ -22,6 +22,7 @@ public sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
     readonly Option<bool> _reset = Opt.Flag("--adapters-reset", "ignore saved adapters (they are replaced at the next save)");
     readonly Option<string?> _shutdown = Opt.Text("--shutdown-timeout", "graceful drain limit (default 10s)", helpName: "DUR");
     readonly Option<bool> _noTrainer = Opt.Flag("--no-trainer", "serve without starting the trainer");
+    readonly Option<bool> _adaptLastLayer = Opt.Flag("--adapt-last-layer", "also train an additive update of the top MLP's last layer");
     readonly Option<int?> _maxEvents = Opt.OptionalInt("--max-batch-events", "events per request at most (default 1024)", 1, 1 << 20);
     readonly Option<int?> _maxBag = Opt.OptionalInt("--max-bag-ids", "ids per bag at most (default 1024)", 1, 1 << 20);
     readonly Option<long?> _maxBytes = Opt.OptionalLong("--max-request-bytes", "request body limit (default 4194304)", 1024, 1L << 31);
@@ -31,7 +32,7 @@ public sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
     public ServeCommand() : base("serve", "a live inference node: gRPC/HTTP scoring and feedback, the trainer under QoS, adapters saved and restored, /metrics")
     {
         foreach (var o in new Option[] { _model, _adapters, _listen, _grpcListen, _config, _token, _labelWindow, _labels, _qos, _qosTarget, _interval, _reset,
-                                         _shutdown, _noTrainer, _maxEvents, _maxBag, _maxBytes, _ring, _trainerBatch })
+                                         _shutdown, _noTrainer, _adaptLastLayer, _maxEvents, _maxBag, _maxBytes, _ring, _trainerBatch })
             Add(o);
     }
 
@@ -65,11 +66,12 @@ public sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
             Set(_trainerBatch, nameof(ServeOptions.TrainerBatch));
             if (result.GetValue(_reset)) o[nameof(ServeOptions.AdaptersReset)] = "true";
             if (result.GetValue(_noTrainer)) o[nameof(ServeOptions.Trainer)] = "false";
+            if (result.GetValue(_adaptLastLayer)) o[nameof(ServeOptions.AdaptLastLayer)] = "true";
             options = ServeConfiguration.Bind(result.GetValue(_config), o);
             options.Validate();
         }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
-        ServeRunner.Run(options, Console.Out);
+        ServeRunner.Run(options, CliLogging.For("serve"));
         return ExitCodes.Ok;
     }
 }

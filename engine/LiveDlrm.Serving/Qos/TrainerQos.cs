@@ -5,23 +5,26 @@ using LiveDlrm.Numa;
 using LiveDlrm.Scheduling;
 using LiveDlrm.Scheduling.Resctrl;
 using LiveDlrm.Serving.Node;
+using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Serving.Qos;
 
 /// <summary>
 /// The colocated trainer under QoS in the serving process, driven by the server's own measured request latency:
 /// in <see cref="QosMode.Full"/> the <see cref="ResourcePlan"/> pins the trainer thread to its PUs with its nice
-/// value, resctrl groups separate cache and bandwidth where resctrl is mounted, and a
-/// <see cref="LatencyQosController"/> sets the trainer's duty cycle from the windowed P99 of server-side request
-/// latency; <see cref="QosMode.Throttle"/> keeps only the controller; <see cref="QosMode.Off"/> runs the trainer
-/// unthrottled and unpinned. The mode can change at run time (the trainer restarts under the new treatment).
+/// value (where pinning can isolate anything, see <see cref="PinsTrainer"/>; otherwise the trainer runs unpinned at
+/// nice <see cref="UnpinnedTrainerNice"/>), resctrl groups separate cache and bandwidth where resctrl is mounted, and
+/// a <see cref="LatencyQosController"/> sets the trainer's duty cycle from the windowed P99 of server-side request
+/// latency (handler time plus the thread pool's queueing delay); <see cref="QosMode.Throttle"/> keeps only the
+/// controller; <see cref="QosMode.Off"/> runs the trainer unthrottled and unpinned. The mode can change at run time
+/// (the trainer restarts under the new treatment).
 /// </summary>
 internal sealed class TrainerQos : IDisposable
 {
     readonly ResourcePlan _plan;
     readonly ResctrlSupport _resctrl;
     double _targetMs;
-    readonly Action<string> _log;
+    readonly ILogger _log;
     readonly object _lock = new();
     ResctrlGroups? _groups;
     LatencyQosController? _controller;
@@ -35,20 +38,36 @@ internal sealed class TrainerQos : IDisposable
     public bool TrainerWanted { get; private set; }
     public ResourcePlan Plan => _plan;
 
-    public TrainerQos(QosMode mode, double targetMs, Action<string> log, string resctrlRoot = ResctrlSupport.DefaultRoot)
+    /// <summary>Whether <see cref="QosMode.Full"/> pins the trainer (and the controller) per the plan. Request
+    /// threads are thread-pool threads the plan does not pin, so pinning the trainer only confines it: it isolates
+    /// something only when the request threads have at least two other physical cores to run on. With one (a 2-core
+    /// machine) the trainer pinned to the other core takes half of the CPU the request threads need at high load
+    /// with equal priority, and the scheduler cannot move them away from it; measured on such a machine
+    /// (docs/serving.md) the pinned trainer made the 80 % load tail worse than an unpinned, unthrottled one.</summary>
+    public bool PinsTrainer { get; }
+    /// <summary>The nice value of an unpinned trainer under <see cref="QosMode.Full"/>: it yields a shared CPU to
+    /// request threads at once (a nice-10 thread weighs about a tenth of a nice-0 one), and still uses idle CPU.</summary>
+    public const int UnpinnedTrainerNice = 10;
+
+    public TrainerQos(QosMode mode, double targetMs, ILogger log, string resctrlRoot = ResctrlSupport.DefaultRoot)
     {
         Mode = mode; _targetMs = targetMs; _log = log;
         var topology = Topology.Detect();
         _plan = ResourcePlan.Create(topology, new PlanOptions());
         _resctrl = ResctrlSupport.Detect(resctrlRoot);
+        int inferenceCores = _plan.InferencePus.Select(p => topology.Pu(p).Core).Distinct().Count();
+        PinsTrainer = ThreadAffinity.IsAvailable && !_plan.SharesPus && inferenceCores >= 2;
+        string pinning = PinsTrainer ? "trainer pinned per plan"
+            : !ThreadAffinity.IsAvailable ? "trainer NOT pinned (no libc affinity)"
+            : F($"trainer NOT pinned, nice {UnpinnedTrainerNice} (request threads would keep {inferenceCores} core(s) beside it: pinning would isolate nothing)");
         var sb = new StringBuilder();
         sb.AppendLine($"qos: mode {mode.ToString().ToLowerInvariant()}, target server-side P99 {targetMs.ToString("G4", CultureInfo.InvariantCulture)} ms");
         sb.AppendLine($"machine: {topology.Source}, {topology.Nodes.Count} node(s), {topology.Cores.Count} cores, {topology.Pus.Count} PUs");
         foreach (var line in _plan.Describe().TrimEnd().Split('\n')) sb.AppendLine("plan: " + line);
         sb.AppendLine(mode == QosMode.Full
-            ? $"applied: trainer pinned per plan{(ThreadAffinity.IsAvailable ? "" : " (NOT AVAILABLE: no libc affinity)")}, resctrl {(_resctrl.IsUsable ? "groups per trainer start" : "absent: " + _resctrl.Reason)}, duty-cycle controller on"
+            ? $"applied in full mode: {pinning}, resctrl {(_resctrl.IsUsable ? "groups per trainer start" : "absent: " + _resctrl.Reason)}, duty-cycle controller on"
             : mode == QosMode.Throttle ? "applied: duty-cycle controller only (no pinning, no resctrl)" : "applied: nothing (trainer unthrottled and unpinned)");
-        _log(sb.ToString().TrimEnd());
+        _log.LogInformation("{Plan}", sb.ToString().TrimEnd());
     }
 
     /// <summary>Starts <paramref name="node"/>'s trainer under the current mode.</summary>
@@ -95,10 +114,12 @@ internal sealed class TrainerQos : IDisposable
     {
         var node = _node!;
         bool full = Mode == QosMode.Full;
-        node.StartTrainer(full && ThreadAffinity.IsAvailable ? _plan.TrainerThreadStart : null);
+        bool pin = full && PinsTrainer;
+        node.StartTrainer(pin ? _plan.TrainerThreadStart
+            : full && ThreadAffinity.IsAvailable ? _ => ThreadAffinity.TrySetCurrentThreadNice(UnpinnedTrainerNice) : null);
         if (full)
         {
-            _groups = ResctrlGroups.TryCreate(_resctrl, new ResctrlAllocation(), new LineLogger(_log), prefix: $"livedlrm-serve-{Environment.ProcessId}");
+            _groups = ResctrlGroups.TryCreate(_resctrl, new ResctrlAllocation(), _log, prefix: $"livedlrm-serve-{Environment.ProcessId}");
             if (_groups is not null)
             {
                 var trainer = node.TrainerThreadIds;
@@ -109,8 +130,8 @@ internal sealed class TrainerQos : IDisposable
         if (Mode != QosMode.Off && node.Throttle is { } throttle)
         {
             var options = new QosOptions { Target = TimeSpan.FromMilliseconds(_targetMs), MinSamples = 20 };
-            _controller = new LatencyQosController(throttle, options, logger: new LineLogger(_log));
-            _controller.Start(full && ThreadAffinity.IsAvailable ? _plan.PinToInference : null);
+            _controller = new LatencyQosController(throttle, options, logger: _log);
+            _controller.Start(pin ? _plan.PinToInference : null);
         }
     }
 
@@ -176,15 +197,5 @@ internal sealed class TrainerQos : IDisposable
         lock (_lock) StopLocked(hold: false);
     }
 
-    /// <summary>The engine's QoS parts log through an ILogger; the serving host still writes plain lines.</summary>
-    sealed class LineLogger(Action<string> write) : Microsoft.Extensions.Logging.ILogger
-    {
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => logLevel >= Microsoft.Extensions.Logging.LogLevel.Information;
-        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception,
-                                Func<TState, Exception?, string> formatter)
-        {
-            if (IsEnabled(logLevel)) write(formatter(state, exception));
-        }
-    }
+    static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 }

@@ -31,7 +31,7 @@ public class ServingProcessTests
     {
         int port = FreePortPair();
         var log = new List<string>();
-        var host = ServingHost.Create(Options(_model, o => { o.Listen = $"127.0.0.1:{port}"; o.LabelWindow = TimeSpan.FromSeconds(1); }), l => { lock (log) log.Add(l); });
+        var host = ServingHost.Create(Options(_model, o => { o.Listen = $"127.0.0.1:{port}"; o.LabelWindow = TimeSpan.FromSeconds(1); }), new ListLogger(log));
         await host.App.StartAsync();
         try
         {
@@ -117,7 +117,11 @@ public class ServingProcessTests
         string other = SaveCheckpoint(Path.Combine(_root, "other"), seed: 4);
         var refused = RunCli($"serve --model {other} --adapters {adapters} --listen 127.0.0.1:{port} --qos off", TimeSpan.FromSeconds(60));
         Assert.That(refused.ExitCode, Is.EqualTo(2), refused.Output + refused.Error);
-        Assert.That(refused.Error.Trim(), Does.StartWith("livedlrm serve: ").And.Contain("--adapters-reset").And.Not.Contain("\n"), refused.Error);
+        // Start-up log lines come first on stderr (the logger's stream); the error is one line after them, no trace.
+        var errorLines = refused.Error.Trim().Split('\n');
+        Assert.That(errorLines[^1], Does.StartWith("livedlrm serve: ").And.Contain("--adapters-reset"), refused.Error);
+        Assert.That(errorLines.Count(l => l.StartsWith("livedlrm serve: ", StringComparison.Ordinal)), Is.EqualTo(1), refused.Error);
+        Assert.That(refused.Error, Does.Not.Contain("   at "), "no stack trace");
     }
 
     async Task TrainAsync(HttpClient http, int round)

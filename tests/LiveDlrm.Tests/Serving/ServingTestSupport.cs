@@ -71,7 +71,7 @@ static class ServingTestSupport
     public static async Task<InProcess> StartAsync(ServeOptions options)
     {
         var log = new List<string>();
-        var host = ServingHost.Create(options, line => { lock (log) log.Add(line); }, wh => wh.UseTestServer());
+        var host = ServingHost.Create(options, new ListLogger(log), wh => wh.UseTestServer());
         await host.App.StartAsync();
         var server = host.App.GetTestServer();
         var channel = GrpcChannel.ForAddress(server.BaseAddress, new GrpcChannelOptions { HttpHandler = server.CreateHandler() });
