@@ -6,6 +6,7 @@ using System.Text.Json.Serialization;
 using Grpc.Core;
 using Grpc.Net.Client;
 using HdrHistogram;
+using LiveDlrm.Data;
 using LiveDlrm.Scheduling;
 using LiveDlrm.Serving.Grpc;
 
@@ -34,6 +35,10 @@ public sealed record LoadOptions
     public TimeSpan Drain { get; init; } = TimeSpan.FromSeconds(5);
     public double ZipfExponent { get; init; } = 1.05;
     public int Seed { get; init; } = 1;
+    /// <summary>Real events to replay instead of synthetic ones (a TSV file with its schema): opened once, read in order
+    /// (from the start again when exhausted), each event's own label sent back as its feedback. Its dense count and
+    /// features must match the node's model. Null: synthetic events.</summary>
+    public Func<IEventSource>? Source { get; init; }
 
     public void Validate()
     {
@@ -67,8 +72,9 @@ public sealed record LoadResult(
 /// Open-loop load against a live node over gRPC: arrival times are drawn up front from a Poisson process at the
 /// target rate and never wait for responses; each request's latency runs from its intended send time, so when the
 /// sender or the node falls behind the queueing delay is in the figures (no coordinated omission). Events are
-/// synthetic — Zipf-distributed ids per table and normal dense values, shaped by the node's /v1/model — and a
-/// fraction of them get a label back after a delay, streamed. Bounded in time and in outstanding requests.
+/// synthetic — Zipf-distributed ids per table and normal dense values, shaped by the node's /v1/model — or real ones
+/// replayed from a data file (<see cref="LoadOptions.Source"/>), and a fraction of them get a label back after a
+/// delay, streamed (a replayed event its own label). Bounded in time and in outstanding requests.
 /// </summary>
 public static class LoadGenerator
 {
@@ -83,7 +89,7 @@ public static class LoadGenerator
         using var http = new HttpClient { BaseAddress = new Uri($"http://{o.Target}"), Timeout = TimeSpan.FromSeconds(10) };
         var shape = await http.GetFromJsonAsync<ModelShape>("/v1/model", JsonWeb, token)
             ?? throw new InvalidOperationException($"{o.Target}/v1/model returned nothing");
-        var requests = MakeRequests(shape, o);
+        var (requests, labels) = o.Source is null ? (MakeRequests(shape, o), null) : ReadRequests(shape, o);
         using var channel = GrpcChannel.ForAddress($"http://{grpcTarget}", new GrpcChannelOptions
         {
             HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true, PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5) },
@@ -117,8 +123,8 @@ public static class LoadGenerator
                 if (Interlocked.Read(ref inFlight) >= o.MaxInFlight) { if (record) dropped++; continue; }
                 Interlocked.Increment(ref inFlight);
                 if (record) sent++;
-                var request = requests[k++ % requests.Length];
-                outstanding.Add(Send(request, intended, record));
+                int index = k++ % requests.Length;
+                outstanding.Add(Send(requests[index], labels?[index], intended, record));
                 if (outstanding.Count > 4096) outstanding.RemoveAll(t => t.IsCompleted);
             }
         }, token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
@@ -132,7 +138,7 @@ public static class LoadGenerator
                               histogram.TotalCount == 0 ? double.NaN : histogram.GetMaxValue() / 1000.0, seconds,
                               feedback.Sent, feedback.Joined, feedback.Unknown, feedback.Late, firstError ?? feedback.FirstError);
 
-        async Task Send(ScoreRequest request, long intended, bool record)
+        async Task Send(ScoreRequest request, float[]? eventLabels, long intended, bool record)
         {
             try
             {
@@ -144,7 +150,7 @@ public static class LoadGenerator
                     Interlocked.Increment(ref completed);
                     Interlocked.Add(ref events, reply.Scores.Count);
                 }
-                feedback.Schedule(reply.RequestIds);
+                feedback.Schedule(reply.RequestIds, eventLabels);
             }
             catch (RpcException e)
             {
@@ -155,8 +161,8 @@ public static class LoadGenerator
         }
     }
 
-    sealed record ModelShape(string Fingerprint, int DenseFeatures, TableShape[] Tables);
-    sealed record TableShape(string Name, long Rows);
+    internal sealed record ModelShape(string Fingerprint, int DenseFeatures, TableShape[] Tables);
+    internal sealed record TableShape(string Name, long Rows);
 
     static ScoreRequest[] MakeRequests(ModelShape shape, LoadOptions o)
     {
@@ -184,6 +190,51 @@ public static class LoadGenerator
         return result;
     }
 
+    /// <summary>Requests made of the source's events in file order, <see cref="LoadOptions.EventsPerRequest"/> each,
+    /// with each event's label: as many as the run can send (its arrivals, plus a margin), at most
+    /// <see cref="MaxReplayRequests"/>; the sender cycles through them, so a shorter file is replayed from its start
+    /// again.</summary>
+    internal static (ScoreRequest[] Requests, float[][] Labels) ReadRequests(ModelShape shape, LoadOptions o)
+    {
+        using var source = o.Source!();
+        var layout = source.Schema.Layout;
+        if (layout.DenseCount != shape.DenseFeatures || layout.SparseCount != shape.Tables.Length)
+            throw new DataFormatException($"--data: the events have {layout.DenseCount} dense and {layout.SparseCount} sparse features, the node's model {shape.DenseFeatures} and {shape.Tables.Length}");
+        for (int t = 0; t < layout.SparseCount; t++)
+            if (layout.Sparse[t].Rows > shape.Tables[t].Rows)
+                throw new DataFormatException($"--data: feature '{layout.Sparse[t].Name}' has ids up to {layout.Sparse[t].Rows - 1}, the node's table '{shape.Tables[t].Name}' has {shape.Tables[t].Rows} rows");
+        long wanted = (long)Math.Ceiling(o.Qps * (o.Warmup + o.Duration).TotalSeconds * 1.1) + 1;
+        int count = (int)Math.Min(wanted, MaxReplayRequests);
+        var requests = new List<ScoreRequest>(count);
+        var labels = new List<float[]>(count);
+        var batch = new EventBatch(layout, o.EventsPerRequest);
+        while (requests.Count < count)
+        {
+            int n = source.Read(batch);
+            if (n == 0) break;   // the whole file: the sender cycles through it
+            var request = new ScoreRequest();
+            for (int e = 0; e < n; e++)
+            {
+                var ev = new Event();
+                foreach (float x in batch.DenseRow(e)) ev.Dense.Add(x);
+                for (int t = 0; t < layout.SparseCount; t++)
+                {
+                    var bag = new Bag();
+                    foreach (long id in batch.Bag(t, e)) bag.Ids.Add(id);
+                    ev.Sparse.Add(bag);
+                }
+                request.Events.Add(ev);
+            }
+            requests.Add(request);
+            labels.Add(batch.Labels.ToArray());
+        }
+        if (requests.Count == 0) throw new DataFormatException("--data: the file holds no events");
+        return (requests.ToArray(), labels.ToArray());
+    }
+
+    /// <summary>Requests built from a data file at most (bounds the generator's memory; a longer run cycles).</summary>
+    public const int MaxReplayRequests = 100_000;
+
     /// <summary>Labels for a fraction of the scored events, sent in streams once their delay has passed.</summary>
     sealed class FeedbackSender
     {
@@ -202,13 +253,16 @@ public static class LoadGenerator
             _timer = new Timer(_ => _ = FlushAsync(CancellationToken.None, onlyDue: true), null, 20, 20);
         }
 
-        public void Schedule(IReadOnlyList<long> ids)
+        /// <summary>Schedules labels for a fraction of <paramref name="ids"/>: the events' own (<paramref name="labels"/>,
+        /// replayed data) or drawn at <see cref="LoadOptions.PositiveRate"/>.</summary>
+        public void Schedule(IReadOnlyList<long> ids, float[]? labels)
         {
             if (_o.FeedbackRate == 0) return;
             long due = Stopwatch.GetTimestamp() + (long)(_o.FeedbackDelay.TotalSeconds * Stopwatch.Frequency);
             lock (_due)
-                foreach (long id in ids)
-                    if (_rng.NextDouble() < _o.FeedbackRate) _due.Enqueue((due, id, _rng.NextDouble() < _o.PositiveRate ? 1f : 0f));
+                for (int i = 0; i < ids.Count; i++)
+                    if (_rng.NextDouble() < _o.FeedbackRate)
+                        _due.Enqueue((due, ids[i], labels is not null ? labels[i] : _rng.NextDouble() < _o.PositiveRate ? 1f : 0f));
         }
 
         public async Task FlushAsync(CancellationToken token, bool onlyDue = false)

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Net;
 using LiveDlrm.CommandLine;
+using LiveDlrm.Data;
 using LiveDlrm.Harness;
 
 namespace LiveDlrm.Cli.Commands;
@@ -21,11 +22,25 @@ public sealed class LoadgenCommand : CliCommand
     readonly Option<int> _maxInFlight = Opt.Int("--max-in-flight", "outstanding requests at most; more arrivals count as dropped", D.MaxInFlight, 1, 1 << 20);
     readonly Option<int> _seed = Opt.Int("--seed", "seed of arrivals and events", D.Seed);
     readonly Option<string?> _json = Opt.Text("--json", "also write the result as JSON", helpName: "PATH");
+    readonly Option<string?> _data = Opt.Text("--data", "replay the events of a TSV file (each sent-back label is the event's own) instead of synthetic ones", helpName: "PATH");
+    readonly Option<string?> _schema = Opt.Text("--schema", "schema JSON of the --data file (default: FILE.schema.json beside it, else Criteo)", helpName: "PATH");
 
     public LoadgenCommand() : base("loadgen", "open-loop Poisson load against a live node on this machine: latency from intended send times, labels sent back")
     {
-        foreach (var o in new Option[] { _target, _grpcTarget, _qps, _seconds, _warmup, _batch, _feedbackRate, _positiveRate, _feedbackDelay, _maxInFlight, _seed, _json })
+        foreach (var o in new Option[] { _target, _grpcTarget, _qps, _seconds, _warmup, _batch, _feedbackRate, _positiveRate, _feedbackDelay, _maxInFlight, _seed, _json, _data, _schema })
             Add(o);
+    }
+
+    /// <summary>The --data file as an event source (checked to exist; opened by the generator), or null.</summary>
+    Func<IEventSource>? DataSource(ParseResult result)
+    {
+        string? schema = result.GetValue(_schema);
+        if (result.GetValue(_data) is not string data)
+            return schema is null ? null : throw new UsageException("--schema applies to a --data file");
+        if (!File.Exists(data)) throw new UsageException($"--data: file '{data}' does not exist");
+        if (schema is not null && !File.Exists(schema)) throw new UsageException($"--schema: file '{schema}' does not exist");
+        var options = new DataSourceOptions { Data = data, SchemaPath = schema };
+        return () => options.Open(CliLogging.For("loadgen"));
     }
 
     protected override int Run(ParseResult result)
@@ -45,6 +60,7 @@ public sealed class LoadgenCommand : CliCommand
             FeedbackDelay = TimeSpan.FromSeconds(result.GetValue(_feedbackDelay)),
             MaxInFlight = result.GetValue(_maxInFlight),
             Seed = result.GetValue(_seed),
+            Source = DataSource(result),
         };
         try { options.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }

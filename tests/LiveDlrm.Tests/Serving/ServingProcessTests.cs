@@ -65,6 +65,108 @@ public class ServingProcessTests
             "only loopback targets");
     }
 
+    /// <summary>Real events replayed from a TSV file over real sockets: every request carries the file's events in
+    /// order and each label sent back is the event's own, so every one joins; a file whose features do not fit the
+    /// node's model is refused before anything is sent.</summary>
+    [Test]
+    public async Task LoadGeneratorReplaysATsvFileWithItsLabels()
+    {
+        string dir = Path.Combine(_root, "tsv");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "events.schema.json"), """
+            { "columns": ["label", "d1", "d2", "d3", "user", "item", "device"], "label": "label",
+              "dense": [ { "name": "d1" }, { "name": "d2" }, { "name": "d3" } ],
+              "sparse": [ { "name": "user", "rows": 20000, "mapping": "integer" },
+                          { "name": "item", "rows": 5000, "mapping": "integer" },
+                          { "name": "device", "rows": 10, "mapping": "integer" } ] }
+            """);
+        var rng = new Random(5);
+        File.WriteAllLines(Path.Combine(dir, "events.tsv"), Enumerable.Range(0, 200).Select(i =>
+            $"{(i % 4 == 0 ? 1 : 0)}\t{rng.Next(10)}\t{rng.Next(10)}\t{rng.Next(10)}\t{rng.Next(20000)}\t{rng.Next(5000)}\t{rng.Next(10)}"));
+        var file = new LiveDlrm.Data.DataSourceOptions { Data = Path.Combine(dir, "events.tsv") };
+
+        int port = FreePortPair();
+        var log = new List<string>();
+        var host = ServingHost.Create(Options(_model, o => o.Listen = $"127.0.0.1:{port}"), new ListLogger(log));
+        await host.App.StartAsync();
+        try
+        {
+            var result = await LoadGenerator.RunAsync(new LoadOptions
+            {
+                Target = new IPEndPoint(IPAddress.Loopback, port),
+                Qps = 40, Duration = TimeSpan.FromSeconds(1.5), Warmup = TimeSpan.FromSeconds(0.2), EventsPerRequest = 8,
+                FeedbackRate = 1, FeedbackDelay = TimeSpan.FromMilliseconds(100), Drain = TimeSpan.FromSeconds(10),
+                Source = () => file.Open(),
+            });
+            Assert.That(result.Errors, Is.Zero, result.Summary());
+            Assert.That(result.Events, Is.EqualTo(result.Requests * 8), result.Summary());
+            Assert.That(result.FeedbackSent, Is.GreaterThan(0).And.EqualTo(result.FeedbackJoined), result.Summary());
+            // The requests are the file's events in order, and the labels sent back are theirs (every 4th is a click).
+            var shape = new LoadGenerator.ModelShape("x", 3, [new("users", 20_000), new("items", 5_000), new("device", 10)]);
+            var (requests, labels) = LoadGenerator.ReadRequests(shape, new LoadOptions
+            {
+                Target = new IPEndPoint(IPAddress.Loopback, port), Qps = 1000, Duration = TimeSpan.FromSeconds(10), EventsPerRequest = 8, Source = () => file.Open(),
+            });
+            Assert.That(requests, Has.Length.EqualTo(25), "200 events, 8 per request, the whole file once");
+            Assert.That(labels.SelectMany(l => l), Is.EqualTo(Enumerable.Range(0, 200).Select(i => i % 4 == 0 ? 1f : 0f)));
+            Assert.That(requests[0].Events[0].Sparse.Select(b => b.Ids.Single()), Is.EqualTo(FirstLineIds(Path.Combine(dir, "events.tsv"))));
+
+            var wrongSchema = Path.Combine(dir, "two.schema.json");
+            File.WriteAllText(wrongSchema, """
+                { "columns": ["label", "d1", "user"], "label": "label", "dense": [ { "name": "d1" } ],
+                  "sparse": [ { "name": "user", "rows": 20000, "mapping": "integer" } ] }
+                """);
+            var wrong = new LiveDlrm.Data.DataSourceOptions { Data = Path.Combine(dir, "events.tsv"), SchemaPath = wrongSchema };
+            var e = Assert.ThrowsAsync<LiveDlrm.Data.DataFormatException>(() => LoadGenerator.RunAsync(new LoadOptions
+            {
+                Target = new IPEndPoint(IPAddress.Loopback, port), Qps = 10, Duration = TimeSpan.FromSeconds(1), Source = () => wrong.Open(),
+            }))!;
+            Assert.That(e.Message, Does.StartWith("--data: the events have 1 dense and 1 sparse features, the node's model 3 and 3"));
+        }
+        finally
+        {
+            await host.App.StopAsync();
+            await host.DisposeAsync();
+        }
+    }
+
+    static long[] FirstLineIds(string tsv) => File.ReadLines(tsv).First().Split('\t')[4..].Select(long.Parse).ToArray();
+
+    /// <summary>SIGHUP re-reads <c>--model</c>: after the checkpoint at that path is replaced, the signal makes the
+    /// running process load it and switch, without a restart and without failing a request after it.</summary>
+    [Test]
+    public async Task SighupReloadsTheBaseModelFromItsPath()
+    {
+        string model = SaveCheckpoint(Path.Combine(_root, "hup-model"), seed: 3);
+        string next = SaveCheckpoint(Path.Combine(_root, "hup-next"), seed: 4);
+        string token = TokenFile(_root, Token);
+        int port = FreePortPair();
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(30) };
+        var child = StartServer(port, Path.Combine(_root, "hup-adapters"), token, model);
+        try
+        {
+            Assert.That(await WaitUntilAsync(() => Ready(http), 60), Is.True, "server became ready: " + child.Output());
+            string before = await Fingerprint(http);
+            string expected = LiveDlrm.Serving.Node.LiveModelNode.BaseFingerprint(next);
+            Assert.That(expected, Is.Not.EqualTo(before));
+            Directory.Move(model, model + ".old");
+            Directory.Move(next, model);
+            child.Signal("HUP");
+            Assert.That(await WaitUntilAsync(async () => await Fingerprint(http) == expected, 60), Is.True, "the new base serves: " + child.Output());
+            var scored = await ScoreAsync(http, Body([Event(7)]));
+            Assert.That(scored.Model, Is.EqualTo(expected));
+            Assert.That(child.Output(), Does.Contain("SIGHUP: reloading").And.Contain("reloaded: now serving"));
+            Assert.That(child.Terminate(TimeSpan.FromSeconds(30)), Is.Zero, "still a graceful exit after the reload\n" + child.Output());
+        }
+        finally { child.Kill(); }
+    }
+
+    static async Task<string> Fingerprint(HttpClient http)
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync("/v1/model"));
+        return doc.RootElement.GetProperty("fingerprint").GetString()!;
+    }
+
     [Test]
     public async Task AdaptersSurviveSigkillAsTheLastCheckpointBitForBit()
     {
@@ -153,6 +255,12 @@ public class ServingProcessTests
             process.Dispose();
         }
 
+        public void Signal(string name)
+        {
+            using var kill = Process.Start("kill", ["-" + name, process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            kill.WaitForExit();
+        }
+
         /// <summary>SIGTERM, then the exit code (or -1 if it did not exit in time).</summary>
         public int Terminate(TimeSpan timeout)
         {
@@ -165,13 +273,13 @@ public class ServingProcessTests
 
     static string CliDll => Path.Combine(AppContext.BaseDirectory, "livedlrm.dll");
 
-    Child StartServer(int port, string adapters, string token)
+    Child StartServer(int port, string adapters, string token, string? model = null)
     {
         var psi = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
-        foreach (var a in new[] { CliDll, "serve", "--model", _model, "--adapters", adapters, "--listen", $"127.0.0.1:{port}", "--qos", "off",
+        foreach (var a in new[] { CliDll, "serve", "--model", model ?? _model, "--adapters", adapters, "--listen", $"127.0.0.1:{port}", "--qos", "off",
                                   "--checkpoint-interval", "4s", "--trainer-batch", "8", "--admin-token-file", token })
             psi.ArgumentList.Add(a);
         var output = new System.Text.StringBuilder();
