@@ -142,7 +142,7 @@ public class ServingProcessTests
         string token = TokenFile(_root, Token);
         int port = FreePortPair();
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(30) };
-        var child = StartServer(port, Path.Combine(_root, "hup-adapters"), token, model);
+        var child = StartServer(port, Path.Combine(_root, "hup-adapters"), token, model, defaultHangup: true);
         try
         {
             Assert.That(await WaitUntilAsync(() => Ready(http), 60), Is.True, "server became ready: " + child.Output());
@@ -273,12 +273,16 @@ public class ServingProcessTests
 
     static string CliDll => Path.Combine(AppContext.BaseDirectory, "livedlrm.dll");
 
-    Child StartServer(int port, string adapters, string token, string? model = null)
+    /// <summary>A <c>livedlrm serve</c> child. <paramref name="defaultHangup"/>: SIGHUP reset to its default
+    /// disposition first (coreutils env), since a runner started under nohup passes SIGHUP down ignored and the .NET
+    /// runtime leaves an ignored SIGHUP ignored.</summary>
+    Child StartServer(int port, string adapters, string token, string? model = null, bool defaultHangup = false)
     {
-        var psi = new ProcessStartInfo("dotnet")
+        var psi = new ProcessStartInfo(defaultHangup ? "env" : "dotnet")
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
+        if (defaultHangup) { psi.ArgumentList.Add("--default-signal=HUP"); psi.ArgumentList.Add("dotnet"); }
         foreach (var a in new[] { CliDll, "serve", "--model", model ?? _model, "--adapters", adapters, "--listen", $"127.0.0.1:{port}", "--qos", "off",
                                   "--checkpoint-interval", "4s", "--trainer-batch", "8", "--admin-token-file", token })
             psi.ArgumentList.Add(a);
