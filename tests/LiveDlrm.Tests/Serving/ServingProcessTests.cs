@@ -155,7 +155,9 @@ public class ServingProcessTests
             Assert.That(await WaitUntilAsync(async () => await Fingerprint(http) == expected, 60), Is.True, "the new base serves: " + child.Output());
             var scored = await ScoreAsync(http, Body([Event(7)]));
             Assert.That(scored.Model, Is.EqualTo(expected));
-            Assert.That(child.Output(), Does.Contain("SIGHUP: reloading").And.Contain("reloaded: now serving"));
+            // The switch is visible before the reload logs its end (the old model is freed first).
+            Assert.That(await WaitUntilAsync(() => Task.FromResult(child.Output().Contains("reloaded: now serving")), 30), Is.True, child.Output());
+            Assert.That(child.Output(), Does.Contain("SIGHUP: reloading"));
             Assert.That(child.Terminate(TimeSpan.FromSeconds(30)), Is.Zero, "still a graceful exit after the reload\n" + child.Output());
         }
         finally { child.Kill(); }
