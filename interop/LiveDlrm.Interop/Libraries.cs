@@ -16,6 +16,8 @@ internal static class Libraries
     public const string Hwloc = "livedlrm:hwloc";
     /// <summary>native/ref: the C reference gather (AVX2/AVX-512, -O3 -march=native) the benchmarks compare to.</summary>
     public const string KernelRef = "livedlrm:ref";
+    /// <summary>native/kernels: the engine's native embedding-bag kernel (generic x86-64 build, cpuid dispatch).</summary>
+    public const string Kernels = "livedlrm:kernels";
     /// <summary>native/pim: the UPMEM shim (over the SDK or the project's emulation).</summary>
     public const string Pim = "livedlrm:pim";
 
@@ -25,6 +27,7 @@ internal static class Libraries
         [Numa] = ["libnuma.so.1"],
         [Hwloc] = ["libhwloc.so.15"],
         [KernelRef] = ["liblivedlrm_ref.so"],
+        [Kernels] = ["liblivedlrm_kernels.so"],
         [Pim] = ["liblivedlrm_pim.so"],
     };
 }

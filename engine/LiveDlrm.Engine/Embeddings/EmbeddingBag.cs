@@ -60,7 +60,9 @@ public static unsafe class EmbeddingBag
             Mean = pooling == PoolingMode.Mean,
             Bags = bags,
             PrefetchDistance = EmbeddingKernels.PrefetchDistanceFor(table.Storage),
-            Kernel = SelectKernel<TI>(EmbeddingKernels.CurrentIsa, table.Storage),
+            Kernel = EmbeddingKernels.ImplementationFor(table.Storage) == KernelImplementation.Native
+                ? NativeBagKernel.Select<TI>(EmbeddingKernels.CurrentIsa, table.Storage)
+                : SelectKernel<TI>(EmbeddingKernels.CurrentIsa, table.Storage),
         };
         bool ok;
         pool ??= EmbeddingWorkerPool.Shared;

@@ -17,6 +17,17 @@ public enum KernelIsa
     Vector512,
 }
 
+/// <summary>Which code runs a lookup: the C# kernels (every ISA level, any CPU) or the native kernel of
+/// native/kernels (AVX2 + F16C and AVX-512 only), chosen per storage type (<see cref="EmbeddingKernels.ImplementationFor"/>).</summary>
+public enum KernelImplementation
+{
+    /// <summary>The C# kernels (EmbeddingBagKernel.cs): the portable path and the fallback.</summary>
+    Managed,
+    /// <summary>liblivedlrm_kernels.so (native/kernels): the same loop in C, where .NET cannot express the instruction
+    /// (fp16: vcvtph2ps, absent from .NET 10).</summary>
+    Native,
+}
+
 /// <summary>ISA selection and tuning knobs of the embedding-bag kernels.</summary>
 public static class EmbeddingKernels
 {
@@ -25,6 +36,7 @@ public static class EmbeddingKernels
     public static KernelIsa SelectedIsa { get; } = Detect();
 
     [ThreadStatic] static KernelIsa? _forced;
+    [ThreadStatic] static KernelImplementation _forcedImplementation;
 
     /// <summary>The level a lookup started on this thread uses now: the forced one inside a <see cref="Force"/>
     /// scope, else <see cref="SelectedIsa"/>.</summary>
@@ -64,10 +76,57 @@ public static class EmbeddingKernels
         return scope;
     }
 
+    /// <summary>Like <see cref="Force"/>, with the code that runs the lookups forced too: <see cref="KernelImplementation.Native"/>
+    /// needs <see cref="IsNativeSupported"/> at <paramref name="isa"/>.</summary>
+    public static IDisposable Force(KernelIsa isa, KernelImplementation implementation)
+    {
+        if (implementation == KernelImplementation.Native && !IsNativeSupported(isa))
+            throw new NotSupportedException($"the native kernel does not run at {isa} here (liblivedlrm_kernels.so missing, or the CPU lacks the level)");
+        var scope = Force(isa);
+        _forcedImplementation = implementation;
+        return scope;
+    }
+
     internal sealed class IsaScope(KernelIsa? previous) : IDisposable
     {
-        public void Dispose() => _forced = previous;
+        readonly KernelImplementation _previousImplementation = _forcedImplementation;
+        public void Dispose()
+        {
+            _forced = previous;
+            _forcedImplementation = _previousImplementation;
+        }
     }
+
+    /// <summary>Whether the native kernel can run at <paramref name="isa"/>: the library is there, the level is one it
+    /// has (Vector256: AVX2 + FMA + F16C; Vector512: AVX-512 F + BW + VL), the CPU has it, and the runtime has not been
+    /// told to stay narrower (so <c>DOTNET_EnableAVX512=0</c> keeps the native kernel at AVX2 as well).</summary>
+    public static bool IsNativeSupported(KernelIsa isa) => isa switch
+    {
+        KernelIsa.Vector512 => NativeAvx512.Value && IsSupported(isa) && SelectedIsa >= KernelIsa.Vector512,
+        KernelIsa.Vector256 => NativeAvx2.Value && IsSupported(isa) && SelectedIsa >= KernelIsa.Vector256,
+        _ => false,
+    };
+
+    static readonly Lazy<bool> NativeAvx2 = new(() => NativeBagKernel.Supports(KernelIsa.Vector256));
+    static readonly Lazy<bool> NativeAvx512 = new(() => NativeBagKernel.Supports(KernelIsa.Vector512));
+
+    /// <summary>The code a lookup on <paramref name="storage"/> rows started on this thread runs: the forced one inside a
+    /// <see cref="Force(KernelIsa, KernelImplementation)"/> scope (<see cref="Force(KernelIsa)"/> alone forces the C#
+    /// kernels), else the measured default of the storage type (<see cref="NativeByDefault"/>) when the native kernel
+    /// runs at <see cref="CurrentIsa"/>, else the C# kernels.</summary>
+    public static KernelImplementation ImplementationFor(EmbeddingStorage storage) =>
+        _forced is not null ? _forcedImplementation
+        : NativeByDefault(storage) && IsNativeSupported(SelectedIsa) ? KernelImplementation.Native
+        : KernelImplementation.Managed;
+
+    /// <summary>The storage types whose lookups the native kernel runs by default, chosen by measurement
+    /// (<c>./build.sh bench lookup</c>, docs/kernels.md).</summary>
+    internal static bool NativeByDefault(EmbeddingStorage storage) => storage switch
+    {
+        EmbeddingStorage.Fp16 => true,
+        EmbeddingStorage.Int8Rowwise => true,
+        _ => true,
+    };
 
     /// <summary>A prefetch distance (rows ahead of the one being added; 0 disables software prefetch) forced for
     /// every storage type, for tuning sweeps (<c>livedlrm demo --prefetch N</c>); reading it without an override

@@ -28,20 +28,31 @@ internal static unsafe class LoraBlockServing
         long stride = ctx->AStride;
         // The W loops of the whole block first, back to back as in the plain kernel, then the A sums: interleaved bag
         // by bag, each bag's hits broke the W stream and with most lookups adapted the W loop ran ~1.4x slower per row.
-        for (int b = b0; b < b1; b++)
+        if (ctx->NativeRows)
         {
-            long start = offsets[b], end = offsets[b + 1];
-            if (!BagKernel.SumRows<TS, TV, TF, long, TN, UncheckedIndices>(in job, start, end, rangeEnd, 0, true, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim))
-                return false;
-            // The next block's buckets, a few bags before its probes (see BucketPrefetchLeadBags).
-            if (b == Math.Max(b0, b1 - 1 - LoraBagKernel.BucketPrefetchLeadBags) && nextIds != null) LoraSlotResolution.PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
-            // A small A array is not prefetched at probe time (LoraBagKernel.CachedBytes), yet with few hits a block its lines are cold
-            // again by the A sums (a 100 k-row table's W stream passes through L2 between two touches), and each hit
-            // waited on its A. Prefetched one bag's W loop before the sums they arrive in time (about 3 % faster at 2 % hits,
-            // 100 k rows; right before the sums or three bags before they gained nothing).
-            // Only with few hits: with most lookups adapted A stays hot and the prefetches cost more than they save.
-            if (b == Math.Max(b0, b1 - 2) && hits <= LoraBagKernel.SparseHits && stride * ctx->SlotCapacity <= LoraBagKernel.CachedBytes) LoraSlotResolution.PrefetchHitRows(a, stride, hitSlot, hits);
+            // The same W sums and the same two prefetch points, with the block's bags in three native calls.
+            int bucketsAfter = Math.Max(b0, b1 - 1 - LoraBagKernel.BucketPrefetchLeadBags), hitsAfter = Math.Max(b0, b1 - 2);
+            if (!NativeBagKernel.Run<TS, TV, TF, long>(in job, b0, bucketsAfter + 1)) return false;
+            if (nextIds != null) LoraSlotResolution.PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
+            if (!NativeBagKernel.Run<TS, TV, TF, long>(in job, bucketsAfter + 1, hitsAfter + 1)) return false;
+            if (hits <= LoraBagKernel.SparseHits && stride * ctx->SlotCapacity <= LoraBagKernel.CachedBytes) LoraSlotResolution.PrefetchHitRows(a, stride, hitSlot, hits);
+            if (!NativeBagKernel.Run<TS, TV, TF, long>(in job, hitsAfter + 1, b1)) return false;
         }
+        else
+            for (int b = b0; b < b1; b++)
+            {
+                long start = offsets[b], end = offsets[b + 1];
+                if (!BagKernel.SumRows<TS, TV, TF, long, TN, UncheckedIndices>(in job, start, end, rangeEnd, 0, true, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim))
+                    return false;
+                // The next block's buckets, a few bags before its probes (see BucketPrefetchLeadBags).
+                if (b == Math.Max(b0, b1 - 1 - LoraBagKernel.BucketPrefetchLeadBags) && nextIds != null) LoraSlotResolution.PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);
+                // A small A array is not prefetched at probe time (LoraBagKernel.CachedBytes), yet with few hits a block its lines are cold
+                // again by the A sums (a 100 k-row table's W stream passes through L2 between two touches), and each hit
+                // waited on its A. Prefetched one bag's W loop before the sums they arrive in time (about 3 % faster at 2 % hits,
+                // 100 k rows; right before the sums or three bags before they gained nothing).
+                // Only with few hits: with most lookups adapted A stays hot and the prefetches cost more than they save.
+                if (b == Math.Max(b0, b1 - 2) && hits <= LoraBagKernel.SparseHits && stride * ctx->SlotCapacity <= LoraBagKernel.CachedBytes) LoraSlotResolution.PrefetchHitRows(a, stride, hitSlot, hits);
+            }
         int h = 0, adapted = 0;
         for (int b = b0; b < b1 && h < hits; b++)
         {

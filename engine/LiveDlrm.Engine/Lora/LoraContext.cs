@@ -26,6 +26,9 @@ internal unsafe struct LoraContext
     public int* KnownSlots;
     /// <summary>Every bag takes the per-row path (<see cref="LoraKernelScopes.ForcePerRow"/>, read on the calling thread).</summary>
     public bool PerRowOnly;
+    /// <summary>The block kernel sums W rows with the native kernel (<see cref="NativeBagKernel"/>), as the plain lookup
+    /// of this storage type does (<see cref="EmbeddingKernels.ImplementationFor"/>, read on the calling thread).</summary>
+    public bool NativeRows;
     /// <summary>Null, or two counters the block kernel adds its fast and redone blocks to
     /// (<see cref="LoraKernelScopes.CountBlocks"/>).</summary>
     public long* BlockCounts;

@@ -38,6 +38,7 @@ public static unsafe class LoraEmbeddingBag
             {
                 var ctx = LoraContext.Of(g, pb);
                 var isa = EmbeddingKernels.CurrentIsa;
+                ctx.NativeRows = EmbeddingKernels.ImplementationFor(table.Storage) == KernelImplementation.Native && EmbeddingKernels.IsNativeSupported(isa);
                 if (known != null)
                 {
                     known.CheckCurrent(g, isa, table.Dim);

@@ -23,7 +23,8 @@ abstract class Contender : IDisposable
 }
 
 /// <summary>LiveDlrm's kernel on its own worker pool, at the engine's default prefetch distance or (sweep entries)
-/// at a given one. The distance is a process-wide knob, so every LiveDlrm contender sets its own before each call.</summary>
+/// at a given one, with the engine's default code for the storage type or (<paramref name="implementation"/>) a forced
+/// one. The distance is a process-wide knob, so every LiveDlrm contender sets its own before each call.</summary>
 sealed class LiveDlrmContender : Contender
 {
     readonly EmbeddingTable _table;
@@ -32,9 +33,12 @@ sealed class LiveDlrmContender : Contender
     readonly LiveDlrmKernel _kernel;
     readonly int _prefetch;
     readonly bool _isSweepEntry;
+    readonly KernelImplementation? _implementation;
 
-    public LiveDlrmContender(EmbeddingTable table, LookupBatches batches, LiveDlrmKernel kernel, int? prefetchDistance = null)
+    public LiveDlrmContender(EmbeddingTable table, LookupBatches batches, LiveDlrmKernel kernel, int? prefetchDistance = null,
+                             KernelImplementation? implementation = null)
     {
+        _implementation = implementation;
         _table = table;
         _batches = batches;
         _kernel = kernel;
@@ -43,13 +47,19 @@ sealed class LiveDlrmContender : Contender
         _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
     }
 
-    public override string Name => _isSweepEntry ? $"livedlrm_pf{_prefetch}" : "livedlrm";
+    public override string Name =>
+        (_isSweepEntry ? $"livedlrm_pf{_prefetch}" : "livedlrm") + (_implementation is { } i ? "_" + i.ToString().ToLowerInvariant() : "");
 
     public override void Forward(int batch)
     {
         if (_isSweepEntry) EmbeddingKernels.PrefetchDistance = _prefetch;
         else EmbeddingKernels.ResetPrefetchDistance();    // the engine's per-storage default
-        _kernel.Forward(_table, _batches.Indices[batch], _batches.Offsets, _output);
+        if (_implementation is { } code)
+        {
+            using var forced = EmbeddingKernels.Force(EmbeddingKernels.SelectedIsa, code);
+            _kernel.Forward(_table, _batches.Indices[batch], _batches.Offsets, _output);
+        }
+        else _kernel.Forward(_table, _batches.Indices[batch], _batches.Offsets, _output);
     }
 
     public override ReadOnlySpan<float> Output => _output;

@@ -18,8 +18,9 @@ public class LoraLookupTests
     public void LookupEqualsDenseEffectiveRows(
         [ValueSource(nameof(Storages))] EmbeddingStorage storage,
         [ValueSource(nameof(Poolings))] PoolingMode pooling,
-        [Values(5, 16, 24, 32, 48, 64, 67)] int dim)
-        => CheckAgainstDense(storage, pooling, dim, EmbeddingKernels.SelectedIsa);
+        [Values(5, 16, 24, 32, 48, 64, 67)] int dim,
+        [Values] KernelImplementation code)
+        => CheckAgainstDense(storage, pooling, dim, EmbeddingKernels.SelectedIsa, code);
 
     /// <summary>The narrower register kernels (and the scalar level, which takes the generic path).</summary>
     [Test]
@@ -27,8 +28,9 @@ public class LoraLookupTests
                                                         [Values(EmbeddingStorage.Fp16, EmbeddingStorage.Int8Rowwise, EmbeddingStorage.Fp32)] EmbeddingStorage storage)
         => CheckAgainstDense(storage, PoolingMode.WeightedSum, dim, isa);
 
-    static void CheckAgainstDense(EmbeddingStorage storage, PoolingMode pooling, int dim, KernelIsa isa)
+    static void CheckAgainstDense(EmbeddingStorage storage, PoolingMode pooling, int dim, KernelIsa isa, KernelImplementation code = KernelImplementation.Managed)
     {
+        if (code == KernelImplementation.Native && !EmbeddingKernels.IsNativeSupported(isa)) Assert.Ignore($"no native kernel at {isa} here");
         var rng = new Random(dim * 31 + (int)storage * 7 + (int)pooling);
         using var table = LoraTestData.Table(storage, 2000, dim, seed: dim);
         using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 5, BudgetFraction = 1.0 });
@@ -42,9 +44,9 @@ public class LoraLookupTests
         LoraTestData.AssertClose(reference, expected, 1e-5, "reference");
         var fused = new float[batch.Bags * dim + 3];
         fused.AsSpan(batch.Bags * dim).Fill(-7f);
-        using (EmbeddingKernels.Force(isa))
+        using (EmbeddingKernels.Force(isa, code))
             LoraEmbeddingBag.Forward(adapter, batch.Indices, batch.Offsets, fused, pooling, batch.Weights);
-        LoraTestData.AssertClose(fused, expected, 1e-5, $"fused at {isa}");
+        LoraTestData.AssertClose(fused, expected, 1e-5, $"fused at {isa} {code}");
         Assert.That(fused[^3..], Is.All.EqualTo(-7f), "the kernel wrote past the last bag");
     }
 
@@ -228,8 +230,10 @@ public class LoraLookupTests
     /// blocks switch between the fast path and the per-row path mid-batch, and every result must still be the dense
     /// W + A·B — in particular a block after a redone one must not use filter masks computed for another block.</summary>
     [Test]
-    public void EpochWritesDuringALookupNeverChangeItsResult()
+    public void EpochWritesDuringALookupNeverChangeItsResult([Values] KernelImplementation code)
     {
+        if (code == KernelImplementation.Native && !EmbeddingKernels.IsNativeSupported(EmbeddingKernels.SelectedIsa)) Assert.Ignore("no native kernel here");
+        using var forced = EmbeddingKernels.Force(EmbeddingKernels.SelectedIsa, code);
         using var f = new EpochFixture(seed: 21, rows: 5000, tableSeed: 7, hotRows: 400, bags: 2000, maxLen: 16);
         var (adapter, batch, expected, output, callerOnly) = (f.Adapter, f.Batch, f.Expected, f.Output, f.CallerOnly);
         var g = adapter.Pin();
