@@ -107,7 +107,7 @@ public sealed class DemoCommand : CliCommand
                     double lookupsPerSecond = Median(wall[k]), perCpuSecond = Median(cpu[k]);
                     double gbs = lookupsPerSecond * table.RowStride / 1e9;
                     double nsPerBag = 1e9 / (lookupsPerSecond / Math.Max(1, pooling));
-                    Console.WriteLine($"{Short(storage),-8} {dist,-8} {(sweep[k] >= 0 ? sweep[k] : EmbeddingKernels.PrefetchDistanceFor(storage)),8} {lookupsPerSecond / 1e6,12:F1} {gbs,8:F2} {nsPerBag,8:F0} {perCpuSecond / 1e6,8:F1}  {check}");
+                    Console.WriteLine($"{Short(storage),-8} {dist,-8} {(sweep[k] >= 0 ? sweep[k] : table.PrefetchDistance),8} {lookupsPerSecond / 1e6,12:F1} {gbs,8:F2} {nsPerBag,8:F0} {perCpuSecond / 1e6,8:F1}  {check}");
                 }
             }
         }

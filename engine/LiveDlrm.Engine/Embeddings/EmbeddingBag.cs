@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.Intrinsics;
 
@@ -47,6 +48,8 @@ public static unsafe class EmbeddingBag
         where TI : unmanaged, IBinaryInteger<TI>
     {
         if (bags == 0) return;
+        int candidate = -1;
+        int distance = EmbeddingKernels.PrefetchDistanceOverridden ? EmbeddingKernels.PrefetchDistance : table.Prefetch.Next(lookups, out candidate);
         var job = new BagJob
         {
             Table = table.DataPointer,
@@ -59,15 +62,21 @@ public static unsafe class EmbeddingBag
             Weights = pooling == PoolingMode.WeightedSum ? weights : null,
             Mean = pooling == PoolingMode.Mean,
             Bags = bags,
-            PrefetchDistance = EmbeddingKernels.PrefetchDistanceFor(table.Storage),
+            PrefetchDistance = distance,
             Kernel = EmbeddingKernels.ImplementationFor(table.Storage) == KernelImplementation.Native
                 ? NativeBagKernel.Select<TI>(EmbeddingKernels.CurrentIsa, table.Storage)
                 : SelectKernel<TI>(EmbeddingKernels.CurrentIsa, table.Storage),
         };
-        bool ok;
+        bool ok, timed = candidate >= 0;
+        long started = timed ? Stopwatch.GetTimestamp() : 0;
         pool ??= EmbeddingWorkerPool.Shared;
         if (lookups < ParallelThresholdLookups || bags < 2 || pool.ThreadCount == 0 || !pool.TryRun(in job, out ok))
+        {
+            // A pool busy with another caller's lookup leaves this one to one thread: not comparable, not recorded.
+            timed &= pool.ThreadCount == 0 || bags < 2;
             ok = job.Kernel(in job, 0, bags);
+        }
+        if (timed && ok) table.Prefetch.Record(candidate, Stopwatch.GetTimestamp() - started, lookups);
         GC.KeepAlive(table);    // the native rows must outlive the kernels even if the caller drops the table
         if (!ok)
             throw new InvalidOperationException($"table '{table.Name}': an index went out of range during the lookup although the batch validated; was the batch modified concurrently?");

@@ -19,6 +19,12 @@ public sealed unsafe class EmbeddingTable : IDisposable
     public int RowStride { get; }
     public long ByteSize => Rows * RowStride;
 
+    /// <summary>The software-prefetch distance the plain lookups of this table use (<see cref="PrefetchTuner"/>).</summary>
+    internal PrefetchTuner Prefetch { get; }
+
+    /// <summary>The prefetch distance this table's lookups use now (tuned from its own lookups; docs/kernels.md).</summary>
+    public int PrefetchDistance => Prefetch.Chosen;
+
     EmbeddingTable(string name, long rows, int dim, EmbeddingStorage storage)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
@@ -29,6 +35,7 @@ public sealed unsafe class EmbeddingTable : IDisposable
         Dim = dim;
         Storage = storage;
         RowStride = StrideOf(dim, storage);
+        Prefetch = new PrefetchTuner(EmbeddingKernels.PrefetchDistanceFor(storage));
         long bytes = rows > long.MaxValue / RowStride ? -1 : rows * RowStride;
         Memory.MemoryBudget.Check($"table '{name}' ({rows} rows × {RowStride} bytes)", bytes);
         _buffer = NativeBuffer.Allocate(bytes);

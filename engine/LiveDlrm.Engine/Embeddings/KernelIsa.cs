@@ -139,7 +139,8 @@ public static class EmbeddingKernels
 
     public static void ResetPrefetchDistance() => _prefetchOverride = -1;
 
-    /// <summary>The distance a lookup on <paramref name="storage"/> rows uses (read once at the start of each lookup).</summary>
+    /// <summary>The distance lookups on <paramref name="storage"/> rows start with: a new table's until its
+    /// <see cref="PrefetchTuner"/> has timed its own lookups, and the LoRA lookup's.</summary>
     public static int PrefetchDistanceFor(EmbeddingStorage storage) =>
         _prefetchOverride >= 0 ? _prefetchOverride : storage == EmbeddingStorage.Fp32 ? DefaultPrefetchDistance : DefaultPrefetchDistanceQuantised;
 

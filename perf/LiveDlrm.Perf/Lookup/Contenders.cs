@@ -42,7 +42,7 @@ sealed class LiveDlrmContender : Contender
         _table = table;
         _batches = batches;
         _kernel = kernel;
-        _prefetch = prefetchDistance ?? EmbeddingKernels.PrefetchDistanceFor(table.Storage);
+        _prefetch = prefetchDistance ?? -1;
         _isSweepEntry = prefetchDistance is not null;
         _output = GC.AllocateUninitializedArray<float>(batches.Bags * table.Dim, pinned: true);
     }
@@ -53,7 +53,9 @@ sealed class LiveDlrmContender : Contender
     public override void Forward(int batch)
     {
         if (_isSweepEntry) EmbeddingKernels.PrefetchDistance = _prefetch;
-        else EmbeddingKernels.ResetPrefetchDistance();    // the engine's per-storage default
+        // The other code at the distance the table's own tuner chose, without feeding its timings to that tuner.
+        else if (_implementation is not null) EmbeddingKernels.PrefetchDistance = _table.PrefetchDistance;
+        else EmbeddingKernels.ResetPrefetchDistance();    // the table's tuned distance (docs/kernels.md)
         if (_implementation is { } code)
         {
             using var forced = EmbeddingKernels.Force(EmbeddingKernels.SelectedIsa, code);

@@ -19,7 +19,7 @@ sealed class LiveDlrmKernel : IDisposable
     }
 
     public string Description =>
-        $"EmbeddingBag.Forward ({EmbeddingKernels.IsaName(EmbeddingKernels.CurrentIsa)}, code fp32 {Code(EmbeddingStorage.Fp32)} / fp16 {Code(EmbeddingStorage.Fp16)} / int8 {Code(EmbeddingStorage.Int8Rowwise)}, prefetch fp32 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp32)} / fp16,int8 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp16)}, " +
+        $"EmbeddingBag.Forward ({EmbeddingKernels.IsaName(EmbeddingKernels.CurrentIsa)}, code fp32 {Code(EmbeddingStorage.Fp32)} / fp16 {Code(EmbeddingStorage.Fp16)} / int8 {Code(EmbeddingStorage.Int8Rowwise)}, prefetch tuned per table from fp32 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp32)} / fp16,int8 {EmbeddingKernels.PrefetchDistanceFor(EmbeddingStorage.Fp16)}, " +
         $"caller + {Pool.ThreadCount} pool workers)";
 
     static string Code(EmbeddingStorage s) => EmbeddingKernels.ImplementationFor(s).ToString().ToLowerInvariant();

@@ -198,14 +198,15 @@ public sealed class LookupRun : BenchRun
                 LivedlrmMlookups = livedlrm, TorchsharpMlookups = torchsharp, NativeRefMlookups = native,
                 NativeRefBestPrefetch = best.Value is null ? null : int.Parse(best.Key, CultureInfo.InvariantCulture),
                 NativeRefSweep = nativeAvailable ? sweep : null,
-                NativeRefAtLivedlrmPrefetch = Median($"native_ref_pf{EmbeddingKernels.PrefetchDistanceFor(table.Storage)}"),
+                NativeRefAtLivedlrmPrefetch = Median($"native_ref_pf{table.PrefetchDistance}"),
                 LivedlrmSweep = o.LiveDlrmPrefetch.Length == 0 ? null
                     : o.LiveDlrmPrefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"livedlrm_pf{pf}")),
-                LivedlrmPrefetch = EmbeddingKernels.PrefetchDistanceFor(table.Storage),
+                LivedlrmPrefetch = table.PrefetchDistance,
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
                 LivedlrmVsNativeRefPerRound = best.Value is null ? null : PerRoundRatio(results, "livedlrm", $"native_ref_pf{best.Key}"),
                 LivedlrmVsTorchsharpPerRound = PerRoundRatio(results, "livedlrm", "torchsharp"),
+                LivedlrmVsNativeRefSamePrefetchPerRound = PerRoundRatio(results, "livedlrm", $"native_ref_pf{table.PrefetchDistance}"),
                 LivedlrmImplementation = EmbeddingKernels.ImplementationFor(table.Storage).ToString().ToLowerInvariant(),
                 OtherImplementationMlookups = Median(otherName),
                 OtherImplementationVsNativeRefPerRound = best.Value is null ? null : PerRoundRatio(results, otherName, $"native_ref_pf{best.Key}"),
@@ -269,11 +270,11 @@ public sealed class LookupRun : BenchRun
         Console.WriteLine();
         Console.WriteLine("M lookups/s, median of runs (GB/s = rows gathered × row bytes)");
         Console.WriteLine("LD = the engine's default code for the storage type (code column); 'other' = the other code; /native and /torch");
-        Console.WriteLine("columns marked 'rnd' are medians over rounds of same-round ratios (native at its best prefetch distance)");
-        Console.WriteLine($"{"case",-18} {"code",7} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD/native",9} {"rnd",5} {"other/nat",9} {"LD/torch",8} {"rnd",5} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8} {"lora",7} {"lora t/t",8} {"per-round",9}");
+        Console.WriteLine("columns marked 'rnd' are medians over rounds of same-round ratios (native at its best prefetch distance); '@LD pf': the same against native at LiveDlrm's own distance");
+        Console.WriteLine($"{"case",-18} {"code",7} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD pf",5} {"LD/native",9} {"rnd",5} {"@LD pf",6} {"other/nat",9} {"LD/torch",8} {"rnd",5} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8} {"lora",7} {"lora t/t",8} {"per-round",9}");
         foreach (var r in records)
-            Console.WriteLine($"{r.Case,-18} {r.LivedlrmImplementation,7} {F(r.LivedlrmMlookups),9} {F(r.TorchsharpMlookups),10} {F(r.NativeRefMlookups),10} {r.NativeRefBestPrefetch?.ToString(CultureInfo.InvariantCulture) ?? "—",7} " +
-                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsNativeRefPerRound, "F2"),5} {F(r.OtherImplementationVsNativeRefPerRound, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsTorchsharpPerRound, "F2"),5} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8} {F(r.LoraTimeRatioPerRound, "F2"),9}");
+            Console.WriteLine($"{r.Case,-18} {r.LivedlrmImplementation,7} {F(r.LivedlrmMlookups),9} {F(r.TorchsharpMlookups),10} {F(r.NativeRefMlookups),10} {r.NativeRefBestPrefetch?.ToString(CultureInfo.InvariantCulture) ?? "—",7} {r.LivedlrmPrefetch,5} " +
+                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsNativeRefPerRound, "F2"),5} {F(r.LivedlrmVsNativeRefSamePrefetchPerRound, "F2"),6} {F(r.OtherImplementationVsNativeRefPerRound, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsTorchsharpPerRound, "F2"),5} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8} {F(r.LoraTimeRatioPerRound, "F2"),9}");
     }
 
     static string WriteJson(List<LookupRecord> records, string? outPath)
@@ -312,7 +313,7 @@ sealed class LookupRecord
     /// comparison free of the upward bias of picking the best of several noisy medians.</summary>
     public double? NativeRefAtLivedlrmPrefetch { get; init; }
     public string NativeRefIsa { get; set; } = "";
-    /// <summary>The prefetch distance behind livedlrm_mlookups (the engine's default).</summary>
+    /// <summary>The prefetch distance the table's tuner had chosen at the end of the timed runs (docs/kernels.md).</summary>
     public int LivedlrmPrefetch { get; init; }
     /// <summary>--livedlrm-prefetch: LiveDlrm at other distances (null when not asked for).</summary>
     public Dictionary<string, double?>? LivedlrmSweep { get; init; }
@@ -323,6 +324,9 @@ sealed class LookupRecord
     /// distance (best by median) in the same round: the figure the kernel targets are stated in.</summary>
     public double? LivedlrmVsNativeRefPerRound { get; init; }
     public double? LivedlrmVsTorchsharpPerRound { get; init; }
+    /// <summary>Per-round median of LiveDlrm / the native reference at LiveDlrm's own prefetch distance: like for like,
+    /// without the upward bias of taking the best of several noisy medians.</summary>
+    public double? LivedlrmVsNativeRefSamePrefetchPerRound { get; init; }
     /// <summary>The code behind livedlrm_mlookups ("native" or "managed", <c>EmbeddingKernels.ImplementationFor</c>).</summary>
     public string LivedlrmImplementation { get; init; } = "";
     /// <summary>The other code (the one not chosen for this storage type) on the same batches, and its per-round ratio.</summary>
