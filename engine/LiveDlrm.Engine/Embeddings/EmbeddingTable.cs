@@ -35,7 +35,7 @@ public sealed unsafe class EmbeddingTable : IDisposable
         Dim = dim;
         Storage = storage;
         RowStride = StrideOf(dim, storage);
-        Prefetch = new PrefetchTuner(EmbeddingKernels.PrefetchDistanceFor(storage));
+        Prefetch = new PrefetchTuner(EmbeddingKernels.DefaultPrefetchDistanceFor(storage));
         long bytes = rows > long.MaxValue / RowStride ? -1 : rows * RowStride;
         Memory.MemoryBudget.Check($"table '{name}' ({rows} rows × {RowStride} bytes)", bytes);
         _buffer = NativeBuffer.Allocate(bytes);

@@ -141,8 +141,11 @@ public static class EmbeddingKernels
 
     /// <summary>The distance lookups on <paramref name="storage"/> rows start with: a new table's until its
     /// <see cref="PrefetchTuner"/> has timed its own lookups, and the LoRA lookup's.</summary>
-    public static int PrefetchDistanceFor(EmbeddingStorage storage) =>
-        _prefetchOverride >= 0 ? _prefetchOverride : storage == EmbeddingStorage.Fp32 ? DefaultPrefetchDistance : DefaultPrefetchDistanceQuantised;
+    public static int PrefetchDistanceFor(EmbeddingStorage storage) => _prefetchOverride >= 0 ? _prefetchOverride : DefaultPrefetchDistanceFor(storage);
+
+    /// <summary>The storage type's default, ignoring any override (a new table's starting point).</summary>
+    internal static int DefaultPrefetchDistanceFor(EmbeddingStorage storage) =>
+        storage == EmbeddingStorage.Fp32 ? DefaultPrefetchDistance : DefaultPrefetchDistanceQuantised;
 
     public static bool PrefetchDistanceOverridden => _prefetchOverride >= 0;
 
