@@ -140,7 +140,7 @@ public static class EmbeddingKernels
     public static void ResetPrefetchDistance() => _prefetchOverride = -1;
 
     /// <summary>The distance lookups on <paramref name="storage"/> rows start with: a new table's until its
-    /// <see cref="PrefetchTuner"/> has timed its own lookups, and the LoRA lookup's.</summary>
+    /// <see cref="PrefetchTuner"/> has timed its own lookups.</summary>
     public static int PrefetchDistanceFor(EmbeddingStorage storage) => _prefetchOverride >= 0 ? _prefetchOverride : DefaultPrefetchDistanceFor(storage);
 
     /// <summary>The storage type's default, ignoring any override (a new table's starting point).</summary>

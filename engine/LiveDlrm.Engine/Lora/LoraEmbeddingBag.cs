@@ -59,7 +59,7 @@ public static unsafe class LoraEmbeddingBag
                     {
                         Table = table.DataPointer, Rows = table.Rows, Stride = table.RowStride, Dim = table.Dim,
                         Indices = pi, Offsets = po, Output = pout, Weights = pooling == PoolingMode.WeightedSum ? pw : null,
-                        Mean = pooling == PoolingMode.Mean, Bags = bags, PrefetchDistance = EmbeddingKernels.PrefetchDistanceFor(table.Storage),
+                        Mean = pooling == PoolingMode.Mean, Bags = bags, PrefetchDistance = EmbeddingKernels.PrefetchDistanceOverridden ? EmbeddingKernels.PrefetchDistance : table.PrefetchDistance,
                         Kernel = kernel, Context = &ctx,
                     };
                     pool ??= EmbeddingWorkerPool.Shared;
