@@ -21,8 +21,9 @@ CLI_DLL="$ROOT/engine/LiveDlrm.Cli/bin/$CONFIG/net10.0/livedlrm.dll"
 
 # Debian packages the build and the tests need: the C toolchain for native/, libnuma and hwloc for the NUMA layer
 # (optional at run time, present for the tests), fontconfig for ScottPlot's Skia backend, python3-torch for the
-# tests that check PyTorch DLRM checkpoints against real PyTorch (/usr/bin/python3; a few minutes on a fresh machine).
-APT_PACKAGES=(cmake make gcc libc6-dev libnuma1 libhwloc15 libfontconfig1 python3-torch)
+# tests that check PyTorch DLRM checkpoints against real PyTorch (/usr/bin/python3; a few minutes on a fresh machine),
+# nats-server for the fleet's training-example log (tests start their own on a free loopback port).
+APT_PACKAGES=(cmake make gcc libc6-dev libnuma1 libhwloc15 libfontconfig1 python3-torch nats-server)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,92 @@
+using System.IO.Hashing;
+using System.Text;
+using LiveDlrm.Interop;
+
+namespace LiveDlrm.Serving.Fleet;
+
+/// <summary>
+/// A replica's checkpoint, <c>DIR/fleet-checkpoint.bin</c>: the stream it belongs to, the last applied sequence,
+/// the base checkpoint directory, and the adapter state exactly as the adapter file holds it (which names the base
+/// fingerprint), then an XxHash3-64 of everything before it. Written to a temporary sibling, fsynced, renamed over
+/// the old one, directory fsynced: a crash leaves the old checkpoint or the new one. A checkpoint is portable: a new
+/// replica can start from a peer's file and replay the log from its sequence.
+/// </summary>
+internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, string BasePath, byte[] AdapterState, string Source)
+{
+    public const string FileName = "fleet-checkpoint.bin";
+    const string Magic = "LDFLEET1";
+    const int Format = 1;
+
+    public static FleetCheckpoint Of(FleetReplica replica, string stream) =>
+        new(stream, replica.AppliedSequence, replica.BasePath, replica.ExportState(), "(live)");
+
+    public void Save(string dir)
+    {
+        dir = Path.GetFullPath(dir);
+        Directory.CreateDirectory(dir);
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
+        {
+            w.Write(Encoding.ASCII.GetBytes(Magic));
+            w.Write(Format);
+            w.Write(Stream);
+            w.Write(AppliedSequence);
+            w.Write(BasePath);
+            w.Write(AdapterState.Length);
+            w.Write(AdapterState);
+        }
+        var body = ms.ToArray();
+        string target = Path.Combine(dir, FileName), temp = Path.Combine(dir, $".{FileName}.tmp-{Guid.NewGuid():N}");
+        try
+        {
+            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                f.Write(body);
+                Span<byte> sum = stackalloc byte[8];
+                BitConverter.TryWriteBytes(sum, XxHash3.HashToUInt64(body));
+                f.Write(sum);
+                f.Flush(flushToDisk: true);
+            }
+            File.Move(temp, target, overwrite: true);
+            FileSyncInterop.SyncDirectory(dir);
+        }
+        catch
+        {
+            try { File.Delete(temp); } catch (IOException) { }
+            throw;
+        }
+    }
+
+    /// <summary>The checkpoint in <paramref name="dir"/>, or null when there is none; a damaged or foreign file is
+    /// a <see cref="FleetCheckpointException"/> naming it.</summary>
+    public static FleetCheckpoint? Load(string dir, string stream)
+    {
+        string path = Path.Combine(Path.GetFullPath(dir), FileName);
+        if (!File.Exists(path)) return null;
+        var bytes = File.ReadAllBytes(path);
+        if (bytes.Length < Magic.Length + 8) throw new FleetCheckpointException($"{path}: truncated ({bytes.Length} bytes)");
+        var body = bytes.AsSpan(0, bytes.Length - 8);
+        if (BitConverter.ToUInt64(bytes, bytes.Length - 8) != XxHash3.HashToUInt64(body))
+            throw new FleetCheckpointException($"{path}: checksum mismatch (damaged file); move it away to start this replica from the base and the whole log");
+        try
+        {
+            using var r = new BinaryReader(new MemoryStream(body.ToArray()), Encoding.UTF8);
+            if (Encoding.ASCII.GetString(r.ReadBytes(Magic.Length)) != Magic) throw new FleetCheckpointException($"{path}: not a LiveDlrm fleet checkpoint");
+            int format = r.ReadInt32();
+            if (format != Format) throw new FleetCheckpointException($"{path}: format {format}, this engine reads {Format}");
+            string s = r.ReadString();
+            if (s != stream) throw new FleetCheckpointException($"{path}: written for stream '{s}', this replica reads '{stream}'");
+            ulong applied = r.ReadUInt64();
+            string basePath = r.ReadString();
+            int n = r.ReadInt32();
+            if (n < 0 || n > body.Length) throw new FleetCheckpointException($"{path}: adapter state of {n} bytes");
+            var state = r.ReadBytes(n);
+            if (state.Length != n || r.BaseStream.Position != body.Length) throw new FleetCheckpointException($"{path}: truncated or trailing bytes");
+            return new FleetCheckpoint(s, applied, basePath, state, path);
+        }
+        catch (EndOfStreamException) { throw new FleetCheckpointException($"{path}: truncated"); }
+    }
+}
+
+/// <summary>A fleet checkpoint that cannot be used (bad input: names the file).</summary>
+internal sealed class FleetCheckpointException(string message) : LiveDlrm.Runtime.UserInputException(message);

@@ -1,0 +1,226 @@
+using LiveDlrm.Online;
+using LiveDlrm.Runtime;
+using LiveDlrm.Serving.Fleet;
+using LiveDlrm.Serving.Node;
+using static LiveDlrm.Tests.Serving.ServingTestSupport;
+
+namespace LiveDlrm.Tests.Fleet;
+
+/// <summary>Replicas fed through a real JetStream log (nats-server started here): equal adapters bit for bit, a
+/// restart from a checkpoint equal to never stopping, duplicates not trained twice, a base marker switching every
+/// replica at the same position.</summary>
+[NonParallelizable]
+public class FleetReplicaTests
+{
+    const int Batch = 16;
+    string _root = "", _base = "", _nextBase = "";
+    NatsServer _nats = null!;
+    string _fingerprint = "", _nextFingerprint = "";
+
+    [OneTimeSetUp]
+    public async Task Setup()
+    {
+        TorchRuntime.EnsureInitialised();
+        _root = TempDir("livedlrm-fleet");
+        _base = SaveCheckpoint(Path.Combine(_root, "base"), seed: 5);
+        _nextBase = SaveCheckpoint(Path.Combine(_root, "base2"), seed: 6);
+        _fingerprint = LiveModelNode.BaseFingerprint(_base);
+        _nextFingerprint = LiveModelNode.BaseFingerprint(_nextBase);
+        _nats = await NatsServer.StartAsync();
+    }
+
+    [OneTimeTearDown]
+    public async Task Teardown()
+    {
+        if (_nats is not null) await _nats.DisposeAsync();
+        if (Directory.Exists(_root)) Directory.Delete(_root, true);
+    }
+
+    static readonly FleetReplicaOptions Options = new() { BatchSize = Batch };
+
+    static LiveModelNode Load(string path) =>
+        LiveModelNode.Load(path, FleetReplicaOptions.Deterministic(new OnlineTrainerOptions(), Batch), ringCapacity: 16);
+
+    FleetReplica Replica(string id) => new(Load(_base), _base, Options with { ReplicaId = id }, Load);
+
+    async Task<NatsExampleLog> Log(string stream) =>
+        await NatsExampleLog.ConnectAsync(_nats.Url, new FleetStreamOptions { Stream = stream, Subject = $"livedlrm.examples.{stream.ToLowerInvariant()}", FetchBatch = 128 });
+
+    /// <summary>Examples on a hot id set (pools fill, rows merge into the base), from several producing replicas.</summary>
+    internal static TrainingExample Example(int i, string fingerprint, Random rng)
+    {
+        var dense = new float[Dense];
+        for (int d = 0; d < Dense; d++) dense[d] = (float)rng.NextDouble();
+        var bags = new long[Rows.Length][];
+        for (int t = 0; t < Rows.Length; t++)
+            bags[t] = Enumerable.Range(0, 1 + rng.Next(3)).Select(_ => rng.NextInt64(Math.Min(Rows[t], 400))).ToArray();
+        return new TrainingExample(1000 + i, 1_700_000_000 + i, rng.Next(3) == 0 ? 1f : 0f, fingerprint, $"r{i % 3 + 1}", dense, bags);
+    }
+
+    static async Task<ulong> PublishAsync(IExampleLog log, IEnumerable<LogRecord> records)
+    {
+        ulong last = 0;
+        foreach (var r in records)
+        {
+            string id = r is TrainingExample e ? $"{e.Replica}-{e.RequestId}" : $"marker-{((BaseMarker)r).BaseFingerprint}";
+            last = (await log.PublishAsync(id, LogRecord.Encode(r), CancellationToken.None)).Sequence;
+        }
+        return last;
+    }
+
+    /// <summary>Reads the log from the replica's position through <paramref name="until"/> and applies it, on this
+    /// thread (one FP order), bounded in time.</summary>
+    static async Task ApplyThrough(IExampleLog log, FleetReplica replica, ulong until)
+    {
+        var entries = new List<LogEntry>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        if (replica.LastSeen < until)
+            await foreach (var e in log.ReadAsync(replica.Options.ReplicaId, replica.LastSeen + 1, cts.Token))
+            {
+                entries.Add(e);
+                if (e.Sequence >= until) break;
+            }
+        foreach (var e in entries) replica.Apply(e);
+        Assert.That(replica.LastSeen, Is.EqualTo(until));
+    }
+
+    [Test]
+    public async Task ReplicasFedTheSameLogHoldBitIdenticalAdapters()
+    {
+        await using var log = await Log("IDENTICAL");
+        var rng = new Random(11);
+        ulong last = await PublishAsync(log, Enumerable.Range(0, 40 * Batch + 5).Select(i => Example(i, _fingerprint, rng)));
+
+        using var a = Replica("a");
+        using var b = Replica("b");
+        using var c = Replica("c");
+        ulong untrained = a.Fingerprint();
+        await ApplyThrough(log, a, last);
+        await ApplyThrough(log, b, last);
+        await ApplyThrough(log, c, last);
+
+        Assert.That(a.Batches, Is.EqualTo(40));
+        Assert.That(a.PendingExamples, Is.EqualTo(5), "the partial batch waits for more examples");
+        Assert.That(a.AppliedSequence, Is.EqualTo(last - 5));
+        Assert.That(a.DiscardedBatches, Is.Zero);
+        Assert.That(a.Node.Adapters.Where(x => x is not null).Sum(x => x!.MergedRows), Is.GreaterThan(0), "the hot set must overflow a pool (merges are part of the state)");
+        ulong fa = a.Fingerprint();
+        Assert.That(fa, Is.Not.EqualTo(untrained), "training changed the adapters");
+        Assert.That(b.Fingerprint(), Is.EqualTo(fa));
+        Assert.That(c.Fingerprint(), Is.EqualTo(fa));
+    }
+
+    [Test]
+    public async Task ARestartFromACheckpointCatchesUpToTheReplicaThatNeverStopped()
+    {
+        await using var log = await Log("RESTART");
+        var rng = new Random(12);
+        var examples = Enumerable.Range(0, 30 * Batch).Select(i => Example(i, _fingerprint, rng)).ToList();
+        ulong middle = await PublishAsync(log, examples.Take(13 * Batch + 7));
+        string dir = Path.Combine(_root, "restart-ckpt");
+
+        using var steady = Replica("steady");
+        ulong savedAt;
+        using (var crashed = Replica("crashed"))
+        {
+            await ApplyThrough(log, crashed, middle);   // stops mid-batch: 7 examples pending, not in the checkpoint
+            savedAt = crashed.AppliedSequence;
+            Assert.That(savedAt, Is.EqualTo(middle - 7));
+            FleetCheckpoint.Of(crashed, "RESTART").Save(dir);
+            // more applied after the checkpoint and lost in the "crash"
+        }
+        ulong last = await PublishAsync(log, examples.Skip(13 * Batch + 7));
+        await ApplyThrough(log, steady, last);
+
+        var checkpoint = FleetCheckpoint.Load(dir, "RESTART")!;
+        Assert.That(checkpoint.AppliedSequence, Is.EqualTo(savedAt));
+        using var restarted = new FleetReplica(Load(checkpoint.BasePath), checkpoint.BasePath, Options with { ReplicaId = "crashed" }, Load);
+        restarted.Restore(checkpoint);
+        await ApplyThrough(log, restarted, last);
+        Assert.That(restarted.Fingerprint(), Is.EqualTo(steady.Fingerprint()));
+        Assert.That(restarted.ExamplesApplied + (long)savedAt, Is.EqualTo(steady.ExamplesApplied), "every example applied once across the restart");
+        Assert.Throws<FleetCheckpointException>(() => FleetCheckpoint.Load(dir, "OTHER"));
+    }
+
+    [Test]
+    public async Task ADuplicatePublishIsNotTrainedTwice()
+    {
+        await using var log = await Log("DEDUP");
+        var rng = new Random(13);
+        var examples = Enumerable.Range(0, 8 * Batch).Select(i => Example(i, _fingerprint, rng)).ToList();
+        ulong last = await PublishAsync(log, examples);
+        // A retried publish (same request from the same replica) lands on the first copy's sequence.
+        foreach (var e in examples.Take(20))
+        {
+            var ack = await log.PublishAsync($"{e.Replica}-{e.RequestId}", LogRecord.Encode(e), CancellationToken.None);
+            Assert.That(ack.Duplicate, Is.True);
+        }
+        var state = await log.StateAsync(CancellationToken.None);
+        Assert.That(state.Messages, Is.EqualTo((ulong)examples.Count));
+        Assert.That(state.LastSequence, Is.EqualTo(last));
+
+        // A redelivered entry (same sequence) is ignored by the replica.
+        using var once = Replica("once");
+        using var twice = Replica("twice");
+        await ApplyThrough(log, once, last);
+        var entries = new List<LogEntry>();
+        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+            await foreach (var e in log.ReadAsync("twice", 1, cts.Token)) { entries.Add(e); if (e.Sequence >= last) break; }
+        foreach (var e in entries) { twice.Apply(e); twice.Apply(e); }
+        Assert.That(twice.Redelivered, Is.EqualTo(entries.Count));
+        Assert.That(twice.ExamplesApplied, Is.EqualTo(examples.Count));
+        Assert.That(twice.Fingerprint(), Is.EqualTo(once.Fingerprint()));
+    }
+
+    [Test]
+    public async Task ABaseMarkerSwitchesEveryReplicaAtTheSamePosition()
+    {
+        await using var log = await Log("MARKER");
+        var rng = new Random(14);
+        var records = new List<LogRecord>();
+        records.AddRange(Enumerable.Range(0, 5 * Batch + 3).Select(i => Example(i, _fingerprint, rng)));
+        records.Add(new BaseMarker(_nextFingerprint, _nextBase));
+        records.Add(Example(9999, _fingerprint, rng));   // a straggler served by the old base: skipped everywhere
+        records.AddRange(Enumerable.Range(10_000, 6 * Batch).Select(i => Example(i, _nextFingerprint, rng)));
+        ulong last = await PublishAsync(log, records);
+
+        using var a = Replica("ma");
+        using var b = Replica("mb");
+        await ApplyThrough(log, a, last);
+        await ApplyThrough(log, b, last);
+        foreach (var r in new[] { a, b })
+        {
+            Assert.That(r.Node.Fingerprint, Is.EqualTo(_nextFingerprint));
+            Assert.That(r.BaseSwitches, Is.EqualTo(1));
+            Assert.That(r.Skipped, Is.EqualTo(1));
+            Assert.That(r.Batches, Is.EqualTo(5 + 1 + 6), "the partial batch before the marker is trained on the old base");
+        }
+        Assert.That(a.Fingerprint(), Is.EqualTo(b.Fingerprint()));
+    }
+
+    [Test]
+    public void TheCodecRoundTripsAndRefusesDamagedRecords()
+    {
+        var e = Example(1, "abc", new Random(1)) with { RequestId = -5, EventTime = long.MaxValue };
+        var bytes = LogRecord.Encode(e);
+        var back = (TrainingExample)LogRecord.Decode(bytes);
+        Assert.That((back.RequestId, back.EventTime, back.Label, back.BaseFingerprint, back.Replica), Is.EqualTo((e.RequestId, e.EventTime, e.Label, e.BaseFingerprint, e.Replica)));
+        Assert.That(back.Dense, Is.EqualTo(e.Dense));
+        Assert.That(back.Bags, Is.EqualTo(e.Bags));
+        Assert.That(LogRecord.Decode(LogRecord.Encode(new BaseMarker("f", "/p"))), Is.EqualTo(new BaseMarker("f", "/p")));
+        for (int cut = 0; cut < bytes.Length; cut++)
+            Assert.Throws<InvalidDataException>(() => LogRecord.Decode(bytes.AsSpan(0, cut)), $"cut at {cut}");
+        Assert.Throws<InvalidDataException>(() => LogRecord.Decode([.. bytes, 0]));
+        var wrongKind = bytes.ToArray(); wrongKind[0] = 9;
+        Assert.Throws<InvalidDataException>(() => LogRecord.Decode(wrongKind));
+    }
+
+    [Test]
+    public async Task AnUnreachableLogIsAOneLineError()
+    {
+        var e = Assert.ThrowsAsync<FleetUnavailableException>(async () =>
+            await NatsExampleLog.ConnectAsync("nats://127.0.0.1:1", new FleetStreamOptions { Timeout = TimeSpan.FromSeconds(1) }));
+        Assert.That(e!.Message, Does.StartWith("fleet log nats://127.0.0.1:1:").And.Not.Contain("\n"));
+        await Task.CompletedTask;
+    }
+}

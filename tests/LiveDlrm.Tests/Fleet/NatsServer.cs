@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace LiveDlrm.Tests.Fleet;
+
+/// <summary>A real <c>nats-server -js</c> (Debian's package) on a free loopback port with a temporary store
+/// directory; <see cref="Stop"/> kills it (the store stays, so <see cref="Start"/> brings the same stream back on
+/// the same port), <see cref="DisposeAsync"/> kills it and deletes the store. Nothing is left running.</summary>
+sealed class NatsServer : IAsyncDisposable
+{
+    Process? _process;
+    public string StoreDir { get; }
+    public int Port { get; }
+    public string Url => $"nats://127.0.0.1:{Port}";
+
+    NatsServer(string storeDir, int port) { StoreDir = storeDir; Port = port; }
+
+    public static string? Executable =>
+        new[] { "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server" }.FirstOrDefault(File.Exists);
+
+    public static async Task<NatsServer> StartAsync()
+    {
+        if (Executable is null) Assert.Fail("nats-server is not installed (./build.sh installs Debian's nats-server package)");
+        var server = new NatsServer(Path.Combine(Path.GetTempPath(), $"livedlrm-nats-{Guid.NewGuid():N}"), FreePort());
+        Directory.CreateDirectory(server.StoreDir);
+        await server.Start();
+        return server;
+    }
+
+    static int FreePort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    public async Task Start()
+    {
+        if (_process is not null) throw new InvalidOperationException("nats-server already running");
+        var psi = new ProcessStartInfo(Executable!, ["-js", "-sd", StoreDir, "-a", "127.0.0.1", "-p", Port.ToString()])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        var p = Process.Start(psi) ?? throw new InvalidOperationException("nats-server did not start");
+        p.OutputDataReceived += (_, _) => { };
+        p.ErrorDataReceived += (_, _) => { };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _process = p;
+        var deadline = Stopwatch.StartNew();
+        while (deadline.Elapsed < TimeSpan.FromSeconds(15))
+        {
+            if (p.HasExited) Assert.Fail($"nats-server exited with {p.ExitCode} at start");
+            try
+            {
+                using var c = new TcpClient();
+                await c.ConnectAsync(IPAddress.Loopback, Port);
+                return;
+            }
+            catch (SocketException) { await Task.Delay(50); }
+        }
+        Stop();
+        Assert.Fail("nats-server did not listen within 15 s");
+    }
+
+    /// <summary>SIGKILL: what a crashed broker looks like to the clients.</summary>
+    public void Stop()
+    {
+        var p = _process;
+        _process = null;
+        if (p is null) return;
+        try { if (!p.HasExited) { p.Kill(); p.WaitForExit(10_000); } }
+        finally { p.Dispose(); }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Stop();
+        try { Directory.Delete(StoreDir, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        return ValueTask.CompletedTask;
+    }
+}
