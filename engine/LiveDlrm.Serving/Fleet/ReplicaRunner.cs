@@ -1,0 +1,217 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+
+namespace LiveDlrm.Serving.Fleet;
+
+/// <summary>
+/// Runs a <see cref="FleetReplica"/> against the log: a fetch loop reads from the replica's position into a bounded
+/// queue, and one dedicated thread — the adapters' single writer, with libtorch's intra-op threads at 1 — applies
+/// the entries in order, checkpoints every <see cref="CheckpointInterval"/> and records the replication lag.
+/// <para>A gap in the sequence (a message lost in flight on a reconnect, or expired from the log) makes the reader
+/// start again right after the last entry seen; if the same gap is still there, the log no longer has those
+/// messages: they are counted in <see cref="FleetReplica.Missing"/> and reported (the replica fell behind the
+/// stream's retention, and its adapters now differ from its peers': the documented cure is to restart it from a
+/// peer's checkpoint). A failed read (connection lost) is retried from the same position after a second.</para>
+/// </summary>
+internal sealed class ReplicaRunner : IAsyncDisposable
+{
+    readonly IExampleLog _log;
+    readonly FleetReplica _replica;
+    readonly string _stream;
+    readonly string? _checkpointDir;
+    readonly FleetMetrics? _metrics;
+    readonly Action<string> _logLine;
+    readonly BlockingCollection<(int Session, LogEntry Entry)> _queue = new(8192);
+    readonly CancellationTokenSource _stop = new();
+    readonly ConcurrentQueue<TaskCompletionSource<(ulong Sequence, ulong Fingerprint)>> _fingerprintRequests = new();
+    readonly List<DateTimeOffset> _pendingAppended = new();
+    readonly object _sync = new();
+    readonly Thread _thread;
+    Task? _fetch;
+    int _session;
+    CancellationTokenSource? _sessionCts;
+    ulong? _seekFrom;
+    ulong _reseekedAt = ulong.MaxValue;
+    long _lastSeen, _applied;
+    long _fingerprintTicks;
+    ulong _lastCheckpointed;
+    Exception? _failure;
+
+    public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(10);
+    public FleetReplica Replica => _replica;
+    public ulong LastSeen => (ulong)Interlocked.Read(ref _lastSeen);
+    public ulong AppliedSequence => (ulong)Interlocked.Read(ref _applied);
+    /// <summary>Seconds since the fingerprint was last computed (∞ before the first).</summary>
+    public double FingerprintAge { get { long t = Interlocked.Read(ref _fingerprintTicks); return t == 0 ? double.PositiveInfinity : Stopwatch.GetElapsedTime(t).TotalSeconds; } }
+    public Exception? Failure => Volatile.Read(ref _failure);
+
+    public ReplicaRunner(IExampleLog log, FleetReplica replica, string stream, string? checkpointDir, FleetMetrics? metrics, Action<string> logLine)
+    {
+        _log = log; _replica = replica; _stream = stream; _checkpointDir = checkpointDir; _metrics = metrics; _logLine = logLine;
+        _lastSeen = (long)replica.LastSeen;
+        _applied = (long)replica.AppliedSequence;
+        _lastCheckpointed = replica.AppliedSequence;
+        _thread = new Thread(ApplyLoop) { Name = $"livedlrm-fleet-{replica.Options.ReplicaId}", IsBackground = true };
+    }
+
+    public void Start()
+    {
+        _thread.Start();
+        _fetch = Task.Run(FetchLoop);
+    }
+
+    async Task FetchLoop()
+    {
+        var stop = _stop.Token;
+        while (!stop.IsCancellationRequested)
+        {
+            int session; ulong from; CancellationTokenSource cts;
+            lock (_sync)
+            {
+                session = _session;
+                from = _seekFrom ?? LastSeen + 1;
+                _seekFrom = null;
+                cts = _sessionCts = CancellationTokenSource.CreateLinkedTokenSource(stop);
+            }
+            try
+            {
+                await foreach (var e in _log.ReadAsync(_replica.Options.ReplicaId, from, cts.Token))
+                    _queue.Add((session, e), cts.Token);
+            }
+            catch (OperationCanceledException) when (cts.IsCancellationRequested) { }
+            catch (Exception e) when (!stop.IsCancellationRequested)
+            {
+                _metrics?.ReadErrors.Add(1);
+                _logLine($"fleet: reading the log failed ({e.GetType().Name}: {e.Message}); reading again from sequence {LastSeen + 1}");
+                lock (_sync) _session++;   // anything still queued from this read is dropped and read again
+                try { await Task.Delay(1000, stop); } catch (OperationCanceledException) { }
+            }
+            finally { cts.Dispose(); }
+        }
+    }
+
+    void Reseek(ulong from)
+    {
+        lock (_sync)
+        {
+            _session++;
+            _seekFrom = from;
+            try { _sessionCts?.Cancel(); } catch (ObjectDisposedException) { }
+        }
+    }
+
+    void ApplyLoop()
+    {
+        try
+        {
+            var checkpointClock = Stopwatch.StartNew();
+            while (!_stop.IsCancellationRequested)
+            {
+                if (_queue.TryTake(out var item, 50))
+                {
+                    int current;
+                    lock (_sync) current = _session;
+                    if (item.Session == current) ApplyOne(item.Entry);
+                }
+                while (_fingerprintRequests.TryDequeue(out var request)) request.TrySetResult((_replica.AppliedSequence, ComputeFingerprint()));
+                if (_checkpointDir is not null && checkpointClock.Elapsed >= CheckpointInterval)
+                {
+                    Checkpoint();
+                    checkpointClock.Restart();
+                }
+            }
+            if (_checkpointDir is not null) Checkpoint();
+        }
+        catch (Exception e)
+        {
+            Volatile.Write(ref _failure, e);
+            _logLine($"fleet: replica {_replica.Options.ReplicaId} stopped applying the log: {e.Message}");
+        }
+        finally
+        {
+            while (_fingerprintRequests.TryDequeue(out var request)) request.TrySetCanceled();
+        }
+    }
+
+    void ApplyOne(in LogEntry entry)
+    {
+        _metrics?.Consumed.Add(1);
+        ulong seen = _replica.LastSeen;
+        if (entry.Sequence > seen + 1 && seen != 0 || seen == 0 && entry.Sequence > 1 && _reseekedAt != 0)
+        {
+            // A gap: read again right after the last entry seen, once; a gap still there afterwards is real.
+            if (_reseekedAt != seen)
+            {
+                _reseekedAt = seen;
+                Reseek(seen + 1);
+                return;
+            }
+            _logLine($"fleet: sequences {seen + 1}..{entry.Sequence - 1} are no longer in the log; replica {_replica.Options.ReplicaId} fell behind the stream's retention and now differs from its peers (restart it from a peer's checkpoint)");
+        }
+        long appliedBefore = _replica.ExamplesApplied;
+        int pendingBefore = _replica.PendingExamples;
+        bool stepped = _replica.Apply(entry);
+        if (stepped)
+        {
+            var now = DateTimeOffset.UtcNow;
+            if (_metrics is { } m)
+            {
+                long trained = _replica.ExamplesApplied - appliedBefore;
+                foreach (var t in _pendingAppended) m.ReplicationLag.Record((now - t).TotalSeconds);
+                if (trained > _pendingAppended.Count) m.ReplicationLag.Record((now - entry.Appended).TotalSeconds);   // the example that completed the batch
+                m.AppliedExamples.Add(trained);
+            }
+            _pendingAppended.Clear();
+        }
+        else if (_replica.PendingExamples > pendingBefore) _pendingAppended.Add(entry.Appended);
+        Interlocked.Exchange(ref _lastSeen, (long)_replica.LastSeen);
+        Interlocked.Exchange(ref _applied, (long)_replica.AppliedSequence);
+    }
+
+    ulong ComputeFingerprint()
+    {
+        ulong f = _replica.Fingerprint();
+        Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
+        return f;
+    }
+
+    void Checkpoint()
+    {
+        if (_replica.AppliedSequence == _lastCheckpointed) return;
+        FleetCheckpoint.Of(_replica, _stream).Save(_checkpointDir!);
+        _lastCheckpointed = _replica.AppliedSequence;
+        Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
+    }
+
+    /// <summary>The adapter fingerprint and the sequence it belongs to, computed on the applying thread between entries.</summary>
+    public Task<(ulong Sequence, ulong Fingerprint)> FingerprintAsync()
+    {
+        var tcs = new TaskCompletionSource<(ulong, ulong)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _fingerprintRequests.Enqueue(tcs);
+        if (!_thread.IsAlive && _thread.ThreadState != System.Threading.ThreadState.Unstarted)
+            while (_fingerprintRequests.TryDequeue(out var r)) r.TrySetCanceled();
+        return tcs.Task;
+    }
+
+    /// <summary>Waits until the replica has seen <paramref name="sequence"/> (tests and the benchmark); false on timeout.</summary>
+    public async Task<bool> WaitForAsync(ulong sequence, TimeSpan timeout)
+    {
+        var sw = Stopwatch.StartNew();
+        while (LastSeen < sequence)
+        {
+            if (sw.Elapsed > timeout || Failure is not null) return false;
+            await Task.Delay(5);
+        }
+        return true;
+    }
+
+    /// <summary>Stops reading and applying; writes a final checkpoint when a directory is set.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        if (_fetch is not null) { try { await _fetch; } catch (OperationCanceledException) { } }
+        if (_thread.ThreadState != System.Threading.ThreadState.Unstarted) _thread.Join();
+        _queue.Dispose();
+        _stop.Dispose();
+    }
+}
