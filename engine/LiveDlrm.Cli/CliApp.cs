@@ -10,7 +10,7 @@ public static class CliApp
     /// <summary>Every verb, in help order.</summary>
     public static IReadOnlyList<CliCommand> CreateCommands() =>
     [
-        new DemoCommand(), new EvalCommand(), new ExportPyTorchCommand(), new ImportPyTorchCommand(), new InfoCommand(), new LatencyCommand(),
+        new DemoCommand(), new EvalCommand(), new ExportPyTorchCommand(), new FleetCommand(), new ImportPyTorchCommand(), new InfoCommand(), new LatencyCommand(),
         new LoadgenCommand(), new PimPlanCommand(), new PimServeCommand(), new ReplayCommand(), new ServeCommand(), new SynthCommand(),
         new TopologyCommand(), new TrainCommand(),
     ];

@@ -7,8 +7,9 @@ internal readonly record struct LogEntry(ulong Sequence, DateTimeOffset Appended
 /// nothing was appended and <see cref="Sequence"/> is the earlier message's).</summary>
 internal readonly record struct PublishAck(ulong Sequence, bool Duplicate);
 
-/// <summary>What the log holds now: the first and last sequence still kept, messages and bytes.</summary>
-internal readonly record struct LogState(ulong FirstSequence, ulong LastSequence, ulong Messages, ulong Bytes);
+/// <summary>What the log holds now: the first and last sequence still kept, messages and bytes, and when the last
+/// message was appended.</summary>
+internal readonly record struct LogState(ulong FirstSequence, ulong LastSequence, ulong Messages, ulong Bytes, DateTimeOffset LastAppended);
 
 /// <summary>
 /// The fleet's training-example log, the one thing replicas share: an ordered, durable, deduplicating append log.
@@ -29,4 +30,10 @@ internal interface IExampleLog : IAsyncDisposable
     IAsyncEnumerable<LogEntry> ReadAsync(string reader, ulong fromSequence, CancellationToken ct);
 
     Task<LogState> StateAsync(CancellationToken ct);
+
+    /// <summary>Records <paramref name="status"/> as the replica's latest (a last-value board beside the log).</summary>
+    Task PublishStatusAsync(FleetStatus status, CancellationToken ct);
+
+    /// <summary>The latest status of every replica that reported one.</summary>
+    Task<IReadOnlyList<FleetStatus>> ReadStatusesAsync(CancellationToken ct);
 }

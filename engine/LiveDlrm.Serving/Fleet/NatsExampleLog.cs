@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
+using NATS.Client.KeyValueStore;
 
 namespace LiveDlrm.Serving.Fleet;
 
@@ -134,7 +135,36 @@ internal sealed class NatsExampleLog : IExampleLog
     {
         var stream = await _js.GetStreamAsync(_options.Stream, cancellationToken: ct);
         var s = stream.Info.State;
-        return new LogState(s.FirstSeq, s.LastSeq, (ulong)s.Messages, (ulong)s.Bytes);
+        return new LogState(s.FirstSeq, s.LastSeq, (ulong)s.Messages, (ulong)s.Bytes,
+                            DateTimeOffset.TryParse(s.LastTs, System.Globalization.CultureInfo.InvariantCulture, out var last) ? last : default);
+    }
+
+    // Replica statuses: a key-value bucket (a stream keeping the last message per key), one key per replica.
+    async Task<INatsKVStore> StatusBucketAsync(CancellationToken ct)
+    {
+        var kv = new NatsKVContext(_js);
+        return await kv.CreateOrUpdateStoreAsync(new NatsKVConfig(_options.Stream + "_STATUS") { History = 1, Storage = NatsKVStorageType.File }, ct);
+    }
+
+    public async Task PublishStatusAsync(FleetStatus status, CancellationToken ct)
+    {
+        var bucket = await StatusBucketAsync(ct);
+        await bucket.PutAsync(status.Replica, System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(status, FleetStatus.Json), cancellationToken: ct);
+    }
+
+    public async Task<IReadOnlyList<FleetStatus>> ReadStatusesAsync(CancellationToken ct)
+    {
+        var bucket = await StatusBucketAsync(ct);
+        var keys = new List<string>();
+        try { await foreach (var k in bucket.GetKeysAsync(cancellationToken: ct)) keys.Add(k); }
+        catch (NatsKVException) { }   // an empty bucket
+        var result = new List<FleetStatus>();
+        foreach (var k in keys.Order(StringComparer.Ordinal))
+        {
+            var entry = await bucket.GetEntryAsync<byte[]>(k, cancellationToken: ct);
+            if (entry.Value is { } v && System.Text.Json.JsonSerializer.Deserialize<FleetStatus>(v, FleetStatus.Json) is { } s) result.Add(s);
+        }
+        return result;
     }
 
     public ValueTask DisposeAsync() => _connection.DisposeAsync();

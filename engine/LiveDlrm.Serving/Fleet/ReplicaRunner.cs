@@ -36,8 +36,15 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     long _fingerprintTicks;
     ulong _lastCheckpointed;
     Exception? _failure;
+    DateTimeOffset? _appliedAppended;
+    readonly List<double> _lags = new();   // replication lag samples for the status (the first MaxLagSamples)
+    const int MaxLagSamples = 1 << 20;
+    Task _statusPublish = Task.CompletedTask;
 
+    /// <summary>How often the state is checkpointed (with a directory) and the status reported (with <see cref="ReportStatus"/>).</summary>
     public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Report the replica's <see cref="FleetStatus"/> to the log's status board at each interval and at the end.</summary>
+    public bool ReportStatus { get; init; }
     public FleetReplica Replica => _replica;
     public ulong LastSeen => (ulong)Interlocked.Read(ref _lastSeen);
     public ulong AppliedSequence => (ulong)Interlocked.Read(ref _applied);
@@ -114,13 +121,14 @@ internal sealed class ReplicaRunner : IAsyncDisposable
                     if (item.Session == current) ApplyOne(item.Entry);
                 }
                 while (_fingerprintRequests.TryDequeue(out var request)) request.TrySetResult((_replica.AppliedSequence, ComputeFingerprint()));
-                if (_checkpointDir is not null && checkpointClock.Elapsed >= CheckpointInterval)
+                if (checkpointClock.Elapsed >= CheckpointInterval)
                 {
                     Checkpoint();
                     checkpointClock.Restart();
                 }
             }
-            if (_checkpointDir is not null) Checkpoint();
+            Checkpoint(final: true);
+            _statusPublish.Wait(TimeSpan.FromSeconds(5));
         }
         catch (Exception e)
         {
@@ -154,16 +162,19 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         if (stepped)
         {
             var now = DateTimeOffset.UtcNow;
-            if (_metrics is { } m)
+            long trained = _replica.ExamplesApplied - appliedBefore;
+            if (trained > _pendingAppended.Count) _pendingAppended.Add(entry.Appended);   // the example that completed the batch
+            foreach (var t in _pendingAppended)
             {
-                long trained = _replica.ExamplesApplied - appliedBefore;
-                foreach (var t in _pendingAppended) m.ReplicationLag.Record((now - t).TotalSeconds);
-                if (trained > _pendingAppended.Count) m.ReplicationLag.Record((now - entry.Appended).TotalSeconds);   // the example that completed the batch
-                m.AppliedExamples.Add(trained);
+                double lag = (now - t).TotalSeconds;
+                _metrics?.ReplicationLag.Record(lag);
+                if (_lags.Count < MaxLagSamples) _lags.Add(lag);
             }
+            _metrics?.AppliedExamples.Add(trained);
             _pendingAppended.Clear();
         }
         else if (_replica.PendingExamples > pendingBefore) _pendingAppended.Add(entry.Appended);
+        if (_replica.AppliedSequence == entry.Sequence) _appliedAppended = entry.Appended;
         Interlocked.Exchange(ref _lastSeen, (long)_replica.LastSeen);
         Interlocked.Exchange(ref _applied, (long)_replica.AppliedSequence);
     }
@@ -175,12 +186,44 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         return f;
     }
 
-    void Checkpoint()
+    void Checkpoint(bool final = false)
     {
-        if (_replica.AppliedSequence == _lastCheckpointed) return;
-        FleetCheckpoint.Of(_replica, _stream).Save(_checkpointDir!);
+        if (_replica.AppliedSequence == _lastCheckpointed && !final && _fingerprintTicks != 0) return;
+        var checkpoint = FleetCheckpoint.Of(_replica, _stream);
+        if (_checkpointDir is not null && _replica.AppliedSequence != _lastCheckpointed) checkpoint.Save(_checkpointDir);
         _lastCheckpointed = _replica.AppliedSequence;
         Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
+        if (ReportStatus && _statusPublish.IsCompleted) _statusPublish = PublishStatus(Status(Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState)));
+    }
+
+    FleetStatus Status(ulong fingerprint)
+    {
+        double p50 = double.NaN, p99 = double.NaN;
+        if (_lags.Count > 0)
+        {
+            var sorted = _lags.ToArray();
+            Array.Sort(sorted);
+            p50 = sorted[(int)Math.Min(sorted.Length - 1, Math.Floor(0.50 * sorted.Length))];
+            p99 = sorted[(int)Math.Min(sorted.Length - 1, Math.Floor(0.99 * sorted.Length))];
+        }
+        return new FleetStatus
+        {
+            Replica = _replica.Options.ReplicaId, Stream = _stream, BaseFingerprint = _replica.Node.Fingerprint,
+            AppliedSequence = _replica.AppliedSequence, LastSeen = _replica.LastSeen, Fingerprint = fingerprint.ToString("x16"),
+            ExamplesApplied = _replica.ExamplesApplied, Skipped = _replica.Skipped, Missing = _replica.Missing,
+            AppliedAppendedAt = _appliedAppended, ReportedAt = DateTimeOffset.UtcNow,
+            LagP50Seconds = p50, LagP99Seconds = p99, LagSamples = _lags.Count,
+        };
+    }
+
+    async Task PublishStatus(FleetStatus status)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await _log.PublishStatusAsync(status, cts.Token);
+        }
+        catch (Exception e) { _logLine($"fleet: reporting the status failed ({e.GetType().Name}: {e.Message})"); }
     }
 
     /// <summary>The adapter fingerprint and the sequence it belongs to, computed on the applying thread between entries.</summary>

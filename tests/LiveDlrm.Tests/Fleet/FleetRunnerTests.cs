@@ -50,7 +50,7 @@ public class FleetRunnerTests
         await using var log = await Log("RUN");
         string ckpt = Path.Combine(_root, "run-b");
         using var a = Replica("a");
-        await using var runA = new ReplicaRunner(log, a, "RUN", null, null, Lines(lines));
+        await using var runA = new ReplicaRunner(log, a, "RUN", null, null, Lines(lines)) { ReportStatus = true, CheckpointInterval = TimeSpan.FromMilliseconds(100) };
         runA.Start();
         var rng = new Random(21);
         await using (var publisher = new ExamplePublisher(log, 10_000, () => null, Lines(lines)))
@@ -74,7 +74,7 @@ public class FleetRunnerTests
         Assert.That(checkpoint.AppliedSequence, Is.EqualTo((ulong)(20 * Batch)));
         using var b2 = new FleetReplica(Load(checkpoint.BasePath), checkpoint.BasePath, new FleetReplicaOptions { ReplicaId = "b", BatchSize = Batch }, Load);
         b2.Restore(checkpoint);
-        await using var runB2 = new ReplicaRunner(log, b2, "RUN", ckpt, null, Lines(lines));
+        await using var runB2 = new ReplicaRunner(log, b2, "RUN", ckpt, null, Lines(lines)) { ReportStatus = true, CheckpointInterval = TimeSpan.FromMilliseconds(100) };
         runB2.Start();
         Assert.That(await runB2.WaitForAsync(last, TimeSpan.FromSeconds(60)), Is.True);
         var fa = await runA.FingerprintAsync();
@@ -84,6 +84,22 @@ public class FleetRunnerTests
         Assert.That(a.ExamplesApplied, Is.EqualTo(40 * Batch));
         Assert.That(b2.ExamplesApplied, Is.EqualTo(20 * Batch), "the restarted replica trained exactly what its checkpoint lacked");
         Assert.That(runA.Failure ?? runB2.Failure, Is.Null);
+
+        // The status board: both report the same position and fingerprint, and the view says they agree.
+        FleetView view = null!;
+        for (int i = 0; i < 100; i++)
+        {
+            view = FleetView.Of(await log.StateAsync(CancellationToken.None), await log.ReadStatusesAsync(CancellationToken.None));
+            if (view.Replicas.Count == 2 && view.Replicas.All(r => r.Status.AppliedSequence == last)) break;
+            await Task.Delay(50);
+        }
+        Assert.That(view.Replicas.Select(r => r.Status.Replica), Is.EqualTo(new[] { "a", "b" }));
+        Assert.That(view.Replicas.Select(r => r.Status.Fingerprint), Is.All.EqualTo(fa.Fingerprint.ToString("x16")));
+        Assert.That(view.Agreement, Does.StartWith("agree"));
+        Assert.That(view.Replicas.Select(r => r.LagMessages), Is.All.Zero);
+        Assert.That(view.Replicas[0].Status.LagSamples, Is.EqualTo(40 * Batch));
+        var tampered = view.Replicas.Select(r => r.Status with { Fingerprint = r.Status.Replica == "b" ? "0000000000000000" : r.Status.Fingerprint }).ToList();
+        Assert.That(FleetView.Of(view.Log, tampered).Disagree, Is.True);
     }
 
     [Test]
@@ -133,6 +149,8 @@ public class FleetRunnerTests
         public Task<PublishAck> PublishAsync(string messageId, ReadOnlyMemory<byte> payload, CancellationToken ct) => Task.FromException<PublishAck>(new IOException("no broker"));
         public IAsyncEnumerable<LogEntry> ReadAsync(string reader, ulong fromSequence, CancellationToken ct) => throw new IOException("no broker");
         public Task<LogState> StateAsync(CancellationToken ct) => throw new IOException("no broker");
+        public Task PublishStatusAsync(FleetStatus status, CancellationToken ct) => throw new IOException("no broker");
+        public Task<IReadOnlyList<FleetStatus>> ReadStatusesAsync(CancellationToken ct) => throw new IOException("no broker");
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 }
