@@ -14,7 +14,7 @@ public class FleetReplicaTests
 {
     const int Batch = 16;
     string _root = "", _base = "", _nextBase = "";
-    NatsServer _nats = null!;
+    NatsServerProcess _nats = null!;
     string _fingerprint = "", _nextFingerprint = "";
 
     [OneTimeSetUp]
@@ -26,7 +26,7 @@ public class FleetReplicaTests
         _nextBase = SaveCheckpoint(Path.Combine(_root, "base2"), seed: 6);
         _fingerprint = LiveModelNode.BaseFingerprint(_base);
         _nextFingerprint = LiveModelNode.BaseFingerprint(_nextBase);
-        _nats = await NatsServer.StartAsync();
+        _nats = await NatsServerProcess.StartAsync();
     }
 
     [OneTimeTearDown]
@@ -126,6 +126,8 @@ public class FleetReplicaTests
             await ApplyThrough(log, crashed, middle);   // stops mid-batch: 7 examples pending, not in the checkpoint
             savedAt = crashed.AppliedSequence;
             Assert.That(savedAt, Is.EqualTo(middle - 7));
+            Assert.That(crashed.Node.Adapters.Where(x => x is not null).Sum(x => x!.MergedRows), Is.GreaterThan(0),
+                        "rows must have been merged before the checkpoint: the free-slot order after a merge is part of the state");
             FleetCheckpoint.Of(crashed, "RESTART").Save(dir);
             // more applied after the checkpoint and lost in the "crash"
         }

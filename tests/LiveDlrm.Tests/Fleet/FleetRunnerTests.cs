@@ -14,7 +14,7 @@ public class FleetRunnerTests
 {
     const int Batch = 16;
     string _root = "", _base = "", _fingerprint = "";
-    NatsServer _nats = null!;
+    NatsServerProcess _nats = null!;
 
     [OneTimeSetUp]
     public async Task Setup()
@@ -23,7 +23,7 @@ public class FleetRunnerTests
         _root = TempDir("livedlrm-fleet-run");
         _base = SaveCheckpoint(Path.Combine(_root, "base"), seed: 7);
         _fingerprint = LiveModelNode.BaseFingerprint(_base);
-        _nats = await NatsServer.StartAsync();
+        _nats = await NatsServerProcess.StartAsync();
     }
 
     [OneTimeTearDown]

@@ -1,28 +1,31 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 
-namespace LiveDlrm.Tests.Fleet;
+namespace LiveDlrm.Serving.Fleet;
 
 /// <summary>A real <c>nats-server -js</c> (Debian's package) on a free loopback port with a temporary store
-/// directory; <see cref="Stop"/> kills it (the store stays, so <see cref="Start"/> brings the same stream back on
-/// the same port), <see cref="DisposeAsync"/> kills it and deletes the store. Nothing is left running.</summary>
-sealed class NatsServer : IAsyncDisposable
+/// directory, for tests and benchmarks; <see cref="Stop"/> kills it (the store stays, so <see cref="Start"/> brings
+/// the same stream back on the same port), <see cref="DisposeAsync"/> kills it and deletes the store. Nothing is left
+/// running. The monitoring endpoint (<see cref="MonitorPort"/>) serves /varz with the server's byte counters.</summary>
+internal sealed class NatsServerProcess : IAsyncDisposable
 {
     Process? _process;
     public string StoreDir { get; }
     public int Port { get; }
+    public int MonitorPort { get; }
     public string Url => $"nats://127.0.0.1:{Port}";
 
-    NatsServer(string storeDir, int port) { StoreDir = storeDir; Port = port; }
+    NatsServerProcess(string storeDir, int port, int monitorPort) { StoreDir = storeDir; Port = port; MonitorPort = monitorPort; }
 
     public static string? Executable =>
         new[] { "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server" }.FirstOrDefault(File.Exists);
 
-    public static async Task<NatsServer> StartAsync()
+    public static async Task<NatsServerProcess> StartAsync()
     {
-        if (Executable is null) Assert.Fail("nats-server is not installed (./build.sh installs Debian's nats-server package)");
-        var server = new NatsServer(Path.Combine(Path.GetTempPath(), $"livedlrm-nats-{Guid.NewGuid():N}"), FreePort());
+        if (Executable is null) throw new InvalidOperationException("nats-server is not installed (./build.sh installs Debian's nats-server package)");
+        var server = new NatsServerProcess(Path.Combine(Path.GetTempPath(), $"livedlrm-nats-{Guid.NewGuid():N}"), FreePort(), FreePort());
         Directory.CreateDirectory(server.StoreDir);
         await server.Start();
         return server;
@@ -40,7 +43,7 @@ sealed class NatsServer : IAsyncDisposable
     public async Task Start()
     {
         if (_process is not null) throw new InvalidOperationException("nats-server already running");
-        var psi = new ProcessStartInfo(Executable!, ["-js", "-sd", StoreDir, "-a", "127.0.0.1", "-p", Port.ToString()])
+        var psi = new ProcessStartInfo(Executable!, ["-js", "-sd", StoreDir, "-a", "127.0.0.1", "-p", Port.ToString(CultureInfo.InvariantCulture), "-m", MonitorPort.ToString(CultureInfo.InvariantCulture)])
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
@@ -53,7 +56,7 @@ sealed class NatsServer : IAsyncDisposable
         var deadline = Stopwatch.StartNew();
         while (deadline.Elapsed < TimeSpan.FromSeconds(15))
         {
-            if (p.HasExited) Assert.Fail($"nats-server exited with {p.ExitCode} at start");
+            if (p.HasExited) throw new InvalidOperationException($"nats-server exited with {p.ExitCode} at start");
             try
             {
                 using var c = new TcpClient();
@@ -63,7 +66,7 @@ sealed class NatsServer : IAsyncDisposable
             catch (SocketException) { await Task.Delay(50); }
         }
         Stop();
-        Assert.Fail("nats-server did not listen within 15 s");
+        throw new TimeoutException("nats-server did not listen within 15 s");
     }
 
     /// <summary>SIGKILL: what a crashed broker looks like to the clients.</summary>
