@@ -19,7 +19,7 @@ internal sealed record FleetReplicaOptions
     {
         if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "fleet batch size must be ≥ 1");
         if (string.IsNullOrWhiteSpace(ReplicaId) || ReplicaId.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_')))
-            throw new ArgumentException($"replica id '{ReplicaId}' must be letters, digits, '-' or '_'", nameof(ReplicaId));
+            throw new ArgumentException($"replica id '{ReplicaId}' must be letters, digits, '-' or '_'");
     }
 
     /// <summary>The trainer options every replica of a fleet must use: the example as logged is all a replica has
