@@ -71,6 +71,13 @@ public sealed class FleetRun : BenchRun
         {
             await using var log = await NatsExampleLog.ConnectAsync(nats.Url, new FleetStreamOptions { Stream = Stream, Subject = Subject });
             foreach (var r in Replicas) processes[r] = StartReplica(cli, nats.Url, model, r, work, batch);
+            // Publishing starts once every replica is up (its first status), so the lag is not the processes' start-up.
+            var ready = Stopwatch.StartNew();
+            while ((await log.ReadStatusesAsync(CancellationToken.None)).Count < Replicas.Length)
+            {
+                if (ready.Elapsed > TimeSpan.FromSeconds(120)) throw new TimeoutException($"the replicas did not report within 120 s; see {work}/r*.log");
+                await Task.Delay(200);
+            }
             using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{nats.MonitorPort}") };
             var (inBefore, outBefore) = await Varz(http);
 

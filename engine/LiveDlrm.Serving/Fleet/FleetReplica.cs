@@ -1,6 +1,6 @@
 using LiveDlrm.Online;
 using LiveDlrm.Serving.Node;
-using LiveDlrm.Serving.Persistence;
+using LiveDlrm.Online.Persistence;
 using TorchSharp;
 
 namespace LiveDlrm.Serving.Fleet;
@@ -98,12 +98,7 @@ internal sealed class FleetReplica : IDisposable
         _merged = Track(node);
     }
 
-    static AdapterStore.MergedRows Track(LiveModelNode node)
-    {
-        var merged = new AdapterStore.MergedRows();
-        foreach (var a in node.Adapters) if (a is not null) merged.Track(a);
-        return merged;
-    }
+    static AdapterStore.MergedRows Track(LiveModelNode node) => AdapterStore.MergedRows.Track(node.Live);
 
     /// <summary>Applies one log entry. Returns true when it completed (and trained) a batch or switched the base.</summary>
     public bool Apply(in LogEntry entry)
@@ -183,7 +178,7 @@ internal sealed class FleetReplica : IDisposable
     }
 
     /// <summary>The adapter state as the adapter file would hold it (base fingerprint, every adapter, merged rows).</summary>
-    public byte[] ExportState() => AdapterStore.Export(_node, _merged);
+    public byte[] ExportState() => AdapterStore.Export(_node.Live, _node.Fingerprint, _merged);
 
     /// <summary>XxHash3 of <see cref="ExportState"/>: equal on two replicas exactly when their adapter states are
     /// equal bit for bit (the serving <c>/adapters</c> endpoint reports the same hash).</summary>
@@ -193,7 +188,8 @@ internal sealed class FleetReplica : IDisposable
     internal void Restore(FleetCheckpoint checkpoint)
     {
         if (_pending.Count != 0 || _lastSeen != 0) throw new InvalidOperationException("restore a replica before it applies anything");
-        AdapterStore.Restore(_node, _merged, checkpoint.AdapterState, checkpoint.Source);
+        AdapterStore.Restore(_node.Live, _node.Fingerprint, _merged, checkpoint.AdapterState, checkpoint.Source,
+                             "move the fleet checkpoint away to start this replica from the base and the whole log");
         _applied = _lastSeen = checkpoint.AppliedSequence;
     }
 

@@ -193,7 +193,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         if (_checkpointDir is not null && _replica.AppliedSequence != _lastCheckpointed) checkpoint.Save(_checkpointDir);
         _lastCheckpointed = _replica.AppliedSequence;
         Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
-        if (ReportStatus && _statusPublish.IsCompleted) _statusPublish = PublishStatus(Status(Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState)));
+        if (ReportStatus && _statusPublish.IsCompleted) _statusPublish = PublishStatus(Status(LiveDlrm.Online.Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState)));
     }
 
     FleetStatus Status(ulong fingerprint)
