@@ -40,6 +40,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     readonly List<double> _lags = new();   // replication lag samples for the status (the first MaxLagSamples)
     const int MaxLagSamples = 1 << 20;
     Task _statusPublish = Task.CompletedTask;
+    ulong _lastFingerprint, _lastReportedSeen;
 
     /// <summary>How often the state is checkpointed (with a directory) and the status reported (with <see cref="ReportStatus"/>).</summary>
     public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(10);
@@ -188,12 +189,24 @@ internal sealed class ReplicaRunner : IAsyncDisposable
 
     void Checkpoint(bool final = false)
     {
-        if (_replica.AppliedSequence == _lastCheckpointed && !final && _fingerprintTicks != 0) return;
+        if (_replica.AppliedSequence == _lastCheckpointed && _fingerprintTicks != 0)
+        {
+            // Nothing new in the adapters; the status still moves when entries arrived (a partial batch).
+            if (ReportStatus && (final || _replica.LastSeen != _lastReportedSeen) && _statusPublish.IsCompleted) Report(_lastFingerprint);
+            return;
+        }
         var checkpoint = FleetCheckpoint.Of(_replica, _stream);
         if (_checkpointDir is not null && _replica.AppliedSequence != _lastCheckpointed) checkpoint.Save(_checkpointDir);
         _lastCheckpointed = _replica.AppliedSequence;
+        _lastFingerprint = LiveDlrm.Online.Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState);
         Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
-        if (ReportStatus && _statusPublish.IsCompleted) _statusPublish = PublishStatus(Status(LiveDlrm.Online.Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState)));
+        if (ReportStatus && _statusPublish.IsCompleted) Report(_lastFingerprint);
+    }
+
+    void Report(ulong fingerprint)
+    {
+        _lastReportedSeen = _replica.LastSeen;
+        _statusPublish = PublishStatus(Status(fingerprint));
     }
 
     FleetStatus Status(ulong fingerprint)
