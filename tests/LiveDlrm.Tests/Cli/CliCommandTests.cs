@@ -20,6 +20,7 @@ public class CliCommandTests
         ["pim-plan"] = "--bags --batches --dpus --model --pooling --seed --tables --trace --zipf",
         ["pim-serve"] = "--backend --batch --dpus --events --ids --model --seed --strategy --zipf",
         ["replay"] = "--adagrad-init --lr --bad-lines --base-epochs --base-prefix --batch --budget --budget-scope --burst-boost --burst-minutes --bursts-per-hour --cache --data --dense-lr --dim --drift --energy --events --events-per-second --grow-threshold --hashed-rows --items --label-delay --last-layer --last-layer-lr --live-backend --lr-a --lr-b --max-rank --min-rank --mode --model --new-items --no-plots --no-reuse --online-batch --optimizer --out --pim-dpus --rank --rank-interval --schema --seed --small-table-budget --sync-delay --sync-interval --users --window",
+        ["fleet"] = "",   // options are on its subcommands (replica, status)
         ["serve"] = "--adapters --adapters-reset --admin-token-file --checkpoint-interval --config --grpc-listen --label-window --labels --listen --max-bag-ids --max-batch-events --max-request-bytes --model --no-trainer --qos --qos-target-ms --ring-capacity --shutdown-timeout --trainer-batch",
         ["synth"] = "--burst-boost --burst-minutes --bursts-per-hour --drift --events --events-per-second --hashed-rows --items --new-items --out --seed --users",
         ["topology"] = "--hide --resctrl-root --sys-root --trainer-share",
