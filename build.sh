@@ -5,6 +5,7 @@
 #   cli ARGS...    build if needed, then run the livedlrm host with ARGS
 #   bench [NAME]   comparative benchmark runs (perf/), results in artifacts/bench/
 #   fuzz [TARGET] [--seconds N]  fuzz the parsers (tests/LiveDlrm.Fuzz) N s per target (default 60); finds go to its corpus/
+#   pack           NuGet packages LiveDlrm.Engine + LiveDlrm.Interop into artifacts/packages/ (docs/embedding.md)
 #   build          native + managed build only
 #   clean          remove build outputs
 set -euo pipefail
@@ -57,6 +58,27 @@ build_managed() {
 
 build_all() { ensure_system; build_native; build_managed; }
 
+# Packages: the PIM shim is built for them against the project's emulation (portable -O2, whatever SDK this machine
+# has), into its own directory so the repository's own native build stays as it is.
+PACK_NATIVE_BUILD="$ROOT/artifacts/native/pack-build"
+PACK_NATIVE_LIB="$ROOT/artifacts/native/pack-lib/"
+PACKAGES="$ROOT/artifacts/packages"
+pack_packages() {
+  ensure_system
+  log "native for the packages (PIM shim against the emulation)"
+  cmake -S native -B "$PACK_NATIVE_BUILD" -DCMAKE_BUILD_TYPE=Release -DLIVEDLRM_LIB_DIR="$PACK_NATIVE_LIB" \
+        -DLIVEDLRM_PIM_FORCE_EMULATION=ON >/dev/null
+  cmake --build "$PACK_NATIVE_BUILD" --target livedlrm_pim -j "$(nproc)" >&2
+  mkdir -p "$PACKAGES"
+  rm -f "$PACKAGES"/LiveDlrm.Engine.*.nupkg "$PACKAGES"/LiveDlrm.Interop.*.nupkg
+  local p
+  for p in interop/LiveDlrm.Interop engine/LiveDlrm.Engine; do
+    log "dotnet pack $p"
+    dotnet pack "$p" -c Release -o "$PACKAGES" -nologo -clp:NoSummary -v:q -p:LiveDlrmPackNativeDir="$PACK_NATIVE_LIB" >&2
+  done
+  ls "$PACKAGES"/LiveDlrm.*.nupkg
+}
+
 cli_up_to_date() {
   [ -f "$CLI_DLL" ] || return 1
   [ -z "$(find engine interop native build Directory.*.props Directory.*.targets -newer "$CLI_DLL" -type f \
@@ -107,7 +129,8 @@ case "$verb" in
   cli)   run_cli "$@" ;;
   bench) build_all; cd "$CALLER_DIR"; exec dotnet "$ROOT/perf/LiveDlrm.Perf/bin/$CONFIG/net10.0/LiveDlrm.Perf.dll" "$@" ;;
   fuzz)  build_all; exec dotnet "$ROOT/tests/LiveDlrm.Fuzz/bin/$CONFIG/net10.0/LiveDlrm.Fuzz.dll" "$@" --corpus "$ROOT/tests/LiveDlrm.Fuzz/corpus" ;;
+  pack)  pack_packages ;;
   build) build_all ;;
   clean) rm -rf artifacts; find engine interop tests perf -type d \( -name bin -o -name obj \) -prune -exec rm -rf {} + ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$verb" ] || [ "$verb" = help ] || exit 2 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$verb" ] || [ "$verb" = help ] || exit 2 ;;
 esac

@@ -75,6 +75,11 @@ public static class NativeLibraries
     {
         if (Environment.GetEnvironmentVariable("LIVEDLRM_NATIVE_DIR") is { Length: > 0 } env) yield return env;
         yield return AppContext.BaseDirectory;
+        // A host that references the LiveDlrm.Interop package gets the libraries under runtimes/linux-x64/native/ of
+        // its output; the .NET host lists those directories (from deps.json) here.
+        if (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") is string dirs)
+            foreach (var dir in dirs.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+                yield return dir;
     }
 
     public static bool IsAvailable(string logical) => TryLoad(logical) != 0;
