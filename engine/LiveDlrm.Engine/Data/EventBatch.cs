@@ -5,13 +5,18 @@ namespace LiveDlrm.Data;
 /// built directly.</summary>
 public sealed class EventBatchLayout
 {
+    /// <summary>Dense features per event.</summary>
     public int DenseCount { get; }
+    /// <summary>The sparse features in model order (feature i indexes embedding table i).</summary>
     public IReadOnlyList<SparseFeatureLayout> Sparse { get; }
+    /// <summary>Number of sparse features.</summary>
     public int SparseCount => Sparse.Count;
     /// <summary>Whether batches carry the generator's true click probability per event (synthetic streams, or a
     /// TSV that has the column); the best achievable AUC over any window is the AUC of these.</summary>
     public bool HasTrueProbabilities { get; }
 
+    /// <summary>A layout of <paramref name="denseCount"/> dense features and the sparse features
+    /// <paramref name="sparse"/> (each table at most once).</summary>
     public EventBatchLayout(int denseCount, IReadOnlyList<SparseFeatureLayout> sparse, bool hasTrueProbabilities = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(denseCount);
@@ -24,6 +29,7 @@ public sealed class EventBatchLayout
         HasTrueProbabilities = hasTrueProbabilities;
     }
 
+    /// <summary>The position of the sparse feature indexing <paramref name="table"/>, or -1.</summary>
     public int SparseIndexOf(string table)
     {
         for (int i = 0; i < Sparse.Count; i++) if (Sparse[i].Table == table) return i;
@@ -35,8 +41,11 @@ public sealed class EventBatchLayout
 /// count (every index the stream emits is in [0, Rows)).</summary>
 public sealed record SparseFeatureLayout(string Name, string Table, long Rows)
 {
+    /// <summary>The feature's name (for a hosted model: its table's name).</summary>
     public string Name { get; } = !string.IsNullOrEmpty(Name) ? Name : throw new ArgumentException("sparse feature name is empty");
+    /// <summary>The embedding table the feature indexes.</summary>
     public string Table { get; } = !string.IsNullOrEmpty(Table) ? Table : throw new ArgumentException($"sparse feature '{Name}': table name is empty");
+    /// <summary>The table's row count: every index is in [0, Rows).</summary>
     public long Rows { get; } = Rows > 0 ? Rows : throw new ArgumentOutOfRangeException(nameof(Rows), Rows, $"sparse feature '{Name}': rows must be > 0");
 }
 
@@ -66,13 +75,21 @@ public sealed class EventBatch
     readonly long[][] _indices;
     readonly long[][] _offsets;
 
+    /// <summary>The batch's shape.</summary>
     public EventBatchLayout Layout { get; }
+    /// <summary>Events the batch holds at most.</summary>
     public int Capacity { get; }
+    /// <summary>Events in the batch now.</summary>
     public int Count { get; private set; }
+    /// <summary>Dense features per event.</summary>
     public int DenseCount => Layout.DenseCount;
+    /// <summary>Sparse features per event.</summary>
     public int SparseCount => Layout.SparseCount;
+    /// <summary>Whether <see cref="Count"/> has reached <see cref="Capacity"/>.</summary>
     public bool IsFull => Count == Capacity;
 
+    /// <summary>An empty batch of <paramref name="layout"/> for up to <paramref name="capacity"/> events, with room for
+    /// <paramref name="indicesPerEventHint"/> indices per event and feature before its index arrays grow.</summary>
     public EventBatch(EventBatchLayout layout, int capacity, int indicesPerEventHint = 1)
     {
         ArgumentNullException.ThrowIfNull(layout);
@@ -96,9 +113,13 @@ public sealed class EventBatch
 
     /// <summary>Row-major <c>Count × DenseCount</c> transformed dense features.</summary>
     public ReadOnlySpan<float> Dense => _dense.AsSpan(0, Count * DenseCount);
+    /// <summary>The dense features of event <paramref name="row"/>.</summary>
     public ReadOnlySpan<float> DenseRow(int row) => _dense.AsSpan(CheckRow(row) * DenseCount, DenseCount);
+    /// <summary>Each event's label (0 or 1; unused when scoring).</summary>
     public ReadOnlySpan<float> Labels => _labels.AsSpan(0, Count);
+    /// <summary>Each event's timestamp (unix seconds; unused when scoring).</summary>
     public ReadOnlySpan<long> Timestamps => _timestamps.AsSpan(0, Count);
+    /// <summary>Each event's request id: the key a later label is joined by.</summary>
     public ReadOnlySpan<long> RequestIds => _requestIds.AsSpan(0, Count);
     /// <summary>The generator's click probability per event; empty unless <see cref="EventBatchLayout.HasTrueProbabilities"/>.</summary>
     public ReadOnlySpan<float> TrueProbabilities => Layout.HasTrueProbabilities ? _trueProbabilities.AsSpan(0, Count) : default;
@@ -123,6 +144,7 @@ public sealed class EventBatch
         get { long n = 0; for (int f = 0; f < SparseCount; f++) n += _offsets[f][Count]; return n; }
     }
 
+    /// <summary>Empties the batch for reuse (keeps its arrays).</summary>
     public void Clear() => Count = 0;
 
     /// <summary>Starts a new event (row) with the given scalar fields; its dense row is zeroed and its bags are
@@ -161,8 +183,11 @@ public sealed class EventBatch
         Count--;
     }
 
+    /// <summary>Sets event <paramref name="row"/>'s label.</summary>
     public void SetLabel(int row, float label) => _labels[CheckRow(row)] = label;
+    /// <summary>Sets event <paramref name="row"/>'s timestamp.</summary>
     public void SetTimestamp(int row, long timestamp) => _timestamps[CheckRow(row)] = timestamp;
+    /// <summary>Sets event <paramref name="row"/>'s request id.</summary>
     public void SetRequestId(int row, long requestId) => _requestIds[CheckRow(row)] = requestId;
 
     /// <summary>Appends one event of <paramref name="source"/> (same layout) to this batch.</summary>

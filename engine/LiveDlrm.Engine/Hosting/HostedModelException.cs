@@ -5,6 +5,8 @@ namespace LiveDlrm.Hosting;
 /// model the call was made on (if any) is unchanged.</summary>
 public sealed class HostedModelException : Exception
 {
+    /// <summary>An error with the one-line <paramref name="message"/>.</summary>
     public HostedModelException(string message) : base(message) { }
+    /// <summary>An error with the one-line <paramref name="message"/>, caused by <paramref name="inner"/>.</summary>
     public HostedModelException(string message, Exception? inner) : base(message, inner) { }
 }

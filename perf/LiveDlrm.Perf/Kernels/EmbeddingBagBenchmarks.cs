@@ -36,7 +36,8 @@ public class EmbeddingBagBenchmarks
     [Params(64, 128)] public int Dim;
     [Params(8, 32)] public int Pooling;
     [Params(100_000L, 4L << 20)] public long Rows;
-    [Params(EmbeddingStorage.Fp32, EmbeddingStorage.Fp16, EmbeddingStorage.Int8Rowwise)] public EmbeddingStorage Storage;
+    // By name: BenchmarkDotNet's generated runner sets the parameters, and it cannot see the engine's internal types.
+    [Params(nameof(EmbeddingStorage.Fp32), nameof(EmbeddingStorage.Fp16), nameof(EmbeddingStorage.Int8Rowwise))] public string Storage = "";
 
     EmbeddingTable _table = null!;
     LookupBatches _batches = null!;
@@ -48,7 +49,7 @@ public class EmbeddingBagBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _table = EmbeddingTable.Create("bdn", Rows, Dim, Storage);
+        _table = EmbeddingTable.Create("bdn", Rows, Dim, Enum.Parse<EmbeddingStorage>(Storage));
         var random = new Random(1);
         var row = new float[Dim];
         for (long r = 0; r < Rows; r++)
