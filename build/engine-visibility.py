@@ -37,6 +37,7 @@ TYPE_DECL = re.compile(
     r"^public(?P<mods>(?:\s+(?:static|sealed|abstract|readonly|unsafe|partial|ref|new))*)"
     r"\s+(?P<kind>class|struct|interface|enum|delegate|record(?:\s+(?:class|struct))?)\s+(?P<rest>.*)$")
 NAMESPACE = re.compile(r"^namespace\s+([A-Za-z_][\w.]*)\s*;", re.M)
+BENCHMARK = re.compile(r"^\s*\[Benchmark\b", re.M)
 IVT = re.compile(r'<InternalsVisibleTo\s+Include="([^"]+)"\s*/>')
 
 
@@ -167,7 +168,7 @@ def main():
             writes[src] = new
     for proj in others:
         for src in sources(os.path.dirname(proj)):
-            benchmark = "[Benchmark" in open(src, encoding="utf-8-sig").read()
+            benchmark = BENCHMARK.search(open(src, encoding="utf-8-sig").read()) is not None
             writes[src] = sweep_file(src, lambda full: benchmark, changes)
     for target in packed + others:
         users = referrers(target, projects, refs)
