@@ -7,6 +7,7 @@ using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
 using LiveDlrm.Model;
 using LiveDlrm.Online;
+using LiveDlrm.Online.Persistence;
 using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Hosting;
@@ -280,19 +281,21 @@ public sealed class HostedModel : IDisposable
         return WithTrainerStopped(() => _loaded.SaveAdapters(directory));
     }
 
-    /// <summary>Restores adapters saved by <see cref="SaveAdapters"/> from <paramref name="directory"/> onto this
-    /// model, whose base must be the one they were trained on (<see cref="BaseFingerprint"/>) and whose adapter
-    /// options must match. False (nothing changed) when there is no saved file; a damaged or foreign file throws
-    /// <see cref="HostedModelException"/> and changes nothing. Scoring waits while the state is applied.</summary>
+    /// <summary>Restores adapters saved by <see cref="SaveAdapters"/> from <paramref name="directory"/> into this
+    /// model, right after <see cref="Load"/> (before the trainer has taken a step; otherwise
+    /// <see cref="InvalidOperationException"/>). Its base must be the one they were trained on
+    /// (<see cref="BaseFingerprint"/>) and its adapter options the same. False (nothing changed) when there is no
+    /// saved file; a damaged or foreign file throws <see cref="HostedModelException"/> and changes nothing. Scoring
+    /// waits while the state is applied.</summary>
     public bool RestoreAdapters(string directory)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         return WithTrainerStopped(() =>
         {
-            var file = _loaded.ReadAdapters(directory);
-            if (file is null) return false;
+            var saved = _loaded.ReadAdapters(directory);
+            if (saved is null) return false;
             _swap.EnterWriteLock();
-            try { _loaded.ApplyAdapters(file, directory); }
+            try { _loaded.ApplyAdapters(saved.Value); }
             finally { _swap.ExitWriteLock(); }
             return true;
         });
@@ -371,7 +374,7 @@ public sealed class HostedModel : IDisposable
     }
 
     /// <summary>One loaded base model with its live model, layout, fingerprint and the record of the rows its
-    /// adapters merged into the base tables (saved with the adapters).</summary>
+    /// adapters merged into the base tables (saved with the adapters, <see cref="AdapterStore"/>).</summary>
     sealed class Loaded : IDisposable
     {
         public required LiveModel Live { get; init; }
@@ -425,7 +428,7 @@ public sealed class HostedModel : IDisposable
                 var config = live.Model.Config;
                 var layout = new EventBatchLayout(config.DenseFeatures,
                     config.Tables.Select(t => new SparseFeatureLayout(t.Name, t.Name, t.Rows)).ToArray());
-                return new Loaded { Live = live, Fingerprint = fingerprint, Layout = layout };
+                return new Loaded { Live = live, Fingerprint = fingerprint, Layout = layout, Merged = AdapterStore.MergedRows.Track(live) };
             }
             catch (Exception e) when (e is CheckpointException or UserInputException or DlrmConfigException or InvalidDataException)
             {
@@ -440,9 +443,45 @@ public sealed class HostedModel : IDisposable
             return "pytorch-xxh3:" + Convert.ToHexStringLower(hash.GetCurrentHash());
         }
 
-        public string SaveAdapters(string directory) => throw new NotImplementedException();
-        public byte[]? ReadAdapters(string directory) => throw new NotImplementedException();
-        public void ApplyAdapters(byte[] file, string directory) => throw new NotImplementedException();
+        /// <summary>Rows the adapters merged into the base tables since load: saved with the adapters.</summary>
+        public required AdapterStore.MergedRows Merged { get; init; }
+
+        const string DiscardHint = "restore nothing (or delete the file) to start from fresh adapters";
+
+        /// <summary>Trainer stopped (the caller's lifecycle lock).</summary>
+        public string SaveAdapters(string directory)
+        {
+            var store = new AdapterStore(directory, DiscardHint);
+            try { store.Save(AdapterStore.Export(Live, Fingerprint, Merged)); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new HostedModelException($"{store.FilePath}: cannot write the adapters: {e.Message}", e);
+            }
+            return store.FilePath;
+        }
+
+        /// <summary>The verified file, or null when there is none.</summary>
+        public (byte[] File, string Path)? ReadAdapters(string directory)
+        {
+            var store = new AdapterStore(directory, DiscardHint);
+            try { return store.ReadVerified() is { } bytes ? (bytes, store.FilePath) : null; }
+            catch (AdapterStoreException e) { throw new HostedModelException(e.Message, e); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new HostedModelException($"{store.FilePath}: cannot read the adapters: {e.Message}", e);
+            }
+        }
+
+        /// <summary>Trainer stopped, scoring held back (the caller's locks).</summary>
+        public void ApplyAdapters((byte[] File, string Path) saved)
+        {
+            // The file holds the adapters and the rows they merged into the base since it was loaded; rows this model
+            // merged on its own would stay in its tables, so only a model that has not trained takes a restore.
+            if (Live.Trainer.Steps > 0 || Live.Adapters.Any(a => a is not null && a.MergedRows > 0))
+                throw new InvalidOperationException("adapters can be restored only into a model that has not trained yet (restore right after Load)");
+            try { AdapterStore.Restore(Live, Fingerprint, Merged, saved.File, saved.Path, DiscardHint); }
+            catch (AdapterStoreException e) { throw new HostedModelException(e.Message, e); }
+        }
 
         public void Dispose() => Live.Dispose();
     }
