@@ -66,8 +66,9 @@ public class PackageConsumerTests
         var restoreTime = step.Elapsed;
         using (var assets = JsonDocument.Parse(File.ReadAllText(Path.Combine(project, "obj", "project.assets.json"))))
         {
-            var folders = assets.RootElement.GetProperty("packageFolders").EnumerateObject().Select(p => Path.GetFullPath(p.Name)).ToList();
-            Assert.That(folders, Is.EqualTo(new[] { Path.GetFullPath(packages) + Path.DirectorySeparatorChar }), "the sample restores into its own packages folder only");
+            var folders = assets.RootElement.GetProperty("packageFolders").EnumerateObject()
+                .Select(p => Path.TrimEndingDirectorySeparator(Path.GetFullPath(p.Name))).ToList();
+            Assert.That(folders, Is.EqualTo(new[] { Path.GetFullPath(packages) }), "the sample restores into its own packages folder only");
             var libraries = assets.RootElement.GetProperty("libraries").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetProperty("type").GetString());
             Assert.That(libraries.Keys, Has.Some.StartsWith("LiveDlrm.Engine/"));
             Assert.That(libraries.Values, Has.All.EqualTo("package"), "the sample references packages, no project");
