@@ -131,6 +131,6 @@ case "$verb" in
   fuzz)  build_all; exec dotnet "$ROOT/tests/LiveDlrm.Fuzz/bin/$CONFIG/net10.0/LiveDlrm.Fuzz.dll" "$@" --corpus "$ROOT/tests/LiveDlrm.Fuzz/corpus" ;;
   pack)  pack_packages ;;
   build) build_all ;;
-  clean) rm -rf artifacts; find engine interop tests perf -type d \( -name bin -o -name obj \) -prune -exec rm -rf {} + ;;
+  clean) rm -rf artifacts; find engine interop tests perf samples -type d \( -name bin -o -name obj \) -prune -exec rm -rf {} + ;;
   *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$verb" ] || [ "$verb" = help ] || exit 2 ;;
 esac
