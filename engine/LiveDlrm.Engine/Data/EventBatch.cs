@@ -129,8 +129,8 @@ public sealed class EventBatch
     /// <summary>CSR offsets of sparse feature <paramref name="feature"/>: length <c>Count + 1</c>, starting at 0.</summary>
     public ReadOnlySpan<long> Offsets(int feature) => _offsets[feature].AsSpan(0, Count + 1);
     /// <summary><see cref="Indices"/> and <see cref="Offsets"/> as memory, for lookups handed over for several tables at once.</summary>
-    public ReadOnlyMemory<long> IndicesMemory(int feature) => _indices[feature].AsMemory(0, (int)_offsets[feature][Count]);
-    public ReadOnlyMemory<long> OffsetsMemory(int feature) => _offsets[feature].AsMemory(0, Count + 1);
+    internal ReadOnlyMemory<long> IndicesMemory(int feature) => _indices[feature].AsMemory(0, (int)_offsets[feature][Count]);
+    internal ReadOnlyMemory<long> OffsetsMemory(int feature) => _offsets[feature].AsMemory(0, Count + 1);
     /// <summary>Indices of one event's bag for one feature.</summary>
     public ReadOnlySpan<long> Bag(int feature, int row)
     {
