@@ -5,7 +5,7 @@ using LiveDlrm.CommandLine;
 namespace LiveDlrm.Cli;
 
 /// <summary>The <c>livedlrm</c> command line: the root command with every verb and the global options.</summary>
-public static class CliApp
+internal static class CliApp
 {
     /// <summary>Every verb, in help order.</summary>
     public static IReadOnlyList<CliCommand> CreateCommands() =>

@@ -6,7 +6,7 @@ namespace LiveDlrm.Cli;
 
 /// <summary>The shared <c>--data synthetic|PATH</c> options of every command that reads events; each command gives
 /// its own default event count (and rate, for the replay).</summary>
-public sealed class DataSourceArgs
+internal sealed class DataSourceArgs
 {
     public Option<string?> Data { get; } = Opt.Text("--data", "events: the embedded drifting stream, the id-only 20-year visit world, or a TSV file", DataSourceOptions.Synthetic, "synthetic|visits|PATH");
     public Option<string?> Schema { get; } = Opt.Text("--schema", "schema JSON of the file (default: FILE.schema.json beside it, else Criteo)", helpName: "PATH");

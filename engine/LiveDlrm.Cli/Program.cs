@@ -1,6 +1,6 @@
 namespace LiveDlrm.Cli;
 
-public static class Program
+internal static class Program
 {
     public static int Main(string[] args) => CliApp.Run(args);
 }

@@ -5,7 +5,7 @@ using LiveDlrm.Data;
 namespace LiveDlrm.Cli;
 
 /// <summary>The synthetic world's shape options, shared by <c>synth</c> and <c>replay</c> (each with its own defaults).</summary>
-public sealed class SyntheticWorldArgs(SyntheticStreamConfig d)
+internal sealed class SyntheticWorldArgs(SyntheticStreamConfig d)
 {
     public Option<int> Users { get; } = Opt.Int("--users", "synthetic world: users", d.Users, 1);
     public Option<int> Items { get; } = Opt.Int("--items", "synthetic world: items at the start", d.InitialItems, 1);

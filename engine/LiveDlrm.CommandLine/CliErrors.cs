@@ -10,7 +10,7 @@ using LiveDlrm.Scheduling.Resctrl;
 namespace LiveDlrm.CommandLine;
 
 /// <summary>The exit codes of <c>livedlrm</c> and <c>./build.sh bench</c>.</summary>
-public static class ExitCodes
+internal static class ExitCodes
 {
     public const int Ok = 0;
     /// <summary>Runtime failure: the input was acceptable but the work failed (disk full, device error, a bug).</summary>
@@ -23,14 +23,14 @@ public static class ExitCodes
 
 /// <summary>Thrown for bad command-line input that the option definitions cannot check on their own (combinations,
 /// files that must exist): exit code 2.</summary>
-public sealed class UsageException(string message) : UserInputException(message);
+internal sealed class UsageException(string message) : UserInputException(message);
 
 /// <summary>
 /// The one place that turns an exception escaping a command into what the user sees: an exit code and a one-line
 /// message. Engine exception types that describe bad input map to 2, resource and I/O failures to 1. Messages are
 /// escaped (control characters and invalid text from data files never reach the terminal raw).
 /// </summary>
-public static class CliErrors
+internal static class CliErrors
 {
     public static (int ExitCode, string Message) Map(Exception e)
     {

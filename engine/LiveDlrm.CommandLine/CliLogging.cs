@@ -6,7 +6,7 @@ namespace LiveDlrm.CommandLine;
 /// <summary>The one logger factory of a CLI or bench-runner process: engine notices go to stderr, through
 /// <see cref="Terminal"/> so they do not tear a live progress display, coloured by level on a terminal and plain
 /// otherwise. <c>--verbose</c> lowers the level from Information to Debug.</summary>
-public static class CliLogging
+internal static class CliLogging
 {
     static ILoggerFactory s_factory = NullLoggerFactory.Instance;
 

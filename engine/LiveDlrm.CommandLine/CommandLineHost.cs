@@ -6,7 +6,7 @@ namespace LiveDlrm.CommandLine;
 
 /// <summary>A command that handles SIGINT/SIGTERM itself (a server's graceful drain, exit code 0) instead of the
 /// host's one line and exit code 3.</summary>
-public interface IHandlesOwnInterrupts { }
+internal interface IHandlesOwnInterrupts { }
 
 /// <summary>
 /// Runs a root command the way both hosts (<c>livedlrm</c>, the bench runner) end: exit code 0, or exactly one line
@@ -14,7 +14,7 @@ public interface IHandlesOwnInterrupts { }
 /// Exceptions are mapped by <see cref="CliErrors.Map"/>; stack traces only with <c>--verbose</c> or
 /// <c>LIVEDLRM_DEBUG=1</c>.
 /// </summary>
-public static class CommandLineHost
+internal static class CommandLineHost
 {
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "more log lines, and the stack trace of a failure", Recursive = true };
     public static readonly Option<bool> NoColor = new("--no-color") { Description = "plain output without colours or live progress (also NO_COLOR=1)", Recursive = true };

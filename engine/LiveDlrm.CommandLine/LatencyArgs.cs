@@ -5,7 +5,7 @@ namespace LiveDlrm.CommandLine;
 
 /// <summary>The colocation harness options shared by <c>livedlrm latency</c> and <c>./build.sh bench latency</c>.
 /// Shape options default to the harness's records (shrunk by <c>--quick</c>), so they are applied only when given.</summary>
-public sealed class LatencyArgs
+internal sealed class LatencyArgs
 {
     static readonly LatencyHarnessOptions D = new();
 

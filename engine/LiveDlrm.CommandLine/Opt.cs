@@ -7,7 +7,7 @@ namespace LiveDlrm.CommandLine;
 
 /// <summary>One verb of <c>livedlrm</c> or one bench run: its options are fields defined once (name, default, range, help
 /// text); <see cref="Run"/> reads them from the parse result.</summary>
-public abstract class CliCommand : Command
+internal abstract class CliCommand : Command
 {
     protected CliCommand(string name, string description) : base(name, description) =>
         SetAction(result => Run(result));
@@ -26,7 +26,7 @@ public abstract class CliCommand : Command
 /// parsing (exit 2 with a message naming the option), shown in the help next to the default, and the choices of a
 /// keyword option are offered by tab completion. Numbers are invariant-culture and may contain '_' separators.
 /// </summary>
-public static class Opt
+internal static class Opt
 {
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 

@@ -8,7 +8,7 @@ namespace LiveDlrm.CommandLine;
 /// plain text otherwise (pipes, CI logs), with <c>--no-color</c> or with <c>NO_COLOR</c> set. Results go to stdout:
 /// tables with borders when stdout is a terminal, plain padded lines otherwise, so they stay parseable.
 /// </summary>
-public static class Terminal
+internal static class Terminal
 {
     static bool _noColor;
 

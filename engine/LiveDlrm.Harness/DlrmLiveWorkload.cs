@@ -14,7 +14,7 @@ namespace LiveDlrm.Harness;
 
 /// <summary>Shape of the real DLRM workload: the default synthetic stream and model, a base model trained on a
 /// prefix of the stream, then Predict batches of <see cref="Batch"/> events through the LoRA adapters.</summary>
-public sealed record DlrmWorkloadOptions
+internal sealed record DlrmWorkloadOptions
 {
     /// <summary>Events of the stream's prefix the base model is trained on (one pass; 0 = randomly initialised).</summary>
     public long BaseTrainEvents { get; init; } = 100_000;
@@ -46,7 +46,7 @@ public sealed record DlrmWorkloadOptions
 /// worker pool the plan pins. Its <see cref="Trainer"/> is the real <see cref="OnlineTrainer"/> on the same
 /// adapters, fed labelled events from the stream, so adapters are trained and merged while requests are served.
 /// </summary>
-public sealed class DlrmLiveWorkload : IInferenceWorkload
+internal sealed class DlrmLiveWorkload : IInferenceWorkload
 {
     public const string WorkloadName = "dlrm-live";
 
@@ -184,7 +184,7 @@ public sealed class DlrmLiveWorkload : IInferenceWorkload
 /// feeder only produces what the trainer consumes, and is throttled with it. Both threads run <c>onThreadStart</c>
 /// (the plan's trainer pinning) and are listed in <see cref="ThreadIds"/>.
 /// </summary>
-public sealed class OnlineTrainerHost : ILatencyTrainer
+internal sealed class OnlineTrainerHost : ILatencyTrainer
 {
     readonly DlrmLiveWorkload _workload;
     readonly OnlineTrainer _trainer;

@@ -6,7 +6,7 @@ namespace LiveDlrm.Harness;
 
 /// <summary>Shape of the proxy inference request: <see cref="Tables"/> sparse features, each a bag of
 /// <see cref="Pooling"/> Zipf-distributed ids per sample, <see cref="Batch"/> samples per request.</summary>
-public sealed record LookupWorkloadOptions
+internal sealed record LookupWorkloadOptions
 {
     public int Tables { get; init; } = 4;
     public long Rows { get; init; } = 500_000;
@@ -31,7 +31,7 @@ public sealed record LookupWorkloadOptions
 /// EmbeddingBag.Forward per table over a batch whose ids come from a Zipf stream, spread over an
 /// <see cref="EmbeddingWorkerPool"/> whose workers the plan pins. It is the memory-bound half of DLRM inference,
 /// without the MLPs — numbers measured with it are labelled "embedding-lookup-proxy".</summary>
-public sealed class EmbeddingLookupWorkload : IInferenceWorkload
+internal sealed class EmbeddingLookupWorkload : IInferenceWorkload
 {
     public const string WorkloadName = "embedding-lookup-proxy";
 

@@ -4,7 +4,7 @@ namespace LiveDlrm.Harness;
 
 /// <summary>What the latency harness drives: one call serves one inference request, synchronously, on the harness's
 /// dispatch thread: <see cref="DlrmLiveWorkload"/> (the default) or the <see cref="EmbeddingLookupWorkload"/> proxy.</summary>
-public interface IInferenceWorkload : IDisposable
+internal interface IInferenceWorkload : IDisposable
 {
     /// <summary>Short label for output and JSON, e.g. "dlrm-live".</summary>
     string Name { get; }

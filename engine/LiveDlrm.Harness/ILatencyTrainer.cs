@@ -3,7 +3,7 @@ using LiveDlrm.Scheduling;
 namespace LiveDlrm.Harness;
 
 /// <summary>The harness's colocated trainer: an <see cref="ITrainerHost"/> it can start once per mode.</summary>
-public interface ILatencyTrainer : ITrainerHost
+internal interface ILatencyTrainer : ITrainerHost
 {
     string Description { get; }
     /// <summary>How many trainer threads <see cref="ITrainerHost.Start"/> accepts at most (null = any).</summary>

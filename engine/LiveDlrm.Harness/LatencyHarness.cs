@@ -10,9 +10,9 @@ namespace LiveDlrm.Harness;
 
 /// <summary>What the harness drives: the real DLRM model with its online LoRA trainer, or the embedding-lookup
 /// proxy with the sparse Adagrad trainer proxy (the stand-ins from before the model existed).</summary>
-public enum LatencyWorkloadKind { DlrmLive, Proxy }
+internal enum LatencyWorkloadKind { DlrmLive, Proxy }
 
-public sealed record LatencyHarnessOptions
+internal sealed record LatencyHarnessOptions
 {
     public LatencyWorkloadKind Kind { get; init; } = LatencyWorkloadKind.DlrmLive;
     public DlrmWorkloadOptions Dlrm { get; init; } = new();
@@ -41,7 +41,7 @@ public sealed record LatencyHarnessOptions
 }
 
 /// <summary>One line of the harness output / latency.json.</summary>
-public sealed record LatencyModeResult(
+internal sealed record LatencyModeResult(
     string Workload, string Mode, double Qps, double AchievedQps, double MaxSustainableQps, long Requests, long Dropped,
     double P50Ms, double P99Ms, double P999Ms, double MaxMs, double? TrainerSamplesPerS, double? TrainerDutyCycleEnd,
     double? QosTargetMs, string? QosDecisions, string Placement, string HardwareQos)
@@ -52,7 +52,7 @@ public sealed record LatencyModeResult(
     public double? TrainerRateVsUnthrottled { get; init; }
 }
 
-public sealed record LatencyReport(string Machine, string Plan, string WorkloadDescription, string TrainerDescription,
+internal sealed record LatencyReport(string Machine, string Plan, string WorkloadDescription, string TrainerDescription,
                                    double ServiceP50Ms, double MaxSustainableQps, IReadOnlyList<TrialResult> Search,
                                    IReadOnlyList<LatencyModeResult> Modes)
 {
@@ -64,7 +64,7 @@ public sealed record LatencyReport(string Machine, string Plan, string WorkloadD
 /// trainer, (2) trainer unthrottled and unpinned, (3) trainer under QoS (pinned by the plan, resctrl groups where
 /// available, the AIMD controller on its duty cycle). The inference dispatcher and pool workers are pinned by the
 /// plan in every mode, so only the trainer's treatment changes between modes.</summary>
-public static class LatencyHarness
+internal static class LatencyHarness
 {
     public const string ModeNoTrainer = "no-trainer", ModeUnthrottled = "trainer-unthrottled", ModeQos = "trainer-qos";
 

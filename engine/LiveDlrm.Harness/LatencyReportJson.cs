@@ -7,7 +7,7 @@ namespace LiveDlrm.Harness;
 /// <summary>latency.json: an array with one object per mode, snake_case (qps, mode, p50_ms, p99_ms, p999_ms,
 /// trainer_samples_per_s, workload, ...); a figure that could not be measured (NaN) is null. Written to a
 /// temporary file and renamed, so a reader never sees half.</summary>
-public static class LatencyReportJson
+internal static class LatencyReportJson
 {
     public static string Serialize(LatencyReport report) => JsonSerializer.Serialize(report.Modes, LatencyJsonContext.Default.IReadOnlyListLatencyModeResult);
 

@@ -7,7 +7,7 @@ namespace LiveDlrm.Harness;
 
 /// <summary>Result of one open-loop trial. Latencies in milliseconds, measured from each request's scheduled
 /// arrival time to its completion.</summary>
-public sealed record TrialResult(double OfferedQps, double AchievedQps, long Requests, long Dropped, double P50Ms, double P99Ms,
+internal sealed record TrialResult(double OfferedQps, double AchievedQps, long Requests, long Dropped, double P50Ms, double P99Ms,
                                  double P999Ms, double MaxMs, double FinalLagMs, TimeSpan Measured);
 
 /// <summary>An open-loop Poisson load generator with one dispatch thread. Arrival times are drawn up front from
@@ -15,7 +15,7 @@ public sealed record TrialResult(double OfferedQps, double AchievedQps, long Req
 /// served at once and its latency still counts from its scheduled arrival — the queueing delay a real client
 /// would see is in the numbers (no coordinated omission). Requests are served in arrival order, one at a time,
 /// each fanned out by the workload over its worker pool: an M/G/1 queue whose server is the whole inference side.</summary>
-public static class OpenLoopLoad
+internal static class OpenLoopLoad
 {
     const long HighestTrackableMicros = 60_000_000;
 

@@ -12,7 +12,7 @@ using LiveDlrm.Serving.Grpc;
 
 namespace LiveDlrm.Harness;
 
-public sealed record LoadOptions
+internal sealed record LoadOptions
 {
     /// <summary>The node's HTTP endpoint (its model shape is read from /v1/model); loopback only.</summary>
     public required IPEndPoint Target { get; init; }
@@ -57,7 +57,7 @@ public sealed record LoadOptions
 
 /// <summary>What one load run measured (after the warm-up). <see cref="Sent"/> counts the Poisson arrivals sent,
 /// <see cref="Requests"/> those answered; latencies in milliseconds from each request's intended send time.</summary>
-public sealed record LoadResult(
+internal sealed record LoadResult(
     double OfferedQps, double AchievedQps, long Sent, long Requests, long Errors, long Dropped, long Events,
     double P50Ms, double P99Ms, double P999Ms, double MaxMs, double Seconds,
     long FeedbackSent, long FeedbackJoined, long FeedbackUnknown, long FeedbackLate, string? FirstError)
@@ -76,7 +76,7 @@ public sealed record LoadResult(
 /// replayed from a data file (<see cref="LoadOptions.Source"/>), and a fraction of them get a label back after a
 /// delay, streamed (a replayed event its own label). Bounded in time and in outstanding requests.
 /// </summary>
-public static class LoadGenerator
+internal static class LoadGenerator
 {
     const long HighestTrackableMicros = 60_000_000;
     const int DistinctRequests = 64;

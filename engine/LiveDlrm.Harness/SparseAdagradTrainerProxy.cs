@@ -7,7 +7,7 @@ using LiveDlrm.Scheduling;
 
 namespace LiveDlrm.Harness;
 
-public sealed record TrainerProxyOptions
+internal sealed record TrainerProxyOptions
 {
     public int Tables { get; init; } = 2;
     public long Rows { get; init; } = 1_000_000;
@@ -32,7 +32,7 @@ public sealed record TrainerProxyOptions
 /// tables, low Zipf skew: each step reads and writes thousands of scattered rows, i.e. it is memory-bandwidth
 /// heavy, the worst interference a colocated trainer inflicts (the <c>dlrm-live</c> workload runs the real one). Implements <see cref="ITrainerHost"/> so the plan
 /// pins its threads and the QoS controller throttles it.</summary>
-public sealed class SparseAdagradTrainerProxy : ILatencyTrainer
+internal sealed class SparseAdagradTrainerProxy : ILatencyTrainer
 {
     readonly EmbeddingTable[] _tables;
     readonly float[][] _accumulators;

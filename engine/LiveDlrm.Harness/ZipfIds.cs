@@ -5,7 +5,7 @@ namespace LiveDlrm.Harness;
 /// <summary>A pool of row ids drawn from a Zipf(s) distribution over [0, rows), hot ranks scattered over the table
 /// by a multiplicative bijection (so "hot" does not mean "adjacent" — real hot ids are not neighbours). Requests
 /// take slices of the pool: generating ids per request would cost more than the lookups being measured.</summary>
-public static class ZipfIds
+internal static class ZipfIds
 {
     public static long[] Generate(long rows, double exponent, int count, int seed)
     {

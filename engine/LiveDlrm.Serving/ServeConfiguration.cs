@@ -5,7 +5,7 @@ namespace LiveDlrm.Serving;
 
 /// <summary>Builds <see cref="ServeOptions"/> from a JSON file (section <c>Serve</c>) overlaid with command-line
 /// values (keys are the option property names). Unknown keys and unparsable values are errors naming the key.</summary>
-public static class ServeConfiguration
+internal static class ServeConfiguration
 {
     public static ServeOptions Bind(string? configFile, IReadOnlyDictionary<string, string?> overrides)
     {

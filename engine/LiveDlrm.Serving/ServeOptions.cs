@@ -3,17 +3,17 @@ using LiveDlrm.Online;
 
 namespace LiveDlrm.Serving;
 
-public enum LabelPolicy { ImplicitNegative, Off }
+internal enum LabelPolicy { ImplicitNegative, Off }
 
 /// <summary>How the colocated trainer is treated: <c>Off</c> = runs unthrottled and unpinned; <c>Throttle</c> = the
 /// latency-driven duty-cycle controller only; <c>Full</c> = the resource plan's pinning and priorities, resctrl groups
 /// where mounted, and the controller.</summary>
-public enum QosMode { Off, Throttle, Full }
+internal enum QosMode { Off, Throttle, Full }
 
 /// <summary>Configuration of <c>livedlrm serve</c>, bound from the configuration section <see cref="Section"/>
 /// (a JSON file given by <c>--config</c>, then command-line options, which win). <see cref="Validate"/> names the
 /// offending option.</summary>
-public sealed class ServeOptions
+internal sealed class ServeOptions
 {
     public const string Section = "Serve";
 

@@ -25,7 +25,7 @@ namespace LiveDlrm.Serving;
 /// /metrics, health, admin: what curl and Prometheus speak) and gRPC over cleartext HTTP/2 on another (h2c needs an
 /// HTTP/2-only endpoint: without TLS there is no ALPN to negotiate it).
 /// </summary>
-public sealed class ServingHost : IAsyncDisposable
+internal sealed class ServingHost : IAsyncDisposable
 {
     readonly ServeOptions _options;
     readonly ILogger _log;

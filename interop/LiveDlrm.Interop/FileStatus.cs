@@ -4,10 +4,10 @@ namespace LiveDlrm.Interop;
 
 /// <summary>What kind of object a path names, as <c>stat</c> reports it (.NET's FileAttributes cannot tell a
 /// regular file from a device or a FIFO).</summary>
-public enum FileKind { Missing, Regular, Directory, Symlink, Other }
+internal enum FileKind { Missing, Regular, Directory, Symlink, Other }
 
 /// <summary>Identity and kind of a file: two paths name the same object when device and inode agree.</summary>
-public readonly record struct FileStat(FileKind Kind, ulong Device, ulong Inode, long Size, long ModifiedNanoseconds);
+internal readonly record struct FileStat(FileKind Kind, ulong Device, ulong Inode, long Size, long ModifiedNanoseconds);
 
 /// <summary>statx(2): its buffer layout is the same on every Linux architecture, unlike struct stat's.</summary>
 internal static unsafe partial class FileStatusInterop

@@ -35,7 +35,7 @@ internal static class Libraries
 /// <summary>The one <see cref="DllImportResolver"/> for this assembly. A library that cannot be found is a
 /// capability that reports "unavailable" (<see cref="IsAvailable"/>) rather than a crash: callers check before
 /// their first call, and the engine keeps working without libnuma, hwloc or the project's native parts.</summary>
-public static class NativeLibraries
+internal static class NativeLibraries
 {
     static readonly ConcurrentDictionary<string, nint> Loaded = new(StringComparer.Ordinal);
     static readonly ConcurrentDictionary<string, string> Paths = new(StringComparer.Ordinal);

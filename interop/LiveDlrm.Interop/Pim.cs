@@ -105,7 +105,7 @@ internal static unsafe partial class Pim
 }
 
 /// <summary>An error reported by the UPMEM runtime or the emulation (allocation, program load, DPU fault...).</summary>
-public sealed class PimException(int status, string message) : Exception(message)
+internal sealed class PimException(int status, string message) : Exception(message)
 {
     public int Status { get; } = status;
 }

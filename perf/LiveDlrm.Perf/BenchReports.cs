@@ -6,13 +6,13 @@ using LiveDlrm.Reports;
 namespace LiveDlrm.Perf;
 
 /// <summary>The machine a bench ran on, as every bench report states it.</summary>
-public sealed record BenchMachine(int Processors, string Os)
+internal sealed record BenchMachine(int Processors, string Os)
 {
     public static BenchMachine Current => new(Environment.ProcessorCount, RuntimeInformation.OSDescription);
 }
 
 /// <summary>lora.json: LoRA-augmented lookup against the plain lookup.</summary>
-public sealed record LoraBenchReport(
+internal sealed record LoraBenchReport(
     long Rows, int Dim, int Pooling, int Batch, int Rank, int Threads, string Storage, double BudgetFraction,
     long ActiveRows, long AdapterBytes, double AdapterMemoryPct, double AdaptedHitFraction, int Runs, double RunSeconds, bool Quick,
     double LivedlrmMlookups, double LivedlrmLoraMlookups, double LoraEmptyAdapterMlookups,
@@ -20,48 +20,48 @@ public sealed record LoraBenchReport(
     Dictionary<string, double[]> RunsMlookups, BenchMachine Machine);
 
 /// <summary>One case of train.json.</summary>
-public sealed record TrainBenchCase(double MrowUpdatesPerS, double MdistinctRowsPerS, double DistinctRowsPerStep, long MergedRows, long ActiveRows, double[] Runs);
+internal sealed record TrainBenchCase(double MrowUpdatesPerS, double MdistinctRowsPerS, double DistinctRowsPerStep, long MergedRows, long ActiveRows, double[] Runs);
 
 /// <summary>train.json: the adapters' sparse optimizer step on one thread.</summary>
-public sealed record TrainBenchReport(
+internal sealed record TrainBenchReport(
     long Rows, int Dim, int Rank, int Bags, int Pooling, double BudgetFraction, int Threads, int Runs, double RunSeconds, bool Quick,
     double LivedlrmMrowUpdatesPerSPerCore, Dictionary<string, TrainBenchCase> Cases, BenchMachine Machine);
 
 /// <summary>One case of step.json.</summary>
-public sealed record StepBenchCase(double KeventsPerS, double UsPerEvent, long Steps, long RejectedSteps, long ActiveRows, long MergedRows, double[] Runs);
+internal sealed record StepBenchCase(double KeventsPerS, double UsPerEvent, long Steps, long RejectedSteps, long ActiveRows, long MergedRows, double[] Runs);
 
 /// <summary>step.json: the online trainer's whole step, reuse on and off.</summary>
-public sealed record StepBenchReport(
+internal sealed record StepBenchReport(
     int Events, int Batch, int Threads, int Runs, double RunSeconds, bool Quick,
     double ReuseKeventsPerS, double ReuseTimeRatio, Dictionary<string, StepBenchCase> Cases, BenchMachine Machine);
 
 /// <summary>data.json: generator rate, TSV parse against cache read (per input: the figures by name).</summary>
-public sealed record DataBenchReport(
+internal sealed record DataBenchReport(
     double GeneratorEventsPerS, double GeneratorEventsPerCpuS, Dictionary<string, double> Synthetic, Dictionary<string, double> Criteo,
     long Events, int Reps, string Machine);
 
-public sealed record ModelInferenceCase(int Batch, double SamplesPerSecond, double P50Us, double P99Us, int Calls);
+internal sealed record ModelInferenceCase(int Batch, double SamplesPerSecond, double P50Us, double P99Us, int Calls);
 
-public sealed record ModelTrainingCase(int Batch, double SamplesPerSecond, long Events, double Seconds);
+internal sealed record ModelTrainingCase(int Batch, double SamplesPerSecond, long Events, double Seconds);
 
 /// <summary>model.json: DLRM inference latency and throughput per batch size, and training throughput.</summary>
-public sealed record ModelBenchReport(
+internal sealed record ModelBenchReport(
     string Machine, string Backend, int Tables, long TableBytes, int Dim, IReadOnlyList<int> BottomMlp, IReadOnlyList<int> TopMlp,
     List<ModelInferenceCase> Inference, List<ModelTrainingCase> Training);
 
 /// <summary>serve.json: one max-QPS search step (trainer off).</summary>
-public sealed record ServeSearchStep(double Qps, double AchievedQps, double P50Ms, double P99Ms, long Errors, long Dropped, bool Sustainable);
+internal sealed record ServeSearchStep(double Qps, double AchievedQps, double P50Ms, double P99Ms, long Errors, long Dropped, bool Sustainable);
 
 /// <summary>serve.json: one mode at one load, medians over the interleaved rounds.</summary>
-public sealed record ServeModeResult(
+internal sealed record ServeModeResult(
     string Mode, double Qps, double P50Ms, double P99Ms, double P999Ms, double MaxMs, double? TrainerSamplesPerS, double? TrainerRateVsUnthrottled,
     double? TrainerDutyCycleMedian, List<double> P99VsNoTrainerPerRound, double P99VsNoTrainer, double P99AddedMsMedian, long Errors, long Dropped);
 
 /// <summary>serve.json: one load (a fraction of the max sustainable QPS) and its modes.</summary>
-public sealed record ServeLoadCase(double LoadFraction, double Qps, double QosTargetMs, int Rounds, double SecondsPerRun, List<ServeModeResult> Modes);
+internal sealed record ServeLoadCase(double LoadFraction, double Qps, double QosTargetMs, int Rounds, double SecondsPerRun, List<ServeModeResult> Modes);
 
 /// <summary>serve.json: the served node under the online trainer, without it and under QoS.</summary>
-public sealed record ServeBenchReport(
+internal sealed record ServeBenchReport(
     string Machine, string LoadAverageStart, string LoadAverageEnd, int EventsPerRequest, double LightLoadP50Ms, double MaxSustainableQps, List<ServeSearchStep> Search, List<ServeLoadCase> Loads, string Goals);
 
 /// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>

@@ -13,7 +13,7 @@ namespace LiveDlrm.Perf;
 /// TSV, i.e. the speed-up of a second pass), for the synthetic schema and a Criteo-shaped file. Every timed pass
 /// is checked to yield the same events (content hash) before a number is reported.
 /// </summary>
-public sealed class DataRun : BenchRun
+internal sealed class DataRun : BenchRun
 {
     readonly Option<long> _events = Opt.Long("--events", "synthetic events per pass", 1_000_000, 1, int.MaxValue);
     readonly Option<int> _reps = Opt.Int("--reps", "timed passes per case", 3, 1, 1000);

@@ -22,7 +22,7 @@ namespace LiveDlrm.Perf;
 /// the store, and, on the same event stream, what a delta-update sync (changed rows + dense weights every 10 min of
 /// event time) would ship to the same three replicas.
 /// </summary>
-public sealed class FleetRun : BenchRun
+internal sealed class FleetRun : BenchRun
 {
     readonly Option<double> _rate = Opt.Double("--rate", "examples published per second", 2000, 1, 1e6);
     readonly Option<double> _seconds = Opt.Double("--seconds", "seconds of publishing", 20, 2, 3600);

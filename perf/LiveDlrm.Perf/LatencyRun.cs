@@ -5,7 +5,7 @@ namespace LiveDlrm.Perf;
 
 /// <summary><c>./build.sh bench latency</c>: the colocation harness (see docs/numa-qos.md), results in
 /// artifacts/bench/latency.json. Default length ≈ 1.5 min: search (≤ 8 × 3 s) + 3 × (2 + 20 s).</summary>
-public sealed class LatencyRun : BenchRun
+internal sealed class LatencyRun : BenchRun
 {
     readonly LatencyArgs _args = new();
     readonly Option<string?> _out = Opt.Text("--out", "JSON path (default artifacts/bench/latency.json)", helpName: "PATH");

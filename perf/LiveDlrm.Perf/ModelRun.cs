@@ -16,7 +16,7 @@ namespace LiveDlrm.Perf;
 /// throughput. Batches are generated from the synthetic stream before any timing; the pooled embeddings of the timed
 /// model are checked against the scalar reference bag first. Writes artifacts/bench/model.json.
 /// </summary>
-public sealed class ModelRun : BenchRun
+internal sealed class ModelRun : BenchRun
 {
     readonly Option<double> _seconds = Opt.Double("--seconds", "seconds per measurement", 3, 0.01, 3600);
     readonly Option<double> _warmup = Opt.Double("--warmup", "warm-up seconds before each measurement", 0.5, 0, 600);

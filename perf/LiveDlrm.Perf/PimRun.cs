@@ -13,7 +13,7 @@ namespace LiveDlrm.Perf;
 /// (routed exactly as the backend does), the COST MODEL's hardware estimate — and the emulated backend's measured
 /// throughput (emulation on this CPU, not hardware), each checked against the scalar reference first.
 /// Writes artifacts/bench/pim.json.</summary>
-public sealed class PimRun : BenchRun
+internal sealed class PimRun : BenchRun
 {
     sealed record PimBenchOptions(long Rows, int Dim, int Dpus, double Zipf, int Batches, int Bags, int Pooling, int Runs, double RunSeconds, int MergeRows, string? Out);
 

@@ -8,7 +8,7 @@ namespace LiveDlrm.Perf;
 
 /// <summary>A comparative run: several implementations timed in one process on the same inputs, medians
 /// reported, results written to artifacts/bench/NAME.json. Its options are fields defined once (see <see cref="Opt"/>).</summary>
-public abstract class BenchRun(string name, string description) : CliCommand(name, description)
+internal abstract class BenchRun(string name, string description) : CliCommand(name, description)
 {
     /// <summary>The option's value, or <paramref name="quickValue"/> when --quick is on and the option was not given
     /// (the help text of such options names both defaults).</summary>
@@ -40,7 +40,7 @@ public abstract class BenchRun(string name, string description) : CliCommand(nam
         int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= 0 ? v : null;
 }
 
-public static class Program
+internal static class Program
 {
     public static IReadOnlyList<BenchRun> CreateRuns() => typeof(Program).Assembly.GetTypes()
         .Where(t => typeof(BenchRun).IsAssignableFrom(t) && t is { IsAbstract: false })

@@ -24,7 +24,7 @@ namespace LiveDlrm.Perf;
 /// per-round P99(mode) / P99(no-trainer of the same round). Every served event becomes a training sample (labels
 /// for a fraction, implicit negatives for the rest), so the trainer's load follows the traffic.
 /// </summary>
-public sealed class ServeRun : BenchRun
+internal sealed class ServeRun : BenchRun
 {
     const string Token = "bench-serve-token-0123456789";
     static readonly string[] Modes = ["no-trainer", "trainer-unthrottled", "trainer-qos"];

@@ -6,14 +6,14 @@ namespace LiveDlrm.Fuzz;
 
 /// <summary>What a fuzz run saw: executions, and each unexpected exception (type + where it was thrown) once,
 /// with the input that raised it first.</summary>
-public sealed class FuzzResult
+internal sealed class FuzzResult
 {
     public long Executions;
     public long AllowedExceptions;
     public readonly ConcurrentDictionary<string, (Exception Error, byte[] Input)> Unexpected = new();
 }
 
-public static class FuzzRun
+internal static class FuzzRun
 {
     /// <summary>Runs <paramref name="target"/> for <paramref name="seconds"/> (or <paramref name="iterations"/>)
     /// on one thread, collecting unexpected exceptions instead of stopping at the first.</summary>

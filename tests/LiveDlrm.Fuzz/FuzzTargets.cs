@@ -9,7 +9,7 @@ namespace LiveDlrm.Fuzz;
 
 /// <summary>One fuzzed parser: its seed inputs, the call under test, and the exception types its contract allows
 /// to escape (anything else is a finding).</summary>
-public sealed class FuzzTarget(string name, string description, Type[] allowed, Func<string, (IReadOnlyList<byte[]> Seeds, Action<byte[]> Run)> setup)
+internal sealed class FuzzTarget(string name, string description, Type[] allowed, Func<string, (IReadOnlyList<byte[]> Seeds, Action<byte[]> Run)> setup)
 {
     public string Name { get; } = name;
     public string Description { get; } = description;
@@ -21,7 +21,7 @@ public sealed class FuzzTarget(string name, string description, Type[] allowed, 
     public bool IsAllowed(Exception e) => Allowed.Any(t => t.IsInstanceOfType(e));
 }
 
-public static class FuzzTargets
+internal static class FuzzTargets
 {
     public static readonly IReadOnlyList<FuzzTarget> All =
     [

@@ -9,7 +9,7 @@ namespace LiveDlrm.Fuzz;
 /// splices with another seed). The mutations are read from a byte tape CsCheck generates, so a failing input
 /// shrinks towards fewer and simpler mutations and is reproduced from its CsCheck seed.
 /// </summary>
-public static class Mutator
+internal static class Mutator
 {
     static readonly byte[] Interesting = [0, 0xFF, 0x7F, 0x80, (byte)'\t', (byte)'\n', (byte)'\r', (byte)',', (byte)'"', (byte)'\\',
                                           0xEF, 0xBB, 0xBF, (byte)'-', (byte)'9', (byte)'|', (byte)':', (byte)'{', (byte)'}', (byte)'[', (byte)']', 0x1B, 0xC0];

@@ -9,7 +9,7 @@ namespace LiveDlrm.Fuzz;
 /// is saved under DIR/TARGET/ (the regression corpus the unit tests replay). Exit 1 when any was found.
 /// <c>TARGET --replay FILE</c> runs one saved input. <c>--last-input FILE</c> writes each input to FILE before running it, to catch what a native crash ran on.
 /// </summary>
-public static class Program
+internal static class Program
 {
     public static int Main(string[] args)
     {

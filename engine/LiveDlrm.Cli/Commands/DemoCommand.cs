@@ -9,7 +9,7 @@ namespace LiveDlrm.Cli.Commands;
 /// <summary>A short lookup demo (what <c>./build.sh run</c> does until the replay exists): builds tables, times
 /// pooled lookups with uniform and Zipf ids, prints what it measured, and checks a batch against the scalar
 /// reference. Also the prefetch-distance sweep used to tune the kernels (<c>--sweep-prefetch</c>).</summary>
-public sealed class DemoCommand : CliCommand
+internal sealed class DemoCommand : CliCommand
 {
     readonly Option<long> _rows = Opt.Long("--rows", "table rows", 1_000_000, 1, 1L << 34);
     readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);

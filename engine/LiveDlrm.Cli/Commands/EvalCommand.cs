@@ -11,7 +11,7 @@ using LiveDlrm.Training;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class EvalCommand : CliCommand
+internal sealed class EvalCommand : CliCommand
 {
     public const long DefaultEvents = 100_000;
 
@@ -91,7 +91,7 @@ public sealed class EvalCommand : CliCommand
 }
 
 /// <summary>What <c>eval --json</c> writes.</summary>
-public sealed record EvalReport(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double ObservedCtr,
+internal sealed record EvalReport(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double ObservedCtr,
                                 double OptimumAuc, long SkippedEvents, string Model, string Data);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true, Converters = [typeof(NonFiniteAsNullConverter)])]

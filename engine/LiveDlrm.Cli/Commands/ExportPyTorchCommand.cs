@@ -5,7 +5,7 @@ using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class ExportPyTorchCommand : CliCommand
+internal sealed class ExportPyTorchCommand : CliCommand
 {
     readonly Option<string?> _model = Opt.Text("--model", "checkpoint directory", helpName: "DIR", required: true);
     readonly Option<string?> _out = Opt.Text("--out", "torch.save file to write (must not exist)", helpName: "FILE.pt", required: true);

@@ -8,7 +8,7 @@ namespace LiveDlrm.Cli.Commands;
 
 /// <summary><c>livedlrm fleet</c>: replicas that train on one shared training-example log (NATS JetStream); see
 /// docs/fleet.md.</summary>
-public sealed class FleetCommand : CliCommand
+internal sealed class FleetCommand : CliCommand
 {
     public FleetCommand() : base("fleet", "replicas that train on one shared training-example log (NATS JetStream): run a replica, show the fleet")
     {
@@ -23,7 +23,7 @@ public sealed class FleetCommand : CliCommand
 }
 
 /// <summary><c>livedlrm fleet replica</c>: a stand-alone replica that trains on the whole log (no serving).</summary>
-public sealed class FleetReplicaCommand : CliCommand, IHandlesOwnInterrupts
+internal sealed class FleetReplicaCommand : CliCommand, IHandlesOwnInterrupts
 {
     readonly Option<string?> _url = FleetCommand.Url();
     readonly Option<string?> _stream = FleetCommand.Stream();
@@ -59,7 +59,7 @@ public sealed class FleetReplicaCommand : CliCommand, IHandlesOwnInterrupts
 
 /// <summary><c>livedlrm fleet status</c>: each replica's applied sequence, lag and adapter fingerprint, and whether
 /// they agree (exit 1 when replicas at the same position disagree).</summary>
-public sealed class FleetStatusCommand : CliCommand
+internal sealed class FleetStatusCommand : CliCommand
 {
     readonly Option<string?> _url = FleetCommand.Url();
     readonly Option<string?> _stream = FleetCommand.Stream();

@@ -8,7 +8,7 @@ using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class ImportPyTorchCommand : CliCommand
+internal sealed class ImportPyTorchCommand : CliCommand
 {
     // Takes every loose token, so an unknown option is reported by name rather than the token after it.
     readonly Argument<string[]> _file = new("FILE") { Description = "torch.save file: dlrm_s_pytorch.py --save-model's dict, or a bare DLRM_Net state_dict", Arity = ArgumentArity.OneOrMore };

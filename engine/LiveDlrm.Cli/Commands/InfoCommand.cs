@@ -8,7 +8,7 @@ using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class InfoCommand() : CliCommand("info", "what this machine and build give the engine: ISA level, threads, TorchSharp/libtorch, native libraries")
+internal sealed class InfoCommand() : CliCommand("info", "what this machine and build give the engine: ISA level, threads, TorchSharp/libtorch, native libraries")
 {
     protected override int Run(ParseResult result)
     {

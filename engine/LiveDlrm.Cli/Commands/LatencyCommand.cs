@@ -3,7 +3,7 @@ using LiveDlrm.CommandLine;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class LatencyCommand : CliCommand
+internal sealed class LatencyCommand : CliCommand
 {
     readonly LatencyArgs _args = new();
     readonly Option<string?> _json = Opt.Text("--json", "also write the results as JSON (the same format as artifacts/bench/latency.json)", helpName: "PATH");

@@ -6,7 +6,7 @@ using LiveDlrm.Harness;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class LoadgenCommand : CliCommand
+internal sealed class LoadgenCommand : CliCommand
 {
     static readonly LoadOptions D = new() { Target = new IPEndPoint(IPAddress.Loopback, 7070) };
 

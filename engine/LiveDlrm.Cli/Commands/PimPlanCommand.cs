@@ -9,7 +9,7 @@ using LiveDlrm.Pim;
 namespace LiveDlrm.Cli.Commands;
 
 /// <summary><c>livedlrm pim-plan</c>: the UpDLRM partitioning strategies side by side for each table.</summary>
-public sealed class PimPlanCommand : CliCommand
+internal sealed class PimPlanCommand : CliCommand
 {
     readonly Option<string?> _model = Opt.Text("--model", "plan every table of a model: a checkpoint directory or a DlrmConfig JSON file", helpName: "PATH");
     readonly Option<string?> _tables = Opt.Text("--tables", "or give table shapes directly (one of --model / --tables is required)", helpName: "ROWS:DIM[,ROWS:DIM...]");

@@ -14,7 +14,7 @@ namespace LiveDlrm.Cli.Commands;
 /// <summary><c>livedlrm pim-serve</c>: scores synthetic Zipf requests with a model whose embedding lookups run on PIM
 /// (real DPUs, the SDK simulator or the emulation), next to the same model on the CPU kernels, and prints the score
 /// difference, what each table's DPU set did and the wall time (of the emulation here: not a hardware figure).</summary>
-public sealed class PimServeCommand : CliCommand
+internal sealed class PimServeCommand : CliCommand
 {
     readonly Option<string?> _model = Opt.Text("--model", "checkpoint directory, or a DlrmConfig JSON file (random weights, --seed)", helpName: "PATH", required: true);
     readonly Option<string> _backend = Opt.ChoiceIgnoreCase("--backend", "auto: DPUs if the SDK finds any, else the emulation", "auto", "auto", "hardware", "simulator", "emulated");

@@ -9,7 +9,7 @@ using LiveDlrm.Training;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class ReplayCommand : CliCommand
+internal sealed class ReplayCommand : CliCommand
 {
     /// <summary>Events of the default run (`./build.sh run`): two days of event time, sized to finish the three modes
     /// in ≤ 3 minutes on 2 cores.</summary>

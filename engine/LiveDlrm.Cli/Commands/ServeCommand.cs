@@ -6,7 +6,7 @@ namespace LiveDlrm.Cli.Commands;
 
 /// <summary><c>livedlrm serve</c>: the options map onto <see cref="ServeOptions"/> (over a <c>--config</c> file);
 /// the node itself is <see cref="ServingHost"/>. SIGTERM/SIGINT are the server's: a graceful drain, exit code 0.</summary>
-public sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
+internal sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
 {
     readonly Option<string?> _model = Opt.Text("--model", "base model checkpoint directory", helpName: "DIR", required: true);
     readonly Option<string?> _adapters = Opt.Text("--adapters", "save the live adapters here and restore them on start (the only place the server writes)", helpName: "DIR");

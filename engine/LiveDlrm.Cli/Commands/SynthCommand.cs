@@ -6,7 +6,7 @@ using LiveDlrm.Files;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class SynthCommand : CliCommand
+internal sealed class SynthCommand : CliCommand
 {
     static readonly SyntheticStreamConfig Defaults = new();
     readonly Option<string?> _out = Opt.Text("--out", "TSV to write; PATH.schema.json and PATH.optimum.json go beside it", helpName: "PATH", required: true);

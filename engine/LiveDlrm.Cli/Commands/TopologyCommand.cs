@@ -6,7 +6,7 @@ using LiveDlrm.Scheduling.Resctrl;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class TopologyCommand : CliCommand
+internal sealed class TopologyCommand : CliCommand
 {
     readonly Option<string?> _sysRoot = Opt.Text("--sys-root", "read a sysfs tree at DIR instead of asking hwloc/libnuma (e.g. a canned tree)", helpName: "DIR");
     readonly Option<string?> _hide = Opt.Text("--hide", "treat these native libraries as missing, comma-separated logical names (livedlrm:hwloc, livedlrm:numa): shows what the engine does without them", helpName: "LIBS");

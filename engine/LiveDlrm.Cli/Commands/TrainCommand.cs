@@ -11,7 +11,7 @@ using LiveDlrm.Training;
 
 namespace LiveDlrm.Cli.Commands;
 
-public sealed class TrainCommand : CliCommand
+internal sealed class TrainCommand : CliCommand
 {
     public const long DefaultEvents = 300_000;
     static readonly DlrmTrainerOptions Defaults = TrainingLoop.OfflineTrainerOptions;

@@ -15,7 +15,7 @@ using static TorchSharp.torch;
 namespace LiveDlrm.Checkpoints;
 
 /// <summary>A checkpoint that cannot be written or read; <see cref="FilePath"/> (also in the message) is the file at fault.</summary>
-public sealed class CheckpointException(string filePath, string message, Exception? inner = null) : Exception($"{filePath}: {message}", inner)
+internal sealed class CheckpointException(string filePath, string message, Exception? inner = null) : Exception($"{filePath}: {message}", inner)
 {
     public string FilePath { get; } = filePath;
 }
@@ -38,7 +38,7 @@ public sealed class CheckpointException(string filePath, string message, Excepti
 /// Not stored: the trainers' optimizer state (row-wise Adagrad accumulators, dense Adagrad/Adam moments); a
 /// resumed trainer starts with fresh accumulators.
 /// </summary>
-public static unsafe class Checkpoint
+internal static unsafe class Checkpoint
 {
     public const string Format = "livedlrm-checkpoint";
     public const int Version = 1;

@@ -11,7 +11,7 @@ namespace LiveDlrm.Checkpoints;
 /// current directory. A symlink is written through: the checkpoint goes to the link's final target, so the link
 /// keeps pointing at the new checkpoint.
 /// </summary>
-public static class CheckpointTarget
+internal static class CheckpointTarget
 {
     /// <summary>Checks <paramref name="path"/> for a checkpoint output of a command whose inputs are
     /// <paramref name="inputs"/>; returns the directory to save into (the link target for a symlink).</summary>

@@ -21,7 +21,7 @@ namespace LiveDlrm.Checkpoints;
 /// storage) comes from an optional expected config, whose shape must then match the file's.</para>
 /// The zip pickle is read and written through TorchSharp.PyBridge.
 /// </summary>
-public static class PyTorchStateDict
+internal static class PyTorchStateDict
 {
     /// <summary>Loads <paramref name="file"/> into a new model. With <paramref name="expected"/>, the file's
     /// architecture must equal its shape (a mismatch names the first difference) and its table names, pooling and

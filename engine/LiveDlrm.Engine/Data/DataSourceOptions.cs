@@ -8,7 +8,7 @@ namespace LiveDlrm.Data;
 /// id-only visit world, <see cref="VisitEventSource"/>) or a delimited file with a schema. The CLI fills it from <c>--data synthetic|PATH --schema PATH --events N --seed S --drift X</c> (see
 /// LiveDlrm.Cli's DataSourceArgs).
 /// </summary>
-public sealed record DataSourceOptions
+internal sealed record DataSourceOptions
 {
     public const string Synthetic = "synthetic";
     public const long DefaultSyntheticEvents = 1_000_000;
@@ -77,7 +77,7 @@ public sealed record DataSourceOptions
 }
 
 /// <summary>The first <c>limit</c> events of another source.</summary>
-public sealed class LimitedEventSource(IEventSource inner, long limit) : IEventSource
+internal sealed class LimitedEventSource(IEventSource inner, long limit) : IEventSource
 {
     long _read;
 

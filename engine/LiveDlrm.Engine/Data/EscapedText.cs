@@ -6,7 +6,7 @@ namespace LiveDlrm.Data;
 /// <summary>Bytes from a data file made safe to echo in a one-line message: control characters (a terminal escape,
 /// a line break), invisible formatting characters and invalid UTF-8 are shown as <c>\xNN</c> / <c>\u{NNNN}</c>;
 /// long text is cut.</summary>
-public static class EscapedText
+internal static class EscapedText
 {
     public static string Of(ReadOnlySpan<byte> bytes, int maxChars = 40)
     {

@@ -6,7 +6,7 @@ using System.Runtime.Intrinsics;
 namespace LiveDlrm.Data;
 
 /// <summary>What identifies the source a cache was built from: a cache whose key differs is stale.</summary>
-public readonly record struct EventCacheKey(ulong SchemaHash, long SourceLength, long SourceWriteTicks, ulong SourceSample)
+internal readonly record struct EventCacheKey(ulong SchemaHash, long SourceLength, long SourceWriteTicks, ulong SourceSample)
 {
     public static EventCacheKey For(StreamSchema schema, string sourcePath)
     {
@@ -65,7 +65,7 @@ public readonly record struct EventCacheKey(ulong SchemaHash, long SourceLength,
 /// and touches none of the sampled bytes (see <see cref="EventCacheKey.SampleHash"/>). A group whose
 /// checksum fails while reading is a <see cref="DataFormatException"/> naming the file and group.
 /// </summary>
-public static class EventCache
+internal static class EventCache
 {
     public const int GroupEvents = 16384;
     internal const int HeaderSize = 128;

@@ -5,7 +5,7 @@ namespace LiveDlrm.Data;
 /// files written in time order). Usage: <c>var b = new EventBatch(source.Schema.Layout, 512);
 /// while (source.Read(b) &gt; 0) { ... }</c>. Single consumer; <see cref="Reset"/> starts another pass.
 /// </summary>
-public interface IEventSource : IDisposable
+internal interface IEventSource : IDisposable
 {
     /// <summary>The schema of the events; batches passed to <see cref="Read"/> must use its <see cref="StreamSchema.Layout"/>
     /// (or an identically shaped one).</summary>
@@ -21,4 +21,4 @@ public interface IEventSource : IDisposable
 
 /// <summary>Bad input data (a TSV line that cannot be parsed under the schema, a corrupt cache, ...). The message
 /// names the file and, where there is one, the line.</summary>
-public sealed class DataFormatException(string message, Exception? inner = null) : Exception(message, inner);
+internal sealed class DataFormatException(string message, Exception? inner = null) : Exception(message, inner);

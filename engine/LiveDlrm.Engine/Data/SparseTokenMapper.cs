@@ -6,7 +6,7 @@ namespace LiveDlrm.Data;
 
 /// <summary>Maps one sparse token (raw UTF-8 bytes as they appear in the file) to a row of its table, as the
 /// column's <see cref="SparseMapping"/> says. Not thread-safe (the vocabulary lookup reuses a char buffer).</summary>
-public sealed class SparseTokenMapper
+internal sealed class SparseTokenMapper
 {
     readonly SparseColumn _column;
     readonly ulong _rows;

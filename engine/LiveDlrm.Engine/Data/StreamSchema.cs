@@ -8,7 +8,7 @@ using LiveDlrm.Files;
 namespace LiveDlrm.Data;
 
 /// <summary>How a dense column's raw number becomes the model's input.</summary>
-public enum DenseTransform
+internal enum DenseTransform
 {
     /// <summary>The value as is.</summary>
     None,
@@ -17,7 +17,7 @@ public enum DenseTransform
 }
 
 /// <summary>How a sparse token becomes a row of its table.</summary>
-public enum SparseMapping
+internal enum SparseMapping
 {
     /// <summary><c>XxHash64(token UTF-8 bytes, seed) mod rows</c> (System.IO.Hashing.XxHash64, unsigned modulo).</summary>
     Hash,
@@ -28,15 +28,15 @@ public enum SparseMapping
     Vocabulary,
 }
 
-public sealed record DenseColumn(string Name, DenseTransform Transform);
+internal sealed record DenseColumn(string Name, DenseTransform Transform);
 
 /// <summary>A sparse column. <paramref name="Separator"/> non-null makes it multi-valued (one index per token, the
 /// bag's pooling factor = token count). <paramref name="VocabularyFile"/> is absolute once loaded.</summary>
-public sealed record SparseColumn(string Name, string Table, long Rows, SparseMapping Mapping,
+internal sealed record SparseColumn(string Name, string Table, long Rows, SparseMapping Mapping,
                                   ulong HashSeed = 0, string? Separator = null, string? VocabularyFile = null);
 
 /// <summary>Thrown for an invalid schema; the message names the offending field (e.g. <c>sparse[3].rows</c>).</summary>
-public sealed class SchemaException(string message) : Exception(message);
+internal sealed class SchemaException(string message) : Exception(message);
 
 /// <summary>
 /// Names the columns of a delimited event stream and how each becomes part of an <see cref="EventBatch"/>.
@@ -54,7 +54,7 @@ public sealed class SchemaException(string message) : Exception(message);
 ///   "filesOutsideSchemaFolder": false }                // vocabulary files must lie in the schema's folder unless true
 /// </code>
 /// </summary>
-public sealed class StreamSchema
+internal sealed class StreamSchema
 {
     public string Name { get; }
     public char Delimiter { get; }

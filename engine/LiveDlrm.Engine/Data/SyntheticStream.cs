@@ -9,7 +9,7 @@ namespace LiveDlrm.Data;
 /// default that gives a learnable DLRM problem; <see cref="Drift"/> scales every time-varying mechanism (0 =
 /// stationary apart from the declared diurnal cycle).
 /// </summary>
-public sealed record SyntheticStreamConfig
+internal sealed record SyntheticStreamConfig
 {
     public ulong Seed { get; init; } = 1;
     /// <summary>Drift strength: 0 stationary, 1 the default, larger = faster change.</summary>
@@ -125,7 +125,7 @@ public sealed record SyntheticStreamConfig
 /// probability is emitted with each event (<see cref="EventBatch.TrueProbabilities"/>), so the best achievable AUC
 /// of any window is the AUC of those probabilities. Deterministic by seed; events come in time order.
 /// </summary>
-public sealed class SyntheticEventSource : IEventSource
+internal sealed class SyntheticEventSource : IEventSource
 {
     internal const int Devices = 4;
     const int TickSeconds = 60;

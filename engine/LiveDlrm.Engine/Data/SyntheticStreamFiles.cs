@@ -6,7 +6,7 @@ using LiveDlrm.Metrics;
 namespace LiveDlrm.Data;
 
 /// <summary>What writing a synthetic stream produced, including its known optimum.</summary>
-public sealed record SyntheticStreamSummary(
+internal sealed record SyntheticStreamSummary(
     long Events, long Clicks, double MeanTrueProbability,
     /// <summary>AUC of the emitted true probabilities against the drawn labels: the best any model can score on this stream.</summary>
     double OptimumAuc,
@@ -23,7 +23,7 @@ public sealed record SyntheticStreamSummary(
 /// <summary>Writes the synthetic stream as files: TSV, its schema (<c>NAME.schema.json</c>) and its optimum
 /// (<c>NAME.optimum.json</c>). Each file goes to a temporary name first and is renamed into place, so an interrupted
 /// run leaves no half-written stream under the final names.</summary>
-public static class SyntheticStreamFiles
+internal static class SyntheticStreamFiles
 {
     public static string SchemaPathFor(string tsvPath) => Path.ChangeExtension(tsvPath, ".schema.json");
     public static string OptimumPathFor(string tsvPath) => Path.ChangeExtension(tsvPath, ".optimum.json");

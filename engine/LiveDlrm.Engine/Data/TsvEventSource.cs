@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LiveDlrm.Data;
 
-public enum BadLinePolicy
+internal enum BadLinePolicy
 {
     /// <summary>Count the line, remember its number and reason (the first <see cref="TsvReaderOptions.MaxRecordedBadLines"/>), go on.</summary>
     Skip,
@@ -12,7 +12,7 @@ public enum BadLinePolicy
     Fail,
 }
 
-public enum CacheMode
+internal enum CacheMode
 {
     /// <summary>No cache.</summary>
     Off,
@@ -23,7 +23,7 @@ public enum CacheMode
     Rebuild,
 }
 
-public sealed record TsvReaderOptions
+internal sealed record TsvReaderOptions
 {
     public BadLinePolicy OnBadLine { get; init; } = BadLinePolicy.Skip;
     public int MaxRecordedBadLines { get; init; } = 20;
@@ -37,10 +37,10 @@ public sealed record TsvReaderOptions
     public ILogger Logger { get; init; } = NullLogger.Instance;
 }
 
-public sealed record BadLine(long LineNumber, string Reason);
+internal sealed record BadLine(long LineNumber, string Reason);
 
 /// <summary>What a pass over a source has seen so far. Line numbers are 1-based file lines (a header counts).</summary>
-public sealed class DataReadReport
+internal sealed class DataReadReport
 {
     readonly List<BadLine> _bad = new();
     public long Lines { get; internal set; }
@@ -70,7 +70,7 @@ public sealed class DataReadReport
 /// file. LF and CRLF line ends; a final line without a terminator is read. With a cache (<see cref="CacheMode"/>)
 /// the second pass reads the binary columnar cache instead of parsing.
 /// </summary>
-public sealed class TsvEventSource : IEventSource
+internal sealed class TsvEventSource : IEventSource
 {
     readonly string _path;
     readonly TsvReaderOptions _options;

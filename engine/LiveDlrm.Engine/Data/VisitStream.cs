@@ -1,7 +1,7 @@
 namespace LiveDlrm.Data;
 
 /// <summary>Configuration of the visit world (<see cref="VisitEventSource"/>).</summary>
-public sealed record VisitStreamConfig
+internal sealed record VisitStreamConfig
 {
     public ulong Seed { get; init; } = 1;
     /// <summary>Event-time span the events are spread over.</summary>
@@ -55,7 +55,7 @@ public sealed record VisitStreamConfig
 /// is emitted with each event (<see cref="EventBatch.TrueProbabilities"/>), so the optimum AUC is known as in the
 /// default world. All draws come from the seed; <see cref="Reset"/> replays the same events.
 /// </summary>
-public sealed class VisitEventSource : IEventSource
+internal sealed class VisitEventSource : IEventSource
 {
     const double YearSeconds = 31_556_952;
     readonly VisitStreamConfig _c;

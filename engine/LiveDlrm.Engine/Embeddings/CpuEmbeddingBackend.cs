@@ -2,7 +2,7 @@ namespace LiveDlrm.Embeddings;
 
 /// <summary>The CPU SIMD kernels as an <see cref="IEmbeddingBackend"/>. Named after the ISA level its lookups run
 /// at ("cpu-avx512", "cpu-avx2", "cpu-sse4", "cpu-scalar").</summary>
-public sealed class CpuEmbeddingBackend : IEmbeddingBackend
+internal sealed class CpuEmbeddingBackend : IEmbeddingBackend
 {
     readonly EmbeddingWorkerPool? _pool;
     readonly bool _ownsPool;

@@ -12,7 +12,7 @@ namespace LiveDlrm.Embeddings;
 /// <para>The whole batch is validated first (<see cref="EmbeddingBagValidation"/>): any bad input throws
 /// <see cref="ArgumentException"/> / <see cref="ArgumentOutOfRangeException"/> naming the table, the position and
 /// the value, and no output row is written. No managed allocation per call.</para></summary>
-public static unsafe class EmbeddingBag
+internal static unsafe class EmbeddingBag
 {
     /// <summary>Batches with fewer lookups than this run on the calling thread alone: below it, waking the pool
     /// costs more than the second core gains (see docs/kernels.md).</summary>

@@ -4,7 +4,7 @@ namespace LiveDlrm.Embeddings;
 
 /// <summary>The plain scalar embedding bag: one row at a time, dequantised exactly as <see cref="EmbeddingTable.ReadRow"/>,
 /// accumulated in fp32 in index order. The oracle every optimised kernel and backend is tested against.</summary>
-public static class EmbeddingBagReference
+internal static class EmbeddingBagReference
 {
     public static void Forward(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
                                PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)

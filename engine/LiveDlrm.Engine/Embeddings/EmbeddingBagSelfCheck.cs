@@ -5,7 +5,7 @@ namespace LiveDlrm.Embeddings;
 /// on the calling thread and on a pool. Used by <c>livedlrm demo --self-check</c>, which the tests run in child
 /// processes with <c>DOTNET_EnableAVX512F=0</c> / <c>DOTNET_EnableAVX2=0</c> to cover the levels a process
 /// selects by itself.</summary>
-public static class EmbeddingBagSelfCheck
+internal static class EmbeddingBagSelfCheck
 {
     public static readonly int[] Dims = [1, 3, 16, 17, 64, 100, 128, 256];
 

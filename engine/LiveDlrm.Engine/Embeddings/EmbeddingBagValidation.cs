@@ -5,7 +5,7 @@ namespace LiveDlrm.Embeddings;
 /// <summary>The one validation pass of a lookup, run before any output row is written (so a bad batch leaves the
 /// caller's output untouched) and shared by every kernel and backend. Messages name the table, the position and
 /// the value.</summary>
-public static class EmbeddingBagValidation
+internal static class EmbeddingBagValidation
 {
     /// <summary>Checks a CSR batch against <paramref name="table"/> and returns the number of bags.</summary>
     public static int Validate<TIndex, TOffset>(EmbeddingTable table, ReadOnlySpan<TIndex> indices, ReadOnlySpan<TOffset> offsets,

@@ -1,7 +1,7 @@
 namespace LiveDlrm.Embeddings;
 
 /// <summary>How a table stores its rows.</summary>
-public enum EmbeddingStorage
+internal enum EmbeddingStorage
 {
     Fp32,
     /// <summary>IEEE half per element; widened to fp32 in the kernels.</summary>
@@ -11,7 +11,7 @@ public enum EmbeddingStorage
 }
 
 /// <summary>How the rows of a bag are pooled into one output row.</summary>
-public enum PoolingMode
+internal enum PoolingMode
 {
     Sum,
     /// <summary>Sum divided by the bag's length (an empty bag gives zeros).</summary>

@@ -8,7 +8,7 @@ namespace LiveDlrm.Embeddings;
 /// <see cref="RowStride"/> bytes each: fp32 (4·dim), fp16 (2·dim) or FBGEMM's 8-bit rowwise layout
 /// (<c>[uint8 × dim][fp32 scale][fp32 bias]</c>, dim + 8 bytes). The table itself is not synchronised: concurrent
 /// readers are fine; writers (training, merges) coordinate at a higher level.</summary>
-public sealed unsafe class EmbeddingTable : IDisposable
+internal sealed unsafe class EmbeddingTable : IDisposable
 {
     readonly NativeBuffer _buffer;
 

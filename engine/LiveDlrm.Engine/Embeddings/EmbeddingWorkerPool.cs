@@ -6,7 +6,7 @@ namespace LiveDlrm.Embeddings;
 /// calling thread. One lookup at a time per pool: a second caller that finds the pool busy runs its lookup on its
 /// own thread instead of queueing. The hand-off is a struct in a field plus a chunk counter, so a lookup
 /// allocates nothing.</summary>
-public sealed unsafe class EmbeddingWorkerPool : IDisposable
+internal sealed unsafe class EmbeddingWorkerPool : IDisposable
 {
     /// <summary>Chunks per participating thread: enough to even out bags of different lengths and a worker that
     /// wakes late, few enough that the shared counter stays cold.</summary>

@@ -5,7 +5,7 @@ namespace LiveDlrm.Embeddings;
 /// Contract is that of <c>EmbeddingBag.Forward</c>: CSR <paramref name="offsets"/> of length bags + 1 with
 /// offsets[0] == 0 and offsets[bags] == indices.Length; output holds bags × table.Dim floats; bad input throws
 /// before any output row is written.</summary>
-public interface IEmbeddingBackend : IDisposable
+internal interface IEmbeddingBackend : IDisposable
 {
     /// <summary>Short name shown in stats and logs ("cpu-avx512", "pim-emulated", ...).</summary>
     string Name { get; }

@@ -5,7 +5,7 @@ namespace LiveDlrm.Embeddings;
 
 /// <summary>The vector width the embedding-bag kernels run at. Chosen once per process
 /// (<see cref="EmbeddingKernels.SelectedIsa"/>); tests force a narrower level with <see cref="EmbeddingKernels.Force"/>.</summary>
-public enum KernelIsa
+internal enum KernelIsa
 {
     /// <summary>One float at a time (any CPU).</summary>
     Scalar,
@@ -19,7 +19,7 @@ public enum KernelIsa
 
 /// <summary>Which code runs a lookup: the C# kernels (every ISA level, any CPU) or the native kernel of
 /// native/kernels (AVX2 + F16C and AVX-512 only), chosen per storage type (<see cref="EmbeddingKernels.ImplementationFor"/>).</summary>
-public enum KernelImplementation
+internal enum KernelImplementation
 {
     /// <summary>The C# kernels (EmbeddingBagKernel.cs): the portable path and the fallback.</summary>
     Managed,
@@ -29,7 +29,7 @@ public enum KernelImplementation
 }
 
 /// <summary>ISA selection and tuning knobs of the embedding-bag kernels.</summary>
-public static class EmbeddingKernels
+internal static class EmbeddingKernels
 {
     /// <summary>The widest level this process can run. Follows the runtime's own switches, so
     /// <c>DOTNET_EnableAVX512F=0</c> / <c>DOTNET_EnableAVX2=0</c> narrow it without any code here.</summary>

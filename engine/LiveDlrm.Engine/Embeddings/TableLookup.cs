@@ -4,7 +4,7 @@ namespace LiveDlrm.Embeddings;
 /// <see cref="Table"/>, pooled into <c>bags × Table.Dim</c> floats of the call's output starting at
 /// <see cref="OutputStart"/>. Memory rather than spans so a list of them can be handed over whole (a backend that
 /// serves all tables together needs every table's batch at once).</summary>
-public readonly record struct TableLookup(EmbeddingTable Table, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, int OutputStart,
+internal readonly record struct TableLookup(EmbeddingTable Table, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, int OutputStart,
                                           PoolingMode Pooling = PoolingMode.Sum, ReadOnlyMemory<float> Weights = default)
 {
     /// <summary>Validates every lookup of a multi-table call (each batch against its table, each output range inside

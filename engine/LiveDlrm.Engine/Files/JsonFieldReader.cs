@@ -10,7 +10,7 @@ namespace LiveDlrm.Files;
 /// expected kind come from the serializer's JSON path walked through the type's metadata, not from its message text.
 /// The context is expected to disallow unmapped members, so that a misspelt field is an error rather than ignored.
 /// </summary>
-public static class JsonFieldReader
+internal static class JsonFieldReader
 {
     /// <summary>Deserializes <paramref name="json"/>; <paramref name="document"/> names the whole (e.g. "the schema")
     /// for errors about the root; <paramref name="error"/> makes the exception to throw from a message.</summary>

@@ -7,7 +7,7 @@ namespace LiveDlrm.Files;
 /// training pass. Paths are compared by identity (device + inode, after following links), so a relative path,
 /// a symlink or a hard link to an input is still recognised as that input.
 /// </summary>
-public static class OutputTarget
+internal static class OutputTarget
 {
     /// <summary>An output file: its folder exists and is writable; the path is not a directory or a device, not an
     /// input of the command, and not inside a LiveDlrm checkpoint. Returns the absolute path.</summary>

@@ -6,7 +6,7 @@ namespace LiveDlrm.Files;
 /// <summary>Reads a small input file (a schema, a model config) whole: it must be a regular file of at most
 /// <c>maxBytes</c> (a device such as /dev/zero or a huge file is refused, not read without end). A UTF-8 byte
 /// order mark is dropped. Problems are returned as a message for the caller's own exception type.</summary>
-public static class SmallFile
+internal static class SmallFile
 {
     public const int DefaultMaxBytes = 16 << 20;
 

@@ -8,7 +8,7 @@ namespace LiveDlrm.Files;
 /// clock ticks since boot, field 22 of /proc/PID/stat), so a leftover from a dead process can be told apart from
 /// one a live process is still writing, even after the pid is reused.
 /// </summary>
-public static partial class TempOwner
+internal static partial class TempOwner
 {
     static readonly Lazy<string> Self = new(() => $"{Environment.ProcessId}-{StartTicks(Environment.ProcessId) ?? 0}");
 

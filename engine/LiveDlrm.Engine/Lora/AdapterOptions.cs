@@ -1,7 +1,7 @@
 namespace LiveDlrm.Lora;
 
 /// <summary>How adapter rows and B are stepped by <see cref="TableAdapter.ApplyGradients"/>.</summary>
-public enum AdapterOptimizer
+internal enum AdapterOptimizer
 {
     /// <summary>Row-wise Adagrad for A (one accumulator per row: the mean of the squared row gradient, as in
     /// FBGEMM/TorchRec), element-wise Adagrad for B.</summary>
@@ -12,7 +12,7 @@ public enum AdapterOptimizer
 
 /// <summary>Configuration of one table's LoRA adapter. Validated by <see cref="Validate"/> (called by the
 /// <see cref="TableAdapter"/> constructor) with messages naming the offending option.</summary>
-public sealed record AdapterOptions
+internal sealed record AdapterOptions
 {
     /// <summary>Rank at creation.</summary>
     public int InitialRank { get; init; } = 16;
@@ -102,7 +102,7 @@ public sealed record AdapterOptions
 /// <param name="AdapterBytes">Adapter bytes after the decision.</param>
 /// <param name="BudgetBytes">The budget.</param>
 /// <param name="EvictedRows">Rows merged into the base to make the new rank fit the budget.</param>
-public sealed record RankEvent(long Step, int OldRank, int NewRank, double KeptEnergy, double[] SingularValues,
+internal sealed record RankEvent(long Step, int OldRank, int NewRank, double KeptEnergy, double[] SingularValues,
                                int ActiveRows, long AdapterBytes, long BudgetBytes, int EvictedRows)
 {
     public double MemoryFraction(long tableBytes) => (double)AdapterBytes / tableBytes;

@@ -4,7 +4,7 @@ namespace LiveDlrm.Lora;
 /// <see cref="TableAdapter.MergeAll"/>, rank-change evictions) once per merge batch, on the trainer thread: used to
 /// push merged base rows to a copy of the table kept elsewhere (DPU MRAM). Between the two calls the adapter writes
 /// each merged row's W + A·B into the table and drops its A, one row at a time.</summary>
-public interface IAdapterMergeObserver
+internal interface IAdapterMergeObserver
 {
     /// <summary>Before the batch's first row is written into the base table.</summary>
     void MergeStarting(TableAdapter adapter);

@@ -14,7 +14,7 @@ namespace LiveDlrm.Lora;
 /// Per index: one presence-filter test and, for rows that pass it, one map probe; an adapted row's A is read under
 /// its slot's seqlock (owner row re-checked, retry on a concurrent write), never W. The bag's rank-space sum meets B
 /// once (rank × dim FMAs, Vector512 → Vector256 → scalar) and only for bags that touched an adapted row.</summary>
-public static unsafe class LoraAdapterTerm
+internal static unsafe class LoraAdapterTerm
 {
     /// <param name="pool">Workers to spread the bags over; null = <see cref="EmbeddingWorkerPool.Shared"/>, 0 threads = inline.</param>
     public static void Add(TableAdapter adapter, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
@@ -187,7 +187,7 @@ public static unsafe class LoraAdapterTerm
 
 /// <summary>The scalar twin of <see cref="LoraAdapterTerm"/> and its test oracle: per index the row's own update
 /// A[i]·B is formed (no rank-space accumulation) and pooled as <see cref="EmbeddingBagReference"/> pools.</summary>
-public static unsafe class LoraAdapterTermReference
+internal static unsafe class LoraAdapterTermReference
 {
     public static void Add(TableAdapter adapter, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
                            PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)

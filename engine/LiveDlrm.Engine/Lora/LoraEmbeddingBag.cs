@@ -13,7 +13,7 @@ namespace LiveDlrm.Lora;
 /// validated as a whole against the generation's write epoch (redone row by row under the slot seqlocks when a write
 /// overlapped). Other dims take <see cref="GenericKernel{TF}"/>, which reads every adapted row's W and A as one
 /// seqlock snapshot. Either way a concurrent merge is seen entirely or not at all.</summary>
-public static unsafe class LoraEmbeddingBag
+internal static unsafe class LoraEmbeddingBag
 {
     /// <param name="pool">Worker threads to spread the bags over, as for <c>EmbeddingBag.Forward</c>; null uses
     /// <see cref="EmbeddingWorkerPool.Shared"/>, a pool with 0 threads runs on the calling thread.</param>

@@ -5,7 +5,7 @@ namespace LiveDlrm.Lora;
 /// <summary>The scalar twin of <see cref="LoraEmbeddingBag"/> and the oracle it is tested against: per index the
 /// effective row W[i] + A[i]·B is formed on its own (no rank-space accumulation), from one consistent snapshot of
 /// the slot, then pooled exactly as <see cref="EmbeddingBagReference"/> pools.</summary>
-public static unsafe class LoraEmbeddingBagReference
+internal static unsafe class LoraEmbeddingBagReference
 {
     public static void Forward(TableAdapter adapter, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
                                PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)

@@ -11,7 +11,7 @@ namespace LiveDlrm.Lora;
 /// <para>The A-row gradient g·Bᵀ has about the row gradient's mean square per coordinate when B's rows have norm
 /// ~1 (B's initial scale), so the base's values carry over as they are. Trainer thread only.</para>
 /// </summary>
-public sealed class RowAccumulators
+internal sealed class RowAccumulators
 {
     readonly float[] _values;
 

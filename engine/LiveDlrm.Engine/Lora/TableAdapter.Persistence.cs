@@ -1,7 +1,7 @@
 namespace LiveDlrm.Lora;
 
 /// <summary>Saving and restoring an adapter's trained state, for a serving node that must survive a restart.</summary>
-public sealed unsafe partial class TableAdapter
+internal sealed unsafe partial class TableAdapter
 {
     const int StateFormat = 2;
     const long MaxRngDraws = 1L << 36;   // far above any real count (a B draw is rank × dim values); bounds the replay

@@ -1,7 +1,7 @@
 
 namespace LiveDlrm.Lora;
 
-public sealed unsafe partial class TableAdapter
+internal sealed unsafe partial class TableAdapter
 {
     /// <summary>Relative energy below which the τ comparison treats a shortfall as round-off, so τ = 1 drops singular
     /// values that are zero up to float precision (a rank-deficient ΔW really shrinks) and nothing else.</summary>

@@ -3,7 +3,7 @@ using LiveDlrm.Embeddings;
 
 namespace LiveDlrm.Lora;
 
-public sealed unsafe partial class TableAdapter
+internal sealed unsafe partial class TableAdapter
 {
     // Per-step trainer scratch, sized by the batch (distinct rows of one step), not by the table.
     int[] _touched = new int[256];

@@ -27,7 +27,7 @@ namespace LiveDlrm.Lora;
 /// <see cref="SlotSeqlock"/> (the slot seqlock, both sides), <see cref="AdapterGeneration"/> (map, pool, slot
 /// allocation), <see cref="AdapterMerger"/> (merges and eviction), <see cref="AdapterUpdateRule"/> (Adagrad / SGD),
 /// <see cref="RankFactorisation"/> (rank changes), <see cref="AdapterBudget"/> (the budget's shape).</summary>
-public sealed unsafe partial class TableAdapter : IDisposable
+internal sealed unsafe partial class TableAdapter : IDisposable
 {
     AdapterGeneration? _gen;
     int _writer;

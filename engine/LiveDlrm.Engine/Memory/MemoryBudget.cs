@@ -8,7 +8,7 @@ namespace LiveDlrm.Memory;
 /// leaves (v2 memory.max − memory.current, or v1 limit − usage). Checked before large allocations so a too-big
 /// request fails at once with a message naming it, not minutes later with "Out of memory".
 /// </summary>
-public static class MemoryBudget
+internal static class MemoryBudget
 {
     /// <summary>Available bytes, or null when neither /proc/meminfo nor a cgroup limit can be read.</summary>
     public static long? AvailableBytes()

@@ -10,7 +10,7 @@ namespace LiveDlrm.Memory;
 /// and marked MADV_HUGEPAGE before first touch: random row gathers over a table of a GiB miss the TLB on nearly
 /// every row with 4 KiB pages, and with THP in "madvise" mode only marked ranges get 2 MiB pages (docs/kernels.md,
 /// "Huge pages").</para></summary>
-public sealed unsafe class NativeBuffer : SafeHandle
+internal sealed unsafe class NativeBuffer : SafeHandle
 {
     public const int Alignment = 64;
     /// <summary>Blocks from this size up are mapped with the huge-page hint.</summary>

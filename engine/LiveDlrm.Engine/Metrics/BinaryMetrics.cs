@@ -1,7 +1,7 @@
 namespace LiveDlrm.Metrics;
 
 /// <summary>Metrics of predicted click probabilities against 0/1 labels, over a whole span.</summary>
-public static class BinaryMetrics
+internal static class BinaryMetrics
 {
     /// <summary>Predictions are clipped to [eps, 1 - eps] for logloss so one confident mistake is large, not infinite.</summary>
     public const double LogLossEpsilon = 1e-7;
@@ -101,7 +101,7 @@ public static class BinaryMetrics
 }
 
 /// <summary>The metrics of one window (or a whole run).</summary>
-public readonly record struct MetricSummary(long Events, double Auc, double LogLoss, double Calibration, double MeanPrediction, double ObservedCtr)
+internal readonly record struct MetricSummary(long Events, double Auc, double LogLoss, double Calibration, double MeanPrediction, double ObservedCtr)
 {
     public override string ToString() =>
         $"events {Events}  auc {Auc:F4}  logloss {LogLoss:F4}  calibration {Calibration:F3}  (mean p {MeanPrediction:F4}, ctr {ObservedCtr:F4})";
@@ -112,7 +112,7 @@ public readonly record struct MetricSummary(long Events, double Auc, double LogL
 /// demand by sorting a copy); logloss and calibration are running sums. <see cref="Reset"/> starts a new window
 /// reusing the storage. Not thread-safe.
 /// </summary>
-public sealed class MetricAccumulator
+internal sealed class MetricAccumulator
 {
     float[] _scores, _labels, _sortScores = [], _sortLabels = [];
     int _count;

@@ -2,7 +2,7 @@ namespace LiveDlrm.Metrics;
 
 /// <summary>Metrics of one event-time window [Start, End) (unix seconds). <see cref="OptimumAuc"/> is the AUC of the
 /// stream's true probabilities over the same events (NaN when the stream has none).</summary>
-public sealed record WindowMetrics(long Start, long End, MetricSummary Metrics, double OptimumAuc)
+internal sealed record WindowMetrics(long Start, long End, MetricSummary Metrics, double OptimumAuc)
 {
     public long Events => Metrics.Events;
 }
@@ -14,7 +14,7 @@ public sealed record WindowMetrics(long Start, long End, MetricSummary Metrics, 
 /// end to close the last window. Windows without events are not reported. An event older than the open window is
 /// counted in it (streams may be slightly out of order) and counted in <see cref="LateEvents"/>.
 /// </summary>
-public sealed class WindowedMetrics
+internal sealed class WindowedMetrics
 {
     readonly long _length;
     readonly MetricAccumulator _window = new(), _windowOptimum = new(), _overall = new(), _overallOptimum = new();

@@ -7,10 +7,10 @@ using LiveDlrm.Files;
 namespace LiveDlrm.Model;
 
 /// <summary>Thrown for an invalid model config; the message names the offending field (e.g. <c>tables[2].dim</c>).</summary>
-public sealed class DlrmConfigException(string message) : Exception(message);
+internal sealed class DlrmConfigException(string message) : Exception(message);
 
 /// <summary>One embedding table of the model (feature i of an <see cref="EventBatch"/> feeds table i).</summary>
-public sealed record DlrmTableConfig(string Name, long Rows, int Dim, PoolingMode Pooling, EmbeddingStorage Storage);
+internal sealed record DlrmTableConfig(string Name, long Rows, int Dim, PoolingMode Pooling, EmbeddingStorage Storage);
 
 /// <summary>
 /// Shape of a DLRM (facebookresearch/dlrm): bottom MLP over the dense features → d; one embedding bag per sparse
@@ -29,7 +29,7 @@ public sealed record DlrmTableConfig(string Name, long Rows, int Dim, PoolingMod
 /// interaction runs over the table vectors alone and the top MLP's input is just the pairs (d comes from the
 /// tables' <c>dim</c>).</para>
 /// </summary>
-public sealed class DlrmConfig
+internal sealed class DlrmConfig
 {
     public int DenseFeatures { get; }
     public IReadOnlyList<int> BottomMlp { get; }

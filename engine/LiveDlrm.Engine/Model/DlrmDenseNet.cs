@@ -13,7 +13,7 @@ namespace LiveDlrm.Model;
 /// <para>Concurrent forwards are safe while no one writes the parameters: libtorch ops only read the weights, grad
 /// mode and TorchSharp dispose scopes are per thread.</para>
 /// </summary>
-public sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class DlrmDenseNet : nn.Module<Tensor, Tensor, Tensor>
 {
     readonly Sequential? _bottom;   // null for the id-only shape (no dense features)
     readonly Sequential _top;

@@ -18,7 +18,7 @@ namespace LiveDlrm.Model;
 /// memory. Writers (trainers, merges, checkpoint loads) coordinate at a higher level: a concurrent reader may see a
 /// row or a weight mid-update, never freed memory.</para>
 /// </summary>
-public sealed unsafe class DlrmModel : IDisposable
+internal sealed unsafe class DlrmModel : IDisposable
 {
     readonly EmbeddingTable[] _tables;
     readonly Stack<PredictScratch> _scratch = new();
@@ -260,7 +260,7 @@ public sealed unsafe class DlrmModel : IDisposable
 /// <summary>One training forward of a <see cref="DlrmModel"/> (see <see cref="DlrmModel.Forward"/>). Owns its input,
 /// pooled and logit tensors (the autograd graph keeps what backward needs); it opens no dispose scope that outlives
 /// the constructor, so passes may be kept (e.g. in a replay ring) and disposed in any order.</summary>
-public sealed unsafe class DlrmForwardPass : IDisposable
+internal sealed unsafe class DlrmForwardPass : IDisposable
 {
     readonly int _tables, _dim;
     Tensor? _grad;

@@ -5,7 +5,7 @@ namespace LiveDlrm.Model;
 
 /// <summary>Receives what one <see cref="DlrmModel.Predict(EventBatch, Span{float}, IForwardObserver?)"/> computed,
 /// before the scratch it lives in is reused: the served-request ring keeps it for the trainer.</summary>
-public interface IForwardObserver
+internal interface IForwardObserver
 {
     /// <summary>Ask for the dense activations (<see cref="DenseActivations"/>), not only the pooled embeddings.</summary>
     bool KeepsActivations { get; }
@@ -17,7 +17,7 @@ public interface IForwardObserver
 
 /// <summary>The dense activations of one forward (<see cref="DlrmDenseNet.ForwardKeepingActivations(Tensor, Tensor, out Tensor, out Tensor[])"/>):
 /// the bottom-MLP output [B, d] and each top hidden layer's output after its ReLU; empty when not kept.</summary>
-public readonly struct DenseActivations(Tensor? bottom, Tensor[]? topHidden)
+internal readonly struct DenseActivations(Tensor? bottom, Tensor[]? topHidden)
 {
     public bool IsEmpty => bottom is null;
     /// <summary>Floats per event of the bottom output plus every hidden layer (the kept activation record).</summary>

@@ -4,7 +4,7 @@ namespace LiveDlrm.Model;
 
 /// <summary>Independent copies of a model: every replay mode and every live model built from a trained base starts
 /// from the same weights without sharing memory with it.</summary>
-public static unsafe class ModelCopy
+internal static unsafe class ModelCopy
 {
     /// <summary>A deep copy of <paramref name="source"/> (tables byte for byte, dense parameters) serving through
     /// <paramref name="backend"/> (owned by the copy).</summary>

@@ -4,7 +4,7 @@ namespace LiveDlrm.Model;
 
 /// <summary>The scalar reference bag as a backend: stateless, safe for any number of concurrent callers. Used when
 /// no optimised backend is given, and by tests as the oracle.</summary>
-public sealed class ReferenceEmbeddingBackend : IEmbeddingBackend
+internal sealed class ReferenceEmbeddingBackend : IEmbeddingBackend
 {
     public string Name => "reference";
 

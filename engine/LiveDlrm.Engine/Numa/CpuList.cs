@@ -4,7 +4,7 @@ using System.Text;
 namespace LiveDlrm.Numa;
 
 /// <summary>The kernel's cpulist format ("0-3,8,10-11"), used by /sys, resctrl and our own output.</summary>
-public static class CpuList
+internal static class CpuList
 {
     /// <summary>Parses a cpulist; empty or whitespace is the empty set. <paramref name="what"/> names the source in
     /// the FormatException a malformed list raises.</summary>

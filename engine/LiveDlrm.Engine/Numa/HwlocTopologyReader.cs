@@ -5,7 +5,7 @@ namespace LiveDlrm.Numa;
 
 /// <summary>Reads the topology through hwloc 2.x: every PU object, its ancestors for core, package and last-level
 /// cache, and its nodeset for the NUMA node.</summary>
-public static class HwlocTopologyReader
+internal static class HwlocTopologyReader
 {
     public static bool IsAvailable => NativeLibraries.IsAvailable(Libraries.Hwloc) && Hwloc.IsSupportedApi(Hwloc.GetApiVersion());
 

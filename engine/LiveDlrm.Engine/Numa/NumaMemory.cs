@@ -4,7 +4,7 @@ using LiveDlrm.Interop;
 namespace LiveDlrm.Numa;
 
 /// <summary>How a block of memory should be spread over NUMA nodes.</summary>
-public enum MemoryPolicy
+internal enum MemoryPolicy
 {
     /// <summary>First touch (the kernel default): pages land on the node of the thread that first writes them.</summary>
     Default,
@@ -17,7 +17,7 @@ public enum MemoryPolicy
 /// <summary>Native memory placed by libnuma (<c>numa_alloc_onnode</c> / <c>numa_alloc_interleaved</c>), page aligned,
 /// zero-filled on first touch. Only usable where <see cref="IsAvailable"/>; otherwise allocate normally and let
 /// first touch decide.</summary>
-public sealed class NumaBuffer : IDisposable
+internal sealed class NumaBuffer : IDisposable
 {
     readonly NumaMemoryHandle _memory;
 
@@ -52,7 +52,7 @@ public sealed class NumaBuffer : IDisposable
 /// <summary>Policy changes on memory allocated elsewhere (e.g. an embedding table's block), via the mbind system
 /// call with MPOL_MF_MOVE so pages that were already touched migrate too (numa_tonode_memory only affects future
 /// faults).</summary>
-public static unsafe class MemoryPlacement
+internal static unsafe class MemoryPlacement
 {
     public static long PageSize => NativeLibraries.IsAvailable(Libraries.LibC) ? LibC.SysConf(LibC.ScPageSize) : 4096;
 
@@ -89,7 +89,7 @@ public static unsafe class MemoryPlacement
 }
 
 /// <summary>Applies a plan's <see cref="TablePlacement"/> to an embedding table's memory.</summary>
-public static class TableMemoryPlacement
+internal static class TableMemoryPlacement
 {
     /// <summary>Moves <paramref name="table"/>'s pages as <paramref name="placement"/> says. On a one-node machine
     /// this is a valid no-op move; it throws where the kernel refuses (see <see cref="MemoryPlacement.Apply"/>).</summary>

@@ -4,7 +4,7 @@ namespace LiveDlrm.Numa;
 
 /// <summary>Inputs to <see cref="ResourcePlan.Create"/>. Defaults suit a serving box: a quarter of each node's
 /// physical cores (at least one) go to the trainer, every other PU runs an inference worker.</summary>
-public sealed record PlanOptions
+internal sealed record PlanOptions
 {
     /// <summary>Fraction of each node's physical cores given to the trainer, in (0, 1).</summary>
     public double TrainerCoreShare { get; init; } = 0.25;
@@ -26,19 +26,19 @@ public sealed record PlanOptions
 }
 
 /// <summary>Which side of the process uses a table.</summary>
-public enum TableUser { Inference, Trainer }
+internal enum TableUser { Inference, Trainer }
 
-public sealed record TablePlacement(string Table, long Bytes, MemoryPolicy Policy, IReadOnlyList<int> Nodes, string Reason);
+internal sealed record TablePlacement(string Table, long Bytes, MemoryPolicy Policy, IReadOnlyList<int> Nodes, string Reason);
 
 /// <summary>One NUMA node's split. <see cref="Shared"/> is true when inference and trainer PUs overlap there.</summary>
-public sealed record NodeAssignment(int Node, IReadOnlyList<int> InferencePus, IReadOnlyList<int> TrainerPus, bool Shared);
+internal sealed record NodeAssignment(int Node, IReadOnlyList<int> InferencePus, IReadOnlyList<int> TrainerPus, bool Shared);
 
 /// <summary>Where inference workers and trainer threads run and where tables live. Trainer PUs are whole physical
 /// cores the inference workers do not use (so SMT siblings never split across roles, and a trainer never competes
 /// for an inference core's execution units or L1/L2); within a node the trainer's cores are taken from the end of
 /// the last LLC group so inference keeps whole cache groups where the machine has several. A machine with a single
 /// physical core cannot separate the roles: the plan then shares all PUs and says so in <see cref="Notes"/>.</summary>
-public sealed class ResourcePlan
+internal sealed class ResourcePlan
 {
     public Topology Topology { get; }
     public PlanOptions Options { get; }

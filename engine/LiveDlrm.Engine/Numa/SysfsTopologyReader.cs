@@ -7,7 +7,7 @@ namespace LiveDlrm.Numa;
 /// <summary>Reads the topology from a sysfs tree: <c>{root}/devices/system/cpu</c> (online list, per-CPU
 /// <c>topology/</c> and <c>cache/index*/</c>) and <c>{root}/devices/system/node/node*/</c>. The root is a parameter
 /// so tests can point it at canned trees of machines we do not have.</summary>
-public static partial class SysfsTopologyReader
+internal static partial class SysfsTopologyReader
 {
     public static Topology Read(string root = "/sys") => Read(root, useLibNuma: false, []);
 

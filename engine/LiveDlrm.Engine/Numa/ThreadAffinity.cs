@@ -6,7 +6,7 @@ namespace LiveDlrm.Numa;
 /// <summary>Per-thread CPU affinity through sched_setaffinity/sched_getaffinity with pid 0, i.e. the calling thread.
 /// Threads must pin themselves: CoreCLR gives a new thread the affinity the process started with, not the one a
 /// parent thread set, and there is no managed way to name another thread's TID at creation.</summary>
-public static unsafe class ThreadAffinity
+internal static unsafe class ThreadAffinity
 {
     public static bool IsAvailable => NativeLibraries.IsAvailable(Libraries.LibC);
 

@@ -6,24 +6,24 @@ namespace LiveDlrm.Numa;
 /// <summary>Where a <see cref="Topology"/> came from, best first: hwloc knows caches and cores from CPUID as well as
 /// the OS; libnuma adds the kernel's node mapping to what /sys says about cores; /sys alone is the last OS source;
 /// <see cref="ProcessorCount"/> is the guess of last resort (one node, one core per processor).</summary>
-public enum TopologySource { Hwloc, LibNuma, Sysfs, ProcessorCount }
+internal enum TopologySource { Hwloc, LibNuma, Sysfs, ProcessorCount }
 
 /// <summary>One logical processor (hardware thread). <see cref="Id"/> is the OS CPU number (what affinity masks
 /// use); <see cref="Core"/> and <see cref="LlcGroup"/> index <see cref="Topology.Cores"/> and
 /// <see cref="Topology.LlcGroups"/>.</summary>
-public sealed record ProcessingUnit(int Id, int Core, int Package, int Node, int LlcGroup);
+internal sealed record ProcessingUnit(int Id, int Core, int Package, int Node, int LlcGroup);
 
 /// <summary>A physical core; more than one PU means SMT siblings, which share the core's execution units and L1/L2.</summary>
-public sealed record PhysicalCore(int Index, int Package, int Node, int LlcGroup, IReadOnlyList<int> Pus);
+internal sealed record PhysicalCore(int Index, int Package, int Node, int LlcGroup, IReadOnlyList<int> Pus);
 
-public sealed record NumaNode(int Id, IReadOnlyList<int> Pus, long? MemoryBytes);
+internal sealed record NumaNode(int Id, IReadOnlyList<int> Pus, long? MemoryBytes);
 
 /// <summary>PUs sharing one last-level cache (an L3 slice on AMD CCXs, a whole socket on most Intel parts).</summary>
-public sealed record CacheGroup(int Index, int Level, IReadOnlyList<int> Pus, long? SizeBytes);
+internal sealed record CacheGroup(int Index, int Level, IReadOnlyList<int> Pus, long? SizeBytes);
 
 /// <summary>The machine as the engine sees it: NUMA nodes, packages, physical cores with their SMT sibling PUs, and
 /// last-level-cache groups. Immutable; <see cref="Detect"/> picks the best available source.</summary>
-public sealed class Topology
+internal sealed class Topology
 {
     public TopologySource Source { get; }
     public IReadOnlyList<NumaNode> Nodes { get; }

@@ -11,7 +11,7 @@ namespace LiveDlrm.Online;
 ///
 /// Over an <see cref="IBaseCopyBackend"/> (the PIM backend) an adapted table is pooled by the inner backend from its
 /// own copy and the host adds only the adapter term; merges are pushed to that copy (<see cref="BaseCopyAdapterPath"/>).</summary>
-public sealed class AdapterEmbeddingBackend : IEmbeddingBackend
+internal sealed class AdapterEmbeddingBackend : IEmbeddingBackend
 {
     readonly IEmbeddingBackend _inner;
     readonly bool _ownsInner;

@@ -18,7 +18,7 @@ namespace LiveDlrm.Online;
 /// depend on the embeddings). The weights are copied once at construction: the dense part must stay frozen.</para>
 /// <para>Not thread-safe: it keeps per-call scratch, so one caller at a time (the trainer thread).</para>
 /// </summary>
-public sealed class FrozenDenseBackward
+internal sealed class FrozenDenseBackward
 {
     readonly float[][] _weights;   // top layer l: [out × inPad] row-major, each row zero-padded to whole vectors;
                                    // layer 0 holds only the columns of the needed interaction pairs

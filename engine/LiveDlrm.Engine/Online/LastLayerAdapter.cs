@@ -13,7 +13,7 @@ namespace LiveDlrm.Online;
 /// version and never blocks on the trainer. A step whose gradient or result is not finite is refused before
 /// anything is published (<see cref="RejectedSteps"/>), so serving never sees a non-finite value.</para>
 /// </summary>
-public sealed class LastLayerAdapter : ILastLayerDelta
+internal sealed class LastLayerAdapter : ILastLayerDelta
 {
     /// <summary>One published version of the update. Never modified after publication.</summary>
     public sealed class Snapshot

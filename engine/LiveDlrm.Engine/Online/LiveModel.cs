@@ -18,7 +18,7 @@ namespace LiveDlrm.Online;
 /// <para>Thread safety: <see cref="Serve"/>, <see cref="Feedback"/> and the counters from any thread; the trainer
 /// thread is the adapters' only writer. Ownership: everything listed above is owned and disposed here.</para>
 /// </summary>
-public sealed class LiveModel : IDisposable
+internal sealed class LiveModel : IDisposable
 {
     public const string AdapterMeterName = "LiveDlrm.Online.Adapters";
 

@@ -3,7 +3,7 @@ using LiveDlrm.Embeddings;
 namespace LiveDlrm.Online;
 
 /// <summary>Configuration of a <see cref="LiveModel"/>.</summary>
-public sealed record LiveModelOptions
+internal sealed record LiveModelOptions
 {
     /// <summary>The trainer and its adapters (rank, budget, learning rates, queue, data reuse, last layer).</summary>
     public OnlineTrainerOptions Trainer { get; init; } = new();

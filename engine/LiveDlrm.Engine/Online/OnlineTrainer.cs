@@ -18,7 +18,7 @@ namespace LiveDlrm.Online;
 /// duty-cycle/pause gate checked between steps, and <see cref="Drain"/>. Placement and QoS drive it through
 /// <see cref="ITrainerHost"/>.</para>
 /// </summary>
-public sealed class OnlineTrainer : ITrainerHost
+internal sealed class OnlineTrainer : ITrainerHost
 {
     readonly DlrmModel _model;
     readonly TableAdapter?[] _adapters;

@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace LiveDlrm.Online;
 
 /// <summary>Configuration of the colocated <see cref="OnlineTrainer"/>.</summary>
-public sealed record OnlineTrainerOptions
+internal sealed record OnlineTrainerOptions
 {
     /// <summary>Labelled events per optimizer step.</summary>
     public int BatchSize { get; init; } = 256;

@@ -7,7 +7,7 @@ namespace LiveDlrm.Online;
 /// <summary>One served event as the trainer needs it: its features, and with data reuse the pooled embeddings the
 /// serving forward computed (table-major per event, <c>[T × d]</c>) and its dense activations (see
 /// <see cref="Activations"/>). The label is set when feedback arrives.</summary>
-public sealed class ServedEvent
+internal sealed class ServedEvent
 {
     public long RequestId { get; }
     public long Timestamp { get; }

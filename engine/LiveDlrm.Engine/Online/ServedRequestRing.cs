@@ -9,7 +9,7 @@ namespace LiveDlrm.Online;
 /// <see cref="UnknownFeedback"/>. Thread-safe (one lock; a store or take is a dictionary operation). Its counters are
 /// also instruments of its <see cref="Meter"/> (<see cref="MeterName"/>).
 /// </summary>
-public sealed class ServedRequestRing : IDisposable
+internal sealed class ServedRequestRing : IDisposable
 {
     public const string MeterName = "LiveDlrm.Online.ServedRequests";
 

@@ -5,7 +5,7 @@ namespace LiveDlrm.Online;
 /// <summary>CPU time consumed by the calling thread (clock_gettime(CLOCK_THREAD_CPUTIME_ID)). Update costs in the
 /// replay are measured with it around the work a trainer or a sync does on its own thread, so time the thread spent
 /// waiting or descheduled (2 shared cores) is not billed as cost.</summary>
-public static unsafe class ThreadCpuClock
+internal static unsafe class ThreadCpuClock
 {
     const int ClockThreadCpuTime = 3;   // CLOCK_THREAD_CPUTIME_ID (linux/time.h)
 

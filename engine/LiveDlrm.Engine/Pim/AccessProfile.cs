@@ -3,14 +3,14 @@ using System.Globalization;
 namespace LiveDlrm.Pim;
 
 /// <summary>One CSR batch of lookups into one table (the shape of <c>EmbeddingBag.Forward</c>).</summary>
-public sealed record PimBatch(long[] Indices, long[] Offsets)
+internal sealed record PimBatch(long[] Indices, long[] Offsets)
 {
     public int Bags => Offsets.Length - 1;
 }
 
 /// <summary>How often each row of a table is looked up, plus the batches the counts came from (the partitioners
 /// balance expected lookups from the counts; the report routes the batches to measure bytes and imbalance).</summary>
-public sealed class AccessProfile
+internal sealed class AccessProfile
 {
     public long Rows { get; }
     /// <summary>Lookups per row.</summary>
@@ -123,7 +123,7 @@ public sealed class AccessProfile
 }
 
 /// <summary>Inverse-CDF Zipf sampler over ranks 1..rows (binary search in the cumulative weights).</summary>
-public sealed class ZipfSampler
+internal sealed class ZipfSampler
 {
     readonly double[] _cdf;
     readonly long _rows, _stride;

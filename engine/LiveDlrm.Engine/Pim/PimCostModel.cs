@@ -8,7 +8,7 @@ namespace LiveDlrm.Pim;
 /// ../shared/reference/upmem.md). ASSUMPTION marks a constant no published measurement was found for — those are what
 /// a run on a UPMEM server should replace (the kernel's <c>pim_cycles</c> counter, <see cref="PimDevice.KernelCycles"/>,
 /// measures the kernel with perfcounter there).</summary>
-public static class PimCostModel
+internal static class PimCostModel
 {
     /// <summary>DPU clock: PrIM's 2,556-DPU server runs its DPUs at 350 MHz (its 640-DPU one at 267 MHz).</summary>
     public const double DpuClockHz = 350e6;

@@ -7,28 +7,28 @@ namespace LiveDlrm.Pim;
 
 /// <summary>Which UPMEM runtime serves lookups. <see cref="Auto"/>: real DPUs when the library was built against the SDK
 /// and DPUs can be allocated, else the SDK's simulator (SDK build) or the project's emulation (emulated build).</summary>
-public enum PimBackendKind { Auto, Hardware, Simulator, Emulated }
+internal enum PimBackendKind { Auto, Hardware, Simulator, Emulated }
 
 /// <summary>How a table's vectors are stored and summed on the DPUs. <see cref="Fp32"/>: as on the host (each add is a
 /// soft-float call on a DPU, which has no FPU). <see cref="Int32"/>: fixed point with one scale per table chosen from its
 /// range (2·max|w| ↦ 2^23), summed exactly in integers on the DPU and in int64 on the host, converted back once; error
 /// ≤ half a scale step per lookup, independent of summation order. Weighted sums need <see cref="Fp32"/>.</summary>
-public enum PimPrecision { Fp32, Int32 }
+internal enum PimPrecision { Fp32, Int32 }
 
 /// <summary>Cumulative counters of one device (one DPU set, shared by its tables).</summary>
-public readonly record struct PimStats(PimBackendKind Backend, int Dpus, long Batches, long BytesToDpu, long BytesFromDpu, long Items,
+internal readonly record struct PimStats(PimBackendKind Backend, int Dpus, long Batches, long BytesToDpu, long BytesFromDpu, long Items,
                                        long CacheItems, TimeSpan ToDpu, TimeSpan Kernel, TimeSpan FromDpu, TimeSpan HostReduce,
                                        long Launches = 0, long UpdateLaunches = 0, long UpdatedVectors = 0, TimeSpan Update = default);
 
 /// <summary>One table's batch in a multi-table lookup on one <see cref="PimDevice"/>: Σ rows (Σ weight·row with weights) per
 /// bag into <c>bags × dim</c> floats of the call's output from <see cref="OutputStart"/>.</summary>
-public readonly record struct PimTableLookup(int TableId, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, int OutputStart,
+internal readonly record struct PimTableLookup(int TableId, ReadOnlyMemory<long> Indices, ReadOnlyMemory<long> Offsets, int OutputStart,
                                              ReadOnlyMemory<float> Weights = default);
 
 /// <summary>One DPU set holding up to <see cref="PimLayout.MaxTables"/> tables, each placed by a <see cref="PimPlan"/> over
 /// the set's DPUs: loads them, serves batches (several tables in one launch), pushes changed rows. Not thread-safe (one
 /// caller at a time; <see cref="PimEmbeddingBackend"/> locks).</summary>
-public sealed unsafe class PimDevice : IDisposable
+internal sealed unsafe class PimDevice : IDisposable
 {
     sealed class Placed(EmbeddingTable table, PimPlan plan, PimPrecision precision)
     {

@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace LiveDlrm.Pim;
 
 /// <summary>Options of <see cref="PimEmbeddingBackend"/>.</summary>
-public sealed record PimBackendOptions
+internal sealed record PimBackendOptions
 {
     public PimBackendKind Backend { get; init; } = PimBackendKind.Auto;
     /// <summary>DPUs of the set for tables that are not loaded explicitly (tables loaded with plans over the same DPU
@@ -29,7 +29,7 @@ public sealed record PimBackendOptions
 /// calls) serves several tables in one launch per set. Returns Σ W[i] of the DPUs' copy (Sum; Mean divides on the host). As an <see cref="IBaseCopyBackend"/>
 /// it tells <c>Online.AdapterEmbeddingBackend</c> to add LoRA adapter terms on the host and to push merged rows here
 /// (<see cref="UpdateBaseRows"/>). Weighted sums send one fp32 weight per item and skip pair sums; fp16/int8 host tables are refused.</summary>
-public sealed class PimEmbeddingBackend : IBaseCopyBackend
+internal sealed class PimEmbeddingBackend : IBaseCopyBackend
 {
     readonly PimBackendOptions _options;
     readonly List<PimDevice> _devices = [];

@@ -2,7 +2,7 @@ namespace LiveDlrm.Pim;
 
 /// <summary>The per-DPU layout constants of native/pim/common/pim_common.h, mirrored for planning without the
 /// native library (PimStructLayoutTests checks they equal the C values).</summary>
-public static class PimLayout
+internal static class PimLayout
 {
     /// <summary>MRAM bytes per DPU for stored vectors (the rest of the 64 MB holds batch input and output).</summary>
     public const long MramTableBytes = 56L << 20;

@@ -2,7 +2,7 @@ namespace LiveDlrm.Pim;
 
 /// <summary>Builds <see cref="PimPlan"/>s (UpDLRM: uniform → non-uniform by frequency → cache-aware non-uniform).
 /// Capacity is checked before anything is allocated, so an oversized table fails fast with the sizes in the message.</summary>
-public static class PimPartitioner
+internal static class PimPartitioner
 {
     public static PimPlan Build(PimStrategy strategy, AccessProfile profile, int dim, int dpus, PimPlanOptions? options = null) => strategy switch
     {

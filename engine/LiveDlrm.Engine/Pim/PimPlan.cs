@@ -1,7 +1,7 @@
 namespace LiveDlrm.Pim;
 
 /// <summary>The UpDLRM partitioning strategies.</summary>
-public enum PimStrategy
+internal enum PimStrategy
 {
     /// <summary>Rows in contiguous ranges, one range per DPU (column tiles only when dim exceeds one DMA slice).</summary>
     UniformRowWise,
@@ -16,7 +16,7 @@ public enum PimStrategy
 }
 
 /// <summary>Knobs of the frequency-based partitioners.</summary>
-public sealed record PimPlanOptions
+internal sealed record PimPlanOptions
 {
     /// <summary>Replicate hot rows (non-uniform, cache-aware).</summary>
     public bool Replicate { get; init; } = true;
@@ -38,7 +38,7 @@ public sealed record PimPlanOptions
 /// <summary>Where every row of one table lives on a set of DPUs. DPUs form <see cref="Tiles"/> groups of
 /// <see cref="GroupSize"/>: DPU <c>k·Tiles + t</c> ("member k" of group t) holds column tile t of member k's
 /// stored vectors, so all groups mirror one row placement over members 0..GroupSize-1.</summary>
-public sealed class PimPlan
+internal sealed class PimPlan
 {
     public PimStrategy Strategy { get; }
     public long Rows { get; }

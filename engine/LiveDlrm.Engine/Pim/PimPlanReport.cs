@@ -6,7 +6,7 @@ namespace LiveDlrm.Pim;
 /// <summary>What one plan costs on a workload: placement facts from the plan, per-batch traffic measured by routing
 /// the profile's batches exactly as the backend would, and a COST MODEL estimate of hardware time
 /// (<see cref="PimCostModel"/>; a model, not a measurement).</summary>
-public sealed record PimPlanReport
+internal sealed record PimPlanReport
 {
     public required PimStrategy Strategy { get; init; }
     public required int Dpus { get; init; }

@@ -3,7 +3,7 @@ using LiveDlrm.Interop;
 namespace LiveDlrm.Pim;
 
 /// <summary>One batch grouped per DPU, in the arrays <c>pim_lookup</c> takes, plus what it will cost.</summary>
-public sealed class PimRoutedBatch
+internal sealed class PimRoutedBatch
 {
     internal PimHostSegment[] Segments = [];
     internal uint[] Items = [];
@@ -26,7 +26,7 @@ public sealed class PimRoutedBatch
 /// (per batch); cache items go last, each to the least-loaded member, so cache and MRAM work balance jointly.
 /// A weighted batch carries each lookup's weight with its item and uses no pair sums (a stored W[a] + W[b] is only
 /// right for equal weights).</summary>
-public sealed class PimRouter
+internal sealed class PimRouter
 {
     readonly PimPlan _plan;
     readonly List<uint>[] _memberItems;

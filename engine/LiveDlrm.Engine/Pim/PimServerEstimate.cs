@@ -6,14 +6,14 @@ using LiveDlrm.Embeddings;
 namespace LiveDlrm.Pim;
 
 /// <summary>One table of a <see cref="PimServerEstimate"/>: its shape and the trace to plan from and to evaluate on.</summary>
-public sealed record PimServerTable(string Name, long Rows, int Dim, AccessProfile PlanOn, AccessProfile EvaluateOn);
+internal sealed record PimServerTable(string Name, long Rows, int Dim, AccessProfile PlanOn, AccessProfile EvaluateOn);
 
 /// <summary>A whole model on one UPMEM server next to the CPU kernel on this machine: every table placed cache-aware
 /// on the same <see cref="Dpus"/>-DPU set (sharing its WRAM cache), each batch of all tables one push, one launch and
 /// one pull. The PIM side is the COST MODEL's ESTIMATE (<see cref="PimCostModel"/>); the CPU side is a MEASUREMENT of
 /// the project's embedding-bag kernel on this machine, one thread, on tables of the same shapes. UpDLRM's published
 /// "up to 4.6x over CPU-only" is the anchor to read the ratio against.</summary>
-public sealed record PimServerEstimate
+internal sealed record PimServerEstimate
 {
     public required int Dpus { get; init; }
     public required int Tables { get; init; }

@@ -22,7 +22,7 @@ namespace LiveDlrm.Replay;
 /// than real time; a trainer that keeps up in wall time would be caught up at every event, which is what the
 /// wait models — its speed is reported so that assumption can be checked).
 /// </summary>
-public sealed class FreshnessReplay
+internal sealed class FreshnessReplay
 {
     readonly Func<IEventSource> _open;
     readonly ReplayOptions _options;

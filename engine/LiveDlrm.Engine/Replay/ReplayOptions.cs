@@ -4,7 +4,7 @@ using LiveDlrm.Training;
 namespace LiveDlrm.Replay;
 
 /// <summary>How the serving model is kept fresh during a replay.</summary>
-public enum UpdateMode
+internal enum UpdateMode
 {
     /// <summary>No updates: the base model serves the whole replay.</summary>
     Stale,
@@ -16,7 +16,7 @@ public enum UpdateMode
 }
 
 /// <summary>Everything a <see cref="FreshnessReplay"/> run needs besides the stream.</summary>
-public sealed record ReplayOptions
+internal sealed record ReplayOptions
 {
     public IReadOnlyList<UpdateMode> Modes { get; init; } = [UpdateMode.Stale, UpdateMode.Delta, UpdateMode.Live];
 

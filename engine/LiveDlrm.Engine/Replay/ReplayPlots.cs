@@ -5,7 +5,7 @@ namespace LiveDlrm.Replay;
 /// <summary>PNG plots of a replay (ScottPlot): AUC per window per mode; live adapter rank per table and adapter
 /// memory over time. Time axis = event time since the replay's start in the span's natural unit (hours, days,
 /// months or years: <see cref="ReplayWindows.Unit"/>).</summary>
-public static class ReplayPlots
+internal static class ReplayPlots
 {
     /// <summary>Writes the plots into <paramref name="directory"/>; returns the files written.</summary>
     public static IReadOnlyList<string> Write(ReplayReport report, string directory)

@@ -4,7 +4,7 @@ using LiveDlrm.Reports;
 namespace LiveDlrm.Replay;
 
 /// <summary>Metrics of one event-time window of one mode.</summary>
-public sealed record WindowResult(long Start, long End, MetricSummary Metrics, double OptimumAuc)
+internal sealed record WindowResult(long Start, long End, MetricSummary Metrics, double OptimumAuc)
 {
     /// <summary>Cumulative network bytes shipped by the end of the window (delta).</summary>
     public long NetworkBytes { get; init; }
@@ -19,10 +19,10 @@ public sealed record WindowResult(long Start, long End, MetricSummary Metrics, d
 }
 
 /// <summary>A rank decision of a live adapter, with the event time it was observed by.</summary>
-public sealed record RankRecord(long Time, string Table, long Step, int OldRank, int NewRank, double KeptEnergy, long AdapterBytes, long BudgetBytes);
+internal sealed record RankRecord(long Time, string Table, long Step, int OldRank, int NewRank, double KeptEnergy, long AdapterBytes, long BudgetBytes);
 
 /// <summary>Costs of keeping one mode fresh.</summary>
-public sealed record UpdateCost
+internal sealed record UpdateCost
 {
     public long NetworkBytes { get; init; }
     /// <summary>Update CPU-seconds (thread CPU clocks): trainer + apply, and for live the extra serving CPU.</summary>
@@ -43,14 +43,14 @@ public sealed record UpdateCost
 }
 
 /// <summary>Everything measured for one mode.</summary>
-public sealed record ModeResult(UpdateMode Mode, MetricSummary Overall, IReadOnlyList<WindowResult> Windows, UpdateCost Cost, double WallSeconds)
+internal sealed record ModeResult(UpdateMode Mode, MetricSummary Overall, IReadOnlyList<WindowResult> Windows, UpdateCost Cost, double WallSeconds)
 {
     public string Name => Mode.ToString().ToLowerInvariant();
     public LiveStats? Live { get; init; }
 }
 
 /// <summary>Live-mode extras: adapter memory, ranks, trainer counters.</summary>
-public sealed record LiveStats
+internal sealed record LiveStats
 {
     public double AdapterMemoryPctMax { get; init; }
     /// <summary>Name of the backend that pooled the base rows ("cpu", "pim-emulated", ...).</summary>
@@ -69,10 +69,10 @@ public sealed record LiveStats
     public bool ReuseForward { get; init; }
 }
 
-public sealed record AdapterTableStats(string Table, bool Adapted, long TableBytes, long BudgetBytes, long AdapterBytesMax, int FinalRank, long MergedRows, long RejectedSteps, long DroppedRowUpdates);
+internal sealed record AdapterTableStats(string Table, bool Adapted, long TableBytes, long BudgetBytes, long AdapterBytesMax, int FinalRank, long MergedRows, long RejectedSteps, long DroppedRowUpdates);
 
 /// <summary>A whole replay: stream facts, base model, every mode.</summary>
-public sealed record ReplayReport
+internal sealed record ReplayReport
 {
     public required string Data { get; init; }
     public long PrefixEvents { get; init; }

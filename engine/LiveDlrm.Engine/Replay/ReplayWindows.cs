@@ -4,7 +4,7 @@ namespace LiveDlrm.Replay;
 
 /// <summary>Windows that fit the replayed span: the automatic window length, the rule that merges windows too thin
 /// for an AUC, the span's natural time unit (plots, console) and the console table of windows.</summary>
-public static class ReplayWindows
+internal static class ReplayWindows
 {
     /// <summary>A window holds at least this many events with both labels present, else it is merged into the next.</summary>
     public const int DefaultMinEvents = 200;

@@ -6,7 +6,7 @@ namespace LiveDlrm.Reports;
 
 /// <summary>A metric that could not be computed (AUC of one class, a ratio over zero) is NaN in memory and null in
 /// a report: JSON has no NaN, and a reader should see "no value", not a made-up number.</summary>
-public sealed class NonFiniteAsNullConverter : JsonConverter<double>
+internal sealed class NonFiniteAsNullConverter : JsonConverter<double>
 {
     public override bool HandleNull => true;
 
@@ -22,7 +22,7 @@ public sealed class NonFiniteAsNullConverter : JsonConverter<double>
 
 /// <summary>Report files (replay, eval, benchmarks), written through source-generated serializers (snake_case, NaN
 /// as null): each writer declares a <c>JsonSerializerContext</c> with <see cref="NonFiniteAsNullConverter"/>.</summary>
-public static class ReportJson
+internal static class ReportJson
 {
     /// <summary>Writes <paramref name="value"/> to a temporary file beside <paramref name="path"/>, then renames it
     /// over the target, so a reader never sees a half-written report. Returns the full path.</summary>

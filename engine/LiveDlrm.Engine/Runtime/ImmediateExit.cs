@@ -6,7 +6,7 @@ namespace LiveDlrm.Runtime;
 /// signal stops a run that cannot be cancelled cooperatively: <see cref="Environment.Exit"/> would run libtorch's
 /// static destructors while another thread is still inside a tensor op, which crashes (SIGSEGV) instead of exiting.
 /// Everything the engine writes is made durable by rename, so nothing is left half-written.</summary>
-public static class ImmediateExit
+internal static class ImmediateExit
 {
     public static void Now(int exitCode)
     {

@@ -2,7 +2,7 @@ namespace LiveDlrm.Runtime;
 
 /// <summary>Additions of event times and user-given durations that clamp at the long range instead of wrapping: a
 /// label delay of <see cref="long.MaxValue"/> seconds means "never", not a time in the past.</summary>
-public static class SaturatingMath
+internal static class SaturatingMath
 {
     public static long Add(long a, long b)
     {

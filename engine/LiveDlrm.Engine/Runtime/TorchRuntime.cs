@@ -5,7 +5,7 @@ namespace LiveDlrm.Runtime;
 
 /// <summary>Process-wide TorchSharp setup. The engine owns its threads (the embedding worker pool, the trainer),
 /// so libtorch's intra-op pool is sized deliberately instead of defaulting to every core.</summary>
-public static class TorchRuntime
+internal static class TorchRuntime
 {
     static int _initialised;
 

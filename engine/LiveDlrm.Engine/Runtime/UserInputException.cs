@@ -6,4 +6,4 @@ namespace LiveDlrm.Runtime;
 /// file, line or field); hosts print it without a stack trace and exit with code 2. Throw it (or a subclass) from
 /// any layer; exceptions that are not bad input (a full disk, a bug) must not use it.
 /// </summary>
-public class UserInputException(string message, Exception? inner = null) : Exception(message, inner);
+internal class UserInputException(string message, Exception? inner = null) : Exception(message, inner);

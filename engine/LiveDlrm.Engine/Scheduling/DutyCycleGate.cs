@@ -5,7 +5,7 @@ namespace LiveDlrm.Scheduling;
 /// <summary>An <see cref="ITrainerThrottle"/> trainer threads call between steps: <see cref="AfterStep"/> idles the
 /// thread long enough that busy time / wall time equals the duty cycle, and blocks while paused. Idling happens at
 /// step boundaries only, so a trainer's step should be short (≈ 1 ms) for the duty cycle to act quickly.</summary>
-public sealed class DutyCycleGate : ITrainerThrottle, IDisposable
+internal sealed class DutyCycleGate : ITrainerThrottle, IDisposable
 {
     readonly ManualResetEventSlim _running = new(initialState: true);
     readonly CancellationTokenSource _stop = new();

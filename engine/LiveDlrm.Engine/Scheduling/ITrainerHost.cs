@@ -2,7 +2,7 @@ namespace LiveDlrm.Scheduling;
 
 /// <summary>The knob the QoS controller turns. A duty cycle d in [0, 1] means the trainer computes for a fraction d
 /// of wall time and idles for the rest; 0 and <see cref="Pause"/> both stop it between steps.</summary>
-public interface ITrainerThrottle
+internal interface ITrainerThrottle
 {
     double DutyCycle { get; }
     bool IsPaused { get; }
@@ -15,7 +15,7 @@ public interface ITrainerThrottle
 
 /// <summary>What a colocated trainer (the LoRA trainer, or the harness's sparse-update proxy) exposes so placement
 /// and QoS can drive it: its threads' TIDs (for resctrl's <c>tasks</c>), its throttle, and its progress.</summary>
-public interface ITrainerHost : IDisposable
+internal interface ITrainerHost : IDisposable
 {
     string Name { get; }
     /// <summary>Linux TIDs of the trainer's threads, once started.</summary>

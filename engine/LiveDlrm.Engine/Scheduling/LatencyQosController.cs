@@ -9,7 +9,7 @@ namespace LiveDlrm.Scheduling;
 /// <summary>Settings of <see cref="LatencyQosController"/>. The defaults decide ten times a second over the last
 /// second of requests: slow enough that one decision's effect is visible in the next window, fast enough that a
 /// burst is answered within ~100 ms.</summary>
-public sealed record QosOptions
+internal sealed record QosOptions
 {
     /// <summary>The inference latency percentile the controller defends (P99 by default) must stay at or under this.</summary>
     public required TimeSpan Target { get; init; }
@@ -51,9 +51,9 @@ public sealed record QosOptions
     }
 }
 
-public enum QosAction { Hold, Increase, Cut, Pause, StayPaused, Resume }
+internal enum QosAction { Hold, Increase, Cut, Pause, StayPaused, Resume }
 
-public readonly record struct QosDecision(QosAction Action, double DutyCycle, double PercentileMs, long Samples);
+internal readonly record struct QosDecision(QosAction Action, double DutyCycle, double PercentileMs, long Samples);
 
 /// <summary>Software QoS for a colocated trainer, portable to any machine: inference latencies go into a sliding
 /// window of HdrHistograms; every <see cref="QosOptions.DecisionInterval"/> the windowed percentile sets the trainer's
@@ -64,7 +64,7 @@ public readonly record struct QosDecision(QosAction Action, double DutyCycle, do
 /// means at most the allowed count; in between the controller holds.
 /// After a cut or pause the window is cleared so the next decision judges only latencies measured after it.
 /// Time comes from an injected <see cref="TimeProvider"/> so behaviour is testable without sleeping.</summary>
-public sealed class LatencyQosController : IDisposable
+internal sealed class LatencyQosController : IDisposable
 {
     const long HighestTrackableMicros = 60_000_000;   // one minute: anything longer is clamped, not lost
 

@@ -8,7 +8,7 @@ namespace LiveDlrm.Scheduling;
 /// CLOCK_MONOTONIC in nanoseconds, so clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) wakes at the timestamp itself
 /// (plus the kernel's timer slack, ~50 µs); the check at first use confirms the clocks agree. Elsewhere: Thread.Sleep
 /// to within 1 ms, then yield.</summary>
-public static unsafe class PreciseClock
+internal static unsafe class PreciseClock
 {
     static readonly bool UseAbsoluteSleep = ProbeAbsoluteSleep();
 

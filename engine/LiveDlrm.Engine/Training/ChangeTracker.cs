@@ -4,7 +4,7 @@ using LiveDlrm.Embeddings;
 namespace LiveDlrm.Training;
 
 /// <summary>The rows of each table changed since a point (what a delta sync must ship).</summary>
-public sealed class ChangedRows
+internal sealed class ChangedRows
 {
     /// <summary>Per table (model order): changed row numbers, ascending.</summary>
     public IReadOnlyList<long[]> Rows { get; }
@@ -20,7 +20,7 @@ public sealed class ChangedRows
 /// <see cref="TakeChanges"/>. Writers mark rows with <see cref="Mark"/>; one table's bitmap may be marked by one
 /// thread at a time (the trainer partitions its updates by table), reads and takes are done between steps.
 /// </summary>
-public sealed class ChangeTracker
+internal sealed class ChangeTracker
 {
     readonly ulong[][] _bits;
     readonly long[] _counts;

@@ -7,9 +7,9 @@ using static TorchSharp.torch;
 
 namespace LiveDlrm.Training;
 
-public enum DenseOptimizerKind { Adagrad, Adam }
+internal enum DenseOptimizerKind { Adagrad, Adam }
 
-public sealed record DlrmTrainerOptions
+internal sealed record DlrmTrainerOptions
 {
     /// <summary>Row-wise Adagrad learning rate of the embedding rows.</summary>
     public float EmbeddingLearningRate { get; init; } = 0.05f;
@@ -36,7 +36,7 @@ public sealed record DlrmTrainerOptions
 }
 
 /// <summary>What one minibatch step did.</summary>
-public readonly record struct TrainStepResult(float Loss, int Events, bool Applied, long RowsUpdated);
+internal readonly record struct TrainStepResult(float Loss, int Events, bool Applied, long RowsUpdated);
 
 /// <summary>
 /// Full-parameter trainer of a <see cref="DlrmModel"/> (the "training cluster" side: base models, and the delta-sync
@@ -48,7 +48,7 @@ public readonly record struct TrainStepResult(float Loss, int Events, bool Appli
 /// Every updated row is marked in <see cref="Changes"/>. A step whose loss or gradients are not finite is discarded
 /// (<see cref="SkippedSteps"/>) and changes nothing. Not thread-safe: one trainer, one thread calling Step.
 /// </summary>
-public sealed unsafe class DlrmTrainer : IDisposable
+internal sealed unsafe class DlrmTrainer : IDisposable
 {
     readonly DlrmModel _model;
     readonly DlrmTrainerOptions _options;

@@ -7,7 +7,7 @@ namespace LiveDlrm.Training;
 
 /// <summary>An in-memory copy of a model's weights (tables as stored, dense parameters) that can be put back:
 /// early stopping keeps the best epoch's weights with it. Costs the model's size in native memory.</summary>
-public sealed unsafe class ModelSnapshot : IDisposable
+internal sealed unsafe class ModelSnapshot : IDisposable
 {
     readonly DlrmModel _model;
     readonly NativeBuffer[] _tables;

@@ -12,7 +12,7 @@ namespace LiveDlrm.Training;
 /// back (so an update smaller than the row's quantisation step can be lost; int8 rows are re-scaled to the
 /// updated row's min/max each time).
 /// </summary>
-public static unsafe class RowwiseAdagrad
+internal static unsafe class RowwiseAdagrad
 {
     /// <summary>Applies one update to <paramref name="row"/> of <paramref name="table"/>. <paramref name="scratch"/>
     /// (≥ dim floats) is used for non-fp32 storage.</summary>

@@ -8,19 +8,19 @@ using LiveDlrm.Model;
 namespace LiveDlrm.Training;
 
 /// <summary>Progress of a training run, reported about once a second.</summary>
-public readonly record struct TrainingProgress(int Epoch, long Events, double Seconds, double EventsPerSecond, double RunningAuc, double RunningLogLoss);
+internal readonly record struct TrainingProgress(int Epoch, long Events, double Seconds, double EventsPerSecond, double RunningAuc, double RunningLogLoss);
 
 /// <summary>Outcome of a training run. The progressive metrics score every event with the model as it was before
 /// learning from it ("predict, then learn"), over the last epoch run. With a validation split,
 /// <see cref="Validation"/> holds the held-out tail's metrics after each epoch run, <see cref="BestEpoch"/> the
 /// epoch whose weights the model keeps (lowest validation logloss) and <see cref="StoppedEarly"/> whether later
 /// epochs were skipped because validation logloss rose.</summary>
-public sealed record TrainingSummary(long Events, int Epochs, double Seconds, double EventsPerSecond, MetricSummary Progressive, long SkippedSteps,
+internal sealed record TrainingSummary(long Events, int Epochs, double Seconds, double EventsPerSecond, MetricSummary Progressive, long SkippedSteps,
                                      long TrainEvents = 0, long ValidationEvents = 0, IReadOnlyList<MetricSummary>? Validation = null,
                                      int BestEpoch = 0, bool StoppedEarly = false);
 
 /// <summary>Reading a stream in minibatches into a <see cref="DlrmTrainer"/>, and evaluating a model on a stream.</summary>
-public static class TrainingLoop
+internal static class TrainingLoop
 {
     /// <summary>The default model for a stream: bottom MLP [64, 16] (d = 16), top MLP [64, 32, 1], sum pooling, fp32
     /// tables sized by the schema (no bottom MLP for an id-only schema). For the synthetic stream (4 dense, 6 tables,

@@ -6,7 +6,7 @@ using LiveDlrm.Serving.Node;
 namespace LiveDlrm.Serving.Fleet;
 
 /// <summary>Configuration of a stand-alone replica (<c>livedlrm fleet replica</c>).</summary>
-public sealed record FleetReplicaHostOptions
+internal sealed record FleetReplicaHostOptions
 {
     public required string Url { get; init; }
     public required string Model { get; init; }
@@ -24,7 +24,7 @@ public sealed record FleetReplicaHostOptions
 /// (its base with it) or else the base model, replays the log from the checkpoint's sequence, and keeps applying,
 /// checkpointing and reporting its status until cancelled; the last checkpoint and status are written on the way out.
 /// </summary>
-public static class FleetReplicaHost
+internal static class FleetReplicaHost
 {
     public static async Task RunAsync(FleetReplicaHostOptions options, Action<string> log, CancellationToken ct)
     {

@@ -2,7 +2,7 @@ using System.Diagnostics;
 
 namespace LiveDlrm.Serving.Node;
 
-public enum FeedbackResult { Joined, Unknown, Late }
+internal enum FeedbackResult { Joined, Unknown, Late }
 
 /// <summary>
 /// The label window over a node's served requests. Every served event is remembered with its serving time; once

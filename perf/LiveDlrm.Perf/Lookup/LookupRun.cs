@@ -18,7 +18,7 @@ namespace LiveDlrm.Perf.Lookup;
 /// output is checked against <see cref="EmbeddingBagReference"/> on a sample batch before it is timed; runs of all
 /// contenders of a case are interleaved (so a burst of background load hits them alike) and the median of the runs
 /// is reported. See docs/benchmarks.md.</summary>
-public sealed class LookupRun : BenchRun
+internal sealed class LookupRun : BenchRun
 {
     static readonly LookupOptions D = new();
     readonly Option<int> _threads = Opt.Int("--threads", "worker threads for every contender (default: all cores)", D.Threads, 1, 1024);

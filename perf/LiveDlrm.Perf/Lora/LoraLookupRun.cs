@@ -10,7 +10,7 @@ namespace LiveDlrm.Perf.Lora;
 /// pre-generated batches, same thread count. Contenders: <c>livedlrm</c> (EmbeddingBag.Forward on a worker pool),
 /// <c>livedlrm_lora</c> (LoraEmbeddingBag.Forward with an adapter filled to its budget) and
 /// <c>lora_empty_adapter</c> (the LoRA kernel over an adapter with no rows: the cost of the map probes alone). Outputs are checked against the scalar references first.</summary>
-public sealed class LoraLookupRun : BenchRun
+internal sealed class LoraLookupRun : BenchRun
 {
     readonly Option<long> _rows = Opt.Long("--rows", "table rows (--quick: 200000)", 4_000_000, 1000);
     readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);

@@ -12,7 +12,7 @@ namespace LiveDlrm.Perf.Train;
 /// s·w·B·g_b accumulated into a row and then stepped (the distinct rows stepped per second are reported beside it).
 /// Cases: ids drawn from rows that already have adapter slots (the update itself), and skewed ids over the whole
 /// table (slot allocation, LRU eviction = merges into the base, and map rebuilds included).</summary>
-public sealed class TrainRun : BenchRun
+internal sealed class TrainRun : BenchRun
 {
     readonly Option<long> _rows = Opt.Long("--rows", "table rows (--quick: 100000)", 1_000_000, 1000);
     readonly Option<int> _dim = Opt.Int("--dim", "embedding dim", 64, 1, 4096);

@@ -17,7 +17,7 @@ namespace LiveDlrm.Perf.Train;
 /// synthetic stream. The same served events are trained on with data reuse on (the serving forward kept with each
 /// event) and off (the trainer re-pools and re-runs the dense forward), interleaved round by round. This is the
 /// replay's live update cost without the replay around it; <c>bench train</c> times the adapter update alone.</summary>
-public sealed class TrainerStepRun : BenchRun
+internal sealed class TrainerStepRun : BenchRun
 {
     readonly Option<int> _events = Opt.Int("--events", "served events prepared from the default synthetic stream (--quick: 2048)", 16384, 256, 1 << 26);
     readonly Option<int> _runs = Opt.Int("--runs", "timed rounds, median reported (--quick: 2)", 5, 1, 10_000);

@@ -12,7 +12,7 @@ namespace LiveDlrm.Tests.Checkpoints;
 /// cleanup runs) before each filesystem step of a save, with and without the one-step exchange. After each, the path
 /// must load as the complete old or the complete new checkpoint (after recovery for a crash), and nothing is left over.
 /// </summary>
-public class CheckpointFaultTests
+internal class CheckpointFaultTests
 {
     string _root = "";
 

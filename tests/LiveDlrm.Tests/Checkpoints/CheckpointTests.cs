@@ -9,7 +9,7 @@ using LiveDlrm.Tests.Model;
 
 namespace LiveDlrm.Tests.Checkpoints;
 
-public class CheckpointTests
+internal class CheckpointTests
 {
     string _root = "";
 

@@ -16,7 +16,7 @@ namespace LiveDlrm.Tests.Checkpoints;
 /// and score what the engine exports.
 /// </summary>
 [NonParallelizable]
-public class PyTorchInteropTests
+internal class PyTorchInteropTests
 {
     // Debian's interpreter: python3-torch installs for it, while `python3` on PATH may be another one.
     const string Python = "/usr/bin/python3";

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Cli;
 /// <summary>Every run of the bench runner (<c>./build.sh bench NAME</c>, a child process as the user runs it): its
 /// help lists its options, including every option it had under its own parser, and a bad option ends in exit code 2
 /// with one line naming it.</summary>
-public class BenchCommandTests
+internal class BenchCommandTests
 {
     static readonly Dictionary<string, string> FormerOptions = new()
     {

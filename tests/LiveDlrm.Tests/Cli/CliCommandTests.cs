@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Cli;
 
 /// <summary>Every verb of <c>livedlrm</c>: its help lists its options (and every option it had when each command
 /// parsed its own arguments), and a bad option ends in exit code 2 with one line naming it, no stack trace.</summary>
-public class CliCommandTests
+internal class CliCommandTests
 {
     /// <summary>The options each command accepted under the hand-written parsers (from their usage texts); none
     /// may disappear.</summary>

@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Cli;
 
 /// <summary>Runs <c>livedlrm ARGS</c> in-process through the same host as the executable (parse, invoke, error
 /// mapping) with stdout and stderr captured: the exit code and the text a user would see.</summary>
-public static class CliRun
+internal static class CliRun
 {
     static readonly object Gate = new();
 

@@ -3,7 +3,7 @@ using System.Text;
 namespace LiveDlrm.Tests.Cli;
 
 /// <summary>Fixture builders for the cases: each writes into the case's scratch folder.</summary>
-public static class Fx
+internal static class Fx
 {
     public static readonly Setup Data = (s, lib) => { File.Copy(Path.Combine(lib, "data.tsv"), Path.Combine(s, "data.tsv")); File.Copy(Path.Combine(lib, "data.schema.json"), Path.Combine(s, "data.schema.json")); };
     public static readonly Setup Model = (s, lib) => Copy(Path.Combine(lib, "model"), Path.Combine(s, "model"));
@@ -72,7 +72,7 @@ public static class Fx
 /// The hostile command lines, one a line: <c>Bad(name, args, culprit, setups...)</c> must exit 2 with a one-line error
 /// naming the culprit; <c>Ok(name, args, mayChange, setups...)</c> must succeed changing only the paths listed.
 /// </summary>
-public static class HostileCliCases
+internal static class HostileCliCases
 {
     static HostileCase Bad(string name, string args, string culprit, params Setup[] setup) => new(name, args, 2, culprit, setup, []);
     static HostileCase Ok(string name, string args, string[] mayChange, params Setup[] setup) => new(name, args, 0, "", setup, mayChange);

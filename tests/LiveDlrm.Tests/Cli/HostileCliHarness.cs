@@ -5,7 +5,7 @@ using System.Text;
 namespace LiveDlrm.Tests.Cli;
 
 /// <summary>Prepares a case's scratch folder: <c>scratch</c> is the folder, <c>lib</c> the shared fixtures.</summary>
-public delegate void Setup(string scratch, string lib);
+internal delegate void Setup(string scratch, string lib);
 
 /// <summary>
 /// One hostile command line: what it runs (in its own scratch folder as the working directory), the exit code and
@@ -13,13 +13,13 @@ public delegate void Setup(string scratch, string lib);
 /// scratch paths the command is allowed to change or create (a successful run's outputs); everything else that
 /// existed before must be byte-identical after, and a failed run may create nothing.
 /// </summary>
-public sealed record HostileCase(string Name, string Args, int Exit, string Culprit, Setup[] Setup, string[] MayChange, Action<string, string>? Check = null)
+internal sealed record HostileCase(string Name, string Args, int Exit, string Culprit, Setup[] Setup, string[] MayChange, Action<string, string>? Check = null)
 {
     public override string ToString() => Name;
 }
 
 /// <summary>What one run of a case showed.</summary>
-public sealed record HostileOutcome(HostileCase Case, int Exit, string Stdout, string Stderr, bool TimedOut, IReadOnlyList<string> Damage)
+internal sealed record HostileOutcome(HostileCase Case, int Exit, string Stdout, string Stderr, bool TimedOut, IReadOnlyList<string> Damage)
 {
     public bool StackTrace => Stderr.Contains("   at ", StringComparison.Ordinal) || Stderr.Contains("Unhandled exception", StringComparison.Ordinal);
     public IReadOnlyList<string> ErrorLines => Stderr.Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.StartsWith("livedlrm", StringComparison.Ordinal)).ToList();
@@ -27,7 +27,7 @@ public sealed record HostileOutcome(HostileCase Case, int Exit, string Stdout, s
                               && ErrorLines[0].Contains(Case.Culprit, StringComparison.OrdinalIgnoreCase);
 }
 
-public static class HostileCliHarness
+internal static class HostileCliHarness
 {
     public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
 

@@ -14,7 +14,7 @@ namespace LiveDlrm.Tests.Cli;
 /// file and folder that existed before byte-identical after. The totals are printed at the end.
 /// </summary>
 [Parallelizable(ParallelScope.Children)]
-public class HostileCliTests
+internal class HostileCliTests
 {
     static string _lib = "", _root = "";
     static readonly ConcurrentBag<HostileOutcome> Outcomes = new();

@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Cli;
 
 /// <summary>SIGTERM during a long run (a child <c>livedlrm</c> process, as a user or a scheduler stops it): exit code
 /// 3 and one line, no stack trace. Bounded: the run is stopped as soon as it has started working.</summary>
-public class InterruptTests
+internal class InterruptTests
 {
     [Test]
     public void SigtermEndsWithExitCodeThreeAndOneLine()

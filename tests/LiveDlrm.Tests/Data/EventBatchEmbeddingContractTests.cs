@@ -6,7 +6,7 @@ namespace LiveDlrm.Tests.Data;
 
 /// <summary>Batches from every source feed EmbeddingBag.Forward as they are: the CSR passes the kernel's validation
 /// and pools exactly the bag each event holds (multi-valued and empty bags included).</summary>
-public class EventBatchEmbeddingContractTests
+internal class EventBatchEmbeddingContractTests
 {
     const int Dim = 4;
 

@@ -2,7 +2,7 @@ using LiveDlrm.Data;
 
 namespace LiveDlrm.Tests.Data;
 
-public class EventCacheTests
+internal class EventCacheTests
 {
     string _dir = "";
     string _tsv = "";

@@ -3,7 +3,7 @@ using LiveDlrm.Data;
 
 namespace LiveDlrm.Tests.Data;
 
-public class InputHardeningTests
+internal class InputHardeningTests
 {
     string _root = "";
 

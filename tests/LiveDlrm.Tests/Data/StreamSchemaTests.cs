@@ -2,7 +2,7 @@ using LiveDlrm.Data;
 
 namespace LiveDlrm.Tests.Data;
 
-public class StreamSchemaTests
+internal class StreamSchemaTests
 {
     [Test]
     public void CriteoDefaultHasLabelThirteenDenseAndTwentySixSparse()

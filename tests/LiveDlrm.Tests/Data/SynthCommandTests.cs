@@ -8,7 +8,7 @@ using LiveDlrm.Metrics;
 
 namespace LiveDlrm.Tests.Data;
 
-public class SynthCommandTests
+internal class SynthCommandTests
 {
     string _dir = "";
 

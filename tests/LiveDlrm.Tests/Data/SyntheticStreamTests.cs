@@ -3,7 +3,7 @@ using LiveDlrm.Metrics;
 
 namespace LiveDlrm.Tests.Data;
 
-public class SyntheticStreamTests
+internal class SyntheticStreamTests
 {
     static readonly SyntheticStreamConfig Small = new() { Users = 5000, InitialItems = 2000, MaxNewItems = 2000 };
 
@@ -168,7 +168,7 @@ public class SyntheticStreamTests
     }
 }
 
-public class SyntheticStreamWorldOptionTests
+internal class SyntheticStreamWorldOptionTests
 {
     static readonly SyntheticStreamConfig Small = new() { Users = 3000, InitialItems = 1500, MaxNewItems = 1000, EventsPerSecond = 5 };
 

@@ -4,7 +4,7 @@ using LiveDlrm.Data;
 
 namespace LiveDlrm.Tests.Data;
 
-public class TsvReaderTests
+internal class TsvReaderTests
 {
     string _dir = "";
 

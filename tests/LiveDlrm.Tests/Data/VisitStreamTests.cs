@@ -3,7 +3,7 @@ using LiveDlrm.Metrics;
 
 namespace LiveDlrm.Tests.Data;
 
-public class VisitStreamTests
+internal class VisitStreamTests
 {
     static (EventBatch Batch, int Read) ReadAll(VisitEventSource source, int events)
     {

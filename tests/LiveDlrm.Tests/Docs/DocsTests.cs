@@ -7,7 +7,7 @@ namespace LiveDlrm.Tests.Docs;
 /// <c>./build.sh …</c> (and <c>livedlrm CMD …</c>) command names a verb, command, bench and options that exist, and
 /// the text says nothing about how the project was made. Options are looked up in the built binaries' <c>--help</c>
 /// output (child processes), so the check holds whichever argument parser the CLI and the perf runner use.</summary>
-public class DocsTests
+internal class DocsTests
 {
     static readonly string Root = FindRepoRoot();
 

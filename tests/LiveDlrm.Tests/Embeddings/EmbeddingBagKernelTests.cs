@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Embeddings;
 /// <summary>Every kernel path (each ISA level the CPU supports, the C# kernels and the native kernel at the levels it
 /// has, each row format, int and long indices, every pooling, single- and multi-threaded) against the scalar reference.</summary>
 [TestFixture]
-public class EmbeddingBagKernelTests
+internal class EmbeddingBagKernelTests
 {
     static readonly int[] Dims = [1, 3, 16, 17, 64, 100, 128, 256];
     static readonly KernelIsa[] Isas = Enum.GetValues<KernelIsa>();

@@ -9,7 +9,7 @@ namespace LiveDlrm.Tests.Embeddings;
 /// <summary>fp32 sum and mean equal TorchSharp's EmbeddingBag on the same weights and batch (int64 ids; TorchSharp
 /// takes offsets without the final CSR entry).</summary>
 [TestFixture]
-public class EmbeddingBagTorchSharpTests
+internal class EmbeddingBagTorchSharpTests
 {
     [TestCase(PoolingMode.Sum, EmbeddingBagMode.Sum, 1)]
     [TestCase(PoolingMode.Sum, EmbeddingBagMode.Sum, 17)]

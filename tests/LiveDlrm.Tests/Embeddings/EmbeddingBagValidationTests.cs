@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Embeddings;
 /// <summary>Every bad input is rejected with the documented exception, a message naming the table, position and
 /// value, and an output left exactly as it was (including guard values past its end).</summary>
 [TestFixture]
-public class EmbeddingBagValidationTests
+internal class EmbeddingBagValidationTests
 {
     public enum BadInput
     {

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Embeddings;
 
 /// <summary>Quantisation round trips and native memory ownership of <see cref="EmbeddingTable"/>.</summary>
 [TestFixture]
-public class EmbeddingTableTests
+internal class EmbeddingTableTests
 {
     [TestCase(1)]
     [TestCase(17)]

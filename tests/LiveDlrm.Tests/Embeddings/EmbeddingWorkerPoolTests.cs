@@ -4,7 +4,7 @@ using LiveDlrm.Embeddings;
 namespace LiveDlrm.Tests.Embeddings;
 
 [TestFixture]
-public class EmbeddingWorkerPoolTests
+internal class EmbeddingWorkerPoolTests
 {
     [Test]
     public void WorkersAreNamedLinuxThreadsAndRunTheStartHookOnThemselves()
@@ -113,7 +113,7 @@ public class EmbeddingWorkerPoolTests
 /// .NET 10 names the AVX-512 switch DOTNET_EnableAVX512 (DOTNET_EnableAVX512F, the .NET 8/9 name, is no longer
 /// read), so both are set.</summary>
 [TestFixture]
-public class EmbeddingIsaChildProcessTests
+internal class EmbeddingIsaChildProcessTests
 {
     [TestCase("DOTNET_EnableAVX512F=0;DOTNET_EnableAVX512=0", "avx2", KernelIsa.Vector256)]
     [TestCase("DOTNET_EnableAVX2=0", "sse4", KernelIsa.Vector128)]

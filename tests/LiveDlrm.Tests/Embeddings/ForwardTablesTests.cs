@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Embeddings;
 
 /// <summary><see cref="IEmbeddingBackend.ForwardTables"/> as every backend without its own gets it: each table into its
 /// range, the same values as one <see cref="IEmbeddingBackend.Forward"/> per table, all lookups validated first.</summary>
-public class ForwardTablesTests
+internal class ForwardTablesTests
 {
     [Test]
     public void SeveralTablesEqualOneForwardPerTableAndBadInputWritesNothing()

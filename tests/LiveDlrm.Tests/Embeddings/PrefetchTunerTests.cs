@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Embeddings;
 /// <summary>The per-table prefetch distance: exploration turns over every candidate, the fastest (by its best sample)
 /// chosen, chosen again in the next round, small lookups never timed.</summary>
 [TestFixture]
-public class PrefetchTunerTests
+internal class PrefetchTunerTests
 {
     const int Big = PrefetchTuner.MinTimedLookups;
 

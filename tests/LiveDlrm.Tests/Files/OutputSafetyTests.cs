@@ -8,7 +8,7 @@ using LiveDlrm.Training;
 
 namespace LiveDlrm.Tests.Files;
 
-public class OutputSafetyTests
+internal class OutputSafetyTests
 {
     string _root = "";
 

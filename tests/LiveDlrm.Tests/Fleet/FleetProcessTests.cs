@@ -11,7 +11,7 @@ namespace LiveDlrm.Tests.Fleet;
 /// restarted from its checkpoint, and both end with the fingerprint of a replica that applied the log in this process;
 /// <c>livedlrm fleet status</c> says they agree.</summary>
 [NonParallelizable]
-public class FleetProcessTests
+internal class FleetProcessTests
 {
     const int Batch = 16;
     const string Stream = "PROC", Subject = "livedlrm.examples.proc";

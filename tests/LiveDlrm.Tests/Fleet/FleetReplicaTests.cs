@@ -10,7 +10,7 @@ namespace LiveDlrm.Tests.Fleet;
 /// restart from a checkpoint equal to never stopping, duplicates not trained twice, a base marker switching every
 /// replica at the same position.</summary>
 [NonParallelizable]
-public class FleetReplicaTests
+internal class FleetReplicaTests
 {
     const int Batch = 16;
     string _root = "", _base = "", _nextBase = "";

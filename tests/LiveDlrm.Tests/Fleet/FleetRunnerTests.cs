@@ -10,7 +10,7 @@ namespace LiveDlrm.Tests.Fleet;
 /// equal, a runner restarted from its checkpoint catches up, and a broker killed mid-stream costs no example: the
 /// spool holds them, publishes resume on reconnect, and nothing is appended twice.</summary>
 [NonParallelizable]
-public class FleetRunnerTests
+internal class FleetRunnerTests
 {
     const int Batch = 16;
     string _root = "", _base = "", _fingerprint = "";

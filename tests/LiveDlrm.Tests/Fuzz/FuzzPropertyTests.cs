@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Fuzz;
 
 /// <summary>Each fuzz target briefly as a CsCheck property (the long runs are <c>./build.sh fuzz</c>), and every
 /// input in the crash corpus replayed: only the target's documented exception types may escape.</summary>
-public class FuzzPropertyTests
+internal class FuzzPropertyTests
 {
     string _scratch = "";
 

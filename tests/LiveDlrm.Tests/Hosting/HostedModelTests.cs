@@ -8,7 +8,7 @@ namespace LiveDlrm.Tests.Hosting;
 
 /// <summary>The host API on a small model: scoring both ways, the label join, training, save/restore, reload,
 /// bad input, disposal; and that the engine assembly exports exactly the listed public types.</summary>
-public class HostedModelTests
+internal class HostedModelTests
 {
     static readonly ModelShape Shape = new(3, [new TableShape("user", 2_000), new TableShape("item", 4_000)], 8, [16, 8], [16, 1]);
     static readonly HostedModelOptions Options = new() { TrainerBatchSize = 64, AdapterBudgetFraction = 0.1, AdapterLearningRate = 0.3f };

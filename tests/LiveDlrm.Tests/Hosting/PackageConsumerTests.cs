@@ -16,7 +16,7 @@ namespace LiveDlrm.Tests.Hosting;
 /// removed before each restore, so a stale copy can never be used.
 /// </summary>
 [Category("Package")]
-public class PackageConsumerTests
+internal class PackageConsumerTests
 {
     static readonly string Root = FindRepoRoot();
 

@@ -16,7 +16,7 @@ namespace LiveDlrm.Tests.Lora;
 /// The writer publishes, per row, the value it is about to write (started) and the last value it finished writing
 /// (done); a read of row i must lie in [done before the read, started after the read].</summary>
 [Category("Stress")]
-public class AdapterConcurrencyTests
+internal class AdapterConcurrencyTests
 {
     const int Dim = 16, Pattern = 4, HotRows = 150;
 

@@ -6,7 +6,7 @@ namespace LiveDlrm.Tests.Lora;
 /// <summary>An adapter restored from its saved state continues bit for bit like the one that never stopped — also
 /// after merges, where the free-slot order decides which slots new rows get and which rows the next merge picks (a
 /// fleet replica restarted from its checkpoint depends on it).</summary>
-public class AdapterStateContinuationTests
+internal class AdapterStateContinuationTests
 {
     const int Rows = 3000, Dim = 8, Rank = 4;
     static readonly long[] Hot = Enumerable.Range(0, 20).Select(i => (long)i * 7).ToArray();

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Lora;
 
 /// <summary>The sparse optimizer step against the formulas computed naively, learning actually reducing a loss, and
 /// rejection of non-finite steps.</summary>
-public class AdapterTrainingTests
+internal class AdapterTrainingTests
 {
     const int Rows = 120, Dim = 12, Rank = 3;
 

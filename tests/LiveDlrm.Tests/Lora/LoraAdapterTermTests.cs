@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Lora;
 
 /// <summary>The adapter-term kernel (what the host adds on top of a PIM-pooled base) and its scalar reference against
 /// the naive s_b·Σ_j w_j A[i_j]·B in double; base + term must equal the fused lookup.</summary>
-public class LoraAdapterTermTests
+internal class LoraAdapterTermTests
 {
     /// <summary>(dim, rank): ranks ≤ 8 and 9..16 use the two register accumulators, 20 the in-memory path; the B
     /// product's 64-column blocks (64, 67, 136), single vectors (16, 24, 136) and scalar tails (5, 67, 136).</summary>

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Lora;
 
 /// <summary>The LoRA bag kernels against the naive dense W + A·B, over every storage, pooling, odd dims (so the
 /// 16-, 8- and scalar column paths all run) and both threading modes.</summary>
-public class LoraLookupTests
+internal class LoraLookupTests
 {
     static readonly EmbeddingStorage[] Storages = Enum.GetValues<EmbeddingStorage>();
     static readonly PoolingMode[] Poolings = Enum.GetValues<PoolingMode>();

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Lora;
 
 /// <summary>The kernels' map probe compares 8 entries at once; the scalar linear-probing walk is its reference. The
 /// presence filter in front of it must never reject a mapped row.</summary>
-public class MapProbeTests
+internal class MapProbeTests
 {
     /// <summary>An adapter filled to its slot capacity at the 1 % budget (the sizing the kernels see): every mapped row
     /// passes the filter, and absent rows pass it rarely — the two-bit word filter's false-positive rate, which sets

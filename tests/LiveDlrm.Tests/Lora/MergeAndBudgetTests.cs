@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Lora;
 
 /// <summary>Eviction = merge keeps effective rows (to the storage's quantisation), picks the least recently updated
 /// rows, and the adapter never exceeds its memory budget.</summary>
-public class MergeAndBudgetTests
+internal class MergeAndBudgetTests
 {
     /// <summary>Worst-case error of re-quantising a value near 1–2 in magnitude.</summary>
     static double Tolerance(EmbeddingStorage s) => s switch

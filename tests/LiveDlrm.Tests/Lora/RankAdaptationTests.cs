@@ -4,7 +4,7 @@ using LiveDlrm.Lora;
 namespace LiveDlrm.Tests.Lora;
 
 /// <summary>Rank truncation and growth against ΔW computed densely.</summary>
-public class RankAdaptationTests
+internal class RankAdaptationTests
 {
     const int Rows = 300, Dim = 16;
 

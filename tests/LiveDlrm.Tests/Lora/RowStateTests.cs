@@ -6,7 +6,7 @@ namespace LiveDlrm.Tests.Lora;
 /// <summary>Optimizer state carried into and out of adapter slots: an adapter row starts from its row's stored
 /// row-wise Adagrad accumulator (<see cref="TableAdapter.RowState"/>), a merged row writes its accumulator back, and
 /// B's Adagrad state starts from <see cref="AdapterOptions.BAdagradInitialAccumulator"/>.</summary>
-public class RowStateTests
+internal class RowStateTests
 {
     const int Rows = 64, Dim = 8, Rank = 4;
     const float LrA = 0.1f, LrB = 0.05f;

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Lora;
 
 /// <summary>The slot pool is two arrays (A vectors, then records). The kernels read 8 or 16 floats of A per hit and
 /// rely on each A being as few cache lines as its size allows; the trainer relies on A and records never overlapping.</summary>
-public class SlotLayoutTests
+internal class SlotLayoutTests
 {
     /// <summary>Every slot's A (its padded bytes, which the kernels load whole) and its record lie inside the pool and
     /// overlap nothing else; an A of 64 bytes or less never crosses a cache line.</summary>

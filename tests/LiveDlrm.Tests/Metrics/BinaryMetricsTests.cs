@@ -2,7 +2,7 @@ using LiveDlrm.Metrics;
 
 namespace LiveDlrm.Tests.Metrics;
 
-public class BinaryMetricsTests
+internal class BinaryMetricsTests
 {
     [Test]
     public void AucOfAHandWorkedExample()
@@ -117,7 +117,7 @@ public class BinaryMetricsTests
     }
 }
 
-public class WindowedMetricsTests
+internal class WindowedMetricsTests
 {
     [Test]
     public void SplitsByAlignedEventTimeWindowsAndKeepsOverallMetrics()

@@ -3,7 +3,7 @@ using LiveDlrm.Model;
 
 namespace LiveDlrm.Tests.Model;
 
-public class DlrmConfigTests
+internal class DlrmConfigTests
 {
     const string Valid = """
         { "denseFeatures": 3, "bottomMlp": [8, 4], "topMlp": [6, 1], "interaction": "dot", "selfInteraction": false,

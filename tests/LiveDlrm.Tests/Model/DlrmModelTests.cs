@@ -7,7 +7,7 @@ using TorchSharp;
 
 namespace LiveDlrm.Tests.Model;
 
-public class DlrmModelTests
+internal class DlrmModelTests
 {
     [OneTimeSetUp]
     public void Init() => TorchRuntime.EnsureInitialised();

@@ -5,7 +5,7 @@ using LiveDlrm.Numa;
 
 namespace LiveDlrm.Tests.Numa;
 
-public class HwlocInteropTests
+internal class HwlocInteropTests
 {
     /// <summary>Numbers printed by hwloc_layout.c (next to this file) against hwloc.h of 2.9.0.</summary>
     [Test]

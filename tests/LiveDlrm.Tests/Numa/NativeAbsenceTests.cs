@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Numa;
 
 /// <summary>Missing libnuma/hwloc must leave the engine working. NativeLibraries.Hidden only acts before a
 /// library's first use, which this test process is long past, so the check runs the CLI in a child process.</summary>
-public class NativeAbsenceTests
+internal class NativeAbsenceTests
 {
     static (int Exit, string Output) RunCli(params string[] args)
     {

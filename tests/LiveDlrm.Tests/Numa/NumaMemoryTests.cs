@@ -2,7 +2,7 @@ using LiveDlrm.Numa;
 
 namespace LiveDlrm.Tests.Numa;
 
-public class NumaMemoryTests
+internal class NumaMemoryTests
 {
     [Test]
     public void NodeLocalAndInterleavedBuffersAreUsable()

@@ -3,7 +3,7 @@ using LiveDlrm.Numa;
 
 namespace LiveDlrm.Tests.Numa;
 
-public class ResourcePlanTests
+internal class ResourcePlanTests
 {
     static void AssertInvariants(ResourcePlan plan)
     {

@@ -3,7 +3,7 @@ using LiveDlrm.Numa;
 
 namespace LiveDlrm.Tests.Numa;
 
-public class TopologyTests
+internal class TopologyTests
 {
     [Test]
     public void TwoSocketSmtTreeGivesNodesCoresSiblingsAndLlcGroups()

@@ -7,7 +7,7 @@ namespace LiveDlrm.Tests.Online;
 /// <summary>The adapter file on the engine's <see cref="LiveModel"/> alone (no server): a trained model's state
 /// restored into a fresh one on the same base exports the same bytes (including rows merged into the base) and scores
 /// the same, and damaged or foreign files are refused before anything changes.</summary>
-public class AdapterStoreTests
+internal class AdapterStoreTests
 {
     string _root = "";
 

@@ -6,7 +6,7 @@ using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Tests.Online;
 
-public class JointBudgetTests
+internal class JointBudgetTests
 {
     static readonly DlrmConfig Config = new(3, [8, 32], [8, 1],
         [new DlrmTableConfig("big", 4000, 32, PoolingMode.Sum, EmbeddingStorage.Fp32),

@@ -3,7 +3,7 @@ using LiveDlrm.Online;
 
 namespace LiveDlrm.Tests.Online;
 
-public class LiveModelTests
+internal class LiveModelTests
 {
     [TestCase(false, false)]
     [TestCase(true, false)]

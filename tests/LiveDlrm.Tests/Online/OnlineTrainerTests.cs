@@ -5,7 +5,7 @@ using LiveDlrm.Online;
 
 namespace LiveDlrm.Tests.Online;
 
-public class OnlineTrainerTests
+internal class OnlineTrainerTests
 {
     [Test]
     public void AdaptersAreCreatedOnlyWhereTheBudgetHoldsRows()

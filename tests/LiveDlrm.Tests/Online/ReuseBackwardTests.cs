@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 
 namespace LiveDlrm.Tests.Online;
 
-public class ReuseBackwardTests
+internal class ReuseBackwardTests
 {
     /// <summary>Serves <paramref name="batch"/> and takes every request back out of the ring, labelled.</summary>
     static List<ServedEvent> ServeAndTake(LiveModel server, EventBatch batch, float[]? scores = null)

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Perf;
 
 /// <summary>Runs <c>bench lookup --quick</c> (the perf app, in a child process so its thread settings do not leak into
 /// this test host) end to end and checks the JSON it writes. Proves the harness works; asserts no speed.</summary>
-public class LookupBenchSmokeTests
+internal class LookupBenchSmokeTests
 {
     static readonly string[] RequiredFields =
         ["case", "rows", "dim", "pooling", "batch", "dtype", "dist", "threads", "livedlrm_mlookups", "torchsharp_mlookups", "native_ref_mlookups"];

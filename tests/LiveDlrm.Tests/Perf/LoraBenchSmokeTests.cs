@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Perf;
 
 /// <summary>Runs <c>bench lora --quick --known-slots</c> end to end (child process) and checks its JSON: every contender
 /// timed, the adapter filled to its budget and hit. Proves the harness works; asserts no speed.</summary>
-public class LoraBenchSmokeTests
+internal class LoraBenchSmokeTests
 {
     [Test]
     public void QuickLoraRunTimesEveryContenderIncludingKnownSlots()

@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Perf;
 
 /// <summary>The native C reference gather (native/ref, the benchmarks' "machine limit") computes the same bags as
 /// <see cref="EmbeddingBagReference"/> on every ISA path compiled into it, and reports bad input by status.</summary>
-public unsafe class NativeRefTests
+internal unsafe class NativeRefTests
 {
     [OneTimeSetUp]
     public void LibraryIsBuilt() =>

@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Perf;
 
 /// <summary>Runs <c>bench step --quick</c> end to end (child process) and checks its JSON: both cases timed, every step
 /// applied. Proves the harness works; asserts no speed.</summary>
-public class TrainerStepBenchSmokeTests
+internal class TrainerStepBenchSmokeTests
 {
     [Test]
     public void QuickStepRunTimesBothCasesWithEveryStepApplied()

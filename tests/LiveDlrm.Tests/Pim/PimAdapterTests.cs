@@ -11,7 +11,7 @@ namespace LiveDlrm.Tests.Pim;
 
 /// <summary>LoRA adapters over PIM: the DPUs pool Σ W from MRAM, the host adds (Σ A)·B, merges are pushed to MRAM.
 /// Compared with the fused CPU kernel on the same adapter (or on an identically built twin for whole models).</summary>
-public class PimAdapterTests
+internal class PimAdapterTests
 {
     static AdapterOptions Options(int seed = 5) => new() { InitialRank = 3, MaxRank = 4, BudgetFraction = 0.5, Seed = seed, LearningRateA = 0.3f, LearningRateB = 0.1f };
 

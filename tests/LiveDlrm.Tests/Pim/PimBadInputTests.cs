@@ -5,7 +5,7 @@ using LiveDlrm.Pim;
 namespace LiveDlrm.Tests.Pim;
 
 /// <summary>Bad input gets a clear error and leaves nothing half-loaded.</summary>
-public class PimBadInputTests
+internal class PimBadInputTests
 {
     [Test]
     public void AnIndexOutOfRangeThrowsBeforeAnyOutputIsWritten()

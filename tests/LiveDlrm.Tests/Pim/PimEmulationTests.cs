@@ -5,7 +5,7 @@ namespace LiveDlrm.Tests.Pim;
 
 /// <summary>The emulation enforces the DMA rules and the WRAM budget: the probe kernel (native/pim/dpu/dma_probe.c)
 /// performs exactly one transfer described by the test, through the same host API the shim uses.</summary>
-public unsafe class PimEmulationTests
+internal unsafe class PimEmulationTests
 {
     static string Probe => Path.Combine(PimTestSupport.KernelDir, "livedlrm_pim_dma_probe.dpu");
 
@@ -83,7 +83,7 @@ public unsafe class PimEmulationTests
 }
 
 /// <summary>The emulation is no looser than the hardware: chip limits, stack budget, MRAM size, tasklet interleavings.</summary>
-public class PimEmulationLimitTests
+internal class PimEmulationLimitTests
 {
     [SetUp]
     public void OnlyOnTheEmulation() => PimTestSupport.RequireEmulation();

@@ -4,7 +4,7 @@ using LiveDlrm.Pim;
 namespace LiveDlrm.Tests.Pim;
 
 /// <summary>Lookups through the shim on the emulated DPUs equal the scalar reference for every strategy.</summary>
-public class PimLookupTests
+internal class PimLookupTests
 {
     const int Dpus = 64;
 

@@ -7,7 +7,7 @@ namespace LiveDlrm.Tests.Pim;
 
 /// <summary>The DLRM model serving its embedding lookups from the PIM backend (the emulation here): the backend is
 /// a configuration of the model, and the scores equal those of the CPU kernels up to summation order.</summary>
-public class PimModelServingTests
+internal class PimModelServingTests
 {
     [Test]
     public void DlrmModelServesItsLookupsFromPim()

@@ -3,7 +3,7 @@ using LiveDlrm.Pim;
 namespace LiveDlrm.Tests.Pim;
 
 /// <summary>Partition invariants and the UpDLRM claims the plans must meet on Zipf(1.05) with 64 DPUs.</summary>
-public class PimPartitionTests
+internal class PimPartitionTests
 {
     static AccessProfile? _zipf;
     /// <summary>Zipf(1.05) ids over 50,000 rows: 16 batches of 256 bags × 20 lookups (81,920 lookups).</summary>

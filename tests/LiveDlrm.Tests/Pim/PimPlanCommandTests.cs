@@ -6,7 +6,7 @@ using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Tests.Pim;
 
-public class PimPlanCommandTests
+internal class PimPlanCommandTests
 {
     static (string Message, string Out) BadInput(params string[] args) => CliRun.AssertBadInput(["pim-plan", .. args]);
 

@@ -4,7 +4,7 @@ using LiveDlrm.Model;
 
 namespace LiveDlrm.Tests.Pim;
 
-public class PimServeCommandTests
+internal class PimServeCommandTests
 {
     static (string Message, string Out) BadInput(params string[] args) => CliRun.AssertBadInput(["pim-serve", .. args]);
 

@@ -6,7 +6,7 @@ using LiveDlrm.Pim;
 namespace LiveDlrm.Tests.Pim;
 
 /// <summary>One DPU set serving several tables in one launch, the int32 kernel, batched row updates.</summary>
-public class PimSetTests
+internal class PimSetTests
 {
     const int Dpus = 16;
 
@@ -248,7 +248,7 @@ public class PimSetTests
 
 /// <summary>The shim is one source for the SDK and the emulation: it compiles warning-free against the emulated
 /// &lt;dpu.h&gt;, and the emulated host API keeps the SDK's transfer rules.</summary>
-public class PimOneCodePathTests
+internal class PimOneCodePathTests
 {
     static string? RepoRoot()
     {

@@ -5,7 +5,7 @@ using LiveDlrm.Pim;
 namespace LiveDlrm.Tests.Pim;
 
 /// <summary>The C# mirrors of native/pim/common/pim_common.h must have the C sizes and offsets.</summary>
-public unsafe class PimStructLayoutTests
+internal unsafe class PimStructLayoutTests
 {
     [Test]
     public void MirrorsMatchTheCStructsAndConstants()

@@ -6,7 +6,7 @@ namespace LiveDlrm.Tests.Platform;
 /// <summary>The build step that makes TorchSharp load on Debian 12 (build/ElfWeakVersionPatch.cs), run through real
 /// MSBuild on scratch copies of the real libLibTorchSharp.so from the NuGet cache.</summary>
 [NonParallelizable]
-public class ElfPatchTaskTests
+internal class ElfPatchTaskTests
 {
     static readonly string RepoRoot = FindRepoRoot();
     static readonly string Original = Path.Combine(

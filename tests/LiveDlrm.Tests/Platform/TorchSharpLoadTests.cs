@@ -4,7 +4,7 @@ using TorchSharp;
 namespace LiveDlrm.Tests.Platform;
 
 /// <summary>TorchSharp 0.107 must load here (Debian 12 needs the build's ELF patch) and compute.</summary>
-public class TorchSharpLoadTests
+internal class TorchSharpLoadTests
 {
     [Test]
     public void TorchSharpLoadsAndRunsATinyOp()

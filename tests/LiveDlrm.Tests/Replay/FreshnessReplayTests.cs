@@ -9,7 +9,7 @@ using LiveDlrm.Runtime;
 
 namespace LiveDlrm.Tests.Replay;
 
-public class FreshnessReplayTests
+internal class FreshnessReplayTests
 {
     ReplayReport _report = null!;
     string _dir = null!;

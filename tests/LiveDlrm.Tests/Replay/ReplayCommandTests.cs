@@ -4,7 +4,7 @@ using LiveDlrm.Runtime;
 namespace LiveDlrm.Tests.Replay;
 
 /// <summary>The replay command's option checks: bad input is refused with the option named, before any work.</summary>
-public class ReplayCommandTests
+internal class ReplayCommandTests
 {
     static string BadInput(params string[] args) => CliRun.AssertBadInput(["replay", .. args]).Message;
 

@@ -10,7 +10,7 @@ namespace LiveDlrm.Tests.Replay;
 /// <summary>Windows that fit the data, delta costs that follow events rather than elapsed time, and the id-only
 /// model shape, on a long sparse stream: 20 years, id-only (no dense features), bursts of activity between long
 /// gaps.</summary>
-public class ReplayWindowsTests
+internal class ReplayWindowsTests
 {
     [TestCase(86_400L, 1800L)]              // a day → 48 windows of 30 min
     [TestCase(7 * 86_400L, 6 * 3600L)]      // 3.5 h needed: the next round length up, 28 windows

@@ -8,7 +8,7 @@ namespace LiveDlrm.Tests.Scheduling;
 
 /// <summary>The harness's parts checked for behaviour, not speed: ids, workload results, trainer learning and
 /// throttling, the load generator's latency accounting, and the JSON a tiny end-to-end run writes.</summary>
-public class LatencyHarnessTests
+internal class LatencyHarnessTests
 {
     [Test]
     public void ZipfIdsStayInRangeAreSkewedAndScatterHotRanks()

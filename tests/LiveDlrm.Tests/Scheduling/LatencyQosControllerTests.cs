@@ -3,7 +3,7 @@ using LiveDlrm.Scheduling;
 namespace LiveDlrm.Tests.Scheduling;
 
 /// <summary>The AIMD controller on scripted latency traces with a manual clock: no sleeping, no timing.</summary>
-public class LatencyQosControllerTests
+internal class LatencyQosControllerTests
 {
     sealed class ManualClock : TimeProvider
     {

@@ -4,7 +4,7 @@ namespace LiveDlrm.Tests.Scheduling;
 
 /// <summary>The resctrl file protocol against a directory laid out like /sys/fs/resctrl on a 2-domain machine with
 /// L3 CAT (12 ways) and Intel-style MB (percent, step 10).</summary>
-public class ResctrlTests
+internal class ResctrlTests
 {
     string _root = null!;
 

@@ -10,7 +10,7 @@ namespace LiveDlrm.Tests.Serving;
 
 /// <summary>The server in process (TestServer): scoring over JSON and gRPC, the label join with implicit negatives,
 /// refused requests, admin authentication, reload under load, drain, and /metrics.</summary>
-public class ServingApiTests
+internal class ServingApiTests
 {
     string _root = "", _modelA = "", _modelB = "";
 

@@ -10,7 +10,7 @@ namespace LiveDlrm.Tests.Serving;
 
 /// <summary>The server on real loopback sockets: the load generator against it for a few seconds, and a
 /// <c>livedlrm serve</c> child process killed with SIGKILL between two adapter checkpoints.</summary>
-public class ServingProcessTests
+internal class ServingProcessTests
 {
     string _root = "", _model = "";
     const string Token = "test-token-0123456789abcdef";

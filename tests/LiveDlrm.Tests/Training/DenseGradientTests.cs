@@ -9,7 +9,7 @@ namespace LiveDlrm.Tests.Training;
 /// <summary>Autograd through the dense part (bottom MLP, dot interaction, top MLP, BCE) against central finite
 /// differences, in float64 so the comparison is tight. Covers the parameters and the pooled-embedding input (the
 /// gradient the embedding trainers scatter to rows).</summary>
-public class DenseGradientTests
+internal class DenseGradientTests
 {
     [Test]
     public void GradientsMatchFiniteDifferences([Values] bool selfInteraction)

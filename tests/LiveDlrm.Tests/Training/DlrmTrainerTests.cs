@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace LiveDlrm.Tests.Training;
 
-public class DlrmTrainerTests
+internal class DlrmTrainerTests
 {
     [OneTimeSetUp]
     public void Init() => TorchRuntime.EnsureInitialised();
@@ -181,7 +181,7 @@ public class DlrmTrainerTests
     }
 }
 
-public class DeltaSyncTests
+internal class DeltaSyncTests
 {
     [Test]
     public void ApplyingTheTrackedChangesMakesAStaleCopyIdenticalToTheTrainedModel()

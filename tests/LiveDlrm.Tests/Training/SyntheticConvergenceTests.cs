@@ -11,7 +11,7 @@ namespace LiveDlrm.Tests.Training;
 /// deviations are 0.1 instead of 0.25: with ~100 events per user, the default deviations' user×item term cannot be
 /// pinned down in 200 k events (measured gap 0.029 there, 0.022 at 400 k — see docs/model.md), and this test must
 /// stay within seconds.</summary>
-public class SyntheticConvergenceTests
+internal class SyntheticConvergenceTests
 {
     [Test]
     public void TrainedModelReachesTheKnownOptimumWithin002OnHeldOutEvents()

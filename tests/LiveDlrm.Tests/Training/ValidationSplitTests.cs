@@ -8,7 +8,7 @@ namespace LiveDlrm.Tests.Training;
 /// <summary>The validation split of <see cref="TrainingLoop.Train"/>: the time-ordered tail is never trained on,
 /// is scored after every epoch, and training stops at the first epoch whose validation logloss rises, with the
 /// model put back to the best epoch's weights.</summary>
-public class ValidationSplitTests
+internal class ValidationSplitTests
 {
     // Many users with a handful of events each: a second pass memorises them, so validation logloss rises.
     static readonly SyntheticStreamConfig World = new() { Seed = 3, Drift = 0, Users = 20_000, InitialItems = 2_000, MaxNewItems = 0 };

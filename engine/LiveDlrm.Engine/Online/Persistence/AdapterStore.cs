@@ -8,7 +8,7 @@ namespace LiveDlrm.Online.Persistence;
 
 /// <summary>A saved adapter file that cannot be used: damaged, or made for another base model (bad input: the
 /// message names the file and how to start from fresh adapters instead).</summary>
-public sealed class AdapterStoreException(string message) : UserInputException(message);
+internal sealed class AdapterStoreException(string message) : UserInputException(message);
 
 /// <summary>
 /// The live adapters of a <see cref="LiveModel"/> on disk, in one file <c>DIR/adapters.bin</c>, so a process that
@@ -26,7 +26,7 @@ public sealed class AdapterStoreException(string message) : UserInputException(m
 /// the file is checked (checksum, base fingerprint, every table's shape) before anything is applied. Nothing is
 /// written outside the directory.
 /// </summary>
-public sealed class AdapterStore
+internal sealed class AdapterStore
 {
     public const string FileName = "adapters.bin";
     const string Magic = "LDADAPT1";

@@ -7,15 +7,15 @@ namespace LiveDlrm.Scheduling.Resctrl;
 /// <summary>How the hardware resources are split: the inference group gets <see cref="InferenceL3Share"/> of the
 /// L3 ways (the trainer the rest, never overlapping) and full memory bandwidth; the trainer's bandwidth is capped at
 /// <see cref="TrainerBandwidthPercent"/> of the maximum.</summary>
-public sealed record ResctrlAllocation(double InferenceL3Share = 0.75, int TrainerBandwidthPercent = 30, int InferenceBandwidthPercent = 100);
+internal sealed record ResctrlAllocation(double InferenceL3Share = 0.75, int TrainerBandwidthPercent = 30, int InferenceBandwidthPercent = 100);
 
 /// <summary>Thrown when resctrl refuses or cannot hold what was asked; nothing this library created is left behind.</summary>
-public sealed class ResctrlException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
+internal sealed class ResctrlException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
 
 /// <summary>The file operations of the resctrl protocol. The kernel's resctrl needs each value in one write() and
 /// removes a group's files itself on rmdir; a plain directory (tests) needs them deleted. Overridable so tests can
 /// make the "kernel" refuse.</summary>
-public class ResctrlFileSystem
+internal class ResctrlFileSystem
 {
     public virtual void CreateDirectory(string path)
     {
@@ -63,7 +63,7 @@ public class ResctrlFileSystem
 /// <summary>One resctrl group for inference and one for the trainer: created with their schemata written, TIDs
 /// moved in on request, both removed on <see cref="Dispose"/> (the kernel moves their tasks back to the default
 /// group). Creation is all or nothing.</summary>
-public sealed class ResctrlGroups : IDisposable
+internal sealed class ResctrlGroups : IDisposable
 {
     readonly ResctrlFileSystem _fs;
     bool _disposed;

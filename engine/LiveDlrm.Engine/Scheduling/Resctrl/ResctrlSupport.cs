@@ -5,7 +5,7 @@ namespace LiveDlrm.Scheduling.Resctrl;
 
 /// <summary>L3 cache allocation as resctrl's <c>info/L3/</c> describes it: the full way mask, the fewest ways a
 /// group may have, and how many classes of service (CLOSIDs) the hardware offers.</summary>
-public sealed record ResctrlL3Info(ulong CbmMask, int MinCbmBits, int NumClosids)
+internal sealed record ResctrlL3Info(ulong CbmMask, int MinCbmBits, int NumClosids)
 {
     public int Ways => BitOperations.PopCount(CbmMask);
 }
@@ -13,11 +13,11 @@ public sealed record ResctrlL3Info(ulong CbmMask, int MinCbmBits, int NumClosids
 /// <summary>Memory-bandwidth allocation (<c>info/MB/</c>). On Intel the schemata value is a percentage in steps of
 /// <see cref="Granularity"/>; on AMD it is an absolute bandwidth whose maximum is what the default group holds, so
 /// <see cref="MaxValue"/> is read from the root schemata (100 on Intel).</summary>
-public sealed record ResctrlMbInfo(int MinBandwidth, int Granularity, int NumClosids, int MaxValue);
+internal sealed record ResctrlMbInfo(int MinBandwidth, int Granularity, int NumClosids, int MaxValue);
 
 /// <summary>What a resctrl mount offers, read from <c>info/</c> and the root group's <c>schemata</c>. Never throws for
 /// a missing or foreign directory: <see cref="IsUsable"/> is false and <see cref="Reason"/> says why.</summary>
-public sealed record ResctrlSupport(string Root, bool IsUsable, string? Reason, ResctrlL3Info? L3, ResctrlMbInfo? Mb,
+internal sealed record ResctrlSupport(string Root, bool IsUsable, string? Reason, ResctrlL3Info? L3, ResctrlMbInfo? Mb,
                                     IReadOnlyList<int> L3Domains, IReadOnlyList<int> MbDomains)
 {
     public const string DefaultRoot = "/sys/fs/resctrl";
