@@ -21,15 +21,15 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     readonly string? _checkpointDir;
     readonly FleetMetrics? _metrics;
     readonly Action<string> _logLine;
-    readonly BlockingCollection<(int Session, LogEntry Entry)> _queue = new(8192);
+    readonly BlockingCollection<(int Read, LogEntry Entry)> _queue = new(8192);
     readonly CancellationTokenSource _stop = new();
     readonly ConcurrentQueue<TaskCompletionSource<(ulong Sequence, ulong Fingerprint)>> _fingerprintRequests = new();
     readonly List<DateTimeOffset> _pendingAppended = new();
     readonly object _sync = new();
     readonly Thread _thread;
     Task? _fetch;
-    int _session;
-    CancellationTokenSource? _sessionCts;
+    int _read;
+    CancellationTokenSource? _readCts;
     ulong? _seekFrom;
     ulong _reseekedAt = ulong.MaxValue;
     long _lastSeen, _applied;
@@ -73,25 +73,25 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         var stop = _stop.Token;
         while (!stop.IsCancellationRequested)
         {
-            int session; ulong from; CancellationTokenSource cts;
+            int read; ulong from; CancellationTokenSource cts;
             lock (_sync)
             {
-                session = _session;
+                read = _read;
                 from = _seekFrom ?? LastSeen + 1;
                 _seekFrom = null;
-                cts = _sessionCts = CancellationTokenSource.CreateLinkedTokenSource(stop);
+                cts = _readCts = CancellationTokenSource.CreateLinkedTokenSource(stop);
             }
             try
             {
                 await foreach (var e in _log.ReadAsync(_replica.Options.ReplicaId, from, cts.Token))
-                    _queue.Add((session, e), cts.Token);
+                    _queue.Add((read, e), cts.Token);
             }
             catch (OperationCanceledException) when (cts.IsCancellationRequested) { }
             catch (Exception e) when (!stop.IsCancellationRequested)
             {
                 _metrics?.ReadErrors.Add(1);
                 _logLine($"fleet: reading the log failed ({e.GetType().Name}: {e.Message}); reading again from sequence {LastSeen + 1}");
-                lock (_sync) _session++;   // anything still queued from this read is dropped and read again
+                lock (_sync) _read++;   // anything still queued from this read is dropped and read again
                 try { await Task.Delay(1000, stop); } catch (OperationCanceledException) { }
             }
             finally { cts.Dispose(); }
@@ -102,9 +102,9 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     {
         lock (_sync)
         {
-            _session++;
+            _read++;
             _seekFrom = from;
-            try { _sessionCts?.Cancel(); } catch (ObjectDisposedException) { }
+            try { _readCts?.Cancel(); } catch (ObjectDisposedException) { }
         }
     }
 
@@ -118,8 +118,8 @@ internal sealed class ReplicaRunner : IAsyncDisposable
                 if (_queue.TryTake(out var item, 50))
                 {
                     int current;
-                    lock (_sync) current = _session;
-                    if (item.Session == current) ApplyOne(item.Entry);
+                    lock (_sync) current = _read;
+                    if (item.Read == current) ApplyOne(item.Entry);
                 }
                 while (_fingerprintRequests.TryDequeue(out var request)) request.TrySetResult((_replica.AppliedSequence, ComputeFingerprint()));
                 if (checkpointClock.Elapsed >= CheckpointInterval)
