@@ -45,6 +45,8 @@ internal static class CliErrors
             UnauthorizedAccessException => (ExitCodes.BadInput, $"permission denied: {e.Message}"),
             OperationCanceledException => (ExitCodes.Interrupted, "interrupted"),
             OutOfMemoryException or InsufficientMemoryException => (ExitCodes.Failure, "out of memory" + (e.Message.Length > 0 && e is InsufficientMemoryException ? $": {e.Message}" : "") + " (smaller tables or fewer events, or more memory)"),
+            // A server that is down or unreachable (loadgen, bench serve): the peer's fault, named by its address.
+            System.Net.Http.HttpRequestException => (ExitCodes.Failure, $"cannot reach the server: {e.Message}"),
             IOException => (ExitCodes.Failure, e.Message),
             PimException or ResctrlException => (ExitCodes.Failure, e.Message),
             _ => (ExitCodes.Failure, $"internal error ({e.GetType().Name}): {e.Message} (run with --verbose or LIVEDLRM_DEBUG=1 for the stack trace)"),

@@ -119,6 +119,9 @@ internal class CliCommandTests
         Assert.That(LiveDlrm.CommandLine.CliErrors.Map(new LiveDlrm.Runtime.UserInputException("--out: is the data file")).ExitCode, Is.EqualTo(2));
         Assert.That(LiveDlrm.CommandLine.CliErrors.Map(new IOException("No space left on device")).ExitCode, Is.EqualTo(1));
         Assert.That(LiveDlrm.CommandLine.CliErrors.Map(new OutOfMemoryException()).ExitCode, Is.EqualTo(1));
+        var unreachable = LiveDlrm.CommandLine.CliErrors.Map(new System.Net.Http.HttpRequestException("Connection refused (127.0.0.1:1)"));
+        Assert.That(unreachable.ExitCode, Is.EqualTo(1));
+        Assert.That(unreachable.Message, Does.StartWith("cannot reach the server: Connection refused (127.0.0.1:1)"));
         Assert.That(LiveDlrm.CommandLine.CliErrors.Map(new OperationCanceledException()).ExitCode, Is.EqualTo(3));
         Assert.That(LiveDlrm.CommandLine.CliErrors.Map(new InvalidOperationException("x")).Message, Does.Contain("internal error"));
     }
