@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using System.Runtime.InteropServices;
 
 namespace LiveDlrm.CommandLine;
@@ -27,12 +28,22 @@ internal static class CommandLineHost
         return root;
     }
 
+    /// <summary>The names from the root down to <paramref name="command"/> ("fleet replica"), so an error names the
+    /// whole command, not only its last word.</summary>
+    static IEnumerable<string> CommandPath(CommandResult command)
+    {
+        var names = new Stack<string>();
+        for (SymbolResult? r = command; r is CommandResult c && c.Command is not RootCommand; r = c.Parent)
+            names.Push(c.Command.Name);
+        return names;
+    }
+
     /// <summary>Parses and runs <paramref name="args"/>; returns the process exit code. Output goes to
     /// <see cref="Console.Out"/>, errors to <see cref="Console.Error"/> (tests redirect them).</summary>
     public static int Run(RootCommand root, string program, string[] args)
     {
         var result = root.Parse(args);
-        string who = result.CommandResult.Command is RootCommand ? program : $"{program} {result.CommandResult.Command.Name}";
+        string who = string.Join(' ', [program, .. CommandPath(result.CommandResult)]);
         bool verbose = result.GetValue(Verbose);
         Terminal.Configure(result.GetValue(NoColor));
         using var logging = CliLogging.Configure(verbose);
