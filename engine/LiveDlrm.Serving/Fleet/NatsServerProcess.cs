@@ -43,7 +43,13 @@ internal sealed class NatsServerProcess : IAsyncDisposable
     public async Task Start()
     {
         if (_process is not null) throw new InvalidOperationException("nats-server already running");
-        var psi = new ProcessStartInfo(Executable!, ["-js", "-sd", StoreDir, "-a", "127.0.0.1", "-p", Port.ToString(CultureInfo.InvariantCulture), "-m", MonitorPort.ToString(CultureInfo.InvariantCulture)])
+        // JetStream reserves each stream's MaxBytes against the server's store limit, which by default is a share of
+        // the disk that is free now: a few 8 GiB streams on a machine with little free disk are refused ("insufficient
+        // storage resources"). A stated limit makes the reservation independent of the machine; the temporary store
+        // only ever holds what the test or bench writes.
+        string config = Path.Combine(StoreDir, "nats.conf");
+        File.WriteAllText(config, $"jetstream {{\n  store_dir: \"{StoreDir}\"\n  max_file_store: 1TB\n  max_memory_store: 256MB\n}}\n");
+        var psi = new ProcessStartInfo(Executable!, ["-c", config, "-a", "127.0.0.1", "-p", Port.ToString(CultureInfo.InvariantCulture), "-m", MonitorPort.ToString(CultureInfo.InvariantCulture)])
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
