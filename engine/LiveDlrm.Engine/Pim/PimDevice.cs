@@ -30,17 +30,20 @@ internal readonly record struct PimTableLookup(int TableId, ReadOnlyMemory<long>
 /// caller at a time; <see cref="PimEmbeddingBackend"/> locks).</summary>
 internal sealed unsafe class PimDevice : IDisposable
 {
-    sealed class Placed(EmbeddingTable table, PimPlan plan, PimPrecision precision)
+    sealed class Placed(EmbeddingTable table, PimPlan plan, PimPrecision precision, double[] setLoad)
     {
         public readonly EmbeddingTable Table = table;
         public readonly PimPlan Plan = plan;
         public readonly PimPrecision Precision = precision;
-        public readonly PimRouter Router = new(plan);
+        public readonly PimRouter Router = new(plan, setLoad);
         public PimRoutedBatch? Routed;
     }
 
     readonly PimContextHandle _handle;
     readonly Placed?[] _tables = new Placed?[PimLayout.MaxTables];
+    /// <summary>Per DPU, the load the routers of one launch have placed (cleared per launch): tables with copies spread
+    /// their bags over different copies.</summary>
+    readonly double[] _setLoad;
 
     public PimBackendKind Backend { get; }
     public int DpuCount { get; }
@@ -51,7 +54,7 @@ internal sealed unsafe class PimDevice : IDisposable
     /// <summary>Reloads forced by int32 range overflow (merged rows outgrowing the table's scale).</summary>
     public int RangeReloads { get; private set; }
 
-    PimDevice(PimContextHandle handle, PimBackendKind backend, int dpus) { _handle = handle; Backend = backend; DpuCount = dpus; }
+    PimDevice(PimContextHandle handle, PimBackendKind backend, int dpus) { _handle = handle; Backend = backend; DpuCount = dpus; _setLoad = new double[dpus]; }
 
     /// <summary>True when liblivedlrm_pim could be loaded.</summary>
     public static bool IsAvailable => NativeLibraries.IsAvailable(Libraries.Pim);
@@ -147,7 +150,7 @@ internal sealed unsafe class PimDevice : IDisposable
         // failure happened mid-transfer, and the shim has dropped the table.
         if (status is not (Native.StatusOk or Native.StatusArgument or Native.StatusCapacity)) _tables[id] = null;
         Native.Check(status, $"loading table '{table.Name}' onto {DpuCount} DPUs");
-        _tables[id] = new Placed(table, plan, precision);
+        _tables[id] = new Placed(table, plan, precision, _setLoad);
     }
 
     /// <summary>The plan of table <paramref name="id"/>, or null.</summary>
@@ -170,6 +173,7 @@ internal sealed unsafe class PimDevice : IDisposable
     public void LookupSum(int id, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output, ReadOnlySpan<float> weights = default)
     {
         var p = Require(id);
+        Array.Clear(_setLoad);
         p.Routed = p.Router.Route(indices, offsets, p.Routed, weights);
         var r = p.Routed;
         fixed (PimHostSegment* segs = r.Segments)
@@ -197,6 +201,7 @@ internal sealed unsafe class PimDevice : IDisposable
         if (n == 0) return;
         var batches = new PimTableBatch[n];
         var pins = new List<System.Buffers.MemoryHandle>(n * 5);
+        Array.Clear(_setLoad);
         try
         {
             fixed (float* o = output)
@@ -261,9 +266,10 @@ internal sealed unsafe class PimDevice : IDisposable
         var pairsDone = new HashSet<int>();
         foreach (long r in set)
         {
-            for (int x = plan.ReplicaStart[r]; x < plan.ReplicaStart[r + 1]; x++)
-                for (int t = 0; t < plan.Tiles; t++)
-                    writes.Add(new PimSlotDesc(r, -1, (uint)t, (uint)plan.DpuOf(plan.ReplicaMember[x], t), (uint)plan.ReplicaSlot[x]));
+            for (int q = 0; q < plan.Copies; q++)
+                for (int x = plan.ReplicaStart[r]; x < plan.ReplicaStart[r + 1]; x++)
+                    for (int t = 0; t < plan.Tiles; t++)
+                        writes.Add(new PimSlotDesc(r, -1, (uint)t, (uint)plan.DpuOf(plan.ReplicaMember[x], t, q), (uint)plan.ReplicaSlot[x]));
             if (plan.CacheOrdinal[r] is int c and >= 0)
                 for (int t = 0; t < plan.Tiles; t++)
                     writes.Add(new PimSlotDesc(r, -1, (uint)t, Native.AllDpus, (uint)(c * plan.Tiles + t)));
@@ -272,7 +278,8 @@ internal sealed unsafe class PimDevice : IDisposable
                 {
                     if (!pairsDone.Add(p)) continue;   // both rows of a pair changed: one write (a launch never names a slot twice)
                     var (a, b, k, s) = plan.Pairs[p];
-                    for (int t = 0; t < plan.Tiles; t++) writes.Add(new PimSlotDesc(a, b, (uint)t, (uint)plan.DpuOf(k, t), (uint)s));
+                    for (int q = 0; q < plan.Copies; q++)
+                        for (int t = 0; t < plan.Tiles; t++) writes.Add(new PimSlotDesc(a, b, (uint)t, (uint)plan.DpuOf(k, t, q), (uint)s));
                 }
         }
         var array = writes.ToArray();

@@ -44,9 +44,10 @@ internal static class PimPartitioner
         if (o.MramCapacityBytes <= 0 || o.MramCapacityBytes > PimLayout.MramTableBytes)
             throw new ArgumentOutOfRangeException(nameof(o.MramCapacityBytes), o.MramCapacityBytes, $"MRAM capacity per DPU must be in (0, {PimLayout.MramTableBytes}]");
         var (tiles, slice) = geometry;
-        if (tiles > dpus)
-            throw new ArgumentException($"{strategy}: dim {dim} needs {tiles} column tiles of {slice} floats, but only {dpus} DPUs were given");
-        int group = dpus / tiles;
+        if (o.Copies < 1) throw new ArgumentOutOfRangeException(nameof(o.Copies), o.Copies, "at least one copy");
+        if ((long)tiles * o.Copies > dpus)
+            throw new ArgumentException($"{strategy}: dim {dim} needs {tiles} column tiles of {slice} floats in each of {o.Copies} copies, but only {dpus} DPUs were given");
+        int group = dpus / tiles / o.Copies;
         long capacitySlots = o.MramCapacityBytes / (slice * sizeof(float));
         long perMember = (rows + group - 1) / group;
         if (rows > Array.MaxLength || perMember > capacitySlots)
@@ -88,7 +89,7 @@ internal static class PimPartitioner
         }
         for (int r = 0; r <= n; r++) start[r] = r;
         return new PimPlan(strategy, rows, dim, dpus, tiles, slice, group, o.MramCapacityBytes, start, member, slot, slots,
-                           Filled(n, -1), [], [], expected);
+                           Filled(n, -1), [], [], expected, o.Copies);
     }
 
     public static PimPlan NonUniform(AccessProfile profile, int dim, int dpus, PimPlanOptions? options = null) =>
@@ -196,7 +197,42 @@ internal static class PimPartitioner
         // Cache lookups can run on any DPU: the router sends them to the least-loaded one, which water-fills.
         var expected = WaterFill(load, cacheLoad);
         return new PimPlan(strategy, rows, dim, dpus, tiles, slice, group, o.MramCapacityBytes, start, repMember.ToArray(), repSlot.ToArray(),
-                           slots, cacheOrdinal, cached.ToArray(), pairs, expected);
+                           slots, cacheOrdinal, cached.ToArray(), pairs, expected, o.Copies);
+    }
+
+    /// <summary>Bag-local copies for tables that share one DPU set's MRAM: every table starts whole on one DPU per copy
+    /// (one partial sum per bag); while the tables' bytes per DPU exceed <paramref name="fill"/> of the MRAM, the table
+    /// with the most bytes per DPU is spread over twice as many members. Returns per table the copies and the MRAM
+    /// share it may use (its bytes per DPU over the total, times the fill), so hot-row replicas within a copy cannot
+    /// over-commit the DPU's MRAM.</summary>
+    public static (int Copies, long MramShareBytes)[] BagLocalCopies(IReadOnlyList<(long Rows, int Dim)> tables, int dpus, double fill = 0.75)
+    {
+        if (fill <= 0 || fill > 1) throw new ArgumentOutOfRangeException(nameof(fill), fill, "must be in (0, 1]");
+        int n = tables.Count;
+        var tiles = new int[n];
+        var group = new int[n];
+        var perDpu = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            var (t, slice) = RowWiseGeometry(tables[i].Dim);
+            tiles[i] = t;
+            group[i] = 1;
+            perDpu[i] = (double)tables[i].Rows * slice * sizeof(float);
+        }
+        double budget = fill * PimLayout.MramTableBytes;
+        while (perDpu.Sum() > budget)
+        {
+            int widest = Array.IndexOf(perDpu, perDpu.Max());
+            if ((long)group[widest] * 2 * tiles[widest] > dpus)
+                throw new ArgumentException($"{n} tables need {perDpu.Sum() * group.Max() / (1 << 20):F0} MiB per copy; {dpus} DPUs cannot hold one copy each within {fill:P0} of their MRAM");
+            group[widest] *= 2;
+            perDpu[widest] /= 2;
+        }
+        double total = perDpu.Sum();
+        var result = new (int, long)[n];
+        for (int i = 0; i < n; i++)
+            result[i] = (Math.Max(1, dpus / tiles[i] / group[i]), (long)(budget * perDpu[i] / total) / 8 * 8);
+        return result;
     }
 
     /// <summary>Pairs of uncached hot rows that co-occur in bags of the profile most often get a precomputed sum

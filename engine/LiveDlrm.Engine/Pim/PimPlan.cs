@@ -33,11 +33,16 @@ internal sealed record PimPlanOptions
     public long MinPairCount { get; init; } = 2;
     /// <summary>MRAM bytes per DPU for stored vectors (lower it to test capacity handling).</summary>
     public long MramCapacityBytes { get; init; } = PimLayout.MramTableBytes;
+    /// <summary>Whole copies of the placement (bag-local replication): the DPUs form this many replica groups, each
+    /// holding every row of the table, and the router sends each bag to one group, so a bag's rows meet on few DPUs
+    /// (one partial sum per bag and DPU it touches) and bags spread over the groups. 1: one placement over all DPUs.</summary>
+    public int Copies { get; init; } = 1;
 }
 
-/// <summary>Where every row of one table lives on a set of DPUs. DPUs form <see cref="Tiles"/> groups of
-/// <see cref="GroupSize"/>: DPU <c>k·Tiles + t</c> ("member k" of group t) holds column tile t of member k's
-/// stored vectors, so all groups mirror one row placement over members 0..GroupSize-1.</summary>
+/// <summary>Where every row of one table lives on a set of DPUs. DPUs form <see cref="Copies"/> replica groups of
+/// <see cref="GroupSize"/> members × <see cref="Tiles"/> column tiles: DPU <c>(q·GroupSize + k)·Tiles + t</c> holds
+/// column tile t of member k's stored vectors in copy q, so all tiles and copies mirror one row placement over members
+/// 0..GroupSize-1 (the router picks one copy per bag).</summary>
 internal sealed class PimPlan
 {
     public PimStrategy Strategy { get; }
@@ -47,10 +52,12 @@ internal sealed class PimPlan
     public int Tiles { get; }
     public int SliceFloats { get; }
     public int GroupSize { get; }
+    /// <summary>Replica groups, each a full copy of the placement (see <see cref="PimPlanOptions.Copies"/>).</summary>
+    public int Copies { get; }
     public long MramCapacityBytes { get; }
     public int SlotBytes => SliceFloats * sizeof(float);
-    /// <summary>DPUs that hold data (GroupSize × Tiles ≤ DpuCount).</summary>
-    public int UsedDpus => GroupSize * Tiles;
+    /// <summary>DPUs that hold data (Copies × GroupSize × Tiles ≤ DpuCount).</summary>
+    public int UsedDpus => Copies * GroupSize * Tiles;
 
     /// <summary>Replicas of row r: members ReplicaMember[ReplicaStart[r]..ReplicaStart[r+1]) at ReplicaSlot[...].</summary>
     internal int[] ReplicaStart { get; }
@@ -70,9 +77,10 @@ internal sealed class PimPlan
 
     internal PimPlan(PimStrategy strategy, long rows, int dim, int dpuCount, int tiles, int sliceFloats, int groupSize, long mramCapacityBytes,
                      int[] replicaStart, int[] replicaMember, int[] replicaSlot, List<(long, long)>[] memberSlots,
-                     int[] cacheOrdinal, long[] cachedRows, (long, long, int, int)[] pairs, double[] expectedMemberLookups)
+                     int[] cacheOrdinal, long[] cachedRows, (long, long, int, int)[] pairs, double[] expectedMemberLookups, int copies = 1)
     {
         Strategy = strategy; Rows = rows; Dim = dim; DpuCount = dpuCount; Tiles = tiles; SliceFloats = sliceFloats; GroupSize = groupSize;
+        Copies = copies;
         MramCapacityBytes = mramCapacityBytes;
         ReplicaStart = replicaStart; ReplicaMember = replicaMember; ReplicaSlot = replicaSlot; MemberSlots = memberSlots;
         CacheOrdinal = cacheOrdinal; CachedRows = cachedRows; Pairs = pairs; ExpectedMemberLookups = expectedMemberLookups;
@@ -90,8 +98,10 @@ internal sealed class PimPlan
         list.Add((partner, pair));
     }
 
-    public int DpuOf(int member, int tile) => member * Tiles + tile;
-    public int MemberOf(int dpu) => dpu / Tiles;
+    public int DpuOf(int member, int tile, int copy = 0) => (copy * GroupSize + member) * Tiles + tile;
+    /// <summary>The template member a DPU holds (its copy's member).</summary>
+    public int MemberOf(int dpu) => dpu / Tiles % GroupSize;
+    public int CopyOf(int dpu) => dpu / Tiles / GroupSize;
     public int TileOf(int dpu) => dpu % Tiles;
     /// <summary>Stored vectors on a DPU (0 for DPUs beyond <see cref="UsedDpus"/>).</summary>
     public int SlotsOn(int dpu) => dpu < UsedDpus ? MemberSlots[MemberOf(dpu)].Count : 0;
@@ -99,11 +109,12 @@ internal sealed class PimPlan
     public int CacheVectors => CachedRows.Length * Tiles;
     public int ReplicaCount(long row) => ReplicaStart[row + 1] - ReplicaStart[row];
 
-    /// <summary>Expected lookups per DPU (each lookup reads one vector on one DPU of every tile group).</summary>
+    /// <summary>Expected lookups per DPU (each lookup reads one vector on one DPU of every tile group; the copies share
+    /// the bags).</summary>
     public double[] ExpectedDpuLookups()
     {
         var perDpu = new double[DpuCount];
-        for (int d = 0; d < UsedDpus; d++) perDpu[d] = ExpectedMemberLookups[MemberOf(d)];
+        for (int d = 0; d < UsedDpus; d++) perDpu[d] = ExpectedMemberLookups[MemberOf(d)] / Copies;
         return perDpu;
     }
 
@@ -125,8 +136,8 @@ internal sealed class PimPlan
             throw new InvalidOperationException($"plan {Strategy}: slice of {SliceFloats} floats is not an even width in [2, {PimLayout.MaxSliceFloats}]");
         if ((long)Tiles * SliceFloats < Dim || (long)(Tiles - 1) * SliceFloats >= Dim)
             throw new InvalidOperationException($"plan {Strategy}: {Tiles} tiles of {SliceFloats} floats do not cover dim {Dim} exactly");
-        if (UsedDpus > DpuCount || GroupSize < 1)
-            throw new InvalidOperationException($"plan {Strategy}: {GroupSize} members x {Tiles} tiles on {DpuCount} DPUs");
+        if (Copies < 1 || GroupSize < 1 || (long)Copies * GroupSize * Tiles > DpuCount)
+            throw new InvalidOperationException($"plan {Strategy}: {Copies} copies x {GroupSize} members x {Tiles} tiles on {DpuCount} DPUs");
         for (int k = 0; k < GroupSize; k++)
             if (MemberSlots[k].Count > capacitySlots)
                 throw new InvalidOperationException($"plan {Strategy}: member {k} holds {MemberSlots[k].Count} vectors, MRAM capacity is {capacitySlots}");

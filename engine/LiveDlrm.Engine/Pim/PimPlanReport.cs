@@ -22,6 +22,12 @@ internal sealed record PimPlanReport
     public double ExpectedImbalance => ExpectedLookupsMean > 0 ? ExpectedLookupsMax / ExpectedLookupsMean : 1;
     /// <summary>Per routed batch, averaged: max/mean of items per DPU.</summary>
     public required double BatchImbalance { get; init; }
+    /// <summary>Per routed batch, averaged: max/mean of partial sums (segments) per DPU — what sizes the pull.</summary>
+    public required double PartialSumImbalance { get; init; }
+    /// <summary>Partial sums per batch over all DPUs (each is one slot of pull), and per pooled output vector.</summary>
+    public required double PartialSumsPerBatch { get; init; }
+    public double PartialSumsPerBag => LookupsPerBatch > 0 && BagsPerBatch > 0 ? PartialSumsPerBatch / (BagsPerBatch * Tiles) : 0;
+    public required double BagsPerBatch { get; init; }
     public required double LookupsPerBatch { get; init; }
     public required double CacheHitRate { get; init; }
     public required double PairItemsPerBatch { get; init; }
@@ -98,6 +104,7 @@ internal sealed record PimPlanReport
         if (profile.Batches.Count == 0) throw new ArgumentException("the access profile has no batches to route");
         var router = new PimRouter(plan);
         PimRoutedBatch? routed = null;
+        double segImbalance = 0, segments = 0, bags = 0;
         double imbalance = 0, lookups = 0, cacheItems = 0, allItems = 0, pairs = 0, mramRead = 0, mramWritten = 0, toBytes = 0, fromBytes = 0;
         double dma = 0, compute = 0, computeInt = 0, kernel = 0, kernelInt = 0, toS = 0, fromS = 0;
         foreach (var batch in profile.Batches)
@@ -126,6 +133,9 @@ internal sealed record PimPlanReport
             }
             double mean = (double)sumItems / plan.UsedDpus;
             imbalance += mean > 0 ? maxItems / mean : 1;
+            segImbalance += SegmentImbalance(routed.SegmentsPerDpu, plan.UsedDpus);
+            segments += routed.SegmentCount;
+            bags += batch.Bags;
             toBytes += (double)maxIn * plan.DpuCount;
             fromBytes += (double)maxOut * plan.DpuCount;
             dma += worstDma / PimCostModel.DpuClockHz;
@@ -146,6 +156,7 @@ internal sealed record PimPlanReport
             CachedRows = plan.CachedRows.Length, PairSums = plan.Pairs.Length,
             ExpectedLookupsMax = expected.Max(), ExpectedLookupsMean = expected.Average(),
             BatchImbalance = imbalance / nb, LookupsPerBatch = lookups / nb,
+            PartialSumImbalance = segImbalance / nb, PartialSumsPerBatch = segments / nb, BagsPerBatch = bags / nb,
             CacheHitRate = allItems > 0 ? cacheItems / allItems : 0, PairItemsPerBatch = pairs / nb,
             MramBytesReadPerBatch = mramRead / nb, MramBytesWrittenPerBatch = mramWritten / nb,
             HostToDpuBytesPerBatch = toBytes / nb, DpuToHostBytesPerBatch = fromBytes / nb,
@@ -156,6 +167,14 @@ internal sealed record PimPlanReport
     }
 
     static long Round8(long n) => (n + 7) & ~7L;
+
+    /// <summary>max / mean of partial sums over the first <paramref name="dpus"/> DPUs (1 when there are none).</summary>
+    internal static double SegmentImbalance(ReadOnlySpan<uint> segmentsPerDpu, int dpus)
+    {
+        long sum = 0, max = 0;
+        for (int d = 0; d < dpus; d++) { sum += segmentsPerDpu[d]; max = Math.Max(max, segmentsPerDpu[d]); }
+        return sum > 0 ? max / ((double)sum / dpus) : 1;
+    }
 
     /// <summary>What MODEL means and the constants behind it.</summary>
     public static string Legend() => string.Format(CultureInfo.InvariantCulture,
@@ -182,6 +201,8 @@ internal sealed record PimPlanReport
             ("expected lookups/DPU max/mean", r => string.Format(ci, "{0:F3}", r.ExpectedImbalance)),
             ("  (from the plan's own profile)", r => ""),
             ("per-batch items/DPU max/mean", r => string.Format(ci, "{0:F3}", r.BatchImbalance)),
+            ("partial sums/DPU max/mean", r => string.Format(ci, "{0:F3}", r.PartialSumImbalance)),
+            ("partial sums per bag", r => string.Format(ci, "{0:F2}", r.PartialSumsPerBag)),
             ("cache hit rate", r => string.Format(ci, "{0:P1}", r.CacheHitRate)),
             ("pair-sum items / batch", r => string.Format(ci, "{0:F1}", r.PairItemsPerBatch)),
             ("MRAM bytes read / batch", r => Kib(r.MramBytesReadPerBatch)),

@@ -23,7 +23,9 @@ internal sealed class PimRoutedBatch
 
 /// <summary>Turns CSR batches into per-DPU item lists for a <see cref="PimPlan"/>: cached rows become WRAM-cache
 /// items, pairs of rows with a precomputed sum one item, other rows one item on the least-loaded of their replicas
-/// (per batch); cache items go last, each to the least-loaded member, so cache and MRAM work balance jointly.
+/// (per batch); cache items go last, each to the least-loaded member, so cache and MRAM work balance jointly. A plan
+/// with several copies sends each bag whole to one copy (bag-local: few partial sums per bag) and spreads bags over
+/// the copies by load, shared with the other tables of the launch when the caller passes a set load.
 /// A weighted batch carries each lookup's weight with its item and uses no pair sums (a stored W[a] + W[b] is only
 /// right for equal weights).</summary>
 internal sealed class PimRouter
@@ -42,10 +44,21 @@ internal sealed class PimRouter
     /// segment for its bag rather than open a new partial sum there.</summary>
     const double NewSegmentPenalty = 2.0;
 
-    public PimRouter(PimPlan plan)
+    /// <summary>Per DPU of the set, load the routers of one launch share (items plus <see cref="NewSegmentPenalty"/> per
+    /// partial sum), so the tables of a set spread their bags over different copies; null: this table alone.</summary>
+    readonly double[] _setLoad;
+    readonly bool _ownSetLoad;
+    int _copyCursor;
+
+    public PimRouter(PimPlan plan, double[]? setLoad = null)
     {
         _plan = plan;
-        int g = plan.GroupSize;
+        if (setLoad is not null && setLoad.Length < plan.UsedDpus)
+            throw new ArgumentException($"set load covers {setLoad.Length} DPUs, the plan uses {plan.UsedDpus}", nameof(setLoad));
+        _ownSetLoad = setLoad is null;
+        _setLoad = setLoad ?? new double[plan.UsedDpus];
+        // Virtual members: member k of copy q is q·GroupSize + k.
+        int g = plan.GroupSize * plan.Copies;
         _memberItems = new List<uint>[g];
         _memberWeights = new List<float>[g];
         _memberSegments = new List<(int, int, int)>[g];
@@ -61,12 +74,13 @@ internal sealed class PimRouter
     public PimRoutedBatch Route(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, PimRoutedBatch? reuse = null, ReadOnlySpan<float> weights = default)
     {
         var plan = _plan;
-        int g = plan.GroupSize, tiles = plan.Tiles;
+        int g = plan.GroupSize * plan.Copies, members = plan.GroupSize, tiles = plan.Tiles;
         bool weighted = !weights.IsEmpty;
         if (weighted && weights.Length != indices.Length)
             throw new ArgumentException($"{weights.Length} weights for {indices.Length} indices", nameof(weights));
         for (int k = 0; k < g; k++) { _memberItems[k].Clear(); _memberWeights[k].Clear(); _memberSegments[k].Clear(); }
         Array.Clear(_load);
+        if (_ownSetLoad) Array.Clear(_setLoad);
         Array.Fill(_bagBegin, -1);
         var result = reuse ?? new PimRoutedBatch();
         long mram = 0, cache = 0, pairItems = 0;
@@ -85,6 +99,7 @@ internal sealed class PimRouter
                 if (plan.CacheOrdinal[r] >= 0) { _cachedRows.Add(r); _cachedWeights.Add(w); }
                 else { _rest.Add(r); _restWeights.Add(w); }
             }
+            int copyBase = plan.Copies > 1 ? ChooseCopy(members) * members : 0;
             _consumed.Clear();
             for (int i = 0; i < _rest.Count; i++) _consumed.Add(false);
             for (int i = 0; i < _rest.Count; i++)
@@ -95,7 +110,7 @@ internal sealed class PimRouter
                 if (!weighted && plan.Pairs.Length > 0 && plan.PairIndex.TryGetValue(r, out var partners) && TryPair(r, i, partners, out int pair))
                 {
                     var p = plan.Pairs[pair];
-                    Append(p.Member, (uint)p.Slot, 1f);
+                    Append(copyBase + p.Member, (uint)p.Slot, 1f);
                     mram++;
                     pairItems++;
                     continue;
@@ -104,7 +119,7 @@ internal sealed class PimRouter
                 double bestCost = double.MaxValue;
                 for (int x = plan.ReplicaStart[r]; x < plan.ReplicaStart[r + 1]; x++)
                 {
-                    int k = plan.ReplicaMember[x];
+                    int k = copyBase + plan.ReplicaMember[x];
                     double cost = _load[k] + (_bagBegin[k] < 0 ? NewSegmentPenalty : 0);
                     if (cost < bestCost) { bestCost = cost; best = k; bestSlot = plan.ReplicaSlot[x]; }
                 }
@@ -116,9 +131,9 @@ internal sealed class PimRouter
                 long r = _cachedRows[c];
                 // Least-loaded member, but one this bag already touches wins unless it is more than
                 // NewSegmentPenalty items busier: a new segment costs a partial-sum write and pull.
-                int best = 0;
+                int best = copyBase;
                 double bestCost = double.MaxValue;
-                for (int k = 0; k < g; k++)
+                for (int k = copyBase; k < copyBase + members; k++)
                 {
                     double cost = _load[k] + (_bagBegin[k] < 0 ? NewSegmentPenalty : 0);
                     if (cost < bestCost) { bestCost = cost; best = k; }
@@ -148,7 +163,7 @@ internal sealed class PimRouter
         int si = 0, ii = 0;
         for (int d = 0; d < plan.UsedDpus; d++)
         {
-            int k = plan.MemberOf(d), t = plan.TileOf(d);
+            int k = d / tiles, t = plan.TileOf(d);
             var items = _memberItems[k];
             if (weighted) _memberWeights[k].CopyTo(result.Weights!, ii);
             for (int x = 0; x < items.Count; x++)
@@ -173,6 +188,25 @@ internal sealed class PimRouter
         return result;
     }
 
+    /// <summary>The copy that serves the next bag: least load (items plus the partial sums they open) summed over its
+    /// members — this batch's, and the other tables' of the same launch when the load is shared — ties to the first from a cursor that moves past each choice so equal copies take turns.</summary>
+    int ChooseCopy(int members)
+    {
+        int copies = _plan.Copies, tiles = _plan.Tiles;
+        int best = 0;
+        double bestCost = double.MaxValue;
+        for (int i = 0; i < copies; i++)
+        {
+            int q = (_copyCursor + i) % copies;
+            double cost = 0;
+            for (int k = q * members; k < (q + 1) * members; k++)
+                cost += _setLoad[k * tiles];
+            if (cost < bestCost) { bestCost = cost; best = q; if (cost == 0) break; }
+        }
+        _copyCursor = (best + 1) % copies;
+        return best;
+    }
+
     bool TryPair(long r, int at, List<(long Partner, int Pair)> partners, out int pair)
     {
         foreach (var (partner, p) in partners)
@@ -189,7 +223,10 @@ internal sealed class PimRouter
 
     void Append(int member, uint item, float weight)
     {
-        if (_bagBegin[member] < 0) { _bagBegin[member] = _memberItems[member].Count; _touched.Add(member); }
+        bool opens = _bagBegin[member] < 0;
+        if (opens) { _bagBegin[member] = _memberItems[member].Count; _touched.Add(member); }
+        int tiles = _plan.Tiles;
+        for (int t = 0; t < tiles; t++) _setLoad[member * tiles + t] += 1 + (opens ? NewSegmentPenalty : 0);
         _memberItems[member].Add(item);
         _memberWeights[member].Add(weight);
         _load[member]++;

@@ -35,6 +35,14 @@ internal sealed record PimServerEstimate
     /// <summary>ESTIMATE with every DPU at the mean of the DPUs' bytes and int32 cycles (perfect balance, nothing padded):
     /// a bound on what balancing the placement and an unpadded transfer could give, not a design that exists.</summary>
     public required double BalancedInt32Seconds { get; init; }
+    /// <summary>Per batch, averaged: max/mean of partial sums per DPU over the whole set (what sizes the pull), and
+    /// partial sums per pooled vector (per bag, table and column tile).</summary>
+    public required double PartialSumImbalance { get; init; }
+    public required double PartialSumsPerBag { get; init; }
+    /// <summary>Whole copies of each table (bag-local placement); empty for the single-copy comparison.</summary>
+    public int[] CopiesPerTable { get; init; } = [];
+    /// <summary>The same tables placed once over all DPUs (no copies), for comparison; null inside it.</summary>
+    public PimServerEstimate? SingleCopy { get; init; }
     /// <summary>MEASURED, seconds per batch (all tables) of the CPU kernel on this machine; null when not measured.</summary>
     public double? CpuSeconds { get; init; }
     public required string CpuNote { get; init; }
@@ -45,27 +53,52 @@ internal sealed record PimServerEstimate
     {
         if (tables.Count == 0) throw new ArgumentException("no tables to estimate");
         if (tables.Count > PimLayout.MaxTables) throw new ArgumentException($"{tables.Count} tables; one DPU set holds {PimLayout.MaxTables}");
-        int cacheShare = PimLayout.WramCacheBytes / tables.Count / 8 * 8;
-        var plans = tables.Select(t => PimPartitioner.CacheAware(t.PlanOn, t.Dim, dpus, new PimPlanOptions { CacheBytes = cacheShare })).ToArray();
-        var routers = plans.Select(p => new PimRouter(p)).ToArray();
-        var routed = new PimRoutedBatch?[tables.Count];
         int batches = tables.Min(t => t.EvaluateOn.Batches.Count);
         if (batches == 0) throw new ArgumentException("the traces have no batches to evaluate");
+        int cacheShare = PimLayout.WramCacheBytes / tables.Count / 8 * 8;
+        // Bag-local: as many whole copies of every table as the MRAM holds, each bag served by one copy.
+        var copies = PimPartitioner.BagLocalCopies(tables.Select(t => (t.Rows, t.Dim)).ToArray(), dpus);
+        var bagLocal = tables.Select((t, i) => PimPartitioner.CacheAware(t.PlanOn, t.Dim, dpus,
+            new PimPlanOptions { CacheBytes = cacheShare, Copies = copies[i].Copies, MramCapacityBytes = copies[i].MramShareBytes })).ToArray();
+        var main = Place(tables, bagLocal, batches, dpus);
+        // The single placement over all DPUs (one copy), for comparison.
+        var single = Place(tables, tables.Select(t => PimPartitioner.CacheAware(t.PlanOn, t.Dim, dpus, new PimPlanOptions { CacheBytes = cacheShare })).ToArray(),
+                           batches, dpus);
+        var (cpu, note) = MeasureCpu(tables, batches, cpuBudgetBytes);
+        return main with
+        {
+            CopiesPerTable = copies.Select(c => c.Copies).ToArray(),
+            SingleCopy = single,
+            CpuSeconds = cpu, CpuNote = note,
+        };
+    }
+
+    /// <summary>The cost model over the batches with these plans on one set: one push, one launch and one pull per
+    /// batch; the tables' routers share a per-DPU load so their bags spread over different copies.</summary>
+    static PimServerEstimate Place(IReadOnlyList<PimServerTable> tables, PimPlan[] plans, int batches, int dpus)
+    {
+        var setLoad = new double[dpus];
+        var routers = plans.Select(p => new PimRouter(p, setLoad)).ToArray();
+        var routed = new PimRoutedBatch?[tables.Count];
         double to = 0, from = 0, kernelFp = 0, kernelInt = 0, lookups = 0, pull = 0, partialMean = 0, pooled = 0, balanced = 0;
+        double segImbalance = 0, segments = 0, bags = 0;
         var dma = new double[dpus];
         var fp = new double[dpus];
         var ip = new double[dpus];
         var inBytes = new long[dpus];
         var outBytes = new long[dpus];
+        var segs = new uint[dpus];
         for (int k = 0; k < batches; k++)
         {
-            Array.Clear(dma); Array.Clear(fp); Array.Clear(ip); Array.Clear(inBytes); Array.Clear(outBytes);
+            Array.Clear(dma); Array.Clear(fp); Array.Clear(ip); Array.Clear(inBytes); Array.Clear(outBytes); Array.Clear(segs); Array.Clear(setLoad);
             for (int t = 0; t < tables.Count; t++)
             {
                 var batch = tables[t].EvaluateOn.Batches[k];
                 lookups += batch.Indices.Length;
+                bags += (double)batch.Bags * plans[t].Tiles;
                 pooled += (double)batch.Bags * tables[t].Dim * sizeof(float);
                 routed[t] = routers[t].Route(batch.Indices, batch.Offsets, routed[t]);
+                segments += routed[t]!.SegmentCount;
                 var costs = PimPlanReport.CostPerDpu(plans[t], routed[t]!);
                 for (int d = 0; d < dpus; d++)
                 {
@@ -75,6 +108,7 @@ internal sealed record PimServerEstimate
                     ip[d] += costs[d].Int32Cycles;
                     inBytes[d] += costs[d].InBytes - (t > 0 ? PimLayout.BatchHeaderBytes : 0);
                     outBytes[d] += costs[d].OutBytes;
+                    segs[d] += routed[t]!.SegmentsPerDpu[d];
                 }
             }
             double worstFp = 0, worstInt = 0;
@@ -89,18 +123,19 @@ internal sealed record PimServerEstimate
             from += PimCostModel.TransferSeconds(outBytes.Max(), dpus, toDpu: false);
             pull += outBytes.Max();
             partialMean += outBytes.Average();
+            segImbalance += PimPlanReport.SegmentImbalance(segs, dpus);
             double meanInt = 0;
             for (int d = 0; d < dpus; d++) meanInt += Math.Max(dma[d], ip[d]) / dpus;
             balanced += PimCostModel.TransferSeconds((long)Math.Ceiling(inBytes.Average()), dpus, toDpu: true) + PimCostModel.LaunchFixedSeconds
                         + meanInt / PimCostModel.DpuClockHz + PimCostModel.TransferSeconds((long)Math.Ceiling(outBytes.Average()), dpus, toDpu: false);
         }
-        var (cpu, note) = MeasureCpu(tables, batches, cpuBudgetBytes);
         return new PimServerEstimate
         {
             Dpus = dpus, Tables = tables.Count, Batches = batches, LookupsPerBatch = lookups / batches,
             ToDpuSeconds = to / batches, KernelFp32Seconds = kernelFp / batches, KernelInt32Seconds = kernelInt / batches, FromDpuSeconds = from / batches,
             BalancedInt32Seconds = balanced / batches, PullBytesPerDpu = pull / batches, PartialBytesPerDpuMean = partialMean / batches, PooledBytes = pooled / batches,
-            CpuSeconds = cpu, CpuNote = note,
+            PartialSumImbalance = segImbalance / batches, PartialSumsPerBag = bags > 0 ? segments / bags : 0,
+            CpuNote = "",
         };
     }
 
@@ -158,6 +193,8 @@ internal sealed record PimServerEstimate
         var sb = new StringBuilder();
         sb.AppendLine(string.Format(ci, "whole model on a {0}-DPU UPMEM server: {1} tables in one DPU set, one launch per batch, {2} batches of {3:F0} lookups",
                                     Dpus, Tables, Batches, LookupsPerBatch));
+        sb.AppendLine(string.Format(ci, "  placement: cache-aware, bag-local copies per table {0} (each bag served whole by one copy; bags spread over copies by load)",
+                                    string.Join("/", CopiesPerTable)));
         sb.AppendLine(string.Format(ci, "  ESTIMATE (cost model, not a measurement) fp32 storage:  {0,10:F1} us/batch  (to DPUs {1:F1}, launch {2:F1}, kernel {3:F1}, from DPUs {4:F1})",
                                     Fp32Seconds * 1e6, ToDpuSeconds * 1e6, LaunchSeconds * 1e6, KernelFp32Seconds * 1e6, FromDpuSeconds * 1e6));
         sb.AppendLine(string.Format(ci, "  ESTIMATE (cost model, not a measurement) int32 storage: {0,10:F1} us/batch  (kernel {1:F1})",
@@ -169,12 +206,13 @@ internal sealed record PimServerEstimate
                                         cpu / Fp32Seconds, cpu / Int32Seconds, PimCostModel.UpDlrmReportedSpeedup));
         }
         else sb.AppendLine($"  CPU kernel: {CpuNote}");
-        // Where the estimate goes: the pull moves every DPU's partial sums, padded to the longest DPU, while the pooled
-        // result is far smaller; and what a batch would have to take for UpDLRM's ratio against this CPU.
-        sb.AppendLine(string.Format(ci, "  pull per batch: {0:F1} KiB from each of {1} DPUs (their partial sums: mean {2:F1} KiB, padded to the longest) = {3:F0} KiB, " +
-                                        "for {4:F0} KiB of pooled output ({5:F0}x)",
-                                    PullBytesPerDpu / 1024, Dpus, PartialBytesPerDpuMean / 1024, PullBytesPerDpu * Dpus / 1024, PooledBytes / 1024,
-                                    PullBytesPerDpu * Dpus / Math.Max(1, PooledBytes)));
+        AppendPull(sb, this, "");
+        if (SingleCopy is { } one)
+        {
+            sb.AppendLine(string.Format(ci, "  one copy over all {0} DPUs instead (no bag-local copies): ESTIMATE fp32 {1:F1} / int32 {2:F1} us/batch",
+                                        Dpus, one.Fp32Seconds * 1e6, one.Int32Seconds * 1e6));
+            AppendPull(sb, one, "  ");
+        }
         sb.AppendLine(string.Format(ci, "  ESTIMATE bound, int32, every DPU at the mean (balanced, nothing padded): {0,10:F1} us/batch", BalancedInt32Seconds * 1e6));
         if (CpuSeconds is double measured)
             sb.AppendLine(string.Format(ci, "  {0}x over this CPU would need <= {1:F1} us/batch in all: the fixed launch and two transfer calls alone are {2:F1} us",
@@ -182,5 +220,18 @@ internal sealed record PimServerEstimate
                                         (PimCostModel.LaunchFixedSeconds + 2 * PimCostModel.TransferCallFixedSeconds) * 1e6));
         sb.Append(PimPlanReport.Legend());
         return sb.ToString();
+    }
+
+    /// <summary>Where the pull goes: every DPU is pulled at the length of the DPU with the most partial sums (one length
+    /// per transfer), against the mean of what the DPUs hold and the pooled output they reduce to.</summary>
+    static void AppendPull(StringBuilder sb, PimServerEstimate e, string indent)
+    {
+        var ci = CultureInfo.InvariantCulture;
+        sb.AppendLine(string.Format(ci, "  {6}pull per batch: {0:F2} KiB from each of {1} DPUs (their partial sums: mean {2:F2} KiB; the pull is sized by the largest) = {3:F0} KiB, " +
+                                        "for {4:F0} KiB of pooled output ({5:F1}x)",
+                                    e.PullBytesPerDpu / 1024, e.Dpus, e.PartialBytesPerDpuMean / 1024, e.PullBytesPerDpu * e.Dpus / 1024, e.PooledBytes / 1024,
+                                    e.PullBytesPerDpu * e.Dpus / Math.Max(1, e.PooledBytes), indent));
+        sb.AppendLine(string.Format(ci, "  {2}partial sums: {0:F2} per pooled vector; per DPU max/mean {1:F2}",
+                                    e.PartialSumsPerBag, e.PartialSumImbalance, indent));
     }
 }
