@@ -39,6 +39,13 @@ internal sealed record PimServerEstimate
     /// partial sums per pooled vector (per bag, table and column tile).</summary>
     public required double PartialSumImbalance { get; init; }
     public required double PartialSumsPerBag { get; init; }
+    /// <summary>Rows of one table an adapter merge pushes in the <see cref="MergePushSeconds"/> estimate (the hottest of
+    /// the profile: adapters grow on the rows that are looked up).</summary>
+    public const int MergeRows = 4096;
+    /// <summary>ESTIMATE, seconds PIM lookups of a table wait while a merge of its <see cref="MergeRows"/> hottest rows is
+    /// pushed (batched update: one push of every DPU's records and vectors, one launch), the worst table. Every copy
+    /// holds every row, so copies multiply what a merge writes: the price of bag-local placement.</summary>
+    public required double MergePushSeconds { get; init; }
     /// <summary>Whole copies of each table (bag-local placement); empty for the single-copy comparison.</summary>
     public int[] CopiesPerTable { get; init; } = [];
     /// <summary>The same tables placed once over all DPUs (no copies), for comparison; null inside it.</summary>
@@ -131,6 +138,7 @@ internal sealed record PimServerEstimate
         }
         return new PimServerEstimate
         {
+            MergePushSeconds = plans.Select((p, t) => EstimateMergePush(p, tables[t].PlanOn, MergeRows)).Max(),
             Dpus = dpus, Tables = tables.Count, Batches = batches, LookupsPerBatch = lookups / batches,
             ToDpuSeconds = to / batches, KernelFp32Seconds = kernelFp / batches, KernelInt32Seconds = kernelInt / batches, FromDpuSeconds = from / batches,
             BalancedInt32Seconds = balanced / batches, PullBytesPerDpu = pull / batches, PartialBytesPerDpuMean = partialMean / batches, PooledBytes = pooled / batches,
@@ -187,6 +195,23 @@ internal sealed record PimServerEstimate
         }
     }
 
+    /// <summary>Batched merge push of the <paramref name="rows"/> hottest rows of the profile on <paramref name="plan"/>:
+    /// the DPU that receives most vectors sizes the push (16-byte record + vector each), then it copies them in MRAM.</summary>
+    internal static double EstimateMergePush(PimPlan plan, AccessProfile profile, int rows)
+    {
+        var perMember = new long[plan.GroupSize];
+        long cached = 0;
+        foreach (int r in Enumerable.Range(0, (int)plan.Rows).OrderByDescending(r => profile.Counts[r]).Take(rows))
+        {
+            if (plan.CacheOrdinal[r] >= 0) cached++;
+            for (int x = plan.ReplicaStart[r]; x < plan.ReplicaStart[r + 1]; x++) perMember[plan.ReplicaMember[x]]++;
+        }
+        long most = perMember.Max() + cached;   // per DPU of one tile; every copy and tile receives the same count
+        long bytes = PimLayout.BatchHeaderBytes + most * (16 + plan.SlotBytes);
+        double cycles = most * (PimCostModel.DmaReadCycles(16) + PimCostModel.DmaReadCycles(plan.SlotBytes) + PimCostModel.DmaWriteCycles(plan.SlotBytes));
+        return PimCostModel.TransferSeconds(bytes, plan.UsedDpus, toDpu: true) + PimCostModel.LaunchFixedSeconds + cycles / PimCostModel.DpuClockHz;
+    }
+
     public string Format()
     {
         var ci = CultureInfo.InvariantCulture;
@@ -213,6 +238,9 @@ internal sealed record PimServerEstimate
                                         Dpus, one.Fp32Seconds * 1e6, one.Int32Seconds * 1e6));
             AppendPull(sb, one, "  ");
         }
+        sb.AppendLine(string.Format(ci, "  ESTIMATE merge push of the {0} hottest rows of a table (PIM lookups of it wait; worst table): bag-local {1:F2} ms{2}",
+                                    MergeRows, MergePushSeconds * 1e3,
+                                    SingleCopy is { } o ? string.Format(ci, ", one copy {0:F2} ms (every copy receives every merged row)", o.MergePushSeconds * 1e3) : ""));
         sb.AppendLine(string.Format(ci, "  ESTIMATE bound, int32, every DPU at the mean (balanced, nothing padded): {0,10:F1} us/batch", BalancedInt32Seconds * 1e6));
         if (CpuSeconds is double measured)
             sb.AppendLine(string.Format(ci, "  {0}x over this CPU would need <= {1:F1} us/batch in all: the fixed launch and two transfer calls alone are {2:F1} us",
