@@ -68,7 +68,7 @@ internal sealed class ServingHost : IAsyncDisposable
         _slot = new NodeSlot(node);
         _decoder = new RequestDecoder(node.Layout, options.MaxBatchEvents, options.MaxBagIds);
         _labels = new LabelJoin(() => _slot.Current, options.Labels, options.LabelWindow, options.RingCapacity, _metrics);
-        _qos = new TrainerQos(options.Qos, options.QosTargetMs, log);
+        _qos = new TrainerQos(options.Qos, options.QosTargetMs, log, priority: options.QosTrainerPriority);
         if (options.Trainer) _qos.Attach(node);
         _lastCheckpointTicks = Stopwatch.GetTimestamp();
         RegisterObservables();
@@ -273,13 +273,14 @@ internal sealed class ServingHost : IAsyncDisposable
     }
 
     /// <summary>Starts or stops the trainer and sets its QoS mode (benchmarks alternate modes in one process).</summary>
-    internal async Task SetTrainerAsync(bool running, QosMode mode, double? targetMs = null)
+    internal async Task SetTrainerAsync(bool running, QosMode mode, double? targetMs = null, TrainerPriority? priority = null)
     {
         await _stateLock.WaitAsync();
         try
         {
-            _qos.Set(_slot.Current, mode, running, targetMs);
-            _log.LogInformation("trainer: {State}, qos {Mode}, target {Target} ms", running ? "running" : "stopped", mode.ToString().ToLowerInvariant(), _qos.TargetMs.ToString("G4", CultureInfo.InvariantCulture));
+            _qos.Set(_slot.Current, mode, running, targetMs, priority);
+            _log.LogInformation("trainer: {State}, qos {Mode}, target {Target} ms, unpinned trainer priority {Priority}", running ? "running" : "stopped", mode.ToString().ToLowerInvariant(),
+                _qos.TargetMs.ToString("G4", CultureInfo.InvariantCulture), _qos.Priority.ToString().ToLowerInvariant());
         }
         finally { _stateLock.Release(); }
     }
@@ -287,7 +288,7 @@ internal sealed class ServingHost : IAsyncDisposable
     internal string TrainerDescription()
     {
         var s = _slot.Current.Status;
-        return F($"running {_slot.Current.TrainerRunning}, qos {_qos.Mode.ToString().ToLowerInvariant()} target {_qos.TargetMs:G4} ms, samples {s.Samples}, duty {_qos.DutyCycle:F2}; {_qos.Summary()}");
+        return F($"running {_slot.Current.TrainerRunning}, qos {_qos.Mode.ToString().ToLowerInvariant()} ({_qos.Priority.ToString().ToLowerInvariant()}) target {_qos.TargetMs:G4} ms, samples {s.Samples}, duty {_qos.DutyCycle:F2}; {_qos.Summary()}");
     }
 
     /// <summary>Saves the adapters now; returns the state fingerprint written, or null when it failed or is disabled.</summary>

@@ -73,6 +73,20 @@ internal static unsafe partial class LibC
     [LibraryImport(Libraries.LibC, EntryPoint = "getpriority", SetLastError = true)]
     internal static partial int GetPriority(int which, uint who);
 
+    internal const int SchedOther = 0, SchedIdle = 5;
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct SchedParam { public int Priority; }
+
+    // int sched_setscheduler(pid_t pid, int policy, const struct sched_param *param);   pid 0 = the calling thread
+    // (the policy is per task on Linux). SCHED_IDLE needs sched_priority 0 and no privilege to enter.
+    [LibraryImport(Libraries.LibC, EntryPoint = "sched_setscheduler", SetLastError = true)]
+    internal static partial int SchedSetScheduler(int pid, int policy, SchedParam* param);
+
+    // int sched_getscheduler(pid_t pid);   the policy of task pid (a TID names one thread)
+    [LibraryImport(Libraries.LibC, EntryPoint = "sched_getscheduler", SetLastError = true)]
+    internal static partial int SchedGetScheduler(int pid);
+
     // long sysconf(int name);   _SC_PAGESIZE = 30 on glibc
     [LibraryImport(Libraries.LibC, EntryPoint = "sysconf")]
     internal static partial long SysConf(int name);

@@ -18,6 +18,7 @@ internal sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
     readonly Option<string> _labels = Opt.Choice("--labels", "what an unlabelled request becomes after the window: a label-0 example, or nothing", "implicit-negative", "implicit-negative", "off");
     readonly Option<string> _qos = Opt.Choice("--qos", "full: plan, pinning, resctrl, controller; throttle: controller only; off", "full", "full", "throttle", "off");
     readonly Option<double?> _qosTarget = Opt.OptionalDouble("--qos-target-ms", "server-side P99 the QoS controller defends (default 10)", 0.001, 60_000);
+    readonly Option<string> _qosPriority = Opt.Choice("--qos-trainer-priority", "full mode, unpinned trainer: idle = SCHED_IDLE (runs only on idle CPU); nice = nice 10", "idle", "idle", "nice");
     readonly Option<string?> _interval = Opt.Text("--checkpoint-interval", "adapter save interval (default 60s); also saved on SIGTERM/SIGINT", helpName: "DUR");
     readonly Option<bool> _reset = Opt.Flag("--adapters-reset", "ignore saved adapters (they are replaced at the next save)");
     readonly Option<string?> _shutdown = Opt.Text("--shutdown-timeout", "graceful drain limit (default 10s)", helpName: "DUR");
@@ -31,7 +32,7 @@ internal sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
 
     public ServeCommand() : base("serve", "a live inference node: gRPC/HTTP scoring and feedback, the trainer under QoS, adapters saved and restored, /metrics")
     {
-        foreach (var o in new Option[] { _model, _adapters, _listen, _grpcListen, _config, _token, _labelWindow, _labels, _qos, _qosTarget, _interval, _reset,
+        foreach (var o in new Option[] { _model, _adapters, _listen, _grpcListen, _config, _token, _labelWindow, _labels, _qos, _qosTarget, _qosPriority, _interval, _reset,
                                          _shutdown, _noTrainer, _adaptLastLayer, _maxEvents, _maxBag, _maxBytes, _ring, _trainerBatch })
             Add(o);
     }
@@ -57,6 +58,7 @@ internal sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
             Set(_labels, nameof(ServeOptions.Labels), v => v == "off" ? nameof(LabelPolicy.Off) : nameof(LabelPolicy.ImplicitNegative));
             Set(_qos, nameof(ServeOptions.Qos));
             Set(_qosTarget, nameof(ServeOptions.QosTargetMs));
+            Set(_qosPriority, nameof(ServeOptions.QosTrainerPriority));
             Set(_interval, nameof(ServeOptions.CheckpointInterval), v => ServeConfiguration.Duration("checkpoint-interval", v!));
             Set(_shutdown, nameof(ServeOptions.ShutdownTimeout), v => ServeConfiguration.Duration("shutdown-timeout", v!));
             Set(_maxEvents, nameof(ServeOptions.MaxBatchEvents));

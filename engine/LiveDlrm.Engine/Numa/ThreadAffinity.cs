@@ -75,6 +75,29 @@ internal static unsafe class ThreadAffinity
         return nice;
     }
 
+    /// <summary>Puts the calling thread under the kernel's SCHED_IDLE policy: it runs only on CPU time no normal
+    /// thread wants (weight 3 against a nice-0 thread's 1024), and a waking normal thread preempts it at once instead
+    /// of waiting out its slice as it would behind a niced thread. Returns false, changing nothing, when the kernel
+    /// refuses (EPERM: a seccomp or container policy); throws for other failures.</summary>
+    public static bool TrySetCurrentThreadIdlePolicy()
+    {
+        RequireLibC();
+        var param = new LibC.SchedParam { Priority = 0 };
+        if (LibC.SchedSetScheduler(0, LibC.SchedIdle, &param) == 0) return true;
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno is 1 or 13 or 22) return false;   // EPERM, EACCES, EINVAL (a kernel without SCHED_IDLE)
+        throw new InvalidOperationException($"sched_setscheduler(thread {LibC.GetTid()}, SCHED_IDLE) failed: errno {errno}");
+    }
+
+    /// <summary>Whether thread <paramref name="tid"/> runs under SCHED_IDLE.</summary>
+    public static bool IsIdlePolicy(int tid)
+    {
+        RequireLibC();
+        int policy = LibC.SchedGetScheduler(tid);
+        if (policy < 0) throw new InvalidOperationException($"sched_getscheduler({tid}) failed: errno {Marshal.GetLastPInvokeError()}");
+        return (policy & 0xff) == LibC.SchedIdle;   // the low byte: SCHED_RESET_ON_FORK may be or-ed in
+    }
+
     static void RequireLibC()
     {
         if (!IsAvailable) throw new PlatformNotSupportedException("libc.so.6 is unavailable: thread affinity cannot be set on this platform");

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using LiveDlrm.Serving.Node;
+using LiveDlrm.Serving.Qos;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -197,6 +198,7 @@ internal static class JsonApi
         bool running;
         QosMode mode;
         double? target = null;
+        TrainerPriority? priority = null;
         using (doc)
         {
             var root = doc.RootElement;
@@ -214,8 +216,14 @@ internal static class JsonApi
                 if (t.ValueKind != JsonValueKind.Number || !(t.GetDouble() is > 0 and < 60_000)) { await Error(ctx, 400, "qosTargetMs: expected a positive number of milliseconds"); return; }
                 target = t.GetDouble();
             }
+            if (root.TryGetProperty("trainerPriority", out var pr))
+            {
+                if (pr.ValueKind != JsonValueKind.String || !Enum.TryParse(pr.GetString(), ignoreCase: true, out TrainerPriority p) || !Enum.IsDefined(p))
+                { await Error(ctx, 400, "trainerPriority: expected \"idle\" or \"nice\""); return; }
+                priority = p;
+            }
         }
-        await host.SetTrainerAsync(running, mode, target);
+        await host.SetTrainerAsync(running, mode, target, priority);
         await ctx.Response.WriteAsJsonAsync(new { trainer = host.TrainerDescription() }, ServingHost.Json);
     }
 

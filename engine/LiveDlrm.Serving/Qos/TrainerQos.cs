@@ -9,6 +9,13 @@ using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Serving.Qos;
 
+/// <summary>How an unpinned trainer thread under <see cref="QosMode.Full"/> yields the CPU to everything else.
+/// <c>Idle</c>: the kernel's SCHED_IDLE policy — it runs only on CPU time no normal thread wants, and a waking
+/// request thread (or any other process, such as a load generator or a client on the same machine) preempts it at
+/// once. <c>Nice</c>: nice <see cref="TrainerQos.UnpinnedTrainerNice"/> — about a tenth of a nice-0 thread's weight,
+/// but a waking thread may wait out the rest of its slice, and it keeps that share of a fully busy CPU.</summary>
+internal enum TrainerPriority { Idle, Nice }
+
 /// <summary>
 /// The colocated trainer under QoS in the serving process, driven by the server's own measured request latency:
 /// in <see cref="QosMode.Full"/> the <see cref="ResourcePlan"/> pins the trainer thread to its PUs with its nice
@@ -32,6 +39,7 @@ internal sealed class TrainerQos : IDisposable
     long _cutsBefore, _increasesBefore, _pausesBefore, _resumesBefore, _holdsBefore;
 
     public QosMode Mode { get; private set; }
+    public TrainerPriority Priority { get; private set; }
     /// <summary>True while <see cref="WithTrainerPaused"/> holds the trainer (it is still wanted).</summary>
     public bool PausedForRead { get; private set; }
     public double TargetMs => _targetMs;
@@ -49,9 +57,9 @@ internal sealed class TrainerQos : IDisposable
     /// request threads at once (a nice-10 thread weighs about a tenth of a nice-0 one), and still uses idle CPU.</summary>
     public const int UnpinnedTrainerNice = 10;
 
-    public TrainerQos(QosMode mode, double targetMs, ILogger log, string resctrlRoot = ResctrlSupport.DefaultRoot)
+    public TrainerQos(QosMode mode, double targetMs, ILogger log, string resctrlRoot = ResctrlSupport.DefaultRoot, TrainerPriority priority = TrainerPriority.Idle)
     {
-        Mode = mode; _targetMs = targetMs; _log = log;
+        Mode = mode; _targetMs = targetMs; _log = log; Priority = priority;
         var topology = Topology.Detect();
         _plan = ResourcePlan.Create(topology, new PlanOptions());
         _resctrl = ResctrlSupport.Detect(resctrlRoot);
@@ -59,7 +67,7 @@ internal sealed class TrainerQos : IDisposable
         PinsTrainer = ThreadAffinity.IsAvailable && !_plan.SharesPus && inferenceCores >= 2;
         string pinning = PinsTrainer ? "trainer pinned per plan"
             : !ThreadAffinity.IsAvailable ? "trainer NOT pinned (no libc affinity)"
-            : F($"trainer NOT pinned, nice {UnpinnedTrainerNice} (request threads would keep {inferenceCores} core(s) beside it: pinning would isolate nothing)");
+            : F($"trainer NOT pinned but {PriorityText(priority)} (request threads would keep {inferenceCores} core(s) beside it: pinning would isolate nothing)");
         var sb = new StringBuilder();
         sb.AppendLine($"qos: mode {mode.ToString().ToLowerInvariant()}, target server-side P99 {targetMs.ToString("G4", CultureInfo.InvariantCulture)} ms");
         sb.AppendLine($"machine: {topology.Source}, {topology.Nodes.Count} node(s), {topology.Cores.Count} cores, {topology.Pus.Count} PUs");
@@ -94,9 +102,9 @@ internal sealed class TrainerQos : IDisposable
         }
     }
 
-    /// <summary>Restarts the trainer under <paramref name="mode"/> (and a new controller target, if given);
-    /// <paramref name="running"/> false leaves it stopped.</summary>
-    public void Set(ILiveNode node, QosMode mode, bool running, double? targetMs = null)
+    /// <summary>Restarts the trainer under <paramref name="mode"/> (and a new controller target and unpinned-trainer
+    /// priority, if given); <paramref name="running"/> false leaves it stopped.</summary>
+    public void Set(ILiveNode node, QosMode mode, bool running, double? targetMs = null, TrainerPriority? priority = null)
     {
         if (targetMs is double t && !(t > 0 && double.IsFinite(t))) throw new ArgumentOutOfRangeException(nameof(targetMs), t, "QoS target must be positive");
         lock (_lock)
@@ -105,6 +113,7 @@ internal sealed class TrainerQos : IDisposable
             _node = node;
             Mode = mode;
             if (targetMs is double target) _targetMs = target;
+            if (priority is TrainerPriority p) Priority = p;
             TrainerWanted = running;
             if (running) StartLocked();
         }
@@ -116,7 +125,7 @@ internal sealed class TrainerQos : IDisposable
         bool full = Mode == QosMode.Full;
         bool pin = full && PinsTrainer;
         node.StartTrainer(pin ? _plan.TrainerThreadStart
-            : full && ThreadAffinity.IsAvailable ? _ => ThreadAffinity.TrySetCurrentThreadNice(UnpinnedTrainerNice) : null);
+            : full && ThreadAffinity.IsAvailable ? _ => LowerCurrentThread(Priority, _log) : null);
         if (full)
         {
             _groups = ResctrlGroups.TryCreate(_resctrl, new ResctrlAllocation(), _log, prefix: $"livedlrm-serve-{Environment.ProcessId}");
@@ -159,6 +168,20 @@ internal sealed class TrainerQos : IDisposable
         _node?.StopTrainer(hold);
         _groups?.Dispose();
         _groups = null;
+    }
+
+    static string PriorityText(TrainerPriority p) => p == TrainerPriority.Idle ? "SCHED_IDLE" : F($"nice {UnpinnedTrainerNice}");
+
+    /// <summary>Runs on the trainer thread as it starts: SCHED_IDLE (falling back to the nice value where the kernel
+    /// refuses it), or the nice value.</summary>
+    static void LowerCurrentThread(TrainerPriority priority, ILogger log)
+    {
+        if (priority == TrainerPriority.Idle)
+        {
+            if (ThreadAffinity.TrySetCurrentThreadIdlePolicy()) return;
+            log.LogWarning("qos: the kernel refused SCHED_IDLE for the trainer thread; it runs at nice {Nice} instead", UnpinnedTrainerNice);
+        }
+        ThreadAffinity.TrySetCurrentThreadNice(UnpinnedTrainerNice);
     }
 
     static IEnumerable<int> ProcessThreadIds()

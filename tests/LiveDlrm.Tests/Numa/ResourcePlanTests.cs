@@ -144,6 +144,19 @@ internal class ResourcePlanTests
     }
 
     [Test]
+    public void IdlePolicyAppliesToTheCallingThreadOnly()
+    {
+        bool set = false, idle = false, otherIdle = true;
+        int tid = 0;
+        var t = new Thread(() => { set = ThreadAffinity.TrySetCurrentThreadIdlePolicy(); tid = ThreadAffinity.CurrentThreadId(); idle = ThreadAffinity.IsIdlePolicy(tid); });
+        t.Start(); t.Join();
+        otherIdle = ThreadAffinity.IsIdlePolicy(ThreadAffinity.CurrentThreadId());
+        Assert.That(set, Is.True, "entering SCHED_IDLE needs no privilege");
+        Assert.That(idle, Is.True, "the kernel reports SCHED_IDLE for that thread");
+        Assert.That(otherIdle, Is.False, "the policy is per thread: the test thread keeps its own");
+    }
+
+    [Test]
     public void PinningToAnAbsentPuFailsWithTheErrno()
     {
         Exception? error = null;

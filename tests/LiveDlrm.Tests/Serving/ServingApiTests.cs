@@ -212,6 +212,48 @@ internal class ServingApiTests
     }
 
     [Test]
+    public async Task FullQosRunsAnUnpinnedTrainerUnderSchedIdleOrTheChosenNice()
+    {
+        string dir = TempDir("livedlrm-serve-priority");
+        const string token = "test-token-0123456789abcdef";
+        try
+        {
+            await using var s = await StartAsync(Options(_modelA, o => { o.Qos = QosMode.Full; o.AdminTokenFile = TokenFile(dir, token); }));
+            if (s.Host.Qos.PinsTrainer) Assert.Ignore("this machine pins the trainer per the plan (its priority is the plan's)");
+            // The trainer thread lists its id, then lowers itself: wait (bounded) for what the treatment should be.
+            (bool Idle, int Nice) Treatment((bool Idle, int Nice) expected)
+            {
+                (bool, int) seen = default;
+                for (int i = 0; i < 300; i++)
+                {
+                    if (s.Host.Node.TrainerThreadIds is [int tid, ..])
+                    {
+                        try { seen = (LiveDlrm.Numa.ThreadAffinity.IsIdlePolicy(tid), LiveDlrm.Numa.ThreadAffinity.GetNice(tid)); }
+                        catch (InvalidOperationException) { }   // the thread of a previous start just exited
+                        if (seen == expected) return seen;
+                    }
+                    Thread.Sleep(10);
+                }
+                return seen;
+            }
+            Assert.That(s.Host.Qos.Priority, Is.EqualTo(LiveDlrm.Serving.Qos.TrainerPriority.Idle), "the default");
+            Assert.That(Treatment((true, 0)), Is.EqualTo((true, 0)), "full, unpinned: SCHED_IDLE");
+
+            await AdminJsonAsync<JsonElement>(s.Http, HttpMethod.Post, "/admin/trainer", token, "{\"running\":true,\"qos\":\"full\",\"trainerPriority\":\"nice\"}");
+            var nice = (false, LiveDlrm.Serving.Qos.TrainerQos.UnpinnedTrainerNice);
+            Assert.That(Treatment(nice), Is.EqualTo(nice), "full, nice: nice 10");
+
+            await AdminJsonAsync<JsonElement>(s.Http, HttpMethod.Post, "/admin/trainer", token, "{\"running\":true,\"qos\":\"off\"}");
+            Assert.That(Treatment((false, 0)), Is.EqualTo((false, 0)), "off: untouched");
+
+            using var bad = await s.Http.SendAsync(Admin(HttpMethod.Post, "/admin/trainer", token, "{\"running\":true,\"trainerPriority\":\"low\"}"));
+            Assert.That(bad.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
+            Assert.That(await bad.Content.ReadAsStringAsync(), Does.Contain("trainerPriority"));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
     public async Task ReloadUnderConcurrentScoringFailsNoRequestAndMixesNoModels()
     {
         string dir = TempDir("livedlrm-serve-reload");
