@@ -19,8 +19,8 @@ internal enum TrainerPriority { Idle, Nice }
 /// <summary>
 /// The colocated trainer under QoS in the serving process, driven by the server's own measured request latency:
 /// in <see cref="QosMode.Full"/> the <see cref="ResourcePlan"/> pins the trainer thread to its PUs with its nice
-/// value (where pinning can isolate anything, see <see cref="PinsTrainer"/>; otherwise the trainer runs unpinned at
-/// nice <see cref="UnpinnedTrainerNice"/>), resctrl groups separate cache and bandwidth where resctrl is mounted, and
+/// value (where pinning can isolate anything, see <see cref="PinsTrainer"/>; otherwise the trainer runs unpinned under
+/// SCHED_IDLE, or at nice <see cref="UnpinnedTrainerNice"/>, as <see cref="Priority"/> says), resctrl groups separate cache and bandwidth where resctrl is mounted, and
 /// a <see cref="LatencyQosController"/> sets the trainer's duty cycle from the windowed P99 of server-side request
 /// latency (handler time plus the thread pool's queueing delay); <see cref="QosMode.Throttle"/> keeps only the
 /// controller; <see cref="QosMode.Off"/> runs the trainer unthrottled and unpinned. The mode can change at run time
@@ -53,8 +53,8 @@ internal sealed class TrainerQos : IDisposable
     /// with equal priority, and the scheduler cannot move them away from it; measured on such a machine
     /// (docs/serving.md) the pinned trainer made the 80 % load tail worse than an unpinned, unthrottled one.</summary>
     public bool PinsTrainer { get; }
-    /// <summary>The nice value of an unpinned trainer under <see cref="QosMode.Full"/>: it yields a shared CPU to
-    /// request threads at once (a nice-10 thread weighs about a tenth of a nice-0 one), and still uses idle CPU.</summary>
+    /// <summary>The nice value of an unpinned trainer under <see cref="QosMode.Full"/> with <see cref="TrainerPriority.Nice"/>
+    /// (or where the kernel refuses SCHED_IDLE): a nice-10 thread weighs about a tenth of a nice-0 one.</summary>
     public const int UnpinnedTrainerNice = 10;
 
     public TrainerQos(QosMode mode, double targetMs, ILogger log, string resctrlRoot = ResctrlSupport.DefaultRoot, TrainerPriority priority = TrainerPriority.Idle)
