@@ -36,7 +36,7 @@ internal sealed class ServeOptions
     /// <summary>The server-side P99 the QoS controller defends.</summary>
     public double QosTargetMs { get; set; } = 10;
     /// <summary>How an unpinned trainer under <see cref="QosMode.Full"/> yields the CPU (SCHED_IDLE or nice).</summary>
-    public TrainerPriority QosTrainerPriority { get; set; } = TrainerPriority.Idle;
+    public TrainerPriority QosTrainerPriority { get; set; } = TrainerPriority.Nice;
     public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(60);
     /// <summary>Start from fresh adapters even if the adapter directory holds a checkpoint (it is replaced at the
     /// next save).</summary>

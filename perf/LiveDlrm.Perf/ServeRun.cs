@@ -19,8 +19,8 @@ namespace LiveDlrm.Perf;
 /// in this process. First the maximum sustainable QPS with the trainer off (the latency harness's criterion: nothing
 /// dropped, failed or unanswered, median latency ≤ 5 × the light-load median); then at 50 % and 80 % of it the three modes
 /// <c>no-trainer</c>, <c>trainer-unthrottled</c> (QoS off) and <c>trainer-qos</c> (plan, pinning, resctrl if mounted,
-/// the duty-cycle controller defending the no-trainer server-side P99; an unpinned trainer under SCHED_IDLE) and
-/// <c>trainer-qos-nice</c> (the same with the trainer at nice 10) in interleaved rounds with a rotating order,
+/// the duty-cycle controller defending the no-trainer server-side P99; an unpinned trainer at nice 10) and
+/// <c>trainer-qos-idle</c> (the same with the trainer under SCHED_IDLE) in interleaved rounds with a rotating order,
 /// so slow drifts of a shared machine fall on every mode alike; the figures are medians over rounds, the ratios
 /// per-round P99(mode) / P99(no-trainer of the same round). Every served event becomes a training sample (labels
 /// for a fraction, implicit negatives for the rest), so the trainer's load follows the traffic.
@@ -28,10 +28,10 @@ namespace LiveDlrm.Perf;
 internal sealed class ServeRun : BenchRun
 {
     const string Token = "bench-serve-token-0123456789";
-    // trainer-qos is `serve --qos full` as shipped (an unpinned trainer under SCHED_IDLE); trainer-qos-nice is the
-    // same with the trainer at nice 10 instead, measured in the same rounds so the two mechanisms are compared
+    // trainer-qos is `serve --qos full` as shipped (an unpinned trainer at nice 10); trainer-qos-idle is the same
+    // with the trainer under SCHED_IDLE instead, measured in the same rounds so the two mechanisms are compared
     // under the same drift of a shared machine.
-    static readonly string[] Modes = ["no-trainer", "trainer-unthrottled", "trainer-qos", "trainer-qos-nice"];
+    static readonly string[] Modes = ["no-trainer", "trainer-unthrottled", "trainer-qos", "trainer-qos-idle"];
 
     readonly Option<int> _rounds = Opt.Int("--rounds", "interleaved rounds per load", 8, 1, 1000);
     readonly Option<double> _seconds = Opt.Double("--seconds", "measured seconds per mode and round", 4, 0.5, 600);
@@ -222,8 +222,8 @@ internal sealed class ServeRun : BenchRun
         {
             "no-trainer" => "{\"running\":false}",
             "trainer-unthrottled" => "{\"running\":true,\"qos\":\"off\"}",
-            "trainer-qos-nice" => F($"{{\"running\":true,\"qos\":\"full\",\"trainerPriority\":\"nice\",\"qosTargetMs\":{targetMs ?? 10:R}}}"),
-            _ => F($"{{\"running\":true,\"qos\":\"full\",\"trainerPriority\":\"idle\",\"qosTargetMs\":{targetMs ?? 10:R}}}"),
+            "trainer-qos-idle" => F($"{{\"running\":true,\"qos\":\"full\",\"trainerPriority\":\"idle\",\"qosTargetMs\":{targetMs ?? 10:R}}}"),
+            _ => F($"{{\"running\":true,\"qos\":\"full\",\"trainerPriority\":\"nice\",\"qosTargetMs\":{targetMs ?? 10:R}}}"),
         };
         using var request = new HttpRequestMessage(HttpMethod.Post, "/admin/trainer") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
         request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Token);

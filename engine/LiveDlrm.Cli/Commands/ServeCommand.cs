@@ -18,7 +18,7 @@ internal sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
     readonly Option<string> _labels = Opt.Choice("--labels", "what an unlabelled request becomes after the window: a label-0 example, or nothing", "implicit-negative", "implicit-negative", "off");
     readonly Option<string> _qos = Opt.Choice("--qos", "full: plan, pinning, resctrl, controller; throttle: controller only; off", "full", "full", "throttle", "off");
     readonly Option<double?> _qosTarget = Opt.OptionalDouble("--qos-target-ms", "server-side P99 the QoS controller defends (default 10)", 0.001, 60_000);
-    readonly Option<string> _qosPriority = Opt.Choice("--qos-trainer-priority", "full mode, unpinned trainer: idle = SCHED_IDLE (runs only on idle CPU); nice = nice 10", "idle", "idle", "nice");
+    readonly Option<string> _qosPriority = Opt.Choice("--qos-trainer-priority", "full mode, unpinned trainer: nice = nice 10; idle = SCHED_IDLE (runs only on idle CPU)", "nice", "nice", "idle");
     readonly Option<string?> _interval = Opt.Text("--checkpoint-interval", "adapter save interval (default 60s); also saved on SIGTERM/SIGINT", helpName: "DUR");
     readonly Option<bool> _reset = Opt.Flag("--adapters-reset", "ignore saved adapters (they are replaced at the next save)");
     readonly Option<string?> _shutdown = Opt.Text("--shutdown-timeout", "graceful drain limit (default 10s)", helpName: "DUR");

@@ -13,14 +13,16 @@ namespace LiveDlrm.Serving.Qos;
 /// <c>Idle</c>: the kernel's SCHED_IDLE policy — it runs only on CPU time no normal thread wants, and a waking
 /// request thread (or any other process, such as a load generator or a client on the same machine) preempts it at
 /// once. <c>Nice</c>: nice <see cref="TrainerQos.UnpinnedTrainerNice"/> — about a tenth of a nice-0 thread's weight,
-/// but a waking thread may wait out the rest of its slice, and it keeps that share of a fully busy CPU.</summary>
-internal enum TrainerPriority { Idle, Nice }
+/// but a waking thread may wait out the rest of its slice, and it keeps that share of a fully busy CPU. Nice is the
+/// default: on a saturated host a SCHED_IDLE thread may wait long for a CPU, and the runtime's stop-the-world
+/// suspensions wait for it too; in interleaved runs there it was not ahead (docs/serving.md).</summary>
+internal enum TrainerPriority { Nice, Idle }
 
 /// <summary>
 /// The colocated trainer under QoS in the serving process, driven by the server's own measured request latency:
 /// in <see cref="QosMode.Full"/> the <see cref="ResourcePlan"/> pins the trainer thread to its PUs with its nice
-/// value (where pinning can isolate anything, see <see cref="PinsTrainer"/>; otherwise the trainer runs unpinned under
-/// SCHED_IDLE, or at nice <see cref="UnpinnedTrainerNice"/>, as <see cref="Priority"/> says), resctrl groups separate cache and bandwidth where resctrl is mounted, and
+/// value (where pinning can isolate anything, see <see cref="PinsTrainer"/>; otherwise the trainer runs unpinned,
+/// at nice <see cref="UnpinnedTrainerNice"/> or under SCHED_IDLE, as <see cref="Priority"/> says), resctrl groups separate cache and bandwidth where resctrl is mounted, and
 /// a <see cref="LatencyQosController"/> sets the trainer's duty cycle from the windowed P99 of server-side request
 /// latency (handler time plus the thread pool's queueing delay); <see cref="QosMode.Throttle"/> keeps only the
 /// controller; <see cref="QosMode.Off"/> runs the trainer unthrottled and unpinned. The mode can change at run time
@@ -57,7 +59,7 @@ internal sealed class TrainerQos : IDisposable
     /// (or where the kernel refuses SCHED_IDLE): a nice-10 thread weighs about a tenth of a nice-0 one.</summary>
     public const int UnpinnedTrainerNice = 10;
 
-    public TrainerQos(QosMode mode, double targetMs, ILogger log, string resctrlRoot = ResctrlSupport.DefaultRoot, TrainerPriority priority = TrainerPriority.Idle)
+    public TrainerQos(QosMode mode, double targetMs, ILogger log, string resctrlRoot = ResctrlSupport.DefaultRoot, TrainerPriority priority = TrainerPriority.Nice)
     {
         Mode = mode; _targetMs = targetMs; _log = log; Priority = priority;
         var topology = Topology.Detect();

@@ -218,7 +218,7 @@ internal class ServingApiTests
         const string token = "test-token-0123456789abcdef";
         try
         {
-            await using var s = await StartAsync(Options(_modelA, o => { o.Qos = QosMode.Full; o.AdminTokenFile = TokenFile(dir, token); }));
+            await using var s = await StartAsync(Options(_modelA, o => { o.Qos = QosMode.Full; o.QosTrainerPriority = LiveDlrm.Serving.Qos.TrainerPriority.Idle; o.AdminTokenFile = TokenFile(dir, token); }));
             if (s.Host.Qos.PinsTrainer) Assert.Ignore("this machine pins the trainer per the plan (its priority is the plan's)");
             // The trainer thread lists its id, then lowers itself: wait (bounded) for what the treatment should be.
             (bool Idle, int Nice) Treatment((bool Idle, int Nice) expected)
@@ -236,8 +236,8 @@ internal class ServingApiTests
                 }
                 return seen;
             }
-            Assert.That(s.Host.Qos.Priority, Is.EqualTo(LiveDlrm.Serving.Qos.TrainerPriority.Idle), "the default");
-            Assert.That(Treatment((true, 0)), Is.EqualTo((true, 0)), "full, unpinned: SCHED_IDLE");
+            Assert.That(new ServeOptions().QosTrainerPriority, Is.EqualTo(LiveDlrm.Serving.Qos.TrainerPriority.Nice), "the default");
+            Assert.That(Treatment((true, 0)), Is.EqualTo((true, 0)), "full, unpinned, idle: SCHED_IDLE");
 
             await AdminJsonAsync<JsonElement>(s.Http, HttpMethod.Post, "/admin/trainer", token, "{\"running\":true,\"qos\":\"full\",\"trainerPriority\":\"nice\"}");
             var nice = (false, LiveDlrm.Serving.Qos.TrainerQos.UnpinnedTrainerNice);
