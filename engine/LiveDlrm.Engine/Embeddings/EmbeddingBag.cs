@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace LiveDlrm.Embeddings;
@@ -9,9 +10,14 @@ namespace LiveDlrm.Embeddings;
 /// <para>Batch: CSR <paramref name="offsets"/> with bags + 1 entries, offsets[0] == 0, non-decreasing,
 /// offsets[bags] == indices.Length; bag b pools rows indices[offsets[b] .. offsets[b+1]) into
 /// output[b·dim .. (b+1)·dim). Sum, mean (empty bag → zeros) or weighted sum (one weight per index).</para>
-/// <para>The whole batch is validated first (<see cref="EmbeddingBagValidation"/>): any bad input throws
-/// <see cref="ArgumentException"/> / <see cref="ArgumentOutOfRangeException"/> naming the table, the position and
-/// the value, and no output row is written. No managed allocation per call.</para></summary>
+/// <para>Bad input throws <see cref="ArgumentException"/> / <see cref="ArgumentOutOfRangeException"/> naming the table,
+/// the position and the value. The table, offsets, weights and output length are checked before anything is written
+/// (<see cref="EmbeddingBagValidation.ValidateShape{TIndex, TOffset}"/>); the indices are checked by the kernels in
+/// their loop, one predicted compare each, instead of in a pass of their own, so an index outside the table is found
+/// during the lookup: the call then zeroes the output's bags × dim floats before it throws (no partial sums are left;
+/// floats past them are never touched). Callers that need the output untouched on a bad index validate the whole
+/// batch first (<see cref="EmbeddingBagValidation.Validate{TIndex, TOffset}"/>, as the multi-table lookup does). No
+/// managed allocation per call.</para></summary>
 internal static unsafe class EmbeddingBag
 {
     /// <summary>Batches with fewer lookups than this run on the calling thread alone: below it, waking the pool
@@ -23,31 +29,46 @@ internal static unsafe class EmbeddingBag
     public static void Forward(EmbeddingTable table, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, Span<float> output,
                                PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, EmbeddingWorkerPool? pool = null)
     {
-        int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
+        int bags = EmbeddingBagValidation.ValidateShape(table, indices, offsets, output.Length, pooling, weights);
+        bool ok;
         fixed (long* i = indices)
         fixed (long* o = offsets)
         fixed (float* y = output)
         fixed (float* w = weights)
-            Execute<long>(table, i, o, y, w, bags, indices.Length, pooling, pool);
+            ok = Execute<long>(table, i, o, y, w, bags, indices.Length, pooling, pool);
+        if (!ok) Reject(table, indices, output[..(bags * table.Dim)]);
     }
 
     /// <inheritdoc cref="Forward(EmbeddingTable, ReadOnlySpan{long}, ReadOnlySpan{long}, Span{float}, PoolingMode, ReadOnlySpan{float}, EmbeddingWorkerPool?)"/>
     public static void Forward(EmbeddingTable table, ReadOnlySpan<int> indices, ReadOnlySpan<int> offsets, Span<float> output,
                                PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default, EmbeddingWorkerPool? pool = null)
     {
-        int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
+        int bags = EmbeddingBagValidation.ValidateShape(table, indices, offsets, output.Length, pooling, weights);
+        bool ok;
         fixed (int* i = indices)
         fixed (int* o = offsets)
         fixed (float* y = output)
         fixed (float* w = weights)
-            Execute<int>(table, i, o, y, w, bags, indices.Length, pooling, pool);
+            ok = Execute<int>(table, i, o, y, w, bags, indices.Length, pooling, pool);
+        if (!ok) Reject(table, indices, output[..(bags * table.Dim)]);
     }
 
-    static void Execute<TI>(EmbeddingTable table, TI* indices, TI* offsets, float* output, float* weights, int bags, int lookups,
+    /// <summary>A kernel stopped at an index outside the table: no partial sums are left in the output, and the
+    /// exception names the first bad index (found again here; the error path may be slow).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void Reject<TI>(EmbeddingTable table, ReadOnlySpan<TI> indices, Span<float> output) where TI : unmanaged, IBinaryInteger<TI>
+    {
+        output.Clear();
+        EmbeddingBagValidation.CheckIndices(table, indices);
+        throw new InvalidOperationException($"table '{table.Name}': an index went out of range during the lookup but none is out of range now; was the batch modified concurrently?");
+    }
+
+    /// <summary>False when a kernel found an index outside the table (the bags it had done are written).</summary>
+    static bool Execute<TI>(EmbeddingTable table, TI* indices, TI* offsets, float* output, float* weights, int bags, int lookups,
                             PoolingMode pooling, EmbeddingWorkerPool? pool)
         where TI : unmanaged, IBinaryInteger<TI>
     {
-        if (bags == 0) return;
+        if (bags == 0) return true;
         int candidate = -1;
         int distance = EmbeddingKernels.PrefetchDistanceOverridden ? EmbeddingKernels.PrefetchDistance : table.Prefetch.Next(lookups, out candidate);
         var job = new BagJob
@@ -78,8 +99,7 @@ internal static unsafe class EmbeddingBag
         }
         if (timed && ok) table.Prefetch.Record(candidate, Stopwatch.GetTimestamp() - started, lookups);
         GC.KeepAlive(table);    // the native rows must outlive the kernels even if the caller drops the table
-        if (!ok)
-            throw new InvalidOperationException($"table '{table.Name}': an index went out of range during the lookup although the batch validated; was the batch modified concurrently?");
+        return ok;
     }
 
     internal static delegate*<in BagJob, int, int, bool> SelectKernel<TI>(KernelIsa isa, EmbeddingStorage storage)

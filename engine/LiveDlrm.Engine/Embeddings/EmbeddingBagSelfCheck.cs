@@ -65,6 +65,32 @@ internal static class EmbeddingBagSelfCheck
                                 }
                         }
                 }
+                // A bad index (negative, = rows, huge) at a random place: the kernels' check and the vectorised
+                // search at this level must stop the lookup, name that position and leave no partial sums.
+                foreach (long bad in new[] { -1L, rows, long.MaxValue })
+                    foreach (var p in new[] { callerOnly, pool })
+                        foreach (bool ints in new[] { false, true })
+                        {
+                            cases++;
+                            int at = rng.Next(idx.Length);
+                            var badIdx = (long[])idx.Clone();
+                            badIdx[at] = ints && bad == long.MaxValue ? int.MinValue : bad;
+                            Array.Fill(actual, float.NaN);
+                            string? problem = null;
+                            try
+                            {
+                                if (ints) EmbeddingBag.Forward(table, badIdx.Select(v => (int)v).ToArray(), intOff, actual, PoolingMode.Sum, default, p);
+                                else EmbeddingBag.Forward(table, badIdx, offsets, actual, PoolingMode.Sum, default, p);
+                                problem = "accepted";
+                            }
+                            catch (ArgumentOutOfRangeException e) when (e.Message.Contains($"indices[{at}] = "))
+                            {
+                                if (actual.Any(v => v != 0)) problem = "left partial sums in the output";
+                            }
+                            catch (Exception e) { problem = $"threw {e.GetType().Name}: {e.Message}"; }
+                            if (problem is not null)
+                                failures.Add($"{storage} dim {dim} bad index {badIdx[at]} at {at} {(ints ? "int" : "long")} threads {p.ThreadCount + 1}: {problem}");
+                        }
             }
         return new Result(EmbeddingKernels.CurrentIsa, cases, failures);
     }

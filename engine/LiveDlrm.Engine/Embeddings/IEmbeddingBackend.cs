@@ -3,8 +3,9 @@ namespace LiveDlrm.Embeddings;
 /// <summary>Where pooled lookups run: the CPU SIMD kernels, or the UPMEM PIM shim (real DPUs or the project's
 /// emulation). The model calls its tables through one of these, so the choice is a configuration, not a code path.
 /// Contract is that of <c>EmbeddingBag.Forward</c>: CSR <paramref name="offsets"/> of length bags + 1 with
-/// offsets[0] == 0 and offsets[bags] == indices.Length; output holds bags × table.Dim floats; bad input throws
-/// before any output row is written.</summary>
+/// offsets[0] == 0 and offsets[bags] == indices.Length; output holds bags × table.Dim floats; bad input throws, and
+/// leaves no partial sums: bad offsets, weights or output length before anything is written, an index outside the
+/// table (which a kernel may find in its loop) with the output's bags × dim floats zeroed.</summary>
 internal interface IEmbeddingBackend : IDisposable
 {
     /// <summary>Short name shown in stats and logs ("cpu-avx512", "pim-emulated", ...).</summary>

@@ -75,7 +75,8 @@ internal static unsafe class RowPrefetch
     }
 
     /// <summary>The row of lookup <paramref name="j"/> + <paramref name="distance"/>, when that lookup is still inside
-    /// this thread's range of the batch (whose indices are all validated).</summary>
+    /// this thread's range of the batch. Its index is not checked yet (the kernel checks it when its turn comes): an
+    /// index outside the table gives an address outside it, which a prefetch ignores (prefetches never fault).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Ahead<TI>(TI* indices, long j, int distance, long rangeEnd, byte* table, long stride) where TI : unmanaged, System.Numerics.IBinaryInteger<TI>
     {

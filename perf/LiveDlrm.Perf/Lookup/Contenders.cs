@@ -267,3 +267,57 @@ sealed class LoraContender : Contender
 
     public override void Dispose() => _adapter.Dispose();
 }
+
+/// <summary>--breakdown: one piece of LiveDlrm's lookup outside the kernel loop, timed alone on the same batches, so
+/// its share of a lookup can be read off (the printed µs a batch): the full validation pass over offsets and indices
+/// that the multi-table and LoRA lookups run before any output is written, the shape check the plain lookup runs
+/// (<see cref="EmbeddingBagValidation.ValidateShape{TIndex, TOffset}"/>), and the pool's hand-off with a kernel that
+/// does nothing. Its output is never checked.</summary>
+sealed unsafe class PieceContender : Contender
+{
+    public enum Piece { Validation, ShapeCheck, PoolHandOff }
+
+    readonly EmbeddingTable _table;
+    readonly LookupBatches _batches;
+    readonly EmbeddingWorkerPool _pool;
+    readonly Piece _piece;
+    readonly int _outputLength;
+
+    public PieceContender(EmbeddingTable table, LookupBatches batches, EmbeddingWorkerPool pool, Piece piece)
+    {
+        _table = table;
+        _batches = batches;
+        _pool = pool;
+        _piece = piece;
+        _outputLength = batches.Bags * table.Dim;
+    }
+
+    public override string Name => _piece switch
+    {
+        Piece.Validation => "piece_validation",
+        Piece.ShapeCheck => "piece_shape_check",
+        _ => "piece_pool_handoff",
+    };
+
+    static bool Nothing(in BagJob job, int bagBegin, int bagEnd) => true;
+
+    public override void Forward(int batch)
+    {
+        switch (_piece)
+        {
+            case Piece.Validation:
+                EmbeddingBagValidation.Validate(_table, (ReadOnlySpan<long>)_batches.Indices[batch], (ReadOnlySpan<long>)_batches.Offsets, _outputLength, PoolingMode.Sum, default);
+                break;
+            case Piece.ShapeCheck:
+                EmbeddingBagValidation.ValidateShape(_table, (ReadOnlySpan<long>)_batches.Indices[batch], (ReadOnlySpan<long>)_batches.Offsets, _outputLength, PoolingMode.Sum, default);
+                break;
+            default:
+                var job = new BagJob { Bags = _batches.Bags, Kernel = &Nothing };
+                if (!_pool.TryRun(in job, out _)) throw new InvalidOperationException("pool busy");
+                break;
+        }
+    }
+
+    public override ReadOnlySpan<float> Output => default;
+    public override string? Verify(ReadOnlySpan<float> plainExpected) => null;
+}

@@ -24,5 +24,7 @@ sealed record LookupOptions
     public bool Quick { get; init; }
     /// <summary>Also time the LoRA-augmented lookup (rank 16, adapter at its 1 % budget) on every case.</summary>
     public bool Lora { get; init; } = true;
+    /// <summary>Also time the pieces of a lookup outside the kernel loop alone (<see cref="PieceContender"/>).</summary>
+    public bool Breakdown { get; init; }
     public string? Out { get; init; }
 }

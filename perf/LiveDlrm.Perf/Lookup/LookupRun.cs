@@ -32,12 +32,13 @@ internal sealed class LookupRun : BenchRun
     readonly Option<string?> _liveDlrmPrefetch = Opt.Text("--livedlrm-prefetch", "also time LiveDlrm at these prefetch distances (tuning aid; off by default)", helpName: "A,B");
     readonly Option<string?> _cases = Opt.Text("--cases", "only cases whose name contains one of these (e.g. fp32-4M-uniform, int8, zipf)", helpName: "A,B");
     readonly Option<bool> _noLora = Opt.Flag("--no-lora", "skip the LoRA-augmented lookup (rank 16, adapter filled to its 1 % budget)");
+    readonly Option<bool> _breakdown = Opt.Flag("--breakdown", "also time the pieces of a lookup outside the kernel loop alone (validation pass, shape check, pool hand-off), printed as µs a batch");
     readonly Option<bool> _quick = Opt.Flag("--quick", "small tables and short runs (smoke test; numbers are not meaningful)");
     readonly Option<string?> _out = Opt.Text("--out", "JSON output (default artifacts/bench/lookup.json under the repository root)", helpName: "PATH");
 
     public LookupRun() : base("lookup", "embedding-bag lookups: LiveDlrm vs TorchSharp vs native C reference (M lookups/s)")
     {
-        foreach (var o in new Option[] { _threads, _runs, _seconds, _rows, _dim, _pooling, _batch, _prefetch, _liveDlrmPrefetch, _cases, _noLora, _quick, _out })
+        foreach (var o in new Option[] { _threads, _runs, _seconds, _rows, _dim, _pooling, _batch, _prefetch, _liveDlrmPrefetch, _cases, _noLora, _breakdown, _quick, _out })
             Add(o);
     }
 
@@ -58,6 +59,7 @@ internal sealed class LookupRun : BenchRun
             LiveDlrmPrefetch = r.GetValue(_liveDlrmPrefetch) is { } lp ? List("--livedlrm-prefetch", lp, NonNegativeInt, "a non-negative integer") : [],
             Cases = r.GetValue(_cases) is { } c ? c.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [],
             Lora = !r.GetValue(_noLora),
+            Breakdown = r.GetValue(_breakdown),
             Out = r.GetValue(_out),
         };
         if ((long)o.Batch * o.Pooling > int.MaxValue / 2) throw new UsageException($"--batch {o.Batch} × --pooling {o.Pooling} is too many lookups per batch");
@@ -161,6 +163,8 @@ internal sealed class LookupRun : BenchRun
         if (lora is not null) contenders.Add(lora);
         if (nativeAvailable)
             foreach (int pf in o.Prefetch) contenders.Add(new NativeRefContender(table, batches, kernel.Pool, pf));
+        if (o.Breakdown)
+            foreach (var piece in Enum.GetValues<PieceContender.Piece>()) contenders.Add(new PieceContender(table, batches, kernel.Pool, piece));
         try
         {
             // The oracle on batch 0 (fp16/int8: the dequantised rows, exactly what each kernel should sum).
@@ -189,6 +193,9 @@ internal sealed class LookupRun : BenchRun
             var best = sweep.Where(kv => kv.Value is not null).OrderByDescending(kv => kv.Value).FirstOrDefault();
             int rowBytes = table.RowStride;
             string otherName = $"livedlrm_{other.ToString().ToLowerInvariant()}";
+            if (o.Breakdown)
+                Console.WriteLine($"  {name} µs a batch: " + string.Join("  ", results.OrderBy(kv => kv.Key, StringComparer.Ordinal)
+                    .Select(kv => $"{kv.Key} {batches.LookupsPerBatch / kv.Value.Median:F1}")));
             double? livedlrm = Median("livedlrm"), torchsharp = Median("torchsharp"), native = best.Value, loraRate = Median("livedlrm_lora");
             return new LookupRecord
             {

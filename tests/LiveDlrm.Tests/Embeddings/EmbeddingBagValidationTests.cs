@@ -2,8 +2,10 @@ using LiveDlrm.Embeddings;
 
 namespace LiveDlrm.Tests.Embeddings;
 
-/// <summary>Every bad input is rejected with the documented exception, a message naming the table, position and
-/// value, and an output left exactly as it was (including guard values past its end).</summary>
+/// <summary>Every bad input is rejected with the documented exception and a message naming the table, position and
+/// value. Bad offsets, weights or output length leave the output exactly as it was; an index outside the table, which
+/// the kernels find in their loop, leaves the output's bags × dim floats zeroed; guard values past the output are
+/// never written.</summary>
 [TestFixture]
 internal class EmbeddingBagValidationTests
 {
@@ -55,7 +57,7 @@ internal class EmbeddingBagValidationTests
     }
 
     [TestCaseSource(nameof(Cases))]
-    public void RejectedBeforeAnyOutputIsWritten(BadInput bad, bool intIndices, bool threaded)
+    public void RejectedWithNoPartialOutput(BadInput bad, bool intIndices, bool threaded)
     {
         var c = Build(bad);
         using var table = EmbeddingTestData.RandomTable("bad-input-table", Rows, Dim, EmbeddingStorage.Fp32, seed: 3);
@@ -77,7 +79,77 @@ internal class EmbeddingBagValidationTests
         Assert.That(thrown, Is.TypeOf(c.Exception));
         Assert.That(thrown!.Message, Does.Contain("bad-input-table"));
         foreach (var part in c.MessageParts) Assert.That(thrown.Message, Does.Contain(part));
-        Assert.That(buffer, Is.All.EqualTo(Sentinel), "output or guard values were written");
+        if (IsIndexFault(bad))
+        {
+            Assert.That(buffer.AsSpan(0, c.OutputLength).ToArray(), Is.All.EqualTo(0f), "partial sums were left in the output");
+            Assert.That(buffer.AsSpan(c.OutputLength).ToArray(), Is.All.EqualTo(Sentinel), "guard values were written");
+        }
+        else Assert.That(buffer, Is.All.EqualTo(Sentinel), "output or guard values were written");
+    }
+
+    static bool IsIndexFault(BadInput bad) => bad is BadInput.NegativeIndex or BadInput.IndexEqualsRows or BadInput.IndexFarPastRows;
+
+    /// <summary>A bad index in a batch large enough for the pool, late in the batch, after bags other threads have
+    /// written: the same exception, and no partial sums left anywhere in the output.</summary>
+    [TestCase(false), TestCase(true)]
+    public void BadIndexInAPooledBatchLeavesNoPartialSums(bool intIndices)
+    {
+        const int bags = 512, pooling = 16;
+        using var table = EmbeddingTestData.RandomTable("bad-pooled", 1000, Dim, EmbeddingStorage.Fp32, seed: 5);
+        using var pool = new EmbeddingWorkerPool(2);
+        var random = new Random(9);
+        var indices = Enumerable.Range(0, bags * pooling).Select(_ => (long)random.Next(1000)).ToArray();
+        var offsets = Enumerable.Range(0, bags + 1).Select(b => (long)b * pooling).ToArray();
+        int position = bags * pooling - 7;
+        indices[position] = 1000;
+        var buffer = new float[bags * Dim + 16];
+        buffer.AsSpan().Fill(Sentinel);
+        var output = buffer.AsSpan(0, bags * Dim);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
+        {
+            if (intIndices) EmbeddingBag.Forward(table, EmbeddingTestData.ToInt(indices), EmbeddingTestData.ToInt(offsets), buffer.AsSpan(0, bags * Dim), pool: pool);
+            else EmbeddingBag.Forward(table, indices, offsets, buffer.AsSpan(0, bags * Dim), pool: pool);
+        });
+        Assert.That(e!.Message, Does.Contain($"indices[{position}] = 1000"));
+        Assert.That(buffer.AsSpan(0, bags * Dim).ToArray(), Is.All.EqualTo(0f));
+        Assert.That(buffer.AsSpan(bags * Dim).ToArray(), Is.All.EqualTo(Sentinel));
+    }
+
+    /// <summary>The multi-table lookup validates every table's indices before writing, so a bad index leaves even the
+    /// ranges of the other tables untouched (ForwardTablesTests), and the full <c>EmbeddingBagValidation.Validate</c>
+    /// names the same index as the kernels' check does.</summary>
+    [TestCase(BadInput.NegativeIndex), TestCase(BadInput.IndexEqualsRows), TestCase(BadInput.IndexFarPastRows)]
+    public void FullValidationNamesTheSameIndex(BadInput bad)
+    {
+        var c = Build(bad);
+        using var table = EmbeddingTestData.RandomTable("full-validation", Rows, Dim, EmbeddingStorage.Fp32, seed: 3);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => EmbeddingBagValidation.Validate(table, (ReadOnlySpan<long>)c.Indices, (ReadOnlySpan<long>)c.Offsets, c.OutputLength, c.Pooling, c.Weights));
+        foreach (var part in c.MessageParts) Assert.That(e!.Message, Does.Contain(part));
+    }
+
+    /// <summary>The vectorised index check against a scalar one on long and int ids, every position of a bad id in
+    /// batches that cover the vector blocks and the scalar tail.</summary>
+    [Test]
+    public void VectorisedIndexCheckFindsTheFirstBadIndex()
+    {
+        var random = new Random(17);
+        foreach (int length in new[] { 0, 1, 7, 31, 32, 33, 64, 65, 200 })
+            for (int trial = 0; trial < 20; trial++)
+            {
+                const long rows = 1000;
+                var ids = Enumerable.Range(0, length).Select(_ => random.NextInt64(rows)).ToArray();
+                int bad = length == 0 || trial == 0 ? -1 : random.Next(length);
+                if (bad >= 0)
+                {
+                    ids[bad] = random.Next(3) switch { 0 => -1 - random.Next(5), 1 => rows + random.Next(5), _ => long.MinValue };
+                    if (trial % 3 == 0 && bad + 1 < length) ids[random.Next(bad + 1, length)] = rows;   // a later bad one too
+                }
+                Assert.That(EmbeddingBagValidation.FirstOutOfRange((ReadOnlySpan<long>)ids, rows), Is.EqualTo(bad), $"long, length {length}");
+                var ints = ids.Select(v => v == long.MinValue ? int.MinValue : (int)v).ToArray();
+                Assert.That(EmbeddingBagValidation.FirstOutOfRange((ReadOnlySpan<int>)ints, rows), Is.EqualTo(bad), $"int, length {length}");
+            }
+        Assert.That(EmbeddingBagValidation.FirstOutOfRange((ReadOnlySpan<int>)[int.MaxValue, 0], 3L << 31), Is.EqualTo(-1), "int ids into a table past int.MaxValue rows");
+        Assert.That(EmbeddingBagValidation.FirstOutOfRange((ReadOnlySpan<int>)[0, -1], 3L << 31), Is.EqualTo(1));
     }
 
     /// <summary>The same batch made valid is accepted (so the cases above fail for the stated reason only).</summary>
@@ -100,7 +172,7 @@ internal class EmbeddingBagValidationTests
         var output = new float[c.OutputLength];
         output.AsSpan().Fill(Sentinel);
         Assert.Throws<ArgumentOutOfRangeException>(() => backend.Forward(table, c.Indices, c.Offsets, output));
-        Assert.That(output, Is.All.EqualTo(Sentinel));
+        Assert.That(output, Is.All.EqualTo(0f));
     }
 
     [Test]
