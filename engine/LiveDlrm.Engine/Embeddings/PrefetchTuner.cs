@@ -2,7 +2,8 @@ namespace LiveDlrm.Embeddings;
 
 /// <summary>The software-prefetch distance of one table, chosen from that table's own lookups. The best distance
 /// depends on the storage type, the table's size against the caches and the id distribution (Zipf traffic, whose hot
-/// rows hit the cache, needs a longer lead for its misses than uniform traffic: 24–32 rows against 0–16), none of which
+/// rows hit the cache, needs a longer lead for its misses than uniform traffic: 24–32 rows against 0–16; 24 is a candidate because
+/// the C gather's best distance was 24 on several cases), none of which
 /// a constant per storage type can know. So lookups of at least <see cref="MinTimedLookups"/> take turns over
 /// <see cref="Candidates"/> (round robin, <see cref="SamplesPerCandidate"/> each, so a burst of background load hits
 /// every candidate alike), the fastest per lookup (the minimum over its samples: preemption only ever adds time) is
@@ -11,16 +12,16 @@ namespace LiveDlrm.Embeddings;
 /// field is read and written whole, and any distance gives the same results.</summary>
 internal sealed class PrefetchTuner(int initialDistance)
 {
-    internal static readonly int[] Candidates = [0, 8, 16, 32];
+    internal static readonly int[] Candidates = [0, 8, 16, 24, 32];
     internal const int SamplesPerCandidate = 6;
     internal const int ExploitCalls = 2000;
     /// <summary>Smaller lookups run on the calling thread in a few µs: too short to time, and the pool's wake-up is
     /// not part of them.</summary>
     internal const int MinTimedLookups = EmbeddingBag.ParallelThresholdLookups;
-    const int ExploreCalls = SamplesPerCandidate * 4;   // Candidates.Length
-    const int CycleCalls = ExploreCalls + ExploitCalls;
+    static readonly int ExploreCalls = SamplesPerCandidate * Candidates.Length;
+    static readonly int CycleCalls = ExploreCalls + ExploitCalls;
 
-    readonly double[] _fastest = [double.MaxValue, double.MaxValue, double.MaxValue, double.MaxValue];
+    readonly double[] _fastest = Candidates.Select(_ => double.MaxValue).ToArray();
     int _calls = -1;
     volatile int _chosen = initialDistance;
 
