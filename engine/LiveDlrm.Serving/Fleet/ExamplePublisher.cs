@@ -3,12 +3,35 @@ using System.Threading.Channels;
 
 namespace LiveDlrm.Serving.Fleet;
 
+/// <summary>How the publisher groups examples into messages.</summary>
+internal sealed record PublisherBatching
+{
+    /// <summary>Examples per message at most (1 = one example per message, the single-example record).</summary>
+    public int MaxExamples { get; init; } = 256;
+    /// <summary>How long the first example of a message may wait for more: the bound this adds to the replication
+    /// lag. A message leaves when it is full or this has passed, whichever comes first.</summary>
+    public TimeSpan Linger { get; init; } = TimeSpan.FromMilliseconds(20);
+    /// <summary>Brotli-compress a batch when that makes it smaller.</summary>
+    public bool Compress { get; init; } = true;
+
+    public static readonly PublisherBatching Default = new();
+    public static readonly PublisherBatching None = new() { MaxExamples = 1, Linger = TimeSpan.Zero, Compress = false };
+
+    public void Validate()
+    {
+        if (MaxExamples < 1 || MaxExamples > 1 << 16) throw new ArgumentOutOfRangeException(nameof(MaxExamples), MaxExamples, "examples per message must be in 1..65536");
+        if (Linger < TimeSpan.Zero || Linger > TimeSpan.FromSeconds(10)) throw new ArgumentOutOfRangeException(nameof(Linger), Linger, "linger must be in 0..10 s");
+    }
+}
+
 /// <summary>
 /// Publishes a node's labelled examples to the fleet log without ever blocking the request path: <see cref="Enqueue"/>
-/// writes to a bounded local spool (oldest dropped and counted when full), one background loop publishes in order
-/// and retries a failed publish (same message id, so a publish that did land before the failure is not appended
-/// twice) until the connection returns. The message id is <c>REPLICA-REQUESTID</c>: a request id is unique within
-/// the replica that served it.
+/// writes to a bounded local spool (oldest dropped and counted when full), one background loop groups waiting
+/// examples into messages (<see cref="PublisherBatching"/>: up to a count, waiting at most the linger), publishes
+/// them in order and retries a failed publish with the same bytes and message id (so a publish that did land before
+/// the failure is not appended twice) until the connection returns. The message id is <c>REPLICA-REQUESTID</c> for
+/// a single example and <c>REPLICA-bFIRSTREQUESTID+COUNT</c> for a batch: request ids are unique within the replica
+/// that served them. Replicas train by example position, so the grouping does not change what they learn.
 /// </summary>
 internal sealed class ExamplePublisher : IAsyncDisposable
 {
@@ -16,6 +39,7 @@ internal sealed class ExamplePublisher : IAsyncDisposable
     readonly Channel<TrainingExample> _spool;
     readonly Func<FleetMetrics?> _metrics;
     readonly Action<string> _logLine;
+    readonly PublisherBatching _batching;
     readonly CancellationTokenSource _stop = new();
     readonly Task _loop;
     long _dropped, _published, _errors, _inFlight;
@@ -26,9 +50,19 @@ internal sealed class ExamplePublisher : IAsyncDisposable
     /// <summary>Examples waiting (in the spool or being published).</summary>
     public long Waiting => _spool.Reader.Count + Interlocked.Read(ref _inFlight);
 
-    public ExamplePublisher(IExampleLog log, int spoolCapacity, Func<FleetMetrics?> metrics, Action<string> logLine)
+    /// <summary>Examples per message as published so far (messages, examples).</summary>
+    public (long Messages, long Examples) MessageCounts => (Interlocked.Read(ref _messages), Interlocked.Read(ref _published));
+    long _messages;
+
+    /// <summary>Called on the publishing loop after the log acknowledged a message, with its examples (benchmarks
+    /// and tests measure publish latency with it; keep it short).</summary>
+    public Action<IReadOnlyList<TrainingExample>, PublishAck>? OnPublished { get; init; }
+
+    public ExamplePublisher(IExampleLog log, int spoolCapacity, Func<FleetMetrics?> metrics, Action<string> logLine, PublisherBatching? batching = null)
     {
         if (spoolCapacity < 1) throw new ArgumentOutOfRangeException(nameof(spoolCapacity), spoolCapacity, "fleet spool capacity must be ≥ 1");
+        _batching = batching ?? PublisherBatching.Default;
+        _batching.Validate();
         _log = log;
         _metrics = metrics;
         _logLine = logLine;
@@ -44,23 +78,60 @@ internal sealed class ExamplePublisher : IAsyncDisposable
     async Task RunAsync()
     {
         var ct = _stop.Token;
+        var batch = new List<TrainingExample>(_batching.MaxExamples);
+        TrainingExample? carried = null;   // read but not of the batch in hand (another base or producer): opens the next
         try
         {
-            while (await _spool.Reader.WaitToReadAsync(ct))
+            while (carried is not null || await _spool.Reader.WaitToReadAsync(ct))
             {
-                Interlocked.Exchange(ref _inFlight, 1);   // before the read: Waiting never misses the example in hand
-                if (!_spool.Reader.TryRead(out var example)) { Interlocked.Exchange(ref _inFlight, 0); continue; }
-                var payload = LogRecord.Encode(example);
-                string id = example.Replica + "-" + example.RequestId.ToString(CultureInfo.InvariantCulture);
+                batch.Clear();
+                if (carried is { } c) { batch.Add(c); carried = null; }
+                Interlocked.Exchange(ref _inFlight, batch.Count + 1);   // before the read: Waiting never misses the example in hand
+                long deadline = Environment.TickCount64 + (long)_batching.Linger.TotalMilliseconds;
+                while (batch.Count < _batching.MaxExamples)
+                {
+                    if (_spool.Reader.TryRead(out var example))
+                    {
+                        if (batch.Count > 0 && (example.Replica != batch[0].Replica || example.BaseFingerprint != batch[0].BaseFingerprint
+                                                || example.Dense.Length != batch[0].Dense.Length || example.Bags.Length != batch[0].Bags.Length))
+                        { carried = example; break; }
+                        batch.Add(example);
+                        Interlocked.Exchange(ref _inFlight, batch.Count + 1);
+                        continue;
+                    }
+                    long wait = deadline - Environment.TickCount64;
+                    if (batch.Count == 0 || wait <= 0) break;
+                    // Linger: wait for more examples, at most until the first one's deadline.
+                    var more = _spool.Reader.WaitToReadAsync(ct).AsTask();
+                    if (await Task.WhenAny(more, Task.Delay((int)wait, ct)) != more) break;
+                    if (!await more) break;
+                }
+                if (batch.Count == 0) { Interlocked.Exchange(ref _inFlight, carried is null ? 0 : 1); continue; }
+                Interlocked.Exchange(ref _inFlight, batch.Count + (carried is null ? 0 : 1));
+                byte[] payload;
+                string id;
+                if (batch.Count == 1 && _batching.MaxExamples == 1)
+                {
+                    payload = LogRecord.Encode(batch[0]);
+                    id = batch[0].Replica + "-" + batch[0].RequestId.ToString(CultureInfo.InvariantCulture);
+                }
+                else
+                {
+                    var record = new ExampleBatch(batch.ToArray());
+                    payload = LogRecord.Encode(record, _batching.Compress);
+                    id = record.MessageId;
+                }
                 var backoff = TimeSpan.FromMilliseconds(50);
                 while (true)
                 {
                     try
                     {
                         var ack = await _log.PublishAsync(id, payload, ct);
-                        Interlocked.Increment(ref _published);
-                        if (ack.Duplicate) _metrics()?.PublishDuplicates.Add(1);
-                        else _metrics()?.Published.Add(1);
+                        Interlocked.Add(ref _published, batch.Count);
+                        Interlocked.Increment(ref _messages);
+                        if (ack.Duplicate) _metrics()?.PublishDuplicates.Add(batch.Count);
+                        else _metrics()?.Published.Add(batch.Count);
+                        OnPublished?.Invoke(batch, ack);
                         break;
                     }
                     catch (Exception e) when (!ct.IsCancellationRequested)
@@ -72,7 +143,7 @@ internal sealed class ExamplePublisher : IAsyncDisposable
                         backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 2000));
                     }
                 }
-                Interlocked.Exchange(ref _inFlight, 0);
+                Interlocked.Exchange(ref _inFlight, carried is null ? 0 : 1);
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }

@@ -5,7 +5,8 @@ using LiveDlrm.Interop;
 namespace LiveDlrm.Serving.Fleet;
 
 /// <summary>
-/// A replica's checkpoint, <c>DIR/fleet-checkpoint.bin</c>: the stream it belongs to, the last applied sequence,
+/// A replica's checkpoint, <c>DIR/fleet-checkpoint.bin</c>: the stream it belongs to, the applied position
+/// (sequence, and examples of the next message already applied),
 /// the base checkpoint directory, and the adapter state exactly as the adapter file holds it (which names the base
 /// fingerprint), then an XxHash3-64 of everything before it. Written to a temporary sibling, fsynced, renamed over
 /// the old one, directory fsynced: a crash leaves the old checkpoint or the new one. A checkpoint is portable: a new
@@ -13,12 +14,16 @@ namespace LiveDlrm.Serving.Fleet;
 /// </summary>
 internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, string BasePath, byte[] AdapterState, string Source)
 {
+    /// <summary>Examples of message <see cref="AppliedSequence"/> + 1 already in <see cref="AdapterState"/> (a
+    /// training batch that ended inside a batched message).</summary>
+    public int AppliedOffset { get; init; }
+
     public const string FileName = "fleet-checkpoint.bin";
     const string Magic = "LDFLEET1";
-    const int Format = 1;
+    const int Format = 2;   // 2 added AppliedOffset; format 1 files are read with offset 0
 
     public static FleetCheckpoint Of(FleetReplica replica, string stream) =>
-        new(stream, replica.AppliedSequence, replica.BasePath, replica.ExportState(), "(live)");
+        new(stream, replica.AppliedSequence, replica.BasePath, replica.ExportState(), "(live)") { AppliedOffset = replica.AppliedOffset };
 
     public void Save(string dir)
     {
@@ -31,6 +36,7 @@ internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, str
             w.Write(Format);
             w.Write(Stream);
             w.Write(AppliedSequence);
+            w.Write(AppliedOffset);
             w.Write(BasePath);
             w.Write(AdapterState.Length);
             w.Write(AdapterState);
@@ -73,16 +79,18 @@ internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, str
             using var r = new BinaryReader(new MemoryStream(body.ToArray()), Encoding.UTF8);
             if (Encoding.ASCII.GetString(r.ReadBytes(Magic.Length)) != Magic) throw new FleetCheckpointException($"{path}: not a LiveDlrm fleet checkpoint");
             int format = r.ReadInt32();
-            if (format != Format) throw new FleetCheckpointException($"{path}: format {format}, this engine reads {Format}");
+            if (format is not (1 or Format)) throw new FleetCheckpointException($"{path}: format {format}, this engine reads {Format}");
             string s = r.ReadString();
             if (s != stream) throw new FleetCheckpointException($"{path}: written for stream '{s}', this replica reads '{stream}'");
             ulong applied = r.ReadUInt64();
+            int offset = format >= 2 ? r.ReadInt32() : 0;
+            if (offset < 0) throw new FleetCheckpointException($"{path}: applied offset {offset}");
             string basePath = r.ReadString();
             int n = r.ReadInt32();
             if (n < 0 || n > body.Length) throw new FleetCheckpointException($"{path}: adapter state of {n} bytes");
             var state = r.ReadBytes(n);
             if (state.Length != n || r.BaseStream.Position != body.Length) throw new FleetCheckpointException($"{path}: truncated or trailing bytes");
-            return new FleetCheckpoint(s, applied, basePath, state, path);
+            return new FleetCheckpoint(s, applied, basePath, state, path) { AppliedOffset = offset };
         }
         catch (EndOfStreamException) { throw new FleetCheckpointException($"{path}: truncated"); }
     }

@@ -43,11 +43,14 @@ internal sealed record FleetReplicaOptions
 /// order (<see cref="Apply"/>); a sequence at or below the last one seen is a redelivery and is ignored. Examples
 /// collect into a batch of <see cref="FleetReplicaOptions.BatchSize"/> and are trained as one step on the calling
 /// thread, so two replicas that applied the same sequence range from the same checkpoint hold bit-identical adapters
-/// (same ISA path: the SIMD kernels and libtorch pick their instructions by CPU). A base marker trains the partial
-/// batch, then switches the base, at the same position on every replica.
-/// <para><see cref="AppliedSequence"/> is the position a checkpoint records: every message up to it is in the adapter
-/// state and none after it, so a restart reads from <c>AppliedSequence + 1</c>; examples of a batch not yet trained
-/// are read again then.</para>
+/// (same ISA path: the SIMD kernels and libtorch pick their instructions by CPU). A message may carry several
+/// examples (<see cref="ExampleBatch"/>); training batches are counted in examples across messages, so how the
+/// producers grouped examples into messages does not change the result. A base marker trains the partial batch,
+/// then switches the base, at the same position on every replica.
+/// <para>(<see cref="AppliedSequence"/>, <see cref="AppliedOffset"/>) is the position a checkpoint records: every
+/// example before it is in the adapter state and none after it, so a restart reads from <c>AppliedSequence + 1</c>
+/// and skips the first <c>AppliedOffset</c> examples of that message; examples of a batch not yet trained are read
+/// again then.</para>
 /// <para>Not thread-safe: one applying thread (the adapters' single writer). Serving may read the adapters
 /// concurrently.</para>
 /// </summary>
@@ -60,19 +63,28 @@ internal sealed class FleetReplica : IDisposable
     AdapterStore.MergedRows _merged;
     string _basePath;
     ulong _applied, _lastSeen;
+    int _appliedOffset, _resumeOffset;
     bool _torchThreadSet;
 
     public FleetReplicaOptions Options => _options;
     public LiveModelNode Node => _node;
     /// <summary>The base checkpoint directory the node was loaded from.</summary>
     public string BasePath => _basePath;
-    /// <summary>Every message up to this sequence is reflected in the adapters, none after it.</summary>
+    /// <summary>Every message up to this sequence is reflected in the adapters, and the first
+    /// <see cref="AppliedOffset"/> examples of the next one (a training batch can end inside a message); nothing
+    /// after that.</summary>
     public ulong AppliedSequence => _applied;
+    /// <summary>Examples of message <see cref="AppliedSequence"/> + 1 already in the adapters (0 unless a training
+    /// batch ended inside that message).</summary>
+    public int AppliedOffset => _appliedOffset;
     /// <summary>The last sequence given to <see cref="Apply"/> (≥ <see cref="AppliedSequence"/>; the gap is the partial batch).</summary>
     public ulong LastSeen => _lastSeen;
     public int PendingExamples => _pending.Count;
 
     public long ExamplesApplied { get; private set; }
+    /// <summary>Examples that went into training steps, applied or discarded (<see cref="ExamplesApplied"/> counts
+    /// only applied steps).</summary>
+    public long ExamplesStepped { get; private set; }
     public long Batches { get; private set; }
     /// <summary>Steps the trainer refused (non-finite); deterministic, so every replica refuses the same ones.</summary>
     public long DiscardedBatches { get; private set; }
@@ -100,41 +112,64 @@ internal sealed class FleetReplica : IDisposable
 
     static AdapterStore.MergedRows Track(LiveModelNode node) => AdapterStore.MergedRows.Track(node.Live);
 
-    /// <summary>Applies one log entry. Returns true when it completed (and trained) a batch or switched the base.</summary>
+    /// <summary>Applies one log entry (a single example, a batch of examples, or a base marker). Returns true when
+    /// it completed (and trained) at least one batch or switched the base.</summary>
     public bool Apply(in LogEntry entry)
     {
         if (entry.Sequence <= _lastSeen) { Redelivered++; return false; }
         if (_lastSeen != 0 && entry.Sequence > _lastSeen + 1) Missing += (long)(entry.Sequence - _lastSeen - 1);
+        int resumeAt = entry.Sequence == _lastSeen + 1 ? _resumeOffset : 0;
+        _resumeOffset = 0;
         _lastSeen = entry.Sequence;
         LogRecord record;
         try { record = LogRecord.Decode(entry.Payload.Span); }
-        catch (InvalidDataException e) { return Skip(entry.Sequence, $"sequence {entry.Sequence}: {e.Message}"); }
+        catch (InvalidDataException e) { return Skip(entry.Sequence, 0, 1, $"sequence {entry.Sequence}: {e.Message}"); }
         switch (record)
         {
             case TrainingExample example:
-                if (Unfit(example) is { } why) return Skip(entry.Sequence, $"sequence {entry.Sequence}, request {example.RequestId}: {why}");
-                var served = new ServedEvent(example.RequestId, example.EventTime, example.Dense, example.Bags, pooled: null) { Label = example.Label };
-                _pending.Add(served);
-                if (_pending.Count < _options.BatchSize) return false;
-                TrainPending();
-                _applied = entry.Sequence;
-                return true;
+                return Take(entry.Sequence, example, 0, 1);
+            case ExampleBatch batch:
+            {
+                bool stepped = false;
+                var examples = batch.Examples;
+                for (int i = resumeAt; i < examples.Count; i++) stepped |= Take(entry.Sequence, examples[i], i, examples.Count);
+                return stepped;
+            }
             case BaseMarker marker:
                 TrainPending();
                 SwitchBase(marker);
-                _applied = entry.Sequence;
+                MoveTo(entry.Sequence, 1, 1);
                 return true;
             default:
-                return Skip(entry.Sequence, $"sequence {entry.Sequence}: unknown record");
+                return Skip(entry.Sequence, 0, 1, $"sequence {entry.Sequence}: unknown record");
         }
     }
 
-    bool Skip(ulong sequence, string why)
+    /// <summary>Example <paramref name="index"/> of the <paramref name="count"/> in message <paramref name="sequence"/>.</summary>
+    bool Take(ulong sequence, TrainingExample example, int index, int count)
+    {
+        if (Unfit(example) is { } why) return Skip(sequence, index, count, $"sequence {sequence}, request {example.RequestId}: {why}");
+        _pending.Add(new ServedEvent(example.RequestId, example.EventTime, example.Dense, example.Bags, pooled: null) { Label = example.Label });
+        if (_pending.Count < _options.BatchSize) return false;
+        TrainPending();
+        MoveTo(sequence, index + 1, count);
+        return true;
+    }
+
+    bool Skip(ulong sequence, int index, int count, string why)
     {
         Skipped++;
         LastSkipReason = why;
-        if (_pending.Count == 0) _applied = sequence;   // nothing waits before it: the position moves on
+        if (_pending.Count == 0) MoveTo(sequence, index + 1, count);   // nothing waits before it: the position moves on
         return false;
+    }
+
+    /// <summary>The first <paramref name="done"/> of the <paramref name="count"/> examples of message
+    /// <paramref name="sequence"/> are in the adapters (and everything before the message).</summary>
+    void MoveTo(ulong sequence, int done, int count)
+    {
+        if (done >= count) { _applied = sequence; _appliedOffset = 0; }
+        else { _applied = sequence - 1; _appliedOffset = done; }
     }
 
     string? Unfit(TrainingExample e)
@@ -155,6 +190,7 @@ internal sealed class FleetReplica : IDisposable
         if (!_torchThreadSet) { torch.set_num_threads(1); _torchThreadSet = true; }   // one FP order: no intra-op split
         bool applied = _node.Live.Trainer.TrainOn(_pending);
         Batches++;
+        ExamplesStepped += _pending.Count;
         if (applied) ExamplesApplied += _pending.Count;
         else DiscardedBatches++;
         _pending.Clear();
@@ -191,6 +227,7 @@ internal sealed class FleetReplica : IDisposable
         AdapterStore.Restore(_node.Live, _node.Fingerprint, _merged, checkpoint.AdapterState, checkpoint.Source,
                              "move the fleet checkpoint away to start this replica from the base and the whole log");
         _applied = _lastSeen = checkpoint.AppliedSequence;
+        _appliedOffset = _resumeOffset = checkpoint.AppliedOffset;   // the next message's first examples are in the state
     }
 
     public void Dispose() => _node.Dispose();

@@ -12,6 +12,8 @@ internal sealed record FleetStatus
     public required string Stream { get; init; }
     public required string BaseFingerprint { get; init; }
     public required ulong AppliedSequence { get; init; }
+    /// <summary>Examples of message <see cref="AppliedSequence"/> + 1 also applied (batched messages).</summary>
+    public int AppliedOffset { get; init; }
     public required ulong LastSeen { get; init; }
     /// <summary>XxHash3 of the adapter state at <see cref="AppliedSequence"/>, 16 hex digits.</summary>
     public required string Fingerprint { get; init; }
@@ -50,7 +52,7 @@ internal sealed record FleetView(LogState Log, IReadOnlyList<FleetView.Row> Repl
         if (rows.Count == 0) agreement = "no replica has reported";
         else
         {
-            var byPosition = rows.GroupBy(r => (r.Status.AppliedSequence, r.Status.BaseFingerprint)).ToList();
+            var byPosition = rows.GroupBy(r => (r.Status.AppliedSequence, r.Status.AppliedOffset, r.Status.BaseFingerprint)).ToList();
             bool conflict = byPosition.Any(g => g.Select(r => r.Status.Fingerprint).Distinct().Count() > 1);
             agreement = conflict ? "DISAGREE: replicas at the same position hold different adapters"
                       : byPosition.Count == 1 ? $"agree: {rows.Count} replica(s) at sequence {rows[0].Status.AppliedSequence} with fingerprint {rows[0].Status.Fingerprint}"

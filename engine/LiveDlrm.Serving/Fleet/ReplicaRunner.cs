@@ -24,7 +24,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     readonly BlockingCollection<(int Read, LogEntry Entry)> _queue = new(8192);
     readonly CancellationTokenSource _stop = new();
     readonly ConcurrentQueue<TaskCompletionSource<(ulong Sequence, ulong Fingerprint)>> _fingerprintRequests = new();
-    readonly List<DateTimeOffset> _pendingAppended = new();
+    readonly Queue<DateTimeOffset> _pendingAppended = new();   // append time of each example not yet in a training step
     readonly object _sync = new();
     readonly Thread _thread;
     Task? _fetch;
@@ -34,7 +34,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     ulong _reseekedAt = ulong.MaxValue;
     long _lastSeen, _applied;
     long _fingerprintTicks;
-    ulong _lastCheckpointed;
+    (ulong Sequence, int Offset) _lastCheckpointed;
     Exception? _failure;
     DateTimeOffset? _appliedAppended;
     readonly List<double> _lags = new();   // replication lag samples for the status (the first MaxLagSamples)
@@ -58,7 +58,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         _log = log; _replica = replica; _stream = stream; _checkpointDir = checkpointDir; _metrics = metrics; _logLine = logLine;
         _lastSeen = (long)replica.LastSeen;
         _applied = (long)replica.AppliedSequence;
-        _lastCheckpointed = replica.AppliedSequence;
+        _lastCheckpointed = (replica.AppliedSequence, replica.AppliedOffset);
         _thread = new Thread(ApplyLoop) { Name = $"livedlrm-fleet-{replica.Options.ReplicaId}", IsBackground = true };
     }
 
@@ -157,24 +157,25 @@ internal sealed class ReplicaRunner : IAsyncDisposable
             }
             _logLine($"fleet: sequences {seen + 1}..{entry.Sequence - 1} are no longer in the log; replica {_replica.Options.ReplicaId} fell behind the stream's retention and now differs from its peers (restart it from a peer's checkpoint)");
         }
-        long appliedBefore = _replica.ExamplesApplied;
+        long steppedBefore = _replica.ExamplesStepped;
         int pendingBefore = _replica.PendingExamples;
-        bool stepped = _replica.Apply(entry);
-        if (stepped)
+        _replica.Apply(entry);
+        // Examples this entry added (a batch message adds many), then those that training steps consumed, oldest first.
+        long stepped = _replica.ExamplesStepped - steppedBefore;
+        long added = stepped + _replica.PendingExamples - pendingBefore;
+        for (long i = 0; i < added; i++) _pendingAppended.Enqueue(entry.Appended);
+        if (stepped > 0)
         {
             var now = DateTimeOffset.UtcNow;
-            long trained = _replica.ExamplesApplied - appliedBefore;
-            if (trained > _pendingAppended.Count) _pendingAppended.Add(entry.Appended);   // the example that completed the batch
-            foreach (var t in _pendingAppended)
+            for (long i = 0; i < stepped && _pendingAppended.Count > 0; i++)
             {
-                double lag = (now - t).TotalSeconds;
+                double lag = (now - _pendingAppended.Dequeue()).TotalSeconds;
                 _metrics?.ReplicationLag.Record(lag);
                 if (_lags.Count < MaxLagSamples) _lags.Add(lag);
             }
-            _metrics?.AppliedExamples.Add(trained);
-            _pendingAppended.Clear();
+            _metrics?.AppliedExamples.Add(stepped);
         }
-        else if (_replica.PendingExamples > pendingBefore) _pendingAppended.Add(entry.Appended);
+        if (_replica.PendingExamples == 0) _pendingAppended.Clear();   // a base switch or skipped examples left nothing waiting
         if (_replica.AppliedSequence == entry.Sequence) _appliedAppended = entry.Appended;
         Interlocked.Exchange(ref _lastSeen, (long)_replica.LastSeen);
         Interlocked.Exchange(ref _applied, (long)_replica.AppliedSequence);
@@ -189,15 +190,16 @@ internal sealed class ReplicaRunner : IAsyncDisposable
 
     void Checkpoint(bool final = false)
     {
-        if (_replica.AppliedSequence == _lastCheckpointed && _fingerprintTicks != 0)
+        var position = (_replica.AppliedSequence, _replica.AppliedOffset);
+        if (position == _lastCheckpointed && _fingerprintTicks != 0)
         {
             // Nothing new in the adapters; the status still moves when entries arrived (a partial batch).
             if (ReportStatus && (final || _replica.LastSeen != _lastReportedSeen) && _statusPublish.IsCompleted) Report(_lastFingerprint);
             return;
         }
         var checkpoint = FleetCheckpoint.Of(_replica, _stream);
-        if (_checkpointDir is not null && _replica.AppliedSequence != _lastCheckpointed) checkpoint.Save(_checkpointDir);
-        _lastCheckpointed = _replica.AppliedSequence;
+        if (_checkpointDir is not null && position != _lastCheckpointed) checkpoint.Save(_checkpointDir);
+        _lastCheckpointed = position;
         _lastFingerprint = LiveDlrm.Online.Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState);
         Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
         if (ReportStatus && _statusPublish.IsCompleted) Report(_lastFingerprint);
@@ -222,7 +224,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         return new FleetStatus
         {
             Replica = _replica.Options.ReplicaId, Stream = _stream, BaseFingerprint = _replica.Node.Fingerprint,
-            AppliedSequence = _replica.AppliedSequence, LastSeen = _replica.LastSeen, Fingerprint = fingerprint.ToString("x16"),
+            AppliedSequence = _replica.AppliedSequence, AppliedOffset = _replica.AppliedOffset, LastSeen = _replica.LastSeen, Fingerprint = fingerprint.ToString("x16"),
             ExamplesApplied = _replica.ExamplesApplied, Skipped = _replica.Skipped, Missing = _replica.Missing,
             AppliedAppendedAt = _appliedAppended, ReportedAt = DateTimeOffset.UtcNow,
             LagP50Seconds = p50, LagP99Seconds = p99, LagSamples = _lags.Count,

@@ -201,6 +201,128 @@ internal class FleetReplicaTests
     }
 
     [Test]
+    public async Task BatchedMessagesTrainBitIdenticallyToSingleExampleMessages()
+    {
+        await using var single = await Log("SINGLE");
+        await using var batched = await Log("BATCHED");
+        var rng = new Random(15);
+        var examples = Enumerable.Range(0, 25 * Batch + 9).Select(i => Example(i, _fingerprint, rng) with { Replica = "p1" }).ToList();
+        ulong lastSingle = await PublishAsync(single, examples);
+        // Through the publisher: up to 37 examples a message (not a multiple of the training batch, so training
+        // batches end inside messages), compressed, with a linger long enough to fill most messages.
+        int messages;
+        await using (var publisher = new ExamplePublisher(batched, 10_000, () => null, _ => { },
+                         new PublisherBatching { MaxExamples = 37, Linger = TimeSpan.FromMilliseconds(200), Compress = true }))
+        {
+            foreach (var e in examples) publisher.Enqueue(e);
+            Assert.That(await publisher.FlushAsync(TimeSpan.FromSeconds(30)), Is.True);
+            messages = (int)publisher.MessageCounts.Messages;
+        }
+        var state = await batched.StateAsync(CancellationToken.None);
+        Assert.That(state.Messages, Is.EqualTo((ulong)messages));
+        Assert.That(messages, Is.LessThan(examples.Count / 4), "examples were grouped into messages");
+
+        using var a = Replica("sa");
+        using var b = Replica("ba");
+        await ApplyThrough(single, a, lastSingle);
+        await ApplyThrough(batched, b, state.LastSequence);
+        Assert.That(b.ExamplesApplied, Is.EqualTo(a.ExamplesApplied).And.EqualTo(25 * Batch));
+        Assert.That((a.PendingExamples, b.PendingExamples), Is.EqualTo((9, 9)));
+        Assert.That(b.Skipped, Is.Zero);
+        Assert.That(b.Fingerprint(), Is.EqualTo(a.Fingerprint()), "the grouping into messages does not change the training");
+    }
+
+    [Test]
+    public async Task ARetriedBatchIsNotTrainedTwice()
+    {
+        await using var log = await Log("BATCHDEDUP");
+        var rng = new Random(16);
+        var batches = Enumerable.Range(0, 6).Select(k => new ExampleBatch(Enumerable.Range(k * 40, 40).Select(i => Example(i, _fingerprint, rng) with { Replica = "p1" }).ToArray())).ToList();
+        ulong last = 0;
+        foreach (var batch in batches) last = (await log.PublishAsync(batch.MessageId, LogRecord.Encode(batch, compress: true), CancellationToken.None)).Sequence;
+        // A publish retried after a lost acknowledgement: the same batch under the same id lands on the first copy.
+        var retry = await log.PublishAsync(batches[2].MessageId, LogRecord.Encode(batches[2], compress: true), CancellationToken.None);
+        Assert.That(retry.Duplicate, Is.True);
+        Assert.That(retry.Sequence, Is.EqualTo(3ul));
+        Assert.That((await log.StateAsync(CancellationToken.None)).Messages, Is.EqualTo(6ul));
+
+        using var once = Replica("bonce");
+        using var twice = Replica("btwice");
+        await ApplyThrough(log, once, last);
+        var entries = new List<LogEntry>();
+        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+            await foreach (var e in log.ReadAsync("btwice", 1, cts.Token)) { entries.Add(e); if (e.Sequence >= last) break; }
+        foreach (var e in entries) { twice.Apply(e); twice.Apply(e); }   // a redelivered batch (same sequence) is ignored
+        Assert.That(twice.Redelivered, Is.EqualTo(6));
+        Assert.That(twice.ExamplesApplied + twice.PendingExamples, Is.EqualTo(240));
+        Assert.That(twice.Fingerprint(), Is.EqualTo(once.Fingerprint()));
+    }
+
+    [Test]
+    public async Task AReplicaRestartedInsideABatchedMessageEqualsOneThatNeverStopped()
+    {
+        await using var log = await Log("BATCHRESTART");
+        var rng = new Random(17);
+        // Messages of 23 examples; training batches of 16 end inside most of them.
+        var batches = Enumerable.Range(0, 20).Select(k => new ExampleBatch(Enumerable.Range(k * 23, 23).Select(i => Example(i, _fingerprint, rng) with { Replica = "p1" }).ToArray())).ToList();
+        ulong last = 0;
+        foreach (var batch in batches) last = (await log.PublishAsync(batch.MessageId, LogRecord.Encode(batch), CancellationToken.None)).Sequence;
+        string dir = Path.Combine(_root, "batch-restart-ckpt");
+
+        using var steady = Replica("bsteady");
+        await ApplyThrough(log, steady, last);
+        FleetCheckpoint saved;
+        using (var crashed = Replica("bcrashed"))
+        {
+            await ApplyThrough(log, crashed, 9);   // 207 examples: 12 steps (192), the 12th ended inside message 9
+            Assert.That((crashed.AppliedSequence, crashed.AppliedOffset), Is.EqualTo((8ul, 8)), "192 = 8 × 23 + 8");
+            Assert.That(crashed.PendingExamples, Is.EqualTo(15));
+            FleetCheckpoint.Of(crashed, "BATCHRESTART").Save(dir);
+        }
+        saved = FleetCheckpoint.Load(dir, "BATCHRESTART")!;
+        Assert.That((saved.AppliedSequence, saved.AppliedOffset), Is.EqualTo((8ul, 8)));
+        using var restarted = new FleetReplica(Load(saved.BasePath), saved.BasePath, Options with { ReplicaId = "bcrashed" }, Load);
+        restarted.Restore(saved);
+        await ApplyThrough(log, restarted, last);   // reads from message 9, skips its first 8 examples
+        Assert.That(restarted.ExamplesApplied + 192, Is.EqualTo(steady.ExamplesApplied), "every example applied once across the restart");
+        Assert.That(restarted.Fingerprint(), Is.EqualTo(steady.Fingerprint()));
+        Assert.That((restarted.AppliedSequence, restarted.AppliedOffset), Is.EqualTo((steady.AppliedSequence, steady.AppliedOffset)));
+    }
+
+    [Test]
+    public void TheBatchCodecRoundTripsCompressedOrNotAndRefusesDamagedBatches()
+    {
+        var rng = new Random(2);
+        var examples = Enumerable.Range(0, 50).Select(i => Example(i, "abc", rng) with { Replica = "p1", RequestId = 7 - 3L * i, EventTime = i % 2 == 0 ? long.MaxValue : long.MinValue }).ToArray();
+        examples[3] = examples[3] with { Bags = [.. examples[3].Bags.Select((b, t) => t == 0 ? Array.Empty<long>() : b)] };
+        examples[4] = examples[4] with { Bags = [.. examples[4].Bags.Select((b, t) => t == 1 ? new long[] { 5, 5, long.MaxValue, 0 } : b)] };
+        var batch = new ExampleBatch(examples);
+        foreach (bool compress in new[] { false, true })
+        {
+            var bytes = LogRecord.Encode(batch, compress);
+            Assert.That(bytes[2], Is.EqualTo(compress ? 1 : 0), "the flag byte says whether the body is compressed");
+            var back = (ExampleBatch)LogRecord.Decode(bytes);
+            Assert.That(back.Examples, Has.Count.EqualTo(examples.Length));
+            for (int i = 0; i < examples.Length; i++)
+            {
+                var (x, y) = (examples[i], back.Examples[i]);
+                Assert.That((y.RequestId, y.EventTime, y.Label, y.BaseFingerprint, y.Replica), Is.EqualTo((x.RequestId, x.EventTime, x.Label, x.BaseFingerprint, x.Replica)));
+                Assert.That(y.Dense.Select(BitConverter.SingleToUInt32Bits), Is.EqualTo(x.Dense.Select(BitConverter.SingleToUInt32Bits)));
+                Assert.That(y.Bags, Is.EqualTo(x.Bags), "ids in bag order");
+            }
+            for (int cut = 0; cut < bytes.Length; cut += Math.Max(1, bytes.Length / 97))
+                Assert.Throws<InvalidDataException>(() => LogRecord.Decode(bytes.AsSpan(0, cut)), $"cut at {cut}");
+            Assert.Throws<InvalidDataException>(() => LogRecord.Decode([.. bytes, 0]));
+        }
+        var unknownFlags = LogRecord.Encode(batch); unknownFlags[2] = 4;
+        Assert.That(Assert.Throws<InvalidDataException>(() => LogRecord.Decode(unknownFlags))!.Message, Does.Contain("flags 4"));
+        var newerFormat = LogRecord.Encode(batch); newerFormat[1] = 2;
+        Assert.That(Assert.Throws<InvalidDataException>(() => LogRecord.Decode(newerFormat))!.Message, Does.Contain("format 2, this engine reads 1"));
+        Assert.That(batch.MessageId, Is.EqualTo("p1-b7+50"));
+        Assert.Throws<ArgumentException>(() => LogRecord.Encode(new ExampleBatch([examples[0], examples[1] with { Replica = "p2" }])));
+    }
+
+    [Test]
     public void TheCodecRoundTripsAndRefusesDamagedRecords()
     {
         var e = Example(1, "abc", new Random(1)) with { RequestId = -5, EventTime = long.MaxValue };
