@@ -48,6 +48,8 @@ internal static class FleetReplicaHost
                 log(string.Create(CultureInfo.InvariantCulture, $"fleet: replica {options.ReplicaId} restored from {checkpoint.Source} at sequence {checkpoint.AppliedSequence} (base {replica.Node.Fingerprint})"));
             }
             else log($"fleet: replica {options.ReplicaId} starts from the base {basePath} ({replica.Node.Fingerprint}) and the whole log");
+            // The instruction set matters to bit-identity across replicas (docs/fleet.md): say which this one uses.
+            log($"fleet: replica {options.ReplicaId} SIMD: Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}, Vector256 {System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated}, ATEN_CPU_CAPABILITY={Environment.GetEnvironmentVariable("ATEN_CPU_CAPABILITY") ?? "(native)"}");
             using var metrics = new FleetMetrics(() => 0, () => (long)replica.AppliedSequence, () => 0, $"{FleetMetrics.MeterName}.{options.ReplicaId}");
             await using (var runner = new ReplicaRunner(exampleLog, replica, options.Stream, options.CheckpointDir, metrics, log)
                          { CheckpointInterval = options.CheckpointInterval, ReportStatus = true })
