@@ -138,7 +138,9 @@ internal class FleetRunnerTests
         await using var log = await Log("SPOOL");
         var lines = new List<string>();
         var rng = new Random(23);
-        await using var publisher = new ExamplePublisher(new UnreachableLog(), 10, () => null, Lines(lines));
+        // One example per message: the publisher holds one in hand (a batching publisher would hold up to a batch
+        // outside the spool, and how many it gathers while the loop below runs depends on timing).
+        await using var publisher = new ExamplePublisher(new UnreachableLog(), 10, () => null, Lines(lines), PublisherBatching.None);
         for (int i = 0; i < 50; i++) publisher.Enqueue(FleetReplicaTests.Example(i, _fingerprint, rng));
         Assert.That(publisher.Dropped, Is.InRange(39, 40), "50 into a spool of 10 (+1 in hand)");
         Assert.That(publisher.Waiting, Is.LessThanOrEqualTo(11));
