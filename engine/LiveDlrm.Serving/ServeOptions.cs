@@ -57,7 +57,24 @@ internal sealed class ServeOptions
     /// <summary>Labelled events waiting for the trainer at most (oldest dropped beyond, counted).</summary>
     public int TrainerQueue { get; set; } = 8192;
 
-    public OnlineTrainerOptions TrainerOptions() => new()
+    /// <summary>The fleet log (<c>nats://HOST:PORT</c>); null = a stand-alone node that trains on its own labels.
+    /// With it, the node publishes every joined example to the log and trains only from the log (see docs/fleet.md).</summary>
+    public string? Fleet { get; set; }
+    /// <summary>This node's name in the fleet (its log consumer, the producer of its examples, its status entry).</summary>
+    public string? ReplicaId { get; set; }
+    /// <summary>Serve even when the fleet log cannot be reached at start (examples are spooled, the node joins the
+    /// log when it becomes reachable); without it an unreachable log is a start-up error.</summary>
+    public bool FleetOptional { get; set; }
+    public string FleetStream { get; set; } = "LIVEDLRM_EXAMPLES";
+    public string FleetSubject { get; set; } = "livedlrm.examples.default";
+    /// <summary>Examples per training step of the log's replica (the same on every node of a fleet).</summary>
+    public int FleetBatch { get; set; } = 64;
+    /// <summary>Examples held locally while the log cannot take them (oldest dropped beyond, counted).</summary>
+    public int FleetSpool { get; set; } = 100_000;
+
+    public OnlineTrainerOptions TrainerOptions() => Fleet is null ? LocalTrainerOptions() : Serving.Fleet.FleetReplicaOptions.Deterministic(LocalTrainerOptions(), FleetBatch);
+
+    OnlineTrainerOptions LocalTrainerOptions() => new()
     {
         BatchSize = TrainerBatch,
         QueueCapacity = Math.Max(TrainerQueue, TrainerBatch),
@@ -100,6 +117,17 @@ internal sealed class ServeOptions
         if (RingCapacity < 1) throw new ArgumentException($"--ring-capacity: must be ≥ 1, got {RingCapacity}");
         if (TrainerBatch < 1) throw new ArgumentException($"--trainer-batch: must be ≥ 1, got {TrainerBatch}");
         if (Adapters is not null && File.Exists(Adapters)) throw new ArgumentException($"--adapters: '{Adapters}' is a file, not a directory");
+        if (Fleet is not null)
+        {
+            if (!Uri.TryCreate(Fleet, UriKind.Absolute, out var url) || url.Scheme != "nats")
+                throw new ArgumentException($"--fleet: '{Fleet}' is not a NATS URL (e.g. nats://127.0.0.1:4222)");
+            if (string.IsNullOrWhiteSpace(ReplicaId)) throw new ArgumentException("--replica-id: required with --fleet (this node's name in the fleet)");
+            try { new Serving.Fleet.FleetReplicaOptions { ReplicaId = ReplicaId, BatchSize = FleetBatch }.Validate(); }
+            catch (ArgumentException e) { throw new ArgumentException($"--{(FleetBatch < 1 ? "fleet-batch" : "replica-id")}: {e.Message.Split(" (Parameter")[0]}"); }
+            if (FleetSpool < 1) throw new ArgumentException($"--fleet-spool: must be ≥ 1, got {FleetSpool}");
+            if (AdaptLastLayer) throw new ArgumentException("--adapt-last-layer: not available with --fleet (the last-layer update is not part of the fleet's deterministic state)");
+        }
+        else if (ReplicaId is not null || FleetOptional) throw new ArgumentException($"--{(ReplicaId is not null ? "replica-id" : "fleet-optional")}: only meaningful with --fleet");
         if (AdminTokenFile is not null && Directory.Exists(AdminTokenFile)) throw new ArgumentException($"--admin-token-file: '{AdminTokenFile}' is a directory");
     }
 }

@@ -6,6 +6,7 @@ using System.Text.Json;
 using LiveDlrm.Data;
 using LiveDlrm.Online.Persistence;
 using LiveDlrm.Serving.Api;
+using LiveDlrm.Serving.Fleet;
 using LiveDlrm.Serving.Node;
 using LiveDlrm.Serving.Qos;
 using Microsoft.AspNetCore.Builder;
@@ -35,6 +36,9 @@ internal sealed class ServingHost : IAsyncDisposable
     readonly TrainerQos _qos;
     readonly PoolWaitProbe _poolWait;
     readonly AdapterStore? _store;
+    readonly FleetMember? _fleet;   // with --fleet: examples go to the log, the log is the only trainer
+    readonly object _preparedLock = new();
+    (string Path, LiveModelNode Node)? _prepared;   // a base loaded by a fleet reload, taken when its marker comes back
     readonly SemaphoreSlim _stateLock = new(1, 1);   // saves, reloads, trainer mode changes and shutdown, one at a time
     readonly string? _adminToken;
     readonly Timer? _checkpointTimer;
@@ -57,19 +61,34 @@ internal sealed class ServingHost : IAsyncDisposable
         _options = options;
         _log = log;
         _adminToken = ReadToken(options.AdminTokenFile, log);
-        _store = options.Adapters is null ? null : new AdapterStore(options.Adapters, DiscardHint);
+        _store = options.Adapters is null || options.Fleet is not null ? null : new AdapterStore(options.Adapters, DiscardHint);
 
         var sw = Stopwatch.StartNew();
-        var node = LiveModelNode.Load(options.Model, options.TrainerOptions(), options.RingCapacity);
-        try { RestoreAdapters(node); }
+        // A fleet node connects first (an unreachable log fails in a moment, before a large model is loaded) and
+        // starts from its fleet checkpoint's base, which a base marker may have moved away from --model.
+        var fleetLog = options.Fleet is null ? null : FleetMember.Connect(options, log);
+        FleetCheckpoint? fleetCheckpoint = null;
+        LiveModelNode node;
+        try
+        {
+            if (fleetLog is not null && options.Adapters is not null && !options.AdaptersReset) fleetCheckpoint = FleetCheckpoint.Load(options.Adapters, options.FleetStream);
+            node = LiveModelNode.Load(fleetCheckpoint?.BasePath ?? options.Model, options.TrainerOptions(), options.RingCapacity);
+        }
+        catch { fleetLog?.DisposeAsync().AsTask().GetAwaiter().GetResult(); throw; }
+        try { if (fleetLog is null) RestoreAdapters(node); }
         catch { node.Dispose(); throw; }
         _log.LogInformation("model: {Model} (base {Fingerprint}), {Tables} tables, {MiB} MiB, loaded in {Seconds} s; adapters on {Adapted} table(s)",
             options.Model, node.Fingerprint, node.Model.Tables.Count, node.Model.TableBytes >> 20, F($"{sw.Elapsed.TotalSeconds:F1}"), node.Adapters.Count(a => a is not null));
         _slot = new NodeSlot(node);
+        if (fleetLog is not null)
+        {
+            try { _fleet = FleetMember.Start(options, log, fleetLog, node, fleetCheckpoint?.BasePath ?? options.Model, fleetCheckpoint, LoadBase, FleetBaseSwitched); }
+            catch { node.Dispose(); fleetLog.DisposeAsync().AsTask().GetAwaiter().GetResult(); throw; }
+        }
         _decoder = new RequestDecoder(node.Layout, options.MaxBatchEvents, options.MaxBagIds);
         _labels = new LabelJoin(() => _slot.Current, options.Labels, options.LabelWindow, options.RingCapacity, _metrics);
         _qos = new TrainerQos(options.Qos, options.QosTargetMs, log, priority: options.QosTrainerPriority);
-        if (options.Trainer) _qos.Attach(node);
+        if (options.Trainer && _fleet is null) _qos.Attach(node);
         _lastCheckpointTicks = Stopwatch.GetTimestamp();
         RegisterObservables();
         App = BuildApp(configureWebHost);
@@ -120,7 +139,7 @@ internal sealed class ServingHost : IAsyncDisposable
         builder.Services.AddSingleton(this);
         // /metrics: the OpenTelemetry Prometheus exporter over this server's meter (counter → _total, unit suffixes).
         builder.Services.AddOpenTelemetry().WithMetrics(m => m
-            .AddMeter([_metrics.Meter.Name, .. _slot.Current.MeterNames])
+            .AddMeter([_metrics.Meter.Name, .. _slot.Current.MeterNames, .. (_fleet is null ? [] : new[] { _fleet.Metrics.Meter.Name })])
             .AddView(ServingMetrics.RequestSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddView(ServingMetrics.QosLatencySecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddPrometheusExporter(p => p.ScrapeResponseCacheDurationMilliseconds = 0));
@@ -212,6 +231,12 @@ internal sealed class ServingHost : IAsyncDisposable
 
     internal bool Ready => !Draining && (!_qos.TrainerWanted || _slot.Current.TrainerRunning || _qos.PausedForRead);
 
+    /// <summary>What /readyz says when ready: a fleet node adds its log connection (serving goes on without it).</summary>
+    internal string ReadyText => _fleet is null ? "ready\n" : $"ready; {_fleet.Describe()}\n";
+
+    internal bool FleetMode => _fleet is not null;
+    internal FleetMember? Fleet => _fleet;
+
     // ------------------------------------------------------------------ admin
 
     internal bool AdminEnabled => _adminToken is not null;
@@ -230,6 +255,7 @@ internal sealed class ServingHost : IAsyncDisposable
     /// are saved for the new base at once; labels still pending for the old model are not trained.</summary>
     public async Task<(bool Ok, string Message)> ReloadAsync(string checkpoint)
     {
+        if (_fleet is not null) return await FleetReloadAsync(checkpoint);
         var sw = Stopwatch.StartNew();
         ILiveNode next;
         try
@@ -272,6 +298,74 @@ internal sealed class ServingHost : IAsyncDisposable
         return (true, msg);
     }
 
+    /// <summary>Reload in a fleet: the new base is loaded and checked here (a bad one never reaches the log), then a
+    /// base marker naming it goes into the log, and every node — this one included — switches when its replica
+    /// applies the marker: after the same examples, with fresh adapters. The checkpoint path must be the same on
+    /// every node. Waits up to a minute for this node's switch.</summary>
+    async Task<(bool Ok, string Message)> FleetReloadAsync(string checkpoint)
+    {
+        string full = Path.GetFullPath(checkpoint);
+        LiveModelNode next;
+        try { next = await Task.Run(() => LiveModelNode.Load(full, _options.TrainerOptions(), _options.RingCapacity)); }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "failed"));
+            return (false, $"reload of {checkpoint} failed, no base marker published, still serving {_slot.Current.Fingerprint}: {e.Message}");
+        }
+        if (!SameLayout(next.Layout, _slot.Current.Layout))
+        {
+            next.Dispose();
+            _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "failed"));
+            return (false, $"reload of {checkpoint} refused: its dense count or tables differ from the serving model's, clients would break");
+        }
+        string fingerprint = next.Fingerprint;
+        lock (_preparedLock) { _prepared?.Node.Dispose(); _prepared = (full, next); }
+        ulong sequence;
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            sequence = await _fleet!.PublishBaseMarkerAsync(fingerprint, full, timeout.Token);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            lock (_preparedLock) { if (ReferenceEquals(_prepared?.Node, next)) { _prepared = null; next.Dispose(); } }
+            _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "failed"));
+            return (false, $"reload of {checkpoint}: the base marker could not be published ({e.Message.Split('\n')[0]}), still serving {_slot.Current.Fingerprint}");
+        }
+        _log.LogInformation("fleet: base marker for {Fingerprint} ({Checkpoint}) at sequence {Sequence}", fingerprint, full, sequence);
+        var sw = Stopwatch.StartNew();
+        while (_fleet.Runner.AppliedSequence < sequence && sw.Elapsed < TimeSpan.FromMinutes(1) && _fleet.Runner.Failure is null) await Task.Delay(20);
+        bool switched = _fleet.Runner.AppliedSequence >= sequence;
+        return (true, F($"base marker for {fingerprint} from {full} published at sequence {sequence}; every fleet node switches there with fresh adapters; ") +
+                      (switched ? $"this node now serves {_slot.Current.Fingerprint}" : "this node has not applied it yet"));
+    }
+
+    /// <summary>The replica's loader at a base marker: the node this host prepared for it, or a fresh load (the
+    /// marker came from another node). Either way a base straight from its checkpoint, as on every node.</summary>
+    LiveModelNode LoadBase(string path)
+    {
+        lock (_preparedLock)
+        {
+            if (_prepared is { } p && p.Path == Path.GetFullPath(path)) { _prepared = null; return p.Node; }
+        }
+        return LiveModelNode.Load(path, _options.TrainerOptions(), _options.RingCapacity);
+    }
+
+    /// <summary>On the replica's thread, at a base marker: the new node serves from now on; the old one is freed when
+    /// its last request ends.</summary>
+    void FleetBaseSwitched(LiveModelNode old, LiveModelNode next)
+    {
+        Volatile.Write(ref _decoder, new RequestDecoder(next.Layout, _options.MaxBatchEvents, _options.MaxBagIds));
+        var swap = _slot.SwapAsync(next);
+        _ = swap.ContinueWith(t =>
+        {
+            Interlocked.Add(ref _droppedBefore, t.Result.DroppedWhileStopped);
+            t.Result.Dispose();
+        }, TaskScheduler.Default);
+        _metrics.Reloads.Add(1, new KeyValuePair<string, object?>("result", "ok"));
+        _log.LogInformation("fleet: base marker applied at sequence {Sequence}: now serving {Fingerprint} (adapters fresh)", _fleet?.Replica.LastSeen, next.Fingerprint);
+    }
+
     /// <summary>Starts or stops the trainer and sets its QoS mode (benchmarks alternate modes in one process).</summary>
     internal async Task SetTrainerAsync(bool running, QosMode mode, double? targetMs = null, TrainerPriority? priority = null)
     {
@@ -287,6 +381,7 @@ internal sealed class ServingHost : IAsyncDisposable
 
     internal string TrainerDescription()
     {
+        if (_fleet is not null) return _fleet.Describe();
         var s = _slot.Current.Status;
         return F($"running {_slot.Current.TrainerRunning}, qos {_qos.Mode.ToString().ToLowerInvariant()} ({_qos.Priority.ToString().ToLowerInvariant()}) target {_qos.TargetMs:G4} ms, samples {s.Samples}, duty {_qos.DutyCycle:F2}; {_qos.Summary()}");
     }
@@ -324,6 +419,8 @@ internal sealed class ServingHost : IAsyncDisposable
     /// <summary>Fingerprint of the live adapter state as a save would write it (trainer quiesced while read).</summary>
     internal ulong AdapterFingerprint()
     {
+        // A fleet node's adapters have one writer, the replica's thread: it computes the fingerprint between entries.
+        if (_fleet is not null) return _fleet.Runner.FingerprintAsync().WaitAsync(TimeSpan.FromSeconds(30)).GetAwaiter().GetResult().Fingerprint;
         _stateLock.Wait();
         try
         {
@@ -355,6 +452,7 @@ internal sealed class ServingHost : IAsyncDisposable
             if (Volatile.Read(ref _finished) != 0) return;
             _checkpointTimer?.Dispose();
             _qos.Detach();
+            if (_fleet is not null) await _fleet.StopAsync(_options.ShutdownTimeout);
             if (_store is not null)
             {
                 ulong? saved = SaveLocked("shutdown");
@@ -373,6 +471,8 @@ internal sealed class ServingHost : IAsyncDisposable
         await App.DisposeAsync();
         _labels.Dispose();
         _qos.Dispose();
+        if (_fleet is not null) await _fleet.DisposeAsync();
+        lock (_preparedLock) { _prepared?.Node.Dispose(); _prepared = null; }
         _poolWait.Dispose();
         _metrics.Dispose();
         _slot.Current.Dispose();

@@ -19,7 +19,7 @@ internal static class JsonApi
         app.MapPost("/v1/feedback", ctx => Feedback(ctx, host));
         app.MapGet("/v1/model", ctx => Model(ctx, host));
         app.MapGet("/healthz", ctx => Text(ctx, 200, "ok\n"));
-        app.MapGet("/readyz", ctx => host.Ready ? Text(ctx, 200, "ready\n") : Text(ctx, 503, host.Draining ? "draining\n" : "trainer not running\n"));
+        app.MapGet("/readyz", ctx => host.Ready ? Text(ctx, 200, host.ReadyText) : Text(ctx, 503, host.Draining ? "draining\n" : "trainer not running\n"));
         app.MapPost("/admin/reload", ctx => Admin(ctx, host, Reload));
         app.MapPost("/admin/trainer", ctx => Admin(ctx, host, Trainer));
         app.MapPost("/admin/checkpoint", ctx => Admin(ctx, host, Checkpoint));
@@ -193,6 +193,7 @@ internal static class JsonApi
 
     static async Task Trainer(HttpContext ctx, ServingHost host)
     {
+        if (host.FleetMode) { await Error(ctx, 409, "fleet node: the fleet log is its only trainer (a local trainer would make it differ from its peers)"); return; }
         var (doc, _) = await ReadJson(ctx, host);
         if (doc is null) return;
         bool running;
@@ -229,6 +230,7 @@ internal static class JsonApi
 
     static async Task Checkpoint(HttpContext ctx, ServingHost host)
     {
+        if (host.FleetMode) { await Error(ctx, 409, "fleet node: its replica checkpoints every --checkpoint-interval and on shutdown"); return; }
         ulong? saved = await Task.Run(() => host.SaveAdapters("admin"));
         if (saved is null) { await Error(ctx, 409, "no checkpoint written (no --adapters, or the trainer did not quiesce; see the log)"); return; }
         await ctx.Response.WriteAsJsonAsync(new { state = saved.Value.ToString("x16") }, ServingHost.Json);

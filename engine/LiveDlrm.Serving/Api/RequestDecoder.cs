@@ -15,7 +15,10 @@ internal sealed class BadRequestException(string message) : Exception(message);
 internal sealed class RequestDecoder(EventBatchLayout layout, int maxEvents, int maxBagIds)
 {
     public const long AssignedIdBit = 1L << 62;
-    static long s_nextId;
+    // Starts at the process's start time in microseconds, not at 0: a fleet log deduplicates by replica and request
+    // id over a window of minutes, and a restarted node that numbered from 0 again would have its first examples
+    // taken for retries of the previous run's. (Ids stay below 2^62 for millennia at a million requests a second.)
+    static long s_nextId = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1000;
 
     public EventBatchLayout Layout => layout;
 
@@ -32,6 +35,7 @@ internal sealed class RequestDecoder(EventBatchLayout layout, int maxEvents, int
         }
         if (events.ValueKind != JsonValueKind.Array) throw new BadRequestException("events: expected an array of events");
         var batch = NewBatch(events.GetArrayLength());
+        long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();   // the event time a fleet example carries
         int i = 0;
         foreach (var e in events.EnumerateArray())
         {
@@ -49,7 +53,7 @@ internal sealed class RequestDecoder(EventBatchLayout layout, int maxEvents, int
                 else if (p.NameEquals("sparse")) sparse = p.Value;
                 else throw new BadRequestException($"{at}.{p.Name}: unknown field");
             }
-            int row = batch.AddEvent(0f, 0, CheckId(id, at));
+            int row = batch.AddEvent(0f, now, CheckId(id, at));
             if (dense.ValueKind != JsonValueKind.Array) throw new BadRequestException($"{at}.dense: expected an array of {layout.DenseCount} numbers");
             if (dense.GetArrayLength() != layout.DenseCount) throw new BadRequestException($"{at}.dense: {dense.GetArrayLength()} values, the model has {layout.DenseCount} dense features");
             var d = batch.DenseRowForWrite(row);
@@ -85,11 +89,12 @@ internal sealed class RequestDecoder(EventBatchLayout layout, int maxEvents, int
     public EventBatch Decode(ScoreRequest request)
     {
         var batch = NewBatch(request.Events.Count);
+        long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         for (int i = 0; i < request.Events.Count; i++)
         {
             var e = request.Events[i];
             string at = $"events[{i}]";
-            int row = batch.AddEvent(0f, 0, CheckId(e.RequestId, at));
+            int row = batch.AddEvent(0f, now, CheckId(e.RequestId, at));
             if (e.Dense.Count != layout.DenseCount) throw new BadRequestException($"{at}.dense: {e.Dense.Count} values, the model has {layout.DenseCount} dense features");
             var d = batch.DenseRowForWrite(row);
             for (int k = 0; k < e.Dense.Count; k++) d[k] = CheckDense(e.Dense[k], $"{at}.dense[{k}]");

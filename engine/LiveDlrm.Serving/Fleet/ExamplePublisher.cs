@@ -49,6 +49,10 @@ internal sealed class ExamplePublisher : IAsyncDisposable
     public long Errors => Interlocked.Read(ref _errors);
     /// <summary>Examples waiting (in the spool or being published).</summary>
     public long Waiting => _spool.Reader.Count + Interlocked.Read(ref _inFlight);
+    /// <summary>How long one publish attempt may wait for the log's acknowledgement before it counts as failed and
+    /// is retried (same id). While the connection is down, the NATS client holds a publish until it reconnects;
+    /// without a bound the failure would never show in the counters.</summary>
+    public TimeSpan AttemptTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Examples per message as published so far (messages, examples).</summary>
     public (long Messages, long Examples) MessageCounts => (Interlocked.Read(ref _messages), Interlocked.Read(ref _published));
@@ -122,11 +126,14 @@ internal sealed class ExamplePublisher : IAsyncDisposable
                     id = record.MessageId;
                 }
                 var backoff = TimeSpan.FromMilliseconds(50);
-                while (true)
+                for (int attempt = 0; ; attempt++)
                 {
+                    if (attempt > 0) _metrics()?.PublishRetries.Add(1);
                     try
                     {
-                        var ack = await _log.PublishAsync(id, payload, ct);
+                        using var attemptCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                        attemptCts.CancelAfter(AttemptTimeout);
+                        var ack = await _log.PublishAsync(id, payload, attemptCts.Token);
                         Interlocked.Add(ref _published, batch.Count);
                         Interlocked.Increment(ref _messages);
                         if (ack.Duplicate) _metrics()?.PublishDuplicates.Add(batch.Count);

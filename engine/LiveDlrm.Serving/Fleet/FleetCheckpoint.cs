@@ -1,6 +1,5 @@
-using System.IO.Hashing;
 using System.Text;
-using LiveDlrm.Interop;
+using LiveDlrm.Files;
 
 namespace LiveDlrm.Serving.Fleet;
 
@@ -8,8 +7,8 @@ namespace LiveDlrm.Serving.Fleet;
 /// A replica's checkpoint, <c>DIR/fleet-checkpoint.bin</c>: the stream it belongs to, the applied position
 /// (sequence, and examples of the next message already applied),
 /// the base checkpoint directory, and the adapter state exactly as the adapter file holds it (which names the base
-/// fingerprint), then an XxHash3-64 of everything before it. Written to a temporary sibling, fsynced, renamed over
-/// the old one, directory fsynced: a crash leaves the old checkpoint or the new one. A checkpoint is portable: a new
+/// fingerprint), then an XxHash3-64 of everything before it, written as a <see cref="ChecksummedFile"/> (the adapter
+/// file's way): a crash leaves the old checkpoint or the new one. A checkpoint is portable: a new
 /// replica can start from a peer's file and replay the log from its sequence.
 /// </summary>
 internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, string BasePath, byte[] AdapterState, string Source)
@@ -27,8 +26,6 @@ internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, str
 
     public void Save(string dir)
     {
-        dir = Path.GetFullPath(dir);
-        Directory.CreateDirectory(dir);
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true))
         {
@@ -41,26 +38,7 @@ internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, str
             w.Write(AdapterState.Length);
             w.Write(AdapterState);
         }
-        var body = ms.ToArray();
-        string target = Path.Combine(dir, FileName), temp = Path.Combine(dir, $".{FileName}.tmp-{Guid.NewGuid():N}");
-        try
-        {
-            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                f.Write(body);
-                Span<byte> sum = stackalloc byte[8];
-                BitConverter.TryWriteBytes(sum, XxHash3.HashToUInt64(body));
-                f.Write(sum);
-                f.Flush(flushToDisk: true);
-            }
-            File.Move(temp, target, overwrite: true);
-            FileSyncInterop.SyncDirectory(dir);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { }
-            throw;
-        }
+        ChecksummedFile.Write(Path.Combine(Path.GetFullPath(dir), FileName), ms.ToArray());
     }
 
     /// <summary>The checkpoint in <paramref name="dir"/>, or null when there is none; a damaged or foreign file is
@@ -68,15 +46,12 @@ internal sealed record FleetCheckpoint(string Stream, ulong AppliedSequence, str
     public static FleetCheckpoint? Load(string dir, string stream)
     {
         string path = Path.Combine(Path.GetFullPath(dir), FileName);
-        if (!File.Exists(path)) return null;
-        var bytes = File.ReadAllBytes(path);
-        if (bytes.Length < Magic.Length + 8) throw new FleetCheckpointException($"{path}: truncated ({bytes.Length} bytes)");
-        var body = bytes.AsSpan(0, bytes.Length - 8);
-        if (BitConverter.ToUInt64(bytes, bytes.Length - 8) != XxHash3.HashToUInt64(body))
-            throw new FleetCheckpointException($"{path}: checksum mismatch (damaged file); move it away to start this replica from the base and the whole log");
+        var body = ChecksummedFile.ReadVerified(path, Magic.Length, why => new FleetCheckpointException(
+            why.StartsWith("checksum", StringComparison.Ordinal) ? $"{path}: {why}; move it away to start this replica from the base and the whole log" : $"{path}: {why}"));
+        if (body is null) return null;
         try
         {
-            using var r = new BinaryReader(new MemoryStream(body.ToArray()), Encoding.UTF8);
+            using var r = new BinaryReader(new MemoryStream(body), Encoding.UTF8);
             if (Encoding.ASCII.GetString(r.ReadBytes(Magic.Length)) != Magic) throw new FleetCheckpointException($"{path}: not a LiveDlrm fleet checkpoint");
             int format = r.ReadInt32();
             if (format is not (1 or Format)) throw new FleetCheckpointException($"{path}: format {format}, this engine reads {Format}");

@@ -13,6 +13,7 @@ internal sealed class FleetMetrics : IDisposable
     public Counter<long> Published { get; }
     public Counter<long> PublishDuplicates { get; }
     public Counter<long> PublishErrors { get; }
+    public Counter<long> PublishRetries { get; }
     public Counter<long> SpoolDropped { get; }
     public Counter<long> Consumed { get; }
     public Counter<long> AppliedExamples { get; }
@@ -25,6 +26,7 @@ internal sealed class FleetMetrics : IDisposable
         Published = Meter.CreateCounter<long>("livedlrm_fleet_published_examples", description: "Examples this node appended to the fleet log.");
         PublishDuplicates = Meter.CreateCounter<long>("livedlrm_fleet_publish_duplicates", description: "Publishes the log recognised as a retry of one it already had (not appended again).");
         PublishErrors = Meter.CreateCounter<long>("livedlrm_fleet_publish_errors", description: "Failed publish attempts (each is retried from the spool).");
+        PublishRetries = Meter.CreateCounter<long>("livedlrm_fleet_publish_retries", description: "Publishes attempted again after a failure (same message id).");
         SpoolDropped = Meter.CreateCounter<long>("livedlrm_fleet_spool_dropped", description: "Examples dropped unpublished because the local spool was full (oldest first).");
         Consumed = Meter.CreateCounter<long>("livedlrm_fleet_consumed_messages", description: "Log messages this replica read (redeliveries included).");
         AppliedExamples = Meter.CreateCounter<long>("livedlrm_fleet_applied_examples", description: "Examples this replica trained on from the log.");
@@ -33,6 +35,14 @@ internal sealed class FleetMetrics : IDisposable
         Meter.CreateObservableGauge("livedlrm_fleet_spool_length", spoolLength, description: "Examples waiting in the local spool to be published.");
         Meter.CreateObservableGauge("livedlrm_fleet_applied_sequence", appliedSequence, description: "The last log sequence reflected in this replica's adapters.");
         Meter.CreateObservableGauge("livedlrm_fleet_fingerprint_age", fingerprintAge, unit: "s", description: "Seconds since this replica last computed its adapter fingerprint (at a checkpoint).");
+    }
+
+    /// <summary>Adds the consumer-lag gauges of a replica that knows the log's end (a serving node polls it).</summary>
+    public void ObserveLag(Func<long> messages, Func<double> seconds, Func<int> connected)
+    {
+        Meter.CreateObservableGauge("livedlrm_fleet_consumer_lag_messages", messages, description: "Log messages appended after the last one reflected in this replica's adapters.");
+        Meter.CreateObservableGauge("livedlrm_fleet_consumer_lag", seconds, unit: "s", description: "Seconds between the log's last append and the append of the last message this replica applied (0 when caught up).");
+        Meter.CreateObservableGauge("livedlrm_fleet_connected", connected, description: "1 while the fleet log answers, 0 while examples only spool.");
     }
 
     public void Dispose() => Meter.Dispose();

@@ -95,6 +95,9 @@ internal sealed class FleetReplica : IDisposable
     /// <summary>Sequences missing between two applied entries (expired from the log before this replica read them).</summary>
     public long Missing { get; private set; }
     public long BaseSwitches { get; private set; }
+    /// <summary>Called on the applying thread when a base marker replaced the node (old, new). Set, the callee owns
+    /// the old node (a serving host frees it when its last request ends); unset, the replica disposes it at once.</summary>
+    public Action<LiveModelNode, LiveModelNode>? BaseSwitched { get; init; }
     /// <summary>Why the last message was skipped (for the log), or null.</summary>
     public string? LastSkipReason { get; private set; }
 
@@ -210,7 +213,8 @@ internal sealed class FleetReplica : IDisposable
         _merged = Track(next);
         _basePath = marker.Checkpoint;
         BaseSwitches++;
-        old.Dispose();
+        if (BaseSwitched is { } switched) switched(old, next);
+        else old.Dispose();
     }
 
     /// <summary>The adapter state as the adapter file would hold it (base fingerprint, every adapter, merged rows).</summary>

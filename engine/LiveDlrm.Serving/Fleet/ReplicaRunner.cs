@@ -52,6 +52,8 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     /// <summary>Seconds since the fingerprint was last computed (∞ before the first).</summary>
     public double FingerprintAge { get { long t = Interlocked.Read(ref _fingerprintTicks); return t == 0 ? double.PositiveInfinity : Stopwatch.GetElapsedTime(t).TotalSeconds; } }
     public Exception? Failure => Volatile.Read(ref _failure);
+    /// <summary>When the message at <see cref="AppliedSequence"/> was appended to the log (null before the first).</summary>
+    public DateTimeOffset? AppliedAppendedAt { get { lock (_sync) return _appliedAppended; } }
 
     public ReplicaRunner(IExampleLog log, FleetReplica replica, string stream, string? checkpointDir, FleetMetrics? metrics, Action<string> logLine)
     {
@@ -176,7 +178,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
             _metrics?.AppliedExamples.Add(stepped);
         }
         if (_replica.PendingExamples == 0) _pendingAppended.Clear();   // a base switch or skipped examples left nothing waiting
-        if (_replica.AppliedSequence == entry.Sequence) _appliedAppended = entry.Appended;
+        if (_replica.AppliedSequence == entry.Sequence) lock (_sync) _appliedAppended = entry.Appended;
         Interlocked.Exchange(ref _lastSeen, (long)_replica.LastSeen);
         Interlocked.Exchange(ref _applied, (long)_replica.AppliedSequence);
     }

@@ -68,9 +68,14 @@ internal sealed class LiveModelNode : ILiveNode
         _live.Serve(batch, scores);
     }
 
+    /// <summary>Where joined examples go instead of the local trainer (a fleet node publishes them to the log and
+    /// trains only from it); null = the local trainer.</summary>
+    public Action<ServedEvent, float>? ExampleSink { get; set; }
+
     public bool Feedback(long requestId, float label)
     {
         if (!_live.Ring.TryTake(requestId, out var served)) return false;
+        if (ExampleSink is { } sink) { sink(served, label); return true; }
         lock (_held)
         {
             if (_holding) { _held.Add((served, label)); return true; }

@@ -1,6 +1,5 @@
-using System.IO.Hashing;
 using System.Text;
-using LiveDlrm.Interop;
+using LiveDlrm.Files;
 using LiveDlrm.Lora;
 using LiveDlrm.Runtime;
 
@@ -36,16 +35,14 @@ internal sealed class AdapterStore
     /// CLI names its <c>--adapters-reset</c>).</summary>
     public const string DefaultDiscardHint = "delete the file to start from fresh adapters";
 
-    readonly string _dir;
     readonly string _discardHint;
     public string FilePath { get; }
 
     public AdapterStore(string dir, string discardHint = DefaultDiscardHint)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(dir);
-        _dir = Path.GetFullPath(dir);
         _discardHint = discardHint;
-        FilePath = Path.Combine(_dir, FileName);
+        FilePath = Path.Combine(Path.GetFullPath(dir), FileName);
     }
 
     /// <summary>Records the rows each adapter merges into its base table (on the trainer thread). Create it with
@@ -122,46 +119,17 @@ internal sealed class AdapterStore
     }
 
     /// <summary>XxHash3 of an export: equal for equal adapter state, bit for bit.</summary>
-    public static ulong Fingerprint(ReadOnlySpan<byte> export) => XxHash3.HashToUInt64(export);
+    public static ulong Fingerprint(ReadOnlySpan<byte> export) => ChecksummedFile.Checksum(export);
 
     /// <summary>Writes <paramref name="export"/> atomically (temp file, fsync, rename, fsync directory).</summary>
-    public void Save(byte[] export)
-    {
-        Directory.CreateDirectory(_dir);
-        string temp = Path.Combine(_dir, $".{FileName}.tmp-{Guid.NewGuid():N}");
-        try
-        {
-            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                f.Write(export);
-                Span<byte> sum = stackalloc byte[8];
-                BitConverter.TryWriteBytes(sum, Fingerprint(export));
-                f.Write(sum);
-                f.Flush(flushToDisk: true);
-            }
-            File.Move(temp, FilePath, overwrite: true);
-            FileSyncInterop.SyncDirectory(_dir);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { }
-            throw;
-        }
-    }
+    public void Save(byte[] export) => ChecksummedFile.Write(FilePath, export);
 
     public bool Exists => File.Exists(FilePath);
 
     /// <summary>The saved export (checksum verified), or null when there is no file.</summary>
-    public byte[]? ReadVerified()
-    {
-        if (!File.Exists(FilePath)) return null;
-        var bytes = File.ReadAllBytes(FilePath);
-        if (bytes.Length < 8 + Magic.Length) throw new AdapterStoreException($"{FilePath}: truncated ({bytes.Length} bytes)");
-        var body = bytes.AsSpan(0, bytes.Length - 8);
-        if (BitConverter.ToUInt64(bytes, bytes.Length - 8) != Fingerprint(body))
-            throw new AdapterStoreException($"{FilePath}: checksum mismatch (damaged file); {_discardHint}");
-        return body.ToArray();
-    }
+    public byte[]? ReadVerified() =>
+        ChecksummedFile.ReadVerified(FilePath, Magic.Length, why => new AdapterStoreException(
+            why.StartsWith("checksum", StringComparison.Ordinal) ? $"{FilePath}: {why}; {_discardHint}" : $"{FilePath}: {why}"));
 
     /// <summary>Applies a verified export to a freshly loaded live model on the base identified by
     /// <paramref name="baseFingerprint"/>, before it serves and with its trainer stopped: base rows first, then each
