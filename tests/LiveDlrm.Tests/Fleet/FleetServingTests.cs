@@ -192,6 +192,12 @@ internal class FleetServingTests
         var e = Assert.ThrowsAsync<FleetUnavailableException>(async () => await StartAsync(FleetOptions(url, "GONE", "a")))!;
         Assert.That(e.Message, Does.StartWith($"fleet log {url}:").And.Not.Contain("\n"));
         Assert.That(e, Is.InstanceOf<UserInputException>(), "the CLI prints it as one line and exits 2");
+        var cli = LiveDlrm.Tests.Serving.ServingProcessTests.RunCli($"serve --model {_base} --listen 127.0.0.1:0 --qos off --fleet {url} --replica-id a", TimeSpan.FromSeconds(60));
+        Assert.That(cli.ExitCode, Is.EqualTo(2), cli.Output + cli.Error);
+        var errorLines = cli.Error.Trim().Split('\n');
+        Assert.That(errorLines[^1], Does.StartWith($"livedlrm serve: fleet log {url}:"), cli.Error);
+        Assert.That(cli.Error, Does.Not.Contain("   at "), "no stack trace");
+        Assert.That(cli.Error, Does.Not.Contain("model:"), "the log is tried before the model is loaded");
 
         await using var node = await StartAsync(FleetOptions(url, "GONE", "a", change: o => o.FleetOptional = true));
         await TrafficAsync(node, 1, 8);

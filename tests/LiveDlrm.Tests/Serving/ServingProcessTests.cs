@@ -297,7 +297,7 @@ internal class ServingProcessTests
         return new Child(p, output);
     }
 
-    static (int ExitCode, string Output, string Error) RunCli(string args, TimeSpan timeout)
+    internal static (int ExitCode, string Output, string Error) RunCli(string args, TimeSpan timeout)
     {
         var psi = new ProcessStartInfo("dotnet", $"{CliDll} {args}") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         using var p = Process.Start(psi)!;
