@@ -185,6 +185,19 @@ internal class FleetServingTests
         Assert.That(after.Any(s => s.Name == "livedlrm_fleet_consumer_lag_seconds"), Is.True);
     }
 
+    [TestCase("ftp://127.0.0.1:4222", "r1", 64, false, "--fleet:")]
+    [TestCase("nats://127.0.0.1:4222", null, 64, false, "--replica-id:")]
+    [TestCase("nats://127.0.0.1:4222", "r 1", 64, false, "--replica-id:")]
+    [TestCase("nats://127.0.0.1:4222", "r1", 0, false, "--fleet-batch:")]
+    [TestCase("nats://127.0.0.1:4222", "r1", 64, true, "--adapt-last-layer:")]
+    [TestCase(null, "r1", 64, false, "--replica-id:")]
+    public void FleetOptionsAreCheckedNamingTheOption(string? url, string? replica, int batch, bool lastLayer, string starts)
+    {
+        var o = Options(_base, o => { o.Fleet = url; o.ReplicaId = replica; o.FleetBatch = batch; o.AdaptLastLayer = lastLayer; });
+        var e = Assert.Throws<ArgumentException>(o.Validate)!;
+        Assert.That(e.Message, Does.StartWith(starts).And.Not.Contain("\n"));
+    }
+
     [Test]
     public async Task AnUnreachableLogAtStartIsAnErrorUnlessTheFleetIsOptional()
     {
