@@ -71,6 +71,16 @@ internal sealed class ServeOptions
     public int FleetBatch { get; set; } = 64;
     /// <summary>Examples held locally while the log cannot take them (oldest dropped beyond, counted).</summary>
     public int FleetSpool { get; set; } = 100_000;
+    /// <summary>Examples per log message at most (1 = one example per message); see docs/fleet.md for the bytes each
+    /// choice costs.</summary>
+    public int FleetMessageExamples { get; set; } = Serving.Fleet.PublisherBatching.Default.MaxExamples;
+    /// <summary>How long, in milliseconds, the first example of a message waits for more: the bound batching adds to
+    /// the replication lag.</summary>
+    public int FleetLingerMs { get; set; } = (int)Serving.Fleet.PublisherBatching.Default.Linger.TotalMilliseconds;
+
+    internal Serving.Fleet.PublisherBatching FleetBatching() => FleetMessageExamples == 1
+        ? Serving.Fleet.PublisherBatching.None
+        : new() { MaxExamples = FleetMessageExamples, Linger = TimeSpan.FromMilliseconds(FleetLingerMs) };
 
     public OnlineTrainerOptions TrainerOptions() => Fleet is null ? LocalTrainerOptions() : Serving.Fleet.FleetReplicaOptions.Deterministic(LocalTrainerOptions(), FleetBatch);
 
@@ -125,6 +135,8 @@ internal sealed class ServeOptions
             try { new Serving.Fleet.FleetReplicaOptions { ReplicaId = ReplicaId, BatchSize = FleetBatch }.Validate(); }
             catch (ArgumentException e) { throw new ArgumentException($"--{(FleetBatch < 1 ? "fleet-batch" : "replica-id")}: {e.Message.Split(" (Parameter")[0]}"); }
             if (FleetSpool < 1) throw new ArgumentException($"--fleet-spool: must be ≥ 1, got {FleetSpool}");
+            if (FleetMessageExamples < 1 || FleetMessageExamples > 1 << 16) throw new ArgumentException($"--fleet-message-examples: must be in 1..65536, got {FleetMessageExamples}");
+            if (FleetLingerMs < 0 || FleetLingerMs > 10_000) throw new ArgumentException($"--fleet-linger-ms: must be in 0..10000, got {FleetLingerMs}");
             if (AdaptLastLayer) throw new ArgumentException("--adapt-last-layer: not available with --fleet (the last-layer update is not part of the fleet's deterministic state)");
         }
         else if (ReplicaId is not null || FleetOptional) throw new ArgumentException($"--{(ReplicaId is not null ? "replica-id" : "fleet-optional")}: only meaningful with --fleet");

@@ -33,13 +33,15 @@ internal sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
     readonly Option<string?> _replicaId = Opt.Text("--replica-id", "this node's name in the fleet (required with --fleet)", helpName: "ID");
     readonly Option<bool> _fleetOptional = Opt.Flag("--fleet-optional", "serve even when the fleet log is unreachable at start (examples spool until it answers)");
     readonly Option<int?> _fleetSpool = Opt.OptionalInt("--fleet-spool", "examples held in memory while the fleet log cannot take them, oldest dropped beyond (default 100000)", 1, 1 << 26);
+    readonly Option<int?> _fleetMessage = Opt.OptionalInt("--fleet-message-examples", "examples per fleet log message at most, 1 = one per message (default 256)", 1, 1 << 16);
+    readonly Option<int?> _fleetLinger = Opt.OptionalInt("--fleet-linger-ms", "how long a message's first example waits for more before it is published (default 20)", 0, 10_000);
     readonly Option<int?> _fleetBatch = Opt.OptionalInt("--fleet-batch", "examples per training step of the fleet log, the same on every node (default 64)", 1, 1 << 20);
 
     public ServeCommand() : base("serve", "a live inference node: gRPC/HTTP scoring and feedback, the trainer under QoS, adapters saved and restored, /metrics")
     {
         foreach (var o in new Option[] { _model, _adapters, _listen, _grpcListen, _config, _token, _labelWindow, _labels, _qos, _qosTarget, _qosPriority, _interval, _reset,
                                          _shutdown, _noTrainer, _adaptLastLayer, _maxEvents, _maxBag, _maxBytes, _ring, _trainerBatch,
-                                         _fleet, _replicaId, _fleetOptional, _fleetBatch, _fleetSpool })
+                                         _fleet, _replicaId, _fleetOptional, _fleetBatch, _fleetSpool, _fleetMessage, _fleetLinger })
             Add(o);
     }
 
@@ -76,6 +78,8 @@ internal sealed class ServeCommand : CliCommand, IHandlesOwnInterrupts
             Set(_replicaId, nameof(ServeOptions.ReplicaId));
             Set(_fleetBatch, nameof(ServeOptions.FleetBatch));
             Set(_fleetSpool, nameof(ServeOptions.FleetSpool));
+            Set(_fleetMessage, nameof(ServeOptions.FleetMessageExamples));
+            Set(_fleetLinger, nameof(ServeOptions.FleetLingerMs));
             if (result.GetValue(_fleetOptional)) o[nameof(ServeOptions.FleetOptional)] = "true";
             if (result.GetValue(_reset)) o[nameof(ServeOptions.AdaptersReset)] = "true";
             if (result.GetValue(_noTrainer)) o[nameof(ServeOptions.Trainer)] = "false";

@@ -47,7 +47,7 @@ internal sealed class FleetMember : IAsyncDisposable
         _metrics = new FleetMetrics(() => _publisher!.Waiting, () => (long)_runner!.AppliedSequence, () => _runner!.FingerprintAge,
                                     $"{FleetMetrics.MeterName}.{replica.Options.ReplicaId}");
         _metrics.ObserveLag(() => LagMessages, LagSeconds, () => _log.Connected ? 1 : 0);
-        _publisher = new ExamplePublisher(log, options.FleetSpool, () => _metrics, Line);
+        _publisher = new ExamplePublisher(log, options.FleetSpool, () => _metrics, Line, options.FleetBatching());
         _runner = new ReplicaRunner(log, replica, options.FleetStream, options.Adapters, _metrics, Line)
         {
             CheckpointInterval = options.CheckpointInterval,

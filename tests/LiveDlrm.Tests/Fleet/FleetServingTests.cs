@@ -43,6 +43,10 @@ internal class FleetServingTests
         // `fleet status` connects with the default subject (and sets it on the stream), so the stream it reads uses it.
         o.FleetSubject = stream == "SPLIT" ? "livedlrm.examples.default" : "livedlrm.examples." + stream.ToLowerInvariant();
         o.FleetBatch = 8;
+        // One example per message, so log sequences count examples and the assertions can name positions; grouped
+        // messages train identically
+        // (FleetReplicaTests.BatchedMessagesTrainBitIdenticallyToSingleExampleMessages).
+        o.FleetMessageExamples = 1;
         o.Adapters = adapters;
         o.CheckpointInterval = TimeSpan.FromMilliseconds(200);
         o.AdminTokenFile = TokenFile(Directory.CreateDirectory(Path.Combine(_root, "token-" + replica + "-" + stream)).FullName, Token);
