@@ -28,6 +28,9 @@ internal sealed class RowAccumulators
     /// <summary>Memory the state takes beside the table (4 bytes a row).</summary>
     public long Bytes => (long)_values.Length * sizeof(float);
 
+    /// <summary>Every row's accumulator, in row order (for saving it with the adapters).</summary>
+    public ReadOnlySpan<float> Values => _values;
+
     public float this[long row]
     {
         get => _values[row];

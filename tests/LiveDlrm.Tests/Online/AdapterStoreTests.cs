@@ -1,4 +1,5 @@
 using LiveDlrm.Data;
+using LiveDlrm.Lora;
 using LiveDlrm.Online;
 using LiveDlrm.Online.Persistence;
 
@@ -81,14 +82,23 @@ internal class AdapterStoreTests
     /// <summary>What a restart must not lose: a model restored from the file scores bit for bit as the saved one
     /// (the last-layer update included), trains on from there exactly as the saved one does on the same labels, and
     /// draws the same random B directions (the generator's state is in the file: after MergeAll both adapters hold
-    /// the same fresh B).</summary>
-    [TestCase(false)]
-    [TestCase(true)]
-    public void RestartScoresAndTrainsOnBitForBit(bool lastLayer)
+    /// the same fresh B). With a row state (rows start from their base row's Adagrad state) the restarted process has
+    /// no base trainer to copy it from: it comes from the file, merges' write-backs included.</summary>
+    [TestCase(false, false)]
+    [TestCase(true, false)]
+    [TestCase(true, true)]
+    public void RestartScoresAndTrainsOnBitForBit(bool lastLayer, bool rowState)
     {
         using var saved = Fresh(lastLayer: lastLayer);
+        if (rowState)
+            foreach (var a in saved.Adapters)
+                if (a is not null)
+                    a.RowState = new RowAccumulators(Enumerable.Range(0, (int)a.Table.Rows).Select(r => 0.01f * (r % 7)).ToArray());
         var merged = AdapterStore.MergedRows.Track(saved.Live);
         Train(saved.Live, 4);
+        if (rowState)
+            Assert.That(saved.Adapters.Any(a => a is not null && Enumerable.Range(0, (int)a.Table.Rows).Any(r => a.RowState![r] != 0.01f * (r % 7))),
+                        "merges wrote row state back, so the file must carry more than the start");
         if (lastLayer) Assert.That(saved.Live.LastLayer!.Current.Version, Is.GreaterThan(0), "the last layer was trained");
         var store = new AdapterStore(Path.Combine(_root, "restart"));
         store.Save(AdapterStore.Export(saved.Live, BaseA, merged));
@@ -99,6 +109,7 @@ internal class AdapterStoreTests
         var probe = Spread(256, 99, 100_000);
         float[] Scores(OnlineTestModel m) { var s = new float[256]; m.Live.Predict(probe, s); return s; }
         Assert.That(Scores(restarted), Is.EqualTo(Scores(saved)), "scores after the restart");
+        if (rowState) Assert.That(restarted.Adapters.Where(a => a is not null).All(a => a!.RowState is not null), "row state restored");
 
         for (int round = 4; round < 7; round++)
         {
@@ -119,9 +130,9 @@ internal class AdapterStoreTests
     {
         using var model = Fresh();
         var export = AdapterStore.Export(model.Live, BaseA, AdapterStore.MergedRows.Track(model.Live));
-        BitConverter.TryWriteBytes(export.AsSpan(8, 4), 1);   // the format after the 8-byte magic
+        BitConverter.TryWriteBytes(export.AsSpan(8, 4), 2);   // the format after the 8-byte magic: 2 had no row state
         Assert.That(() => AdapterStore.Restore(model.Live, BaseA, new AdapterStore.MergedRows(), export, "old.bin"),
-                    Throws.TypeOf<AdapterStoreException>().With.Message.EqualTo($"old.bin: adapter file format 1, this engine reads 2; {AdapterStore.DefaultDiscardHint}"));
+                    Throws.TypeOf<AdapterStoreException>().With.Message.EqualTo($"old.bin: adapter file format 2, this engine reads 3; {AdapterStore.DefaultDiscardHint}"));
     }
 
     [Test]

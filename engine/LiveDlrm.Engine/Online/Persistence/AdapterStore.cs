@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using LiveDlrm.Files;
 using LiveDlrm.Lora;
@@ -16,7 +17,11 @@ internal sealed class AdapterStoreException(string message) : UserInputException
 /// "LDADAPT1", format, base-model fingerprint, table count
 /// per table: has-adapter flag, the adapter's state (TableAdapter.WriteState, including its random generator),
 ///            then the rows its merges wrote into the base table since the base was loaded (row, raw stored bytes) —
-///            a merge moves learning out of the adapter into the table, so without them a restart would lose it
+///            a merge moves learning out of the adapter into the table, so without them a restart would lose it;
+///            then has-row-state flag and, if set, the row-wise Adagrad accumulator of every table row
+///            (TableAdapter.RowState: a row admitted to a slot starts from it and a merge writes it back, so it is
+///            adapter-side training state that changes with the stream; a restarted process — which has no base
+///            trainer to copy it from — would otherwise start rows from a constant, and continue differently)
 /// has-last-layer flag, the last-layer update's state (LastLayerAdapter.WriteState)
 /// XxHash3-64 of everything above
 /// </code>
@@ -29,7 +34,7 @@ internal sealed class AdapterStore
 {
     public const string FileName = "adapters.bin";
     const string Magic = "LDADAPT1";
-    const int Format = 2;   // 2 added the last-layer update and the adapters' random generators
+    const int Format = 3;   // 2 added the last-layer update and the adapters' random generators; 3 the row state
 
     /// <summary>What an error about an unusable file tells the user to do, unless the host says it better (the
     /// CLI names its <c>--adapters-reset</c>).</summary>
@@ -111,6 +116,12 @@ internal sealed class AdapterStore
                     w.Write(r);
                     w.Write(tables[t].StoredRow(r));
                 }
+                w.Write(adapter.RowState is not null);
+                if (adapter.RowState is { } state)
+                {
+                    w.Write(state.Rows);
+                    w.Write(MemoryMarshal.AsBytes(state.Values));
+                }
             }
             w.Write(live.LastLayer is not null);
             live.LastLayer?.WriteState(w);
@@ -184,6 +195,20 @@ internal sealed class AdapterStore
                             bytes.CopyTo(table.StoredRow(row));
                             merged.Add(adapter, row);
                         }
+                    }
+                    bool hasState = r.ReadBoolean();
+                    if (!hasState && adapter.RowState is not null)
+                        throw new AdapterStoreException($"{source}: table '{table.Name}' has no row state in the file but its adapter keeps one (different trainer options?)");
+                    if (hasState)
+                    {
+                        long stateRows = r.ReadInt64();
+                        if (stateRows != table.Rows) throw new AdapterStoreException($"{source}: table '{table.Name}': row state of {stateRows} rows, the table has {table.Rows}");
+                        var values = new float[stateRows];
+                        var bytes = MemoryMarshal.AsBytes(values.AsSpan());
+                        if (r.Read(bytes) != bytes.Length) throw new AdapterStoreException($"{source}: table '{table.Name}': row state truncated");
+                        foreach (float v in values)
+                            if (!(v >= 0) || !float.IsFinite(v)) throw new AdapterStoreException($"{source}: table '{table.Name}': a row state value is negative or not finite");
+                        if (apply) adapter.RowState = new RowAccumulators(values);
                     }
                 }
                 bool hasLast = r.ReadBoolean();
