@@ -64,6 +64,7 @@ internal sealed class ReplayCommand : CliCommand
     readonly Option<string> _rowState = Opt.Choice("--row-state", "live: an adapter row starts from its base row's Adagrad state (base) or from --adagrad-init (fresh)", D.WarmRowState ? "base" : "fresh", "base", "fresh");
     readonly Option<string> _lastLayer = Opt.Choice("--last-layer", "live: also learn an additive update of the top MLP's last layer", D.OnlineTrainer.AdaptLastLayer ? "on" : "off", "on", "off");
     readonly Option<double> _lastLayerLr = Opt.Double("--last-layer-lr", "live: its Adagrad learning rate", F(D.OnlineTrainer.LastLayerLearningRate), 1e-9, 10);
+    readonly Option<double> _trainFraction = Opt.Double("--train-fraction", "live: fraction of served requests kept and trained on (chosen by request-id hash)", D.OnlineTrainer.TrainFraction, 1e-6, 1);
     readonly Option<double> _lr = Opt.Double("--lr", "base + delta trainer: embedding learning rate", F(D.FullTrainer.EmbeddingLearningRate), 1e-9, 100);
     readonly Option<double> _denseLr = Opt.Double("--dense-lr", "base + delta trainer: dense learning rate", D.FullTrainer.DenseLearningRate, 1e-9, 100);
     readonly SyntheticWorldArgs _world = new(DefaultWorld);
@@ -80,7 +81,7 @@ internal sealed class ReplayCommand : CliCommand
         _data.AddTo(this);
         foreach (var o in new Option[] { _basePrefix, _model, _baseEpochs, _syncInterval, _syncDelay, _labelDelay, _window, _minWindowEvents, _batch, _onlineBatch,
                                          _rank, _minRank, _maxRank, _rankInterval, _energy, _growThreshold, _budget, _lrA, _lrB, _dim, _budgetScope,
-                                         _smallTableBudget, _adagradInit, _optimizer, _noReuse, _rowState, _lastLayer, _lastLayerLr, _lr, _denseLr })
+                                         _smallTableBudget, _adagradInit, _optimizer, _noReuse, _rowState, _lastLayer, _lastLayerLr, _trainFraction, _lr, _denseLr })
             Add(o);
         _world.AddTo(this);
         Add(_liveBackend); Add(_pimDpus); Add(_out); Add(_noPlots);
@@ -165,6 +166,7 @@ internal sealed class ReplayCommand : CliCommand
             {
                 BatchSize = result.GetValue(_onlineBatch),
                 ReuseForward = !result.GetValue(_noReuse),
+                TrainFraction = result.GetValue(_trainFraction),
                 AdaptLastLayer = result.GetValue(_lastLayer) == "on",
                 LastLayerLearningRate = Given(result, _lastLayerLr) ? (float)result.GetValue(_lastLayerLr) : defaults.OnlineTrainer.LastLayerLearningRate,
                 SmallTableBudgetMultiple = result.GetValue(_smallTableBudget),
@@ -262,7 +264,12 @@ internal sealed class ReplayCommand : CliCommand
                 Console.WriteLine($"live − delta AUC  {(live.Overall.Auc - delta.Overall.Auc).ToString("+0.0000;-0.0000", inv)}  (target ≥ 0)");
                 Console.WriteLine($"live / delta CPU  {(live.Cost.CpuSeconds / delta.Cost.CpuSeconds).ToString("F2", inv)}x  (target ≤ 0.5x); network {live.Cost.NetworkBytes} vs {delta.Cost.NetworkBytes} bytes");
             }
-            if (live.Live is { } l) Console.WriteLine($"adapter memory   max {l.AdapterMemoryPctMax.ToString("F4", inv)} % of table bytes (budget {l.AdapterBudgetPct.ToString("F4", inv)} %; target ≤ 1 %)");
+            if (live.Live is { } l)
+            {
+                Console.WriteLine($"adapter memory   max {l.AdapterMemoryPctMax.ToString("F4", inv)} % of table bytes (budget {l.AdapterBudgetPct.ToString("F4", inv)} %; target ≤ 1 %)");
+                if (l.RowStateBytes > 0)
+                    Console.WriteLine($"row state        {l.RowStateBytes} bytes, {l.RowStatePct.ToString("F4", inv)} % of table bytes (base rows' Adagrad state, outside the adapter budget)");
+            }
         }
     }
 }

@@ -23,19 +23,24 @@ internal readonly struct DenseActivations(Tensor? bottom, Tensor[]? topHidden)
     /// <summary>Floats per event of the bottom output plus every hidden layer (the kept activation record).</summary>
     public int LengthPerEvent(int batch) => IsEmpty ? 0 : (int)(bottom!.numel() + topHidden!.Sum(h => h.numel())) / batch;
 
-    /// <summary>Writes event <paramref name="row"/>'s activations (bottom output, then each hidden layer in order)
-    /// into <paramref name="destination"/>.</summary>
-    public void CopyEvent(int row, int batch, Span<float> destination)
+    /// <summary>Writes every event's activation record, event-major (<c>[batch, LengthPerEvent]</c>), into
+    /// <paramref name="destination"/>. Reaching a tensor's memory costs several libtorch calls (dtype, device,
+    /// contiguity, storage), so a recorder that keeps every event's activations does it once per tensor per batch
+    /// here, not once per event (per event it was most of what keeping requests cost the serving thread).</summary>
+    public void CopyBatch(int batch, Span<float> destination)
     {
         if (IsEmpty) throw new InvalidOperationException("no activations were kept");
-        int offset = Copy(bottom!, row, batch, destination);
-        foreach (var t in topHidden!) offset += Copy(t, row, batch, destination[offset..]);
+        int length = LengthPerEvent(batch);
+        if (destination.Length < batch * length) throw new ArgumentException($"destination holds {destination.Length} floats, the batch needs {batch * length}", nameof(destination));
+        int offset = CopyColumns(bottom!, batch, length, 0, destination);
+        foreach (var t in topHidden!) offset += CopyColumns(t, batch, length, offset, destination);
     }
 
-    static int Copy(Tensor t, int row, int batch, Span<float> destination)
+    static int CopyColumns(Tensor t, int batch, int length, int offset, Span<float> destination)
     {
-        int w = (int)(t.numel() / batch);
-        TensorMemory.Span(t).Slice(row * w, w).CopyTo(destination);
+        var source = TensorMemory.Span(t);
+        int w = source.Length / batch;
+        for (int row = 0; row < batch; row++) source.Slice(row * w, w).CopyTo(destination.Slice(row * length + offset, w));
         return w;
     }
 }

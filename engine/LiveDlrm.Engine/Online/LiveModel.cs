@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics.Metrics;
 using LiveDlrm.Data;
 using LiveDlrm.Embeddings;
@@ -98,7 +99,7 @@ internal sealed class LiveModel : IDisposable
             Trainer = new OnlineTrainer(Model, _adapters, LastLayer, trainerOptions);
             Model.Dense.LastLayerDelta = LastLayer;
             Ring = new ServedRequestRing(Options.RingCapacity);
-            _recorder = new RingRecorder(Ring, Model.Config.Dim, trainerOptions.ReuseForward, trainerOptions.ReuseForward ? Trainer.ReuseBackward : null);
+            _recorder = new RingRecorder(Ring, Model.Config.Dim, trainerOptions, trainerOptions.ReuseForward ? Trainer.ReuseBackward : null);
             _adapterMeter = new Meter(AdapterMeterName);
             _adapterMeter.CreateObservableGauge("livedlrm.adapter.memory", () => PerTable(a => a.AllocatedBytes), "By", "Bytes an adapter holds (slots, B, map)");
             _adapterMeter.CreateObservableGauge("livedlrm.adapter.budget", () => PerTable(a => a.BudgetBytes), "By", "Bytes an adapter may hold");
@@ -144,6 +145,7 @@ internal sealed class LiveModel : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         OnlineTrainer.CheckLabel(requestId, label);
+        if (!Options.Trainer.Trains(requestId)) return false;   // not sampled for training: never kept, not unknown
         if (!Ring.TryTake(requestId, out var served)) return false;
         Trainer.Enqueue(served, label);
         return true;
@@ -173,25 +175,33 @@ internal sealed class LiveModel : IDisposable
 
     /// <summary>Stores each served event in the ring, with the serving forward's pooled embeddings when the trainer
     /// reuses them and its dense activations when the reuse backward can use them.</summary>
-    sealed class RingRecorder(ServedRequestRing ring, int dim, bool keepPooled, FrozenDenseBackward? backward) : IForwardObserver
+    sealed class RingRecorder(ServedRequestRing ring, int dim, OnlineTrainerOptions options, FrozenDenseBackward? backward) : IForwardObserver
     {
         public bool KeepsActivations => backward is not null;
 
         public void Observe(EventBatch batch, ReadOnlySpan<float> pooled, DenseActivations activations)
         {
             int b = batch.Count;
-            var kept = keepPooled ? pooled : default;
+            var kept = options.ReuseForward ? pooled : default;
+            var ids = batch.RequestIds;
             if (activations.IsEmpty)
             {
-                for (int i = 0; i < b; i++) ring.Store(ServedEvent.FromBatch(batch, i, kept, dim));
+                for (int i = 0; i < b; i++)
+                    if (options.Trains(ids[i])) ring.Store(ServedEvent.FromBatch(batch, i, kept, dim));
                 return;
             }
-            var row = new float[backward!.ActivationLength];
-            for (int i = 0; i < b; i++)
+            int length = backward!.ActivationLength;
+            if (activations.LengthPerEvent(b) != length)
+                throw new InvalidOperationException($"the forward kept {activations.LengthPerEvent(b)} activations an event, the backward expects {length}");
+            // Serving threads may call this concurrently: the batch's records go to a rented buffer.
+            var all = ArrayPool<float>.Shared.Rent(b * length);
+            try
             {
-                activations.CopyEvent(i, b, row);
-                ring.Store(ServedEvent.FromBatch(batch, i, kept, dim, row));
+                activations.CopyBatch(b, all);
+                for (int i = 0; i < b; i++)
+                    if (options.Trains(ids[i])) ring.Store(ServedEvent.FromBatch(batch, i, kept, dim, all.AsSpan(i * length, length)));
             }
+            finally { ArrayPool<float>.Shared.Return(all); }
         }
     }
 }

@@ -19,6 +19,11 @@ internal sealed record OnlineTrainerOptions
     /// (<see cref="FrozenDenseBackward"/>) instead of re-running the forward under autograd. They are as stale as
     /// the label delay (adapter updates in between are not reflected); off = the autograd reference path.</summary>
     public bool ReuseForward { get; init; } = true;
+    /// <summary>Fraction of served requests the trainer learns from, chosen by a hash of the request id (so serving
+    /// and the label join agree without state): only those are kept in the ring with their activations and trained
+    /// on. Below 1 it cuts the trainer's CPU and the serving-side cost of keeping requests in proportion; every
+    /// request is still served through the adapters. 1 = every request.</summary>
+    public double TrainFraction { get; init; } = 1;
     /// <summary>Also adapt the top MLP's last layer: an additive ΔW, Δb trained by Adagrad and published to serving
     /// by a versioned copy + atomic swap (<see cref="LastLayerAdapter"/>). Off by default.</summary>
     public bool AdaptLastLayer { get; init; }
@@ -46,10 +51,23 @@ internal sealed record OnlineTrainerOptions
         if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "online trainer BatchSize must be ≥ 1");
         if (QueueCapacity < BatchSize) throw new ArgumentOutOfRangeException(nameof(QueueCapacity), QueueCapacity, $"online trainer QueueCapacity must be ≥ BatchSize ({BatchSize})");
         if (MaxBatchWait is { } w && w <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(MaxBatchWait), w, "online trainer MaxBatchWait must be positive (or null)");
+        if (!(TrainFraction > 0 && TrainFraction <= 1)) throw new ArgumentOutOfRangeException(nameof(TrainFraction), TrainFraction, "online trainer TrainFraction must be in (0, 1]");
         if (MinAdapterRows < 1) throw new ArgumentOutOfRangeException(nameof(MinAdapterRows), MinAdapterRows, "online trainer MinAdapterRows must be ≥ 1");
         if (!(LastLayerLearningRate > 0) || !float.IsFinite(LastLayerLearningRate)) throw new ArgumentOutOfRangeException(nameof(LastLayerLearningRate), LastLayerLearningRate, "online trainer LastLayerLearningRate must be positive and finite");
         if (!(SmallTableBudgetMultiple > 0 && SmallTableBudgetMultiple <= AdapterOptions.MaxBudgetFraction))
             throw new ArgumentOutOfRangeException(nameof(SmallTableBudgetMultiple), SmallTableBudgetMultiple, $"online trainer SmallTableBudgetMultiple must be in (0, {AdapterOptions.MaxBudgetFraction}]");
         ArgumentNullException.ThrowIfNull(Adapter, nameof(Adapter));
+    }
+
+    /// <summary>Whether the trainer learns from request <paramref name="requestId"/> under <see cref="TrainFraction"/>:
+    /// a SplitMix64 hash of the id against the fraction, so consecutive ids are sampled independently.</summary>
+    public bool Trains(long requestId)
+    {
+        if (TrainFraction >= 1) return true;
+        ulong z = unchecked((ulong)requestId + 0x9E3779B97F4A7C15UL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        z ^= z >> 31;
+        return (z >> 11) * (1.0 / (1UL << 53)) < TrainFraction;
     }
 }

@@ -177,7 +177,7 @@ sealed class LiveRunner : ModeRunner
     readonly long[] _maxBytes;
     readonly int[] _seenHistory;
     readonly List<RankRecord> _ranks = new();
-    double _memoryPctMax;
+    double _memoryPctMax, _joinCpu;
     long _maxLag;
 
     /// <summary>Bytes of the per-row optimizer state kept beside the adapted tables (0 without warm row state).</summary>
@@ -216,8 +216,10 @@ sealed class LiveRunner : ModeRunner
     {
         var ids = batch.RequestIds;
         var labels = batch.Labels;
+        double c0 = ThreadCpuClock.Now();
         for (int i = 0; i < batch.Count; i++) _live.Feedback(ids[i], labels[i]);
-        _trainer.Drain();
+        _joinCpu += ThreadCpuClock.Now() - c0;
+        _trainer.Drain();   // waits for the trainer thread (its CPU is counted there)
         _maxLag = Math.Max(_maxLag, _trainer.LagSeconds);
         ObserveMemory();
         for (int t = 0; t < _adapters.Count; t++)
@@ -253,7 +255,7 @@ sealed class LiveRunner : ModeRunner
 
     long MergedBytes => _adapters.Where(a => a is not null).Sum(a => a!.MergedRows * a.Table.RowStride);
 
-    public override UpdateCost Cost => new() { TrainerCpuSeconds = _trainer.CpuSeconds, LocalBytesWritten = MergedBytes };
+    public override UpdateCost Cost => new() { TrainerCpuSeconds = _trainer.CpuSeconds, JoinCpuSeconds = _joinCpu, LocalBytesWritten = MergedBytes };
 
     public override WindowResult Describe(WindowResult window)
     {
@@ -287,6 +289,8 @@ sealed class LiveRunner : ModeRunner
             {
                 AdapterMemoryPctMax = _memoryPctMax,
                 AdapterBudgetPct = 100.0 * budget / _tableBytes,
+                RowStateBytes = RowStateBytes,
+                RowStatePct = 100.0 * RowStateBytes / _tableBytes,
                 RankHistory = _ranks,
                 Tables = tables,
                 Samples = _trainer.SamplesProcessed,

@@ -26,7 +26,7 @@ internal sealed record UpdateCost
 {
     public long NetworkBytes { get; init; }
     /// <summary>Update CPU-seconds (thread CPU clocks): trainer + apply, and for live the extra serving CPU.</summary>
-    public double CpuSeconds => TrainerCpuSeconds + ApplyCpuSeconds + ServingExtraCpuSeconds;
+    public double CpuSeconds => TrainerCpuSeconds + ApplyCpuSeconds + ServingExtraCpuSeconds + JoinCpuSeconds;
     public double TrainerCpuSeconds { get; init; }
     /// <summary>Delta: CPU-seconds to snapshot changed rows and dense parameters and to apply them on the server.</summary>
     public double ApplyCpuSeconds { get; init; }
@@ -40,6 +40,9 @@ internal sealed record UpdateCost
     /// serving — its <see cref="ServeCpuSeconds"/> minus stale's on the same events in the same run (0 when stale
     /// did not run).</summary>
     public double ServingExtraCpuSeconds { get; init; }
+    /// <summary>Live: CPU on the serving thread to join each label with its kept request and queue it for the
+    /// trainer (<c>LiveModel.Feedback</c>) — work plain serving does not do.</summary>
+    public double JoinCpuSeconds { get; init; }
 }
 
 /// <summary>Everything measured for one mode.</summary>
@@ -56,6 +59,11 @@ internal sealed record LiveStats
     /// <summary>Name of the backend that pooled the base rows ("cpu", "pim-emulated", ...).</summary>
     public string BaseBackend { get; init; } = "";
     public double AdapterBudgetPct { get; init; }
+    /// <summary>Bytes of the per-row optimizer state kept beside the adapted tables (4 a row; 0 with
+    /// <c>--row-state fresh</c>): not adapter memory, since it is the base trainer's state, but memory live needs.</summary>
+    public long RowStateBytes { get; init; }
+    /// <summary><see cref="RowStateBytes"/> over the bytes of all tables, in %.</summary>
+    public double RowStatePct { get; init; }
     public IReadOnlyList<RankRecord> RankHistory { get; init; } = [];
     public IReadOnlyList<AdapterTableStats> Tables { get; init; } = [];
     public long Samples { get; init; }

@@ -26,7 +26,7 @@ static class ReplayReportJson
                 R(a.EnergyToKeep), R(a.GrowThreshold), R(o.OnlineTrainer.SmallTableBudgetMultiple), o.OnlineTrainer.AdaptLastLayer,
                 R(o.OnlineTrainer.LastLayerLearningRate), R(a.LearningRateA), R(a.LearningRateB), a.Optimizer.ToString().ToLowerInvariant(),
                 R(o.FullTrainer.EmbeddingLearningRate), R(o.FullTrainer.DenseLearningRate),
-                o.WarmRowState && o.ModelPath is null ? "base" : "fresh", R(a.BAdagradInitialAccumulator)),
+                o.WarmRowState && o.ModelPath is null ? "base" : "fresh", R(a.BAdagradInitialAccumulator), R(o.OnlineTrainer.TrainFraction)),
             r.Modes.ToDictionary(m => m.Name, Mode),
             live is not null && (stale is not null || delta is not null)
                 ? new Comparison(stale is null ? null : R(live.Overall.Auc - stale.Overall.Auc),
@@ -43,7 +43,7 @@ static class ReplayReportJson
         return new ModeFacts(
             Metrics(m.Overall), R(m.WallSeconds),
             new CostFacts(c.NetworkBytes, R(c.CpuSeconds), R(c.TrainerCpuSeconds), R(c.ApplyCpuSeconds), c.LocalBytesWritten, c.Syncs, c.RowsShipped,
-                          R(c.ServeCpuSeconds), R(c.ServingExtraCpuSeconds)),
+                          R(c.ServeCpuSeconds), R(c.ServingExtraCpuSeconds), R(c.JoinCpuSeconds)),
             m.Windows.Select(w => new WindowFacts(w.Start, w.End, w.Metrics.Events, R(w.Metrics.Auc), R(w.Metrics.LogLoss), R(w.Metrics.Calibration),
                                                   R(w.Metrics.MeanPrediction), R(w.Metrics.ObservedCtr), R(w.OptimumAuc), w.NetworkBytes, R(w.CpuSeconds),
                                                   w.AdapterMemoryPct is { } pct ? R(pct) : null, w.Ranks, w.TrainerLagSeconds, w.TrainerDrops)).ToList(),
@@ -51,7 +51,8 @@ static class ReplayReportJson
             l?.RankHistory.Select(x => new RankFacts(x.Time, x.Table, x.Step, x.OldRank, x.NewRank, R(x.KeptEnergy), x.AdapterBytes, x.BudgetBytes)).ToList(),
             l?.Tables,
             l is null ? null : new TrainerFacts(l.Samples, l.Steps, l.DiscardedSteps, l.Drops, l.UnknownFeedback, l.ExpiredRequests, l.MaxLagSeconds,
-                                                R(l.SamplesPerBusySecond), l.ReuseForward));
+                                                R(l.SamplesPerBusySecond), l.ReuseForward),
+            l?.RowStateBytes, l is null ? null : R(l.RowStatePct));
     }
 
     static MetricFacts Metrics(MetricSummary s) =>
@@ -72,12 +73,14 @@ static class ReplayReportJson
         int OnlineBatch, bool ReuseForward, int AdapterInitialRank, int AdapterMaxRank, double AdapterBudgetFraction, string AdapterBudgetScope,
         double AdapterAdagradInitialAccumulator, int RankAdaptInterval, double RankEnergyToKeep, double RankGrowThreshold,
         double SmallTableBudgetMultiple, bool AdaptLastLayer, double LastLayerLr, double AdapterLrA, double AdapterLrB, string AdapterOptimizer,
-        double FullTrainerEmbeddingLr, double FullTrainerDenseLr, string AdapterRowState, double AdapterBAdagradInitialAccumulator);
+        double FullTrainerEmbeddingLr, double FullTrainerDenseLr, string AdapterRowState, double AdapterBAdagradInitialAccumulator,
+        double LiveTrainFraction);
 
     public sealed record MetricFacts(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double Ctr);
 
     public sealed record CostFacts(long NetworkBytes, double CpuSeconds, double TrainerCpuSeconds, double ApplyCpuSeconds, long LocalBytesWritten,
-                                   int Syncs, long RowsShipped, double ServeCpuSeconds, double ServingExtraCpuSeconds);
+                                   int Syncs, long RowsShipped, double ServeCpuSeconds, double ServingExtraCpuSeconds,
+                                   double JoinCpuSeconds);
 
     public sealed record WindowFacts(
         long Start, long End, long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double Ctr, double OptimumAuc,
@@ -99,7 +102,9 @@ static class ReplayReportJson
         [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? AdapterBudgetPct,
         [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<RankFacts>? RankHistory,
         [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<AdapterTableStats>? Tables,
-        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] TrainerFacts? Trainer);
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] TrainerFacts? Trainer,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? RowStateBytes,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? RowStatePct);
 
     public sealed record Comparison(
         [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? LiveMinusStaleAuc,
