@@ -74,6 +74,8 @@ internal sealed class ReplayCommand : CliCommand
     readonly Option<int> _pimDpus = Opt.Int("--pim-dpus", "with --live-backend pim: DPUs per table", 64, 1, 2560);
     readonly Option<string?> _out = Opt.Text("--out", "report.json and plots", Path.Combine("artifacts", "replay"), "DIR");
     readonly Option<bool> _noPlots = Opt.Flag("--no-plots", "skip the PNG plots");
+    readonly Option<bool> _sweep = Opt.Flag("--sweep",
+        "cost/accuracy frontier: delta at sync intervals 1, 5, 10, 30, 60 min (delay scaled alike) and live at budgets 0.25, 0.5, 1, 2 % on the same stream and base model; writes pareto.png and report.json's sweep[]");
 
     public ReplayCommand() : base("replay", "replay a timestamped stream in event time: stale vs delta-sync vs live LoRA adapters")
     {
@@ -84,11 +86,18 @@ internal sealed class ReplayCommand : CliCommand
                                          _smallTableBudget, _adagradInit, _optimizer, _noReuse, _rowState, _lastLayer, _lastLayerLr, _trainFraction, _lr, _denseLr })
             Add(o);
         _world.AddTo(this);
-        Add(_liveBackend); Add(_pimDpus); Add(_out); Add(_noPlots);
+        Add(_liveBackend); Add(_pimDpus); Add(_out); Add(_noPlots); Add(_sweep);
     }
+
+    /// <summary>Files the replay writes into its output folder.</summary>
+    static readonly string[] Plots = ["auc.png", "live-rank-memory.png", "pareto.png"];
 
     protected override int Run(ParseResult result)
     {
+        bool sweep = result.GetValue(_sweep);
+        if (sweep)
+            foreach (var o in new Option[] { _mode, _syncInterval, _syncDelay, _budget })
+                if (Given(result, o)) throw new UsageException($"{o.Name} does not apply with --sweep, which sets the modes, sync intervals and budgets itself");
         var modes = result.GetValue(_mode) switch
         {
             "stale" => [UpdateMode.Stale],
@@ -198,24 +207,27 @@ internal sealed class ReplayCommand : CliCommand
             outDir = LiveDlrm.Files.OutputTarget.CheckDirectory("--out", outDir);
             if (Directory.Exists(outDir)) LiveDlrm.Files.OutputTarget.CheckFile("--out", Path.Combine(outDir, "report.json"), data.InputPaths());
         }
+        CheckOwnOutputs(outDir, plots);
         string dataName = data.IsSynthetic ? $"synthetic (events {data.Events}, seed {data.Seed}, drift {data.Drift}, {data.EventsPerSecond} events/s, {world.Users} users, {world.InitialItems}+{world.MaxNewItems} items)" : data.Data;
-        Console.WriteLine($"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
+        Console.WriteLine(sweep
+            ? $"replay: {dataName}; sweep: stale, delta at {string.Join(", ", ReplaySweep.SyncIntervalsSeconds.Select(ReplaySweep.Minutes))}, live at budgets {string.Join(", ", ReplaySweep.BudgetFractions.Select(b => (b * 100).ToString("0.###", CultureInfo.InvariantCulture)))} %"
+            : $"replay: {dataName}; modes {string.Join(", ", modes.Select(m => m.ToString().ToLowerInvariant()))}");
         Func<IEventSource> open = data.IsSynthetic
             ? () => new SyntheticEventSource(world with { Seed = data.Seed, Drift = data.Drift, EventsPerSecond = data.EventsPerSecond ?? DefaultEventsPerSecond }, data.Events ?? DefaultEvents)
             : () => data.Open(CliLogging.For("replay"));
         var report = Terminal.WithProgress(progress =>
         {
-            var tasks = new Dictionary<UpdateMode, Terminal.IProgressTask>();
+            var tasks = new Dictionary<string, Terminal.IProgressTask>();
             var replay = new FreshnessReplay(open, options, dataName)
             {
                 Logger = CliLogging.For("replay"),
-                Progress = (mode, fraction) =>
+                PointProgress = (name, fraction) =>
                 {
-                    if (!tasks.TryGetValue(mode, out var task)) tasks[mode] = task = progress.Task(mode.ToString().ToLowerInvariant(), 100, "");
-                    task.Report(fraction * 100, $"{mode.ToString().ToLowerInvariant(),-6} {fraction * 100,5:F1} %");
+                    if (!tasks.TryGetValue(name, out var task)) tasks[name] = task = progress.Task(name, 100, "");
+                    task.Report(fraction * 100, $"{name,-14} {fraction * 100,5:F1} %");
                 },
             };
-            var result = replay.Run();
+            var result = sweep ? replay.RunSweep(ReplaySweep.Points(options)) : replay.Run();
             foreach (var task in tasks.Values) task.Complete();
             return result;
         });
@@ -225,9 +237,80 @@ internal sealed class ReplayCommand : CliCommand
         report.WriteJson(json);
         PrintTable(report);
         Console.WriteLine($"report  {json}");
+        if (report.Sweep is not null) PrintSweep(report);
         if (plots)
+        {
             foreach (var f in ReplayPlots.Write(report, outDir)) Console.WriteLine($"plot    {f}");
+            if (report.Sweep is not null) Console.WriteLine($"plot    {ReplaySweep.WriteParetoPlot(report, outDir)}");
+        }
         return 0;
+    }
+
+    /// <summary>The replay replaces its own outputs only: an existing report.json must be a replay report and an
+    /// existing plot a PNG file; anything else in their place is refused before any work.</summary>
+    static void CheckOwnOutputs(string outDir, bool plots)
+    {
+        if (!Directory.Exists(outDir)) return;
+        string report = Path.Combine(outDir, "report.json");
+        if (File.Exists(report) && !LooksLikeReplayReport(report))
+            throw new LiveDlrm.Files.OutputException("--out", $"'{report}' exists and is not a replay report; not replacing it (move it or choose another --out)");
+        if (!plots) return;
+        foreach (var name in Plots)
+        {
+            string path = Path.Combine(outDir, name);
+            if (Directory.Exists(path)) throw new LiveDlrm.Files.OutputException("--out", $"'{path}' is a directory; not replacing it");
+            if (File.Exists(path) && !IsPng(path))
+                throw new LiveDlrm.Files.OutputException("--out", $"'{path}' exists and is not a PNG plot; not replacing it (move it or choose another --out)");
+        }
+    }
+
+    static bool LooksLikeReplayReport(string path)
+    {
+        try
+        {
+            using var stream = File.OpenRead(path);
+            using var doc = System.Text.Json.JsonDocument.Parse(stream);
+            return doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object && doc.RootElement.TryGetProperty("modes", out _);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    static bool IsPng(string path)
+    {
+        ReadOnlySpan<byte> signature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
+        try
+        {
+            using var stream = File.OpenRead(path);
+            Span<byte> head = stackalloc byte[8];
+            return stream.ReadAtLeast(head, 8, throwOnEndOfStream: false) == 8 && head.SequenceEqual(signature);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    static void PrintSweep(ReplayReport r)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var stale = r.Mode(UpdateMode.Stale);
+        Console.WriteLine();
+        Console.WriteLine($"cost/accuracy sweep (stale AUC {stale?.Overall.Auc.ToString("F4", inv) ?? "-"}; cost = update CPU-seconds)");
+        Terminal.WriteTable(
+            [new("point", -14), new("AUC", 8), new("logloss", 8), new("cpu s", 8), new("net MB", 9), new("wall s", 7), new("frontier", -9)],
+            r.Sweep!.Select(p => (IReadOnlyList<string>)
+            [
+                p.Point.Label, p.Result.Overall.Auc.ToString("F4", inv), p.Result.Overall.LogLoss.ToString("F4", inv),
+                p.Result.Cost.CpuSeconds.ToString("F2", inv), (p.Result.Cost.NetworkBytes / 1e6).ToString("F2", inv), p.Result.WallSeconds.ToString("F1", inv),
+                // On the frontier: no other point of either family is at least as accurate for at most the cost.
+                r.Sweep!.Any(q => !ReferenceEquals(q, p) && q.Result.Overall.Auc >= p.Result.Overall.Auc && q.Result.Cost.CpuSeconds <= p.Result.Cost.CpuSeconds
+                                  && (q.Result.Overall.Auc > p.Result.Overall.Auc || q.Result.Cost.CpuSeconds < p.Result.Cost.CpuSeconds)) ? "" : "yes",
+            ]));
+        var delta = r.Sweep!.Where(p => p.Point.Mode == UpdateMode.Delta).ToList();
+        var live = r.Sweep!.Where(p => p.Point.Mode == UpdateMode.Live).ToList();
+        if (delta.Count == 0 || live.Count == 0) return;
+        // Live dominates delta where, for every delta point, some live point is at least as accurate at no more cost.
+        var beaten = delta.Where(d => !live.Any(l => l.Result.Overall.Auc >= d.Result.Overall.Auc && l.Result.Cost.CpuSeconds <= d.Result.Cost.CpuSeconds)).ToList();
+        Console.WriteLine(beaten.Count == 0
+            ? "live dominates delta: every delta point has a live point at least as accurate for no more CPU"
+            : $"live does not dominate delta at: {string.Join(", ", beaten.Select(d => d.Point.Label))} (no live point is as accurate for as little CPU)");
     }
 
     static void PrintTable(ReplayReport r)

@@ -31,6 +31,8 @@ internal sealed class FreshnessReplay
     public ILogger Logger { get; init; } = NullLogger.Instance;
     /// <summary>Progress per mode: (mode, fraction of the replayed events done).</summary>
     public Action<UpdateMode, double>? Progress { get; init; }
+    /// <summary>Progress per run of a mode, named by its sweep point ("delta 10 min") or its mode: (name, fraction).</summary>
+    public Action<string, double>? PointProgress { get; init; }
 
     public FreshnessReplay(Func<IEventSource> openSource, ReplayOptions options, string dataName)
     {
@@ -42,7 +44,22 @@ internal sealed class FreshnessReplay
 
     /// <summary>Report windows one jump of event time may open; more means a bad timestamp, not a quiet hour.</summary>
 
-    public ReplayReport Run()
+    public ReplayReport Run() => Run(null);
+
+    /// <summary>The cost/accuracy sweep: one base model (trained once, or loaded), stale once as the reference, then
+    /// every point through the replay's own delta or live mode on the same stream. Each delta point continues its own
+    /// fork of the base trainer (<see cref="DlrmTrainer.Fork"/>), so every point starts from the same state a single
+    /// replay's delta would. The report's modes hold stale and the points at the options' own sync interval and
+    /// budget (what <c>--mode all</c> would give); <see cref="ReplayReport.Sweep"/> holds every point.</summary>
+    public ReplayReport RunSweep(IReadOnlyList<SweepPoint> points)
+    {
+        ArgumentNullException.ThrowIfNull(points);
+        if (points.Count == 0) throw new ArgumentException("a sweep needs at least one point", nameof(points));
+        foreach (var p in points) p.Apply(_options).Validate();
+        return Run(points);
+    }
+
+    ReplayReport Run(IReadOnlyList<SweepPoint>? sweep)
     {
         TorchRuntime.EnsureInitialised();
         // Update costs are thread CPU clocks: libtorch must not spread a step over its own pool.
@@ -62,6 +79,7 @@ internal sealed class FreshnessReplay
         DlrmModel? baseModel = null;
         DlrmTrainer? baseTrainer = null;
         var results = new List<ModeResult>();
+        List<SweepResult>? sweepResults = null;
         long baseEvents = 0;
         double baseSeconds = 0;
         try
@@ -94,8 +112,13 @@ internal sealed class FreshnessReplay
             }
             baseSeconds = sw.Elapsed.TotalSeconds;
 
+            if (sweep is not null)
+            {
+                sweepResults = RunSweepPoints(source, baseModel, baseTrainer, prefix, total - prefix, sweep, out var stale);
+                results.Add(stale);
+            }
             // Delta continues the base trainer (its optimizer state, as a training cluster would), so it runs last.
-            var order = _options.Modes.OrderBy(m => m == UpdateMode.Delta ? 1 : 0).ToList();
+            var order = sweep is not null ? new List<UpdateMode>() : _options.Modes.OrderBy(m => m == UpdateMode.Delta ? 1 : 0).ToList();
             foreach (var mode in order)
             {
                 using ModeRunner runner = mode switch
@@ -113,13 +136,20 @@ internal sealed class FreshnessReplay
             baseModel?.Dispose();
         }
 
-        results = _options.Modes.Select(m => results.First(r => r.Mode == m)).ToList();
-        // Live's serving-side work (the adapter term in every lookup, keeping the activations with each request)
-        // is part of its cost: its scoring CPU beyond plain serving of the same events (stale's).
-        if (results.FirstOrDefault(r => r.Mode == UpdateMode.Stale) is { } plain)
-            for (int i = 0; i < results.Count; i++)
-                if (results[i].Mode == UpdateMode.Live)
-                    results[i] = results[i] with { Cost = results[i].Cost with { ServingExtraCpuSeconds = Math.Max(0, results[i].Cost.ServeCpuSeconds - plain.Cost.ServeCpuSeconds) } };
+        var plain = results.FirstOrDefault(r => r.Mode == UpdateMode.Stale);
+        if (sweepResults is not null)
+        {
+            sweepResults = sweepResults.Select(p => p with { Result = WithServingExtra(p.Result, plain) }).ToList();
+            // The modes of a plain `--mode all` run: stale, and the points at the options' own interval and budget.
+            results = [plain!, .. sweepResults.Where(p => p.Point.Mode == UpdateMode.Delta && p.Point.SyncIntervalSeconds == _options.SyncIntervalSeconds
+                                                              || p.Point.Mode == UpdateMode.Live && p.Point.BudgetFraction == _options.OnlineTrainer.Adapter.BudgetFraction)
+                                              .Select(p => p.Result)];
+        }
+        else
+        {
+            results = _options.Modes.Select(m => results.First(r => r.Mode == m)).ToList();
+            results = results.Select(r => WithServingExtra(r, plain)).ToList();
+        }
         var first = results[0];
         return new ReplayReport
         {
@@ -134,7 +164,47 @@ internal sealed class FreshnessReplay
             OptimumAuc = _optimumAuc,
             Options = _options,
             Modes = results,
+            Sweep = sweepResults,
         };
+    }
+
+    /// <summary>Live's serving-side work (the adapter term in every lookup, keeping the activations with each
+    /// request) is part of its cost: its scoring CPU beyond plain serving of the same events (stale's).</summary>
+    static ModeResult WithServingExtra(ModeResult result, ModeResult? plain) =>
+        result.Mode == UpdateMode.Live && plain is not null
+            ? result with { Cost = result.Cost with { ServingExtraCpuSeconds = Math.Max(0, result.Cost.ServeCpuSeconds - plain.Cost.ServeCpuSeconds) } }
+            : result;
+
+    List<SweepResult> RunSweepPoints(IEventSource source, DlrmModel baseModel, DlrmTrainer? baseTrainer, long prefix, long replayEvents,
+                                     IReadOnlyList<SweepPoint> points, out ModeResult stale)
+    {
+        using (var runner = new StaleRunner(baseModel)) stale = RunMode(source, UpdateMode.Stale, runner, prefix, replayEvents);
+        var results = new List<SweepResult>();
+        foreach (var point in points)
+        {
+            var options = point.Apply(_options);
+            Logger.LogInformation("sweep: {Point}", point.Label);
+            if (point.Mode == UpdateMode.Live)
+            {
+                LiveRunner runner;
+                try { runner = new LiveRunner(baseModel, baseTrainer, options); }
+                catch (ArgumentException e) when (e.ParamName == "adapters")
+                {
+                    throw new NoResultException($"sweep point '{point.Label}': the tables are too small for an adapter under that budget ({e.Message.Split(" (")[0]})");
+                }
+                using (runner) results.Add(new SweepResult(point, RunMode(source, UpdateMode.Live, runner, prefix, replayEvents, point.Label)));
+            }
+            else if (point.Mode == UpdateMode.Delta)
+            {
+                // Each delta point continues its own fork of the base trainer, so all start from the same state.
+                using var model = baseTrainer is null ? null : ModelCopy.Clone(baseModel, ModelCopy.InlineCpuBackend());
+                using var fork = model is null ? null : baseTrainer!.Fork(model);
+                using var runner = new DeltaRunner(model ?? baseModel, fork, options);
+                results.Add(new SweepResult(point, RunMode(source, UpdateMode.Delta, runner, prefix, replayEvents, point.Label)));
+            }
+            else throw new ArgumentException($"a sweep point is delta or live, not {point.Mode}", nameof(points));
+        }
+        return results;
     }
 
     double _optimumAuc = double.NaN;
@@ -208,7 +278,7 @@ internal sealed class FreshnessReplay
         if (output.Count > 0) yield return output;
     }
 
-    ModeResult RunMode(IEventSource source, UpdateMode mode, ModeRunner runner, long prefix, long replayEvents)
+    ModeResult RunMode(IEventSource source, UpdateMode mode, ModeRunner runner, long prefix, long replayEvents, string? label = null)
     {
         var sw = Stopwatch.StartNew();
         double serveCpu = 0;
@@ -284,13 +354,18 @@ internal sealed class FreshnessReplay
 
             done += batch.Count;
             int percent = (int)(100 * done / Math.Max(1, replayEvents));
-            if (percent != lastPercent) { lastPercent = percent; Progress?.Invoke(mode, (double)done / replayEvents); }
+            if (percent != lastPercent)
+            {
+                lastPercent = percent;
+                Progress?.Invoke(mode, (double)done / replayEvents);
+                PointProgress?.Invoke(label ?? mode.ToString().ToLowerInvariant(), (double)done / replayEvents);
+            }
         }
         if (window.Count > 0) TryCloseWindow(windowEnd, last: true);
         if (hasTruth) _optimumAuc = overallTruth.Auc();
         var result = runner.Finish(new ModeResult(mode, overall.Summary(), windows, runner.Cost, 0));
         result = result with { WallSeconds = sw.Elapsed.TotalSeconds, Cost = result.Cost with { ServeCpuSeconds = serveCpu } };
-        Logger.LogInformation("{Mode,-6} {Overall}  cpu {Cpu:F2} s  network {NetworkMb:F2} MB  ({Wall:F1} s wall)", result.Name, result.Overall, result.Cost.CpuSeconds, result.Cost.NetworkBytes / 1e6, result.WallSeconds);
+        Logger.LogInformation("{Mode,-14} {Overall}  cpu {Cpu:F2} s  network {NetworkMb:F2} MB  ({Wall:F1} s wall)", label ?? result.Name, result.Overall, result.Cost.CpuSeconds, result.Cost.NetworkBytes / 1e6, result.WallSeconds);
         return result;
     }
 }

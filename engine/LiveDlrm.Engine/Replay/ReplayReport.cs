@@ -94,6 +94,8 @@ internal sealed record ReplayReport
     public double OptimumAuc { get; init; } = double.NaN;
     public required ReplayOptions Options { get; init; }
     public IReadOnlyList<ModeResult> Modes { get; init; } = [];
+    /// <summary>Every point of a cost/accuracy sweep (<see cref="FreshnessReplay.RunSweep"/>); null for a plain replay.</summary>
+    public IReadOnlyList<SweepResult>? Sweep { get; init; }
 
     public ModeResult? Mode(UpdateMode mode) => Modes.FirstOrDefault(m => m.Mode == mode);
 

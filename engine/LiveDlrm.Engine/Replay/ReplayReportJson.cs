@@ -33,7 +33,15 @@ static class ReplayReportJson
                                  delta is null ? null : R(live.Overall.Auc - delta.Overall.Auc),
                                  delta is null ? null : R(live.Cost.CpuSeconds / delta.Cost.CpuSeconds),
                                  delta is null ? null : live.Cost.NetworkBytes, delta?.Cost.NetworkBytes)
-                : null);
+                : null,
+            r.Sweep?.Select(p => new SweepFacts(
+                p.Point.Mode.ToString().ToLowerInvariant(), p.Point.Label,
+                p.Point.Mode == UpdateMode.Delta ? p.Point.SyncIntervalSeconds : null, p.Point.Mode == UpdateMode.Delta ? p.Point.SyncDelaySeconds : null,
+                p.Point.Mode == UpdateMode.Live ? R(p.Point.BudgetFraction * 100) : null,
+                R(p.Result.Overall.Auc), R(p.Result.Overall.LogLoss), R(p.Result.Overall.Calibration),
+                R(p.Result.Cost.CpuSeconds), p.Result.Cost.NetworkBytes, R(p.Result.Cost.TrainerCpuSeconds), R(p.Result.Cost.ApplyCpuSeconds),
+                R(p.Result.Cost.ServingExtraCpuSeconds), p.Result.Cost.Syncs, p.Result.Live is { } l ? R(l.AdapterMemoryPctMax) : null,
+                R(p.Result.WallSeconds))).ToList());
     }
 
     static ModeFacts Mode(ModeResult m)
@@ -62,7 +70,19 @@ static class ReplayReportJson
     static double R(double value) => double.IsFinite(value) ? Math.Round(value, 6) : value;
 
     public sealed record Document(string Data, StreamFacts Stream, BaseFacts Base, OptionFacts Options, Dictionary<string, ModeFacts> Modes,
-                                  [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Comparison? Comparison);
+                                  [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Comparison? Comparison,
+                                  [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] List<SweepFacts>? Sweep);
+
+    /// <summary>One point of a cost/accuracy sweep; cpu_seconds is the update cost the frontier plots.</summary>
+    public sealed record SweepFacts(
+        string Mode, string Label,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? SyncIntervalSeconds,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? SyncDelaySeconds,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? AdapterBudgetPct,
+        double Auc, double Logloss, double Calibration, double CpuSeconds, long NetworkBytes, double TrainerCpuSeconds, double ApplyCpuSeconds,
+        double ServingExtraCpuSeconds, int Syncs,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? AdapterMemoryPctMax,
+        double WallSeconds);
 
     public sealed record StreamFacts(long PrefixEvents, long ReplayEvents, long ReplayStart, long ReplayEnd, double OptimumAuc);
 

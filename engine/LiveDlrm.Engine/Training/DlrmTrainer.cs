@@ -96,6 +96,38 @@ internal sealed unsafe class DlrmTrainer : IDisposable
         return values;
     }
 
+    /// <summary>A trainer that continues this one on <paramref name="copy"/> (a copy of <see cref="Model"/>, e.g.
+    /// <see cref="ModelCopy.Clone"/>): the same options, its own copies of the row-wise accumulators and of the dense
+    /// optimizer's state, the same step counts. Stepping either afterwards leaves the other as it was, so several
+    /// delta-sync runs can each continue one base trainer (the replay's sweep).</summary>
+    public DlrmTrainer Fork(DlrmModel copy)
+    {
+        ArgumentNullException.ThrowIfNull(copy);
+        if (ReferenceEquals(copy, _model)) throw new ArgumentException("a fork needs its own copy of the model", nameof(copy));
+        if (!copy.Config.SameShape(_model.Config)) throw new ArgumentException("the copy has another architecture than the trained model", nameof(copy));
+        var fork = new DlrmTrainer(copy, _options);
+        try
+        {
+            for (int t = 0; t < _accumulators.Length; t++)
+                Buffer.MemoryCopy(_accumulators[t].Pointer, fork._accumulators[t].Pointer, _model.Tables[t].Rows * sizeof(float), _model.Tables[t].Rows * sizeof(float));
+            // Through a stream: TorchSharp's load_state_dict(StateDictionary) would share the state tensors between
+            // the two optimizers; the binary form copies them into the fork's own.
+            using var buffer = new MemoryStream();
+            using (var writer = new BinaryWriter(buffer, System.Text.Encoding.UTF8, leaveOpen: true)) ((TorchSharp.Modules.OptimizerHelper)_denseOptimizer).save_state_dict(writer);
+            buffer.Position = 0;
+            using (var reader = new BinaryReader(buffer)) ((TorchSharp.Modules.OptimizerHelper)fork._denseOptimizer).load_state_dict(reader);
+            fork.Steps = Steps;
+            fork.SkippedSteps = SkippedSteps;
+            fork.EventsTrained = EventsTrained;
+            return fork;
+        }
+        catch
+        {
+            fork.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Row-wise Adagrad accumulator of one row (for tests and checkpoints of the optimizer state).</summary>
     public float Accumulator(int table, long row)
     {
