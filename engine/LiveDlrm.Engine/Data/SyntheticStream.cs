@@ -125,6 +125,19 @@ internal sealed record SyntheticStreamConfig
 /// probability is emitted with each event (<see cref="EventBatch.TrueProbabilities"/>), so the best achievable AUC
 /// of any window is the AUC of those probabilities. Deterministic by seed; events come in time order.
 /// </summary>
+/// <summary>Terms of the synthetic click model (<see cref="SyntheticEventSource.OmitFromTrueProbability"/>).</summary>
+[Flags]
+internal enum SyntheticTerms
+{
+    None = 0,
+    /// <summary>⟨δ_u, E_cat + ε_i⟩: the user's own deviation from their segment.</summary>
+    UserDeviation = 1,
+    /// <summary>⟨S_seg, ε_i⟩: the item's own deviation from its category (the user-deviation part is the flag above).</summary>
+    ItemDeviation = 2,
+    /// <summary>b_i, the item's click bias (the price term stays).</summary>
+    ItemBias = 4,
+}
+
 internal sealed class SyntheticEventSource : IEventSource
 {
     internal const int Devices = 4;
@@ -184,6 +197,11 @@ internal sealed class SyntheticEventSource : IEventSource
     public int NewItemsBorn => _born;
     /// <summary>Trend bursts started so far.</summary>
     public long BurstsStarted { get; private set; }
+
+    /// <summary>Terms of the click model left out of the emitted true probability (labels are still drawn from the
+    /// whole model): the probability then is the best a model could do that knew everything but those terms, which
+    /// splits the optimum into what a learner can and cannot get from the data (docs/model.md).</summary>
+    public SyntheticTerms OmitFromTrueProbability { get; init; }
     /// <summary>The latest bursts (at most <see cref="BurstLogCapacity"/>): event-time second since StartTime, item id,
     /// decay time τ in seconds. For tests and summaries.</summary>
     internal IReadOnlyCollection<(long Start, int Item, double Tau)> RecentBursts => _burstLog;
@@ -358,6 +376,17 @@ internal sealed class SyntheticEventSource : IEventSource
         if (elapsed >= _itemBurstStart[item]) logit += _c.TrendBurstBoost * Math.Exp(-(elapsed - _itemBurstStart[item]) / (double)_itemBurstTau[item]);
         float p = (float)(1 / (1 + Math.Exp(-logit)));
         float label = _rng.NextDouble() < p ? 1f : 0f;
+        if (OmitFromTrueProbability != SyntheticTerms.None)
+        {
+            double omitted = 0;
+            for (int d = 0; d < _k; d++)
+            {
+                if ((OmitFromTrueProbability & SyntheticTerms.UserDeviation) != 0) omitted += _userDeviation[uo + d] * (_categoryCentroid[co + d] + _itemDeviation[io + d]);
+                if ((OmitFromTrueProbability & SyntheticTerms.ItemDeviation) != 0) omitted += _segmentNow[so + d] * _itemDeviation[io + d];
+            }
+            if ((OmitFromTrueProbability & SyntheticTerms.ItemBias) != 0) omitted += _itemBias[item];
+            p = (float)(1 / (1 + Math.Exp(-(logit - omitted))));
+        }
 
         long ageWholeHours = (long)ageHours;
         int row = batch.AddEvent(label, timestamp, _next, p);
