@@ -54,7 +54,7 @@ internal static class ReplaySweep
         seconds % 60 == 0 ? $"{seconds / 60} min" : $"{seconds.ToString(CultureInfo.InvariantCulture)} s";
 
     /// <summary>pareto.png: overall AUC against update CPU-seconds (log-scaled axis) for each family, each point
-    /// labelled with its setting; stale (no update, no cost) as a dashed line.</summary>
+    /// labelled with its setting; stale's AUC (no update, no cost) in the title.</summary>
     public static string WriteParetoPlot(ReplayReport report, string directory)
     {
         ArgumentNullException.ThrowIfNull(report);
@@ -73,29 +73,35 @@ internal static class ReplaySweep
             s.MarkerSize = 8;
             for (int i = 0; i < points.Count; i++)
             {
+                // Neighbouring points of a family alternate above and below their marker so close ones stay readable.
                 var text = plot.Add.Text(points[i].Point.Label.Split(' ', 2)[1], xs[i], ys[i]);
                 text.LabelFontSize = 11;
                 text.LabelFontColor = s.Color;
-                text.OffsetY = family == UpdateMode.Delta ? 6 : -18;
+                text.OffsetY = i % 2 == 0 ? 6 : -20;
+                text.OffsetX = 4;
             }
             minX = Math.Min(minX, xs.Min());
             maxX = Math.Max(maxX, xs.Max());
         }
-        if (report.Mode(UpdateMode.Stale) is { } stale && double.IsFinite(minX))
+        // Stale is named in the title rather than drawn: a line far below the points would squash their range.
+        string stale = report.Mode(UpdateMode.Stale) is { } s0 ? $" (stale, no updates: {s0.Overall.Auc.ToString("F4", CultureInfo.InvariantCulture)})" : "";
+        if (double.IsFinite(minX))
         {
-            var line = plot.Add.HorizontalLine(stale.Overall.Auc);
-            line.LinePattern = LinePattern.Dashed;
-            line.LegendText = "stale (no updates)";
+            // Log scale: ticks at 1, 2, 5 × 10^k labelled in seconds, the other integers of each decade as minor ticks.
+            double lo = minX - 0.15, hi = maxX + 0.15;
+            var ticks = new ScottPlot.TickGenerators.NumericManual();
+            for (int decade = (int)Math.Floor(lo); decade <= (int)Math.Ceiling(hi); decade++)
+                for (int m = 1; m <= 9; m++)
+                {
+                    double x = decade + Math.Log10(m);
+                    if (x < lo || x > hi) continue;
+                    if (m is 1 or 2 or 5) ticks.AddMajor(x, (m * Math.Pow(10, decade)).ToString("0.####", CultureInfo.InvariantCulture));
+                    else ticks.AddMinor(x);
+                }
+            plot.Axes.Bottom.TickGenerator = ticks;
+            plot.Axes.SetLimitsX(lo, hi);
         }
-        var ticks = new ScottPlot.TickGenerators.NumericAutomatic
-        {
-            MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
-            IntegerTicksOnly = true,
-            LabelFormatter = x => Math.Pow(10, x).ToString("0.###", CultureInfo.InvariantCulture),
-        };
-        plot.Axes.Bottom.TickGenerator = ticks;
-        if (double.IsFinite(minX)) plot.Axes.SetLimitsX(Math.Floor(minX - 0.05), Math.Ceiling(maxX + 0.05));
-        plot.Title("Cost/accuracy frontier: overall AUC against update cost");
+        plot.Title("Cost/accuracy frontier: overall AUC against update cost" + stale);
         plot.XLabel("update CPU-seconds (log scale)");
         plot.YLabel("overall AUC (progressive)");
         plot.ShowLegend(Edge.Right);
