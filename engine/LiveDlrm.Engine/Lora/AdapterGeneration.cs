@@ -308,6 +308,7 @@ internal sealed unsafe class AdapterGeneration
         p->Adagrad = adagradInitial;
         p->Stamp = stamp;
         p->Touch = -1;
+        p->Updates = 0;
         InsertNew(row, slot);
         return slot;
     }

@@ -59,6 +59,14 @@ internal sealed record AdapterOptions
     /// is about scale). B must be nonzero for gradients to reach A, since new A rows start at zero.</summary>
     public float BInitScale { get; init; } = 1f;
 
+    /// <summary>Fraction of the budget reserved for hot rows served from W itself (0 = off): a row updated in
+    /// <see cref="HotAfterSteps"/> steps while it held a slot is merged (exactly) and from then on each of its steps
+    /// is added straight into W[row] inside the write epoch, with its Adagrad accumulator kept in the hot set, so the
+    /// lookup's map and filter no longer see it (docs/lora.md, "Hot rows served from W"). Not for int8 tables.</summary>
+    public double HotRowFraction { get; init; } = 0;
+    /// <summary>Steps a row must be updated in while it holds a slot before it is moved to the hot set.</summary>
+    public int HotAfterSteps { get; init; } = 4;
+
     /// <summary>Seed for B's random initial and grown rows.</summary>
     public int Seed { get; init; } = 12345;
 
@@ -88,6 +96,8 @@ internal sealed record AdapterOptions
             throw new ArgumentOutOfRangeException(nameof(AdagradInitialAccumulator), AdagradInitialAccumulator, Where("AdagradInitialAccumulator must be finite and ≥ 0"));
         if (!(float.IsFinite(BAdagradInitialAccumulator) && BAdagradInitialAccumulator >= 0))
             throw new ArgumentOutOfRangeException(nameof(BAdagradInitialAccumulator), BAdagradInitialAccumulator, Where("BAdagradInitialAccumulator must be finite and ≥ 0"));
+        if (!(HotRowFraction >= 0 && HotRowFraction < 1)) throw new ArgumentOutOfRangeException(nameof(HotRowFraction), HotRowFraction, Where("HotRowFraction must be in [0, 1)"));
+        if (HotAfterSteps < 1) throw new ArgumentOutOfRangeException(nameof(HotAfterSteps), HotAfterSteps, Where("HotAfterSteps must be ≥ 1"));
         if (!(float.IsFinite(BInitScale) && BInitScale > 0)) throw new ArgumentOutOfRangeException(nameof(BInitScale), BInitScale, Where("BInitScale must be finite and > 0"));
     }
 }

@@ -32,6 +32,9 @@ internal unsafe struct LoraContext
     /// <summary>Null, or two counters the block kernel adds its fast and redone blocks to
     /// (<see cref="LoraKernelScopes.CountBlocks"/>).</summary>
     public long* BlockCounts;
+    /// <summary>The adapter writes hot rows straight into W (<see cref="AdapterOptions.HotRowFraction"/>): per-row paths
+    /// validate their plain W reads against <see cref="WriteEpoch"/>.</summary>
+    public bool ValidateW;
 
     /// <summary>The view of pinned generation <paramref name="g"/> with its B pinned at <paramref name="b"/>, with the
     /// calling thread's kernel overrides.</summary>

@@ -38,6 +38,7 @@ internal static unsafe class LoraEmbeddingBag
             {
                 var ctx = LoraContext.Of(g, pb);
                 var isa = EmbeddingKernels.CurrentIsa;
+                ctx.ValidateW = adapter.ServesHotRowsFromW;
                 ctx.NativeRows = EmbeddingKernels.ImplementationFor(table.Storage) == KernelImplementation.Native && EmbeddingKernels.IsNativeSupported(isa);
                 if (known != null)
                 {
@@ -90,8 +91,12 @@ internal static unsafe class LoraEmbeddingBag
         float* aAcc = stackalloc float[rank];
         float* a = stackalloc float[rank];
         var snapshot = new ARowSnapshot { A = new ASnapshot { Rank = rank, Copy = a }, Storage = StorageOf<TF>(), Dim = dim, W = w };
+        var spin = new SpinWait();
         for (int bag = bagBegin; bag < bagEnd; bag++)
         {
+            // Hot rows served from W: the bag is read between two equal, even epochs (see LoraPerRowBag.Bag).
+            int epoch = ctx->ValidateW ? Volatile.Read(ref *ctx->WriteEpoch) : 0;
+            if ((epoch & 1) != 0) { spin.SpinOnce(sleep1Threshold: -1); bag--; continue; }
             long start = off[bag], end = off[bag + 1];
             new Span<float>(acc, dim).Clear();
             bool adapted = false;
@@ -119,6 +124,11 @@ internal static unsafe class LoraEmbeddingBag
             }
             if (adapted)
                 for (int k = 0; k < rank; k++) LoraMath.Axpy(aAcc[k], ctx->B + k * dim, acc, dim);
+            if (ctx->ValidateW)
+            {
+                Volatile.ReadBarrier();
+                if (Volatile.Read(ref *ctx->WriteEpoch) != epoch) { bag--; continue; }
+            }
             float* o = job.Output + (long)bag * dim;
             float scale = job.Mean && end > start ? 1f / (end - start) : 1f;
             for (int c = 0; c < dim; c++) o[c] = acc[c] * scale;

@@ -23,8 +23,12 @@ internal static unsafe class LoraEmbeddingBagReference
             fixed (float* pr = row)
             fixed (float* pa = a)
             {
+                var spin = new SpinWait();
                 for (int bag = 0; bag < bags; bag++)
                 {
+                    // Hot rows served from W are written without a slot: read the bag between two equal, even epochs.
+                    int epoch = adapter.ServesHotRowsFromW ? Volatile.Read(ref *g.WriteEpochPointer) : 0;
+                    if ((epoch & 1) != 0) { spin.SpinOnce(sleep1Threshold: -1); bag--; continue; }
                     int start = (int)offsets[bag], end = (int)offsets[bag + 1];
                     var acc = output.Slice(bag * dim, dim);
                     acc.Clear();
@@ -49,6 +53,11 @@ internal static unsafe class LoraEmbeddingBagReference
                     {
                         float inv = 1f / (end - start);
                         for (int d = 0; d < dim; d++) acc[d] *= inv;
+                    }
+                    if (adapter.ServesHotRowsFromW)
+                    {
+                        Volatile.ReadBarrier();
+                        if (Volatile.Read(ref *g.WriteEpochPointer) != epoch) bag--;
                     }
                 }
             }

@@ -12,8 +12,30 @@ internal static unsafe class LoraPerRowBag
 {
     /// <summary>Bag <paramref name="b"/> of <paramref name="job"/> (1–4 vectors per row, see
     /// <see cref="IVectorCount"/>). False when an index is out of range.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    /// <para>When the adapter serves hot rows from W (<see cref="LoraContext.ValidateW"/>) the trainer also writes W
+    /// rows that have no slot, inside the write epoch only, so the whole bag is read between two equal, even values
+    /// of the epoch (waiting while it is odd, bounded by one publish), as <see cref="TableAdapter.ReadEffectiveRow"/> does.</para>
     public static bool Bag<TS, TV, TF, TN>(in BagJob job, int b, long rangeEnd)
+        where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
+    {
+        LoraContext* ctx = (LoraContext*)job.Context;
+        if (!ctx->ValidateW) return BagOnce<TS, TV, TF, TN>(in job, b, rangeEnd);
+        var spin = new System.Threading.SpinWait();
+        while (true)
+        {
+            int epoch = Volatile.Read(ref *ctx->WriteEpoch);
+            if ((epoch & 1) == 0)
+            {
+                if (!BagOnce<TS, TV, TF, TN>(in job, b, rangeEnd)) return false;
+                Volatile.ReadBarrier();
+                if (Volatile.Read(ref *ctx->WriteEpoch) == epoch) return true;
+            }
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static bool BagOnce<TS, TV, TF, TN>(in BagJob job, int b, long rangeEnd)
         where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TN : IVectorCount
     {
         LoraContext* ctx = (LoraContext*)job.Context;

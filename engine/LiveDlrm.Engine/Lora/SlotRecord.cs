@@ -25,6 +25,8 @@ internal struct SlotRecord
     [FieldOffset(16)] public long Stamp;
     /// <summary>Index into the trainer's per-step gradient scratch (validated against the scratch, never trusted).</summary>
     [FieldOffset(24)] public int Touch;
+    /// <summary>Steps that updated the slot since its row got it (trainer only; hot-row promotion).</summary>
+    [FieldOffset(28)] public int Updates;
 
     public const long FreeRow = -1;
 

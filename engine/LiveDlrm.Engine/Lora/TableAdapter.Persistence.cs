@@ -75,7 +75,7 @@ internal sealed unsafe partial class TableAdapter
             int slotCapacity = r.ReadInt32();
             if (rank < Options.MinRank || rank > Options.MaxRank)
                 throw new InvalidDataException($"{where}: rank {rank} is outside this adapter's [{Options.MinRank}, {Options.MaxRank}]");
-            var (slots, mapCapacity) = SizeFor(BudgetBytes, rank, dim);
+            var (slots, mapCapacity) = SizeFor(SlotBudgetBytes, rank, dim);
             if (slots != slotCapacity)
                 throw new InvalidDataException($"{where}: {slotCapacity} slots at rank {rank}, this adapter's budget gives {slots} (different budget options?)");
             long clock = r.ReadInt64(), step = r.ReadInt64(), merged = r.ReadInt64(), rejected = r.ReadInt64(), dropped = r.ReadInt64();
@@ -107,6 +107,7 @@ internal sealed unsafe partial class TableAdapter
                     p->Adagrad = adagrad;
                     p->Stamp = stamp;
                     p->Touch = -1;
+                    p->Updates = 0;
                     a.CopyTo(new Span<float>(next.APointer(s), rank));
                     next.InsertNew(row, s);
                 }

@@ -44,11 +44,11 @@ internal sealed unsafe partial class TableAdapter
         if (k == r && r < Options.MaxRank && f.S[r - 1] * f.S[r - 1] > Options.GrowThreshold * energy)
         {
             int grown = Math.Min(Options.MaxRank, r + Options.GrowStep);
-            if (SizeFor(BudgetBytes, grown, dim).Slots >= Math.Max(1, g.SlotCapacity / 2)) target = grown;
+            if (SizeFor(SlotBudgetBytes, grown, dim).Slots >= Math.Max(1, g.SlotCapacity / 2)) target = grown;
         }
         if (target == r && k == r) return Record(r, r, 1.0, f.S, 0);
 
-        var (slots, mapCapacity) = SizeFor(BudgetBytes, target, dim);
+        var (slots, mapCapacity) = SizeFor(SlotBudgetBytes, target, dim);
         if (slots < 1) return Record(r, r, 1.0, f.S, 0);
         int evicted = 0;
         if (g.Live > slots)

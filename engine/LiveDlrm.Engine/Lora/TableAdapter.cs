@@ -44,6 +44,17 @@ internal sealed unsafe partial class TableAdapter : IDisposable
     public AdapterOptions Options { get; }
     /// <summary>Maximum adapter bytes: BudgetFraction × table bytes.</summary>
     public long BudgetBytes { get; }
+    /// <summary>The part of <see cref="BudgetBytes"/> the generations (slot pool, map, filter, B) are sized for: all of
+    /// it less the hot set's reserved bytes.</summary>
+    long SlotBudgetBytes { get; }
+    /// <summary>Rows served from W itself (<see cref="AdapterOptions.HotRowFraction"/>), or null when that is off.</summary>
+    readonly HotRowSet? _hot;
+    /// <summary>True when hot rows are served from W: readers must then validate plain W reads against the write epoch.</summary>
+    internal bool ServesHotRowsFromW => _hot is not null;
+    /// <summary>Rows served from W itself now (0 when <see cref="AdapterOptions.HotRowFraction"/> is 0).</summary>
+    public int HotRows => _hot?.Count ?? 0;
+    /// <summary>Row updates written straight into W for hot rows.</summary>
+    public long HotRowUpdates { get; private set; }
 
     /// <summary>Per-row optimizer state carried across slots (see <see cref="RowAccumulators"/>), or null: a row
     /// that gets a slot starts from its stored accumulator instead of <see cref="AdapterOptions.AdagradInitialAccumulator"/>
@@ -79,7 +90,17 @@ internal sealed unsafe partial class TableAdapter : IDisposable
             throw new ArgumentOutOfRangeException(nameof(table), table.Rows, $"table '{table.Name}': {table.Rows} rows exceed the adapter map's limit of {AdapterGeneration.MaxRows}");
         Table = table;
         BudgetBytes = (long)Math.Floor(Options.BudgetFraction * table.ByteSize);
-        var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, table.Dim);
+        SlotBudgetBytes = BudgetBytes;
+        if (Options.HotRowFraction > 0)
+        {
+            // Each step re-quantises a hot row whole; int8 rowwise would lose every update below half a step
+            // ((max − min)/255) with round-to-nearest, and stochastic rounding is not built.
+            if (table.Storage == EmbeddingStorage.Int8Rowwise)
+                throw new ArgumentException($"table '{table.Name}': adapter option HotRowFraction needs an fp32 or fp16 table (int8 rows would lose hot-row updates below half a quantisation step)", nameof(options));
+            _hot = new HotRowSet((int)Math.Min(int.MaxValue / 2, (long)(Options.HotRowFraction * BudgetBytes) / HotRowSet.BytesPerRow));
+            SlotBudgetBytes = BudgetBytes - _hot.Bytes;
+        }
+        var (slots, mapCapacity) = SizeFor(SlotBudgetBytes, Options.InitialRank, table.Dim);
         if (slots < 1)
             throw new ArgumentException($"table '{table.Name}': the adapter budget of {BudgetBytes} bytes ({Options.BudgetFraction:P3} of {table.ByteSize}) cannot hold B at rank {Options.InitialRank} and one adapter row; raise BudgetFraction or lower InitialRank", nameof(options));
         _rng = new Random(Options.Seed);
@@ -98,8 +119,9 @@ internal sealed unsafe partial class TableAdapter : IDisposable
     public long Version => Current.Version;
     public int ActiveRows => Current.Live;
     public int SlotCapacity => Current.SlotCapacity;
-    /// <summary>Bytes the current generation holds (pool + map + B + B optimizer state + free list); ≤ <see cref="BudgetBytes"/>.</summary>
-    public long AllocatedBytes => Current.Bytes;
+    /// <summary>Bytes the current generation holds (pool + map + B + B optimizer state + free list) plus the hot set's
+    /// reserved capacity; ≤ <see cref="BudgetBytes"/>.</summary>
+    public long AllocatedBytes => Current.Bytes + (_hot?.Bytes ?? 0);
     public double MemoryFraction => (double)AllocatedBytes / Table.ByteSize;
 
     public IReadOnlyList<RankEvent> History { get { lock (_history) return _history.ToArray(); } }
@@ -278,7 +300,7 @@ internal sealed unsafe partial class TableAdapter : IDisposable
         {
             var g = Current;
             _merger.MergeAllLive(g);
-            var (slots, mapCapacity) = SizeFor(BudgetBytes, Options.InitialRank, Table.Dim);
+            var (slots, mapCapacity) = SizeFor(SlotBudgetBytes, Options.InitialRank, Table.Dim);
             Publish(NewGeneration(slots, mapCapacity));
         }
         finally { ExitWriter(); }
@@ -309,6 +331,7 @@ internal sealed unsafe partial class TableAdapter : IDisposable
         }
         float initial = Options.AdagradInitialAccumulator;
         if (_rowState is { } state) initial = state[row];
+        if (_hot?.Remove(row) is float hotAdagrad) initial = hotAdagrad;   // SetRow on a hot row: it is slot-served again
         return g.Allocate(row, _clock, initial);
     }
 
@@ -316,6 +339,7 @@ internal sealed unsafe partial class TableAdapter : IDisposable
     void Publish(AdapterGeneration next)
     {
         var old = Current;
+        _staleFilterRows = 0;                // every new generation builds its filter from its live rows
         Volatile.Write(ref _gen, next);
         Interlocked.MemoryBarrier();     // pairs with the reader's Interlocked.Increment: Dekker-style, see Pin()
         var spin = new SpinWait();

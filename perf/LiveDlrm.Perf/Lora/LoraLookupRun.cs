@@ -19,6 +19,7 @@ internal sealed class LoraLookupRun : BenchRun
     readonly Option<int> _rank = Opt.Int("--rank", "adapter rank", 16, 1, 1024);
     readonly Option<double> _budget = Opt.Double("--budget", "adapter budget as a fraction of table bytes; the adapter is filled to it", 0.01, 1e-6, 1);
     readonly Option<double?> _hot = Opt.OptionalDouble("--hot", "fraction of lookups that go to adapted rows (default: uniform ids, i.e. about active/rows)", 0, 1);
+    readonly Option<double> _hotRows = Opt.Double("--hot-rows", "share of the budget for hot rows served from W (AdapterOptions.HotRowFraction); the adapter is then trained on the batches until the rows that take the --hot lookups are promoted, as far as the hot set holds them", 0, 0, 0.99);
     readonly Option<string> _storage = Opt.Choice("--storage", "table storage", "fp32", "fp32", "fp16", "int8");
     readonly Option<int> _threads = Opt.Int("--threads", "threads (default: all processors)", Environment.ProcessorCount, 1, 1024);
     readonly Option<int> _runs = Opt.Int("--runs", "timed rounds, median reported (--quick: 2)", 5, 1, 10_000);
@@ -30,7 +31,7 @@ internal sealed class LoraLookupRun : BenchRun
 
     public LoraLookupRun() : base("lora", "LoRA-augmented bag lookup vs plain lookup (M lookups/s, artifacts/bench/lora.json)")
     {
-        foreach (var o in new Option[] { _rows, _dim, _pooling, _batch, _rank, _budget, _hot, _storage, _threads, _runs, _runSeconds, _batches, _knownSlots, _quick, _out })
+        foreach (var o in new Option[] { _rows, _dim, _pooling, _batch, _rank, _budget, _hot, _hotRows, _storage, _threads, _runs, _runSeconds, _batches, _knownSlots, _quick, _out })
             Add(o);
     }
 
@@ -42,6 +43,7 @@ internal sealed class LoraLookupRun : BenchRun
         int rank = a.GetValue(_rank), threads = a.GetValue(_threads);
         double budget = a.GetValue(_budget);
         double hot = a.GetValue(_hot) ?? -1;
+        double hotRows = a.GetValue(_hotRows);
         int runs = Pick(a, _runs, quick, 2), batchCount = Pick(a, _batches, quick, 2);
         double runSeconds = Pick(a, _runSeconds, quick, 0.2);
         var storage = a.GetValue(_storage) switch
@@ -53,7 +55,7 @@ internal sealed class LoraLookupRun : BenchRun
 
         var sw = Stopwatch.StartNew();
         using var table = RandomTable(rows, dim, storage);
-        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = rank, MinRank = 1, MaxRank = Math.Max(rank, Math.Min(64, dim)), BudgetFraction = budget });
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = rank, MinRank = 1, MaxRank = Math.Max(rank, Math.Min(64, dim)), BudgetFraction = budget, HotRowFraction = hotRows });
         var rng = new Random(7);
         var adapted = new HashSet<long>();
         var a8 = new float[rank];
@@ -73,7 +75,23 @@ internal sealed class LoraLookupRun : BenchRun
                 idx[j] = hot >= 0 && rng.NextDouble() < hot ? adaptedRows[rng.Next(adaptedRows.Length)] : rng.NextInt64(rows);
             batches[b] = (idx, Enumerable.Range(0, batch + 1).Select(i => (long)i * pooling).ToArray());
         }
-        double hitFraction = batches.SelectMany(b => b.Indices).Count(adapted.Contains) / (double)(batchCount * (long)batch * pooling);
+        if (hotRows > 0)
+        {
+            // Steps on the rows the --hot lookups go to (each a one-index bag with a tiny gradient), HotAfterSteps + 1
+            // times, so they are promoted and served from W as far as the hot set holds them; the rest keep their slots.
+            var trained = adaptedRows.Take(adapter.SlotCapacity).ToArray();
+            var grad = new float[trained.Length * dim];
+            for (int j = 0; j < grad.Length; j++) grad[j] = (float)(rng.NextDouble() - 0.5) * 1e-3f;
+            var offs = Enumerable.Range(0, trained.Length + 1).Select(i => (long)i).ToArray();
+            for (int s = 0; s <= adapter.Options.HotAfterSteps; s++) adapter.ApplyGradients(trained, offs, grad);
+        }
+        var slotRows = new HashSet<long>();
+        var probe = new float[adapter.Options.MaxRank];
+        foreach (long r in adaptedRows) if (adapter.ReadRow(r, probe) > 0) slotRows.Add(r);
+        double hitFraction = batches.SelectMany(b => b.Indices).Count(slotRows.Contains) / (double)(batchCount * (long)batch * pooling);
+        if (hotRows > 0)
+            Console.WriteLine($"hot rows: {adapter.HotRows} served from W, {slotRows.Count} of the --hot rows still hold a slot; " +
+                              $"{batches.SelectMany(b => b.Indices).Count(adapted.Contains) / (double)(batchCount * (long)batch * pooling):P2} of lookups go to those rows together");
         Console.WriteLine($"lora: {table}, adapter rank {rank}: {adapter.ActiveRows} rows, {adapter.AllocatedBytes / 1048576.0:F1} MiB " +
                           $"({adapter.MemoryFraction:P2} of the table), {hitFraction:P2} of lookups hit an adapted row; batch {batch} × {pooling}, " +
                           $"{threads} threads, {runs} runs × {runSeconds} s (median); setup {sw.Elapsed.TotalSeconds:F1} s{(quick ? "; QUICK (not meaningful)" : "")}");
