@@ -151,11 +151,13 @@ internal sealed unsafe partial class TableAdapter
                             {
                                 fixed (float* hg = _hotGrad)
                                     LoraMath.Axpy(weighted ? pw[j] : 1f, gA + bag * r, hg + h * r, r);
+                                IndicesOnHotRows++;
                                 continue;
                             }
                         }
                         int slot = FindOrAllocate(indices[j], protectTouched: true);
                         if (slot < 0) { DroppedRowUpdates++; continue; }
+                        IndicesOnSlots++;
                         g = Current;                       // a map rebuild may have published a new generation (same pool)
                         int t = Touch(g, slot);
                         fixed (float* rg = _rowGrad)

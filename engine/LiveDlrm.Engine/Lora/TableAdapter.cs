@@ -55,6 +55,11 @@ internal sealed unsafe partial class TableAdapter : IDisposable
     public int HotRows => _hot?.Count ?? 0;
     /// <summary>Row updates written straight into W for hot rows.</summary>
     public long HotRowUpdates { get; private set; }
+    /// <summary>Indices of trained bags that were on a hot row / on a slot-served row. The live trainer trains on the
+    /// events it served, so their ratio is the share of lookups served from W rather than found in the map.</summary>
+    public long IndicesOnHotRows { get; private set; }
+    /// <inheritdoc cref="IndicesOnHotRows"/>
+    public long IndicesOnSlots { get; private set; }
 
     /// <summary>Per-row optimizer state carried across slots (see <see cref="RowAccumulators"/>), or null: a row
     /// that gets a slot starts from its stored accumulator instead of <see cref="AdapterOptions.AdagradInitialAccumulator"/>

@@ -279,7 +279,8 @@ sealed class LiveRunner : ModeRunner
             var a = _adapters[t];
             tables.Add(a is null
                 ? new AdapterTableStats(table.Name, false, table.ByteSize, 0, 0, 0, 0, 0, 0)
-                : new AdapterTableStats(table.Name, true, table.ByteSize, a.BudgetBytes, _maxBytes[t], a.Rank, a.MergedRows, a.RejectedSteps, a.DroppedRowUpdates));
+                : new AdapterTableStats(table.Name, true, table.ByteSize, a.BudgetBytes, _maxBytes[t], a.Rank, a.MergedRows, a.RejectedSteps, a.DroppedRowUpdates,
+                                         a.IndicesOnHotRows, a.IndicesOnSlots));
         }
         long budget = _adapters.Where(a => a is not null).Sum(a => a!.BudgetBytes);
         return result with

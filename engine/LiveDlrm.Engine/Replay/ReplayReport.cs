@@ -77,7 +77,8 @@ internal sealed record LiveStats
     public bool ReuseForward { get; init; }
 }
 
-internal sealed record AdapterTableStats(string Table, bool Adapted, long TableBytes, long BudgetBytes, long AdapterBytesMax, int FinalRank, long MergedRows, long RejectedSteps, long DroppedRowUpdates);
+internal sealed record AdapterTableStats(string Table, bool Adapted, long TableBytes, long BudgetBytes, long AdapterBytesMax, int FinalRank, long MergedRows, long RejectedSteps, long DroppedRowUpdates,
+                                         long IndicesOnHotRows = 0, long IndicesOnSlots = 0);
 
 /// <summary>A whole replay: stream facts, base model, every mode.</summary>
 internal sealed record ReplayReport
