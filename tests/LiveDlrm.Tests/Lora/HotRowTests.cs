@@ -29,6 +29,25 @@ internal class HotRowTests
         return adapter.ApplyGradients(rows, offsets, grad);
     }
 
+    /// <summary>The stress test's rows: dim 64 (four cache lines of fp32) with the pattern on the first and the last
+    /// line, so a row read while a step is half written shows unequal pattern elements.</summary>
+    const int WideDim = 64;
+    static readonly int[] WidePattern = [0, 1, WideDim - 2, WideDim - 1];
+
+    static float[] WideUnitRows()
+    {
+        var b = new float[Rank * WideDim];
+        for (int k = 0; k < Rank; k++) b[k * WideDim + WidePattern[k]] = 1;
+        return b;
+    }
+
+    static bool WideStepUp(TableAdapter adapter, long row)
+    {
+        var grad = new float[WideDim];
+        foreach (int d in WidePattern) grad[d] = -1;
+        return adapter.ApplyGradients([row], [0, 1], grad);
+    }
+
     static AdapterOptions PatternOptions(double hotFraction) => new()
     {
         InitialRank = Rank, MinRank = Rank, MaxRank = Rank, Optimizer = AdapterOptimizer.Sgd, LearningRateA = 1, LearningRateB = 0,
@@ -167,9 +186,9 @@ internal class HotRowTests
     {
         var duration = TimeSpan.FromSeconds(4);
         const int rows = 150;
-        using var table = EmbeddingTable.Create("hot-stress", 4000, Dim, EmbeddingStorage.Fp32);
-        using var adapter = new TableAdapter(table, PatternOptions(0.5) with { BudgetFraction = 0.04 });
-        adapter.SetB(UnitRows(Rank, Dim));
+        using var table = EmbeddingTable.Create("hot-stress", 4000, WideDim, EmbeddingStorage.Fp32);
+        using var adapter = new TableAdapter(table, PatternOptions(0.5) with { BudgetFraction = 0.01 });
+        adapter.SetB(WideUnitRows());
         var started = new long[rows];
         var done = new long[rows];
         using var stop = new CancellationTokenSource(duration);
@@ -187,14 +206,14 @@ internal class HotRowTests
                     if (op < 2)
                     {
                         adapter.MergeAll();
-                        adapter.SetB(UnitRows(Rank, Dim));
+                        adapter.SetB(WideUnitRows());
                     }
                     else if (op < 10) adapter.MergeOldest(4);
                     else
                     {
                         int i = rng.Next(rows);
                         Volatile.Write(ref started[i], Volatile.Read(ref done[i]) + 1);
-                        if (!StepUp(adapter, i)) failures.Enqueue("writer: step rejected");
+                        if (!WideStepUp(adapter, i)) failures.Enqueue("writer: step rejected");
                         Volatile.Write(ref done[i], Volatile.Read(ref started[i]));
                         steps++;
                     }
@@ -210,9 +229,9 @@ internal class HotRowTests
             const int bags = 32;
             var indices = new long[bags];
             var offsets = Enumerable.Range(0, bags + 1).Select(i => (long)i).ToArray();
-            var output = new float[bags * Dim];
+            var output = new float[bags * WideDim];
             var lo = new long[bags];
-            var row = new float[Dim];
+            var row = new float[WideDim];
             try
             {
                 while (!stop.IsCancellationRequested && failures.IsEmpty)
@@ -224,12 +243,12 @@ internal class HotRowTests
                         case 1: using (LoraKernelScopes.ForcePerRow()) LoraEmbeddingBag.Forward(adapter, indices, offsets, output); break;
                         case 2: LoraEmbeddingBagReference.Forward(adapter, indices, offsets, output); break;
                         default:
-                            for (int b = 0; b < bags; b++) { adapter.ReadEffectiveRow(indices[b], row); row.CopyTo(output, b * Dim); }
+                            for (int b = 0; b < bags; b++) { adapter.ReadEffectiveRow(indices[b], row); row.CopyTo(output, b * WideDim); }
                             break;
                     }
                     for (int b = 0; b < bags; b++)
                     {
-                        string? problem = Check(output.AsSpan(b * Dim, Dim), lo[b], Volatile.Read(ref started[indices[b]]));
+                        string? problem = Check(output.AsSpan(b * WideDim, WideDim), lo[b], Volatile.Read(ref started[indices[b]]));
                         if (problem is not null) failures.Enqueue($"reader {id}, row {indices[b]}: {problem}");
                     }
                     Interlocked.Increment(ref reads);
@@ -261,10 +280,11 @@ internal class HotRowTests
     static string? Check(ReadOnlySpan<float> row, long lo, long hi)
     {
         double v = row[0];
-        for (int d = 1; d < Rank; d++)
-            if (row[d] != v) return $"torn: elements 0 and {d} are {v} and {row[d]}";
-        for (int d = Rank; d < Dim; d++)
-            if (row[d] != 0) return $"element {d} is {row[d]}, expected 0";
+        for (int d = 1; d < WideDim; d++)
+        {
+            float expected = WidePattern.Contains(d) ? (float)v : 0f;
+            if (row[d] != expected) return $"torn: element {d} is {row[d]}, expected {expected} (element 0 is {v})";
+        }
         long s = (long)Math.Round(v);
         if (v != s) return $"value {v} is not one the row ever had";
         if (s < lo || s > hi) return $"value {s} outside [{lo}, {hi}] (a step seen twice or not at all)";
