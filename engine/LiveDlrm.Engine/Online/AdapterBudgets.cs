@@ -1,6 +1,7 @@
 using LiveDlrm.Embeddings;
 using LiveDlrm.Lora;
 using LiveDlrm.Model;
+using LiveDlrm.Runtime;
 using Microsoft.Extensions.Logging;
 
 namespace LiveDlrm.Online;
@@ -34,12 +35,17 @@ static class AdapterBudgets
                 if (slots < Math.Min(options.MinAdapterRows, table.Rows))
                 {
                     options.Logger.LogInformation("table '{Table}' ({Bytes} bytes): a {Budget} budget holds {Rows} adapter rows at rank {Rank} (< {MinRows}); not adapted",
-                        table.Name, table.ByteSize, ao.BudgetFraction.ToString("P2", System.Globalization.CultureInfo.InvariantCulture), slots, ao.InitialRank, options.MinAdapterRows);
+                        table.Name, table.ByteSize, Percent(ao.BudgetFraction), slots, ao.InitialRank, options.MinAdapterRows);
                     continue;
                 }
                 result[t] = new TableAdapter(table, ao);
                 backend.Attach(result[t]!);
             }
+            // A budget too small for every table is the caller's choice of budget, not a fault of the engine: say so
+            // in its own terms rather than fail later in the trainer with nothing to train.
+            if (result.Length > 0 && result.All(a => a is null))
+                throw new UserInputException($"an adapter budget of {Percent(options.Adapter.BudgetFraction)} of the table bytes holds fewer than "
+                    + $"{options.MinAdapterRows} adapter rows at rank {options.Adapter.InitialRank} in every table: nothing to adapt (raise the budget)");
         }
         catch
         {
@@ -49,6 +55,10 @@ static class AdapterBudgets
         }
         return result;
     }
+
+    /// <summary>A fraction as a percentage with three significant digits (0.0001 → "0.01 %"), so a small budget never
+    /// prints as "0.00 %".</summary>
+    static string Percent(double fraction) => (fraction * 100).ToString("G3", System.Globalization.CultureInfo.InvariantCulture) + " %";
 
     /// <summary>Each table's budget fraction: the option itself per table, or with <see cref="OnlineTrainerOptions.JointBudget"/>
     /// grants whose bytes sum to at most BudgetFraction × Σ table bytes (0 = no adapter).</summary>

@@ -95,6 +95,26 @@ internal class CliCommandTests
     }
 
     [Test]
+    public void AnAdapterBudgetTooSmallForEveryTableIsBadInputNamingTheBudget()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"livedlrm-cli-{Guid.NewGuid():N}");
+        try
+        {
+            // Progress and the per-table notes go to stderr before it; the failure is its last line.
+            var r = CliRun.Invoke("replay", "--mode", "live", "--no-plots", "--events", "4000", "--budget", "0.000001", "--out", dir);
+            Assert.That(r.Code, Is.EqualTo(2), r.Output);
+            var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.That(lines[^1], Does.StartWith("livedlrm replay: an adapter budget of 0.0001 %").And.Contain("nothing to adapt"), r.Err);
+            Assert.That(r.Err, Does.Not.Contain("   at ").And.Not.Contain("internal error"));
+            Assert.That(File.Exists(Path.Combine(dir, "report.json")), Is.False, "no report for a replay that did not run");
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
+
+    [Test]
     public void EngineErrorsBecomeOneLineWithTheFileNamed()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"livedlrm-cli-{Guid.NewGuid():N}");
