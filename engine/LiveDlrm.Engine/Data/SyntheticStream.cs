@@ -205,6 +205,14 @@ internal sealed class SyntheticEventSource : IEventSource
     /// <summary>The latest bursts (at most <see cref="BurstLogCapacity"/>): event-time second since StartTime, item id,
     /// decay time τ in seconds. For tests and summaries.</summary>
     internal IReadOnlyCollection<(long Start, int Item, double Tau)> RecentBursts => _burstLog;
+
+    // The world's own parameters, read by oracle estimates of what a learner could reach from the data
+    // (tests/LiveDlrm.Tests/Data/OptimumDecompositionTests.cs).
+    internal ReadOnlySpan<double> SegmentInterestNow(int segment) => _segmentNow.AsSpan(segment * _k, _k);
+    internal ReadOnlySpan<double> CategoryCentroid(int category) => _categoryCentroid.AsSpan(category * _k, _k);
+    internal ReadOnlySpan<float> UserDeviationOf(int user) => _userDeviation.AsSpan(user * _k, _k);
+    internal ReadOnlySpan<float> ItemDeviationOf(int item) => _itemDeviation.AsSpan(item * _k, _k);
+    internal float ItemBiasOf(int item) => _itemBias[item];
     internal const int BurstLogCapacity = 4096;
     readonly Queue<(long Start, int Item, double Tau)> _burstLog = new();
 
