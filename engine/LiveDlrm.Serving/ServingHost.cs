@@ -89,6 +89,7 @@ internal sealed class ServingHost : IAsyncDisposable
         _labels = new LabelJoin(() => _slot.Current, options.Labels, options.LabelWindow, options.RingCapacity, _metrics);
         _qos = new TrainerQos(options.Qos, options.QosTargetMs, log, priority: options.QosTrainerPriority);
         if (options.Trainer && _fleet is null) _qos.Attach(node);
+        else if (_fleet is not null) _qos.AttachFleetReplica(_fleet.Runner.Throttle, _fleet.Runner.OnApplyingThread);
         _lastCheckpointTicks = Stopwatch.GetTimestamp();
         RegisterObservables();
         App = BuildApp(configureWebHost);

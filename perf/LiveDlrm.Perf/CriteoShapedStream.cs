@@ -33,8 +33,10 @@ internal sealed class CriteoShapedStream
         _rng = new Random(seed);
         _zipf = Vocabularies.Select(v => new ZipfSampler(v, ZipfExponent)).ToArray();
         // An affine permutation of each vocabulary (a multiplier coprime to it): ranks land on scattered values.
-        _multiplier = Vocabularies.Select(v => { long m = (long)(v * 0.6180339887) | 1; while (Gcd(m, v) != 1) m += 2; return m; }).ToArray();
+        _multiplier = Vocabularies.Select(Multiplier).ToArray();
     }
+
+    static long Multiplier(long v) { long m = (long)(v * 0.6180339887) | 1; while (Gcd(m, v) != 1) m += 2; return m; }
 
     static long Gcd(long a, long b) { while (b != 0) (a, b) = (b, a % b); return a; }
 
@@ -65,6 +67,57 @@ internal sealed class CriteoShapedStream
         long time = StartTime + (long)Math.Floor(_index / EventsPerSecond);
         _index++;
         return (label, time, dense, bags);
+    }
+
+    /// <summary>Entropy in bits of one draw of table <paramref name="t"/>'s row, exactly as <see cref="NextRow"/> draws
+    /// it: the Zipf mass of every rank, carried through the permutation and the hash onto its row.</summary>
+    public static double RowEntropyBits(int t)
+    {
+        long v = Vocabularies[t], m = Multiplier(v);
+        var mass = new double[Math.Min(v, Rows)];
+        double total = 0;
+        for (long rank = 0; rank < v; rank++)
+        {
+            double p = Math.Exp(-ZipfExponent * Math.Log(rank + 1));
+            long value = (long)((UInt128)(ulong)rank * (ulong)m % (ulong)v);
+            mass[value % Rows] += p;
+            total += p;
+        }
+        return EntropyBits(mass, total);
+    }
+
+    /// <summary>Entropy in bits of dense feature <paramref name="f"/> as <see cref="Next"/> draws it: 0 with the
+    /// missing probability or a count floor(exp(μ + σz)) of 0, else log1p of the count (one float per count).</summary>
+    public static double DenseEntropyBits(int f)
+    {
+        double mu = 0.5 + 0.25 * f, sigma = 1.2;
+        // Upper tails P(X ≥ c) from erfc, which keeps its relative precision far out in the tail.
+        double Tail(double count) => count <= 0 ? 1 : 0.5 * Erfc((Math.Log(count) - mu) / sigma / Math.Sqrt(2));
+        var mass = new List<double> { 0.15 + 0.85 * (1 - Tail(1)) };
+        for (long k = 1; k < 100_000_000 && Tail(k) > 1e-13; k++) mass.Add(0.85 * (Tail(k) - Tail(k + 1)));
+        return EntropyBits(mass.ToArray(), mass.Sum());
+    }
+
+    /// <summary>Entropy in bits of the label (1 with probability 0.25).</summary>
+    public static double LabelEntropyBits => -(0.25 * Math.Log2(0.25) + 0.75 * Math.Log2(0.75));
+
+    static double EntropyBits(double[] mass, double total)
+    {
+        double h = 0;
+        foreach (double w in mass) if (w > 0) { double p = w / total; h -= p * Math.Log2(p); }
+        return h;
+    }
+
+    /// <summary>Φ(x) from erfc (W. J. Cody's rational approximations via the complementary error function of Numerical
+    /// Recipes' erfcc, relative error below 1.2e-7: ample for an entropy).</summary>
+    static double NormalCdf(double x) => 0.5 * Erfc(-x / Math.Sqrt(2));
+
+    static double Erfc(double x)
+    {
+        double z = Math.Abs(x), t = 1 / (1 + 0.5 * z);
+        double r = t * Math.Exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807
+                   + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+        return x >= 0 ? r : 2 - r;
     }
 
     /// <summary>Dense (MLP) parameters of a DLRM on this stream: bottom 13-512-256-64, dot interaction over 27

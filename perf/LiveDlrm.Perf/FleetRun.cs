@@ -421,13 +421,27 @@ internal sealed class FleetRun : BenchRun
         return ((double)(distinct * rowBytes + denseBytes) * Replicas.Length / examples, examples, distinct, denseBytes);
     }
 
+    /// <summary>The entropy of one Criteo-shaped example, computed from the stream's own distributions (not estimated
+    /// from a sample, whose plug-in entropy would undercount the Zipf tails).</summary>
+    static (double[] TableBits, double DenseBits, double LabelBits, double BytesPerExample) CriteoInformationBound()
+    {
+        var clock = Stopwatch.StartNew();
+        var tables = Enumerable.Range(0, CriteoShapedStream.Vocabularies.Length).AsParallel().AsOrdered().Select(CriteoShapedStream.RowEntropyBits).ToArray();
+        double dense = Enumerable.Range(0, CriteoShapedStream.Dense).Sum(CriteoShapedStream.DenseEntropyBits);
+        double label = CriteoShapedStream.LabelEntropyBits;
+        double bytes = (tables.Sum() + dense + label) / 8;
+        Console.WriteLine(F($"information bound: {bytes:F1} B/example (ids {tables.Sum():F1} bits, dense {dense:F1} bits, label {label:F2} bits; {clock.Elapsed.TotalSeconds:F0} s)"));
+        return (tables.Select(b => Math.Round(b, 3)).ToArray(), dense, label, bytes);
+    }
+
     static async Task<RunResult> CriteoRunAsync(Settings s, double rate, double eventRate)
     {
         Console.WriteLine(F($"---- Criteo-shaped stream at {rate} examples/s, event rate {eventRate}/s ({LoadAverage()})"));
         var deltaClock = Stopwatch.StartNew();
         var delta = CriteoDelta(eventRate);
         Console.WriteLine(F($"delta sync: {delta.DistinctRows} distinct rows in {delta.Examples} examples (10 min of event time), {delta.BytesPerExample:F0} B/example to 3 replicas ({deltaClock.Elapsed.TotalSeconds:F0} s)"));
-        var otherRates = new[] { 20.0, 200.0, 2100.0 }.Where(r => r != eventRate).Select(r => (Rate: r, Delta: CriteoDelta(r).BytesPerExample)).ToList();
+        var otherRates = new[] { 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2100.0 }.Where(r => r != eventRate).Select(r => (Rate: r, Delta: CriteoDelta(r).BytesPerExample)).ToList();
+        var bound = CriteoInformationBound();
         string loadStart = LoadAverage();
         long total = (long)(rate * s.Seconds);
         var examples = CriteoExamples((int)total, eventRate);
@@ -457,7 +471,7 @@ internal sealed class FleetRun : BenchRun
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{nats.MonitorPort}") };
         await Task.Delay(500);
         var (inBefore, outBefore) = await Varz(http);
-        var (published, publishSeconds, latency, messages, errors, _) = await PublishPacedAsync(log, s.Batching, rate, total, n => examples[(int)n]);
+        var (published, publishSeconds, latency, messages, errors, sizes) = await PublishPacedAsync(log, s.Batching, rate, total, n => examples[(int)n]);
         var state = await log.StateAsync(CancellationToken.None);
         var sw = Stopwatch.StartNew();
         while (counts.Any(c => Interlocked.Read(ref c) < published) && sw.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(100);
@@ -468,8 +482,32 @@ internal sealed class FleetRun : BenchRun
         double wirePerExample = published == 0 ? 0 : ((inAfter - inBefore) + (outAfter - outBefore)) / published;
         var (pubP50, pubP99) = latency.Percentiles();
         bool complete = counts.All(c => c == published);
+        // The payload of the run's own messages (re-encoded in the publisher's grouping) against the information bound.
+        double payload = 0;
+        { int at = 0; foreach (int count in sizes.Values) { payload += LogRecord.Encode(new ExampleBatch(examples.GetRange(at, count).ToArray()), s.Batching.Compress).Length; at += count; } }
+        double payloadPerExample = published == 0 ? 0 : payload / published;
+        var deltaByRate = otherRates.Append((Rate: eventRate, Delta: delta.BytesPerExample)).OrderBy(r => r.Rate).ToList();
+        // Copies of every example on the wire: the publish and one delivery per replica.
+        int copies = 1 + Replicas.Length;
+        double floorWire = copies * bound.BytesPerExample;
         var report = new
         {
+            informationBound = new
+            {
+                note = "entropy of one example as the stream draws it (ids per table through the Zipf, permutation and hash; dense counts; label; event time and request id are sequential: 0 bits): no encoding can average fewer bytes",
+                idBitsPerTable = bound.TableBits, idBits = bound.TableBits.Sum(), denseBits = bound.DenseBits, labelBits = bound.LabelBits,
+                bytesPerExample = bound.BytesPerExample,
+                payloadBytesPerExample = payloadPerExample, payloadOverBound = payloadPerExample / bound.BytesPerExample,
+                copiesOnTheWire = copies,
+                wireFloorBytesPerExample = floorWire,
+                wireFloorNote = "copies × bound: the wire bytes of a perfect code with no protocol overhead at all",
+                wireOverWireFloor = wirePerExample / floorWire,
+                wireFloorOverDelta = floorWire / delta.BytesPerExample,
+                targetOneTenthPossibleAtThisEventRate = floorWire <= delta.BytesPerExample / 10,
+                highestEventRateWhereMeasuredWireMeetsOneTenth = deltaByRate.Where(r => wirePerExample <= r.Delta / 10).Select(r => (double?)r.Rate).LastOrDefault(),
+                highestEventRateWhereWireFloorMeetsOneTenth = deltaByRate.Where(r => floorWire <= r.Delta / 10).Select(r => (double?)r.Rate).LastOrDefault(),
+                eventRatesTried = deltaByRate.Select(r => r.Rate).ToArray(),
+            },
             stream = F($"Criteo-shaped: 13 dense, 26 sparse (Criteo Kaggle vocabularies, Zipf {CriteoShapedStream.ZipfExponent}, hashed into {CriteoShapedStream.Rows}-row tables), dim {CriteoShapedStream.Dim}, event rate {eventRate}/s"),
             rateTarget = rate, seconds = s.Seconds, loadAverageBefore = loadStart, loadAverageAfter = LoadAverage(),
             publishedExamples = published, messages, examplesPerMessage = messages == 0 ? 0 : (double)published / messages,
@@ -483,6 +521,7 @@ internal sealed class FleetRun : BenchRun
             // The log's bytes per example do not depend on the event rate; the delta sync's do (fewer examples share a window's rows).
             wireOverDeltaByEventRate = otherRates.Select(r => new { eventRate = r.Rate, deltaBytesPerExample = r.Delta, wireOverDelta = wirePerExample / r.Delta }).ToList(),
         };
+        Console.WriteLine(F($"criteo: information bound {bound.BytesPerExample:F1} B/example (ids {bound.TableBits.Sum():F0} bits, dense {bound.DenseBits:F0}, label {bound.LabelBits:F2}); payload {payloadPerExample:F1} B/example = {payloadPerExample / bound.BytesPerExample:F2}× the bound; wire floor {floorWire:F0} B/example = 1/{delta.BytesPerExample / floorWire:F1} of the delta sync"));
         Console.WriteLine(F($"criteo: wire {wirePerExample:F1} B/example ({(double)published / Math.Max(1, messages):F0} examples/message), delta sync {delta.BytesPerExample:F0} B/example: ratio 1/{delta.BytesPerExample / wirePerExample:F1}; every reader complete {complete}"));
         return new RunResult(report, complete, true);
     }

@@ -47,7 +47,9 @@ internal sealed class FleetMember : IAsyncDisposable
         _metrics = new FleetMetrics(() => _publisher!.Waiting, () => (long)_runner!.AppliedSequence, () => _runner!.FingerprintAge,
                                     $"{FleetMetrics.MeterName}.{replica.Options.ReplicaId}");
         _metrics.ObserveLag(() => LagMessages, LagSeconds, () => _log.Connected ? 1 : 0);
-        _publisher = new ExamplePublisher(log, options.FleetSpool, () => _metrics, Line, options.FleetBatching());
+        // With an adapter directory the spool is kept on disk there too: a node killed with examples spooled
+        // publishes them when it starts again.
+        _publisher = new ExamplePublisher(log, options.FleetSpool, () => _metrics, Line, options.FleetBatching(), spoolDir: options.Adapters);
         _runner = new ReplicaRunner(log, replica, options.FleetStream, options.Adapters, _metrics, Line)
         {
             CheckpointInterval = options.CheckpointInterval,

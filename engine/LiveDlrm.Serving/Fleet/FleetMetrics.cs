@@ -15,6 +15,7 @@ internal sealed class FleetMetrics : IDisposable
     public Counter<long> PublishErrors { get; }
     public Counter<long> PublishRetries { get; }
     public Counter<long> SpoolDropped { get; }
+    public Counter<long> SpoolRecovered { get; }
     public Counter<long> Consumed { get; }
     public Counter<long> AppliedExamples { get; }
     public Counter<long> ReadErrors { get; }
@@ -28,6 +29,7 @@ internal sealed class FleetMetrics : IDisposable
         PublishErrors = Meter.CreateCounter<long>("livedlrm_fleet_publish_errors", description: "Failed publish attempts (each is retried from the spool).");
         PublishRetries = Meter.CreateCounter<long>("livedlrm_fleet_publish_retries", description: "Publishes attempted again after a failure (same message id).");
         SpoolDropped = Meter.CreateCounter<long>("livedlrm_fleet_spool_dropped", description: "Examples dropped unpublished because the local spool was full (oldest first).");
+        SpoolRecovered = Meter.CreateCounter<long>("livedlrm_fleet_spool_recovered", description: "Examples found in the on-disk spool at start (spooled before a crash) and published again.");
         Consumed = Meter.CreateCounter<long>("livedlrm_fleet_consumed_messages", description: "Log messages this replica read (redeliveries included).");
         AppliedExamples = Meter.CreateCounter<long>("livedlrm_fleet_applied_examples", description: "Examples this replica trained on from the log.");
         ReadErrors = Meter.CreateCounter<long>("livedlrm_fleet_read_errors", description: "Failed reads of the log (the reader re-reads from its position).");

@@ -68,7 +68,8 @@ internal static class FleetReplicaHost
     /// <summary>The fleet as the status board and the log show it (<c>livedlrm fleet status</c>).</summary>
     public static async Task<(string Text, bool Disagree)> StatusAsync(string url, string stream, CancellationToken ct)
     {
-        await using var exampleLog = await NatsExampleLog.ConnectAsync(url, new FleetStreamOptions { Stream = stream }, ct);
+        // Only looked up: creating or updating it here would set its subject and limits to the defaults.
+        await using var exampleLog = await NatsExampleLog.ConnectAsync(url, new FleetStreamOptions { Stream = stream }, ct, existingStream: true);
         var state = await exampleLog.StateAsync(ct);
         var view = FleetView.Of(state, await exampleLog.ReadStatusesAsync(ct));
         var w = new StringWriter(CultureInfo.InvariantCulture);

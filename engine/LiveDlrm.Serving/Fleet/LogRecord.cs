@@ -28,16 +28,17 @@ internal sealed record ExampleBatch(IReadOnlyList<TrainingExample> Examples) : L
 /// <summary>
 /// A message of the fleet log, and its wire encoding. Compact on purpose (every replica receives every message):
 /// <code>
-/// kind byte (1 = example, 2 = base marker, 3 = example batch), format byte (1)
+/// kind byte (1 = example, 2 = base marker, 3 = example batch), format byte (1; batches 2)
 /// example: zigzag varint request id, zigzag varint event time, label byte (0/1), base fingerprint and replica
 ///          (varint length + UTF-8), varint dense count + float32 LE each, varint table count, per table a varint
 ///          bag length + one varint per id
 /// marker:  base fingerprint, checkpoint path (varint length + UTF-8)
 /// batch:   flags byte (bit 0: the body is Brotli-compressed, then varint body length + compressed bytes); body =
 ///          varint count n, base fingerprint, replica, varint dense count, varint table count; request ids and
-///          event times (first zigzag, then zigzag deltas); labels as a bitmap; dense columns, each as its 4 byte
-///          planes (byte 0 of every value, then byte 1, …: the similar exponent bytes sit together for the
-///          compressor); per table the n bag lengths, the distinct ids ascending (first, then varint gaps) and one
+///          event times (first zigzag, then zigzag deltas); labels as a bitmap; dense columns, each a mode byte
+///          (format 2; format 1 has no mode byte and only planes) then either its 4 byte planes (byte 0 of every
+///          value, then byte 1, …: the similar exponent bytes sit together for the compressor) or, when every
+///          value is log1p of an integer count, the counts as varints (<see cref="Log1pCount"/>); per table the n bag lengths, the distinct ids ascending (first, then varint gaps) and one
 ///          varint index into them per id, in bag order (pooling order is kept)
 /// </code>
 /// Readers of this format read all three kinds; a kind or format they do not know is refused with its number, and
@@ -47,7 +48,8 @@ internal sealed record ExampleBatch(IReadOnlyList<TrainingExample> Examples) : L
 /// </summary>
 internal abstract record LogRecord
 {
-    const byte KindExample = 1, KindMarker = 2, KindBatch = 3, Format = 1, FlagBrotli = 1;
+    const byte KindExample = 1, KindMarker = 2, KindBatch = 3, Format = 1, BatchFormat = 2, FlagBrotli = 1;
+    const byte DensePlanes = 0, DenseLog1pCounts = 1;
     const int MaxString = 4096, MaxCount = 1 << 20, MaxBody = 64 << 20;
 
     /// <summary>Brotli quality of compressed batches: 5 is the knee for these bodies (higher qualities cost several
@@ -100,7 +102,8 @@ internal abstract record LogRecord
     {
         var r = new Reader(bytes);
         byte kind = r.Byte(), format = r.Byte();
-        if (format != Format) throw new InvalidDataException($"log record format {format}, this engine reads {Format}");
+        byte highest = kind == KindBatch ? BatchFormat : Format;
+        if (format < 1 || format > highest) throw new InvalidDataException($"log record format {format}, this engine reads 1..{highest}");
         LogRecord result;
         switch (kind)
         {
@@ -130,7 +133,7 @@ internal abstract record LogRecord
                 result = new BaseMarker(r.String(), r.String());
                 break;
             case KindBatch:
-                return DecodeBatch(ref r, bytes);
+                return DecodeBatch(ref r, bytes, format);
             default:
                 throw new InvalidDataException($"log record kind {kind}");
         }
@@ -168,8 +171,18 @@ internal abstract record LogRecord
             w.Byte(bits);
         }
         for (int f = 0; f < denseCount; f++)
-            for (int plane = 0; plane < 4; plane++)
-                for (int i = 0; i < n; i++) w.Byte((byte)(BitConverter.SingleToUInt32Bits(examples[i].Dense[f]) >> (8 * plane)));
+        {
+            // A column whose every value is log1p of an integer count (Criteo's integer features as DLRM feeds them)
+            // travels as the counts; any other column as its four byte planes.
+            bool counts = true;
+            for (int i = 0; i < n && counts; i++) counts = Log1pCount.TryEncode(examples[i].Dense[f], out _);
+            w.Byte(counts ? DenseLog1pCounts : DensePlanes);
+            if (counts)
+                for (int i = 0; i < n; i++) { Log1pCount.TryEncode(examples[i].Dense[f], out uint count); w.VarInt(count); }
+            else
+                for (int plane = 0; plane < 4; plane++)
+                    for (int i = 0; i < n; i++) w.Byte((byte)(BitConverter.SingleToUInt32Bits(examples[i].Dense[f]) >> (8 * plane)));
+        }
         var distinct = new List<long>();
         var index = new Dictionary<long, int>();
         for (int t = 0; t < tables; t++)
@@ -200,7 +213,7 @@ internal abstract record LogRecord
             if (BrotliEncoder.TryCompress(body, packed, out int written, BrotliQuality, 22) && written + 6 < body.Length)
             {
                 var head = new ArrayBufferWriter();
-                head.Byte(KindBatch); head.Byte(Format); head.Byte(FlagBrotli);
+                head.Byte(KindBatch); head.Byte(BatchFormat); head.Byte(FlagBrotli);
                 head.VarInt((ulong)body.Length);
                 var result = new byte[head.Span.Length + written];
                 head.Span.CopyTo(result);
@@ -209,12 +222,12 @@ internal abstract record LogRecord
             }
         }
         var plain = new byte[3 + body.Length];
-        plain[0] = KindBatch; plain[1] = Format; plain[2] = 0;
+        plain[0] = KindBatch; plain[1] = BatchFormat; plain[2] = 0;
         body.CopyTo(plain.AsSpan(3));
         return plain;
     }
 
-    static ExampleBatch DecodeBatch(ref Reader outer, ReadOnlySpan<byte> bytes)
+    static ExampleBatch DecodeBatch(ref Reader outer, ReadOnlySpan<byte> bytes, byte format)
     {
         byte flags = outer.Byte();
         if ((flags & ~FlagBrotli) != 0) throw new InvalidDataException($"example batch flags {flags}");
@@ -247,6 +260,18 @@ internal abstract record LogRecord
         for (int i = 0; i < n; i++) dense[i] = new float[denseCount];
         for (int f = 0; f < denseCount; f++)
         {
+            byte mode = format >= 2 ? r.Byte() : DensePlanes;
+            if (mode == DenseLog1pCounts)
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    ulong count = r.VarInt();
+                    if (count > uint.MaxValue) throw new InvalidDataException($"example batch: dense count {count}");
+                    dense[i][f] = Log1pCount.Decode((uint)count);
+                }
+                continue;
+            }
+            if (mode != DensePlanes) throw new InvalidDataException($"example batch: dense column mode {mode}");
             var planes = r.Bytes(4 * n);
             for (int i = 0; i < n; i++)
                 dense[i][f] = BitConverter.UInt32BitsToSingle(planes[i] | (uint)planes[n + i] << 8 | (uint)planes[2 * n + i] << 16 | (uint)planes[3 * n + i] << 24);
@@ -367,5 +392,35 @@ internal abstract record LogRecord
             _p += len;
             return s;
         }
+    }
+}
+
+/// <summary>
+/// Dense values that are log1p of an integer count — how DLRM feeds Criteo's 13 integer features — travel as the
+/// count (a varint, 1–2 bytes for most counts) instead of 4 float bytes, and decode to the very same float bits.
+/// The decode, <c>(float)Math.Log(1 + count)</c>, goes through the runtime's double <c>log</c>; an encoder accepts a
+/// value only if it decodes to the same bits here and the double result lies more than 4 double ULPs away from the
+/// point where float rounding would flip. So on any machine whose <c>log</c> is within 1 ULP of exact (glibc, musl,
+/// the Windows CRT), every replica decodes the same float; values near a rounding flip keep the float column.
+/// </summary>
+internal static class Log1pCount
+{
+    public static float Decode(uint count) => (float)Math.Log(1 + (double)count);
+
+    public static bool TryEncode(float value, out uint count)
+    {
+        count = 0;
+        if (!(value >= 0f) || value > 22f) return false;   // NaN, negatives, -0 handled below; e^22 > 2^31
+        if (BitConverter.SingleToUInt32Bits(value) == 0) return true;   // +0 = log1p(0)
+        double c = Math.Round(Math.Exp(value) - 1);
+        if (c < 1 || c > uint.MaxValue) return false;
+        count = (uint)c;
+        double d = Math.Log(1 + c);
+        float f = (float)d;
+        if (BitConverter.SingleToUInt32Bits(f) != BitConverter.SingleToUInt32Bits(value)) return false;
+        // The rounding flips at the midpoints to f's neighbours (exact in double); keep clear of them.
+        double below = ((double)f + MathF.BitDecrement(f)) / 2, above = ((double)f + MathF.BitIncrement(f)) / 2;
+        double margin = 4 * (Math.BitIncrement(d) - d);
+        return d - below > margin && above - d > margin;
     }
 }

@@ -51,8 +51,11 @@ internal sealed class NatsExampleLog : IExampleLog
     }
 
     /// <summary>Connects to <paramref name="url"/> and creates (or updates) the stream. A server that cannot be
-    /// reached, or has no JetStream, is a <see cref="FleetUnavailableException"/> with one line saying so.</summary>
-    public static async Task<NatsExampleLog> ConnectAsync(string url, FleetStreamOptions options, CancellationToken ct = default)
+    /// reached, or has no JetStream, is a <see cref="FleetUnavailableException"/> with one line saying so.
+    /// With <paramref name="existingStream"/> the stream is only looked up, never created or changed (a reader such
+    /// as <c>fleet status</c> does not know the stream's subject and limits and must not reset them); a stream that
+    /// does not exist is then the same one-line error.</summary>
+    public static async Task<NatsExampleLog> ConnectAsync(string url, FleetStreamOptions options, CancellationToken ct = default, bool existingStream = false)
     {
         var connection = new NatsConnection(new NatsOpts
         {
@@ -66,7 +69,12 @@ internal sealed class NatsExampleLog : IExampleLog
         {
             await connection.ConnectAsync().AsTask().WaitAsync(options.Timeout + options.Timeout, ct);
             var log = new NatsExampleLog(connection, options);
-            await log.EnsureStreamAsync(ct);
+            if (!existingStream) await log.EnsureStreamAsync(ct);
+            else
+            {
+                try { await log._js.GetStreamAsync(options.Stream, cancellationToken: ct); }
+                catch (NatsJSApiException e) when (e.Error.Code == 404) { throw new NatsJSException($"stream {options.Stream} does not exist"); }
+            }
             return log;
         }
         catch (Exception e) when (e is NatsException or TimeoutException or NatsJSException or OperationCanceledException && !ct.IsCancellationRequested)

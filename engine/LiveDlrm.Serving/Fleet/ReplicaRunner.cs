@@ -24,6 +24,9 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     readonly BlockingCollection<(int Read, LogEntry Entry)> _queue = new(8192);
     readonly CancellationTokenSource _stop = new();
     readonly ConcurrentQueue<TaskCompletionSource<(ulong Sequence, ulong Fingerprint)>> _fingerprintRequests = new();
+    readonly ConcurrentQueue<Action> _onThread = new();   // run on the applying thread between entries (its scheduling treatment)
+    readonly LiveDlrm.Scheduling.DutyCycleGate _throttle = new();
+    int _threadId;
     readonly Queue<DateTimeOffset> _pendingAppended = new();   // append time of each example not yet in a training step
     readonly object _sync = new();
     readonly Thread _thread;
@@ -39,7 +42,7 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     DateTimeOffset? _appliedAppended;
     readonly List<double> _lags = new();   // replication lag samples for the status (the first MaxLagSamples)
     const int MaxLagSamples = 1 << 20;
-    Task _statusPublish = Task.CompletedTask;
+    Task _checkpointWrite = Task.CompletedTask;
     ulong _lastFingerprint, _lastReportedSeen;
 
     /// <summary>How often the state is checkpointed (with a directory) and the status reported (with <see cref="ReportStatus"/>).</summary>
@@ -52,6 +55,16 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     /// <summary>Seconds since the fingerprint was last computed (∞ before the first).</summary>
     public double FingerprintAge { get { long t = Interlocked.Read(ref _fingerprintTicks); return t == 0 ? double.PositiveInfinity : Stopwatch.GetElapsedTime(t).TotalSeconds; } }
     public Exception? Failure => Volatile.Read(ref _failure);
+    /// <summary>The applying thread's duty cycle: a serving node's QoS controller turns it like the colocated
+    /// trainer's (docs/fleet.md). It only delays entries between one and the next, so what is trained, and in which
+    /// order, does not change; the replication lag does. Full (1) unless something sets it.</summary>
+    public LiveDlrm.Scheduling.ITrainerThrottle Throttle => _throttle;
+    /// <summary>The Linux TID of the applying thread once it runs (0 before, or without libc).</summary>
+    public int ThreadId => Volatile.Read(ref _threadId);
+
+    /// <summary>Runs <paramref name="action"/> on the applying thread before its next entry (a scheduling treatment:
+    /// nice value, SCHED_IDLE), or before the first when it has not started yet.</summary>
+    public void OnApplyingThread(Action action) => _onThread.Enqueue(action);
     /// <summary>When the message at <see cref="AppliedSequence"/> was appended to the log (null before the first).</summary>
     public DateTimeOffset? AppliedAppendedAt { get { lock (_sync) return _appliedAppended; } }
 
@@ -114,24 +127,34 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     {
         try
         {
+            if (LiveDlrm.Numa.ThreadAffinity.IsAvailable) Volatile.Write(ref _threadId, LiveDlrm.Numa.ThreadAffinity.CurrentThreadId());
             var checkpointClock = Stopwatch.StartNew();
             while (!_stop.IsCancellationRequested)
             {
+                while (_onThread.TryDequeue(out var action)) action();
                 if (_queue.TryTake(out var item, 50))
                 {
                     int current;
                     lock (_sync) current = _read;
-                    if (item.Read == current) ApplyOne(item.Entry);
+                    if (item.Read == current)
+                    {
+                        long t0 = Stopwatch.GetTimestamp();
+                        ApplyOne(item.Entry);
+                        Slow("applying sequence " + item.Entry.Sequence, t0);
+                        // The duty cycle idles the thread after the work it did (and holds it while paused).
+                        if (!_throttle.AfterStep(Stopwatch.GetTimestamp() - t0)) break;
+                    }
                 }
                 while (_fingerprintRequests.TryDequeue(out var request)) request.TrySetResult((_replica.AppliedSequence, ComputeFingerprint()));
                 if (checkpointClock.Elapsed >= CheckpointInterval)
                 {
+                    long t0 = Stopwatch.GetTimestamp();
                     Checkpoint();
+                    Slow("checkpoint", t0);
                     checkpointClock.Restart();
                 }
             }
             Checkpoint(final: true);
-            _statusPublish.Wait(TimeSpan.FromSeconds(5));
         }
         catch (Exception e)
         {
@@ -142,6 +165,18 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         {
             while (_fingerprintRequests.TryDequeue(out var request)) request.TrySetCanceled();
         }
+    }
+
+    /// <summary>A pause on the applying thread longer than this is logged with its cause: every example waiting
+    /// behind it carries the pause in its replication lag.</summary>
+    public TimeSpan SlowThreshold { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    void Slow(string what, long started)
+    {
+        var took = Stopwatch.GetElapsedTime(started);
+        if (took >= SlowThreshold)
+            _logLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"fleet: {what} took {took.TotalMilliseconds:F0} ms on the applying thread ({_queue.Count} entries queued, GC pause total {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms)"));
     }
 
     void ApplyOne(in LogEntry entry)
@@ -190,27 +225,60 @@ internal sealed class ReplicaRunner : IAsyncDisposable
         return f;
     }
 
+    /// <summary>Exports the state on the applying thread (the single writer: the export is consistent), then writes
+    /// the checkpoint, hashes it and reports the status on a background task, so the file write (and its fsync) does
+    /// not stall the log; one write at a time, the next interval skips while one is still running. The final one
+    /// is synchronous.</summary>
     void Checkpoint(bool final = false)
     {
         var position = (_replica.AppliedSequence, _replica.AppliedOffset);
+        if (!_checkpointWrite.IsCompleted)
+        {
+            if (!final) return;
+            _checkpointWrite.Wait(TimeSpan.FromSeconds(30));
+        }
         if (position == _lastCheckpointed && _fingerprintTicks != 0)
         {
             // Nothing new in the adapters; the status still moves when entries arrived (a partial batch).
-            if (ReportStatus && (final || _replica.LastSeen != _lastReportedSeen) && _statusPublish.IsCompleted) Report(_lastFingerprint);
+            if (ReportStatus && (final || _replica.LastSeen != _lastReportedSeen))
+            {
+                _lastReportedSeen = _replica.LastSeen;
+                var unchanged = Status(Interlocked.Read(ref _lastFingerprint));
+                _checkpointWrite = PublishStatus(unchanged);
+                if (final) _checkpointWrite.Wait(TimeSpan.FromSeconds(5));
+            }
             return;
         }
         var checkpoint = FleetCheckpoint.Of(_replica, _stream);
-        if (_checkpointDir is not null && position != _lastCheckpointed) checkpoint.Save(_checkpointDir);
+        bool save = _checkpointDir is not null && position != _lastCheckpointed;
         _lastCheckpointed = position;
-        _lastFingerprint = LiveDlrm.Online.Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState);
-        Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
-        if (ReportStatus && _statusPublish.IsCompleted) Report(_lastFingerprint);
+        _lastReportedSeen = _replica.LastSeen;
+        var status = ReportStatus ? Status(0) : null;
+        if (final)
+        {
+            // On the way out a failed write is the caller's to see.
+            if (save) checkpoint.Save(_checkpointDir!);
+            Finish(checkpoint, status).Wait(TimeSpan.FromSeconds(5));
+            return;
+        }
+        _checkpointWrite = Task.Run(async () =>
+        {
+            try { if (save) checkpoint.Save(_checkpointDir!); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                _logLine($"fleet: writing the checkpoint failed ({e.GetType().Name}: {e.Message}); trying again at the next interval");
+                _lastCheckpointed = default;   // read by the applying thread only after this task completed
+            }
+            await Finish(checkpoint, status);
+        });
     }
 
-    void Report(ulong fingerprint)
+    Task Finish(FleetCheckpoint checkpoint, FleetStatus? status)
     {
-        _lastReportedSeen = _replica.LastSeen;
-        _statusPublish = PublishStatus(Status(fingerprint));
+        ulong fingerprint = LiveDlrm.Online.Persistence.AdapterStore.Fingerprint(checkpoint.AdapterState);
+        Interlocked.Exchange(ref _lastFingerprint, fingerprint);
+        Interlocked.Exchange(ref _fingerprintTicks, Stopwatch.GetTimestamp());
+        return status is null ? Task.CompletedTask : PublishStatus(status with { Fingerprint = fingerprint.ToString("x16") });
     }
 
     FleetStatus Status(ulong fingerprint)
@@ -269,9 +337,11 @@ internal sealed class ReplicaRunner : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _stop.Cancel();
+        _throttle.Release();   // a paused or idling applying thread wakes and stops
         if (_fetch is not null) { try { await _fetch; } catch (OperationCanceledException) { } }
         if (_thread.ThreadState != System.Threading.ThreadState.Unstarted) _thread.Join();
         _queue.Dispose();
         _stop.Dispose();
+        _throttle.Dispose();
     }
 }

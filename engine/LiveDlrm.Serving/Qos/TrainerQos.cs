@@ -146,6 +146,28 @@ internal sealed class TrainerQos : IDisposable
         }
     }
 
+    /// <summary>Fleet mode: the node's only trainer is the fleet replica's applying thread, which gets the same
+    /// treatment as the colocated trainer minus pinning — in <see cref="QosMode.Full"/> its nice value or SCHED_IDLE
+    /// (<see cref="Priority"/>), applied on that thread through <paramref name="onReplicaThread"/>, and outside
+    /// <see cref="QosMode.Off"/> a <see cref="LatencyQosController"/> on <paramref name="throttle"/> driven by the
+    /// server's request latency. The throttle only delays the log's entries, so replicas still agree bit for bit.</summary>
+    public void AttachFleetReplica(ITrainerThrottle throttle, Action<Action> onReplicaThread)
+    {
+        lock (_lock)
+        {
+            if (Mode == QosMode.Full && ThreadAffinity.IsAvailable)
+            {
+                var priority = Priority;
+                onReplicaThread(() => LowerCurrentThread(priority, _log));
+            }
+            if (Mode != QosMode.Off)
+            {
+                _controller = new LatencyQosController(throttle, new QosOptions { Target = TimeSpan.FromMilliseconds(_targetMs), MinSamples = 20 }, logger: _log);
+                _controller.Start(null);
+            }
+        }
+    }
+
     /// <summary>Runs <paramref name="read"/> with the trainer stopped at a step boundary (labels held meanwhile), then
     /// restarts it as it was: the single-writer adapters can be read whole.</summary>
     public T WithTrainerPaused<T>(Func<T> read)

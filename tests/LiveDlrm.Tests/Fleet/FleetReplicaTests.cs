@@ -316,8 +316,8 @@ internal class FleetReplicaTests
         }
         var unknownFlags = LogRecord.Encode(batch); unknownFlags[2] = 4;
         Assert.That(Assert.Throws<InvalidDataException>(() => LogRecord.Decode(unknownFlags))!.Message, Does.Contain("flags 4"));
-        var newerFormat = LogRecord.Encode(batch); newerFormat[1] = 2;
-        Assert.That(Assert.Throws<InvalidDataException>(() => LogRecord.Decode(newerFormat))!.Message, Does.Contain("format 2, this engine reads 1"));
+        var newerFormat = LogRecord.Encode(batch); newerFormat[1] = 3;
+        Assert.That(Assert.Throws<InvalidDataException>(() => LogRecord.Decode(newerFormat))!.Message, Does.Contain("format 3, this engine reads 1..2"));
         Assert.That(batch.MessageId, Is.EqualTo("p1-b7+50"));
         Assert.Throws<ArgumentException>(() => LogRecord.Encode(new ExampleBatch([examples[0], examples[1] with { Replica = "p2" }])));
     }
@@ -346,5 +346,52 @@ internal class FleetReplicaTests
             await NatsExampleLog.ConnectAsync("nats://127.0.0.1:1", new FleetStreamOptions { Timeout = TimeSpan.FromSeconds(1) }));
         Assert.That(e!.Message, Does.StartWith("fleet log nats://127.0.0.1:1:").And.Not.Contain("\n"));
         await Task.CompletedTask;
+    }
+
+    [Test]
+    public void Log1pCountColumnsTravelAsCountsAndDecodeToTheSameBits()
+    {
+        // Every count up to 2^20 and a spread beyond: either refused (the float column keeps it) or decoded bit for bit.
+        int refused = 0;
+        for (uint k = 0; k < (1u << 20); k++)
+        {
+            float v = (float)Math.Log(1 + (double)k);
+            if (!Log1pCount.TryEncode(v, out uint count)) { refused++; continue; }
+            Assert.That(BitConverter.SingleToUInt32Bits(Log1pCount.Decode(count)), Is.EqualTo(BitConverter.SingleToUInt32Bits(v)), $"count {k}");
+        }
+        Assert.That(refused, Is.LessThan(1 << 10), "only values near a float rounding flip are refused");
+        foreach (float v in new[] { -0f, -1f, 0.5f, float.NaN, float.PositiveInfinity, 30f, MathF.BitIncrement((float)Math.Log(8)) })
+            Assert.That(Log1pCount.TryEncode(v, out _), Is.False, $"{v} is not log1p of a count");
+
+        // A batch whose columns are counts but for one stray value: that column keeps its float bytes, the others shrink.
+        var rng = new Random(4);
+        var examples = Enumerable.Range(0, 64).Select(i => Example(i, "abc", rng) with
+        {
+            Replica = "p1", Dense = [.. Enumerable.Range(0, Dense).Select(_ => (float)Math.Log(1 + (double)rng.Next(0, 5000)))],
+        }).ToArray();
+        var plainColumns = examples.Select(e => e with { Dense = [.. e.Dense.Select(x => x + 0.1f)] }).ToArray();
+        examples[5].Dense[0] = 0.3f;
+        var bytes = LogRecord.Encode(new ExampleBatch(examples));
+        var back = (ExampleBatch)LogRecord.Decode(bytes);
+        for (int i = 0; i < examples.Length; i++)
+            Assert.That(back.Examples[i].Dense.Select(BitConverter.SingleToUInt32Bits), Is.EqualTo(examples[i].Dense.Select(BitConverter.SingleToUInt32Bits)));
+        Assert.That(bytes.Length, Is.LessThan(LogRecord.Encode(new ExampleBatch(plainColumns)).Length - (Dense - 1) * 64), "count columns take under 3 bytes a value");
+    }
+
+    [Test]
+    public async Task FleetStatusLeavesTheStreamsSubjectAlone()
+    {
+        const string stream = "STATUSSUBJECT";
+        await using var log = await Log(stream);
+        var rng = new Random(3);
+        await PublishAsync(log, [Example(0, _fingerprint, rng)]);
+        var (text, _) = await FleetReplicaHost.StatusAsync(_nats.Url, stream, CancellationToken.None);
+        Assert.That(text, Does.Contain("1 messages"));
+        // Had the status rewritten the stream to the default subject, the stream would no longer take this one's publishes.
+        ulong next = await PublishAsync(log, [Example(1, _fingerprint, rng)]);
+        Assert.That(next, Is.EqualTo(2UL), "the stream still takes the fleet's own subject after `fleet status`");
+
+        var e = Assert.ThrowsAsync<FleetUnavailableException>(async () => await FleetReplicaHost.StatusAsync(_nats.Url, "NO_SUCH_STREAM", CancellationToken.None));
+        Assert.That(e!.Message, Does.Contain("NO_SUCH_STREAM").And.Not.Contain("\n"));
     }
 }

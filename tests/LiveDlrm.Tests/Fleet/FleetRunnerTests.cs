@@ -146,6 +146,125 @@ internal class FleetRunnerTests
         Assert.That(publisher.Waiting, Is.LessThanOrEqualTo(11));
     }
 
+    static async Task<List<long>> RequestIdsInLogAsync(IExampleLog log, string reader)
+    {
+        var state = await log.StateAsync(CancellationToken.None);
+        var ids = new List<long>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        if (state.LastSequence == 0) return ids;
+        await foreach (var e in log.ReadAsync(reader, 1, cts.Token))
+        {
+            switch (LogRecord.Decode(e.Payload.Span))
+            {
+                case ExampleBatch b: ids.AddRange(b.Examples.Select(x => x.RequestId)); break;
+                case TrainingExample x: ids.Add(x.RequestId); break;
+            }
+            if (e.Sequence >= state.LastSequence) break;
+        }
+        return ids;
+    }
+
+    [Test]
+    public async Task ExamplesSpooledOnDiskSurviveACrashAndReachTheLogOnce()
+    {
+        await using var log = await Log("DISK");
+        string dir = Path.Combine(_root, "disk-spool");
+        var lines = new List<string>();
+        var rng = new Random(31);
+        var examples = Enumerable.Range(0, 40).Select(i => FleetReplicaTests.Example(i, _fingerprint, rng) with { Replica = "p1" }).ToList();
+        var batching = new PublisherBatching { MaxExamples = 8, Linger = TimeSpan.FromMilliseconds(50) };
+        // First life: the first message reaches the log but its acknowledgement is lost, then the log answers no more,
+        // and the node stops without publishing (nothing is written on the way out: what is on disk is what a kill leaves).
+        var lostAck = new LostAckLog(log);
+        var first = new ExamplePublisher(lostAck, 1000, () => null, Lines(lines), batching, spoolDir: dir);
+        foreach (var e in examples) first.Enqueue(e);
+        Assert.That(await WaitUntilAsync(() => Task.FromResult(lostAck.Landed == 1 && first.Errors >= 2), 20), Is.True, "one message landed unacknowledged");
+        await first.DisposeAsync();
+        Assert.That(first.Published, Is.Zero);
+        Assert.That(await RequestIdsInLogAsync(log, "check1"), Has.Count.EqualTo(8));
+
+        // Second life: the landed message goes out again under its id (the log drops the copy), then the rest.
+        await using (var second = new ExamplePublisher(log, 1000, () => null, Lines(lines), batching, spoolDir: dir))
+        {
+            Assert.That(second.Recovered, Is.EqualTo(40), string.Join("\n", lines));
+            Assert.That(await second.FlushAsync(TimeSpan.FromSeconds(30)), Is.True);
+        }
+        Assert.That(await RequestIdsInLogAsync(log, "check2"), Is.EqualTo(examples.Select(e => e.RequestId).ToList()), "every example once, in order");
+
+        // Third life: nothing left to publish.
+        await using var third = new ExamplePublisher(log, 1000, () => null, Lines(lines), batching, spoolDir: dir);
+        Assert.That(third.Recovered, Is.Zero);
+    }
+
+    [Test]
+    public async Task AFullDiskSpoolDropsTheOldestAndADamagedTailKeepsWhatCameBefore()
+    {
+        string dir = Path.Combine(_root, "disk-full");
+        var lines = new List<string>();
+        var rng = new Random(33);
+        long dropped;
+        await using (var publisher = new ExamplePublisher(new UnreachableLog(), 10, () => null, Lines(lines), PublisherBatching.None, spoolDir: dir))
+        {
+            for (int i = 0; i < 50; i++) publisher.Enqueue(FleetReplicaTests.Example(i, _fingerprint, rng));
+            dropped = publisher.Dropped;
+            Assert.That(dropped, Is.InRange(39, 40), "50 into a spool of 10 (+1 in hand)");
+        }
+        // A record cut by a crash at the end of the file.
+        File.AppendAllBytes(Path.Combine(dir, DiskSpool.FileName), [40, 0, 0, 0, 1, 2, 3]);
+        await using var again = new ExamplePublisher(new UnreachableLog(), 10, () => null, Lines(lines), PublisherBatching.None, spoolDir: dir);
+        Assert.That(again.Recovered, Is.EqualTo(50 - dropped), "exactly what was spooled and not dropped");
+        Assert.That(lines.Any(l => l.Contains("damaged record", StringComparison.Ordinal)), Is.True, string.Join("\n", lines));
+    }
+
+    [Test]
+    public void TheDiskSpoolStaysSmallWhileMessagesAreAcknowledged()
+    {
+        string dir = Path.Combine(_root, "disk-compact");
+        var rng = new Random(35);
+        var (spool, recovered) = DiskSpool.Open(dir, compactBytes: 64 << 10);
+        long largest = 0;
+        using (spool)
+        {
+            Assert.That(recovered.Waiting, Is.Empty);
+            long index = 0;
+            for (int m = 0; m < 300; m++)
+            {
+                var indices = new List<long>();
+                for (int k = 0; k < 10; k++) { spool.Append(index, FleetReplicaTests.Example((int)index, _fingerprint, rng)); indices.Add(index++); }
+                spool.Formed(indices);
+                spool.Acknowledged();
+                largest = Math.Max(largest, spool.FileBytes);
+            }
+            for (int k = 0; k < 5; k++) spool.Append(index++, FleetReplicaTests.Example((int)index + 1000, _fingerprint, rng));
+        }
+        Assert.That(largest, Is.LessThan(3 * (64 << 10)), "rewritten when it outgrows the threshold");
+        var (reopened, after) = DiskSpool.Open(dir);
+        using (reopened)
+        {
+            Assert.That(after.Waiting.Select(w => w.Index), Is.EqualTo(new long[] { 3000, 3001, 3002, 3003, 3004 }), "only the unacknowledged examples, in order");
+            Assert.That(after.InFlight, Is.Empty);
+            Assert.That(after.Damaged, Is.False);
+        }
+    }
+
+    /// <summary>Passes the first publish to the log and then loses its acknowledgement; every later publish fails.</summary>
+    sealed class LostAckLog(IExampleLog inner) : IExampleLog
+    {
+        int _landed;
+        public int Landed => Volatile.Read(ref _landed);
+        public async Task<PublishAck> PublishAsync(string messageId, ReadOnlyMemory<byte> payload, CancellationToken ct)
+        {
+            if (Interlocked.Increment(ref _landed) == 1) await inner.PublishAsync(messageId, payload, ct);
+            else Interlocked.Decrement(ref _landed);
+            throw new IOException("acknowledgement lost");
+        }
+        public IAsyncEnumerable<LogEntry> ReadAsync(string reader, ulong fromSequence, CancellationToken ct) => inner.ReadAsync(reader, fromSequence, ct);
+        public Task<LogState> StateAsync(CancellationToken ct) => inner.StateAsync(ct);
+        public Task PublishStatusAsync(FleetStatus status, CancellationToken ct) => inner.PublishStatusAsync(status, ct);
+        public Task<IReadOnlyList<FleetStatus>> ReadStatusesAsync(CancellationToken ct) => inner.ReadStatusesAsync(ct);
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
     sealed class UnreachableLog : IExampleLog
     {
         public Task<PublishAck> PublishAsync(string messageId, ReadOnlyMemory<byte> payload, CancellationToken ct) => Task.FromException<PublishAck>(new IOException("no broker"));

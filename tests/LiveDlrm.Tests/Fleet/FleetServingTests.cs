@@ -40,8 +40,8 @@ internal class FleetServingTests
         o.Fleet = url;
         o.ReplicaId = replica;
         o.FleetStream = stream;
-        // `fleet status` connects with the default subject (and sets it on the stream), so the stream it reads uses it.
-        o.FleetSubject = stream == "SPLIT" ? "livedlrm.examples.default" : "livedlrm.examples." + stream.ToLowerInvariant();
+        // Its own subject: `fleet status` (which SPLIT runs while the nodes publish) only looks the stream up.
+        o.FleetSubject = "livedlrm.examples." + stream.ToLowerInvariant();
         o.FleetBatch = 8;
         // One example per message, so log sequences count examples and the assertions can name positions; grouped
         // messages train identically
@@ -67,7 +67,7 @@ internal class FleetServingTests
 
     static async Task<ulong> AppliedAsync(InProcess node, ulong sequence)
     {
-        Assert.That(await node.Host.Fleet!.Runner.WaitForAsync(sequence, TimeSpan.FromSeconds(30)), Is.True, $"{node.Host.Fleet.ReplicaId} reached sequence {sequence}");
+        Assert.That(await node.Host.Fleet!.Runner.WaitForAsync(sequence, TimeSpan.FromSeconds(30)), Is.True, $"{node.Host.Fleet.ReplicaId} reached sequence {sequence} ({node.Host.Fleet.Runner.Failure?.Message ?? "applying"})");
         Assert.That(await WaitUntilAsync(() => Task.FromResult(node.Host.Fleet.Runner.AppliedSequence == sequence), 10), Is.True, "whole batches applied");
         return node.Host.AdapterFingerprint();
     }
@@ -224,5 +224,33 @@ internal class FleetServingTests
         var metrics = await ScrapeAsync(node.Http);
         Assert.That(Sum(metrics, "livedlrm_fleet_connected"), Is.EqualTo(0));
         Assert.That(node.Host.Fleet!.Publisher.Waiting, Is.EqualTo(8), "the examples wait in the spool");
+    }
+
+    [Test]
+    public async Task TheReplicaThreadGetsTheTrainersQosTreatment()
+    {
+        // Full QoS (nice priority): the replica's applying thread is lowered to the trainer's nice value and a
+        // duty-cycle controller drives it; with QoS off it keeps the process's nice and nothing throttles it. (An
+        // unprivileged process above nice 10 cannot take nice 10: then the thread keeps the process's nice.)
+        int processNice = LiveDlrm.Numa.ThreadAffinity.GetNice(LiveDlrm.Numa.ThreadAffinity.CurrentThreadId());
+        // Whether a thread of this process may take nice 10 (from a higher nice only with CAP_SYS_NICE).
+        bool mayTake10 = false;
+        var probe = new Thread(() => mayTake10 = LiveDlrm.Numa.ThreadAffinity.TrySetCurrentThreadNice(LiveDlrm.Serving.Qos.TrainerQos.UnpinnedTrainerNice));
+        probe.Start();
+        probe.Join();
+        foreach (var (mode, stream) in new[] { (QosMode.Full, "QOSFULL"), (QosMode.Off, "QOSOFF") })
+        {
+            await using var node = await StartAsync(FleetOptions(_nats.Url, stream, "q", change: o => { o.Qos = mode; o.QosTrainerPriority = LiveDlrm.Serving.Qos.TrainerPriority.Nice; }));
+            var runner = node.Host.Fleet!.Runner;
+            Assert.That(await WaitUntilAsync(() => Task.FromResult(runner.ThreadId != 0), 10), Is.True);
+            int expected = mode == QosMode.Full && mayTake10 ? LiveDlrm.Serving.Qos.TrainerQos.UnpinnedTrainerNice : processNice;
+            Assert.That(await WaitUntilAsync(() => Task.FromResult(LiveDlrm.Numa.ThreadAffinity.GetNice(runner.ThreadId) == expected), 10), Is.True,
+                        $"{mode}: the applying thread at nice {expected}, found {LiveDlrm.Numa.ThreadAffinity.GetNice(runner.ThreadId)}");
+            Assert.That(node.Host.Qos.Summary(), mode == QosMode.Full ? Is.Not.EqualTo("no controller") : Is.EqualTo("no controller"), $"{mode}: a duty-cycle controller on the replica");
+            // Throttled or not, the log is still applied.
+            await TrafficAsync(node, 900, 8);
+            Assert.That(await node.Host.Fleet.Publisher.FlushAsync(TimeSpan.FromSeconds(10)), Is.True);
+            await AppliedAsync(node, 8);
+        }
     }
 }
