@@ -60,6 +60,8 @@ internal sealed class ReplayCommand : CliCommand
     readonly Option<double> _smallTableBudget = Opt.Double("--small-table-budget", "live, joint budget: a tiny table's adapter may take up to M × its own bytes", D.OnlineTrainer.SmallTableBudgetMultiple, 1e-6, 16);
     readonly Option<double> _adagradInit = Opt.Double("--adagrad-init", "live: Adagrad accumulator a new adapter row starts with", F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator), 0, 1e6);
     readonly Option<double> _hotRows = Opt.Double("--hot-rows", "live: share of each adapter's budget for hot rows served from W itself (0 = off; docs/lora.md)", D.OnlineTrainer.Adapter.HotRowFraction, 0, 0.99);
+    readonly Option<string> _inPlace = Opt.Choice("--in-place", "live: rows an adapter cannot hold are trained in W itself by row-wise Adagrad (docs/lora.md)", D.OnlineTrainer.Adapter.InPlaceRows ? "on" : "off", "on", "off");
+    readonly Option<double> _inPlaceLr = Opt.Double("--in-place-lr", "live: row-wise Adagrad learning rate of rows trained in place (default: --lr)", F(D.OnlineTrainer.Adapter.InPlaceLearningRate), 1e-9, 100);
     readonly Option<string> _optimizer = Opt.Choice("--optimizer", "live: adapter optimizer", "adagrad", "adagrad", "sgd");
     readonly Option<bool> _noReuse = Opt.Flag("--no-reuse", "live: re-pool and re-run the dense forward under autograd at training time instead of reusing the serving forward (the reference path)");
     readonly Option<string> _rowState = Opt.Choice("--row-state", "live: an adapter row starts from its base row's Adagrad state (base) or from --adagrad-init (fresh)", D.WarmRowState ? "base" : "fresh", "base", "fresh");
@@ -84,7 +86,7 @@ internal sealed class ReplayCommand : CliCommand
         _data.AddTo(this);
         foreach (var o in new Option[] { _basePrefix, _model, _baseEpochs, _syncInterval, _syncDelay, _labelDelay, _window, _minWindowEvents, _batch, _onlineBatch,
                                          _rank, _minRank, _maxRank, _rankInterval, _energy, _growThreshold, _budget, _lrA, _lrB, _dim, _budgetScope,
-                                         _smallTableBudget, _adagradInit, _hotRows, _optimizer, _noReuse, _rowState, _lastLayer, _lastLayerLr, _trainFraction, _lr, _denseLr })
+                                         _smallTableBudget, _adagradInit, _hotRows, _inPlace, _inPlaceLr, _optimizer, _noReuse, _rowState, _lastLayer, _lastLayerLr, _trainFraction, _lr, _denseLr })
             Add(o);
         _world.AddTo(this);
         Add(_liveBackend); Add(_pimDpus); Add(_out); Add(_noPlots); Add(_sweep);
@@ -145,6 +147,9 @@ internal sealed class ReplayCommand : CliCommand
             AdagradInitialAccumulator = Given(result, _adagradInit) ? (float)result.GetValue(_adagradInit) : adapterDefaults.AdagradInitialAccumulator,
             Optimizer = result.GetValue(_optimizer) == "sgd" ? AdapterOptimizer.Sgd : AdapterOptimizer.Adagrad,
             HotRowFraction = result.GetValue(_hotRows),
+            InPlaceRows = result.GetValue(_inPlace) == "on",
+            InPlaceLearningRate = Given(result, _inPlaceLr) ? (float)result.GetValue(_inPlaceLr)
+                : Given(result, _lr) ? (float)result.GetValue(_lr) : adapterDefaults.InPlaceLearningRate,
         };
         if (adapter.InitialRank > adapter.MaxRank) throw new UsageException($"--rank {adapter.InitialRank} exceeds --max-rank {adapter.MaxRank}");
         if (adapter.MinRank > adapter.MaxRank) throw new UsageException($"--min-rank {adapter.MinRank} exceeds --max-rank {adapter.MaxRank}");

@@ -67,6 +67,19 @@ internal sealed record AdapterOptions
     /// <summary>Steps a row must be updated in while it holds a slot before it is moved to the hot set.</summary>
     public int HotAfterSteps { get; init; } = 4;
 
+    /// <summary>Rows the adapter cannot hold are trained in W itself instead of being dropped: a row that finds the
+    /// pool full of the step's own rows (or every row, with <see cref="InPlaceOnly"/>) takes its full row gradient
+    /// as a row-wise Adagrad step on W (<see cref="InPlaceLearningRate"/>, accumulator in
+    /// <see cref="TableAdapter.RowState"/>), written inside the write epoch and told to the merge observer
+    /// (docs/lora.md, "Rows trained in place"). Not for int8 tables.</summary>
+    public bool InPlaceRows { get; init; }
+    /// <summary>With <see cref="InPlaceRows"/>: no row gets a slot; the adapter only carries the write epoch, the
+    /// observer and the row state (a table whose budget holds too few adapter rows to be worth a pool).</summary>
+    public bool InPlaceOnly { get; init; }
+    /// <summary>Row-wise Adagrad learning rate of rows trained in place (the base trainer's embedding rate is the
+    /// natural choice: those rows continue its accumulators).</summary>
+    public float InPlaceLearningRate { get; init; } = 0.05f;
+
     /// <summary>Seed for B's random initial and grown rows.</summary>
     public int Seed { get; init; } = 12345;
 
@@ -98,6 +111,8 @@ internal sealed record AdapterOptions
             throw new ArgumentOutOfRangeException(nameof(BAdagradInitialAccumulator), BAdagradInitialAccumulator, Where("BAdagradInitialAccumulator must be finite and ≥ 0"));
         if (!(HotRowFraction >= 0 && HotRowFraction < 1)) throw new ArgumentOutOfRangeException(nameof(HotRowFraction), HotRowFraction, Where("HotRowFraction must be in [0, 1)"));
         if (HotAfterSteps < 1) throw new ArgumentOutOfRangeException(nameof(HotAfterSteps), HotAfterSteps, Where("HotAfterSteps must be ≥ 1"));
+        if (InPlaceOnly && !InPlaceRows) throw new ArgumentOutOfRangeException(nameof(InPlaceOnly), InPlaceOnly, Where("InPlaceOnly needs InPlaceRows"));
+        if (!(float.IsFinite(InPlaceLearningRate) && InPlaceLearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(InPlaceLearningRate), InPlaceLearningRate, Where("InPlaceLearningRate must be finite and > 0"));
         if (!(float.IsFinite(BInitScale) && BInitScale > 0)) throw new ArgumentOutOfRangeException(nameof(BInitScale), BInitScale, Where("BInitScale must be finite and > 0"));
     }
 }

@@ -136,14 +136,24 @@ internal sealed unsafe partial class TableAdapter
             _clock++;
             _touchedCount = 0;
             _hotCount = 0;
+            ClearInPlace();
+            bool inPlace = Options.InPlaceRows, inPlaceOnly = Options.InPlaceOnly;
             fixed (float* pw = weights)
             fixed (float* gA = _bagGradA)
+            fixed (float* pg = bagGradients)
             {
                 for (int bag = 0; bag < bags; bag++)
                 {
                     int start = (int)offsets[bag], end = (int)offsets[bag + 1];
+                    float scale = pooling == PoolingMode.Mean && end > start ? 1f / (end - start) : 1f;
                     for (int j = start; j < end; j++)
                     {
+                        // A row already stepped in place this step stays in place (its W row is written once, below).
+                        if (inPlace && (inPlaceOnly || _inPlaceIndex.ContainsKey(indices[j])))
+                        {
+                            AddInPlace(indices[j], (weighted ? pw[j] : 1f) * scale, pg + (long)bag * dim, dim);
+                            continue;
+                        }
                         if (_hot is not null)
                         {
                             int h = TouchHot(indices[j], r);
@@ -156,7 +166,13 @@ internal sealed unsafe partial class TableAdapter
                             }
                         }
                         int slot = FindOrAllocate(indices[j], protectTouched: true);
-                        if (slot < 0) { DroppedRowUpdates++; continue; }
+                        if (slot < 0)
+                        {
+                            // The pool is full of this step's own rows: in place, or dropped.
+                            if (inPlace) AddInPlace(indices[j], (weighted ? pw[j] : 1f) * scale, pg + (long)bag * dim, dim);
+                            else DroppedRowUpdates++;
+                            continue;
+                        }
                         IndicesOnSlots++;
                         g = Current;                       // a map rebuild may have published a new generation (same pool)
                         int t = Touch(g, slot);
@@ -184,6 +200,7 @@ internal sealed unsafe partial class TableAdapter
             var (newB, newBAdagrad) = AdapterUpdateRule.StepB(opt, b, _dB.AsSpan(0, r * dim), g.BAdagrad);
             if (!LoraMath.AllFinite(newB) || !LoraMath.AllFinite(newBAdagrad)) { RejectedSteps++; return false; }
             if (_hotCount > 0 && !StepHotRows(r, dim, newB)) { RejectedSteps++; return false; }
+            if (_inPlaceCount > 0 && !StepInPlaceRows(dim)) { RejectedSteps++; ClearInPlace(); return false; }
 
             // Pass 4: publish. Each A row inside its slot's seqlock; B as a new array (one reference write).
             fixed (float* na = _newA)
@@ -202,6 +219,7 @@ internal sealed unsafe partial class TableAdapter
                 g.EndEpochWrite();
             }
             if (_hotCount > 0) WriteHotRows(g, dim, adagrad);
+            if (_inPlaceCount > 0) WriteInPlaceRows(g, dim);
             g.BAdagrad = newBAdagrad;
             Volatile.Write(ref g.B, newB);
             _touchedCount = 0;

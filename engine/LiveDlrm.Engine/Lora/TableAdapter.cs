@@ -49,8 +49,9 @@ internal sealed unsafe partial class TableAdapter : IDisposable
     long SlotBudgetBytes { get; }
     /// <summary>Rows served from W itself (<see cref="AdapterOptions.HotRowFraction"/>), or null when that is off.</summary>
     readonly HotRowSet? _hot;
-    /// <summary>True when hot rows are served from W: readers must then validate plain W reads against the write epoch.</summary>
-    internal bool ServesHotRowsFromW => _hot is not null;
+    /// <summary>True when the trainer writes W rows outside merges (hot rows, in-place rows): readers must then validate
+    /// plain W reads against the write epoch.</summary>
+    internal bool ServesHotRowsFromW => _hot is not null || Options.InPlaceRows;
     /// <summary>Rows served from W itself now (0 when <see cref="AdapterOptions.HotRowFraction"/> is 0).</summary>
     public int HotRows => _hot?.Count ?? 0;
     /// <summary>Row updates written straight into W for hot rows.</summary>
@@ -70,6 +71,8 @@ internal sealed unsafe partial class TableAdapter : IDisposable
         get => _rowState;
         set
         {
+            if (value is null && Options.InPlaceRows)
+                throw new ArgumentException($"table '{Table.Name}': an adapter with in-place rows needs a row state", nameof(value));
             if (value is not null && value.Rows != Table.Rows)
                 throw new ArgumentException($"table '{Table.Name}': row state holds {value.Rows} rows, the table has {Table.Rows}", nameof(value));
             _rowState = value;
@@ -104,6 +107,17 @@ internal sealed unsafe partial class TableAdapter : IDisposable
                 throw new ArgumentException($"table '{table.Name}': adapter option HotRowFraction needs an fp32 or fp16 table (int8 rows would lose hot-row updates below half a quantisation step)", nameof(options));
             _hot = new HotRowSet((int)Math.Min(int.MaxValue / 2, (long)(Options.HotRowFraction * BudgetBytes) / HotRowSet.BytesPerRow));
             SlotBudgetBytes = BudgetBytes - _hot.Bytes;
+        }
+        if (Options.InPlaceRows)
+        {
+            // Each in-place step re-quantises the row whole: int8 rowwise would lose every update below half a step.
+            if (table.Storage == EmbeddingStorage.Int8Rowwise)
+                throw new ArgumentException($"table '{table.Name}': adapter option InPlaceRows needs an fp32 or fp16 table (int8 rows would lose in-place updates below half a quantisation step)", nameof(options));
+            // In-place rows continue a row-wise accumulator; without the base trainer's, every row starts from the
+            // adapter's initial value (replaced by RowState's setter when the caller has the base's).
+            var initial = new float[table.Rows];
+            Array.Fill(initial, Options.AdagradInitialAccumulator);
+            _rowState = new RowAccumulators(initial);
         }
         var (slots, mapCapacity) = SizeFor(SlotBudgetBytes, Options.InitialRank, table.Dim);
         if (slots < 1)

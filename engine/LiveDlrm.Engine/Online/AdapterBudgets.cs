@@ -30,9 +30,24 @@ static class AdapterBudgets
                 var ao = options.Adapter with { Seed = options.Adapter.Seed + t, MaxRank = Math.Min(options.Adapter.MaxRank, table.Dim), BudgetFraction = fractions[t] };
                 if (ao.InitialRank > ao.MaxRank) ao = ao with { InitialRank = ao.MaxRank };
                 if (ao.MinRank > ao.MaxRank) ao = ao with { MinRank = ao.MaxRank };
+                if (ao.InPlaceRows && table.Storage == EmbeddingStorage.Int8Rowwise)
+                {
+                    // Re-quantising an int8 row per step loses every update below half a quantisation step.
+                    options.Logger.LogInformation("table '{Table}' is stored int8: rows its adapter cannot hold are dropped, not trained in place", table.Name);
+                    ao = ao with { InPlaceRows = false };
+                }
                 long budget = (long)Math.Floor(ao.BudgetFraction * table.ByteSize);
                 var (slots, _) = ao.BudgetFraction > 0 ? TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim) : (0, 0);
-                if (slots < Math.Min(options.MinAdapterRows, table.Rows))
+                if (slots < Math.Min(options.MinAdapterRows, table.Rows) && ao.InPlaceRows && ao.BudgetFraction > 0 && InPlaceOnlyRank(budget, ao.InitialRank, table.Dim) is int rank)
+                {
+                    // Too few slots to be worth a pool: every row of the table is trained in W itself. The adapter
+                    // (B at the smallest rank that fits, one slot) carries the write epoch, the observer and the row
+                    // state, and stays within its budget.
+                    options.Logger.LogInformation("table '{Table}' ({Bytes} bytes): a {Budget} budget holds {Rows} adapter rows at rank {Rank} (< {MinRows}); every row is trained in place",
+                        table.Name, table.ByteSize, Percent(ao.BudgetFraction), slots, ao.InitialRank, options.MinAdapterRows);
+                    ao = ao with { InPlaceOnly = true, InitialRank = rank, MinRank = rank, MaxRank = rank, RankAdaptInterval = 0 };
+                }
+                else if (slots < Math.Min(options.MinAdapterRows, table.Rows))
                 {
                     options.Logger.LogInformation("table '{Table}' ({Bytes} bytes): a {Budget} budget holds {Rows} adapter rows at rank {Rank} (< {MinRows}); not adapted",
                         table.Name, table.ByteSize, Percent(ao.BudgetFraction), slots, ao.InitialRank, options.MinAdapterRows);
@@ -54,6 +69,14 @@ static class AdapterBudgets
             throw;
         }
         return result;
+    }
+
+    /// <summary>The highest rank ≤ <paramref name="rank"/> at which <paramref name="budget"/> holds B and one slot, or null.</summary>
+    static int? InPlaceOnlyRank(long budget, int rank, int dim)
+    {
+        for (int r = rank; r >= 1; r--)
+            if (TableAdapter.SizeFor(budget, r, dim).Slots >= 1) return r;
+        return null;
     }
 
     /// <summary>A fraction as a percentage with three significant digits (0.0001 → "0.01 %"), so a small budget never

@@ -280,7 +280,7 @@ sealed class LiveRunner : ModeRunner
             tables.Add(a is null
                 ? new AdapterTableStats(table.Name, false, table.ByteSize, 0, 0, 0, 0, 0, 0)
                 : new AdapterTableStats(table.Name, true, table.ByteSize, a.BudgetBytes, _maxBytes[t], a.Rank, a.MergedRows, a.RejectedSteps, a.DroppedRowUpdates,
-                                         a.IndicesOnHotRows, a.IndicesOnSlots));
+                                         a.IndicesOnHotRows, a.IndicesOnSlots, a.InPlaceRowUpdates, a.Options.InPlaceOnly));
         }
         long budget = _adapters.Where(a => a is not null).Sum(a => a!.BudgetBytes);
         return result with

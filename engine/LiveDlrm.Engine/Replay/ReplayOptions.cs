@@ -66,6 +66,7 @@ internal sealed record ReplayOptions
         {
             InitialRank = 8, MaxRank = 16, RankAdaptInterval = 200, EnergyToKeep = 0.999,
             LearningRateA = 0.1f, LearningRateB = 0.1f, AdagradInitialAccumulator = 0.001f, BAdagradInitialAccumulator = 1e-5f,
+            InPlaceRows = true, InPlaceLearningRate = new DlrmTrainerOptions().EmbeddingLearningRate,
         },
     };
 

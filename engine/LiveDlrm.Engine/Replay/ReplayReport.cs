@@ -78,7 +78,7 @@ internal sealed record LiveStats
 }
 
 internal sealed record AdapterTableStats(string Table, bool Adapted, long TableBytes, long BudgetBytes, long AdapterBytesMax, int FinalRank, long MergedRows, long RejectedSteps, long DroppedRowUpdates,
-                                         long IndicesOnHotRows = 0, long IndicesOnSlots = 0);
+                                         long IndicesOnHotRows = 0, long IndicesOnSlots = 0, long InPlaceRowUpdates = 0, bool InPlaceOnly = false);
 
 /// <summary>A whole replay: stream facts, base model, every mode.</summary>
 internal sealed record ReplayReport

@@ -20,9 +20,12 @@ internal class AdapterStoreTests
 
     const string BaseA = "base-seed-3", BaseB = "base-seed-4";
 
-    static OnlineTestModel Fresh(int seed = 3, bool lastLayer = false) =>
-        new(OnlineTestModel.Options(batch: 16, queue: 4096) with { AdaptLastLayer = lastLayer },
-            seed, lastLayer ? OnlineTestModel.DeepConfig() : null);
+    static OnlineTestModel Fresh(int seed = 3, bool lastLayer = false, bool inPlace = false)
+    {
+        var options = OnlineTestModel.Options(batch: 16, queue: 4096) with { AdaptLastLayer = lastLayer };
+        if (inPlace) options = options with { Adapter = options.Adapter with { InPlaceRows = true, InPlaceOnly = true } };
+        return new(options, seed, lastLayer ? OnlineTestModel.DeepConfig() : null);
+    }
 
     /// <summary>Events over every row of "big" and "mid", so the adapter pools fill and rows merge into the base.</summary>
     static EventBatch Spread(int count, int seed, long firstRequest)
@@ -87,9 +90,10 @@ internal class AdapterStoreTests
     [TestCase(false, false)]
     [TestCase(true, false)]
     [TestCase(true, true)]
-    public void RestartScoresAndTrainsOnBitForBit(bool lastLayer, bool rowState)
+    [TestCase(false, true, true)]
+    public void RestartScoresAndTrainsOnBitForBit(bool lastLayer, bool rowState, bool inPlace = false)
     {
-        using var saved = Fresh(lastLayer: lastLayer);
+        using var saved = Fresh(lastLayer: lastLayer, inPlace: inPlace);
         if (rowState)
             foreach (var a in saved.Adapters)
                 if (a is not null)
@@ -103,7 +107,8 @@ internal class AdapterStoreTests
         var store = new AdapterStore(Path.Combine(_root, "restart"));
         store.Save(AdapterStore.Export(saved.Live, BaseA, merged));
 
-        using var restarted = Fresh(lastLayer: lastLayer);
+        if (inPlace) Assert.That(saved.Adapters.Where(a => a is not null).Sum(a => a!.InPlaceRowUpdates), Is.GreaterThan(0), "rows were trained in place");
+        using var restarted = Fresh(lastLayer: lastLayer, inPlace: inPlace);
         var restartedMerged = AdapterStore.MergedRows.Track(restarted.Live);
         AdapterStore.Restore(restarted.Live, BaseA, restartedMerged, store.ReadVerified()!, store.FilePath);
         var probe = Spread(256, 99, 100_000);
