@@ -60,7 +60,8 @@ internal sealed class ReplayCommand : CliCommand
     readonly Option<double> _smallTableBudget = Opt.Double("--small-table-budget", "live, joint budget: a tiny table's adapter may take up to M × its own bytes", D.OnlineTrainer.SmallTableBudgetMultiple, 1e-6, 16);
     readonly Option<double> _adagradInit = Opt.Double("--adagrad-init", "live: Adagrad accumulator a new adapter row starts with", F(D.OnlineTrainer.Adapter.AdagradInitialAccumulator), 0, 1e6);
     readonly Option<double> _hotRows = Opt.Double("--hot-rows", "live: share of each adapter's budget for hot rows served from W itself (0 = off; docs/lora.md)", D.OnlineTrainer.Adapter.HotRowFraction, 0, 0.99);
-    readonly Option<string> _inPlace = Opt.Choice("--in-place", "live: rows an adapter cannot hold are trained in W itself by row-wise Adagrad (docs/lora.md)", D.OnlineTrainer.Adapter.InPlaceRows ? "on" : "off", "on", "off");
+    readonly Option<string> _inPlace = Opt.Choice("--in-place", "live: rows an adapter cannot hold (on), or every row of every adapted table (all), are trained in W itself by row-wise Adagrad (docs/lora.md)",
+        !D.OnlineTrainer.Adapter.InPlaceRows ? "off" : D.OnlineTrainer.Adapter.InPlaceOnly ? "all" : "on", "on", "all", "off");
     readonly Option<double> _inPlaceLr = Opt.Double("--in-place-lr", "live: row-wise Adagrad learning rate of rows trained in place (default: --lr)", F(D.OnlineTrainer.Adapter.InPlaceLearningRate), 1e-9, 100);
     readonly Option<string> _optimizer = Opt.Choice("--optimizer", "live: adapter optimizer", "adagrad", "adagrad", "sgd");
     readonly Option<bool> _noReuse = Opt.Flag("--no-reuse", "live: re-pool and re-run the dense forward under autograd at training time instead of reusing the serving forward (the reference path)");
@@ -147,7 +148,8 @@ internal sealed class ReplayCommand : CliCommand
             AdagradInitialAccumulator = Given(result, _adagradInit) ? (float)result.GetValue(_adagradInit) : adapterDefaults.AdagradInitialAccumulator,
             Optimizer = result.GetValue(_optimizer) == "sgd" ? AdapterOptimizer.Sgd : AdapterOptimizer.Adagrad,
             HotRowFraction = result.GetValue(_hotRows),
-            InPlaceRows = result.GetValue(_inPlace) == "on",
+            InPlaceRows = result.GetValue(_inPlace) != "off",
+            InPlaceOnly = result.GetValue(_inPlace) == "all",
             InPlaceLearningRate = Given(result, _inPlaceLr) ? (float)result.GetValue(_inPlaceLr)
                 : Given(result, _lr) ? (float)result.GetValue(_lr) : adapterDefaults.InPlaceLearningRate,
         };

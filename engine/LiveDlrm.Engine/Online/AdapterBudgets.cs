@@ -34,18 +34,20 @@ static class AdapterBudgets
                 {
                     // Re-quantising an int8 row per step loses every update below half a quantisation step.
                     options.Logger.LogInformation("table '{Table}' is stored int8: rows its adapter cannot hold are dropped, not trained in place", table.Name);
-                    ao = ao with { InPlaceRows = false };
+                    ao = ao with { InPlaceRows = false, InPlaceOnly = false };
                 }
                 long budget = (long)Math.Floor(ao.BudgetFraction * table.ByteSize);
                 var (slots, _) = ao.BudgetFraction > 0 ? TableAdapter.SizeFor(budget, ao.InitialRank, table.Dim) : (0, 0);
-                if (slots < Math.Min(options.MinAdapterRows, table.Rows) && ao.InPlaceRows && ao.BudgetFraction > 0 && InPlaceOnlyRank(budget, ao.InitialRank, table.Dim) is int rank)
+                bool tooFewSlots = slots < Math.Min(options.MinAdapterRows, table.Rows);
+                if ((tooFewSlots || ao.InPlaceOnly) && ao.InPlaceRows && ao.BudgetFraction > 0 && InPlaceOnlyBudget(table) is long least && least <= budget)
                 {
-                    // Too few slots to be worth a pool: every row of the table is trained in W itself. The adapter
-                    // (B at the smallest rank that fits, one slot) carries the write epoch, the observer and the row
-                    // state, and stays within its budget.
-                    options.Logger.LogInformation("table '{Table}' ({Bytes} bytes): a {Budget} budget holds {Rows} adapter rows at rank {Rank} (< {MinRows}); every row is trained in place",
-                        table.Name, table.ByteSize, Percent(ao.BudgetFraction), slots, ao.InitialRank, options.MinAdapterRows);
-                    ao = ao with { InPlaceOnly = true, InitialRank = rank, MinRank = rank, MaxRank = rank, RankAdaptInterval = 0 };
+                    // Every row of the table is trained in W itself (too few slots to be worth a pool, or asked for). The
+                    // adapter is the smallest one: B at rank 1 and one slot, which carry the write epoch, the observer
+                    // and the row state.
+                    if (tooFewSlots)
+                        options.Logger.LogInformation("table '{Table}' ({Bytes} bytes): a {Budget} budget holds {Rows} adapter rows at rank {Rank} (< {MinRows}); every row is trained in place",
+                            table.Name, table.ByteSize, Percent(ao.BudgetFraction), slots, ao.InitialRank, options.MinAdapterRows);
+                    ao = ao with { InPlaceOnly = true, InitialRank = 1, MinRank = 1, MaxRank = 1, RankAdaptInterval = 0, BudgetFraction = (least + 0.5) / table.ByteSize };   // + 0.5: floor(fraction × bytes) is least
                 }
                 else if (slots < Math.Min(options.MinAdapterRows, table.Rows))
                 {
@@ -71,11 +73,13 @@ static class AdapterBudgets
         return result;
     }
 
-    /// <summary>The highest rank ≤ <paramref name="rank"/> at which <paramref name="budget"/> holds B and one slot, or null.</summary>
-    static int? InPlaceOnlyRank(long budget, int rank, int dim)
+    /// <summary>The bytes of the smallest adapter (B at rank 1 and one slot) of <paramref name="table"/>, or null
+    /// when that is more than the table may be granted.</summary>
+    static long? InPlaceOnlyBudget(EmbeddingTable table)
     {
-        for (int r = rank; r >= 1; r--)
-            if (TableAdapter.SizeFor(budget, r, dim).Slots >= 1) return r;
+        for (long b = 64; b <= (long)(AdapterOptions.MaxBudgetFraction * table.ByteSize); b += 64)
+            if (TableAdapter.SizeFor(b, 1, table.Dim).Slots >= 1)
+                return b;
         return null;
     }
 

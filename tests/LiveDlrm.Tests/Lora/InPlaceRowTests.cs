@@ -34,7 +34,7 @@ internal class InPlaceRowTests
         using var adapter = new TableAdapter(table, InPlace(0.9, only: true));
         var stored = new float[64];
         stored[3] = 4f; stored[9] = 0.5f;   // row 5 never trained by the base: 0
-        adapter.RowState = new RowAccumulators(stored);
+        adapter.RowState = new RowAccumulators(stored.ToArray());   // the state owns its array
         var observer = new Recorder();
         adapter.MergeObserver = observer;
         var rows = new Dictionary<long, float[]>();
