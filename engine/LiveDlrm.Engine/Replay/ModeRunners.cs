@@ -253,7 +253,7 @@ sealed class LiveRunner : ModeRunner
         _memoryPctMax = Math.Max(_memoryPctMax, 100.0 * total / _tableBytes);
     }
 
-    long MergedBytes => _adapters.Where(a => a is not null).Sum(a => a!.MergedRows * a.Table.RowStride);
+    long MergedBytes => _adapters.Where(a => a is not null).Sum(a => (a!.MergedRows + a.InPlaceRowUpdates) * a.Table.RowStride);   // merges and in-place steps write W rows
 
     public override UpdateCost Cost => new() { TrainerCpuSeconds = _trainer.CpuSeconds, JoinCpuSeconds = _joinCpu, LocalBytesWritten = MergedBytes };
 

@@ -58,7 +58,9 @@ internal sealed record ReplayOptions
     /// small accumulator (0 made every re-admitted row take a full first step, biasing predictions down; 0.1 learned
     /// new rows too slowly); learning rates 0.1; minibatch 128. The top MLP's last layer is adapted too: the
     /// trainer's option is off by default, but the replay's bursts shift the global click rate, a bias the embedding
-    /// adapters reach only row by row.</summary>
+    /// adapters reach only row by row. Every adapted table's rows are trained in W itself (in place, row-wise Adagrad
+    /// at the base trainer's rate on the base's row state): measured above the LoRA rows on every world variant
+    /// (docs/replay.md, "Why the live defaults are what they are").</summary>
     public OnlineTrainerOptions OnlineTrainer { get; init; } = new()
     {
         MaxBatchWait = null, JointBudget = true, SmallTableBudgetMultiple = 4, BatchSize = 128, AdaptLastLayer = true,
@@ -66,7 +68,7 @@ internal sealed record ReplayOptions
         {
             InitialRank = 8, MaxRank = 16, RankAdaptInterval = 200, EnergyToKeep = 0.999,
             LearningRateA = 0.1f, LearningRateB = 0.1f, AdagradInitialAccumulator = 0.001f, BAdagradInitialAccumulator = 1e-5f,
-            InPlaceRows = true, InPlaceLearningRate = new DlrmTrainerOptions().EmbeddingLearningRate,
+            InPlaceRows = true, InPlaceOnly = true, InPlaceLearningRate = new DlrmTrainerOptions().EmbeddingLearningRate,
         },
     };
 

@@ -26,7 +26,8 @@ static class ReplayReportJson
                 R(a.EnergyToKeep), R(a.GrowThreshold), R(o.OnlineTrainer.SmallTableBudgetMultiple), o.OnlineTrainer.AdaptLastLayer,
                 R(o.OnlineTrainer.LastLayerLearningRate), R(a.LearningRateA), R(a.LearningRateB), a.Optimizer.ToString().ToLowerInvariant(),
                 R(o.FullTrainer.EmbeddingLearningRate), R(o.FullTrainer.DenseLearningRate),
-                o.WarmRowState && o.ModelPath is null ? "base" : "fresh", R(a.BAdagradInitialAccumulator), R(o.OnlineTrainer.TrainFraction)),
+                o.WarmRowState && o.ModelPath is null ? "base" : "fresh", R(a.BAdagradInitialAccumulator), R(o.OnlineTrainer.TrainFraction),
+                !a.InPlaceRows ? "off" : a.InPlaceOnly ? "all" : "on", R(a.InPlaceLearningRate)),
             r.Modes.ToDictionary(m => m.Name, Mode),
             live is not null && (stale is not null || delta is not null)
                 ? new Comparison(stale is null ? null : R(live.Overall.Auc - stale.Overall.Auc),
@@ -94,7 +95,7 @@ static class ReplayReportJson
         double AdapterAdagradInitialAccumulator, int RankAdaptInterval, double RankEnergyToKeep, double RankGrowThreshold,
         double SmallTableBudgetMultiple, bool AdaptLastLayer, double LastLayerLr, double AdapterLrA, double AdapterLrB, string AdapterOptimizer,
         double FullTrainerEmbeddingLr, double FullTrainerDenseLr, string AdapterRowState, double AdapterBAdagradInitialAccumulator,
-        double LiveTrainFraction);
+        double LiveTrainFraction, string LiveInPlace, double LiveInPlaceLr);
 
     public sealed record MetricFacts(long Events, double Auc, double Logloss, double Calibration, double MeanPrediction, double Ctr);
 
