@@ -103,7 +103,12 @@ internal sealed class TrainerStepRun : BenchRun
     {
         using var source = new SyntheticEventSource(new SyntheticStreamConfig(), events);
         var layout = source.Schema.Layout;
-        var options = replay.OnlineTrainer with { ReuseForward = reuse, QueueCapacity = Math.Max(replay.OnlineTrainer.QueueCapacity, events) };
+        // The LoRA rows' step (the replay's --in-place off): what this benchmark has always timed, adapters that learn.
+        var options = replay.OnlineTrainer with
+        {
+            ReuseForward = reuse, QueueCapacity = Math.Max(replay.OnlineTrainer.QueueCapacity, events),
+            Adapter = replay.OnlineTrainer.Adapter with { InPlaceRows = false, InPlaceOnly = false },
+        };
         var live = LiveModel.Create(DlrmConfig.ForLayout(layout, replay.BottomMlp, replay.TopMlp), replay.ModelSeed,
             new LiveModelOptions { Trainer = options, RingCapacity = events, BaseBackend = ModelCopy.InlineCpuBackend });
         try
