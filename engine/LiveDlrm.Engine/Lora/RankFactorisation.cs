@@ -8,8 +8,10 @@ namespace LiveDlrm.Lora;
 /// The rank changes of <see cref="TableAdapter.AdaptRank"/> re-parameterise on its leading directions.</summary>
 internal sealed unsafe record RankFactorisation(int[] Slots, int M, double[] QU, double[] S, double[] Vt)
 {
-    /// <summary>The factorisation of <paramref name="g"/>'s live slots (in slot order, <see cref="Slots"/>).</summary>
-    public static RankFactorisation Of(AdapterGeneration g)
+    /// <summary>The factorisation of <paramref name="g"/>'s live slots (in slot order, <see cref="Slots"/>), followed by
+    /// <paramref name="extraRows"/> more A rows (<paramref name="extraA"/>, rank floats each: the hot rows, whose A the
+    /// hot set keeps; their rows of <see cref="QU"/> come after the slots').</summary>
+    public static RankFactorisation Of(AdapterGeneration g, float[]? extraA = null, int extraRows = 0)
     {
         TorchRuntime.EnsureInitialised();
         int r = g.Rank, dim = g.Dim;
@@ -17,12 +19,14 @@ internal sealed unsafe record RankFactorisation(int[] Slots, int M, double[] QU,
         int n = 0;
         for (int s = 0; s < g.SlotCapacity && n < slots.Length; s++)
             if (g.Record(s)->IsLive) slots[n++] = s;
-        var a = new double[(long)n * r];
+        var a = new double[(long)(n + extraRows) * r];
         for (int i = 0; i < n; i++)
         {
             float* src = g.APointer(slots[i]);
             for (int k = 0; k < r; k++) a[(long)i * r + k] = src[k];
         }
+        for (long i = 0; i < (long)extraRows * r; i++) a[(long)n * r + i] = extraA![i];
+        n += extraRows;
         var b = new double[r * dim];
         for (int i = 0; i < b.Length; i++) b[i] = g.B[i];
 

@@ -25,9 +25,12 @@ internal sealed unsafe partial class TableAdapter
     {
         var g = Current;
         int r = g.Rank, dim = Table.Dim;
-        if (g.Live == 0) return Record(r, r, double.NaN, Array.Empty<double>(), 0);
+        if (g.Live == 0 && (_hot?.Count ?? 0) == 0) return Record(r, r, double.NaN, Array.Empty<double>(), 0);
 
-        var f = RankFactorisation.Of(g);
+        // Hot rows are adapter rows too (their A in the hot set, their A·B in W): they take part in the factorisation
+        // and are re-parameterised with the slots, so a rank change does not freeze their updates into W.
+        var (hotRows, hotA) = HotRowsForRank(r);
+        var f = RankFactorisation.Of(g, hotA, hotRows.Length);
         double energy = 0;
         foreach (double s in f.S) energy += s * s;
         if (energy == 0) return Record(r, r, double.NaN, f.S, 0);
@@ -54,8 +57,8 @@ internal sealed unsafe partial class TableAdapter
         if (g.Live > slots)
         {
             evicted = _merger.EvictOldest(g, g.Live - slots, isProtected: null);
-            if (g.Live == 0) return Record(r, r, double.NaN, f.S, evicted);
-            f = RankFactorisation.Of(g);     // the merged rows left ΔW; decompose what remains
+            if (g.Live == 0 && hotRows.Length == 0) return Record(r, r, double.NaN, f.S, evicted);
+            f = RankFactorisation.Of(g, hotA, hotRows.Length);     // the merged rows left ΔW; decompose what remains
             energy = 0;
             foreach (double s in f.S) energy += s * s;
         }
@@ -85,8 +88,35 @@ internal sealed unsafe partial class TableAdapter
             for (int c = 0; c < kept; c++) a[c] = (float)(f.QU[(long)i * f.M + c] * f.S[c] / bScale);
             next.InsertNew(row, slot);
         }
-        Publish(next);
+        // The hot rows' A' (after the slots' rows of QU). Their W keeps W_base + A·B_old: the truncated part
+        // A·B_old − A'·B' stays in W, as a merge of it would leave it, so no W row changes here.
+        var newHotA = new float[hotRows.Length * target];
+        for (int i = 0; i < hotRows.Length; i++)
+            for (int c = 0; c < kept; c++) newHotA[(long)i * target + c] = (float)(f.QU[(long)(f.Slots.Length + i) * f.M + c] * f.S[c] / bScale);
+        Publish(next);          // re-cuts the hot set's A store for the new rank (every A zero)
+        for (int i = 0; i < hotRows.Length; i++)
+        {
+            ref var e = ref _hot!.Find(hotRows[i]);
+            if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref e)) newHotA.AsSpan(i * target, target).CopyTo(_hot.A(e.AIndex));
+        }
         return Record(r, target, keptEnergy / energy, f.S, evicted);
+    }
+
+    /// <summary>The hot rows and their A vectors (rank <paramref name="r"/> each, in the same order), empty when there are none.</summary>
+    (long[] Rows, float[] A) HotRowsForRank(int r)
+    {
+        if (_hot is not { Count: > 0 } hot) return (Array.Empty<long>(), Array.Empty<float>());
+        var rows = new long[hot.Count];
+        var a = new float[hot.Count * r];
+        int n = 0;
+        for (int i = 0; i < hot.IndexLimit; i++)
+        {
+            long row = hot.RowAt(i);
+            if (row < 0) continue;
+            hot.A(i).CopyTo(a.AsSpan(n * r, r));
+            rows[n++] = row;
+        }
+        return (rows, a);
     }
 
     RankEvent Record(int oldRank, int newRank, double keptEnergy, double[] singularValues, int evicted)

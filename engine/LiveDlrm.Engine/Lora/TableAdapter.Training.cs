@@ -16,12 +16,15 @@ internal sealed unsafe partial class TableAdapter
     float[] _pooledA = Array.Empty<float>();
     int[] _slotOf = Array.Empty<int>();   // pass 1's slots of a chunk of indices, from _slotBase
     int _slotBase;
-    // Hot rows of one step (rows served from W): row, summed rank-space gradient, new accumulator, new W row.
+    // Hot rows of one step (rows served from W): row, summed rank-space gradient, new accumulator, new A, new W row.
     long[] _hotTouched = new long[64];
     int _hotCount;
     float[] _hotGrad = new float[64 * 16];
     float[] _hotAdagrad = new float[64];
+    float[] _hotNewA = new float[64 * 16];
     float[] _hotW = Array.Empty<float>();
+    float[] _bDelta = Array.Empty<float>();   // B_new − B_old of the step, for the hot rows the step did not touch
+    long[] _hotWritten = Array.Empty<long>();
     readonly List<int> _promote = new();
     int _staleFilterRows;   // rows promoted since the current generation's filter was built
 
@@ -33,7 +36,11 @@ internal sealed unsafe partial class TableAdapter
         if (e.TouchClock == _clock) return e.Touch;
         int t = _hotCount++;
         if (t == _hotTouched.Length) { Array.Resize(ref _hotTouched, t * 2); Array.Resize(ref _hotAdagrad, t * 2); }
-        if ((t + 1) * r > _hotGrad.Length) Array.Resize(ref _hotGrad, Math.Max(_hotGrad.Length * 2, (t + 1) * r));
+        if ((t + 1) * r > _hotGrad.Length)
+        {
+            Array.Resize(ref _hotGrad, Math.Max(_hotGrad.Length * 2, (t + 1) * r));
+            Array.Resize(ref _hotNewA, _hotGrad.Length);
+        }
         _hotTouched[t] = row;
         new Span<float>(_hotGrad, t * r, r).Clear();
         e.Touch = t;
@@ -121,9 +128,12 @@ internal sealed unsafe partial class TableAdapter
                     for (int j = start; j < end; j++)
                     {
                         int slot = _slotOf[j - _slotBase];
-                        if (slot < 0) continue;
+                        if (slot == -1) continue;
                         if (!any) { new Span<float>(pa, r).Clear(); any = true; }
-                        LoraMath.Axpy(weighted ? pw[j] : 1f, g.APointer(slot), pa, r);
+                        if (slot >= 0) LoraMath.Axpy(weighted ? pw[j] : 1f, g.APointer(slot), pa, r);
+                        else
+                            fixed (float* ha = _hot!.A(-2 - slot))   // a hot row: its A is in the hot set, its A·B in W
+                                LoraMath.Axpy(weighted ? pw[j] : 1f, ha, pa, r);
                     }
                     if (any)
                         for (int k = 0; k < r; k++) LoraMath.Axpy(scale * pa[k], grad, dB + k * dim, dim);
@@ -199,7 +209,7 @@ internal sealed unsafe partial class TableAdapter
 
             var (newB, newBAdagrad) = AdapterUpdateRule.StepB(opt, b, _dB.AsSpan(0, r * dim), g.BAdagrad);
             if (!LoraMath.AllFinite(newB) || !LoraMath.AllFinite(newBAdagrad)) { RejectedSteps++; return false; }
-            if (_hotCount > 0 && !StepHotRows(r, dim, newB)) { RejectedSteps++; return false; }
+            if (_hot is { Count: > 0 } && !StepHotRows(r, dim, b, newB)) { RejectedSteps++; return false; }
             if (_inPlaceCount > 0 && !StepInPlaceRows(dim)) { RejectedSteps++; ClearInPlace(); return false; }
 
             // Pass 4: publish. Each A row inside its slot's seqlock; B as a new array (one reference write).
@@ -218,7 +228,7 @@ internal sealed unsafe partial class TableAdapter
                 }
                 g.EndEpochWrite();
             }
-            if (_hotCount > 0) WriteHotRows(g, dim, adagrad);
+            if (_hot is { Count: > 0 }) WriteHotRows(g, r, dim, adagrad);
             if (_inPlaceCount > 0) WriteInPlaceRows(g, dim);
             g.BAdagrad = newBAdagrad;
             Volatile.Write(ref g.B, newB);
@@ -231,40 +241,59 @@ internal sealed unsafe partial class TableAdapter
         finally { ExitWriter(); }
     }
 
-    /// <summary>Pass 3 for the step's hot rows: each row steps as an A row that starts at zero (its earlier steps are
-    /// already in W) with its kept accumulator, and its new W row is W + ΔA·B' (B' = the step's new B: the same
-    /// effective row as a slot stepped and then merged at once). Computed into scratch and checked before anything is
-    /// written; false on a non-finite value.</summary>
-    bool StepHotRows(int r, int dim, float[] newB)
+    /// <summary>Pass 3 for the step's hot rows. A touched hot row steps its A like a slot row (its kept accumulator,
+    /// the same rule) into scratch, and its new W row, <c>W + A_new·B_new − A_old·B_old</c>, is computed into scratch
+    /// too: W then holds <c>W_base + A_new·B_new</c>, the effective row a slot row would have. Everything is checked
+    /// before anything is written; false on a non-finite value. The untouched hot rows' <c>A·(B_new − B_old)</c> is
+    /// added while writing (<see cref="WriteHotRows"/>) from <c>_bDelta</c>, checked here.</summary>
+    bool StepHotRows(int r, int dim, float[] oldB, float[] newB)
     {
         var opt = Options;
         EnsureLength(ref _hotW, _hotCount * dim);
-        float* zero = stackalloc float[r];
-        new Span<float>(zero, r).Clear();
-        float* delta = stackalloc float[r];
+        EnsureLength(ref _bDelta, r * dim);
+        for (int i = 0; i < r * dim; i++) _bDelta[i] = newB[i] - oldB[i];
+        if (!LoraMath.AllFinite(_bDelta.AsSpan(0, r * dim))) return false;
         fixed (float* hg = _hotGrad)
+        fixed (float* hn = _hotNewA)
         fixed (float* hw = _hotW)
         fixed (float* pb = newB)
+        fixed (float* ob = oldB)
         {
             for (int t = 0; t < _hotCount; t++)
             {
                 long row = _hotTouched[t];
                 ref var e = ref _hot!.Find(row);
-                _hotAdagrad[t] = AdapterUpdateRule.StepRow(opt, zero, hg + t * r, e.Adagrad, delta, r);
-                float* w = hw + (long)t * dim;
-                StoredRows.Dequantise(Table, row, w);
-                for (int k = 0; k < r; k++) LoraMath.Axpy(delta[k], pb + k * dim, w, dim);
+                fixed (float* a = _hot.A(e.AIndex))
+                {
+                    _hotAdagrad[t] = AdapterUpdateRule.StepRow(opt, a, hg + t * r, e.Adagrad, hn + t * r, r);
+                    float* w = hw + (long)t * dim;
+                    StoredRows.Dequantise(Table, row, w);
+                    for (int k = 0; k < r; k++)
+                    {
+                        LoraMath.Axpy(hn[t * r + k], pb + k * dim, w, dim);
+                        LoraMath.Axpy(-a[k], ob + k * dim, w, dim);
+                    }
+                }
             }
         }
-        return LoraMath.AllFinite(_hotW.AsSpan(0, _hotCount * dim)) && LoraMath.AllFinite(_hotAdagrad.AsSpan(0, _hotCount));
+        return LoraMath.AllFinite(_hotW.AsSpan(0, _hotCount * dim)) && LoraMath.AllFinite(_hotAdagrad.AsSpan(0, _hotCount))
+            && LoraMath.AllFinite(_hotNewA.AsSpan(0, _hotCount * r));
     }
 
-    /// <summary>Pass 4 for the hot rows: their new W rows written inside the write epoch (a block that read one of them
-    /// meanwhile is redone; the per-row readers validate plain W reads against the epoch while hot rows are served
-    /// from W), told to the merge observer as a merge batch (a backend's copy of W must follow).</summary>
-    void WriteHotRows(AdapterGeneration g, int dim, bool adagrad)
+    /// <summary>Pass 4 for the hot rows, inside the write epoch (a block that read one of them meanwhile is redone; the
+    /// per-row readers validate plain W reads against the epoch while hot rows are served from W): the touched rows'
+    /// new W rows from scratch, every other hot row's <c>W += A·(B_new − B_old)</c>, so each hot row's W follows B as
+    /// its slot-served effective row would. The merge observer hears them as one merge batch (a backend's copy of W
+    /// must follow). A refreshed row whose sum overflows is left as it was and leaves the set (its A·B_old stays in
+    /// W, as a merge would leave it).</summary>
+    void WriteHotRows(AdapterGeneration g, int r, int dim, bool adagrad)
     {
+        var hot = _hot!;
         var observer = MergeObserver;
+        if (_hotWritten.Length < hot.Count) _hotWritten = new long[Math.Max(hot.Count, 2 * _hotWritten.Length)];
+        int written = 0;
+        List<long>? overflowed = null;
+        float* w = stackalloc float[dim];
         observer?.MergeStarting(this);
         try
         {
@@ -275,14 +304,39 @@ internal sealed unsafe partial class TableAdapter
                 {
                     long row = _hotTouched[t];
                     Table.WriteRow(row, _hotW.AsSpan(t * dim, dim));
-                    ref var e = ref _hot!.Find(row);
+                    _hotWritten[written++] = row;
+                    ref var e = ref hot.Find(row);
                     if (adagrad) e.Adagrad = _hotAdagrad[t];
                     e.Stamp = _clock;
+                }
+                fixed (float* d = _bDelta)
+                {
+                    for (int i = 0; i < hot.IndexLimit; i++)
+                    {
+                        long row = hot.RowAt(i);
+                        if (row < 0) continue;
+                        ref var e = ref hot.Find(row);
+                        if (e.TouchClock == _clock) continue;   // touched by this step: written above
+                        var a = hot.A(i);
+                        StoredRows.Dequantise(Table, row, w);
+                        for (int k = 0; k < r; k++)
+                            if (a[k] != 0) LoraMath.Axpy(a[k], d + k * dim, w, dim);
+                        if (!LoraMath.AllFinite(new ReadOnlySpan<float>(w, dim))) { (overflowed ??= new()).Add(row); continue; }
+                        Table.WriteRow(row, new ReadOnlySpan<float>(w, dim));
+                        _hotWritten[written++] = row;
+                    }
                 }
             }
             finally { g.EndEpochWrite(); }
         }
-        finally { observer?.MergeFinished(this, _hotTouched.AsSpan(0, _hotCount)); }
+        finally { observer?.MergeFinished(this, _hotWritten.AsSpan(0, written)); }
+        for (int t = 0; t < _hotCount; t++)
+        {
+            ref var e = ref hot.Find(_hotTouched[t]);
+            _hotNewA.AsSpan(t * r, r).CopyTo(hot.A(e.AIndex));   // trainer-only state: no reader sees the hot A store
+        }
+        if (overflowed is not null)
+            foreach (long row in overflowed) if (hot.Remove(row) is float acc) DropHot(row, acc);
         HotRowUpdates += _hotCount;
         _hotCount = 0;
     }
@@ -294,14 +348,21 @@ internal sealed unsafe partial class TableAdapter
     void PromoteHot(AdapterGeneration g)
     {
         var slots = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_promote);
+        int r = g.Rank;
         var rows = new long[slots.Length];
         var acc = new float[slots.Length];
-        for (int k = 0; k < slots.Length; k++) { rows[k] = g.Record(slots[k])->Row; acc[k] = g.Record(slots[k])->Adagrad; }
+        var a = new float[slots.Length * r];
+        for (int k = 0; k < slots.Length; k++)
+        {
+            rows[k] = g.Record(slots[k])->Row;
+            acc[k] = g.Record(slots[k])->Adagrad;
+            new ReadOnlySpan<float>(g.APointer(slots[k]), r).CopyTo(a.AsSpan(k * r, r));
+        }
         _merger.MergeSlots(g, slots);
         _promote.Clear();
         int evict = Math.Max(1, (int)(_hot!.Capacity * Options.EvictFraction));
         for (int k = 0; k < rows.Length; k++)
-            if (!_hot.Add(rows[k], acc[k], _clock, evict, DropHot) && _rowState is { } state) state[rows[k]] = acc[k];
+            if (!_hot.Add(rows[k], acc[k], _clock, a.AsSpan(k * r, r), evict, DropHot) && _rowState is { } state) state[rows[k]] = acc[k];
         // A promoted row's filter bits stay set (bits are never cleared within a generation), and promoted rows are the
         // most looked-up ones: each lookup of one would pass the filter and probe the map for nothing (measured: with
         // every --hot row promoted, bench lora at 70 % stayed at 1.49x the plain lookup). A rebuilt map starts a clean
@@ -338,6 +399,11 @@ internal sealed unsafe partial class TableAdapter
         {
             if (Sse.IsSupported && j + MapPrefetchDistance < end) Sse.Prefetch0(g.MapPointer + g.Bucket(indices[j + MapPrefetchDistance]));
             int slot = g.Find(indices[j]);
+            if (slot < 0 && _hot is not null)
+            {
+                ref var e = ref _hot.Find(indices[j]);
+                if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref e)) { _slotOf[j - begin] = -2 - e.AIndex; continue; }
+            }
             _slotOf[j - begin] = slot;
             if (slot >= 0 && Sse.IsSupported)
             {

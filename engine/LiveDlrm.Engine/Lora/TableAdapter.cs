@@ -105,7 +105,7 @@ internal sealed unsafe partial class TableAdapter : IDisposable
             // ((max − min)/255) with round-to-nearest, and stochastic rounding is not built.
             if (table.Storage == EmbeddingStorage.Int8Rowwise)
                 throw new ArgumentException($"table '{table.Name}': adapter option HotRowFraction needs an fp32 or fp16 table (int8 rows would lose hot-row updates below half a quantisation step)", nameof(options));
-            _hot = new HotRowSet((int)Math.Min(int.MaxValue / 2, (long)(Options.HotRowFraction * BudgetBytes) / HotRowSet.BytesPerRow));
+            _hot = new HotRowSet((int)Math.Min(int.MaxValue / 2, (long)(Options.HotRowFraction * BudgetBytes) / HotRowSet.BytesFor(1, Options.InitialRank)), Options.InitialRank);
             SlotBudgetBytes = BudgetBytes - _hot.Bytes;
         }
         if (Options.InPlaceRows)
@@ -359,6 +359,9 @@ internal sealed unsafe partial class TableAdapter : IDisposable
     {
         var old = Current;
         _staleFilterRows = 0;                // every new generation builds its filter from its live rows
+        // Hot rows keep W = W_base + A_hot·B for the current B; a new B (rank change, SetB, MergeAll, restore) was not
+        // trained with their A, so their A·B stays in W as a merge leaves it and their A restarts from zero.
+        if (_hot is not null && (next.Rank != old.Rank || !ReferenceEquals(next.B, old.B))) _hot.Reshape(next.Rank, DropHot);
         Volatile.Write(ref _gen, next);
         Interlocked.MemoryBarrier();     // pairs with the reader's Interlocked.Increment: Dekker-style, see Pin()
         var spin = new SpinWait();

@@ -142,7 +142,7 @@ internal class HotRowTests
         var rng = new Random(3);
         const int rows = 3000, dim = 32;
         using var table = LoraTestData.Table(storage, rows, dim, seed: 4);
-        var options = new AdapterOptions { InitialRank = 8, MaxRank = 16, BudgetFraction = 0.05, HotRowFraction = 0.01, HotAfterSteps = 3, RankAdaptInterval = 7, LearningRateA = 0.05f };
+        var options = new AdapterOptions { InitialRank = 8, MaxRank = 16, BudgetFraction = 0.05, HotRowFraction = 0.03, HotAfterSteps = 3, RankAdaptInterval = 7, LearningRateA = 0.05f };
         using var adapter = new TableAdapter(table, options);
         using var plainTable = LoraTestData.Table(storage, rows, dim, seed: 4);
         using var plain = new TableAdapter(plainTable, options with { HotRowFraction = 0 });
@@ -159,7 +159,7 @@ internal class HotRowTests
         }
         TestContext.Out.WriteLine($"hot rows {adapter.HotRows} (max {maxHot}), hot updates {adapter.HotRowUpdates}, slots live {adapter.ActiveRows}/{adapter.SlotCapacity}, merged {adapter.MergedRows}");
         Assert.That(adapter.HotRowUpdates, Is.GreaterThan(100));
-        Assert.That(maxHot, Is.LessThanOrEqualTo((int)(options.HotRowFraction * adapter.BudgetBytes / HotRowSet.BytesPerRow)));
+        Assert.That(maxHot, Is.LessThanOrEqualTo((int)(options.HotRowFraction * adapter.BudgetBytes / HotRowSet.BytesFor(1, options.InitialRank))));
 
         double tol = storage == EmbeddingStorage.Fp32 ? 1e-4 : 2e-3;
         var effective = LoraTestData.EffectiveRows(adapter);
@@ -176,6 +176,40 @@ internal class HotRowTests
         adapter.MergeAll();
         double mergeTol = storage == EmbeddingStorage.Fp32 ? 1e-5 : 2e-3;
         Assert.That(LoraTestData.MaxAbsDiff(LoraTestData.EffectiveRows(adapter), effective), Is.LessThan(mergeTol * 10));
+    }
+
+    /// <summary>Hot rows learn exactly as slot rows do: the same Adagrad steps (A and B trained) on an adapter with hot
+    /// rows and on one without give the same effective rows and the same B, up to float association — B gets the hot
+    /// rows' gradient, and hot rows not touched by a step still follow B's change. Fails if hot rows are left out of
+    /// dB or their W is not refreshed when B moves (both measured: differences of 1e-2 and more).</summary>
+    [Test]
+    public void HotRowsTrainAsSlotRowsDo()
+    {
+        var rng = new Random(11);
+        const int rows = 3000, dim = 32, usedRows = 300;
+        var options = new AdapterOptions { InitialRank = 8, MaxRank = 8, BudgetFraction = 0.3, HotRowFraction = 0.3, HotAfterSteps = 3, LearningRateA = 0.05f, LearningRateB = 0.02f };
+        using var table = LoraTestData.Table(EmbeddingStorage.Fp32, rows, dim, seed: 5);
+        using var adapter = new TableAdapter(table, options);
+        using var plainTable = LoraTestData.Table(EmbeddingStorage.Fp32, rows, dim, seed: 5);
+        using var plain = new TableAdapter(plainTable, options with { HotRowFraction = 0 });
+        Assert.That(adapter.SlotCapacity, Is.GreaterThanOrEqualTo(usedRows), "no evictions: the two adapters must stay comparable");
+        long[] hot = Enumerable.Range(0, 30).Select(i => (long)i * 7).ToArray();
+        for (int step = 0; step < 120; step++)
+        {
+            var batch = LoraTestData.RandomBatch(rng, usedRows, 16, 6, hot, weighted: false);
+            var grad = LoraTestData.RandomVector(rng, batch.Bags * dim, 0.1);
+            Assert.That(adapter.ApplyGradients(batch.Indices, batch.Offsets, grad, PoolingMode.Mean), Is.True);
+            Assert.That(plain.ApplyGradients(batch.Indices, batch.Offsets, grad, PoolingMode.Mean), Is.True);
+        }
+        Assert.That(adapter.HotRows, Is.GreaterThan(20), "the hot rows must have been promoted");
+        Assert.That(plain.MergedRows, Is.EqualTo(0));
+        double diff = LoraTestData.MaxAbsDiff(LoraTestData.EffectiveRows(adapter), LoraTestData.EffectiveRows(plain));
+        var b1 = adapter.CopyB(out _);
+        var b2 = plain.CopyB(out _);
+        double bDiff = b1.Zip(b2, (x, y) => Math.Abs(x - y)).Max();
+        TestContext.Out.WriteLine($"hot rows {adapter.HotRows}, hot updates {adapter.HotRowUpdates}; max |Δ effective| {diff:E2}, max |ΔB| {bDiff:E2}");
+        Assert.That(bDiff, Is.LessThan(1e-4), "B must get the same gradient from hot rows as from slot rows");
+        Assert.That(diff, Is.LessThan(1e-4), "hot rows' effective rows must follow the same training as slot rows'");
     }
 
     /// <summary>Readers (block kernel, per-row path, reference, ReadEffectiveRow) racing a writer whose steps go straight
@@ -272,7 +306,7 @@ internal class HotRowTests
                                   $"kernel blocks: {fastBlocks} fast, {redoneBlocks} redone");
         Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(5)));
         Assert.That(reads, Is.GreaterThan(500));
-        Assert.That(adapter.HotRowUpdates, Is.GreaterThan(1000), "hot-row writes must have raced the readers");
+        Assert.That(adapter.HotRowUpdates, Is.GreaterThan(200), "hot-row writes must have raced the readers");
         Assert.That(fastBlocks, Is.GreaterThan(50));
         Assert.That(redoneBlocks, Is.GreaterThan(50), "no block overlapped a hot-row write");
     }
