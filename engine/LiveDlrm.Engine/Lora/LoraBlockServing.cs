@@ -42,7 +42,7 @@ internal static unsafe class LoraBlockServing
             for (int b = b0; b < b1; b++)
             {
                 long start = offsets[b], end = offsets[b + 1];
-                if (!BagKernel.SumRows<TS, TV, TF, long, TN, UncheckedIndices>(in job, start, end, rangeEnd, 0, true, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim))
+                if (!BagKernel.SumRows<TS, TV, TF, long, TN, CheckedIndices>(in job, start, end, rangeEnd, 0, true, job.Mean && end > start ? 1f / (end - start) : 1f, job.Output + (long)b * dim))
                     return false;
                 // The next block's buckets, a few bags before its probes (see BucketPrefetchLeadBags).
                 if (b == Math.Max(b0, b1 - 1 - LoraBagKernel.BucketPrefetchLeadBags) && nextIds != null) LoraSlotResolution.PrefetchBlockBuckets(ctx, nextIds, nextCandidates, nextCandidateCount);

@@ -5,8 +5,10 @@ namespace LiveDlrm.Lora;
 
 /// <summary>The LoRA-augmented embedding bag: <c>out_b = s_b·(Σ_j w_j W[i_j] + (Σ_j w_j A[i_j])·B)</c> — the base
 /// rows and the rank-space vectors are accumulated separately, then one rank × dim product per bag (skipped for bags
-/// that touch no adapted row). Same CSR contract and validation as <c>EmbeddingBag.Forward</c>; fp32, fp16 and
-/// int8-rowwise rows.
+/// that touch no adapted row). Same CSR contract and validation as <c>EmbeddingBag.Forward</c>: the shape is checked
+/// before anything is written, the indices by the kernels' W loops (one predicted compare each, as in the plain
+/// lookup, instead of a pass of their own — profiled at 0.14 of the plain lookup's time); an index outside the table
+/// zeroes the output's bags × dim floats and throws naming it. fp32, fp16 and int8-rowwise rows.
 ///
 /// Rows of 1–4 whole vectors take the register kernel (<see cref="LoraBagKernel"/>): per block of bags the plain
 /// kernel's W loop, the adapter's presence filter and map probes, the A sums and B products in separate passes,
@@ -27,7 +29,7 @@ internal static unsafe class LoraEmbeddingBag
     {
         ArgumentNullException.ThrowIfNull(adapter);
         var table = adapter.Table;
-        int bags = EmbeddingBagValidation.Validate(table, indices, offsets, output.Length, pooling, weights);
+        int bags = EmbeddingBagValidation.ValidateShape(table, indices, offsets, output.Length, pooling, weights);
         if (bags == 0) return;
         var g = adapter.Pin();
         bool ok;
@@ -72,7 +74,12 @@ internal static unsafe class LoraEmbeddingBag
         }
         finally { TableAdapter.Unpin(g); }
         if (!ok)
-            throw new InvalidOperationException($"table '{table.Name}': an index went out of range during the LoRA lookup although the batch validated; was the batch modified concurrently?");
+        {
+            // An index outside the table stopped a W loop: no partial sums are left, and the first bad index is named.
+            output[..(bags * table.Dim)].Clear();
+            EmbeddingBagValidation.CheckIndices(table, indices);
+            throw new InvalidOperationException($"table '{table.Name}': an index went out of range during the LoRA lookup but none is out of range now; was the batch modified concurrently?");
+        }
     }
 
     /// <summary>Any dim, any storage: the bag's output accumulates in a stack buffer instead of registers. Adapted

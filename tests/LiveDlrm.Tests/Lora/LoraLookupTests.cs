@@ -304,10 +304,39 @@ internal class LoraLookupTests
             case BadInput.MissingWeights: pooling = PoolingMode.WeightedSum; break;
         }
         var output = Enumerable.Repeat(42f, outputLength).ToArray();
+        Assert.That(() => LoraEmbeddingBagReference.Forward(adapter, indices, offsets, output, pooling), Throws.InstanceOf<ArgumentException>());
+        Assert.That(output, Is.All.EqualTo(42f), "the reference validates everything before it writes");
         Assert.That(() => LoraEmbeddingBag.Forward(adapter, indices, offsets, output, pooling), Throws.InstanceOf<ArgumentException>()
             .With.Message.Contains(table.Name));
-        Assert.That(() => LoraEmbeddingBagReference.Forward(adapter, indices, offsets, output, pooling), Throws.InstanceOf<ArgumentException>());
-        Assert.That(output, Is.All.EqualTo(42f));
+        // The kernel checks indices in its W loop, as the plain lookup does: a bad one zeroes the bags' outputs (no
+        // partial sums left) and throws naming it; bad shapes are refused before anything is written.
+        bool badIndex = corner is BadInput.IndexTooLarge or BadInput.NegativeIndex;
+        Assert.That(output, Is.All.EqualTo(badIndex ? 0f : 42f));
+    }
+
+    /// <summary>A bad index found late in a large batch (many blocks, several workers, the block kernel and the per-row
+    /// path): the lookup throws naming it and leaves no partial sums.</summary>
+    [Test]
+    public void ABadIndexLateInALargeBatchZeroesTheOutputAndIsNamed([Values(EmbeddingStorage.Fp32, EmbeddingStorage.Fp16, EmbeddingStorage.Int8Rowwise)] EmbeddingStorage storage,
+                                                                    [Values] bool perRow)
+    {
+        const int rows = 5000, dim = 32, bags = 3000, len = 4;
+        using var table = LoraTestData.Table(storage, rows, dim, seed: 8);
+        using var adapter = new TableAdapter(table, new AdapterOptions { InitialRank = 4, MaxRank = 4, BudgetFraction = 0.2 });
+        var rng = new Random(9);
+        LoraTestData.FillAdapter(adapter, rng, 200);
+        var indices = Enumerable.Range(0, bags * len).Select(_ => rng.NextInt64(rows)).ToArray();
+        var offsets = Enumerable.Range(0, bags + 1).Select(b => (long)b * len).ToArray();
+        indices[^7] = rows + 3;
+        var output = Enumerable.Repeat(42f, bags * dim + 5).ToArray();
+        using var pool = new EmbeddingWorkerPool(2);
+        using (perRow ? LoraKernelScopes.ForcePerRow() : null)
+        {
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => LoraEmbeddingBag.Forward(adapter, indices, offsets, output, PoolingMode.Sum, default, pool));
+            Assert.That(e!.Message, Does.Contain(table.Name).And.Contain((rows + 3).ToString()));
+        }
+        Assert.That(output.Take(bags * dim), Is.All.EqualTo(0f));
+        Assert.That(output.Skip(bags * dim), Is.All.EqualTo(42f), "floats past the bags are never touched");
     }
 
     /// <summary>The one fp16 widening every kernel uses (<see cref="HalfBits"/>), at each width, against the
