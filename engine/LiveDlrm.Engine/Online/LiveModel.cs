@@ -99,6 +99,7 @@ internal sealed class LiveModel : IDisposable
             Trainer = new OnlineTrainer(Model, _adapters, LastLayer, trainerOptions);
             Model.Dense.LastLayerDelta = LastLayer;
             Ring = new ServedRequestRing(Options.RingCapacity);
+            Trainer.RecycleTo = Ring;   // trained events go back to the ring's free list
             _recorder = new RingRecorder(Ring, Model.Config.Dim, trainerOptions, trainerOptions.ReuseForward ? Trainer.ReuseBackward : null);
             _adapterMeter = new Meter(AdapterMeterName);
             _adapterMeter.CreateObservableGauge("livedlrm.adapter.memory", () => PerTable(a => a.AllocatedBytes), "By", "Bytes an adapter holds (slots, B, map)");
@@ -177,17 +178,17 @@ internal sealed class LiveModel : IDisposable
     /// reuses them and its dense activations when the reuse backward can use them.</summary>
     sealed class RingRecorder(ServedRequestRing ring, int dim, OnlineTrainerOptions options, FrozenDenseBackward? backward) : IForwardObserver
     {
+        readonly Func<long, bool>? _keep = options.TrainFraction >= 1 ? null : options.Trains;
+
         public bool KeepsActivations => backward is not null;
 
         public void Observe(EventBatch batch, ReadOnlySpan<float> pooled, DenseActivations activations)
         {
             int b = batch.Count;
             var kept = options.ReuseForward ? pooled : default;
-            var ids = batch.RequestIds;
             if (activations.IsEmpty)
             {
-                for (int i = 0; i < b; i++)
-                    if (options.Trains(ids[i])) ring.Store(ServedEvent.FromBatch(batch, i, kept, dim));
+                ring.Store(batch, kept, dim, default, 0, _keep);
                 return;
             }
             int length = backward!.ActivationLength;
@@ -198,8 +199,7 @@ internal sealed class LiveModel : IDisposable
             try
             {
                 activations.CopyBatch(b, all);
-                for (int i = 0; i < b; i++)
-                    if (options.Trains(ids[i])) ring.Store(ServedEvent.FromBatch(batch, i, kept, dim, all.AsSpan(i * length, length)));
+                ring.Store(batch, kept, dim, all.AsSpan(0, b * length), length, _keep);
             }
             finally { ArrayPool<float>.Shared.Return(all); }
         }

@@ -43,6 +43,9 @@ internal sealed class OnlineTrainer : ITrainerHost
     /// <summary>The C# backward from kept activations (data reuse), or null when the model's shape needs autograd.</summary>
     public FrozenDenseBackward? ReuseBackward => _step.ReuseBackward;
     public OnlineTrainerOptions Options => _options;
+    /// <summary>Where the thread hands its events back after a step (the live model's ring, which made them and
+    /// refills them for later requests), or null. Enqueuing an event gives it to the trainer.</summary>
+    internal ServedRequestRing? RecycleTo { get; set; }
     /// <summary>The throttle of the current run; each <see cref="Start"/> begins unthrottled.</summary>
     public ITrainerThrottle Throttle => Volatile.Read(ref _gate);
     public IReadOnlyList<int> ThreadIds { get { lock (_threadIds) return _threadIds.ToArray(); } }
@@ -112,7 +115,7 @@ internal sealed class OnlineTrainer : ITrainerHost
         LastLayer = lastLayer;
         _model.Dense.SetTrainable(false);
         _stats = new TrainerStats(() => LagSeconds, () => _queue!.Count);
-        _queue = new TrainerQueue(options.QueueCapacity, _stats);
+        _queue = new TrainerQueue(options.QueueCapacity, _stats, options.BatchSize, options.MaxBatchWait is not null);
         _step = new TrainerStep(model, _adapters, lastLayer, options, _stats);
     }
 
@@ -208,7 +211,9 @@ internal sealed class OnlineTrainer : ITrainerHost
                 bool applied = _taken.Count > 0 && _step.TrainOn(_taken);
                 double cpu = ThreadCpuClock.Now() - cpu0;
                 long busy = Stopwatch.GetTimestamp() - t0;
-                if (_taken.Count > 0) _stats.Step(_taken.Count, applied, _taken.Max(e => e.Timestamp), cpu, busy);
+                if (_taken.Count > 0) _stats.Step(_taken.Count, applied, NewestTimestamp(_taken), cpu, busy);
+                RecycleTo?.Recycle(_taken);
+                _taken.Clear();
                 lock (_lock) { _busy = false; Monitor.PulseAll(_lock); }
                 if (!gate.AfterStep(busy)) return;
             }
@@ -218,6 +223,13 @@ internal sealed class OnlineTrainer : ITrainerHost
             lock (_lock) { _failure = e; _busy = false; Monitor.PulseAll(_lock); }
             _options.Logger.LogError(e, "online trainer thread failed");
         }
+    }
+
+    static long NewestTimestamp(List<ServedEvent> events)
+    {
+        long newest = long.MinValue;
+        foreach (var e in events) newest = Math.Max(newest, e.Timestamp);
+        return newest;
     }
 
     bool BatchReady()

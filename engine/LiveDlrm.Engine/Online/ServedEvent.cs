@@ -6,11 +6,15 @@ namespace LiveDlrm.Online;
 
 /// <summary>One served event as the trainer needs it: its features, and with data reuse the pooled embeddings the
 /// serving forward computed (table-major per event, <c>[T × d]</c>) and its dense activations (see
-/// <see cref="Activations"/>). The label is set when feedback arrives.</summary>
+/// <see cref="Activations"/>). The label is set when feedback arrives.
+/// <para>An event made by <see cref="ServedRequestRing"/> is recycled: once trained on (or expired, or forgotten) it
+/// goes back to its ring's free list and is refilled in place for a later request (<see cref="Refill"/>), so serving
+/// allocates nothing per request once the ring is warm. Whoever takes an event from the ring owns it until it hands
+/// it back (<see cref="ServedRequestRing.Recycle"/>); an event never handed back is simply collected.</para></summary>
 internal sealed class ServedEvent
 {
-    public long RequestId { get; }
-    public long Timestamp { get; }
+    public long RequestId { get; private set; }
+    public long Timestamp { get; private set; }
     public float[] Dense { get; }
     /// <summary>Per table, the indices of this event's bag.</summary>
     public long[][] Bags { get; }
@@ -31,6 +35,46 @@ internal sealed class ServedEvent
         Bags = bags ?? throw new ArgumentNullException(nameof(bags));
         Pooled = pooled;
         Activations = activations;
+    }
+
+    /// <summary>The ring this event was made by and goes back to, or null (made by its caller, never recycled).</summary>
+    internal ServedRequestRing? Owner { get; private init; }
+    /// <summary>On its owner's free list (guards against handing the same event back twice).</summary>
+    internal bool IsFree { get; set; }
+
+    /// <summary>An empty recyclable event of the given shape (<see cref="Refill"/> fills it).</summary>
+    internal static ServedEvent Recyclable(ServedRequestRing owner, int denseCount, int tables, int pooledFloats, int activationFloats)
+    {
+        var bags = new long[tables][];
+        for (int t = 0; t < tables; t++) bags[t] = [];
+        return new ServedEvent(0, 0, new float[denseCount], bags, pooledFloats == 0 ? null : new float[pooledFloats],
+                               activationFloats == 0 ? null : new float[activationFloats]) { Owner = owner };
+    }
+
+    /// <summary>Whether <see cref="Refill"/> can hold an event of this shape (<see cref="Pooled"/> and
+    /// <see cref="Activations"/> have fixed lengths, 0 = not kept).</summary>
+    internal bool Fits(int denseCount, int tables, int pooledFloats, int activationFloats) =>
+        Dense.Length == denseCount && Bags.Length == tables && (Pooled?.Length ?? 0) == pooledFloats && (Activations?.Length ?? 0) == activationFloats;
+
+    /// <summary>Overwrites this event with row <paramref name="row"/> of <paramref name="batch"/> (the arguments as for
+    /// <see cref="FromBatch"/>; the shape must <see cref="Fits"/>). The arrays are reused; a bag's index array is
+    /// replaced only when the bag's length differs from the previous request's.</summary>
+    internal void Refill(EventBatch batch, int row, ReadOnlySpan<float> pooled, int dim, ReadOnlySpan<float> activations)
+    {
+        int tables = Bags.Length, b = batch.Count;
+        RequestId = batch.RequestIds[row];
+        Timestamp = batch.Timestamps[row];
+        Label = float.NaN;
+        batch.DenseRow(row).CopyTo(Dense);
+        for (int t = 0; t < tables; t++)
+        {
+            var bag = batch.Bag(t, row);
+            if (Bags[t].Length != bag.Length) Bags[t] = bag.ToArray();
+            else bag.CopyTo(Bags[t]);
+        }
+        if (Pooled is { } p)
+            for (int t = 0; t < tables; t++) pooled.Slice((t * b + row) * dim, dim).CopyTo(p.AsSpan(t * dim, dim));
+        if (Activations is { } a) activations.CopyTo(a);
     }
 
     // ------------------------------------------------------------------ prefetch (trainer side)

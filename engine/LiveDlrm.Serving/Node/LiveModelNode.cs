@@ -85,7 +85,7 @@ internal sealed class LiveModelNode : ILiveNode
         return true;
     }
 
-    public bool Forget(long requestId) => _live.Ring.TryTake(requestId, out _);
+    public bool Forget(long requestId) => _live.Ring.Forget(requestId);
 
     public bool TrainerRunning { get { lock (_lifecycle) return _running; } }
     public ITrainerThrottle? Throttle { get { lock (_lifecycle) return _running ? _live.Trainer.Throttle : null; } }
