@@ -13,12 +13,21 @@ sealed class TrainerQueue
     readonly Channel<ServedEvent> _channel;
     readonly TrainerStats _stats;
     readonly ManualResetEventSlim _arrived = new(false);
+    readonly int _wakeAt;
+    readonly bool _wakeOnFirst;
     long _newestTime = long.MinValue;
     long _waitingSince;   // when the oldest waiting event arrived (approximately: when the queue last became non-empty)
 
-    public TrainerQueue(int capacity, TrainerStats stats)
+    /// <param name="wakeAt">Queue length at which a writer wakes the reader (the trainer's batch size): below it the
+    /// reader has nothing to do, and waking it for every label cost a futex call on the serving thread and a
+    /// context switch on the trainer's per event.</param>
+    /// <param name="wakeOnFirst">Also wake the reader when the queue becomes non-empty (it then times a partial
+    /// batch's wait, <see cref="OnlineTrainerOptions.MaxBatchWait"/>).</param>
+    public TrainerQueue(int capacity, TrainerStats stats, int wakeAt = 1, bool wakeOnFirst = true)
     {
         _stats = stats;
+        _wakeAt = Math.Max(1, wakeAt);
+        _wakeOnFirst = wakeOnFirst;
         _channel = Channel.CreateBounded<ServedEvent>(
             new BoundedChannelOptions(capacity) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true, SingleWriter = false },
             _ => stats.Drop());
@@ -32,13 +41,14 @@ sealed class TrainerQueue
 
     public void Write(ServedEvent served)
     {
-        if (Count == 0) Interlocked.Exchange(ref _waitingSince, Stopwatch.GetTimestamp());
+        bool first = Count == 0;
+        if (first) Interlocked.Exchange(ref _waitingSince, Stopwatch.GetTimestamp());
         _channel.Writer.TryWrite(served);   // never false: a full bounded DropOldest channel drops instead
         _stats.Enqueue();
         long seen;
         while (served.Timestamp > (seen = Interlocked.Read(ref _newestTime)) &&
                Interlocked.CompareExchange(ref _newestTime, served.Timestamp, seen) != seen) { }
-        _arrived.Set();
+        if ((first && _wakeOnFirst) || Count >= _wakeAt) _arrived.Set();
     }
 
     /// <summary>Moves up to <paramref name="max"/> events into <paramref name="into"/> (cleared first).</summary>
