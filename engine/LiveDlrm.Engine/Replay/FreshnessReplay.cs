@@ -112,6 +112,7 @@ internal sealed class FreshnessReplay
             }
             baseSeconds = sw.Elapsed.TotalSeconds;
 
+            WarmUp(source, baseModel, baseTrainer, prefix, total, sweep is not null ? new[] { UpdateMode.Stale, UpdateMode.Live, UpdateMode.Delta } : _options.Modes);
             if (sweep is not null)
             {
                 sweepResults = RunSweepPoints(source, baseModel, baseTrainer, prefix, total - prefix, sweep, out var stale);
@@ -205,6 +206,43 @@ internal sealed class FreshnessReplay
             else throw new ArgumentException($"a sweep point is delta or live, not {point.Mode}", nameof(points));
         }
         return results;
+    }
+
+    /// <summary>Events each mode's warm-up runs (<see cref="WarmUp"/>): 256 live trainer steps at the replay's
+    /// batch of 128, so rank adaptation (every 200 steps) runs too.</summary>
+    internal const int WarmupEvents = 32_768;
+
+    /// <summary>Runs each mode's code on scratch copies (discarded: nothing of the base model, its trainer or the
+    /// measured passes changes) before the measured passes, so no mode's CPU includes compiling its code. Delta's
+    /// trainer is warm anyway (the base model was trained by the same code, on this thread), and without this
+    /// live's was not: on the visit world, JIT compilation and the runtime's first-call work on the trainer thread
+    /// were about 60 % of its CPU. A long-running server pays them once.</summary>
+    void WarmUp(IEventSource source, DlrmModel baseModel, DlrmTrainer? baseTrainer, long prefix, long total, IReadOnlyCollection<UpdateMode> modes)
+    {
+        long from = prefix >= WarmupEvents ? prefix - WarmupEvents : 0, to = Math.Min(total, from + WarmupEvents);
+        if (to <= from) return;
+        var quiet = _options with { OnlineTrainer = _options.OnlineTrainer with { Logger = NullLogger.Instance } };
+        var scores = new float[_options.ServeBatch];
+        var sw = Stopwatch.StartNew();
+        foreach (var mode in new[] { UpdateMode.Stale, UpdateMode.Live, UpdateMode.Delta }.Where(modes.Contains))
+        {
+            using var model = mode == UpdateMode.Delta && baseTrainer is not null ? ModelCopy.Clone(baseModel, ModelCopy.InlineCpuBackend()) : null;
+            using var fork = model is null ? null : baseTrainer!.Fork(model);
+            using ModeRunner runner = mode switch
+            {
+                UpdateMode.Stale => new StaleRunner(baseModel),
+                UpdateMode.Live => new LiveRunner(baseModel, baseTrainer, quiet),
+                _ => new DeltaRunner(model ?? baseModel, fork, quiet),
+            };
+            foreach (var batch in Batches(source, from, to, _options.ServeBatch))
+            {
+                long now = batch.Timestamps[0];
+                runner.AdvanceTo(now);
+                runner.Score(batch, scores);
+                runner.Learn(batch, now);
+            }
+        }
+        Logger.LogInformation("warm-up: {Events:N0} events through each mode on scratch copies ({Seconds:F1} s)", to - from, sw.Elapsed.TotalSeconds);
     }
 
     double _optimumAuc = double.NaN;
