@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using LiveDlrm.Embeddings;
 
@@ -92,6 +93,7 @@ internal sealed unsafe class AdapterMerger(TableAdapter owner, EmbeddingTable ta
 
     /// <summary>Folds one slot into W inside the slot's seqlock section, then frees it; returns its row. Readers that
     /// pinned this generation see old W + A (before the section) or new W with the slot no longer theirs (after): never both.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     long MergeSlot(AdapterGeneration g, int slot)
     {
         SlotRecord* p = g.Record(slot);
@@ -125,6 +127,7 @@ internal sealed unsafe class AdapterMerger(TableAdapter owner, EmbeddingTable ta
 
     /// <summary>Merges up to <paramref name="count"/> live rows of <paramref name="g"/> with the oldest update stamps,
     /// sparing the slots <paramref name="isProtected"/> names (the rows the step in progress touched). O(slots) selection, so callers evict in batches.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int EvictOldest(AdapterGeneration g, int count, Func<int, bool>? isProtected)
     {
         if (count <= 0 || g.Live == 0) return 0;
@@ -148,6 +151,7 @@ internal sealed unsafe class AdapterMerger(TableAdapter owner, EmbeddingTable ta
     }
 
     /// <summary>Partially orders <paramref name="keys"/> so its first <paramref name="k"/> entries are the k smallest (quickselect).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SelectSmallest(Span<long> keys, int k)
     {
         int lo = 0, hi = keys.Length - 1;

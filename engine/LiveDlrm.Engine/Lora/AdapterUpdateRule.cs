@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace LiveDlrm.Lora;
 
 /// <summary>The adapter's optimizer (<see cref="AdapterOptions.Optimizer"/>): row-wise Adagrad for A (one accumulator
@@ -7,6 +8,7 @@ internal static unsafe class AdapterUpdateRule
 {
     /// <summary>The new A row (<paramref name="rank"/> floats into <paramref name="newA"/>) from the row's A, its summed
     /// gradient and its accumulator; returns the new accumulator (unchanged under SGD).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float StepRow(AdapterOptions options, float* a, float* grad, float accumulator, float* newA, int rank)
     {
         float step = options.LearningRateA;
@@ -21,6 +23,7 @@ internal static unsafe class AdapterUpdateRule
 
     /// <summary>The new B and its Adagrad state (new arrays: a published B is never mutated; under SGD the state array
     /// is returned as it is).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static (float[] B, float[] Adagrad) StepB(AdapterOptions options, float[] b, ReadOnlySpan<float> gradient, float[] adagrad)
     {
         bool useAdagrad = options.Optimizer == AdapterOptimizer.Adagrad;

@@ -27,6 +27,7 @@ internal static unsafe class LoraMath
     }
 
     /// <summary>Σ x[i]·y[i]</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot(float* x, float* y, int n)
     {
         int i = 0;
@@ -47,6 +48,7 @@ internal static unsafe class LoraMath
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool AllFinite(ReadOnlySpan<float> values)
     {
         // x − x is 0 for finite x and NaN for ±Inf/NaN; summing the differences keeps any NaN.

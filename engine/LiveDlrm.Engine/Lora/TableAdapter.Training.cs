@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using LiveDlrm.Embeddings;
 
@@ -86,6 +87,7 @@ internal sealed unsafe partial class TableAdapter
     /// Returns false, counting it in <see cref="RejectedSteps"/> and changing no effective row, when a gradient, a
     /// weight or a computed update is NaN/Inf. Bad shapes or indices throw before anything changes.
     /// Every <see cref="AdapterOptions.RankAdaptInterval"/> accepted steps it calls <see cref="AdaptRank"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public bool ApplyGradients(ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, ReadOnlySpan<float> bagGradients,
                                PoolingMode pooling = PoolingMode.Sum, ReadOnlySpan<float> weights = default)
     {
@@ -385,6 +387,7 @@ internal sealed unsafe partial class TableAdapter
     /// one index after the other. Chunked so the prefetched A rows (1 line each at rank ≤ 16) are still in L1 when pass 1
     /// reads them, whatever the batch size. Nothing is written before pass 2, so the slots stay valid through pass 1.
     /// Returns the bag after the chunk.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     int FindSlotsAhead(AdapterGeneration g, ReadOnlySpan<long> indices, ReadOnlySpan<long> offsets, int firstBag, int bags)
     {
         int begin = (int)offsets[firstBag], lastBag = firstBag + 1;

@@ -95,6 +95,7 @@ internal sealed class FrozenDenseBackward
     /// <paramref name="gradLastWeight"/> (<see cref="LastLayerInputs"/> floats) and dL/db_last. The last layer is
     /// W_last + <paramref name="delta"/> when given. Tables not needed (constructor) get zero gradients. Non-finite
     /// inputs give a non-finite loss or gradient (callers check).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public unsafe double Backward(IReadOnlyList<ServedEvent> samples, LastLayerAdapter.Snapshot? delta,
                            Span<float> gradPooled, Span<float> gradLastWeight, out float gradLastBias)
     {
@@ -186,6 +187,7 @@ internal sealed class FrozenDenseBackward
 
     /// <summary>y[0..d) = Σ_j s[j]·v_j[0..d): each output vector summed over the <paramref name="count"/> inputs in a
     /// register and stored once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe void CombineVectors(float* s, float** v, int count, int d, float* y)
     {
         int vc = Vector<float>.Count, k = 0;
@@ -204,6 +206,7 @@ internal sealed class FrozenDenseBackward
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         int n = a.Length, k = 0;
@@ -221,6 +224,7 @@ internal sealed class FrozenDenseBackward
     /// vector width). Rows with g = 0 (ReLU-masked, about half) are first compacted out without branches — a
     /// per-row skip branch mispredicts about as often as it is taken — then four vectors of y are accumulated in
     /// registers across the remaining rows at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void AccumulateRows(ReadOnlySpan<float> g, float[] w, int inPad, Span<float> y)
     {
         int vc = Vector<float>.Count, vectors = inPad / vc, rows = g.Length;
@@ -270,6 +274,7 @@ internal sealed class FrozenDenseBackward
 
     /// <summary>grad[k] = activation[k] &gt; 0 ? grad[k] : 0 (ReLU backward, as libtorch's threshold backward; a NaN
     /// activation masks too), branch-free: a data-dependent branch here mispredicts half the time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void ReluMask(ReadOnlySpan<float> activation, Span<float> grad)
     {
         int n = grad.Length, k = 0, vc = Vector<float>.Count;
@@ -285,6 +290,7 @@ internal sealed class FrozenDenseBackward
     }
 
     // y += a·x
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Axpy(float a, ReadOnlySpan<float> x, Span<float> y)
     {
         int n = x.Length, k = 0;

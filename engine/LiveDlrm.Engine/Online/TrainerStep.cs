@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using LiveDlrm.Data;
 using LiveDlrm.Lora;
 using LiveDlrm.Model;
@@ -54,6 +55,7 @@ sealed class TrainerStep
 
     /// <summary>One optimizer step on <paramref name="samples"/>. Returns false when it was discarded. Single
     /// caller at a time (the trainer thread, or a synchronous driver while the thread is stopped).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public bool TrainOn(IReadOnlyList<ServedEvent> samples)
     {
         int b = samples.Count;
