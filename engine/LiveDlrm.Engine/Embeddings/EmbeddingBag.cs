@@ -69,8 +69,8 @@ internal static unsafe class EmbeddingBag
         where TI : unmanaged, IBinaryInteger<TI>
     {
         if (bags == 0) return true;
-        int candidate = -1;
-        int distance = EmbeddingKernels.PrefetchDistanceOverridden ? EmbeddingKernels.PrefetchDistance : table.Prefetch.Next(lookups, out candidate);
+        int turn = -1;
+        int distance = EmbeddingKernels.PrefetchDistanceOverridden ? EmbeddingKernels.PrefetchDistance : table.Prefetch.Next(lookups, out turn);
         var job = new BagJob
         {
             Table = table.DataPointer,
@@ -88,7 +88,7 @@ internal static unsafe class EmbeddingBag
                 ? NativeBagKernel.Select<TI>(EmbeddingKernels.CurrentIsa, table.Storage)
                 : SelectKernel<TI>(EmbeddingKernels.CurrentIsa, table.Storage),
         };
-        bool ok, timed = candidate >= 0;
+        bool ok, timed = turn >= 0;
         long started = timed ? Stopwatch.GetTimestamp() : 0;
         pool ??= EmbeddingWorkerPool.Shared;
         if (lookups < ParallelThresholdLookups || bags < 2 || pool.ThreadCount == 0 || !pool.TryRun(in job, out ok))
@@ -97,7 +97,7 @@ internal static unsafe class EmbeddingBag
             timed &= pool.ThreadCount == 0 || bags < 2;
             ok = job.Kernel(in job, 0, bags);
         }
-        if (timed && ok) table.Prefetch.Record(candidate, Stopwatch.GetTimestamp() - started, lookups);
+        if (timed && ok) table.Prefetch.Record(turn, Stopwatch.GetTimestamp() - started, lookups);
         GC.KeepAlive(table);    // the native rows must outlive the kernels even if the caller drops the table
         return ok;
     }

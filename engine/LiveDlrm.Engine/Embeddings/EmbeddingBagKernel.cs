@@ -163,6 +163,7 @@ internal static unsafe class BagKernel
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
         float biasSum = 0;
         bool ahead = Sse.IsSupported && prefetch && distance > 0;
+        bool middleLine = RowPrefetch.MayTouchThreeLines(stride);
         // The column offset folded into the base pointer and the prefetch decision hoisted out of the loops.
         byte* columns = table + (long)col * TF.ElementBytes;
         if (weights == null && !TF.HasBias)
@@ -176,7 +177,7 @@ internal static unsafe class BagKernel
                 {
                     long r = long.CreateTruncating(indices[j]);
                     if (TC.Enabled && (ulong)r >= rows) return false;
-                    RowPrefetch.Ahead(indices, j, distance, rangeEnd, table, stride);
+                    RowPrefetch.Ahead(indices, j, distance, rangeEnd, table, stride, middleLine);
                     byte* row = columns + r * stride;
                     a0 = TS.Add(TF.Load<TS, TV>(row, 0), a0);
                     if (nv > 1) a1 = TS.Add(TF.Load<TS, TV>(row, w), a1);
@@ -201,20 +202,39 @@ internal static unsafe class BagKernel
         else if (weights == null)
         {
             // Unweighted int8 rowwise: the row's scale broadcast straight from the row and its bias summed, with no
-            // weight folded in (no multiplies by 1, no per-row weights test).
+            // weight folded in (no multiplies by 1, no per-row weights test), and the prefetch decision hoisted as in
+            // the fp32/fp16 loops.
             long factors = (long)(dim - col) * TF.ElementBytes;   // from a row's column `col` to its scale
-            for (long j = start; j < end; j++)
+            if (ahead)
             {
-                long r = long.CreateTruncating(indices[j]);
-                if (TC.Enabled && (ulong)r >= rows) return false;
-                if (ahead) RowPrefetch.Ahead(indices, j, distance, rangeEnd, table, stride);
-                byte* row = columns + r * stride;
-                TV s = TS.Broadcast(Unsafe.ReadUnaligned<float>(row + factors));
-                biasSum += Unsafe.ReadUnaligned<float>(row + factors + 4);
-                a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
-                if (nv > 1) a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
-                if (nv > 2) a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
-                if (nv > 3) a3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), s, a3);
+                for (long j = start; j < end; j++)
+                {
+                    long r = long.CreateTruncating(indices[j]);
+                    if (TC.Enabled && (ulong)r >= rows) return false;
+                    RowPrefetch.Ahead(indices, j, distance, rangeEnd, table, stride, middleLine);
+                    byte* row = columns + r * stride;
+                    TV s = TS.Broadcast(Unsafe.ReadUnaligned<float>(row + factors));
+                    biasSum += Unsafe.ReadUnaligned<float>(row + factors + 4);
+                    a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
+                    if (nv > 1) a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
+                    if (nv > 2) a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
+                    if (nv > 3) a3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), s, a3);
+                }
+            }
+            else
+            {
+                for (long j = start; j < end; j++)
+                {
+                    long r = long.CreateTruncating(indices[j]);
+                    if (TC.Enabled && (ulong)r >= rows) return false;
+                    byte* row = columns + r * stride;
+                    TV s = TS.Broadcast(Unsafe.ReadUnaligned<float>(row + factors));
+                    biasSum += Unsafe.ReadUnaligned<float>(row + factors + 4);
+                    a0 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 0), s, a0);
+                    if (nv > 1) a1 = TS.MultiplyAdd(TF.Load<TS, TV>(row, w), s, a1);
+                    if (nv > 2) a2 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 2 * w), s, a2);
+                    if (nv > 3) a3 = TS.MultiplyAdd(TF.Load<TS, TV>(row, 3 * w), s, a3);
+                }
             }
         }
         else
@@ -223,7 +243,7 @@ internal static unsafe class BagKernel
             {
                 long r = long.CreateTruncating(indices[j]);
                 if (TC.Enabled && (ulong)r >= rows) return false;
-                if (ahead) RowPrefetch.Ahead(indices, j, distance, rangeEnd, table, stride);
+                if (ahead) RowPrefetch.Ahead(indices, j, distance, rangeEnd, table, stride, middleLine);
                 byte* row = table + r * stride;
                 TF.RowFactors(row, dim, weights[j], out float rowScale, out float bias);
                 TV s = TS.Broadcast(rowScale);

@@ -59,14 +59,21 @@ internal static unsafe class RowPrefetch
     /// up to 128 bytes (fp16 and int8 at dim 64) span at most three lines: first, last and the one 64 bytes in are
     /// touched without a loop.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Row(byte* row, long stride)
+    public static void Row(byte* row, long stride) => Row(row, stride, middleLine: stride > 64);
+
+    /// <summary><see cref="Row(byte*, long)"/> with the line 64 bytes in touched only when
+    /// <paramref name="middleLine"/> (<see cref="MayTouchThreeLines"/>, decided once a lookup): for a row of up to
+    /// two lines the first and the last byte name every line, and a third prefetch of a line already asked for is an
+    /// instruction in the loop that keeps no further row in flight.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Row(byte* row, long stride, bool middleLine)
     {
         if (!Sse.IsSupported) return;
         if (stride <= 128)
         {
             Sse.Prefetch0(row);
             Sse.Prefetch0(row + stride - 1);
-            if (stride > 64) Sse.Prefetch0(row + 64);
+            if (middleLine) Sse.Prefetch0(row + 64);
             return;
         }
         byte* line = (byte*)((nuint)row & ~(nuint)63);
@@ -74,14 +81,29 @@ internal static unsafe class RowPrefetch
         for (; line <= last; line += 64) Sse.Prefetch0(line);
     }
 
+    /// <summary>Whether a row of <paramref name="stride"/> ≤ 128 bytes of a table whose rows start 64-byte aligned
+    /// (<see cref="LiveDlrm.Memory.NativeBuffer"/>) can touch three cache lines: row starts are multiples of the
+    /// stride's largest power-of-two divisor (capped at 64), so a row starts at most 64 minus that into a line. The
+    /// int8 dim-64 row (72 bytes, 8-aligned) and the fp16 one (128 bytes, 64-aligned) never touch three.</summary>
+    public static bool MayTouchThreeLines(long stride)
+    {
+        long alignment = Math.Min(stride & -stride, 64);
+        return stride > 64 && 64 - alignment + stride > 128;
+    }
+
     /// <summary>The row of lookup <paramref name="j"/> + <paramref name="distance"/>, when that lookup is still inside
     /// this thread's range of the batch. Its index is not checked yet (the kernel checks it when its turn comes): an
     /// index outside the table gives an address outside it, which a prefetch ignores (prefetches never fault).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Ahead<TI>(TI* indices, long j, int distance, long rangeEnd, byte* table, long stride) where TI : unmanaged, System.Numerics.IBinaryInteger<TI>
+        => Ahead(indices, j, distance, rangeEnd, table, stride, middleLine: stride > 64);
+
+    /// <inheritdoc cref="Ahead{TI}(TI*, long, int, long, byte*, long)"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Ahead<TI>(TI* indices, long j, int distance, long rangeEnd, byte* table, long stride, bool middleLine) where TI : unmanaged, System.Numerics.IBinaryInteger<TI>
     {
         long p = j + distance;
         if (p >= rangeEnd) return;
-        Row(table + long.CreateTruncating(indices[p]) * stride, stride);
+        Row(table + long.CreateTruncating(indices[p]) * stride, stride, middleLine);
     }
 }

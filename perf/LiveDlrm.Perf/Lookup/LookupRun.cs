@@ -212,6 +212,8 @@ internal sealed class LookupRun : BenchRun
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
                 LivedlrmVsNativeRefPerRound = best.Value is null ? null : PerRoundRatio(results, "livedlrm", $"native_ref_pf{best.Key}"),
+                LivedlrmVsNativeRefPerRoundQuartiles = best.Value is null ? null : PerRoundQuartiles(results, "livedlrm", $"native_ref_pf{best.Key}"),
+                NativeRefRunSpread = best.Value is null ? null : RunSpread(results[$"native_ref_pf{best.Key}"].Runs),
                 LivedlrmVsTorchsharpPerRound = PerRoundRatio(results, "livedlrm", "torchsharp"),
                 LivedlrmVsNativeRefSamePrefetchPerRound = PerRoundRatio(results, "livedlrm", $"native_ref_pf{table.PrefetchDistance}"),
                 LivedlrmImplementation = EmbeddingKernels.ImplementationFor(table.Storage).ToString().ToLowerInvariant(),
@@ -249,6 +251,33 @@ internal sealed class LookupRun : BenchRun
         return ratios.Length == 0 ? null : ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
     }
 
+    /// <summary>First and third quartile over the rounds of the same-round ratio: the spread behind
+    /// <see cref="PerRoundRatio"/>.</summary>
+    static double[]? PerRoundQuartiles(IReadOnlyDictionary<string, Timing.Result> results, string numerator, string denominator)
+    {
+        if (!results.TryGetValue(numerator, out var a) || !results.TryGetValue(denominator, out var b)) return null;
+        var ratios = a.Runs.Zip(b.Runs, (x, y) => y > 0 ? x / y : double.NaN).Where(double.IsFinite).Order().ToArray();
+        return ratios.Length == 0 ? null : [Quantile(ratios, 0.25), Quantile(ratios, 0.75)];
+    }
+
+    /// <summary>(third quartile − first quartile) / median of one contender's runs: how much the contender varies
+    /// from round to round on its own.</summary>
+    static double? RunSpread(double[] runs)
+    {
+        var sorted = runs.Order().ToArray();
+        double median = Quantile(sorted, 0.5);
+        return sorted.Length == 0 || median <= 0 ? null : (Quantile(sorted, 0.75) - Quantile(sorted, 0.25)) / median;
+    }
+
+    /// <summary>Linear interpolation between closest ranks of an ascending array.</summary>
+    static double Quantile(double[] sorted, double q)
+    {
+        if (sorted.Length == 0) return double.NaN;
+        double pos = q * (sorted.Length - 1);
+        int lo = (int)Math.Floor(pos), hi = Math.Min(lo + 1, sorted.Length - 1);
+        return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+    }
+
     internal static string DtypeName(EmbeddingStorage s) => s switch
     {
         EmbeddingStorage.Fp32 => "fp32",
@@ -262,6 +291,8 @@ internal sealed class LookupRun : BenchRun
 
     static string CaseName(EmbeddingStorage d, long rows, IdDistribution dist) =>
         $"{DtypeName(d)}-{RowsLabel(rows)}-{(dist == IdDistribution.Zipf ? "zipf" : "uniform")}";
+
+    static string Range(double[]? q) => q is [var lo, var hi] ? $"{F(lo, "F2")}-{F(hi, "F2")}" : "—";
 
     static string F(double? v, string format = "F1") => v?.ToString(format, CultureInfo.InvariantCulture) ?? "—";
 
@@ -277,11 +308,12 @@ internal sealed class LookupRun : BenchRun
         Console.WriteLine();
         Console.WriteLine("M lookups/s, median of runs (GB/s = rows gathered × row bytes)");
         Console.WriteLine("LD = the engine's default code for the storage type (code column); 'other' = the other code; /native and /torch");
-        Console.WriteLine("columns marked 'rnd' are medians over rounds of same-round ratios (native at its best prefetch distance); '@LD pf': the same against native at LiveDlrm's own distance");
-        Console.WriteLine($"{"case",-18} {"code",7} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD pf",5} {"LD/native",9} {"rnd",5} {"@LD pf",6} {"other/nat",9} {"LD/torch",8} {"rnd",5} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8} {"lora",7} {"lora t/t",8} {"per-round",9}");
+        Console.WriteLine("columns marked 'rnd' are medians over rounds of same-round ratios (native at its best prefetch distance), 'q1-q3' their quartiles; '@LD pf': the same against native at LiveDlrm's own distance");
+        Console.WriteLine("'nat IQR': the native gather's own spread over its runs at its best distance, (q3 - q1) / median");
+        Console.WriteLine($"{"case",-18} {"code",7} {"livedlrm",9} {"torchsharp",10} {"native_ref",10} {"best pf",7} {"LD pf",5} {"LD/native",9} {"rnd",5} {"q1-q3",9} {"nat IQR",7} {"@LD pf",6} {"other/nat",9} {"LD/torch",8} {"rnd",5} {"LD/fp32",7} {"LD GB/s",7} {"ref GB/s",8} {"lora",7} {"lora t/t",8} {"per-round",9}");
         foreach (var r in records)
             Console.WriteLine($"{r.Case,-18} {r.LivedlrmImplementation,7} {F(r.LivedlrmMlookups),9} {F(r.TorchsharpMlookups),10} {F(r.NativeRefMlookups),10} {r.NativeRefBestPrefetch?.ToString(CultureInfo.InvariantCulture) ?? "—",7} {r.LivedlrmPrefetch,5} " +
-                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsNativeRefPerRound, "F2"),5} {F(r.LivedlrmVsNativeRefSamePrefetchPerRound, "F2"),6} {F(r.OtherImplementationVsNativeRefPerRound, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsTorchsharpPerRound, "F2"),5} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8} {F(r.LoraTimeRatioPerRound, "F2"),9}");
+                              $"{F(r.LivedlrmVsNativeRef, "F2"),9} {F(r.LivedlrmVsNativeRefPerRound, "F2"),5} {Range(r.LivedlrmVsNativeRefPerRoundQuartiles),9} {F(r.NativeRefRunSpread * 100, "F0") + (r.NativeRefRunSpread is null ? "" : "%"),7} {F(r.LivedlrmVsNativeRefSamePrefetchPerRound, "F2"),6} {F(r.OtherImplementationVsNativeRefPerRound, "F2"),9} {F(r.LivedlrmVsTorchsharp, "F2"),8} {F(r.LivedlrmVsTorchsharpPerRound, "F2"),5} {F(r.LivedlrmVsFp32, "F2"),7} {F(r.LivedlrmGbps),7} {F(r.NativeRefGbps),8} {F(r.LivedlrmLoraMlookups),7} {F(r.LoraTimeRatio, "F2"),8} {F(r.LoraTimeRatioPerRound, "F2"),9}");
     }
 
     static string WriteJson(List<LookupRecord> records, string? outPath)
@@ -331,6 +363,12 @@ sealed class LookupRecord
     /// distance (best by median) in the same round: the figure the kernel targets are stated in.</summary>
     public double? LivedlrmVsNativeRefPerRound { get; init; }
     public double? LivedlrmVsTorchsharpPerRound { get; init; }
+    /// <summary>First and third quartile over rounds of the same-round ratio behind
+    /// <see cref="LivedlrmVsNativeRefPerRound"/>.</summary>
+    public double[]? LivedlrmVsNativeRefPerRoundQuartiles { get; init; }
+    /// <summary>The native reference's own spread at its best distance: (q3 − q1) / median of its runs. A gap to
+    /// 0.95 smaller than this is inside the baseline's round-to-round variation.</summary>
+    public double? NativeRefRunSpread { get; init; }
     /// <summary>Per-round median of LiveDlrm / the native reference at LiveDlrm's own prefetch distance: like for like,
     /// without the upward bias of taking the best of several noisy medians.</summary>
     public double? LivedlrmVsNativeRefSamePrefetchPerRound { get; init; }
