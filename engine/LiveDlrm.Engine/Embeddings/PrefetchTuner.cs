@@ -35,10 +35,20 @@ internal sealed class PrefetchTuner(int initialDistance)
     /// <summary>The distance in use outside the exploration turns.</summary>
     public int Chosen => _chosen;
 
-    /// <summary>The candidate index timed by exploration turn <paramref name="turn"/>: round r starts at candidate
-    /// r mod count, so no candidate always follows the same one (a lookup leaves caches and prefetchers warm for the
-    /// next).</summary>
-    internal static int CandidateOf(int turn) => (turn % Candidates.Length + turn / Candidates.Length) % Candidates.Length;
+    /// <summary>The candidate index timed by exploration turn <paramref name="turn"/>. Round r visits the candidates
+    /// with step 1 + r mod (count − 1) from candidate r mod count (the count is prime), so both the candidate that
+    /// opens a round and the one each candidate follows change from round to round: a lookup that leaves the caches,
+    /// the prefetchers or the pool's threads in a state that helps or hurts the next one does not favour one
+    /// candidate throughout.</summary>
+    internal static int CandidateOf(int turn)
+    {
+        int n = Candidates.Length, round = turn / n;
+        return (round % n + turn % n * (1 + round % (n - 1))) % n;
+    }
+
+    /// <summary>Each candidate's score in the last complete exploration (median time over its round's fastest; 1 is
+    /// the best possible), NaN before one: what <c>bench lookup</c> prints beside the chosen distance.</summary>
+    public double[] LastScores { get; } = Candidates.Select(_ => double.NaN).ToArray();
 
     /// <summary>The distance for a lookup of <paramref name="lookups"/> indices; <paramref name="turn"/> ≥ 0 when
     /// this lookup is an exploration turn whose time is to be passed to <see cref="Record"/>.</summary>
@@ -93,6 +103,7 @@ internal sealed class PrefetchTuner(int initialDistance)
         for (int c = 0; c < n; c++)
         {
             double score = Median(ratios.Slice(c * Rounds, complete));
+            LastScores[c] = score;
             if (score < bestScore) (best, bestScore) = (c, score);
         }
         _chosen = Candidates[best];

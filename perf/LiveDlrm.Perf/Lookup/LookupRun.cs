@@ -209,6 +209,8 @@ internal sealed class LookupRun : BenchRun
                 LivedlrmSweep = o.LiveDlrmPrefetch.Length == 0 ? null
                     : o.LiveDlrmPrefetch.ToDictionary(pf => pf.ToString(CultureInfo.InvariantCulture), pf => Median($"livedlrm_pf{pf}")),
                 LivedlrmPrefetch = table.PrefetchDistance,
+                LivedlrmTunerScores = PrefetchTuner.Candidates.Select((pf, i) => (pf, i)).ToDictionary(
+                    x => x.pf.ToString(CultureInfo.InvariantCulture), x => double.IsNaN(table.Prefetch.LastScores[x.i]) ? (double?)null : table.Prefetch.LastScores[x.i]),
                 LivedlrmGbps = Gbps(livedlrm, rowBytes), TorchsharpGbps = Gbps(torchsharp, rowBytes), NativeRefGbps = Gbps(native, rowBytes),
                 LivedlrmVsNativeRef = Ratio(livedlrm, native), LivedlrmVsTorchsharp = Ratio(livedlrm, torchsharp),
                 LivedlrmVsNativeRefPerRound = best.Value is null ? null : PerRoundRatio(results, "livedlrm", $"native_ref_pf{best.Key}"),
@@ -300,6 +302,7 @@ internal sealed class LookupRun : BenchRun
     {
         string sweep = r.NativeRefSweep is null ? "" : "  native sweep: " + string.Join(" ", r.NativeRefSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
         if (r.LivedlrmSweep is not null) sweep += "  livedlrm sweep: " + string.Join(" ", r.LivedlrmSweep.Select(kv => $"pf{kv.Key}={F(kv.Value)}"));
+        if (r.LivedlrmTunerScores is not null) sweep += $"  tuner chose {r.LivedlrmPrefetch}, scores: " + string.Join(" ", r.LivedlrmTunerScores.Select(kv => $"pf{kv.Key}={F(kv.Value, "F2")}"));
         Console.WriteLine($"  {r.Case,-18} livedlrm {F(r.LivedlrmMlookups),7}  lora {F(r.LivedlrmLoraMlookups),7}{(r.LoraHitFraction is double hf ? $" ({hf:P1} hits)" : "")}  torchsharp {F(r.TorchsharpMlookups),7}  native {F(r.NativeRefMlookups),7}{sweep}");
     }
 
@@ -354,6 +357,9 @@ sealed class LookupRecord
     public string NativeRefIsa { get; set; } = "";
     /// <summary>The prefetch distance the table's tuner had chosen at the end of the timed runs (docs/kernels.md).</summary>
     public int LivedlrmPrefetch { get; init; }
+    /// <summary>The table's prefetch tuner at the end of the timed runs: each candidate distance's score in its last
+    /// exploration (median time over its round's fastest, 1 = fastest in every round).</summary>
+    public Dictionary<string, double?>? LivedlrmTunerScores { get; init; }
     /// <summary>--livedlrm-prefetch: LiveDlrm at other distances (null when not asked for).</summary>
     public Dictionary<string, double?>? LivedlrmSweep { get; init; }
     public string LivedlrmKernel { get; set; } = "";

@@ -39,15 +39,21 @@ internal class PrefetchTunerTests
     }
 
     [Test]
-    public void EveryRoundTimesEveryCandidateOnceInARotatedOrder()
+    public void EveryRoundTimesEveryCandidateOnceInAChangingOrder()
     {
         int n = PrefetchTuner.Candidates.Length;
+        var openers = new HashSet<int>();
+        var predecessors = Enumerable.Range(0, n).Select(_ => new HashSet<int>()).ToArray();
         for (int r = 0; r < PrefetchTuner.Rounds; r++)
         {
             var inRound = Enumerable.Range(r * n, n).Select(PrefetchTuner.CandidateOf).ToList();
             Assert.That(inRound.Order(), Is.EqualTo(Enumerable.Range(0, n)), $"round {r}");
-            Assert.That(inRound[0], Is.EqualTo(r % n), $"round {r} starts one candidate later than the round before");
+            openers.Add(inRound[0]);
+            for (int k = 1; k < n; k++) predecessors[inRound[k]].Add(inRound[k - 1]);
         }
+        Assert.That(openers, Has.Count.EqualTo(n), "every candidate opens a round");
+        for (int c = 0; c < n; c++)
+            Assert.That(predecessors[c], Has.Count.GreaterThanOrEqualTo(3), $"candidate {c} follows several others");
     }
 
     [Test]
@@ -57,6 +63,7 @@ internal class PrefetchTunerTests
         var tuner = new PrefetchTuner(initialDistance: 16);
         Assert.That(tuner.Chosen, Is.EqualTo(16));
         // 32 is only 5 % faster than the next candidate, well inside the spread of the slowdowns between rounds.
+        Assert.That(tuner.LastScores, Is.All.NaN);
         var first = Explore(tuner, d => d == 32 ? 1.0 : 1.05 + d / 1000.0, rng);
         Assert.That(first.Distinct().Order(), Is.EqualTo(PrefetchTuner.Candidates.Order()));
         Assert.That(first.GroupBy(d => d).Select(g => g.Count()), Is.All.EqualTo(PrefetchTuner.Rounds));
@@ -65,6 +72,7 @@ internal class PrefetchTunerTests
             Assert.That(tuner.Next(Big, out int turn), Is.EqualTo(32));
             Assert.That(turn, Is.EqualTo(-1), "not timed while exploiting");
         }
+        Assert.That(tuner.LastScores[Array.IndexOf(PrefetchTuner.Candidates, 32)], Is.EqualTo(1.0).Within(1e-9));
         // The next cycle finds that the traffic changed: 8 is now the fastest.
         Explore(tuner, d => d == 8 ? 1.0 : 1.05, rng);
         Assert.That(tuner.Next(Big, out _), Is.EqualTo(8));
