@@ -121,7 +121,10 @@ internal static unsafe class BagKernel
     /// one pass). Wider rows take further passes over the same bag, whose rows are then in L1.</summary>
     const int GroupVectors = 4;
 
-    /// <summary>Bags [bagBegin, bagEnd) of <paramref name="job"/> at one width, row format and index type.</summary>
+    /// <summary>Bags [bagBegin, bagEnd) of <paramref name="job"/> at one width, row format and index type. Compiled
+    /// optimised at once like <see cref="SumRows"/>: its per-bag work in unoptimised code (every generic static call
+    /// a call) would slow a table's first lookups several-fold.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool Run<TS, TV, TF, TI>(in BagJob job, int bagBegin, int bagEnd)
         where TS : ISimd<TV> where TV : struct where TF : IRowFormat where TI : unmanaged, IBinaryInteger<TI>
     {

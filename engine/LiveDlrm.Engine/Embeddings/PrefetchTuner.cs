@@ -12,14 +12,18 @@ namespace LiveDlrm.Embeddings;
 /// process taking memory bandwidth, preemption) scales a whole round and cancels out, where comparing each
 /// candidate's own best sample would reward whichever candidate happened to run in the quietest moment. The lowest
 /// score is used for the next <see cref="ExploitCalls"/> lookups, then the rounds repeat, following a change of
-/// traffic. Until the first rounds end the storage type's default applies. Updates from concurrent lookups race
+/// traffic. The first rounds start only after <see cref="WarmupCalls"/> timed-size lookups: a table's first lookups
+/// run while the process is still warming up (code tiering up, the pool's threads and the caches settling) and get
+/// faster from one lookup to the next, a trend inside a round that no ratio cancels (it ranked the candidates in the
+/// order they came). Until the first rounds end the storage type's default applies. Updates from concurrent lookups race
 /// benignly: the state is a heuristic, every field is read and written whole, and any distance gives the same
 /// results.</para></summary>
 internal sealed class PrefetchTuner(int initialDistance)
 {
     internal static readonly int[] Candidates = [0, 8, 16, 24, 32];
-    internal const int Rounds = 8;
+    internal const int Rounds = 16;
     internal const int ExploitCalls = 2000;
+    internal const int WarmupCalls = 200;
     /// <summary>Smaller lookups run on the calling thread in a few µs: too short to time, and the pool's wake-up is
     /// not part of them.</summary>
     internal const int MinTimedLookups = EmbeddingBag.ParallelThresholdLookups;
@@ -29,7 +33,7 @@ internal sealed class PrefetchTuner(int initialDistance)
     /// <summary>Time per lookup of exploration turn i (round i / candidates, candidate <see cref="CandidateOf"/>);
     /// 0 = not recorded (a lookup that ran on one thread because the pool was busy, or one that failed).</summary>
     readonly double[] _samples = new double[ExploreCalls];
-    int _calls = -1;
+    long _calls = -1;
     volatile int _chosen = initialDistance;
 
     /// <summary>The distance in use outside the exploration turns.</summary>
@@ -56,7 +60,9 @@ internal sealed class PrefetchTuner(int initialDistance)
     {
         turn = -1;
         if (lookups < MinTimedLookups) return _chosen;
-        int call = (int)((uint)Interlocked.Increment(ref _calls) % CycleCalls);
+        long sequence = Interlocked.Increment(ref _calls) - WarmupCalls;
+        if (sequence < 0) return _chosen;
+        int call = (int)(sequence % CycleCalls);
         if (call >= ExploreCalls)
         {
             if (call == ExploreCalls) Choose();

@@ -2,7 +2,7 @@ using LiveDlrm.Embeddings;
 
 namespace LiveDlrm.Tests.Embeddings;
 
-/// <summary>The per-table prefetch distance: exploration rounds over every candidate, the candidate with the lowest
+/// <summary>The per-table prefetch distance: after a warm-up, exploration rounds over every candidate, the candidate with the lowest
 /// median time relative to its round's fastest chosen, chosen again in the next rounds, small lookups never timed.</summary>
 [TestFixture]
 internal class PrefetchTunerTests
@@ -38,6 +38,16 @@ internal class PrefetchTunerTests
         return handedOut;
     }
 
+    /// <summary>The lookups before the first exploration: not timed, at the distance in use.</summary>
+    static void WarmUp(PrefetchTuner tuner)
+    {
+        for (int i = 0; i < PrefetchTuner.WarmupCalls; i++)
+        {
+            Assert.That(tuner.Next(Big, out int turn), Is.EqualTo(tuner.Chosen));
+            Assert.That(turn, Is.EqualTo(-1), "not timed while warming up");
+        }
+    }
+
     [Test]
     public void EveryRoundTimesEveryCandidateOnceInAChangingOrder()
     {
@@ -62,6 +72,7 @@ internal class PrefetchTunerTests
         var rng = new Random(3);
         var tuner = new PrefetchTuner(initialDistance: 16);
         Assert.That(tuner.Chosen, Is.EqualTo(16));
+        WarmUp(tuner);
         // 32 is only 5 % faster than the next candidate, well inside the spread of the slowdowns between rounds.
         Assert.That(tuner.LastScores, Is.All.NaN);
         var first = Explore(tuner, d => d == 32 ? 1.0 : 1.05 + d / 1000.0, rng);
@@ -85,6 +96,7 @@ internal class PrefetchTunerTests
     {
         var rng = new Random(5);
         var tuner = new PrefetchTuner(initialDistance: 0);
+        WarmUp(tuner);
         int n = PrefetchTuner.Candidates.Length;
         // Every round but the last loses one turn: the last round alone decides.
         Explore(tuner, d => d == 16 ? 1.0 : 1.1, rng, skip: i => i / n < PrefetchTuner.Rounds - 1 && i % n == 0);
@@ -119,7 +131,7 @@ internal class PrefetchTunerTests
         var expected = EmbeddingTestData.Reference(table, indices, offsets, [], PoolingMode.Sum);
         var output = new float[400 * 64];
         using var pool = new EmbeddingWorkerPool(1);
-        for (int i = 0; i < PrefetchTuner.ExploreCalls + 3; i++)
+        for (int i = 0; i < PrefetchTuner.WarmupCalls + PrefetchTuner.ExploreCalls + 3; i++)
         {
             EmbeddingBag.Forward(table, indices, offsets, output, PoolingMode.Sum, default, pool);
             EmbeddingTestData.AssertClose(expected, output, 64, 1e-5, $"lookup {i} at distance {table.PrefetchDistance}");
