@@ -56,15 +56,21 @@ internal sealed record LoadOptions
 }
 
 /// <summary>What one load run measured (after the warm-up). <see cref="Sent"/> counts the Poisson arrivals sent,
-/// <see cref="Requests"/> those answered; latencies in milliseconds from each request's intended send time.</summary>
+/// <see cref="Requests"/> those answered; latencies in milliseconds from each request's intended send time.
+/// The generator's own share of that latency: <see cref="SendLateP99Ms"/>/<see cref="SendLateMaxMs"/> how late the
+/// sender started a request after its intended time, <see cref="ClientGcPauseMs"/> and <see cref="ClientGcCount"/>
+/// the garbage collections of the generator's process during the run (every thread of it stops for a pause, the
+/// completions that time the requests too).</summary>
 internal sealed record LoadResult(
     double OfferedQps, double AchievedQps, long Sent, long Requests, long Errors, long Dropped, long Events,
     double P50Ms, double P99Ms, double P999Ms, double MaxMs, double Seconds,
-    long FeedbackSent, long FeedbackJoined, long FeedbackUnknown, long FeedbackLate, string? FirstError)
+    long FeedbackSent, long FeedbackJoined, long FeedbackUnknown, long FeedbackLate, string? FirstError,
+    double SendLateP99Ms = double.NaN, double SendLateMaxMs = double.NaN, double ClientGcPauseMs = double.NaN, int ClientGcCount = 0)
 {
     public string Summary() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
         $"{OfferedQps:F0} QPS offered, {AchievedQps:F0} achieved: P50 {P50Ms:F3} ms  P99 {P99Ms:F3} ms  P99.9 {P999Ms:F3} ms  max {MaxMs:F3} ms; " +
-        $"{Sent} sent, {Requests} answered ({Events} events), {Errors} errors, {Dropped} dropped; feedback {FeedbackSent} sent: {FeedbackJoined} joined, {FeedbackUnknown} unknown, {FeedbackLate} late")
+        $"{Sent} sent, {Requests} answered ({Events} events), {Errors} errors, {Dropped} dropped; feedback {FeedbackSent} sent: {FeedbackJoined} joined, {FeedbackUnknown} unknown, {FeedbackLate} late; " +
+        $"generator: send lateness P99 {SendLateP99Ms:F3} ms max {SendLateMaxMs:F3} ms, {ClientGcCount} GCs pausing {ClientGcPauseMs:F1} ms")
         + (FirstError is null ? "" : $"; first error: {FirstError}");
 }
 
@@ -99,6 +105,9 @@ internal static class LoadGenerator
         await client.ScoreAsync(requests[0], cancellationToken: token);
 
         var histogram = new LongHistogram(HighestTrackableMicros, 3);
+        var lateness = new LongHistogram(HighestTrackableMicros, 3);   // written by the pacing thread only
+        int gcCount0 = GC.CollectionCount(0);
+        var gcPause0 = GC.GetTotalPauseDuration();
         var feedback = new FeedbackSender(client, o);
         long sent = 0, completed = 0, errors = 0, dropped = 0, events = 0, inFlight = 0;
         string? firstError = null;
@@ -120,6 +129,7 @@ internal static class LoadGenerator
                 if (intended >= end) break;
                 if (Stopwatch.GetTimestamp() < intended) PreciseClock.SleepUntil(intended);
                 bool record = intended >= measureFrom;
+                if (record) lateness.RecordValue(Math.Clamp((long)((Stopwatch.GetTimestamp() - intended) * 1e6 / freq), 0, HighestTrackableMicros));
                 if (Interlocked.Read(ref inFlight) >= o.MaxInFlight) { if (record) dropped++; continue; }
                 Interlocked.Increment(ref inFlight);
                 if (record) sent++;
@@ -131,12 +141,16 @@ internal static class LoadGenerator
         var all = Task.WhenAll(outstanding);
         await Task.WhenAny(all, Task.Delay(o.Drain, token));
         long late = Interlocked.Read(ref inFlight);
+        int gcCount = GC.CollectionCount(0) - gcCount0;
+        double gcPauseMs = (GC.GetTotalPauseDuration() - gcPause0).TotalMilliseconds;
         await feedback.FlushAsync(token);
         double seconds = o.Duration.TotalSeconds;
         double Ms(double p) => histogram.TotalCount == 0 ? double.NaN : histogram.GetValueAtPercentile(p) / 1000.0;
         return new LoadResult(o.Qps, completed / seconds, sent, completed, errors, dropped + late, events, Ms(50), Ms(99), Ms(99.9),
                               histogram.TotalCount == 0 ? double.NaN : histogram.GetMaxValue() / 1000.0, seconds,
-                              feedback.Sent, feedback.Joined, feedback.Unknown, feedback.Late, firstError ?? feedback.FirstError);
+                              feedback.Sent, feedback.Joined, feedback.Unknown, feedback.Late, firstError ?? feedback.FirstError,
+                              lateness.TotalCount == 0 ? double.NaN : lateness.GetValueAtPercentile(99) / 1000.0,
+                              lateness.TotalCount == 0 ? double.NaN : lateness.GetMaxValue() / 1000.0, gcPauseMs, gcCount);
 
         async Task Send(ScoreRequest request, float[]? eventLabels, long intended, bool record)
         {

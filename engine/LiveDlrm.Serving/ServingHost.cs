@@ -35,6 +35,7 @@ internal sealed class ServingHost : IAsyncDisposable
     readonly LabelJoin _labels;
     readonly TrainerQos _qos;
     readonly PoolWaitProbe _poolWait;
+    readonly GcPauseListener _gcPauses;
     readonly AdapterStore? _store;
     readonly FleetMember? _fleet;   // with --fleet: examples go to the log, the log is the only trainer
     readonly object _preparedLock = new();
@@ -94,6 +95,7 @@ internal sealed class ServingHost : IAsyncDisposable
         RegisterObservables();
         App = BuildApp(configureWebHost);
         _poolWait = new PoolWaitProbe();
+        _gcPauses = new GcPauseListener(_metrics.GcPauseSeconds);
         if (_store is not null)
             _checkpointTimer = new Timer(_ => SaveAdapters("interval"), null, options.CheckpointInterval, options.CheckpointInterval);
     }
@@ -143,6 +145,7 @@ internal sealed class ServingHost : IAsyncDisposable
             .AddMeter([_metrics.Meter.Name, .. _slot.Current.MeterNames, .. (_fleet is null ? [] : new[] { _fleet.Metrics.Meter.Name })])
             .AddView(ServingMetrics.RequestSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddView(ServingMetrics.QosLatencySecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
+            .AddView(ServingMetrics.GcPauseSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddPrometheusExporter(p => p.ScrapeResponseCacheDurationMilliseconds = 0));
         builder.Services.AddGrpc(g =>
         {
@@ -475,6 +478,7 @@ internal sealed class ServingHost : IAsyncDisposable
         if (_fleet is not null) await _fleet.DisposeAsync();
         lock (_preparedLock) { _prepared?.Node.Dispose(); _prepared = null; }
         _poolWait.Dispose();
+        _gcPauses.Dispose();
         _metrics.Dispose();
         _slot.Current.Dispose();
         _stateLock.Dispose();

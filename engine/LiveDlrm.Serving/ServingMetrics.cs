@@ -11,6 +11,7 @@ internal sealed class ServingMetrics : IDisposable
     public const string MeterName = "LiveDlrm.Serving";
     public const string RequestSecondsName = "livedlrm_serve_request_duration";
     public const string QosLatencySecondsName = "livedlrm_qos_request_latency";
+    public const string GcPauseSecondsName = "livedlrm_gc_pause";
 
     public Meter Meter { get; }
     public Counter<long> Requests { get; }
@@ -23,6 +24,7 @@ internal sealed class ServingMetrics : IDisposable
     public Counter<long> ExpiredUnlabelled { get; }
     public Counter<long> Checkpoints { get; }
     public Counter<long> Reloads { get; }
+    public Histogram<double> GcPauseSeconds { get; }
 
     /// <summary>Latency histogram buckets in seconds: 100 µs to ~3 s, ×√2 apart (the P99 of a node sits in the
     /// low milliseconds; a bucket edge every 41 % keeps a percentile read from buckets within that).</summary>
@@ -41,6 +43,7 @@ internal sealed class ServingMetrics : IDisposable
         ExpiredUnlabelled = Meter.CreateCounter<long>("livedlrm_feedback_expired_unlabelled", description: "Served events with no label within the label window, dropped (implicit negatives off).");
         Checkpoints = Meter.CreateCounter<long>("livedlrm_adapter_checkpoints", description: "Adapter checkpoints by result (saved, failed).");
         Reloads = Meter.CreateCounter<long>("livedlrm_model_reloads", description: "Base-model reloads by result (ok, failed).");
+        GcPauseSeconds = Meter.CreateHistogram<double>(GcPauseSecondsName, unit: "s", description: "Stop-the-world pauses of the process's garbage collector (every request thread stops).");
     }
 
     public void Dispose() => Meter.Dispose();
