@@ -36,6 +36,9 @@ internal sealed class ServingHost : IAsyncDisposable
     readonly TrainerQos _qos;
     readonly PoolWaitProbe _poolWait;
     readonly GcPauseListener _gcPauses;
+    // The runtime's own meter (GC collections and allocated bytes, thread-pool queue, lock contention): what a
+    // request-latency tail is made of besides the handler, on /metrics as dotnet_*.
+    const string RuntimeMeterName = "System.Runtime";
     readonly AdapterStore? _store;
     readonly FleetMember? _fleet;   // with --fleet: examples go to the log, the log is the only trainer
     readonly object _preparedLock = new();
@@ -142,7 +145,7 @@ internal sealed class ServingHost : IAsyncDisposable
         builder.Services.AddSingleton(this);
         // /metrics: the OpenTelemetry Prometheus exporter over this server's meter (counter → _total, unit suffixes).
         builder.Services.AddOpenTelemetry().WithMetrics(m => m
-            .AddMeter([_metrics.Meter.Name, .. _slot.Current.MeterNames, .. (_fleet is null ? [] : new[] { _fleet.Metrics.Meter.Name })])
+            .AddMeter([_metrics.Meter.Name, RuntimeMeterName, .. _slot.Current.MeterNames, .. (_fleet is null ? [] : new[] { _fleet.Metrics.Meter.Name })])
             .AddView(ServingMetrics.RequestSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddView(ServingMetrics.QosLatencySecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })
             .AddView(ServingMetrics.GcPauseSecondsName, new ExplicitBucketHistogramConfiguration { Boundaries = ServingMetrics.LatencyBuckets })

@@ -55,14 +55,23 @@ internal sealed record ServeSearchStep(double Qps, double AchievedQps, double P5
 /// <summary>serve.json: one mode at one load, medians over the interleaved rounds.</summary>
 internal sealed record ServeModeResult(
     string Mode, double Qps, double P50Ms, double P99Ms, double P999Ms, double MaxMs, double? TrainerSamplesPerS, double? TrainerRateVsUnthrottled,
-    double? TrainerDutyCycleMedian, List<double> P99VsNoTrainerPerRound, double P99VsNoTrainer, double P99AddedMsMedian, long Errors, long Dropped);
+    double? TrainerDutyCycleMedian, List<double> P99VsNoTrainerPerRound, double P99VsNoTrainer, double P99AddedMsMedian, long Errors, long Dropped,
+    ServeStallAttribution Stalls);
+
+/// <summary>serve.json: what else than the trainer stopped requests during one mode's runs (medians over rounds;
+/// max over rounds for the longest pause): the server's stop-the-world GC pauses, and the load generator's own
+/// lateness in sending and its GC pauses, which reach the client-side P99 as if they were the node's.</summary>
+internal sealed record ServeStallAttribution(
+    double ServerGcPausesPerSMedian, double ServerGcPauseMsPerSMedian, double ServerGcPauseMaxMs,
+    double GeneratorSendLateP99MsMedian, double GeneratorSendLateMaxMs, double GeneratorGcPauseMsMedian);
 
 /// <summary>serve.json: one load (a fraction of the max sustainable QPS) and its modes.</summary>
 internal sealed record ServeLoadCase(double LoadFraction, double Qps, double QosTargetMs, int Rounds, double SecondsPerRun, List<ServeModeResult> Modes);
 
 /// <summary>serve.json: the served node under the online trainer, without it and under QoS.</summary>
 internal sealed record ServeBenchReport(
-    string Machine, string LoadAverageStart, string LoadAverageEnd, int EventsPerRequest, double LightLoadP50Ms, double MaxSustainableQps, List<ServeSearchStep> Search, List<ServeLoadCase> Loads, string Goals);
+    string Machine, string LoadAverageStart, string LoadAverageEnd, int EventsPerRequest, double LightLoadP50Ms, double MaxSustainableQps, List<ServeSearchStep> Search, List<ServeLoadCase> Loads, string Goals,
+    string Placement, string ServerGc);
 
 /// <summary>Source-generated serializers of the bench reports (snake_case; a non-finite figure is null).</summary>
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,

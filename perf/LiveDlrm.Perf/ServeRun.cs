@@ -38,10 +38,12 @@ internal sealed class ServeRun : BenchRun
     readonly Option<int> _batch = Opt.Int("--batch", "events per request", 16, 1, 4096);
     readonly Option<double?> _maxQps = Opt.OptionalDouble("--max-qps", "skip the search and use Q as the maximum sustainable QPS", 1, 1e6);
     readonly Option<string?> _out = Opt.Text("--out", "JSON path (default artifacts/bench/serve.json)", helpName: "PATH");
+    readonly Option<bool> _pin = Opt.Flag("--pin", "run the server on the first PU and this load generator on the others (taskset), so neither preempts the other");
+    readonly Option<int?> _gen0Mb = Opt.OptionalInt("--server-gen0-mb", "the server's GC gen0 budget in MiB (DOTNET_GCgen0size); default: the runtime's choice", 1, 4096);
 
     public ServeRun() : base("serve", "a live node under open-loop load: max QPS, then P50/P99/P99.9 and trainer samples/s at 50 % and 80 %, no trainer / unthrottled / QoS, interleaved rounds")
     {
-        foreach (var o in new Option[] { _rounds, _seconds, _batch, _maxQps, _out }) Add(o);
+        foreach (var o in new Option[] { _rounds, _seconds, _batch, _maxQps, _out, _pin, _gen0Mb }) Add(o);
     }
 
     protected override int Run(ParseResult result)
@@ -50,11 +52,29 @@ internal sealed class ServeRun : BenchRun
         string output = result.GetValue(_out) ?? Path.Combine(root, "artifacts", "bench", "serve.json");
         string cli = Path.Combine(root, "engine", "LiveDlrm.Cli", "bin", "Release", "net10.0", "livedlrm.dll");
         if (!File.Exists(cli)) throw new FileNotFoundException($"{cli} is missing (./build.sh build)", cli);
-        return RunAsync(cli, root, output, result.GetValue(_rounds), result.GetValue(_seconds), result.GetValue(_batch), result.GetValue(_maxQps)).GetAwaiter().GetResult();
+        var setup = new ServerSetup(result.GetValue(_pin), result.GetValue(_gen0Mb));
+        return RunAsync(cli, root, output, result.GetValue(_rounds), result.GetValue(_seconds), result.GetValue(_batch), result.GetValue(_maxQps), setup).GetAwaiter().GetResult();
     }
 
-    static async Task<int> RunAsync(string cli, string root, string output, int rounds, double seconds, int batch, double? givenMax)
+    /// <summary>Where the server and the load generator run, and the server's GC gen0 budget (null: the runtime's).</summary>
+    sealed record ServerSetup(bool Pin, int? Gen0Mb)
     {
+        public string Placement => Pin
+            ? F($"pinned: server on PU 0, load generator on PU 1-{Environment.ProcessorCount - 1} (taskset)")
+            : "unpinned: server and load generator share every PU";
+        public string Gc => Gen0Mb is int mb ? F($"workstation concurrent GC, gen0 budget {mb} MiB (DOTNET_GCgen0size)") : "workstation concurrent GC, runtime-chosen gen0 budget";
+    }
+
+    static async Task<int> RunAsync(string cli, string root, string output, int rounds, double seconds, int batch, double? givenMax, ServerSetup setup)
+    {
+        if (setup.Pin)
+        {
+            if (Environment.ProcessorCount < 2) throw new InvalidOperationException("--pin needs at least two PUs");
+            // Every thread of this process (the load generator's), and the threads it starts later, off PU 0.
+            using var taskset = Process.Start("taskset", ["-a", "-c", "-p", F($"1-{Environment.ProcessorCount - 1}"), Environment.ProcessId.ToString(CultureInfo.InvariantCulture)]);
+            taskset.WaitForExit();
+            if (taskset.ExitCode != 0) throw new InvalidOperationException("--pin: taskset failed");
+        }
         string work = Path.Combine(root, "artifacts", "bench", "serve-work");
         if (Directory.Exists(work)) Directory.Delete(work, true);
         Directory.CreateDirectory(work);
@@ -64,14 +84,14 @@ internal sealed class ServeRun : BenchRun
         File.WriteAllText(tokenFile, Token);
         int port = FreePortPair();
         var target = new IPEndPoint(IPAddress.Loopback, port);
-        using var server = StartServer(cli, model, tokenFile, port, Path.Combine(work, "server.log"));
+        using var server = StartServer(cli, model, tokenFile, port, Path.Combine(work, "server.log"), setup);
         using var http = new HttpClient { BaseAddress = new Uri($"http://{target}"), Timeout = TimeSpan.FromSeconds(60) };
         try
         {
             if (!await WaitReady(http, server)) { Console.Error.WriteLine($"bench serve: the server did not start; see {work}/server.log"); return 1; }
             var topology = Topology.Detect();
             string loadStart = LoadAverage();
-            Console.WriteLine($"load average: {loadStart}");
+            Console.WriteLine($"load average: {loadStart}; {setup.Placement}; server {setup.Gc}");
             string machine = F($"{topology.Source}: {topology.Nodes.Count} node(s), {topology.Cores.Count} cores, {topology.Pus.Count} PUs, {Environment.ProcessorCount} processors visible");
 
             // ---- max sustainable QPS, trainer off
@@ -112,7 +132,7 @@ internal sealed class ServeRun : BenchRun
                     await SetTrainer(http, mode, targetMs);
                     await Load(target, qps, 1, batch, 98);
                 }
-                var perMode = Modes.ToDictionary(x => x, _ => new List<(LoadResult R, double Rate, double Duty)>());
+                var perMode = Modes.ToDictionary(x => x, _ => new List<(LoadResult R, double Rate, double Duty, GcPauses Gc)>());
                 var ratios = Modes.ToDictionary(x => x, _ => new List<double>());
                 for (int round = 0; round < rounds; round++)
                 {
@@ -123,14 +143,17 @@ internal sealed class ServeRun : BenchRun
                         await SetTrainer(http, mode, targetMs);
                         await Task.Delay(500);
                         double s0 = Samples(await Scrape(http));
+                        var gcBefore = ServerGcPauses(await Scrape(http), 0);
                         var sw = Stopwatch.StartNew();
                         var r = await Load(target, qps, seconds, batch, 1000 * round + Array.IndexOf(Modes, mode));
                         var after = await Scrape(http);
-                        double rate = (Samples(after) - s0) / sw.Elapsed.TotalSeconds;
+                        double elapsed = sw.Elapsed.TotalSeconds;
+                        double rate = (Samples(after) - s0) / elapsed;
                         double duty = Value(after, "livedlrm_qos_duty_cycle_ratio");
-                        perMode[mode].Add((r, rate, duty));
+                        var gc = ServerGcPauses(after, elapsed, gcBefore);
+                        perMode[mode].Add((r, rate, duty, gc));
                         p99[mode] = r.P99Ms;
-                        Console.WriteLine(F($"  round {round + 1}/{rounds} {mode,-20} P50 {r.P50Ms,8:F3} ms  P99 {r.P99Ms,8:F3} ms  P99.9 {r.P999Ms,8:F3} ms  trainer {rate,8:F0} samples/s  duty {duty:F2}  errors {r.Errors} dropped {r.Dropped}"));
+                        Console.WriteLine(F($"  round {round + 1}/{rounds} {mode,-20} P50 {r.P50Ms,8:F3} ms  P99 {r.P99Ms,8:F3} ms  P99.9 {r.P999Ms,8:F3} ms  trainer {rate,8:F0} samples/s  duty {duty:F2}  errors {r.Errors} dropped {r.Dropped}  | server GC {gc.Count} pauses, longest ≤ {gc.MaxMs:F1} ms; generator late P99 {r.SendLateP99Ms:F1} ms, GC {r.ClientGcPauseMs:F1} ms"));
                     }
                     foreach (var mode in Modes) ratios[mode].Add(p99[mode] / p99["no-trainer"]);
                 }
@@ -149,14 +172,22 @@ internal sealed class ServeRun : BenchRun
                     P99VsNoTrainer: Median(ratios[mode]),
                     P99AddedMsMedian: Median(Enumerable.Range(0, rounds).Select(i => perMode[mode][i].R.P99Ms - perMode["no-trainer"][i].R.P99Ms)),
                     Errors: perMode[mode].Sum(x => x.R.Errors),
-                    Dropped: perMode[mode].Sum(x => x.R.Dropped))).ToList();
+                    Dropped: perMode[mode].Sum(x => x.R.Dropped),
+                    Stalls: new ServeStallAttribution(
+                        ServerGcPausesPerSMedian: Median(perMode[mode].Select(x => x.Gc.PerS)),
+                        ServerGcPauseMsPerSMedian: Median(perMode[mode].Select(x => x.Gc.MsPerS)),
+                        ServerGcPauseMaxMs: perMode[mode].Max(x => x.Gc.MaxMs),
+                        GeneratorSendLateP99MsMedian: Median(perMode[mode].Select(x => x.R.SendLateP99Ms)),
+                        GeneratorSendLateMaxMs: perMode[mode].Max(x => x.R.SendLateMaxMs),
+                        GeneratorGcPauseMsMedian: Median(perMode[mode].Select(x => x.R.ClientGcPauseMs))))).ToList();
                 foreach (var x in modes)
-                    Console.WriteLine(F($"{fraction:P0} {x.Mode,-20} median P50 {x.P50Ms:F3} ms  P99 {x.P99Ms:F3} ms  P99.9 {x.P999Ms:F3} ms  P99 ratio (median of rounds) {x.P99VsNoTrainer:F3}  added P99 {x.P99AddedMsMedian:F3} ms  trainer {x.TrainerSamplesPerS:F0} samples/s ({x.TrainerRateVsUnthrottled:P0} of unthrottled)"));
+                    Console.WriteLine(F($"{fraction:P0} {x.Mode,-20} median P50 {x.P50Ms:F3} ms  P99 {x.P99Ms:F3} ms  P99.9 {x.P999Ms:F3} ms  P99 ratio (median of rounds) {x.P99VsNoTrainer:F3}  added P99 {x.P99AddedMsMedian:F3} ms  trainer {x.TrainerSamplesPerS:F0} samples/s ({x.TrainerRateVsUnthrottled:P0} of unthrottled)  server GC {x.Stalls.ServerGcPausesPerSMedian:F2} pauses/s, {x.Stalls.ServerGcPauseMsPerSMedian:F1} ms/s, longest ≤ {x.Stalls.ServerGcPauseMaxMs:F1} ms"));
                 loads.Add(new ServeLoadCase(fraction, qps, targetMs, rounds, seconds, modes));
             }
             await SetTrainer(http, "no-trainer", null);
             var report = new ServeBenchReport(machine, loadStart, LoadAverage(), batch, light.P50Ms, maxQps, search, loads,
-                "at 50 %: trainer-qos p99_vs_no_trainer <= 1.05 with trainer_rate_vs_unthrottled >= 0.30; at 80 %: trainer-qos p99_added_ms_median < 20; trainer-qos never worse than trainer-unthrottled");
+                "at 50 %: trainer-qos p99_vs_no_trainer <= 1.05 with trainer_rate_vs_unthrottled >= 0.30; at 80 %: trainer-qos p99_added_ms_median < 20; trainer-qos never worse than trainer-unthrottled",
+                setup.Placement, setup.Gc);
             // snake_case like latency.json, whose field names these share where they mean the same.
             Reports.ReportJson.Write(report, output, BenchJsonContext.Default.ServeBenchReport);
             Console.WriteLine($"wrote {output}");
@@ -190,9 +221,11 @@ internal sealed class ServeRun : BenchRun
         return F($"model: {config.Tables.Count} tables ({model.TableBytes >> 20} MiB), trained on 50 000 synthetic events in {sw.Elapsed.TotalSeconds:F1} s");
     }
 
-    static Process StartServer(string cli, string model, string token, int port, string logFile)
+    static Process StartServer(string cli, string model, string token, int port, string logFile, ServerSetup setup)
     {
-        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo(setup.Pin ? "taskset" : "dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        if (setup.Pin) foreach (var a in new[] { "-c", "0", "dotnet" }) psi.ArgumentList.Add(a);
+        if (setup.Gen0Mb is int mb) psi.Environment["DOTNET_GCgen0size"] = F($"0x{(long)mb << 20:X}");
         foreach (var a in new[] { cli, "serve", "--model", model, "--listen", $"127.0.0.1:{port}", "--admin-token-file", token, "--no-trainer",
                                   "--label-window", "500ms", "--qos", "full" })
             psi.ArgumentList.Add(a);
@@ -244,6 +277,32 @@ internal sealed class ServeRun : BenchRun
         .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
 
     static double Samples(string metrics) => Value(metrics, "livedlrm_trainer_samples_total");
+
+    /// <summary>The server's GC pauses between two scrapes (its <c>livedlrm_gc_pause_seconds</c> histogram): how many,
+    /// per second, their total per second, and the upper edge of the bucket of the longest.</summary>
+    internal readonly record struct GcPauses(double Count, double TotalMs, double MaxMs, double PerS, double MsPerS, Dictionary<double, double> Buckets);
+
+    static GcPauses ServerGcPauses(string metrics, double seconds, GcPauses? before = null)
+    {
+        var buckets = Buckets(metrics, "livedlrm_gc_pause_seconds_bucket{", null);
+        double count = Value(metrics, "livedlrm_gc_pause_seconds_count") - (before?.Count ?? 0);
+        double totalMs = 1000 * Value(metrics, "livedlrm_gc_pause_seconds_sum") - (before?.TotalMs ?? 0);
+        double maxMs = 0, previous = 0;
+        foreach (var le in buckets.Keys.Order())
+        {
+            double n = buckets[le] - (before?.Buckets.GetValueOrDefault(le) ?? 0);
+            if (n > previous) maxMs = double.IsInfinity(le) ? double.PositiveInfinity : le * 1000;
+            previous = n;
+        }
+        return before is null ? new GcPauses(count, totalMs, 0, 0, 0, buckets)
+            : new GcPauses(count, totalMs, maxMs, seconds > 0 ? count / seconds : 0, seconds > 0 ? totalMs / seconds : 0, buckets);
+    }
+
+    /// <summary>A Prometheus histogram's cumulative buckets by upper edge (+Inf included), optionally of one label.</summary>
+    static Dictionary<double, double> Buckets(string text, string prefix, string? label) => text.Split('\n')
+        .Where(l => l.StartsWith(prefix, StringComparison.Ordinal) && (label is null || l.Contains(label, StringComparison.Ordinal)))
+        .Select(l => (Le: l[(l.IndexOf("le=\"", StringComparison.Ordinal) + 4)..], V: double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture)))
+        .ToDictionary(x => x.Le.StartsWith("+Inf", StringComparison.Ordinal) ? double.PositiveInfinity : double.Parse(x.Le[..x.Le.IndexOf('"')], CultureInfo.InvariantCulture), x => x.V);
 
     /// <summary>The P99 of the latency the QoS controller watches (handler time plus the pool's queueing delay) over
     /// the requests between two scrapes, from its histogram's buckets (the upper edge of the bucket holding the 99th
