@@ -11,7 +11,7 @@ namespace LiveDlrm.Serving.Fleet;
 /// (<c>A</c>) follow. A restarted node replays the file: the message that was formed but not acknowledged is
 /// published again as it was (same examples, same message id, so the log's deduplication drops it if it had
 /// landed), then every example neither dropped nor in an acknowledged message is spooled again, in order.
-/// <para>Records are <c>u32 length, u32 XxHash32, payload</c>; replay stops at the first short or damaged record (a
+/// <para>The file starts with <c>LDSPOOL1</c> (a file at that name without it is refused, not replaced); records are <c>u32 length, u32 XxHash32, payload</c>; replay stops at the first short or damaged record (a
 /// write cut by the crash) and the file is rewritten from what it holds. Each record is one <c>write()</c> to the
 /// operating system, so a killed process loses nothing it appended; the file is fsynced only when it is rewritten,
 /// so a power loss can lose the last records. The file is rewritten (compacted: only the live examples and the
@@ -41,6 +41,9 @@ internal sealed class DiskSpool : IDisposable
     public sealed record Recovered(IReadOnlyList<TrainingExample> InFlight, IReadOnlyList<long> InFlightIndices,
                                    IReadOnlyList<(TrainingExample Example, long Index)> Waiting, long NextIndex, bool Damaged);
 
+    /// <summary>The file's first bytes: what makes a file at <see cref="FileName"/> ours to rewrite.</summary>
+    static readonly byte[] SpoolMagic = "LDSPOOL1"u8.ToArray();
+
     DiskSpool(string path, FileStream file) { _path = path; _file = file; }
 
     /// <summary>Opens (or creates) the spool in <paramref name="dir"/> and replays it.</summary>
@@ -56,7 +59,12 @@ internal sealed class DiskSpool : IDisposable
         if (File.Exists(path))
         {
             var bytes = File.ReadAllBytes(path);
-            int at = 0;
+            // A file that does not start with the magic is not a spool (a creation cut before the magic was whole
+            // leaves a prefix of it, which is ours): refuse it rather than replace someone's file.
+            int prefix = Math.Min(bytes.Length, SpoolMagic.Length);
+            if (!bytes.AsSpan(0, prefix).SequenceEqual(SpoolMagic.AsSpan(0, prefix)))
+                throw new LiveDlrm.Runtime.UserInputException($"{path}: not a fleet spool (it does not start with {System.Text.Encoding.ASCII.GetString(SpoolMagic)}); move it away or give another --adapters directory");
+            int at = prefix;
             while (at < bytes.Length)
             {
                 if (bytes.Length - at < 8) { damaged = true; break; }
@@ -116,6 +124,7 @@ internal sealed class DiskSpool : IDisposable
         string temp = path + ".tmp";
         using (var f = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
+            f.Write(SpoolMagic);
             foreach (var (i, r) in records) if (examples.ContainsKey(i)) f.Write(r);   // in index order
             if (flightIndices.Count > 0) f.Write(Record(MessagePayload(flightIndices)));
             f.Flush(flushToDisk: true);
@@ -195,6 +204,7 @@ internal sealed class DiskSpool : IDisposable
         try
         {
             using var f = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.Read, bufferSize: 1 << 16);
+            f.Write(SpoolMagic);
             foreach (var r in snapshot) f.Write(r);
             if (flight is not null) f.Write(Record(MessagePayload(flight)));
             f.Flush(flushToDisk: true);

@@ -217,6 +217,24 @@ internal class FleetRunnerTests
     }
 
     [Test]
+    public void AFileThatIsNotASpoolIsRefusedAndKept()
+    {
+        string dir = Path.Combine(_root, "disk-foreign");
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, DiskSpool.FileName);
+        byte[] foreign = [.. "someone else's notes\n"u8];
+        File.WriteAllBytes(path, foreign);
+        var e = Assert.Throws<LiveDlrm.Runtime.UserInputException>(() => DiskSpool.Open(dir));
+        Assert.That(e!.Message, Does.Contain(path).And.Contain("not a fleet spool"));
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(foreign), "left as it was");
+
+        // A spool cut while its magic was being written is ours: it opens empty.
+        File.WriteAllBytes(path, [.. "LDSP"u8]);
+        var (spool, recovered) = DiskSpool.Open(dir);
+        using (spool) Assert.That((recovered.Waiting.Count, recovered.InFlight.Count, recovered.Damaged), Is.EqualTo((0, 0, false)));
+    }
+
+    [Test]
     public void TheDiskSpoolStaysSmallWhileMessagesAreAcknowledged()
     {
         string dir = Path.Combine(_root, "disk-compact");
